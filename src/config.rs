@@ -1,0 +1,1018 @@
+//! Configuration: YAML file -> raw structs ([`raw`]) -> a validated [`Config`].
+//!
+//! Loading never stops at the first problem. The document is parsed once into a YAML
+//! value; `${VAR}` references in strings are substituted from the environment; each
+//! top-level section and each list item is then deserialized and validated on its own,
+//! so one mistake does not hide the next. Every problem becomes a [`ConfigError`] with
+//! file, line, column and field path ([`locate`] maps paths to positions). Values that
+//! came from the environment, and fields named like secrets, are never echoed.
+
+mod locate;
+mod raw;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderName, HeaderValue, Uri};
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+use crate::credentials::{CredentialHeader, CredentialRules, KeyEntry, KeyHash, api_key};
+use crate::policy::{Access, DefaultRule, MethodSet, Route, RouteSpec, RouteTable, Template};
+use crate::rejection::Responder;
+use crate::scope::{self, ScopeError, ScopeRegistry, ScopeSet};
+use crate::tier::{Tier, TierId, Tiers};
+use locate::{Locations, join};
+use raw::{RawAccess, RawDefault, RawLogFormat};
+
+/// Values given on the command line, which take precedence over the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--admin-listen`.
+    pub admin_listen: Option<SocketAddr>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+}
+
+/// A validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    /// Address of the proxy listener.
+    pub listen: SocketAddr,
+    /// Address of the admin listener (health), if enabled.
+    pub admin_listen: Option<SocketAddr>,
+    /// Public base URL, without a trailing slash; every URL in documents and
+    /// challenges derives from it.
+    pub public_url: String,
+    /// True when the public URL was configured rather than derived from `listen`.
+    pub public_url_explicit: bool,
+    /// How the API presents itself.
+    pub service: Service,
+    /// Listener settings.
+    pub server: ServerSettings,
+    /// Where allowed requests go.
+    pub upstream: UpstreamSettings,
+    /// Credential extraction rules.
+    pub credentials: CredentialRules,
+    /// Declared scopes.
+    pub scopes: Arc<ScopeRegistry>,
+    /// Trust tiers, lowest first.
+    pub tiers: Arc<Tiers>,
+    /// Keys declared in the file by hash.
+    pub keys: Vec<(KeyHash, Arc<KeyEntry>)>,
+    /// The compiled policy.
+    pub policy: RouteTable,
+    /// Rejection answers for this config.
+    pub responder: Responder,
+    /// Logging.
+    pub log: LogSettings,
+}
+
+/// `service:`.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// Display name of the API.
+    pub name: String,
+    /// One-paragraph description.
+    pub description: Option<String>,
+}
+
+/// `server:`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Runtime worker threads; 0 means one per core, 1 a single-threaded runtime.
+    pub worker_threads: usize,
+    /// How long a client may take to send request headers.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+/// Where the upstream is.
+#[derive(Debug, Clone)]
+pub enum UpstreamTarget {
+    /// The built-in echo server: answers with what it received.
+    Echo,
+    /// An HTTP server.
+    Http {
+        /// `http` (TLS to the upstream is not supported yet).
+        scheme: Scheme,
+        /// `host:port`.
+        authority: Authority,
+    },
+}
+
+/// `upstream:`.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Target.
+    pub target: UpstreamTarget,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// Send the client's `Host` rather than the upstream's authority.
+    pub preserve_host: bool,
+    /// Speak HTTP/2 (prior knowledge) to the upstream.
+    pub http2: bool,
+}
+
+/// `log:`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A tracing filter, e.g. `info` or `authmd_proxy=debug`.
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `routes[3].scopes[0]`; empty for the whole document.
+    pub path: String,
+    /// Line and column (1-based), when known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    /// The file (or label) they were found in.
+    pub file: String,
+    /// The problems, in document order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file)?;
+            if let Some((line, column)) = e.position {
+                write!(f, ":{line}:{column}")?;
+            }
+            if e.path.is_empty() {
+                write!(f, ": {}", e.message)?;
+            } else {
+                write!(f, ": {}: {}", e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+const TOP_LEVEL: &[&str] = &[
+    "listen",
+    "admin_listen",
+    "public_url",
+    "service",
+    "server",
+    "upstream",
+    "credentials",
+    "scopes",
+    "tiers",
+    "keys",
+    "routes",
+    "default",
+    "paths",
+    "log",
+];
+
+impl Config {
+    /// Reads and validates a config file, substituting `${VAR}` from the process
+    /// environment.
+    pub fn load(path: &Path, overrides: &Overrides) -> Result<Config, ConfigErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: file.clone(),
+            errors: vec![ConfigError {
+                path: String::new(),
+                position: None,
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        Config::from_yaml_str(&text, &file, overrides, &|name| std::env::var(name).ok())
+    }
+
+    /// Validates a config from text; `env` resolves `${VAR}` references. `file` only
+    /// labels the errors.
+    pub fn from_yaml_str(
+        text: &str,
+        file: &str,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let mut loader = Loader {
+            locations: Locations::index(text),
+            errors: Vec::new(),
+            secret_paths: HashSet::new(),
+        };
+        let config = loader.load(text, overrides, env);
+        let mut errors = loader.errors;
+        match config {
+            Some(config) if errors.is_empty() => Ok(config),
+            _ => {
+                errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
+                if errors.is_empty() {
+                    errors.push(ConfigError {
+                        path: String::new(),
+                        position: None,
+                        message: "the config is not valid".into(),
+                    });
+                }
+                Err(ConfigErrors {
+                    file: file.to_owned(),
+                    errors,
+                })
+            }
+        }
+    }
+
+    /// Number of routes in the policy.
+    #[must_use]
+    pub fn route_count(&self) -> usize {
+        self.policy.routes().count()
+    }
+}
+
+/// Collects errors while the document is taken apart.
+struct Loader {
+    locations: Locations,
+    errors: Vec<ConfigError>,
+    /// Paths whose values came from the environment: never echoed.
+    secret_paths: HashSet<String>,
+}
+
+/// The top-level sections, each deserialized on its own.
+#[derive(Default)]
+struct Sections {
+    listen: Option<String>,
+    admin_listen: Option<Option<String>>,
+    public_url: Option<String>,
+    service: raw::RawService,
+    server: raw::RawServer,
+    upstream: Option<raw::RawUpstream>,
+    credentials: raw::RawCredentials,
+    scopes: Vec<(String, String)>,
+    tiers: Vec<(String, raw::RawTier)>,
+    keys: Vec<(String, raw::RawKey)>,
+    routes: Vec<(String, raw::RawRoute)>,
+    default: RawDefault,
+    paths: raw::RawPaths,
+    log: raw::RawLog,
+}
+
+impl Loader {
+    fn error(&mut self, path: &str, message: impl Into<String>) {
+        let message = if self.is_secret(path) {
+            "invalid value (not shown: it may be a secret)".to_owned()
+        } else {
+            message.into()
+        };
+        self.errors.push(ConfigError {
+            path: path.to_owned(),
+            position: self.locations.find(path),
+            message,
+        });
+    }
+
+    fn is_secret(&self, path: &str) -> bool {
+        let field = path.rsplit(['.', '[']).next().unwrap_or(path);
+        ["secret", "password", "private"]
+            .iter()
+            .any(|word| field.contains(word))
+            || self.secret_paths.iter().any(|p| {
+                path == p
+                    || path.starts_with(&format!("{p}."))
+                    || path.starts_with(&format!("{p}["))
+            })
+    }
+
+    fn load(
+        &mut self,
+        text: &str,
+        overrides: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<Config> {
+        let mut document: Value = match serde_norway::from_str(text) {
+            Ok(value) => value,
+            Err(e) => {
+                let message = e.to_string();
+                let message = message
+                    .rfind(" at line ")
+                    .map_or(message.as_str(), |cut| &message[..cut]);
+                self.errors.push(ConfigError {
+                    path: String::new(),
+                    position: e.location().map(|l| (l.line(), l.column())),
+                    message: format!("not valid YAML: {message}"),
+                });
+                return None;
+            }
+        };
+        self.substitute(&mut document, "", env);
+        let sections = self.sections(document)?;
+        self.validate(sections, overrides)
+    }
+
+    /// Replaces `${VAR}` in every string value (`$${` writes a literal `${`).
+    fn substitute(&mut self, value: &mut Value, path: &str, env: &dyn Fn(&str) -> Option<String>) {
+        match value {
+            Value::String(s) if s.contains("${") => {
+                let mut out = String::with_capacity(s.len());
+                let mut rest = s.as_str();
+                let mut substituted = false;
+                while let Some(start) = rest.find("${") {
+                    if rest[..start].ends_with('$') {
+                        out.push_str(&rest[..start - 1]);
+                        out.push_str("${");
+                        rest = &rest[start + 2..];
+                        continue;
+                    }
+                    out.push_str(&rest[..start]);
+                    let Some(end) = rest[start..].find('}') else {
+                        self.error(path, "unterminated `${` (write `$${` for a literal `${`)");
+                        return;
+                    };
+                    let name = &rest[start + 2..start + end];
+                    let valid = !name.is_empty()
+                        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+                    if !valid {
+                        self.error(path, format!("`${{{name}}}` is not a valid variable name"));
+                        return;
+                    }
+                    match env(name) {
+                        Some(v) => out.push_str(&v),
+                        None => {
+                            self.error(path, format!("environment variable `{name}` is not set"));
+                            return;
+                        }
+                    }
+                    substituted = true;
+                    rest = &rest[start + end + 1..];
+                }
+                out.push_str(rest);
+                if substituted {
+                    self.secret_paths.insert(path.to_owned());
+                }
+                *s = out;
+            }
+            Value::Sequence(items) => {
+                for (i, item) in items.iter_mut().enumerate() {
+                    self.substitute(item, &format!("{path}[{i}]"), env);
+                }
+            }
+            Value::Mapping(map) => {
+                for (key, item) in map.iter_mut() {
+                    if let Value::String(key) = key {
+                        let child = join(path, key);
+                        self.substitute(item, &child, env);
+                    }
+                }
+            }
+            Value::Tagged(tagged) => self.substitute(&mut tagged.value, path, env),
+            _ => {}
+        }
+    }
+
+    /// Deserializes one value into `T`, recording an error at its exact path.
+    fn take<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                let mut full = path.to_owned();
+                for segment in e.path().iter() {
+                    match segment {
+                        serde_path_to_error::Segment::Seq { index } => {
+                            full.push_str(&format!("[{index}]"));
+                        }
+                        serde_path_to_error::Segment::Map { key }
+                        | serde_path_to_error::Segment::Enum { variant: key } => {
+                            full = join(&full, key);
+                        }
+                        serde_path_to_error::Segment::Unknown => {}
+                    }
+                }
+                self.error(&full, e.into_inner().to_string());
+                None
+            }
+        }
+    }
+
+    /// Deserializes a list item by item, so every bad item is reported.
+    fn take_list<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Vec<(String, T)> {
+        let Some(items) = self.take::<Vec<Value>>(value, path) else {
+            return Vec::new();
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, item)| {
+                let item_path = format!("{path}[{i}]");
+                self.take(item, &item_path).map(|v| (item_path, v))
+            })
+            .collect()
+    }
+
+    fn sections(&mut self, document: Value) -> Option<Sections> {
+        let map = match document {
+            Value::Mapping(map) => map,
+            Value::Null => {
+                self.error("", "the config is empty");
+                return None;
+            }
+            _ => {
+                self.error("", "the config must be a mapping of sections");
+                return None;
+            }
+        };
+        let mut s = Sections::default();
+        for (key, value) in map {
+            let Value::String(key) = key else {
+                self.error("", "section names must be strings");
+                continue;
+            };
+            let path = key.as_str();
+            match path {
+                "listen" => s.listen = self.take(value, path),
+                "admin_listen" => s.admin_listen = self.take(value, path),
+                "public_url" => s.public_url = self.take(value, path),
+                "service" => s.service = self.take(value, path).unwrap_or_default(),
+                "server" => s.server = self.take(value, path).unwrap_or_default(),
+                "upstream" => s.upstream = self.take(value, path),
+                "credentials" => s.credentials = self.take(value, path).unwrap_or_default(),
+                "scopes" => {
+                    if let Some(map) = self.take::<serde_norway::Mapping>(value, path) {
+                        for (name, description) in map {
+                            let Value::String(name) = name else {
+                                self.error(path, "scope names must be strings");
+                                continue;
+                            };
+                            let item = join(path, &name);
+                            let description = self.take::<Option<String>>(description, &item);
+                            s.scopes
+                                .push((name, description.flatten().unwrap_or_default()));
+                        }
+                    }
+                }
+                "tiers" => s.tiers = self.take_list(value, path),
+                "keys" => s.keys = self.take_list(value, path),
+                "routes" => s.routes = self.take_list(value, path),
+                "default" => s.default = self.take(value, path).unwrap_or_default(),
+                "paths" => s.paths = self.take(value, path).unwrap_or_default(),
+                "log" => s.log = self.take(value, path).unwrap_or_default(),
+                other => {
+                    let hint = scope::closest(other, TOP_LEVEL.iter().copied())
+                        .map(|c| format!("; did you mean `{c}`?"))
+                        .unwrap_or_default();
+                    self.error(other, format!("unknown section `{other}`{hint}"));
+                }
+            }
+        }
+        Some(s)
+    }
+
+    fn duration(&mut self, value: Option<String>, path: &str, default: Duration) -> Duration {
+        let Some(text) = value else {
+            return default;
+        };
+        match humantime::parse_duration(&text) {
+            Ok(d) => d,
+            Err(_) => {
+                self.error(
+                    path,
+                    format!("`{text}` is not a duration; write e.g. `5s` or `250ms`"),
+                );
+                default
+            }
+        }
+    }
+
+    fn address(&mut self, text: &str, path: &str) -> Option<SocketAddr> {
+        match text.parse() {
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                self.error(
+                    path,
+                    format!("`{text}` is not an address such as `127.0.0.1:8080`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn unknown_scope(&mut self, path: &str, name: &str, error: &ScopeError) {
+        let ScopeError::Unknown { suggestion } = error;
+        let hint = suggestion
+            .as_ref()
+            .map(|s| format!("; did you mean `{s}`?"))
+            .unwrap_or_else(|| "; declare it under `scopes:`".into());
+        self.error(path, format!("unknown scope `{name}`{hint}"));
+    }
+
+    fn validate(&mut self, s: Sections, overrides: &Overrides) -> Option<Config> {
+        let listen = match (&overrides.listen, &s.listen) {
+            (Some(addr), _) => Some(*addr),
+            (None, Some(text)) => self.address(text, "listen"),
+            (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 8080))),
+        };
+        let admin_listen = match (&overrides.admin_listen, &s.admin_listen) {
+            (Some(addr), _) => Some(*addr),
+            (None, Some(Some(text))) => self.address(text, "admin_listen"),
+            (None, Some(None)) => None,
+            (None, None) => Some(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        };
+        let public_url_explicit = overrides.public_url.is_some() || s.public_url.is_some();
+        let public_url = match (&overrides.public_url, &s.public_url, listen) {
+            (Some(url), _, _) => self.public_url(url, "--public-url"),
+            (None, Some(url), _) => self.public_url(url, "public_url"),
+            (None, None, Some(addr)) => Some(format!("http://{addr}")),
+            (None, None, None) => None,
+        };
+
+        let server = ServerSettings {
+            worker_threads: s.server.worker_threads.unwrap_or(0),
+            header_read_timeout: self.duration(
+                s.server.header_read_timeout,
+                "server.header_read_timeout",
+                Duration::from_secs(10),
+            ),
+            shutdown_grace: self.duration(
+                s.server.shutdown_grace,
+                "server.shutdown_grace",
+                Duration::from_secs(30),
+            ),
+        };
+        let upstream = match s.upstream {
+            Some(raw) => self.upstream(raw),
+            None => {
+                self.error(
+                    "upstream",
+                    "missing section `upstream` (e.g. `upstream: {url: http://127.0.0.1:3000}`)",
+                );
+                None
+            }
+        };
+
+        let mut registry = ScopeRegistry::default();
+        for (name, description) in &s.scopes {
+            let path = join("scopes", name);
+            if !scope::is_valid_name(name) {
+                self.error(&path, format!("`{name}` is not a valid scope name (lowercase letters, digits, `_.:-`, optionally ending in `:*`)"));
+            } else if !registry.declare(name, description) {
+                self.error(
+                    &path,
+                    format!("too many scopes (at most {})", scope::MAX_SCOPES),
+                );
+            }
+        }
+        let registry = Arc::new(registry);
+
+        let tiers = Arc::new(self.tiers(&s.tiers, &registry));
+        let credentials = self.credentials(&s.credentials);
+        let public = public_url.clone().unwrap_or_default();
+        let keys = self.keys(s.keys, &registry, &tiers);
+        let policy = self.policy(
+            s.routes,
+            s.default,
+            s.paths.case_insensitive,
+            &registry,
+            &tiers,
+            &public,
+        );
+
+        let log = LogSettings {
+            level: s.log.level.unwrap_or_else(|| "info".into()),
+            json: matches!(s.log.format, Some(RawLogFormat::Json)),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+            self.error("log.level", format!("not a valid log filter: {e}"));
+        }
+        let service = Service {
+            name: s.service.name.unwrap_or_else(|| "API".into()),
+            description: s.service.description,
+        };
+
+        let (Some(listen), Some(public_url), Some(upstream), Some(policy)) =
+            (listen, public_url, upstream, policy)
+        else {
+            return None;
+        };
+        if !self.errors.is_empty() {
+            return None;
+        }
+        let responder = Responder::new(&public_url, registry.clone(), tiers.clone());
+        Some(Config {
+            listen,
+            admin_listen,
+            public_url,
+            public_url_explicit,
+            service,
+            server,
+            upstream,
+            credentials,
+            scopes: registry,
+            tiers,
+            keys,
+            policy,
+            responder,
+            log,
+        })
+    }
+
+    fn public_url(&mut self, text: &str, path: &str) -> Option<String> {
+        let trimmed = text.trim_end_matches('/');
+        let ok = trimmed.parse::<Uri>().ok().filter(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https"))
+                && uri.authority().is_some()
+                && uri
+                    .path_and_query()
+                    .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/")
+        });
+        if ok.is_none() {
+            self.error(
+                path,
+                format!("`{text}` is not an origin such as `https://api.example.com` (no path, query or fragment)"),
+            );
+            return None;
+        }
+        Some(trimmed.to_owned())
+    }
+
+    fn upstream(&mut self, raw: raw::RawUpstream) -> Option<UpstreamSettings> {
+        let target = if raw.url == "builtin:echo" {
+            Some(UpstreamTarget::Echo)
+        } else {
+            let parsed = raw.url.parse::<Uri>().ok();
+            match parsed
+                .as_ref()
+                .map(|u| (u.scheme_str(), u.authority(), u.path()))
+            {
+                Some((Some("http"), Some(authority), "" | "/")) => Some(UpstreamTarget::Http {
+                    scheme: Scheme::HTTP,
+                    authority: authority.clone(),
+                }),
+                Some((Some("https"), ..)) => {
+                    self.error("upstream.url", "TLS to the upstream is not supported yet; use an `http://` upstream (e.g. a sidecar on localhost)");
+                    None
+                }
+                _ => {
+                    self.error(
+                        "upstream.url",
+                        format!("`{}` is not `builtin:echo` or an origin such as `http://127.0.0.1:3000`", raw.url),
+                    );
+                    None
+                }
+            }
+        };
+        let settings = UpstreamSettings {
+            target: target?,
+            connect_timeout: self.duration(
+                raw.connect_timeout,
+                "upstream.connect_timeout",
+                Duration::from_secs(5),
+            ),
+            response_timeout: self.duration(
+                raw.response_timeout,
+                "upstream.response_timeout",
+                Duration::from_secs(60),
+            ),
+            idle_timeout: self.duration(
+                raw.idle_timeout,
+                "upstream.idle_timeout",
+                Duration::from_secs(90),
+            ),
+            preserve_host: raw.preserve_host,
+            http2: raw.http2,
+        };
+        Some(settings)
+    }
+
+    fn tiers(&mut self, raw: &[(String, raw::RawTier)], registry: &ScopeRegistry) -> Tiers {
+        let mut tiers: Vec<Tier> = Vec::new();
+        for (i, (path, tier)) in raw.iter().enumerate() {
+            let name_path = join(path, "name");
+            let valid = !tier.name.is_empty()
+                && tier.name.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'
+                });
+            if !valid {
+                self.error(
+                    &name_path,
+                    format!(
+                        "`{}` is not a valid tier name (lowercase letters, digits, `_`, `-`)",
+                        tier.name
+                    ),
+                );
+                continue;
+            }
+            if tiers.iter().any(|t| t.name == tier.name) {
+                self.error(
+                    &name_path,
+                    format!("tier `{}` is declared twice", tier.name),
+                );
+                continue;
+            }
+            if tier.name == "anonymous" && i != 0 {
+                self.error(&name_path, "`anonymous` must be the first (lowest) tier");
+                continue;
+            }
+            let scopes = match registry.granted(tier.scopes.iter().map(String::as_str)) {
+                Ok(set) => set,
+                Err((name, e)) => {
+                    let at = tier.scopes.iter().position(|s| s == name).unwrap_or(0);
+                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e);
+                    ScopeSet::EMPTY
+                }
+            };
+            tiers.push(make_tier(&tier.name, scopes, registry));
+        }
+        if tiers.first().is_none_or(|t| t.name != "anonymous") {
+            tiers.insert(0, make_tier("anonymous", ScopeSet::EMPTY, registry));
+        }
+        if tiers.len() == 1 {
+            tiers.push(make_tier("default", ScopeSet::EMPTY, registry));
+        }
+        if tiers.len() > usize::from(u8::MAX) {
+            self.error("tiers", "too many tiers (at most 255)");
+            tiers.truncate(usize::from(u8::MAX));
+        }
+        Tiers(tiers)
+    }
+
+    fn credentials(&mut self, raw: &raw::RawCredentials) -> CredentialRules {
+        let mut headers: Vec<CredentialHeader> = Vec::new();
+        for (i, header) in raw.headers.iter().enumerate() {
+            let path = format!("credentials.headers[{i}].name");
+            let Ok(name) = HeaderName::try_from(header.name.as_str()) else {
+                self.error(
+                    &path,
+                    format!("`{}` is not a valid header name", header.name),
+                );
+                continue;
+            };
+            if name == http::header::AUTHORIZATION {
+                self.error(
+                    &path,
+                    "`Authorization` is read through `credentials.bearer`",
+                );
+            } else if name.as_str().starts_with("x-authmd-") {
+                self.error(
+                    &path,
+                    "`X-Authmd-*` headers are set by the proxy; choose another name",
+                );
+            } else if headers.iter().any(|h| h.name == name) {
+                self.error(&path, format!("header `{}` is listed twice", header.name));
+            } else {
+                headers.push(CredentialHeader {
+                    name,
+                    anonymous: header.anonymous,
+                });
+            }
+        }
+        let mut key_prefixes = Vec::new();
+        for (i, prefix) in raw.key_prefixes.iter().enumerate() {
+            let prefix = prefix.strip_suffix('_').unwrap_or(prefix);
+            if api_key::is_valid_prefix(prefix) {
+                key_prefixes.push(prefix.to_owned());
+            } else {
+                self.error(
+                    &format!("credentials.key_prefixes[{i}]"),
+                    format!("`{prefix}` is not a key prefix (lowercase words joined by `_`, e.g. `ak_live`)"),
+                );
+            }
+        }
+        CredentialRules {
+            bearer: raw.bearer,
+            headers,
+            key_prefixes,
+            require_checksum: raw.require_checksum,
+        }
+    }
+
+    fn keys(
+        &mut self,
+        raw: Vec<(String, raw::RawKey)>,
+        registry: &ScopeRegistry,
+        tiers: &Tiers,
+    ) -> Vec<(KeyHash, Arc<KeyEntry>)> {
+        let mut keys: Vec<(KeyHash, Arc<KeyEntry>)> = Vec::new();
+        for (path, key) in raw {
+            let valid_id = !key.id.is_empty()
+                && key.id.len() <= 64
+                && key
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !valid_id {
+                self.error(
+                    &join(&path, "id"),
+                    format!("`{}` is not a key id (letters, digits, `_`, `-`)", key.id),
+                );
+                continue;
+            }
+            if keys.iter().any(|(_, k)| k.id == key.id) {
+                self.error(
+                    &join(&path, "id"),
+                    format!("key id `{}` is used twice", key.id),
+                );
+                continue;
+            }
+            let Some(hash) = KeyHash::parse(&key.hash) else {
+                self.error(&join(&path, "hash"), "not a BLAKE3 hash; write `blake3:<64 hex digits>` as printed by `authmd-proxy keys hash`");
+                continue;
+            };
+            if keys.iter().any(|(h, _)| *h == hash) {
+                self.error(&join(&path, "hash"), "this hash belongs to another key too");
+                continue;
+            }
+            let scopes = match registry.granted(key.scopes.iter().map(String::as_str)) {
+                Ok(set) => set,
+                Err((name, e)) => {
+                    let at = key.scopes.iter().position(|s| s == name).unwrap_or(0);
+                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e);
+                    continue;
+                }
+            };
+            let tier = match &key.tier {
+                None => TierId(1),
+                Some(name) => match tiers.find(name) {
+                    Some(TierId::ANONYMOUS) => {
+                        self.error(
+                            &join(&path, "tier"),
+                            "a key cannot be in the `anonymous` tier",
+                        );
+                        continue;
+                    }
+                    Some(id) => id,
+                    None => {
+                        self.unknown_tier(&join(&path, "tier"), name, tiers);
+                        continue;
+                    }
+                },
+            };
+            let entry = KeyEntry::new(
+                key.id.clone(),
+                key.name.unwrap_or_else(|| key.id.clone()),
+                key.scopes,
+                scopes,
+                tier,
+                registry,
+            );
+            keys.push((hash, Arc::new(entry)));
+        }
+        keys
+    }
+
+    fn unknown_tier(&mut self, path: &str, name: &str, tiers: &Tiers) {
+        let hint = scope::closest(name, tiers.all().iter().map(|t| t.name.as_str()))
+            .map(|c| format!("; did you mean `{c}`?"))
+            .unwrap_or_default();
+        self.error(path, format!("unknown tier `{name}`{hint}"));
+    }
+
+    fn policy(
+        &mut self,
+        raw: Vec<(String, raw::RawRoute)>,
+        default: RawDefault,
+        ignore_case: bool,
+        registry: &ScopeRegistry,
+        tiers: &Tiers,
+        public_url: &str,
+    ) -> Option<RouteTable> {
+        let mut specs = Vec::new();
+        let mut paths = Vec::new();
+        let mut ids: HashSet<String> = HashSet::new();
+        for (path, route) in raw {
+            let template = match Template::parse(&route.path, ignore_case) {
+                Ok(t) => t,
+                Err(message) => {
+                    self.error(&join(&path, "path"), format!("`{}` {message}", route.path));
+                    continue;
+                }
+            };
+            let mut methods = MethodSet::default();
+            for (i, name) in route.methods.iter().enumerate() {
+                match MethodSet::parse(name) {
+                    Some(m) => methods.insert(m),
+                    None => self.error(
+                        &format!("{path}.methods[{i}]"),
+                        format!("`{name}` is not an HTTP method"),
+                    ),
+                }
+            }
+            if route.methods.is_empty() {
+                methods = MethodSet::ANY;
+            }
+            let required = match registry.required(route.scopes.iter().map(String::as_str)) {
+                Ok(set) => set,
+                Err((name, e)) => {
+                    let at = route.scopes.iter().position(|s| s == name).unwrap_or(0);
+                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e);
+                    continue;
+                }
+            };
+            let access = match route.access {
+                RawAccess::Public => Access::Public,
+                RawAccess::Anonymous => Access::Anonymous,
+                RawAccess::Credential => Access::Credential,
+            };
+            if access == Access::Public && (!required.is_empty() || route.min_tier.is_some()) {
+                self.error(&join(&path, "access"), "a public route cannot require scopes or a tier; use `anonymous` or `credential`");
+                continue;
+            }
+            let min_tier = match &route.min_tier {
+                None => None,
+                Some(name) => match tiers.find(name) {
+                    Some(id) => Some(id),
+                    None => {
+                        self.unknown_tier(&join(&path, "min_tier"), name, tiers);
+                        continue;
+                    }
+                },
+            };
+            let id = route.id.clone().unwrap_or_else(|| {
+                if route.methods.is_empty() {
+                    route.path.clone()
+                } else {
+                    format!("{} {}", route.methods.join(","), route.path)
+                }
+            });
+            if !ids.insert(id.clone()) {
+                self.error(&join(&path, "id"), format!("route id `{id}` is used twice"));
+                continue;
+            }
+            let scope_names = registry.names(&required);
+            specs.push(RouteSpec {
+                template,
+                route: Route {
+                    id,
+                    methods,
+                    access,
+                    scopes: required,
+                    min_tier,
+                    challenge: Responder::challenge(public_url, &scope_names, None),
+                    forbidden_challenge: Responder::challenge(
+                        public_url,
+                        &scope_names,
+                        Some("insufficient_scope"),
+                    ),
+                },
+            });
+            paths.push(path);
+        }
+        let default = match default {
+            RawDefault::Deny => DefaultRule::Deny,
+            RawDefault::Public => DefaultRule::Public(Box::new(Route {
+                id: "default".into(),
+                methods: MethodSet::ANY,
+                access: Access::Public,
+                scopes: ScopeSet::EMPTY,
+                min_tier: None,
+                challenge: HeaderValue::from_static("Bearer"),
+                forbidden_challenge: HeaderValue::from_static("Bearer"),
+            })),
+        };
+        match RouteTable::build(specs, default) {
+            Ok(table) => Some(table),
+            Err(conflicts) => {
+                for conflict in conflicts {
+                    let path = paths
+                        .get(conflict.index)
+                        .cloned()
+                        .unwrap_or_else(|| "routes".into());
+                    self.error(&join(&path, "path"), conflict.message);
+                }
+                None
+            }
+        }
+    }
+}
+
+fn make_tier(name: &str, scopes: ScopeSet, registry: &ScopeRegistry) -> Tier {
+    Tier {
+        name: name.to_owned(),
+        scopes,
+        header: HeaderValue::from_str(name).unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+        scopes_header: HeaderValue::from_str(&registry.names(&scopes))
+            .unwrap_or_else(|_| HeaderValue::from_static("")),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,153 @@
+//! The YAML file as written: serde structs that mirror it one to one, with
+//! `deny_unknown_fields` so a typo is an error, not a silently ignored setting.
+//! Nothing here is validated beyond its YAML type; that is [`super::validate`]'s job.
+
+use serde::Deserialize;
+
+/// `service:`: how the API presents itself in documents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawService {
+    pub(crate) name: Option<String>,
+    pub(crate) description: Option<String>,
+}
+
+/// `server:`: the listener's own settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub(crate) worker_threads: Option<usize>,
+    pub(crate) header_read_timeout: Option<String>,
+    pub(crate) shutdown_grace: Option<String>,
+}
+
+/// `upstream:`: where allowed requests go.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub(crate) url: String,
+    pub(crate) connect_timeout: Option<String>,
+    pub(crate) response_timeout: Option<String>,
+    pub(crate) idle_timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) preserve_host: bool,
+    #[serde(default)]
+    pub(crate) http2: bool,
+}
+
+/// `credentials:`: where credentials arrive and what keys look like.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredentials {
+    #[serde(default = "yes")]
+    pub(crate) bearer: bool,
+    #[serde(default)]
+    pub(crate) headers: Vec<RawCredentialHeader>,
+    #[serde(default)]
+    pub(crate) key_prefixes: Vec<String>,
+    #[serde(default = "yes")]
+    pub(crate) require_checksum: bool,
+}
+
+impl Default for RawCredentials {
+    fn default() -> Self {
+        RawCredentials {
+            bearer: true,
+            headers: Vec::new(),
+            key_prefixes: Vec::new(),
+            require_checksum: true,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One extra credential header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCredentialHeader {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) anonymous: bool,
+}
+
+/// One tier.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTier {
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+}
+
+/// One statically declared key.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKey {
+    pub(crate) id: String,
+    pub(crate) hash: String,
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) tier: Option<String>,
+}
+
+/// One route.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub(crate) id: Option<String>,
+    pub(crate) path: String,
+    #[serde(default)]
+    pub(crate) methods: Vec<String>,
+    #[serde(default)]
+    pub(crate) access: RawAccess,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) min_tier: Option<String>,
+}
+
+/// `access:` of a route.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawAccess {
+    Public,
+    Anonymous,
+    #[default]
+    Credential,
+}
+
+/// `default:`: what happens to a request no route matches.
+#[derive(Debug, Default, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawDefault {
+    #[default]
+    Deny,
+    Public,
+}
+
+/// `paths:`: how request paths are compared.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPaths {
+    #[serde(default)]
+    pub(crate) case_insensitive: bool,
+}
+
+/// `log:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLog {
+    pub(crate) level: Option<String>,
+    pub(crate) format: Option<RawLogFormat>,
+}
+
+/// `log.format:`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawLogFormat {
+    Text,
+    Json,
+}

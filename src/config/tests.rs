@@ -1,0 +1,150 @@
+use super::*;
+
+const GOOD: &str = r#"
+listen: 127.0.0.1:8080
+public_url: https://api.example.com/
+upstream:
+  url: builtin:echo
+credentials:
+  headers:
+    - name: X-Agent-Key
+      anonymous: true
+  key_prefixes: [ak_live]
+scopes:
+  offers:read: Read public offers
+  offers:write: Create and update own offers
+  admin:*: Everything under admin
+  admin:users: Manage users
+tiers:
+  - name: anonymous
+    scopes: [offers:read]
+  - name: free
+keys:
+  - id: k1
+    hash: blake3:0000000000000000000000000000000000000000000000000000000000000001
+    scopes: [offers:read, offers:write]
+routes:
+  - path: /api/v1/offers
+    methods: [GET]
+    access: anonymous
+    scopes: [offers:read]
+  - path: /api/v1/offers/{id}
+    methods: [PUT]
+    scopes: [offers:write]
+"#;
+
+fn load(text: &str) -> Result<Config, ConfigErrors> {
+    Config::from_yaml_str(text, "test.yaml", &Overrides::default(), &|name| {
+        (name == "SECRET_HASH").then(|| "hunter2-not-a-hash".to_owned())
+    })
+}
+
+#[test]
+fn a_good_config_loads() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(config.public_url, "https://api.example.com");
+    assert_eq!(config.route_count(), 2);
+    assert_eq!(config.tiers.all().len(), 2);
+    assert_eq!(config.keys.len(), 1);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let text = r#"listen: nowhere
+upstream:
+  url: ftp://x
+scopes:
+  offers:read: Read
+  Bad Scope: no
+routes:
+  - path: /a
+    scopes: [ofers:read]
+  - path: /b
+    methods: [FETCH]
+    acess: public
+  - path: /c/{id
+keys:
+  - id: k
+    hash: nope
+  - id: k2
+    hash: ${SECRET_HASH}
+  - id: k3
+    hash: ${MISSING_VAR}
+tires: []
+"#;
+    let errors = load(text).unwrap_err();
+    let rendered = errors.to_string();
+    let expect = [
+        "test.yaml:1:1: listen: `nowhere` is not an address",
+        "test.yaml:3:3: upstream.url: `ftp://x` is not `builtin:echo`",
+        "test.yaml:6:3: scopes.Bad Scope: `Bad Scope` is not a valid scope name",
+        "test.yaml:9:14: routes[0].scopes[0]: unknown scope `ofers:read`; did you mean `offers:read`?",
+        "routes[1].acess: unknown field `acess`",
+        "routes[2].path: `/c/{id` ",
+        "test.yaml:16:5: keys[0].hash: not a BLAKE3 hash",
+        "test.yaml:18:5: keys[1].hash: invalid value (not shown: it may be a secret)",
+        "keys[2].hash: environment variable `MISSING_VAR` is not set",
+        "tires: unknown section `tires`; did you mean `tiers`?",
+    ];
+    for line in expect {
+        assert!(rendered.contains(line), "missing {line:?} in\n{rendered}");
+    }
+    assert!(
+        !rendered.contains("hunter2"),
+        "a secret leaked:\n{rendered}"
+    );
+}
+
+#[test]
+fn route_conflicts_are_config_errors() {
+    let text = r#"upstream: {url: builtin:echo}
+routes:
+  - path: /{x}/b
+  - path: /a/{y}
+  - id: dup
+    path: /a/{z}
+"#;
+    let rendered = load(text).unwrap_err().to_string();
+    assert!(rendered.contains("both match `/a/b`"), "{rendered}");
+    assert!(rendered.contains("repeats"), "{rendered}");
+    assert!(
+        rendered.contains("test.yaml:6:5: routes[2].path"),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_a_position() {
+    let errors = load("upstream: [unclosed\n").unwrap_err();
+    assert_eq!(errors.errors.len(), 1);
+    assert!(errors.errors[0].position.is_some());
+    assert!(errors.to_string().contains("not valid YAML"), "{errors}");
+}
+
+#[test]
+fn env_substitution() {
+    let text = "upstream:\n  url: ${UP}\npublic_url: http://$${literal}\n";
+    let err = Config::from_yaml_str(text, "t", &Overrides::default(), &|n| {
+        (n == "UP").then(|| "http://127.0.0.1:3000".to_owned())
+    })
+    .unwrap_err();
+    // `$${` is a literal `${`, which is then not a valid URL; the upstream resolved.
+    let rendered = err.to_string();
+    assert!(
+        rendered.contains("public_url: `http://${literal}`"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("upstream"), "{rendered}");
+}
+
+#[test]
+fn overrides_win() {
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:1".parse().unwrap()),
+        admin_listen: None,
+        public_url: Some("http://localhost:1".into()),
+    };
+    let config = Config::from_yaml_str(GOOD, "t", &overrides, &|_| None).unwrap();
+    assert_eq!(config.listen.port(), 1);
+    assert_eq!(config.public_url, "http://localhost:1");
+}

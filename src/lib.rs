@@ -1,0 +1,53 @@
+//! # authmd-proxy
+//!
+//! An authenticating reverse proxy that makes an existing HTTP API agent-ready from
+//! one YAML file: it verifies API keys against an in-memory table of BLAKE3 hashes,
+//! enforces a route -> scope policy, and forwards what is allowed to the upstream,
+//! streaming, with the verified identity attached.
+//!
+//! ## The request path
+//!
+//! ```text
+//!  client ──► server (accept, HTTP/1.1 + HTTP/2)
+//!               │
+//!               ▼
+//!  pipeline::admit ─────────────────────────────────────────────┐
+//!    1. policy::normalize_path   ambiguous path        -> 400   │
+//!    2. RouteTable::find         no route / method     -> 404/405│ Rejection
+//!    3. CredentialRules::extract conflicting creds     -> 400   │   │
+//!    4. CredentialRules::authenticate  bad key/token   -> 401   │   ▼
+//!    5. Route::authorize         scope / tier          -> 401/403│ Responder::respond
+//!               │ Grant { route, principal, path }              │ (JSON envelope,
+//!               ▼                                               │  WWW-Authenticate)
+//!  proxy::Upstream::forward     refused / slow        -> 502/504┘
+//!    strip hop-by-hop, consumed credentials, spoofed X-Authmd-*;
+//!    add X-Forwarded-*, X-Authmd-Principal/Scopes/Tier; stream both ways
+//!               │
+//!               ▼
+//!  upstream (HTTP/1.1 or HTTP/2 pool, or builtin:echo)
+//! ```
+//!
+//! ## Modules
+//!
+//! - [`config`]: YAML -> raw structs -> validated [`config::Config`], all errors at once.
+//! - [`policy`]: path normalisation, templates, the route table, authorization.
+//! - [`credentials`]: credential extraction, API key format, the lock-free key table.
+//! - [`scope`] and [`tier`]: scope bit sets and trust tiers.
+//! - [`pipeline`]: the ordered checks ([`pipeline::Gateway`]).
+//! - [`rejection`]: the closed [`rejection::Rejection`] enum and its one responder.
+//! - [`proxy`]: upstream pool, header hygiene, streaming, upgrades, the echo upstream.
+//! - [`server`]: listeners, admin endpoints, graceful shutdown.
+//! - [`body`]: the response body type.
+
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod config;
+pub mod credentials;
+pub mod pipeline;
+pub mod policy;
+pub mod proxy;
+pub mod rejection;
+pub mod scope;
+pub mod server;
+pub mod tier;

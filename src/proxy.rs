@@ -1,0 +1,272 @@
+//! Forwarding: the request the upstream receives, and the answer the client gets.
+//!
+//! The upstream request carries the normalised path the policy matched (never the raw
+//! one), no hop-by-hop headers, no credential the proxy consumed, `X-Forwarded-*`, and
+//! the verified identity in `X-Authmd-*` (any such header from the client is dropped
+//! first). Bodies stream both ways without buffering; `Upgrade` requests (WebSocket)
+//! are tunnelled once the upstream answers 101. Upstream failures become 502 or 504
+//! rejections, never a hang.
+
+mod echo;
+pub mod headers;
+
+use std::error::Error as _;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::header::HOST;
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use crate::body::Body;
+use crate::config::{UpstreamSettings, UpstreamTarget};
+use crate::rejection::Rejection;
+
+/// What the proxy knows about the client connection a request came on.
+#[derive(Debug, Clone)]
+pub struct ClientConn {
+    /// The peer address.
+    pub peer: SocketAddr,
+    /// The peer IP, ready for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+    /// `http` or `https`.
+    pub proto: &'static str,
+}
+
+impl ClientConn {
+    /// Connection info for a plain-TCP peer.
+    #[must_use]
+    pub fn plain(peer: SocketAddr) -> ClientConn {
+        let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        ClientConn {
+            peer,
+            peer_ip,
+            proto: "http",
+        }
+    }
+}
+
+/// The identity to attach to a forwarded request.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `X-Authmd-Principal`.
+    pub principal: HeaderValue,
+    /// `X-Authmd-Scopes`.
+    pub scopes: HeaderValue,
+    /// `X-Authmd-Tier`.
+    pub tier: HeaderValue,
+}
+
+/// How to rewrite one request on its way out.
+#[derive(Debug)]
+pub struct Outbound<'a> {
+    /// The normalised path, when it differs from the request's.
+    pub path: Option<&'a str>,
+    /// Identity headers to add (none on public routes).
+    pub identity: Option<Identity>,
+    /// Credential headers to remove.
+    pub consumed: &'a [http::HeaderName],
+}
+
+/// The upstream: an HTTP origin behind a connection pool, or the built-in echo.
+#[derive(Debug)]
+pub struct Upstream {
+    target: Target,
+    response_timeout: Duration,
+    preserve_host: bool,
+    http2: bool,
+}
+
+#[derive(Debug)]
+enum Target {
+    Echo,
+    Http(Box<HttpTarget>),
+}
+
+#[derive(Debug)]
+struct HttpTarget {
+    client: Client<HttpConnector, Incoming>,
+    scheme: Scheme,
+    authority: Authority,
+}
+
+impl Upstream {
+    /// Builds the upstream and its connection pool. Must run inside a Tokio runtime.
+    #[must_use]
+    pub fn new(settings: &UpstreamSettings) -> Upstream {
+        let target = match &settings.target {
+            UpstreamTarget::Echo => Target::Echo,
+            UpstreamTarget::Http { scheme, authority } => {
+                let mut connector = HttpConnector::new();
+                connector.set_nodelay(true);
+                connector.set_connect_timeout(Some(settings.connect_timeout));
+                let client = Client::builder(TokioExecutor::new())
+                    .pool_idle_timeout(settings.idle_timeout)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .http2_only(settings.http2)
+                    .build(connector);
+                Target::Http(Box::new(HttpTarget {
+                    client,
+                    scheme: scheme.clone(),
+                    authority: authority.clone(),
+                }))
+            }
+        };
+        Upstream {
+            target,
+            response_timeout: settings.response_timeout,
+            preserve_host: settings.preserve_host,
+            http2: settings.http2,
+        }
+    }
+
+    /// Rewrites and sends a request, and returns the upstream's answer.
+    pub async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        outbound: Outbound<'_>,
+        conn: &ClientConn,
+    ) -> Result<Response<Body>, Rejection> {
+        let upgrade = !self.http2
+            && request.version() == Version::HTTP_11
+            && headers::is_upgrade(request.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        self.rewrite(&mut request, &outbound, conn, upgrade);
+        let Target::Http(http) = &self.target else {
+            return Ok(echo::answer(request).await);
+        };
+        let sent = tokio::time::timeout(self.response_timeout, http.client.request(request)).await;
+        let mut response = match sent {
+            Ok(Ok(response)) => response,
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error_chain(&error), "upstream request failed");
+                return Err(if is_timeout(&error) {
+                    Rejection::UpstreamTimeout
+                } else {
+                    Rejection::UpstreamUnavailable
+                });
+            }
+            Err(_) => {
+                tracing::warn!(timeout = ?self.response_timeout, "upstream did not answer in time");
+                return Err(Rejection::UpstreamTimeout);
+            }
+        };
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        match client_upgrade {
+            Some(client_side) if switching => {
+                let upstream_side = hyper::upgrade::on(&mut response);
+                tokio::spawn(tunnel(client_side, upstream_side));
+                headers::strip_hop_by_hop(response.headers_mut(), true);
+            }
+            _ => headers::strip_hop_by_hop(response.headers_mut(), false),
+        }
+        Ok(response.map(Body::Stream))
+    }
+
+    fn rewrite(
+        &self,
+        request: &mut Request<Incoming>,
+        outbound: &Outbound<'_>,
+        conn: &ClientConn,
+        upgrade: bool,
+    ) {
+        let headers = request.headers_mut();
+        headers::strip_hop_by_hop(headers, upgrade);
+        headers::strip_identity(headers);
+        for name in outbound.consumed {
+            headers.remove(name);
+        }
+        if !headers.contains_key(HOST) {
+            // HTTP/2 clients send `:authority` instead of Host.
+            let authority = request
+                .uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+            if let Some(authority) = authority {
+                request.headers_mut().insert(HOST, authority);
+            }
+        }
+        let headers = request.headers_mut();
+        headers::set_forwarded(headers, &conn.peer_ip, conn.proto);
+        if let Some(identity) = &outbound.identity {
+            headers.insert(headers::PRINCIPAL.clone(), identity.principal.clone());
+            headers.insert(headers::SCOPES.clone(), identity.scopes.clone());
+            headers.insert(headers::TIER.clone(), identity.tier.clone());
+        }
+        if !self.preserve_host {
+            headers.remove(HOST);
+        }
+        let path_and_query = match outbound.path {
+            Some(path) => {
+                let query = request.uri().query();
+                let text = match query {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path.to_owned(),
+                };
+                PathAndQuery::try_from(text).ok()
+            }
+            None => request.uri().path_and_query().cloned(),
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.path_and_query = path_and_query;
+        if let Target::Http(http) = &self.target {
+            parts.scheme = Some(http.scheme.clone());
+            parts.authority = Some(http.authority.clone());
+        }
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *request.uri_mut() = uri;
+        }
+        *request.version_mut() = if self.http2 {
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+    }
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "upgraded connection ended with an error");
+    }
+}
+
+/// True when the failure was a timeout (connect timeout included).
+fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = error.source();
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        source = e.source();
+    }
+    false
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

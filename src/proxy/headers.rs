@@ -1,0 +1,142 @@
+//! Header hygiene between client and upstream: hop-by-hop headers (RFC 9110 section
+//! 7.6.1), `X-Forwarded-*`, consumed credentials and the identity headers.
+
+use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers that never cross the proxy.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    CONNECTION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// `X-Authmd-Principal`.
+pub static PRINCIPAL: HeaderName = HeaderName::from_static("x-authmd-principal");
+/// `X-Authmd-Scopes`.
+pub static SCOPES: HeaderName = HeaderName::from_static("x-authmd-scopes");
+/// `X-Authmd-Tier`.
+pub static TIER: HeaderName = HeaderName::from_static("x-authmd-tier");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// True when the request asks to switch protocols (HTTP/1.1 `Upgrade`, e.g. WebSocket).
+#[must_use]
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names. With
+/// `keep_upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+            .collect();
+        for name in named {
+            if !(keep_upgrade && name == UPGRADE) {
+                headers.remove(name);
+            }
+        }
+    }
+    let upgrade = keep_upgrade.then(|| headers.remove(UPGRADE)).flatten();
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(UPGRADE, upgrade);
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Removes every `X-Authmd-*` header: only the proxy may set them.
+pub fn strip_identity(headers: &mut HeaderMap) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| name.as_str().starts_with("x-authmd-"))
+        .cloned()
+        .collect();
+    for name in spoofed {
+        headers.remove(name);
+    }
+}
+
+/// Sets `X-Forwarded-For` (appending the peer), `-Proto` and `-Host`.
+pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, proto: &'static str) {
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(previous) if headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
+            HeaderValue::from_str(&format!("{previous}, {}", peer_ip.to_str().unwrap_or("")))
+                .unwrap_or_else(|_| peer_ip.clone())
+        }
+        _ => peer_ip.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    if let Some(host) = headers.get(HOST).cloned() {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn forwarded_for_appends_and_identity_is_stripped() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.insert("x-authmd-principal", HeaderValue::from_static("key:admin"));
+        h.insert("X-Authmd-Anything", HeaderValue::from_static("x"));
+        h.insert(HOST, HeaderValue::from_static("api.example.com"));
+        strip_identity(&mut h);
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
+        assert!(!h.keys().any(|k| k.as_str().starts_with("x-authmd-")));
+    }
+}

@@ -1,0 +1,140 @@
+//! Test support: a real proxy on port 0 in front of a real upstream on port 0.
+#![allow(dead_code, unreachable_pub)]
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use authmd_proxy::body::Body;
+use authmd_proxy::config::{Config, Overrides};
+use authmd_proxy::pipeline::Gateway;
+use authmd_proxy::server::Running;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// The example keys of `config.example.yaml`.
+pub const WRITER_KEY: &str = "ak_live_AcJCuxEfMH8MPmHoz714gXzc3G2YYZRSL6yYjky";
+pub const READER_KEY: &str = "ak_live_GibMerzW8n3vKphvqCZtkdCYfGao4qSPg49gXo9";
+
+/// A proxy serving on 127.0.0.1:<random>.
+pub struct TestProxy {
+    pub addr: SocketAddr,
+    pub url: String,
+    running: Option<Running>,
+}
+
+impl TestProxy {
+    /// Starts a proxy from YAML text. `{upstream}` in the text is replaced by the
+    /// given upstream origin (or `builtin:echo` when `None`).
+    pub async fn start(yaml: &str, upstream: Option<SocketAddr>) -> TestProxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let url = format!("http://{addr}");
+        let upstream = upstream.map_or_else(|| "builtin:echo".to_owned(), |a| format!("http://{a}"));
+        let yaml = yaml.replace("{upstream}", &upstream);
+        let overrides = Overrides {
+            listen: Some(addr),
+            admin_listen: None,
+            public_url: Some(url.clone()),
+        };
+        let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        let running = Running::start(Gateway::new(config), listener, None);
+        TestProxy {
+            addr,
+            url,
+            running: Some(running),
+        }
+    }
+
+    /// Starts a proxy from `config.example.yaml`, in front of `upstream` when given.
+    pub async fn example(upstream: Option<SocketAddr>) -> TestProxy {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).unwrap();
+        let text = match upstream {
+            Some(_) => text.replace("url: builtin:echo", "url: {upstream}"),
+            None => text,
+        };
+        TestProxy::start(&text, upstream).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().unwrap()
+    }
+
+    pub async fn shutdown(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+/// An upstream on 127.0.0.1:<random> answering with `handler`, over HTTP/1.1 and
+/// HTTP/2 (prior knowledge), with upgrades.
+pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    let handler: Handler = Arc::new(move |req| Box::pin(handler(req)));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| {
+                    let handler = handler.clone();
+                    async move { Ok::<_, Infallible>(handler(req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP client that never uses a system proxy.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+/// Parses a JSON response body.
+pub async fn json(response: reqwest::Response) -> serde_json::Value {
+    let text = response.text().await.unwrap();
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+/// Asserts the rejection envelope: status, `error`, `code`, and a `docs` link into
+/// the proxy's auth.md.
+pub async fn assert_envelope(response: reqwest::Response, status: u16, error: &str, code: &str) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    assert_eq!(
+        response.headers().get("content-type").unwrap(),
+        "application/json"
+    );
+    let body = json(response).await;
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(body["docs"].as_str().is_some_and(|d| d.contains("/auth.md#")), "{body}");
+    assert_eq!(body.as_object().unwrap().len(), 4, "envelope has exactly four fields: {body}");
+    body
+}
