@@ -279,7 +279,16 @@ struct Sections {
 }
 
 impl Loader {
+    /// Records a problem at `path`; the first problem at a path is the one reported
+    /// (a value that failed substitution is not then also called malformed).
     fn error(&mut self, path: &str, message: impl Into<String>) {
+        if self
+            .errors
+            .iter()
+            .any(|e| e.path == path && !path.is_empty())
+        {
+            return;
+        }
         let message = if self.is_secret(path) {
             "invalid value (not shown: it may be a secret)".to_owned()
         } else {

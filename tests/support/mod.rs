@@ -1,5 +1,12 @@
 //! Test support: a real proxy on port 0 in front of a real upstream on port 0.
-#![allow(dead_code, unreachable_pub)]
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "test support: a failed setup step should fail the test loudly"
+)]
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -35,7 +42,8 @@ impl TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
-        let upstream = upstream.map_or_else(|| "builtin:echo".to_owned(), |a| format!("http://{a}"));
+        let upstream =
+            upstream.map_or_else(|| "builtin:echo".to_owned(), |a| format!("http://{a}"));
         let yaml = yaml.replace("{upstream}", &upstream);
         let overrides = Overrides {
             listen: Some(addr),
@@ -54,7 +62,9 @@ impl TestProxy {
 
     /// Starts a proxy from `config.example.yaml`, in front of `upstream` when given.
     pub async fn example(upstream: Option<SocketAddr>) -> TestProxy {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).unwrap();
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+                .unwrap();
         let text = match upstream {
             Some(_) => text.replace("url: builtin:echo", "url: {upstream}"),
             None => text,
@@ -124,7 +134,12 @@ pub async fn json(response: reqwest::Response) -> serde_json::Value {
 
 /// Asserts the rejection envelope: status, `error`, `code`, and a `docs` link into
 /// the proxy's auth.md.
-pub async fn assert_envelope(response: reqwest::Response, status: u16, error: &str, code: &str) -> serde_json::Value {
+pub async fn assert_envelope(
+    response: reqwest::Response,
+    status: u16,
+    error: &str,
+    code: &str,
+) -> serde_json::Value {
     assert_eq!(response.status().as_u16(), status, "status");
     assert_eq!(
         response.headers().get("content-type").unwrap(),
@@ -133,8 +148,97 @@ pub async fn assert_envelope(response: reqwest::Response, status: u16, error: &s
     let body = json(response).await;
     assert_eq!(body["error"], error, "{body}");
     assert_eq!(body["code"], code, "{body}");
-    assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
-    assert!(body["docs"].as_str().is_some_and(|d| d.contains("/auth.md#")), "{body}");
-    assert_eq!(body.as_object().unwrap().len(), 4, "envelope has exactly four fields: {body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["docs"]
+            .as_str()
+            .is_some_and(|d| d.contains("/auth.md#")),
+        "{body}"
+    );
+    assert_eq!(
+        body.as_object().unwrap().len(),
+        4,
+        "envelope has exactly four fields: {body}"
+    );
     body
+}
+
+/// A response read off a raw socket.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.head.lines().skip(1).find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+/// Sends `request` (the exact bytes of an HTTP/1.1 request, which should say
+/// `Connection: close`) and reads the whole answer. For paths that an HTTP client
+/// library would normalise before sending (`/a/../b`, `%2e%2e`).
+pub async fn raw(addr: SocketAddr, request: &str) -> RawResponse {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).await.unwrap();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    RawResponse {
+        status,
+        head: head.to_owned(),
+        body,
+    }
+}
+
+/// `GET path` with extra header lines, over a raw socket.
+pub async fn raw_get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> RawResponse {
+    let mut request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    raw(addr, &request).await
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 || rest.len() < size {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
 }

@@ -1,0 +1,202 @@
+//! The command line, driven as a user would: `check`, `keys`, and `run` serving
+//! `config.example.yaml` (the README's first command).
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "helpers of the tests: a failed step fails the test"
+)]
+
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+
+use support::{READER_KEY, WRITER_KEY, assert_envelope, client, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+
+#[test]
+fn check_accepts_the_example_config() {
+    let out = Command::new(BIN)
+        .args(["check", "--config", EXAMPLE])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("ok (8 routes"));
+}
+
+const BROKEN: &str = "\
+listen: 127.0.0.1:8080
+upstream:
+  url: builtin:echo
+scopes:
+  offers:read: Read offers
+routes:
+  - path: /api/v1/offers
+    scopes: [ofers:read]
+  - path: /api/v1/offers/{id}
+    methods: [GET, YEET]
+  - path: /x
+    access: sometimes
+keys:
+  - id: k
+    hash: ${KEY_HASH_THAT_IS_NOT_SET}
+";
+
+#[test]
+fn check_lists_every_problem_with_its_line_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, BROKEN).unwrap();
+    for command in ["check", "run"] {
+        let out = Command::new(BIN)
+            .args([command, "--config", path.to_str().unwrap()])
+            .env_remove("KEY_HASH_THAT_IS_NOT_SET")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(64), "{command}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let file = path.display().to_string();
+        for expected in [
+            format!(
+                "{file}:8:14: routes[0].scopes[0]: unknown scope `ofers:read`; did you mean `offers:read`?"
+            ),
+            format!("{file}:10:20: routes[1].methods[1]: `YEET` is not an HTTP method"),
+            format!("{file}:12:5: routes[2].access: unknown variant `sometimes`"),
+            format!(
+                "{file}:15:5: keys[0].hash: environment variable `KEY_HASH_THAT_IS_NOT_SET` is not set"
+            ),
+            "4 problem(s)".to_owned(),
+        ] {
+            assert!(
+                stderr.contains(&expected),
+                "{command}: missing {expected:?} in\n{stderr}"
+            );
+        }
+    }
+}
+
+#[test]
+fn keys_generate_and_hash_agree() {
+    let out = Command::new(BIN)
+        .args(["keys", "generate", "--prefix", "ak_live"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let key = text.lines().find_map(|l| l.strip_prefix("key:  ")).unwrap();
+    let hash = text.lines().find_map(|l| l.strip_prefix("hash: ")).unwrap();
+    assert!(key.starts_with("ak_live_") && key.len() >= 45, "{key}");
+    assert!(authmd_proxy::credentials::api_key::checksum_ok(
+        key, "ak_live"
+    ));
+
+    let mut child = Command::new(BIN)
+        .args(["keys", "hash"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{key}").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), hash);
+
+    let out = Command::new(BIN)
+        .args(["keys", "generate", "--prefix", "Not A Prefix"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}
+
+/// Kills the child when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts the binary and returns it with the address it printed.
+fn start(args: &[&str]) -> (Killed, String) {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let child = Killed(child);
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the proxy exited before listening")
+            .unwrap();
+        if let Some(rest) = line.split("listening on ").nth(1) {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, url)
+}
+
+#[tokio::test]
+async fn the_readme_walkthrough_works_against_the_example_config() {
+    let (_child, url) = start(&[
+        "run",
+        "--config",
+        EXAMPLE,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    let http = client();
+    // 401 with the discovery challenge, derived from the real (random) port.
+    let response = http
+        .post(format!("{url}/api/v1/offers"))
+        .send()
+        .await
+        .unwrap();
+    let www = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        www,
+        format!(
+            "Bearer resource_metadata=\"{url}/.well-known/oauth-protected-resource\", scope=\"offers:write\""
+        )
+    );
+    assert_envelope(response, 401, "unauthorized", "UNAUTHORIZED").await;
+    // The example key: 200, identity in the echo, no credential header.
+    let response = http
+        .post(format!("{url}/api/v1/offers"))
+        .header("X-Agent-Key", WRITER_KEY)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let echo = json(response).await;
+    assert_eq!(echo["headers"]["x-authmd-principal"], "key:example-writer");
+    assert!(echo["headers"].get("x-agent-key").is_none());
+    // The read-only key: 403 naming the scope.
+    let response = http
+        .post(format!("{url}/api/v1/offers"))
+        .header("X-Agent-Key", READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_envelope(response, 403, "insufficient_scope", "FORBIDDEN").await;
+}
