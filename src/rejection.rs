@@ -302,3 +302,117 @@ fn describe(
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::ScopeRegistry;
+    use crate::tier::Tier;
+    use http_body_util::BodyExt;
+
+    fn responder() -> Responder {
+        let mut scopes = ScopeRegistry::default();
+        scopes.declare("a:read", "");
+        let tier = |name: &'static str| Tier {
+            name: name.into(),
+            scopes: ScopeSet::EMPTY,
+            header: HeaderValue::from_static(name),
+            scopes_header: HeaderValue::from_static(""),
+        };
+        let tiers = Tiers(vec![tier("anonymous"), tier("gold")]);
+        Responder::new("https://api.example.com", Arc::new(scopes), Arc::new(tiers))
+    }
+
+    /// Every variant: its status, its code, and the one header it must carry.
+    #[tokio::test]
+    async fn every_rejection_has_its_status_code_and_headers() {
+        let r = responder();
+        let missing = r.scopes.required(["a:read"]).unwrap();
+        let cases: Vec<(Rejection, u16, &str, Option<(&str, &str)>)> = vec![
+            (
+                Rejection::InvalidPath(PathError::Semicolon),
+                400,
+                "INVALID_PATH",
+                None,
+            ),
+            (Rejection::RouteNotFound, 404, "NOT_FOUND", None),
+            (
+                Rejection::MethodNotAllowed(MethodSet::parse("POST").unwrap()),
+                405,
+                "METHOD_NOT_ALLOWED",
+                Some(("allow", "POST")),
+            ),
+            (
+                Rejection::AmbiguousCredentials,
+                400,
+                "INVALID_REQUEST",
+                Some(("www-authenticate", "error=\"invalid_request\"")),
+            ),
+            (
+                Rejection::MalformedCredential,
+                400,
+                "INVALID_REQUEST",
+                Some(("www-authenticate", "error=\"invalid_request\"")),
+            ),
+            (
+                Rejection::MissingCredential(HeaderValue::from_static("Bearer x")),
+                401,
+                "UNAUTHORIZED",
+                Some(("www-authenticate", "Bearer x")),
+            ),
+            (
+                Rejection::InvalidApiKey,
+                401,
+                "INVALID_API_KEY",
+                Some(("www-authenticate", "error=\"invalid_token\"")),
+            ),
+            (
+                Rejection::InvalidToken,
+                401,
+                "INVALID_TOKEN",
+                Some(("www-authenticate", "error=\"invalid_token\"")),
+            ),
+            (
+                Rejection::InsufficientScope {
+                    missing,
+                    challenge: HeaderValue::from_static("Bearer y"),
+                },
+                403,
+                "FORBIDDEN",
+                Some(("www-authenticate", "Bearer y")),
+            ),
+            (
+                Rejection::InsufficientTier(TierId(1)),
+                403,
+                "INSUFFICIENT_TIER",
+                None,
+            ),
+            (
+                Rejection::UpstreamUnavailable,
+                502,
+                "UPSTREAM_UNAVAILABLE",
+                None,
+            ),
+            (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
+        ];
+        for (rejection, status, code, header) in cases {
+            let response = r.respond(rejection);
+            assert_eq!(response.status().as_u16(), status, "{code}");
+            if let Some((name, contains)) = header {
+                let value = response.headers()[name].to_str().unwrap();
+                assert!(value.contains(contains), "{code}: {name}: {value}");
+            }
+            assert_eq!(response.headers()["cache-control"], "no-store");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["code"], code);
+            assert!(
+                json["docs"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("https://api.example.com/auth.md#")
+            );
+            assert!(!json["message"].as_str().unwrap().is_empty());
+        }
+    }
+}
