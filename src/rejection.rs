@@ -328,7 +328,13 @@ mod tests {
     async fn every_rejection_has_its_status_code_and_headers() {
         let r = responder();
         let missing = r.scopes.required(["a:read"]).unwrap();
-        let cases: Vec<(Rejection, u16, &str, Option<(&str, &str)>)> = vec![
+        type Case = (
+            Rejection,
+            u16,
+            &'static str,
+            Option<(&'static str, &'static str)>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 Rejection::InvalidPath(PathError::Semicolon),
                 400,
