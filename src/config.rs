@@ -23,8 +23,10 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use crate::credentials::{CredentialHeader, CredentialRules, KeyEntry, KeyHash, api_key};
-use crate::policy::{Access, DefaultRule, MethodSet, Route, RouteSpec, RouteTable, Template};
-use crate::rejection::Responder;
+use crate::policy::{
+    Access, DefaultRule, HostId, MethodSet, Route, RouteSpec, RouteTable, Template, normalize_path,
+};
+use crate::rejection::{Challenges, PROTECTED_RESOURCE, Responder};
 use crate::scope::{self, ScopeError, ScopeRegistry, ScopeSet};
 use crate::tier::{Tier, TierId, Tiers};
 use locate::{Locations, join};
@@ -69,10 +71,97 @@ pub struct Config {
     pub keys: Vec<(KeyHash, Arc<KeyEntry>)>,
     /// The compiled policy.
     pub policy: RouteTable,
-    /// Rejection answers for this config.
-    pub responder: Responder,
+    /// Rejection answers, one responder per public origin (indexed by [`HostId`]).
+    pub responders: Vec<Responder>,
+    /// The well-known documents' settings.
+    pub discovery: Discovery,
+    /// Paths of the proxy's own endpoints.
+    pub endpoints: Endpoints,
     /// Logging.
     pub log: LogSettings,
+}
+
+/// `discovery:`.
+#[derive(Debug, Clone)]
+pub struct Discovery {
+    /// Public origins, `public_url` first, then `discovery.hosts`. Documents are built
+    /// for each; a request's `Host` selects one only when it is in this list.
+    pub origins: Vec<String>,
+    /// `host[:port]` of each origin, lower-case, default port omitted.
+    authorities: Vec<String>,
+    /// Path prefixes that are protected resources of their own (such as `/mcp`), with
+    /// path-inserted metadata.
+    pub resources: Vec<String>,
+    /// Also serve the authorization-server metadata at
+    /// `/.well-known/openid-configuration`.
+    pub openid_configuration: bool,
+    /// The API's OpenAPI description (`service-desc` in the api-catalog).
+    pub openapi_url: Option<String>,
+    /// An operator-written auth.md, served unchanged instead of the generated one.
+    pub auth_md: Option<String>,
+    /// `Cache-Control: max-age` of the documents.
+    pub max_age: Duration,
+    /// MCP server card, served at `/.well-known/mcp/server-card.json`.
+    pub mcp_server_card: Option<serde_json::Value>,
+    /// A2A agent card, served at `/.well-known/agent-card.json`.
+    pub agent_card: Option<serde_json::Value>,
+}
+
+impl Discovery {
+    /// The origin a request addressed, by its `Host` (or HTTP/2 `:authority`); the
+    /// primary origin when the host is not one of ours, so a forged `Host` cannot
+    /// change any URL the proxy publishes.
+    #[must_use]
+    pub fn host_of<B>(&self, request: &http::Request<B>) -> HostId {
+        if self.authorities.len() == 1 {
+            return HostId(0);
+        }
+        let host = request
+            .headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| request.uri().authority().map(Authority::as_str));
+        host.and_then(|host| {
+            self.authorities.iter().position(|a| {
+                a.eq_ignore_ascii_case(host) || a.eq_ignore_ascii_case(strip_default_port(host))
+            })
+        })
+        .map_or(HostId(0), HostId)
+    }
+}
+
+impl Discovery {
+    /// The protected resource a route belongs to: the longest configured resource
+    /// prefix its literal prefix starts with (`""` for the root resource).
+    fn resource_of(&self, template: &Template) -> &str {
+        let literal = template.literal_prefix();
+        self.resources
+            .iter()
+            .filter(|prefix| {
+                literal
+                    .strip_prefix(prefix.as_str())
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .max_by_key(|prefix| prefix.len())
+            .map_or("", String::as_str)
+    }
+}
+
+fn strip_default_port(host: &str) -> &str {
+    host.strip_suffix(":443")
+        .or_else(|| host.strip_suffix(":80"))
+        .unwrap_or(host)
+}
+
+/// `endpoints:`: paths of the proxy's own endpoints.
+#[derive(Debug, Clone)]
+pub struct Endpoints {
+    /// OAuth authorization endpoint.
+    pub authorize: String,
+    /// OAuth token endpoint.
+    pub token: String,
+    /// OAuth revocation endpoint (RFC 7009).
+    pub revoke: String,
 }
 
 /// `service:`.
@@ -82,6 +171,14 @@ pub struct Service {
     pub name: String,
     /// One-paragraph description.
     pub description: Option<String>,
+    /// Human documentation.
+    pub documentation_url: Option<String>,
+    /// Where to reach the operator (URL or e-mail address).
+    pub contact: Option<String>,
+    /// Terms of service.
+    pub terms_url: Option<String>,
+    /// Privacy policy.
+    pub privacy_url: Option<String>,
 }
 
 /// `server:`.
@@ -192,6 +289,8 @@ const TOP_LEVEL: &[&str] = &[
     "default",
     "paths",
     "log",
+    "discovery",
+    "endpoints",
 ];
 
 impl Config {
@@ -219,6 +318,10 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigErrors> {
         let mut loader = Loader {
+            base: Path::new(file)
+                .parent()
+                .map(Path::to_owned)
+                .unwrap_or_default(),
             locations: Locations::index(text),
             errors: Vec::new(),
             secret_paths: HashSet::new(),
@@ -253,6 +356,8 @@ impl Config {
 
 /// Collects errors while the document is taken apart.
 struct Loader {
+    /// Directory that relative file names in the config are resolved against.
+    base: std::path::PathBuf,
     locations: Locations,
     errors: Vec<ConfigError>,
     /// Paths whose values came from the environment: never echoed.
@@ -276,6 +381,8 @@ struct Sections {
     default: RawDefault,
     paths: raw::RawPaths,
     log: raw::RawLog,
+    discovery: raw::RawDiscovery,
+    endpoints: raw::RawEndpoints,
 }
 
 impl Loader {
@@ -485,6 +592,8 @@ impl Loader {
                 "default" => s.default = self.take(value, path).unwrap_or_default(),
                 "paths" => s.paths = self.take(value, path).unwrap_or_default(),
                 "log" => s.log = self.take(value, path).unwrap_or_default(),
+                "discovery" => s.discovery = self.take(value, path).unwrap_or_default(),
+                "endpoints" => s.endpoints = self.take(value, path).unwrap_or_default(),
                 other => {
                     let hint = scope::closest(other, TOP_LEVEL.iter().copied())
                         .map(|c| format!("; did you mean `{c}`?"))
@@ -594,16 +703,17 @@ impl Loader {
 
         let tiers = Arc::new(self.tiers(&s.tiers, &registry));
         let credentials = self.credentials(&s.credentials);
-        let public = public_url.clone().unwrap_or_default();
         let keys = self.keys(s.keys, &registry, &tiers);
+        let discovery = self.discovery(s.discovery, public_url.as_deref());
         let policy = self.policy(
             s.routes,
             s.default,
             s.paths.case_insensitive,
             &registry,
             &tiers,
-            &public,
+            &discovery,
         );
+        let endpoints = self.endpoints(&s.endpoints);
 
         let log = LogSettings {
             level: s.log.level.unwrap_or_else(|| "info".into()),
@@ -615,6 +725,10 @@ impl Loader {
         let service = Service {
             name: s.service.name.unwrap_or_else(|| "API".into()),
             description: s.service.description,
+            documentation_url: s.service.documentation_url,
+            contact: s.service.contact,
+            terms_url: s.service.terms_url,
+            privacy_url: s.service.privacy_url,
         };
 
         let (Some(listen), Some(public_url), Some(upstream), Some(policy)) =
@@ -625,7 +739,11 @@ impl Loader {
         if !self.errors.is_empty() {
             return None;
         }
-        let responder = Responder::new(&public_url, registry.clone(), tiers.clone());
+        let responders = discovery
+            .origins
+            .iter()
+            .map(|origin| Responder::new(origin, registry.clone(), tiers.clone()))
+            .collect();
         Some(Config {
             listen,
             admin_listen,
@@ -639,9 +757,166 @@ impl Loader {
             tiers,
             keys,
             policy,
-            responder,
+            responders,
+            discovery,
+            endpoints,
             log,
         })
+    }
+
+    fn discovery(&mut self, raw: raw::RawDiscovery, public_url: Option<&str>) -> Discovery {
+        let mut origins: Vec<String> = public_url.map(str::to_owned).into_iter().collect();
+        for (i, host) in raw.hosts.iter().enumerate() {
+            let path = format!("discovery.hosts[{i}]");
+            if let Some(origin) = self.public_url(host, &path) {
+                if origins.contains(&origin) {
+                    self.error(&path, format!("`{origin}` is listed twice"));
+                } else {
+                    origins.push(origin);
+                }
+            }
+        }
+        let authorities = origins
+            .iter()
+            .map(|o| {
+                let authority = o.split_once("://").map_or(o.as_str(), |(_, a)| a);
+                strip_default_port(&authority.to_ascii_lowercase()).to_owned()
+            })
+            .collect();
+        let mut resources: Vec<String> = Vec::new();
+        for (i, prefix) in raw.resources.iter().enumerate() {
+            let path = format!("discovery.resources[{i}]");
+            let trimmed = prefix.trim_end_matches('/');
+            match normalize_path(trimmed) {
+                Ok(normal)
+                    if normal == trimmed
+                        && !trimmed.is_empty()
+                        && !trimmed.contains(['{', '}', '%']) =>
+                {
+                    resources.push(trimmed.to_owned());
+                }
+                _ => self.error(
+                    &path,
+                    format!("`{prefix}` is not a plain path prefix such as `/mcp`"),
+                ),
+            }
+        }
+        let openapi_url = raw.openapi_url.filter(|url| {
+            let ok = url
+                .parse::<Uri>()
+                .is_ok_and(|u| u.scheme().is_some() && u.authority().is_some());
+            if !ok {
+                self.error(
+                    "discovery.openapi_url",
+                    format!("`{url}` is not an absolute URL"),
+                );
+            }
+            ok
+        });
+        let auth_md = raw.auth_md_file.and_then(|file| {
+            let resolved = self.resolve(&file);
+            match std::fs::read_to_string(&resolved) {
+                Ok(text) => Some(text),
+                Err(e) => {
+                    self.error(
+                        "discovery.auth_md_file",
+                        format!("cannot read `{}`: {e}", resolved.display()),
+                    );
+                    None
+                }
+            }
+        });
+        let mcp_server_card = raw
+            .mcp_server_card
+            .and_then(|v| self.card(v, "discovery.mcp_server_card"));
+        let agent_card = raw
+            .agent_card
+            .and_then(|v| self.card(v, "discovery.agent_card"));
+        Discovery {
+            origins,
+            authorities,
+            resources,
+            openid_configuration: raw.openid_configuration,
+            openapi_url,
+            auth_md,
+            max_age: self.duration(raw.max_age, "discovery.max_age", Duration::from_secs(3600)),
+            mcp_server_card,
+            agent_card,
+        }
+    }
+
+    /// A card given inline (a YAML mapping) or as the path of a JSON file.
+    fn card(&mut self, value: Value, path: &str) -> Option<serde_json::Value> {
+        let json = match value {
+            Value::String(file) => {
+                let resolved = self.resolve(&file);
+                let text = match std::fs::read_to_string(&resolved) {
+                    Ok(text) => text,
+                    Err(e) => {
+                        self.error(path, format!("cannot read `{}`: {e}", resolved.display()));
+                        return None;
+                    }
+                };
+                match serde_json::from_str::<serde_json::Value>(&text) {
+                    Ok(json) => json,
+                    Err(e) => {
+                        self.error(path, format!("`{}` is not JSON: {e}", resolved.display()));
+                        return None;
+                    }
+                }
+            }
+            other => match serde_json::to_value(&other) {
+                Ok(json) => json,
+                Err(e) => {
+                    self.error(path, format!("cannot be written as JSON: {e}"));
+                    return None;
+                }
+            },
+        };
+        if !json.is_object() {
+            self.error(
+                path,
+                "a card must be a mapping (a JSON object), or the path of a JSON file",
+            );
+            return None;
+        }
+        Some(json)
+    }
+
+    /// A file named in the config, relative to the config file's directory.
+    fn resolve(&self, file: &str) -> std::path::PathBuf {
+        let path = Path::new(file);
+        if path.is_absolute() {
+            return path.to_owned();
+        }
+        self.base.join(path)
+    }
+
+    fn endpoints(&mut self, raw: &raw::RawEndpoints) -> Endpoints {
+        let mut seen: Vec<String> = Vec::new();
+        let mut endpoint =
+            |loader: &mut Loader, value: &Option<String>, field: &str, default: &str| {
+                let path = value.clone().unwrap_or_else(|| default.to_owned());
+                let at = join("endpoints", field);
+                if !matches!(normalize_path(&path), Ok(normal) if normal == path)
+                    || path.len() < 2
+                    || path.ends_with('/')
+                {
+                    loader.error(
+                        &at,
+                        format!("`{path}` is not a normalised absolute path such as `{default}`"),
+                    );
+                } else if seen.contains(&path) {
+                    loader.error(&at, format!("`{path}` is used by another endpoint"));
+                }
+                seen.push(path.clone());
+                path
+            };
+        Endpoints {
+            authorize: endpoint(self, &raw.authorize, "authorize", "/oauth2/authorize"),
+            token: endpoint(self, &raw.token, "token", "/oauth2/token"),
+            revoke: endpoint(self, &raw.revoke, "revoke", "/oauth2/revoke"),
+        }
     }
 
     fn public_url(&mut self, text: &str, path: &str) -> Option<String> {
@@ -790,6 +1065,7 @@ impl Loader {
             } else {
                 headers.push(CredentialHeader {
                     name,
+                    display: header.name.clone(),
                     anonymous: header.anonymous,
                 });
             }
@@ -902,7 +1178,7 @@ impl Loader {
         ignore_case: bool,
         registry: &ScopeRegistry,
         tiers: &Tiers,
-        public_url: &str,
+        discovery: &Discovery,
     ) -> Option<RouteTable> {
         let mut specs = Vec::new();
         let mut paths = Vec::new();
@@ -967,20 +1243,27 @@ impl Loader {
                 continue;
             }
             let scope_names = registry.names(&required);
+            let resource = discovery.resource_of(&template);
+            let challenges = discovery
+                .origins
+                .iter()
+                .map(|origin| {
+                    Challenges::new(
+                        &format!("{origin}{PROTECTED_RESOURCE}{resource}"),
+                        &scope_names,
+                    )
+                })
+                .collect();
             specs.push(RouteSpec {
                 template,
                 route: Route {
                     id,
+                    path: route.path.clone(),
                     methods,
                     access,
                     scopes: required,
                     min_tier,
-                    challenge: Responder::challenge(public_url, &scope_names, None),
-                    forbidden_challenge: Responder::challenge(
-                        public_url,
-                        &scope_names,
-                        Some("insufficient_scope"),
-                    ),
+                    challenges,
                 },
             });
             paths.push(path);
@@ -989,12 +1272,12 @@ impl Loader {
             RawDefault::Deny => DefaultRule::Deny,
             RawDefault::Public => DefaultRule::Public(Box::new(Route {
                 id: "default".into(),
+                path: "/{*rest}".into(),
                 methods: MethodSet::ANY,
                 access: Access::Public,
                 scopes: ScopeSet::EMPTY,
                 min_tier: None,
-                challenge: HeaderValue::from_static("Bearer"),
-                forbidden_challenge: HeaderValue::from_static("Bearer"),
+                challenges: Box::new([]),
             })),
         };
         match RouteTable::build(specs, default) {

@@ -25,6 +25,8 @@ pub use key_table::{KeyEntry, KeyTable};
 pub struct CredentialHeader {
     /// Header name, e.g. `x-agent-key`.
     pub name: HeaderName,
+    /// The name as the config spells it (`X-Agent-Key`), for documents.
+    pub display: String,
     /// A value that is neither a key nor a token identifies an anonymous agent.
     pub anonymous: bool,
 }
@@ -147,7 +149,9 @@ impl CredentialRules {
         })
     }
 
-    fn classify<'a>(&self, value: &'a str) -> Presented<'a> {
+    /// What kind of credential a value is, by its shape alone.
+    #[must_use]
+    pub fn classify<'a>(&self, value: &'a str) -> Presented<'a> {
         for prefix in &self.key_prefixes {
             if value
                 .strip_prefix(prefix.as_str())
@@ -246,10 +250,12 @@ mod tests {
             headers: vec![
                 CredentialHeader {
                     name: HeaderName::from_static("x-agent-key"),
+                    display: "X-Agent-Key".into(),
                     anonymous: true,
                 },
                 CredentialHeader {
                     name: HeaderName::from_static("x-api-key"),
+                    display: "X-API-Key".into(),
                     anonymous: false,
                 },
             ],

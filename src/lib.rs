@@ -44,6 +44,8 @@
 pub mod body;
 pub mod config;
 pub mod credentials;
+pub mod discovery;
+pub mod oauth;
 pub mod pipeline;
 pub mod policy;
 pub mod proxy;

@@ -53,6 +53,23 @@ enum Command {
     /// Mint and hash API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Print a generated document.
+    #[command(subcommand)]
+    Render(RenderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum RenderCommand {
+    /// The auth.md the proxy serves at `/auth.md` (for the primary public URL).
+    #[command(name = "auth-md")]
+    AuthMd {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+        /// Public base URL, overriding `public_url`.
+        #[arg(long)]
+        public_url: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -85,6 +102,21 @@ fn main() -> ExitCode {
             run(&config, overrides, workers)
         }
         Command::Check { config } => check(&config),
+        Command::Render(RenderCommand::AuthMd { config, public_url }) => {
+            let overrides = Overrides {
+                public_url,
+                ..Overrides::default()
+            };
+            match Config::load(&config, &overrides) {
+                Ok(config) => {
+                    let text = config.discovery.auth_md.clone().unwrap_or_else(|| {
+                        authmd_proxy::discovery::auth_md::render(&config, &config.public_url)
+                    });
+                    out(&text)
+                }
+                Err(errors) => fail(&errors.to_string(), EX_USAGE),
+            }
+        }
         Command::Keys(KeysCommand::Generate { prefix }) => match api_key::mint(&prefix) {
             Ok(key) => out(&format!("key:  {}\nhash: {}\n", key.secret, key.hash)),
             Err(error) => fail(&error.to_string(), EX_USAGE),

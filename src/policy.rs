@@ -15,14 +15,18 @@ mod template;
 
 use std::fmt;
 
-use http::{HeaderValue, Method};
+use http::Method;
 
 use crate::credentials::Principal;
-use crate::rejection::Rejection;
+use crate::rejection::{Challenges, Rejection};
 use crate::scope::ScopeSet;
 use crate::tier::{TierId, Tiers};
 pub use path::{PathError, normalize_path};
 pub(crate) use template::Template;
+
+/// Index of a public origin (`public_url` is 0, then `discovery.hosts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostId(pub usize);
 
 /// Who may use a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +77,18 @@ impl MethodSet {
             .map(|i| MethodSet(1 << i))
     }
 
+    /// The set of the named standard methods (unknown names are skipped).
+    #[must_use]
+    pub fn of(names: &[&str]) -> MethodSet {
+        let mut set = MethodSet::default();
+        for name in names {
+            if let Some(m) = MethodSet::parse(name) {
+                set.insert(m);
+            }
+        }
+        set
+    }
+
     /// Adds the methods of `other`.
     pub fn insert(&mut self, other: MethodSet) {
         self.0 |= other.0;
@@ -119,6 +135,8 @@ impl fmt::Display for MethodSet {
 pub struct Route {
     /// Stable id, used in logs and metric labels.
     pub id: String,
+    /// The path template as written in the config.
+    pub path: String,
     /// The methods it covers.
     pub methods: MethodSet,
     /// Who may use it.
@@ -127,10 +145,10 @@ pub struct Route {
     pub scopes: ScopeSet,
     /// The lowest tier allowed, if any.
     pub min_tier: Option<TierId>,
-    /// `WWW-Authenticate` for a 401 here (with this route's `scope`).
-    pub challenge: HeaderValue,
-    /// `WWW-Authenticate` for a 403 here (`insufficient_scope` and this route's `scope`).
-    pub forbidden_challenge: HeaderValue,
+    /// `WWW-Authenticate` values for refusals on this route, one set per public
+    /// origin (indexed by [`HostId`]): they name the protected resource the route
+    /// belongs to and the scopes it requires.
+    pub challenges: Box<[Challenges]>,
 }
 
 impl Route {
@@ -139,17 +157,14 @@ impl Route {
     pub fn authorize(&self, principal: &Principal, tiers: &Tiers) -> Result<(), Rejection> {
         let authenticated = principal.is_authenticated();
         if self.access == Access::Credential && !authenticated {
-            return Err(Rejection::MissingCredential(self.challenge.clone()));
+            return Err(Rejection::MissingCredential);
         }
         let missing = self.scopes.missing_from(&principal.scopes(tiers));
         if !missing.is_empty() {
             return Err(if authenticated {
-                Rejection::InsufficientScope {
-                    missing,
-                    challenge: self.forbidden_challenge.clone(),
-                }
+                Rejection::InsufficientScope { missing }
             } else {
-                Rejection::MissingCredential(self.challenge.clone())
+                Rejection::MissingCredential
             });
         }
         if let Some(min) = self.min_tier {
@@ -157,11 +172,17 @@ impl Route {
                 return Err(if authenticated {
                     Rejection::InsufficientTier(min)
                 } else {
-                    Rejection::MissingCredential(self.challenge.clone())
+                    Rejection::MissingCredential
                 });
             }
         }
         Ok(())
+    }
+
+    /// The challenges of this route as seen from one public origin.
+    #[must_use]
+    pub fn challenges(&self, host: HostId) -> Option<&Challenges> {
+        self.challenges.get(host.0)
     }
 }
 
@@ -331,12 +352,12 @@ mod tests {
         }
         Route {
             id: id.into(),
+            path: String::new(),
             methods: set,
             access: Access::Public,
             scopes: ScopeSet::EMPTY,
             min_tier: None,
-            challenge: HeaderValue::from_static("Bearer"),
-            forbidden_challenge: HeaderValue::from_static("Bearer"),
+            challenges: Box::new([]),
         }
     }
 

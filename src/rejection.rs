@@ -22,7 +22,7 @@ use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 
 /// Why a request was not forwarded.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum Rejection {
     /// The path is ambiguous or malformed (see [`PathError`]).
     InvalidPath(PathError),
@@ -34,9 +34,8 @@ pub enum Rejection {
     AmbiguousCredentials,
     /// A credential header that is not visible ASCII.
     MalformedCredential,
-    /// The route needs a credential and none was presented. Carries the route's
-    /// ready-made challenge (with its `scope`).
-    MissingCredential(HeaderValue),
+    /// The route needs a credential and none was presented.
+    MissingCredential,
     /// The API key is malformed, unknown or revoked.
     InvalidApiKey,
     /// The token cannot be verified.
@@ -45,21 +44,178 @@ pub enum Rejection {
     InsufficientScope {
         /// The scopes the credential lacks.
         missing: ScopeSet,
-        /// The route's 403 challenge, naming all the scopes it requires.
-        challenge: HeaderValue,
     },
     /// The principal's tier is below the route's minimum.
     InsufficientTier(TierId),
+    /// An OAuth endpoint refused the request, in the RFC 6749 section 5.2 format.
+    OAuth(OAuthError),
     /// The upstream refused or dropped the connection.
     UpstreamUnavailable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
 }
 
-/// The JSON envelope.
+/// One row of the error table in `/auth.md`.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorDoc {
+    /// HTTP status.
+    pub status: u16,
+    /// The `code` field.
+    pub code: &'static str,
+    /// What it means.
+    pub meaning: &'static str,
+    /// What the agent should do.
+    pub action: &'static str,
+}
+
+/// Every code the proxy can answer, for the documentation. A unit test checks that
+/// each rejection's code is listed, so the document cannot fall behind the code.
+pub const ERROR_CODES: &[ErrorDoc] = &[
+    ErrorDoc {
+        status: 400,
+        code: "INVALID_PATH",
+        meaning: "The path has an encoded separator, a `;` parameter, a backslash or a malformed escape.",
+        action: "Send the plain path.",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "INVALID_REQUEST",
+        meaning: "More than one credential, or a credential header sent twice.",
+        action: "Send exactly one credential, once.",
+    },
+    ErrorDoc {
+        status: 401,
+        code: "UNAUTHORIZED",
+        meaning: "This route needs a credential and none was sent.",
+        action: "Follow `resource_metadata` in `WWW-Authenticate`, get a credential, retry with it.",
+    },
+    ErrorDoc {
+        status: 401,
+        code: "INVALID_API_KEY",
+        meaning: "The API key is malformed, unknown or revoked.",
+        action: "Do not retry with this key; get a new one.",
+    },
+    ErrorDoc {
+        status: 401,
+        code: "INVALID_TOKEN",
+        meaning: "The token cannot be verified by this server.",
+        action: "Get a new credential; restart discovery if one that worked stops working.",
+    },
+    ErrorDoc {
+        status: 403,
+        code: "FORBIDDEN",
+        meaning: "The credential lacks a scope this route requires (named in the message and in `WWW-Authenticate`).",
+        action: "Use a credential that has the scope.",
+    },
+    ErrorDoc {
+        status: 403,
+        code: "INSUFFICIENT_TIER",
+        meaning: "The credential's tier is below what this route requires.",
+        action: "Use a credential of a higher tier.",
+    },
+    ErrorDoc {
+        status: 404,
+        code: "NOT_FOUND",
+        meaning: "No route matches this path.",
+        action: "Check the path against the API's documentation.",
+    },
+    ErrorDoc {
+        status: 405,
+        code: "METHOD_NOT_ALLOWED",
+        meaning: "The path exists but not with this method.",
+        action: "Use a method listed in `Allow`.",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "UNSUPPORTED_GRANT_TYPE",
+        meaning: "The token endpoint does not offer this `grant_type`.",
+        action: "Use a grant listed in `grant_types_supported` of the authorization-server metadata.",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "UNSUPPORTED_RESPONSE_TYPE",
+        meaning: "The authorization endpoint does not offer this `response_type`.",
+        action: "Use a method this document describes instead of interactive authorization.",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "UNSUPPORTED_TOKEN_TYPE",
+        meaning: "This credential cannot be revoked through the revocation endpoint.",
+        action: "Ask the operator to revoke it.",
+    },
+    ErrorDoc {
+        status: 502,
+        code: "UPSTREAM_UNAVAILABLE",
+        meaning: "The API behind this server could not be reached.",
+        action: "Retry with exponential backoff.",
+    },
+    ErrorDoc {
+        status: 504,
+        code: "UPSTREAM_TIMEOUT",
+        meaning: "The API behind this server did not answer in time.",
+        action: "Retry with exponential backoff.",
+    },
+];
+
+/// Path of the protected-resource metadata (RFC 9728), before any path insertion.
+pub const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
+
+/// The OAuth errors the proxy's OAuth endpoints answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthError {
+    /// `invalid_request`, with what is wrong.
+    InvalidRequest(&'static str),
+    /// `unsupported_grant_type`.
+    UnsupportedGrantType,
+    /// `unsupported_response_type`.
+    UnsupportedResponseType,
+    /// `unsupported_token_type` (RFC 7009).
+    UnsupportedTokenType,
+}
+
+impl OAuthError {
+    /// The RFC 6749 `error` value.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
+            OAuthError::UnsupportedResponseType => "unsupported_response_type",
+            OAuthError::UnsupportedTokenType => "unsupported_token_type",
+        }
+    }
+
+    fn code(self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(_) => "INVALID_REQUEST",
+            OAuthError::UnsupportedGrantType => "UNSUPPORTED_GRANT_TYPE",
+            OAuthError::UnsupportedResponseType => "UNSUPPORTED_RESPONSE_TYPE",
+            OAuthError::UnsupportedTokenType => "UNSUPPORTED_TOKEN_TYPE",
+        }
+    }
+
+    fn description(self) -> &'static str {
+        match self {
+            OAuthError::InvalidRequest(what) => what,
+            OAuthError::UnsupportedGrantType => {
+                "this server issues no tokens yet; use an API key as the Bearer credential"
+            }
+            OAuthError::UnsupportedResponseType => {
+                "interactive authorization is not offered; see the auth.md for the methods this API supports"
+            }
+            OAuthError::UnsupportedTokenType => {
+                "this credential is declared in the server's configuration and cannot be revoked here; ask the operator"
+            }
+        }
+    }
+}
+
+/// The JSON envelope. OAuth errors add `error_description` (RFC 6749 section 5.2).
 #[derive(Serialize)]
 struct Envelope<'a> {
     error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error_description: Option<&'a str>,
     code: &'a str,
     message: &'a str,
     docs: &'a str,
@@ -83,60 +239,83 @@ impl Section {
     }
 }
 
-/// Turns rejections into responses; built once per config.
+/// The `WWW-Authenticate` values of one protected resource as seen from one host,
+/// built once per config. `Bearer` comes first (MCP clients only read a leading
+/// Bearer challenge), then `resource_metadata`, then the error and the resource's
+/// `scope` where they apply.
+#[derive(Debug, Clone)]
+pub struct Challenges {
+    /// 401 without a credential: `resource_metadata` and `scope`.
+    pub missing: HeaderValue,
+    /// 401 with a bad credential: `error="invalid_token"`.
+    pub invalid_token: HeaderValue,
+    /// 400: `error="invalid_request"`.
+    pub invalid_request: HeaderValue,
+    /// 403: `error="insufficient_scope"` and `scope`.
+    pub insufficient_scope: HeaderValue,
+}
+
+impl Challenges {
+    /// The challenges for a resource whose metadata is at `metadata_url`, with the
+    /// space-separated `scope` it requires (may be empty).
+    #[must_use]
+    pub fn new(metadata_url: &str, scope: &str) -> Challenges {
+        let build = |error: Option<&str>, with_scope: bool| {
+            let mut value = format!("Bearer resource_metadata=\"{metadata_url}\"");
+            if let Some(error) = error {
+                value.push_str(&format!(", error=\"{error}\""));
+            }
+            if with_scope && !scope.is_empty() {
+                value.push_str(&format!(", scope=\"{scope}\""));
+            }
+            HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
+        };
+        Challenges {
+            missing: build(None, true),
+            invalid_token: build(Some("invalid_token"), false),
+            invalid_request: build(Some("invalid_request"), false),
+            insufficient_scope: build(Some("insufficient_scope"), true),
+        }
+    }
+}
+
+/// Turns rejections into responses for one public origin; built once per config.
 #[derive(Debug, Clone)]
 pub struct Responder {
     docs_base: String,
     scopes: Arc<ScopeRegistry>,
     tiers: Arc<Tiers>,
-    invalid_token_challenge: HeaderValue,
-    invalid_request_challenge: HeaderValue,
+    /// Challenges of the root resource, for answers outside any route.
+    challenges: Challenges,
     /// Bodies of the rejections whose text never varies, rendered once.
     missing_credential: Bytes,
     invalid_api_key: Bytes,
 }
 
 impl Responder {
-    /// Builds the responder for a public base URL (no trailing slash).
+    /// Builds the responder for a public origin (no trailing slash).
     pub(crate) fn new(public_url: &str, scopes: Arc<ScopeRegistry>, tiers: Arc<Tiers>) -> Self {
         let mut responder = Responder {
-            invalid_token_challenge: Self::challenge(public_url, "", Some("invalid_token")),
-            invalid_request_challenge: Self::challenge(public_url, "", Some("invalid_request")),
+            challenges: Challenges::new(&format!("{public_url}{PROTECTED_RESOURCE}"), ""),
             docs_base: format!("{public_url}/auth.md"),
             scopes,
             tiers,
             missing_credential: Bytes::new(),
             invalid_api_key: Bytes::new(),
         };
-        responder.missing_credential = responder.render(&Rejection::MissingCredential(
-            HeaderValue::from_static("Bearer"),
-        ));
+        responder.missing_credential = responder.render(&Rejection::MissingCredential);
         responder.invalid_api_key = responder.render(&Rejection::InvalidApiKey);
         responder
     }
 
-    /// The challenge for a route that needs a credential: `Bearer` first (MCP clients
-    /// only read a leading Bearer challenge), `resource_metadata`, and the route's
-    /// scopes when it has any.
-    pub(crate) fn challenge(public_url: &str, scope: &str, error: Option<&str>) -> HeaderValue {
-        let mut value = format!(
-            "Bearer resource_metadata=\"{public_url}/.well-known/oauth-protected-resource\""
-        );
-        if let Some(error) = error {
-            value.push_str(&format!(", error=\"{error}\""));
-        }
-        if !scope.is_empty() {
-            value.push_str(&format!(", scope=\"{scope}\""));
-        }
-        HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-    }
-
-    /// The answer for a rejection.
+    /// The answer for a rejection. `challenges` are those of the route the request
+    /// matched, if it matched one.
     #[must_use]
-    pub fn respond(&self, rejection: Rejection) -> Response<Body> {
+    pub fn respond(&self, rejection: Rejection, challenges: Option<&Challenges>) -> Response<Body> {
+        let challenges = challenges.unwrap_or(&self.challenges);
         let (status, _, _, _) = describe(&rejection, &self.scopes, &self.tiers);
         let body = match &rejection {
-            Rejection::MissingCredential(_) => self.missing_credential.clone(),
+            Rejection::MissingCredential => self.missing_credential.clone(),
             Rejection::InvalidApiKey => self.invalid_api_key.clone(),
             _ => self.render(&rejection),
         };
@@ -146,20 +325,25 @@ impl Responder {
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         match rejection {
-            Rejection::MissingCredential(challenge)
-            | Rejection::InsufficientScope { challenge, .. } => {
-                headers.insert(WWW_AUTHENTICATE, challenge);
+            Rejection::MissingCredential => {
+                headers.insert(WWW_AUTHENTICATE, challenges.missing.clone());
+            }
+            Rejection::InsufficientScope { .. } => {
+                headers.insert(WWW_AUTHENTICATE, challenges.insufficient_scope.clone());
             }
             Rejection::InvalidApiKey | Rejection::InvalidToken => {
-                headers.insert(WWW_AUTHENTICATE, self.invalid_token_challenge.clone());
+                headers.insert(WWW_AUTHENTICATE, challenges.invalid_token.clone());
             }
             Rejection::AmbiguousCredentials | Rejection::MalformedCredential => {
-                headers.insert(WWW_AUTHENTICATE, self.invalid_request_challenge.clone());
+                headers.insert(WWW_AUTHENTICATE, challenges.invalid_request.clone());
             }
             Rejection::MethodNotAllowed(allowed) => {
                 if let Ok(value) = HeaderValue::from_str(&allowed.to_string()) {
                     headers.insert(ALLOW, value);
                 }
+            }
+            Rejection::OAuth(_) => {
+                headers.insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
             }
             Rejection::InvalidPath(_)
             | Rejection::RouteNotFound
@@ -173,8 +357,13 @@ impl Responder {
     fn render(&self, rejection: &Rejection) -> Bytes {
         let (_, error, code, (message, section)) = describe(rejection, &self.scopes, &self.tiers);
         let docs = format!("{}{}", self.docs_base, section.anchor());
+        let error_description = match rejection {
+            Rejection::OAuth(e) => Some(e.description()),
+            _ => None,
+        };
         let envelope = Envelope {
             error,
+            error_description,
             code,
             message: &message,
             docs: &docs,
@@ -231,7 +420,7 @@ fn describe(
                 Section::UseTheCredential,
             ),
         ),
-        R::MissingCredential(_) => (
+        R::MissingCredential => (
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "UNAUTHORIZED",
@@ -281,6 +470,12 @@ fn describe(
                 ),
                 Section::Errors,
             ),
+        ),
+        R::OAuth(e) => (
+            StatusCode::BAD_REQUEST,
+            e.name(),
+            e.code(),
+            text(e.description(), Section::Errors),
         ),
         R::UpstreamUnavailable => (
             StatusCode::BAD_GATEWAY,
@@ -361,10 +556,13 @@ mod tests {
                 Some(("www-authenticate", "error=\"invalid_request\"")),
             ),
             (
-                Rejection::MissingCredential(HeaderValue::from_static("Bearer x")),
+                Rejection::MissingCredential,
                 401,
                 "UNAUTHORIZED",
-                Some(("www-authenticate", "Bearer x")),
+                Some((
+                    "www-authenticate",
+                    "Bearer resource_metadata=\"https://api.example.com/.well-known/oauth-protected-resource\"",
+                )),
             ),
             (
                 Rejection::InvalidApiKey,
@@ -379,13 +577,10 @@ mod tests {
                 Some(("www-authenticate", "error=\"invalid_token\"")),
             ),
             (
-                Rejection::InsufficientScope {
-                    missing,
-                    challenge: HeaderValue::from_static("Bearer y"),
-                },
+                Rejection::InsufficientScope { missing },
                 403,
                 "FORBIDDEN",
-                Some(("www-authenticate", "Bearer y")),
+                Some(("www-authenticate", "error=\"insufficient_scope\"")),
             ),
             (
                 Rejection::InsufficientTier(TierId(1)),
@@ -401,8 +596,40 @@ mod tests {
             ),
             (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
         ];
+        let cases = cases.into_iter().chain([
+            (
+                Rejection::OAuth(OAuthError::InvalidRequest("x")),
+                400,
+                "INVALID_REQUEST",
+                Some(("pragma", "no-cache")),
+            ),
+            (
+                Rejection::OAuth(OAuthError::UnsupportedGrantType),
+                400,
+                "UNSUPPORTED_GRANT_TYPE",
+                None,
+            ),
+            (
+                Rejection::OAuth(OAuthError::UnsupportedResponseType),
+                400,
+                "UNSUPPORTED_RESPONSE_TYPE",
+                None,
+            ),
+            (
+                Rejection::OAuth(OAuthError::UnsupportedTokenType),
+                400,
+                "UNSUPPORTED_TOKEN_TYPE",
+                None,
+            ),
+        ]);
         for (rejection, status, code, header) in cases {
-            let response = r.respond(rejection);
+            assert!(
+                ERROR_CODES
+                    .iter()
+                    .any(|d| d.code == code && d.status == status),
+                "{code} is not in ERROR_CODES"
+            );
+            let response = r.respond(rejection, None);
             assert_eq!(response.status().as_u16(), status, "{code}");
             if let Some((name, contains)) = header {
                 let value = response.headers()[name].to_str().unwrap();

@@ -10,6 +10,36 @@ use serde::Deserialize;
 pub(crate) struct RawService {
     pub(crate) name: Option<String>,
     pub(crate) description: Option<String>,
+    pub(crate) documentation_url: Option<String>,
+    pub(crate) contact: Option<String>,
+    pub(crate) terms_url: Option<String>,
+    pub(crate) privacy_url: Option<String>,
+}
+
+/// `discovery:`: the well-known documents.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDiscovery {
+    #[serde(default)]
+    pub(crate) hosts: Vec<String>,
+    #[serde(default)]
+    pub(crate) resources: Vec<String>,
+    #[serde(default)]
+    pub(crate) openid_configuration: bool,
+    pub(crate) openapi_url: Option<String>,
+    pub(crate) auth_md_file: Option<String>,
+    pub(crate) max_age: Option<String>,
+    pub(crate) mcp_server_card: Option<serde_norway::Value>,
+    pub(crate) agent_card: Option<serde_norway::Value>,
+}
+
+/// `endpoints:`: where the proxy's own endpoints live.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawEndpoints {
+    pub(crate) authorize: Option<String>,
+    pub(crate) token: Option<String>,
+    pub(crate) revoke: Option<String>,
 }
 
 /// `server:`: the listener's own settings.

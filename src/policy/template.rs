@@ -192,6 +192,22 @@ impl Template {
         })
     }
 
+    /// The leading literal segments, as a path (`/mcp` for `/mcp/{*rest}`; empty
+    /// when the template starts with a parameter).
+    pub(crate) fn literal_prefix(&self) -> String {
+        let mut out = String::new();
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(text) => {
+                    out.push('/');
+                    out.push_str(text);
+                }
+                Segment::Param => break,
+            }
+        }
+        out
+    }
+
     /// A concrete path this template matches (for error messages).
     pub(crate) fn example(&self) -> String {
         let mut out = String::new();

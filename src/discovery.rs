@@ -1,0 +1,337 @@
+//! The discovery documents an agent walks from a single 401: protected-resource
+//! metadata (RFC 9728, also path-inserted), authorization-server metadata (RFC 8414,
+//! with the `agent_auth` block), the api-catalog (RFC 9727), `/auth.md`, and the
+//! optional MCP server card and A2A agent card.
+//!
+//! Every document is generated from the same config as the policy, so prose, metadata
+//! and enforcement cannot disagree. Documents are rendered once per config load and
+//! per public origin, and served as bytes with `ETag`, `Cache-Control` and CORS; a
+//! request's `Host` picks the origin's documents only when it is a configured origin.
+
+pub mod auth_md;
+
+use bytes::Bytes;
+use http::header::{
+    ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
+    ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, CACHE_CONTROL, CONTENT_TYPE, ETAG,
+    IF_NONE_MATCH, LINK, VARY,
+};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use serde_json::{Value, json};
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::policy::{HostId, MethodSet};
+use crate::rejection::{PROTECTED_RESOURCE, Rejection};
+
+/// RFC 8414 metadata path.
+pub const AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-server";
+/// OpenID Connect discovery path (served as an alias when configured).
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+/// RFC 9727 api-catalog path.
+pub const API_CATALOG: &str = "/.well-known/api-catalog";
+/// The generated (or operator-supplied) auth.md.
+pub const AUTH_MD: &str = "/auth.md";
+/// MCP server card (SEP-1649 location, as the seeds use it) and its alias.
+pub const MCP_SERVER_CARD: [&str; 2] =
+    ["/.well-known/mcp/server-card.json", "/.well-known/mcp.json"];
+/// A2A agent card.
+pub const AGENT_CARD: &str = "/.well-known/agent-card.json";
+
+const API_CATALOG_TYPE: &str =
+    "application/linkset+json; profile=\"https://www.rfc-editor.org/info/rfc9727\"";
+
+/// One rendered document.
+#[derive(Debug, Clone)]
+pub struct Document {
+    body: Bytes,
+    content_type: HeaderValue,
+    etag: HeaderValue,
+    link: Option<HeaderValue>,
+}
+
+impl Document {
+    fn new(body: impl Into<Bytes>, content_type: &'static str) -> Document {
+        let body = body.into();
+        let digest = blake3::hash(&body);
+        let etag = format!("\"{}\"", &digest.to_hex()[..32]);
+        Document {
+            body,
+            content_type: HeaderValue::from_static(content_type),
+            etag: HeaderValue::from_str(&etag)
+                .unwrap_or_else(|_| HeaderValue::from_static("\"0\"")),
+            link: None,
+        }
+    }
+
+    fn json(value: &Value) -> Document {
+        let mut text = serde_json::to_string_pretty(value).unwrap_or_default();
+        text.push('\n');
+        Document::new(text, "application/json")
+    }
+
+    /// The document's bytes.
+    #[must_use]
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+}
+
+/// The documents of one public origin.
+#[derive(Debug)]
+struct HostDocuments {
+    protected_resource: Document,
+    /// Path-inserted protected-resource metadata, by resource prefix.
+    resources: Vec<(String, Document)>,
+    authorization_server: Document,
+    api_catalog: Document,
+    auth_md: Document,
+}
+
+/// Every discovery document of a config.
+#[derive(Debug)]
+pub struct Documents {
+    hosts: Vec<HostDocuments>,
+    mcp_server_card: Option<Document>,
+    agent_card: Option<Document>,
+    openid_configuration: bool,
+    cache_control: HeaderValue,
+}
+
+impl Documents {
+    /// Renders every document of a config.
+    #[must_use]
+    pub fn build(config: &Config) -> Documents {
+        let hosts = config
+            .discovery
+            .origins
+            .iter()
+            .map(|origin| HostDocuments {
+                protected_resource: Document::json(&protected_resource(config, origin, "")),
+                resources: config
+                    .discovery
+                    .resources
+                    .iter()
+                    .map(|prefix| {
+                        (
+                            prefix.clone(),
+                            Document::json(&protected_resource(config, origin, prefix)),
+                        )
+                    })
+                    .collect(),
+                authorization_server: Document::json(&authorization_server(config, origin)),
+                api_catalog: {
+                    let mut doc = Document::new(
+                        serde_json::to_string_pretty(&api_catalog(config, origin))
+                            .unwrap_or_default()
+                            + "\n",
+                        API_CATALOG_TYPE,
+                    );
+                    doc.link = HeaderValue::from_str(&format!(
+                        "<{origin}{API_CATALOG}>; rel=\"api-catalog\""
+                    ))
+                    .ok();
+                    doc
+                },
+                auth_md: Document::new(
+                    config
+                        .discovery
+                        .auth_md
+                        .clone()
+                        .unwrap_or_else(|| auth_md::render(config, origin)),
+                    "text/markdown; charset=utf-8",
+                ),
+            })
+            .collect();
+        let card = |value: &Option<Value>| value.as_ref().map(Document::json);
+        Documents {
+            hosts,
+            mcp_server_card: card(&config.discovery.mcp_server_card),
+            agent_card: card(&config.discovery.agent_card),
+            openid_configuration: config.discovery.openid_configuration,
+            cache_control: HeaderValue::from_str(&format!(
+                "public, max-age={}",
+                config.discovery.max_age.as_secs()
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("no-cache")),
+        }
+    }
+
+    /// The document at `path` (normalised) for an origin, if there is one.
+    #[must_use]
+    pub fn find(&self, path: &str, host: HostId) -> Option<&Document> {
+        let docs = self.hosts.get(host.0).or_else(|| self.hosts.first())?;
+        match path {
+            PROTECTED_RESOURCE => Some(&docs.protected_resource),
+            AUTHORIZATION_SERVER => Some(&docs.authorization_server),
+            OPENID_CONFIGURATION if self.openid_configuration => Some(&docs.authorization_server),
+            API_CATALOG => Some(&docs.api_catalog),
+            AUTH_MD => Some(&docs.auth_md),
+            AGENT_CARD => self.agent_card.as_ref(),
+            p if MCP_SERVER_CARD.contains(&p) => self.mcp_server_card.as_ref(),
+            p => {
+                let inserted = p.strip_prefix(PROTECTED_RESOURCE)?;
+                docs.resources
+                    .iter()
+                    .find(|(prefix, _)| prefix == inserted.trim_end_matches('/'))
+                    .map(|(_, doc)| doc)
+            }
+        }
+    }
+
+    /// Serves a document: `GET`/`HEAD` (304 on a matching `If-None-Match`), a CORS
+    /// preflight for `OPTIONS`, 405 for anything else.
+    pub fn serve(
+        &self,
+        doc: &Document,
+        method: &Method,
+        headers: &HeaderMap,
+    ) -> Result<Response<Body>, Rejection> {
+        let mut response = Response::new(Body::empty());
+        let out = response.headers_mut();
+        out.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+        if *method == Method::OPTIONS {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            let out = response.headers_mut();
+            out.insert(
+                ACCESS_CONTROL_ALLOW_METHODS,
+                HeaderValue::from_static("GET, HEAD, OPTIONS"),
+            );
+            out.insert(
+                ACCESS_CONTROL_ALLOW_HEADERS,
+                HeaderValue::from_static(
+                    "Authorization, Content-Type, If-None-Match, MCP-Protocol-Version",
+                ),
+            );
+            out.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400"));
+            return Ok(response);
+        }
+        if *method != Method::GET && *method != Method::HEAD {
+            return Err(Rejection::MethodNotAllowed(MethodSet::of(&[
+                "GET", "OPTIONS",
+            ])));
+        }
+        out.insert(
+            ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("ETag, Link"),
+        );
+        out.insert(CACHE_CONTROL, self.cache_control.clone());
+        out.insert(ETAG, doc.etag.clone());
+        out.insert(VARY, HeaderValue::from_static("Host"));
+        if let Some(link) = &doc.link {
+            out.insert(LINK, link.clone());
+        }
+        if etag_matches(headers, &doc.etag) {
+            *response.status_mut() = StatusCode::NOT_MODIFIED;
+            return Ok(response);
+        }
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, doc.content_type.clone());
+        if *method == Method::GET {
+            *response.body_mut() = Body::full(doc.body.clone());
+        } else if let Ok(length) = HeaderValue::from_str(&doc.body.len().to_string()) {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_LENGTH, length);
+        }
+        Ok(response)
+    }
+
+    /// The auth.md served for an origin.
+    #[must_use]
+    pub fn auth_md(&self, host: HostId) -> Option<&Bytes> {
+        self.hosts.get(host.0).map(|h| h.auth_md.body())
+    }
+}
+
+/// `If-None-Match` lists the entity tag, or is `*` (weak comparison, RFC 9110 13.1.2).
+fn etag_matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
+    let Ok(ours) = etag.to_str() else {
+        return false;
+    };
+    headers
+        .get_all(IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .any(|tag| tag == "*" || tag.trim_start_matches("W/") == ours)
+}
+
+/// RFC 9728 metadata of the resource at `origin` + `prefix`.
+fn protected_resource(config: &Config, origin: &str, prefix: &str) -> Value {
+    let mut doc = json!({
+        "resource": format!("{origin}{prefix}"),
+        "authorization_servers": [origin],
+        "scopes_supported": scope_names(config),
+        "bearer_methods_supported": ["header"],
+        "resource_name": config.service.name,
+        "resource_documentation": format!("{origin}{AUTH_MD}"),
+    });
+    if let Some(map) = doc.as_object_mut() {
+        if let Some(url) = &config.service.privacy_url {
+            map.insert("resource_policy_uri".into(), json!(url));
+        }
+        if let Some(url) = &config.service.terms_url {
+            map.insert("resource_tos_uri".into(), json!(url));
+        }
+    }
+    doc
+}
+
+/// RFC 8414 metadata of the authorization server at `origin`.
+fn authorization_server(config: &Config, origin: &str) -> Value {
+    let endpoints = &config.endpoints;
+    json!({
+        "issuer": origin,
+        "authorization_endpoint": format!("{origin}{}", endpoints.authorize),
+        "token_endpoint": format!("{origin}{}", endpoints.token),
+        "revocation_endpoint": format!("{origin}{}", endpoints.revoke),
+        // No grant and no response type is served yet; the endpoints exist and answer
+        // with the matching OAuth error, so clients that require the fields work.
+        "response_types_supported": [],
+        "grant_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "scopes_supported": scope_names(config),
+        "service_documentation": format!("{origin}{AUTH_MD}"),
+        "agent_auth": {
+            "skill": format!("{origin}{AUTH_MD}"),
+            "identity_types_supported": [],
+        },
+    })
+}
+
+/// RFC 9727 api-catalog of the API at `origin`.
+fn api_catalog(config: &Config, origin: &str) -> Value {
+    let mut entry = json!({
+        "anchor": origin,
+        "service-doc": [{"href": format!("{origin}{AUTH_MD}"), "type": "text/markdown"}],
+        "service-meta": [{"href": format!("{origin}{PROTECTED_RESOURCE}"), "type": "application/json"}],
+    });
+    if let Some(map) = entry.as_object_mut() {
+        if let Some(url) = &config.discovery.openapi_url {
+            map.insert(
+                "service-desc".into(),
+                json!([{"href": url, "type": "application/openapi+json"}]),
+            );
+        }
+        if let (Some(url), Some(Value::Array(docs))) = (
+            &config.service.documentation_url,
+            map.get_mut("service-doc"),
+        ) {
+            docs.push(json!({"href": url, "type": "text/html"}));
+        }
+    }
+    json!({ "linkset": [entry] })
+}
+
+fn scope_names(config: &Config) -> Vec<&str> {
+    config
+        .scopes
+        .all()
+        .iter()
+        .map(|s| s.name.as_str())
+        .collect()
+}

@@ -1,0 +1,376 @@
+//! `/auth.md`, rendered from the config in the convention's section order: Discover,
+//! Pick a method, Register, Claim, Use the credential, Scopes, Errors, Rate limits,
+//! Revocation, Links. Every example request it shows is one the proxy answers as the
+//! document says (a test runs them).
+
+use std::fmt::Write as _;
+
+use crate::config::Config;
+use crate::policy::{Access, Route};
+use crate::rejection::{ERROR_CODES, PROTECTED_RESOURCE};
+use crate::tier::TierId;
+
+use super::{AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, MCP_SERVER_CARD};
+
+/// Renders the auth.md of `config` as seen from `origin`.
+#[must_use]
+pub fn render(config: &Config, origin: &str) -> String {
+    let mut md = String::new();
+    let name = &config.service.name;
+    let host = origin.split_once("://").map_or(origin, |(_, h)| h);
+    let _ = writeln!(md, "# {name} auth.md\n");
+    let _ = write!(md, "You are an agent. ");
+    if let Some(description) = &config.service.description {
+        let _ = write!(md, "{} ", description.trim());
+    }
+    let _ = writeln!(
+        md,
+        "This document tells you how to discover, authenticate with and use {name} at `{origin}`. \
+         The API (the protected resource) and its authorization server are both served by `{host}`.\n"
+    );
+
+    discover(&mut md, config, origin);
+    methods(&mut md, config);
+    register(&mut md, config);
+    let _ = writeln!(
+        md,
+        "## Claim\n\nThere is no claim step: credentials are issued with their final scopes and tier.\n"
+    );
+    use_the_credential(&mut md, config, origin);
+    scopes(&mut md, config);
+    errors(&mut md);
+    let _ = writeln!(
+        md,
+        "## Rate limits\n\nNo rate limits or quotas are configured for this API. Still, on `429` wait as long as \
+         `Retry-After` says before retrying.\n"
+    );
+    revocation(&mut md, config, origin);
+    links(&mut md, config, origin);
+    md
+}
+
+fn discover(md: &mut String, config: &Config, origin: &str) {
+    let _ = writeln!(md, "## Discover\n");
+    let _ = writeln!(
+        md,
+        "1. A request to a protected endpoint without a credential answers `401` with\n   \
+         `WWW-Authenticate: Bearer resource_metadata=\"{origin}{PROTECTED_RESOURCE}\"`, and `scope=\"...\"` naming \
+         what that endpoint needs.\n\
+         2. Protected resource metadata (RFC 9728): `GET {origin}{PROTECTED_RESOURCE}`. It names the scopes, the \
+         authorization server and this document."
+    );
+    for prefix in &config.discovery.resources {
+        let _ = writeln!(
+            md,
+            "   The resource `{origin}{prefix}` has its own: `GET {origin}{PROTECTED_RESOURCE}{prefix}`."
+        );
+    }
+    let _ = writeln!(
+        md,
+        "3. Authorization server metadata (RFC 8414): `GET {origin}{AUTHORIZATION_SERVER}`, with an `agent_auth` block.\n\
+         4. API catalog (RFC 9727): `GET {origin}{API_CATALOG}`.\n"
+    );
+}
+
+fn methods(md: &mut String, config: &Config) {
+    let routes: Vec<&Route> = config.policy.routes().collect();
+    let anonymous_tier = config.tiers.get(TierId::ANONYMOUS);
+    let anonymous_scopes = config.scopes.names(&anonymous_tier.scopes);
+    let _ = writeln!(md, "## Pick a method\n");
+    let _ = writeln!(
+        md,
+        "| Method | When to use | Send | Rate limit |\n|---|---|---|---|"
+    );
+    if routes.iter().any(|r| r.access == Access::Public) {
+        let _ = writeln!(
+            md,
+            "| No credential | Public endpoints only | nothing | none configured |"
+        );
+    }
+    if routes.iter().any(|r| r.access == Access::Anonymous) {
+        let scopes = if anonymous_scopes.is_empty() {
+            "endpoints that need no scope".to_owned()
+        } else {
+            format!("scopes {}", code_list(&anonymous_scopes))
+        };
+        let send = match config.credentials.headers.iter().find(|h| h.anonymous) {
+            Some(h) => format!(
+                "`{}: <a stable name for your agent>`, or nothing",
+                h.display
+            ),
+            None => "nothing".to_owned(),
+        };
+        let _ = writeln!(
+            md,
+            "| Anonymous | Quick start, low volume: {scopes} | {send} | none configured |"
+        );
+    }
+    if !config.credentials.key_prefixes.is_empty() {
+        let prefixes: Vec<String> = config
+            .credentials
+            .key_prefixes
+            .iter()
+            .map(|p| format!("`{p}_*`"))
+            .collect();
+        let _ = writeln!(
+            md,
+            "| API key ({}) | Production agents: whatever the key's scopes allow | {} | none configured |",
+            prefixes.join(", "),
+            credential_headers(config, "<key>").join(" or ")
+        );
+    }
+    let _ = writeln!(md);
+}
+
+fn register(md: &mut String, config: &Config) {
+    let _ = writeln!(md, "## Register\n");
+    if let Some(h) = config.credentials.headers.iter().find(|h| h.anonymous) {
+        let _ = writeln!(
+            md,
+            "Anonymous: no registration call is required. Send any stable identifier in `{}`; it is never \
+             trusted for more than the anonymous tier.\n",
+            h.display
+        );
+    }
+    let contact = contact(config);
+    let _ = writeln!(
+        md,
+        "API keys are issued by the operator of this API{contact}. This server offers no self-service registration.\n"
+    );
+}
+
+fn use_the_credential(md: &mut String, config: &Config, origin: &str) {
+    let _ = writeln!(md, "## Use the credential\n");
+    let headers = credential_headers(config, "<key>");
+    if !headers.is_empty() {
+        let _ = writeln!(
+            md,
+            "Send the key on every request, in one of these headers (exactly one, once): {}. \
+             Two different credentials in one request are refused with `400`.\n",
+            headers.join(", ")
+        );
+    }
+    let _ = writeln!(md, "Each example shows the answer you get:\n");
+    let routes: Vec<&Route> = config.policy.routes().collect();
+    // Prefer a GET route; any non-public route will do.
+    let protected = routes
+        .iter()
+        .filter(|r| r.access == Access::Credential && r.min_tier.is_none())
+        .min_by_key(|r| !r.methods.contains(&http::Method::GET));
+    if let (Some(route), Some(header)) = (protected, headers.first()) {
+        let method = example_method(route);
+        let path = example_path(route);
+        let flag = if method == "GET" {
+            String::new()
+        } else {
+            format!(" -X {method}")
+        };
+        let scopes = config.scopes.names(&route.scopes);
+        let _ = writeln!(
+            md,
+            "```sh\ncurl -i{flag} {origin}{path}\n# -> 401 Unauthorized\n```\n"
+        );
+        let header = header.trim_matches('`');
+        let need = if scopes.is_empty() {
+            String::new()
+        } else {
+            format!(" (with a key that has {})", code_list(&scopes))
+        };
+        let _ = writeln!(
+            md,
+            "```sh\ncurl -i{flag} {origin}{path} -H '{header}'\n# -> 200 OK{need}\n```\n"
+        );
+    }
+    let anonymous = routes
+        .iter()
+        .filter(|r| r.access == Access::Anonymous && r.min_tier.is_none())
+        .filter(|r| {
+            r.scopes
+                .is_subset_of(&config.tiers.get(TierId::ANONYMOUS).scopes)
+        })
+        .min_by_key(|r| !r.methods.contains(&http::Method::GET));
+    if let Some(route) = anonymous {
+        let method = example_method(route);
+        let path = example_path(route);
+        let flag = if method == "GET" {
+            String::new()
+        } else {
+            format!(" -X {method}")
+        };
+        let header = config
+            .credentials
+            .headers
+            .iter()
+            .find(|h| h.anonymous)
+            .map(|h| format!(" -H '{}: my-agent'", h.display))
+            .unwrap_or_default();
+        let _ = writeln!(
+            md,
+            "```sh\ncurl -i{flag} {origin}{path}{header}\n# -> 200 OK\n```\n"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "What each endpoint requires:\n\n| Method | Path | Access | Scopes | Minimum tier |\n|---|---|---|---|---|"
+    );
+    for route in routes {
+        let methods = if route.methods == crate::policy::MethodSet::ANY {
+            "any".to_owned()
+        } else {
+            route.methods.to_string()
+        };
+        let access = match route.access {
+            Access::Public => "public",
+            Access::Anonymous => "anonymous allowed",
+            Access::Credential => "credential",
+        };
+        let scopes = config.scopes.names(&route.scopes);
+        let tier = route.min_tier.map_or_else(
+            || "-".to_owned(),
+            |t| format!("`{}`", config.tiers.get(t).name),
+        );
+        let _ = writeln!(
+            md,
+            "| {methods} | `{}` | {access} | {} | {tier} |",
+            route.path,
+            if scopes.is_empty() {
+                "-".to_owned()
+            } else {
+                code_list(&scopes)
+            }
+        );
+    }
+    let _ = writeln!(md);
+}
+
+fn scopes(md: &mut String, config: &Config) {
+    let _ = writeln!(md, "## Scopes\n\n| Scope | Grants |\n|---|---|");
+    for scope in config.scopes.all() {
+        let _ = writeln!(md, "| `{}` | {} |", scope.name, scope.description);
+    }
+    let _ = writeln!(
+        md,
+        "\nA wildcard such as `admin:*` grants every scope under its prefix. A route requires all the scopes it lists.\n"
+    );
+}
+
+fn errors(md: &mut String) {
+    let _ = writeln!(
+        md,
+        "## Errors\n\nEvery error is JSON: `{{\"error\", \"code\", \"message\", \"docs\"}}`; OAuth endpoints add \
+         `error_description`.\n\n| Status | Code | Meaning | What to do |\n|---|---|---|---|"
+    );
+    for e in ERROR_CODES {
+        let _ = writeln!(
+            md,
+            "| {} | `{}` | {} | {} |",
+            e.status, e.code, e.meaning, e.action
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\nRetry policy: on `5xx`, back off exponentially and retry; on `4xx`, do not repeat the same request \
+         unchanged; on a `401` with a credential that used to work, start again at Discover.\n"
+    );
+}
+
+fn revocation(md: &mut String, config: &Config, origin: &str) {
+    let contact = contact(config);
+    let _ = writeln!(
+        md,
+        "## Revocation\n\nIf a key leaks, ask the operator to revoke it{contact}; a revoked key is refused with \
+         `401 INVALID_API_KEY`. The OAuth revocation endpoint (RFC 7009) is `POST {origin}{}` with \
+         `token=<credential>`; keys declared in the server's configuration cannot be revoked through it.\n",
+        config.endpoints.revoke
+    );
+}
+
+fn links(md: &mut String, config: &Config, origin: &str) {
+    let _ = writeln!(md, "## Links\n");
+    let _ = writeln!(
+        md,
+        "- Protected resource metadata: {origin}{PROTECTED_RESOURCE}"
+    );
+    let _ = writeln!(
+        md,
+        "- Authorization server metadata: {origin}{AUTHORIZATION_SERVER}"
+    );
+    let _ = writeln!(md, "- API catalog: {origin}{API_CATALOG}");
+    if let Some(url) = &config.discovery.openapi_url {
+        let _ = writeln!(md, "- OpenAPI description: {url}");
+    }
+    if let Some(url) = &config.service.documentation_url {
+        let _ = writeln!(md, "- Human documentation: {url}");
+    }
+    if config.discovery.mcp_server_card.is_some() {
+        let _ = writeln!(md, "- MCP server card: {origin}{}", MCP_SERVER_CARD[0]);
+    }
+    if config.discovery.agent_card.is_some() {
+        let _ = writeln!(md, "- Agent card (A2A): {origin}{AGENT_CARD}");
+    }
+    if let Some(url) = &config.service.terms_url {
+        let _ = writeln!(md, "- Terms of service: {url}");
+    }
+    if let Some(url) = &config.service.privacy_url {
+        let _ = writeln!(md, "- Privacy policy: {url}");
+    }
+    if let Some(contact) = &config.service.contact {
+        let _ = writeln!(md, "- Contact: {contact}");
+    }
+}
+
+/// The ways a credential may be sent, as header lines with `value` as the credential.
+fn credential_headers(config: &Config, value: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if config.credentials.bearer {
+        out.push(format!("`Authorization: Bearer {value}`"));
+    }
+    for h in &config.credentials.headers {
+        out.push(format!("`{}: {value}`", h.display));
+    }
+    out
+}
+
+fn contact(config: &Config) -> String {
+    config
+        .service
+        .contact
+        .as_ref()
+        .map(|c| format!(" ({c})"))
+        .unwrap_or_default()
+}
+
+fn code_list(names: &str) -> String {
+    names
+        .split(' ')
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn example_method(route: &Route) -> &'static str {
+    ["GET", "POST", "PUT", "PATCH", "DELETE"]
+        .into_iter()
+        .find(|m| {
+            http::Method::from_bytes(m.as_bytes())
+                .is_ok_and(|method| route.methods.contains(&method))
+        })
+        .unwrap_or("GET")
+}
+
+/// A concrete path for a route's template: parameters become `example`.
+fn example_path(route: &Route) -> String {
+    let mut path = String::new();
+    for segment in route.path.split('/').filter(|s| !s.is_empty()) {
+        path.push('/');
+        path.push_str(if segment.starts_with('{') {
+            "example"
+        } else {
+            segment
+        });
+    }
+    if path.is_empty() {
+        path.push('/');
+    }
+    path
+}
