@@ -42,6 +42,8 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 
 /// Removes hop-by-hop headers and those the `Connection` header names. With
 /// `keep_upgrade`, `Connection: upgrade` and `Upgrade` are kept for the next hop.
+/// `Host` is never removed this way: a client listing it in `Connection` must not
+/// be able to choose what the upstream is told about the host.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
@@ -50,6 +52,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+            .filter(|name| *name != HOST)
             .collect();
         for name in named {
             if !(keep_upgrade && name == UPGRADE) {
@@ -79,20 +82,26 @@ pub fn strip_identity(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `X-Forwarded-For` (appending the peer), `-Proto` and `-Host`.
+/// Sets `X-Forwarded-For` (appending the peer to the chain the client sent), and
+/// replaces `-Proto` and `-Host` with what this hop saw: a client never chooses them.
 pub fn set_forwarded(headers: &mut HeaderMap, peer_ip: &HeaderValue, proto: &'static str) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if headers.get_all(&X_FORWARDED_FOR).iter().count() == 1 => {
-            HeaderValue::from_str(&format!("{previous}, {}", peer_ip.to_str().unwrap_or("")))
-                .unwrap_or_else(|_| peer_ip.clone())
-        }
-        _ => peer_ip.clone(),
+    let forwarded_for = if headers.contains_key(&X_FORWARDED_FOR) {
+        let mut chain: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        chain.push(peer_ip.to_str().unwrap_or(""));
+        HeaderValue::from_str(&chain.join(", ")).unwrap_or_else(|_| peer_ip.clone())
+    } else {
+        peer_ip.clone()
     };
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = headers.get(HOST).cloned() {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
-    }
+    match headers.get(HOST).cloned() {
+        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
 }
 
 #[cfg(test)]
@@ -116,6 +125,20 @@ mod tests {
     }
 
     #[test]
+    fn a_client_cannot_choose_the_forwarded_host() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("close, host"));
+        h.insert(HOST, HeaderValue::from_static("api.example.com"));
+        h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+        strip_hop_by_hop(&mut h, false);
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
+        assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
+        h.remove(HOST);
+        set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
+        assert!(h.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
     fn upgrade_survives_when_asked() {
         let mut h = HeaderMap::new();
         h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
@@ -133,9 +156,10 @@ mod tests {
         h.insert("x-authmd-principal", HeaderValue::from_static("key:admin"));
         h.insert("X-Authmd-Anything", HeaderValue::from_static("x"));
         h.insert(HOST, HeaderValue::from_static("api.example.com"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         strip_identity(&mut h);
         set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.1");
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 10.0.0.2, 127.0.0.1");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
         assert!(!h.keys().any(|k| k.as_str().starts_with("x-authmd-")));
     }
