@@ -159,7 +159,10 @@ mod tests {
         h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.2"));
         strip_identity(&mut h);
         set_forwarded(&mut h, &HeaderValue::from_static("127.0.0.1"), "http");
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 10.0.0.2, 127.0.0.1");
+        assert_eq!(
+            h.get("x-forwarded-for").unwrap(),
+            "10.0.0.1, 10.0.0.2, 127.0.0.1"
+        );
         assert_eq!(h.get("x-forwarded-host").unwrap(), "api.example.com");
         assert!(!h.keys().any(|k| k.as_str().starts_with("x-authmd-")));
     }
