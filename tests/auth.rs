@@ -197,8 +197,8 @@ credentials: {key_prefixes: [ak_live]}
 scopes: {offers:read: Read}
 tiers: [{name: anonymous}, {name: free}, {name: verified}]
 keys:
-  - {id: w, hash: "blake3:37a21b95c759e44e5835670ba6d9fae811126a83a4b450ead49e72b0b946c2be", scopes: [offers:read], tier: free}
-  - {id: r, hash: "blake3:3dc6ae91533fa985da952ccb8a507e1415c0b7b08a0dde522459b5d50d2c150d", scopes: [offers:read], tier: verified}
+  - {id: w, hash: "blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14", scopes: [offers:read], tier: free}
+  - {id: r, hash: "blake3:3002225b1a30aefeed4ac8e020b60bf3a476dbb26802044570a85ddf52efc19e", scopes: [offers:read], tier: verified}
 routes:
   - {path: /contact, scopes: [offers:read], min_tier: verified}
 "#;
@@ -290,8 +290,8 @@ upstream: {url: builtin:echo}
 credentials: {key_prefixes: [ak_live]}
 scopes: {admin:users: Manage users, admin:*: Everything under admin}
 keys:
-  - {id: reader, hash: "blake3:3dc6ae91533fa985da952ccb8a507e1415c0b7b08a0dde522459b5d50d2c150d"}
-  - {id: admin, hash: "blake3:37a21b95c759e44e5835670ba6d9fae811126a83a4b450ead49e72b0b946c2be", scopes: ["admin:*"]}
+  - {id: reader, hash: "blake3:3002225b1a30aefeed4ac8e020b60bf3a476dbb26802044570a85ddf52efc19e"}
+  - {id: admin, hash: "blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14", scopes: ["admin:*"]}
 routes:
   - {id: admin, path: "/admin/{*rest}", scopes: [admin:users]}
   - {id: public, path: "/{*rest}", access: public}

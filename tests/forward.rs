@@ -642,7 +642,7 @@ credentials:
 scopes: {chat:use: Use the chat}
 keys:
   - id: example-writer
-    hash: blake3:37a21b95c759e44e5835670ba6d9fae811126a83a4b450ead49e72b0b946c2be
+    hash: blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14
     scopes: [chat:use]
 routes:
   - {path: /ws/chat, methods: [GET], scopes: [chat:use]}

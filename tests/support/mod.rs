@@ -25,8 +25,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 /// The example keys of `config.example.yaml`.
-pub const WRITER_KEY: &str = "ak_live_AcJCuxEfMH8MPmHoz714gXzc3G2YYZRSL6yYjky";
-pub const READER_KEY: &str = "ak_live_GibMerzW8n3vKphvqCZtkdCYfGao4qSPg49gXo9";
+pub const WRITER_KEY: &str = "ak_live_ELG2kKEXEd3Ty98ZgEKCTBzmD28tyKbnV2vJrzG";
+pub const READER_KEY: &str = "ak_live_DDcBQJSrJbWiKASfUDw4yG5dJy5usFd9Y1ss7XU";
 
 /// A proxy serving on 127.0.0.1:<random>.
 pub struct TestProxy {
