@@ -18,6 +18,7 @@ use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
+use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -27,7 +28,7 @@ use crate::config::{UpstreamSettings, UpstreamTarget};
 use crate::rejection::Rejection;
 
 /// What the proxy knows about the client connection a request came on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ClientConn {
     /// The peer address.
     pub peer: SocketAddr,
@@ -35,7 +36,17 @@ pub struct ClientConn {
     pub peer_ip: HeaderValue,
     /// `http` or `https`.
     pub proto: &'static str,
+    /// The upstream HTTP/1.1 connection this client connection's requests reuse.
+    affinity: Affinity,
 }
+
+/// An HTTP/1.1 client connection's own upstream connection. Requests on one HTTP/1.1
+/// connection are sequential, so the upstream connection that served the last one is
+/// free for the next: no pool checkout, no shared lock, no hash of the pool key. The
+/// mutex is per client connection and never contended by HTTP/1.1; when it is busy
+/// (never, in practice), the request goes through the shared pool instead.
+#[derive(Debug, Default)]
+struct Affinity(tokio::sync::Mutex<Option<http1::SendRequest<Incoming>>>);
 
 impl ClientConn {
     /// Connection info for a plain-TCP peer.
@@ -47,6 +58,7 @@ impl ClientConn {
             peer,
             peer_ip,
             proto: "http",
+            affinity: Affinity::default(),
         }
     }
 }
@@ -77,6 +89,7 @@ pub struct Outbound<'a> {
 #[derive(Debug)]
 pub struct Upstream {
     target: Target,
+    connect_timeout: Duration,
     response_timeout: Duration,
     preserve_host: bool,
     http2: bool,
@@ -120,6 +133,7 @@ impl Upstream {
         };
         Upstream {
             target,
+            connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
             preserve_host: settings.preserve_host,
             http2: settings.http2,
@@ -137,21 +151,32 @@ impl Upstream {
             && request.version() == Version::HTTP_11
             && headers::is_upgrade(request.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-        self.rewrite(&mut request, &outbound, conn, upgrade);
+        // HTTP/1.x clients reuse their own upstream connection; HTTP/2 clients (many
+        // concurrent streams) and upgrades go through the shared pool.
+        let affine = !self.http2 && !upgrade && request.version() < Version::HTTP_2;
+        self.rewrite(&mut request, &outbound, conn, upgrade, !affine);
         let Target::Http(http) = &self.target else {
             return Ok(echo::answer(request).await);
         };
-        let sent = tokio::time::timeout(self.response_timeout, http.client.request(request)).await;
+        let sent = if affine {
+            tokio::time::timeout(self.response_timeout, self.send_affine(http, conn, request)).await
+        } else {
+            let sent = http.client.request(request);
+            tokio::time::timeout(self.response_timeout, async {
+                sent.await.map_err(|error| {
+                    tracing::warn!(error = %error_chain(&error), "upstream request failed");
+                    if is_timeout(&error) {
+                        Rejection::UpstreamTimeout
+                    } else {
+                        Rejection::UpstreamUnavailable
+                    }
+                })
+            })
+            .await
+        };
         let mut response = match sent {
             Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                tracing::warn!(error = %error_chain(&error), "upstream request failed");
-                return Err(if is_timeout(&error) {
-                    Rejection::UpstreamTimeout
-                } else {
-                    Rejection::UpstreamUnavailable
-                });
-            }
+            Ok(Err(rejection)) => return Err(rejection),
             Err(_) => {
                 tracing::warn!(timeout = ?self.response_timeout, "upstream did not answer in time");
                 return Err(Rejection::UpstreamTimeout);
@@ -169,12 +194,96 @@ impl Upstream {
         Ok(response.map(Body::Stream))
     }
 
+    /// Sends on the client connection's own upstream connection, (re)connecting when
+    /// there is none or the upstream closed it. A request the closed connection never
+    /// took is retried once on a new one; a request that was sent is never replayed.
+    async fn send_affine(
+        &self,
+        http: &HttpTarget,
+        conn: &ClientConn,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, Rejection> {
+        let Ok(mut slot) = conn.affinity.0.try_lock() else {
+            return http.client.request(request).await.map_err(|error| {
+                tracing::warn!(error = %error_chain(&error), "upstream request failed");
+                Rejection::UpstreamUnavailable
+            });
+        };
+        if !request.headers().contains_key(HOST) {
+            if let Ok(host) = HeaderValue::from_str(http.authority.as_str()) {
+                request.headers_mut().insert(HOST, host);
+            }
+        }
+        let mut retried = false;
+        loop {
+            let sender = match slot.as_mut() {
+                Some(sender) if !sender.is_closed() => sender,
+                _ => slot.insert(self.connect(http).await?),
+            };
+            if sender.ready().await.is_err() {
+                *slot = None;
+                if retried {
+                    return Err(Rejection::UpstreamUnavailable);
+                }
+                retried = true;
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response),
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) if !retried => {
+                        *slot = None;
+                        retried = true;
+                        request = unsent;
+                    }
+                    _ => {
+                        *slot = None;
+                        let error = error.into_error();
+                        tracing::warn!(error = %error_chain(&error), "upstream request failed");
+                        return Err(Rejection::UpstreamUnavailable);
+                    }
+                },
+            }
+        }
+    }
+
+    /// Opens an HTTP/1.1 connection to the upstream.
+    async fn connect(&self, http: &HttpTarget) -> Result<http1::SendRequest<Incoming>, Rejection> {
+        let connect = tokio::net::TcpStream::connect(http.authority.as_str());
+        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, upstream = %http.authority, "cannot connect to the upstream");
+                return Err(Rejection::UpstreamUnavailable);
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %http.authority, "connecting to the upstream timed out");
+                return Err(Rejection::UpstreamTimeout);
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "upstream handshake failed");
+                Rejection::UpstreamUnavailable
+            })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
     fn rewrite(
         &self,
         request: &mut Request<Incoming>,
         outbound: &Outbound<'_>,
         conn: &ClientConn,
         upgrade: bool,
+        absolute: bool,
     ) {
         let headers = request.headers_mut();
         headers::strip_hop_by_hop(headers, upgrade);
@@ -215,7 +324,7 @@ impl Upstream {
         };
         let mut parts = http::uri::Parts::default();
         parts.path_and_query = path_and_query;
-        if let Target::Http(http) = &self.target {
+        if let (Target::Http(http), true) = (&self.target, absolute) {
             parts.scheme = Some(http.scheme.clone());
             parts.authority = Some(http.authority.clone());
         }

@@ -125,7 +125,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = ClientConn::plain(peer);
+        let conn = Arc::new(ClientConn::plain(peer));
         let gateway = gateway.clone();
         let service = service_fn(move |request: Request<Incoming>| {
             let gateway = gateway.clone();
