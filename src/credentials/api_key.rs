@@ -17,6 +17,18 @@ const CHECK_LEN: usize = 6;
 const BODY_LEN: std::ops::RangeInclusive<usize> = 28..=34;
 const BASE58: &[u8; 58] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz";
 
+/// `IS_BASE58[b]`: `b` is a base58 digit (a table, so checking a key's alphabet is
+/// one load per byte).
+const IS_BASE58: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut i = 0;
+    while i < BASE58.len() {
+        table[BASE58[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
+
 /// The BLAKE3 hash of a key: what the table and the store hold.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyHash(pub [u8; 32]);
@@ -129,7 +141,7 @@ pub fn checksum_ok(key: &str, prefix: &str) -> bool {
     let Some(body_len) = rest.len().checked_sub(CHECK_LEN) else {
         return false;
     };
-    if !BODY_LEN.contains(&body_len) || !rest.bytes().all(|b| BASE58.contains(&b)) {
+    if !BODY_LEN.contains(&body_len) || !rest.bytes().all(|b| IS_BASE58[usize::from(b)]) {
         return false;
     }
     let (signed, check) = key.split_at(key.len() - CHECK_LEN);
