@@ -9,10 +9,10 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-use support::{READER_KEY, WRITER_KEY, assert_envelope, client, json};
+use support::{Binary, READER_KEY, WRITER_KEY, assert_envelope, client, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
@@ -114,45 +114,9 @@ fn keys_generate_and_hash_agree() {
     assert_eq!(out.status.code(), Some(64));
 }
 
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary and returns it with the address it printed.
-fn start(args: &[&str]) -> (Killed, String) {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let child = Killed(child);
-    let mut lines = BufReader::new(stderr).lines();
-    let url = loop {
-        let line = lines
-            .next()
-            .expect("the proxy exited before listening")
-            .unwrap();
-        if let Some(rest) = line.split("listening on ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, url)
-}
-
 #[tokio::test]
 async fn the_readme_walkthrough_works_against_the_example_config() {
-    let (_child, url) = start(&[
+    let proxy = Binary::start(&[
         "run",
         "--config",
         EXAMPLE,
@@ -160,7 +124,9 @@ async fn the_readme_walkthrough_works_against_the_example_config() {
         "127.0.0.1:0",
         "--admin-listen",
         "127.0.0.1:0",
-    ]);
+    ])
+    .await;
+    let url = proxy.url.clone();
     let http = client();
     // 401 with the discovery challenge, derived from the real (random) port.
     let response = http

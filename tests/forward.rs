@@ -425,74 +425,28 @@ async fn a_100_mib_download_streams_through_to_the_client() {
 /// The real binary, measured through `/proc` (Linux only).
 #[cfg(target_os = "linux")]
 mod binary {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
-    use tokio::sync::oneshot;
+    use crate::support::Binary;
 
     use super::{
         BULK, BULK_GUARD, PUBLIC, bulk_upstream, client, count_response, generated_upload, guard,
         within,
     };
 
-    /// Kills the child process when the test ends, however it ends.
-    struct KillOnDrop(std::process::Child);
-
-    impl Drop for KillOnDrop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-
-    /// Starts the real binary on `config` (port 0) and returns it with its base URL,
-    /// read from its `listening on http://...` log line.
-    async fn start_binary(config: &std::path::Path) -> (KillOnDrop, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authmd-proxy"))
-            .args(["run", "--config"])
-            .arg(config)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin-listen",
-                "127.0.0.1:0",
-                "--workers",
-                "1",
-            ])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let child = KillOnDrop(child);
-        let (url_tx, url_rx) = oneshot::channel::<Result<String, String>>();
-        std::thread::spawn(move || {
-            let mut url_tx = Some(url_tx);
-            let mut log = String::new();
-            // Keep draining after the line is found, so the child never blocks on a full
-            // pipe.
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
-                    if let Some(tx) = url_tx.take() {
-                        let _ = tx.send(Ok(format!("http://{addr}")));
-                    }
-                } else if url_tx.is_some() {
-                    log.push_str(&line);
-                    log.push('\n');
-                }
-            }
-            if let Some(tx) = url_tx.take() {
-                let _ = tx.send(Err(log));
-            }
-        });
-        let url = guard("the binary's listening line", url_rx)
-            .await
-            .unwrap()
-            .unwrap_or_else(|log| panic!("the proxy exited before listening:\n{log}"));
-        (child, url)
+    /// Starts the real binary on `config` (port 0, one worker thread).
+    async fn start_binary(config: &std::path::Path) -> Binary {
+        let config = config.to_str().unwrap();
+        Binary::start(&[
+            "run",
+            "--config",
+            config,
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--workers",
+            "1",
+        ])
+        .await
     }
 
     /// Peak resident set size of a process, in KiB.
@@ -515,7 +469,8 @@ mod binary {
             PUBLIC.replace("{upstream}", &format!("http://{upstream}")),
         )
         .unwrap();
-        let (child, url) = start_binary(&config).await;
+        let child = start_binary(&config).await;
+        let url = child.url.clone();
         let http = client();
 
         let response = within(
@@ -543,7 +498,7 @@ mod binary {
         .await;
         assert_eq!(length, BULK);
 
-        let peak = peak_rss_kib(child.0.id());
+        let peak = peak_rss_kib(child.pid());
         assert!(
             peak < 64 * 1024,
             "the proxy's peak RSS was {peak} KiB moving 2 x 100 MiB; it must stay under 64 MiB"

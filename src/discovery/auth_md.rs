@@ -158,28 +158,16 @@ fn use_the_credential(md: &mut String, config: &Config, origin: &str) {
         .filter(|r| r.access == Access::Credential && r.min_tier.is_none())
         .min_by_key(|r| !r.methods.contains(&http::Method::GET));
     if let (Some(route), Some(header)) = (protected, headers.first()) {
-        let method = example_method(route);
-        let path = example_path(route);
-        let flag = if method == "GET" {
-            String::new()
-        } else {
-            format!(" -X {method}")
-        };
+        let curl = curl(origin, route);
         let scopes = config.scopes.names(&route.scopes);
-        let _ = writeln!(
-            md,
-            "```sh\ncurl -i{flag} {origin}{path}\n# -> 401 Unauthorized\n```\n"
-        );
+        let _ = writeln!(md, "```sh\n{curl}\n# -> 401 Unauthorized\n```\n");
         let header = header.trim_matches('`');
         let need = if scopes.is_empty() {
             String::new()
         } else {
             format!(" (with a key that has {})", code_list(&scopes))
         };
-        let _ = writeln!(
-            md,
-            "```sh\ncurl -i{flag} {origin}{path} -H '{header}'\n# -> 200 OK{need}\n```\n"
-        );
+        let _ = writeln!(md, "```sh\n{curl} -H '{header}'\n# -> 200 OK{need}\n```\n");
     }
     let anonymous = routes
         .iter()
@@ -190,13 +178,7 @@ fn use_the_credential(md: &mut String, config: &Config, origin: &str) {
         })
         .min_by_key(|r| !r.methods.contains(&http::Method::GET));
     if let Some(route) = anonymous {
-        let method = example_method(route);
-        let path = example_path(route);
-        let flag = if method == "GET" {
-            String::new()
-        } else {
-            format!(" -X {method}")
-        };
+        let curl = curl(origin, route);
         let header = config
             .credentials
             .headers
@@ -204,10 +186,7 @@ fn use_the_credential(md: &mut String, config: &Config, origin: &str) {
             .find(|h| h.anonymous)
             .map(|h| format!(" -H '{}: my-agent'", h.display))
             .unwrap_or_default();
-        let _ = writeln!(
-            md,
-            "```sh\ncurl -i{flag} {origin}{path}{header}\n# -> 200 OK\n```\n"
-        );
+        let _ = writeln!(md, "```sh\n{curl}{header}\n# -> 200 OK\n```\n");
     }
     let _ = writeln!(
         md,
@@ -346,6 +325,17 @@ fn code_list(names: &str) -> String {
         .map(|n| format!("`{n}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// `curl -i [-X METHOD] <origin><example path>` for a route.
+fn curl(origin: &str, route: &Route) -> String {
+    let method = example_method(route);
+    let path = example_path(route);
+    if method == "GET" {
+        format!("curl -i {origin}{path}")
+    } else {
+        format!("curl -i -X {method} {origin}{path}")
+    }
 }
 
 fn example_method(route: &Route) -> &'static str {

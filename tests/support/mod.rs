@@ -242,3 +242,68 @@ fn dechunk(mut body: &str) -> String {
     }
     out
 }
+
+/// The real `authmd-proxy` binary, running; killed when dropped, however the test
+/// ends.
+pub struct Binary {
+    child: std::process::Child,
+    /// The base URL it printed in its `listening on http://...` line.
+    pub url: String,
+}
+
+impl Binary {
+    /// Starts the binary with `args` and waits for its listening line (at most 30 s,
+    /// a guard against a hang, not a readiness sleep).
+    pub async fn start(args: &[&str]) -> Binary {
+        use std::io::{BufRead, BufReader};
+        use std::process::{Command, Stdio};
+        let mut child = Command::new(env!("CARGO_BIN_EXE_authmd-proxy"))
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (url_tx, url_rx) = tokio::sync::oneshot::channel::<Result<String, String>>();
+        std::thread::spawn(move || {
+            let mut url_tx = Some(url_tx);
+            let mut log = String::new();
+            // Keep draining after the line is found, so the child never blocks on a
+            // full pipe.
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.split("listening on http://").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                    if let Some(tx) = url_tx.take() {
+                        let _ = tx.send(Ok(format!("http://{addr}")));
+                    }
+                } else if url_tx.is_some() {
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            }
+            if let Some(tx) = url_tx.take() {
+                let _ = tx.send(Err(log));
+            }
+        });
+        let binary = |url| Binary { child, url };
+        match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
+            Ok(Ok(Ok(url))) => binary(url),
+            Ok(Ok(Err(log))) => panic!("the proxy exited before listening:\n{log}"),
+            _ => panic!("the proxy printed no listening line"),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
