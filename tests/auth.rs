@@ -21,10 +21,7 @@ async fn no_credential_on_a_protected_route_is_401_with_the_discovery_challenge(
         .send()
         .await
         .unwrap();
-    let www = response.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let www = support::www(&response);
     assert_eq!(www, challenge(&proxy, ", scope=\"offers:write\""));
     assert_eq!(response.headers()["cache-control"], "no-store");
     let body = assert_envelope(response, 401, "unauthorized", "UNAUTHORIZED").await;
@@ -80,10 +77,7 @@ async fn a_key_without_the_scope_is_403_naming_the_scope() {
         .send()
         .await
         .unwrap();
-    let www = response.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let www = support::www(&response);
     assert_eq!(
         www,
         challenge(
@@ -134,10 +128,7 @@ async fn bad_keys_and_tokens_are_401_invalid_token() {
             .send()
             .await
             .unwrap();
-        let www = response.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let www = support::www(&response);
         assert_eq!(
             www,
             challenge(&proxy, ", error=\"invalid_token\""),

@@ -134,10 +134,7 @@ async fn the_readme_walkthrough_works_against_the_example_config() {
         .send()
         .await
         .unwrap();
-    let www = response.headers()["www-authenticate"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let www = support::www(&response);
     assert_eq!(
         www,
         format!(

@@ -91,10 +91,7 @@ async fn the_401_challenge_points_at_the_metadata_of_the_resource_called() {
     ] {
         let response = client().get(proxy.url(path)).send().await.unwrap();
         assert_eq!(response.status(), 401);
-        let www = response.headers()["www-authenticate"]
-            .to_str()
-            .unwrap()
-            .to_owned();
+        let www = support::www(&response);
         assert!(www.starts_with("Bearer "), "Bearer must come first: {www}");
         let url = www
             .split("resource_metadata=\"")

@@ -307,3 +307,11 @@ impl Drop for Binary {
         let _ = self.child.wait();
     }
 }
+
+/// The `WWW-Authenticate` header of a response.
+pub fn www(response: &reqwest::Response) -> String {
+    response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
