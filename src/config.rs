@@ -7,6 +7,7 @@
 //! file, line, column and field path ([`locate`] maps paths to positions). Values that
 //! came from the environment, and fields named like secrets, are never echoed.
 
+mod lifecycle;
 mod locate;
 mod raw;
 
@@ -29,6 +30,7 @@ use crate::policy::{
 use crate::rejection::{Challenges, PROTECTED_RESOURCE, Responder};
 use crate::scope::{self, ScopeError, ScopeRegistry, ScopeSet};
 use crate::tier::{Tier, TierId, Tiers};
+pub use lifecycle::{KeyManagement, Lifecycle, Registration};
 use locate::{Locations, join};
 use raw::{RawAccess, RawDefault, RawLogFormat};
 
@@ -41,6 +43,8 @@ pub struct Overrides {
     pub admin_listen: Option<SocketAddr>,
     /// `--public-url`.
     pub public_url: Option<String>,
+    /// `--data-dir`: where the SQLite store lives.
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// A validated configuration.
@@ -77,6 +81,8 @@ pub struct Config {
     pub discovery: Discovery,
     /// Paths of the proxy's own endpoints.
     pub endpoints: Endpoints,
+    /// The store, registration and key management.
+    pub lifecycle: Lifecycle,
     /// Logging.
     pub log: LogSettings,
 }
@@ -162,6 +168,16 @@ pub struct Endpoints {
     pub token: String,
     /// OAuth revocation endpoint (RFC 7009).
     pub revoke: String,
+    /// Agent registration (`register_uri`).
+    pub register: String,
+    /// Claim of a registration (`claim_uri`); the human claim page is under it.
+    pub claim: String,
+    /// Agent-facing revocation with `{credential}` (`revocation_uri`).
+    pub agent_revoke: String,
+    /// Key management collection; `{id}` and `{id}/rotate` below it.
+    pub keys: String,
+    /// The scope list.
+    pub scopes: String,
 }
 
 /// `service:`.
@@ -291,6 +307,9 @@ const TOP_LEVEL: &[&str] = &[
     "log",
     "discovery",
     "endpoints",
+    "store",
+    "registration",
+    "key_management",
 ];
 
 impl Config {
@@ -383,6 +402,9 @@ struct Sections {
     log: raw::RawLog,
     discovery: raw::RawDiscovery,
     endpoints: raw::RawEndpoints,
+    store: raw::RawStore,
+    registration: raw::RawRegistration,
+    key_management: raw::RawKeyManagement,
 }
 
 impl Loader {
@@ -594,6 +616,11 @@ impl Loader {
                 "log" => s.log = self.take(value, path).unwrap_or_default(),
                 "discovery" => s.discovery = self.take(value, path).unwrap_or_default(),
                 "endpoints" => s.endpoints = self.take(value, path).unwrap_or_default(),
+                "store" => s.store = self.take(value, path).unwrap_or_default(),
+                "registration" => s.registration = self.take(value, path).unwrap_or_default(),
+                "key_management" => {
+                    s.key_management = self.take(value, path).unwrap_or_default();
+                }
                 other => {
                     let hint = scope::closest(other, TOP_LEVEL.iter().copied())
                         .map(|c| format!("; did you mean `{c}`?"))
@@ -714,6 +741,16 @@ impl Loader {
             &discovery,
         );
         let endpoints = self.endpoints(&s.endpoints);
+        let lifecycle = self.lifecycle(
+            s.store,
+            s.registration,
+            s.key_management,
+            &credentials,
+            &registry,
+            &tiers,
+            public_url.as_deref(),
+            overrides.data_dir.as_deref(),
+        );
 
         let log = LogSettings {
             level: s.log.level.unwrap_or_else(|| "info".into()),
@@ -760,6 +797,7 @@ impl Loader {
             responders,
             discovery,
             endpoints,
+            lifecycle,
             log,
         })
     }
@@ -916,6 +954,16 @@ impl Loader {
             authorize: endpoint(self, &raw.authorize, "authorize", "/oauth2/authorize"),
             token: endpoint(self, &raw.token, "token", "/oauth2/token"),
             revoke: endpoint(self, &raw.revoke, "revoke", "/oauth2/revoke"),
+            register: endpoint(self, &raw.register, "register", "/agent/auth/register"),
+            claim: endpoint(self, &raw.claim, "claim", "/agent/auth/claim"),
+            agent_revoke: endpoint(
+                self,
+                &raw.agent_revoke,
+                "agent_revoke",
+                "/agent/auth/revoke",
+            ),
+            keys: endpoint(self, &raw.keys, "keys", "/api/v1/auth/keys"),
+            scopes: endpoint(self, &raw.scopes, "scopes", "/api/v1/auth/scopes"),
         }
     }
 

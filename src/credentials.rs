@@ -184,9 +184,12 @@ impl CredentialRules {
                 {
                     return Err(Rejection::InvalidApiKey);
                 }
-                keys.get(&KeyHash::of(key))
-                    .map(Principal::Key)
-                    .ok_or(Rejection::InvalidApiKey)
+                let entry = keys
+                    .get(&KeyHash::of(key))
+                    .filter(|entry| entry.is_live())
+                    .ok_or(Rejection::InvalidApiKey)?;
+                keys.touch(&entry);
+                Ok(Principal::Key(entry))
             }
             // No token issuer is configured yet: every token is one this proxy cannot
             // verify, so it is refused as invalid rather than ignored.

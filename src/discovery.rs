@@ -283,7 +283,7 @@ fn protected_resource(config: &Config, origin: &str, prefix: &str) -> Value {
 /// RFC 8414 metadata of the authorization server at `origin`.
 fn authorization_server(config: &Config, origin: &str) -> Value {
     let endpoints = &config.endpoints;
-    json!({
+    let mut doc = json!({
         "issuer": origin,
         "authorization_endpoint": format!("{origin}{}", endpoints.authorize),
         "token_endpoint": format!("{origin}{}", endpoints.token),
@@ -296,11 +296,65 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": scope_names(config),
         "service_documentation": format!("{origin}{AUTH_MD}"),
-        "agent_auth": {
-            "skill": format!("{origin}{AUTH_MD}"),
-            "identity_types_supported": [],
-        },
-    })
+        "agent_auth": agent_auth(config, origin),
+    });
+    if let Some(map) = doc.as_object_mut() {
+        if config.lifecycle.issues_keys() && config.lifecycle.keys.enabled {
+            map.insert(
+                "key_management_endpoint".into(),
+                json!(format!("{origin}{}", endpoints.keys)),
+            );
+        }
+        map.insert(
+            "scopes_endpoint".into(),
+            json!(format!("{origin}{}", endpoints.scopes)),
+        );
+    }
+    doc
+}
+
+/// The auth.md `agent_auth` block, in both naming generations (`register_uri` /
+/// `claim_uri` / `revocation_uri` of v0.1 and the seeds; `identity_endpoint` /
+/// `claim_endpoint` of later versions, which the WorkOS client requires).
+fn agent_auth(config: &Config, origin: &str) -> Value {
+    let lifecycle = &config.lifecycle;
+    let endpoints = &config.endpoints;
+    let mut block = json!({ "skill": format!("{origin}{AUTH_MD}") });
+    let Some(map) = block.as_object_mut() else {
+        return block;
+    };
+    let mut types: Vec<&str> = Vec::new();
+    if lifecycle.issues_keys() {
+        let register = format!("{origin}{}", endpoints.register);
+        let claim = format!("{origin}{}", endpoints.claim);
+        map.insert("register_uri".into(), json!(register));
+        map.insert("identity_endpoint".into(), json!(register));
+        map.insert("claim_uri".into(), json!(claim));
+        map.insert("claim_endpoint".into(), json!(claim));
+        map.insert(
+            "revocation_uri".into(),
+            json!(format!("{origin}{}", endpoints.agent_revoke)),
+        );
+        if lifecycle.registration.anonymous {
+            types.push("anonymous");
+            map.insert(
+                "anonymous".into(),
+                json!({ "credential_types_supported": ["api_key"] }),
+            );
+        }
+        if !lifecycle.registration.trusted_issuers.is_empty() {
+            types.push("identity_assertion");
+            map.insert(
+                "identity_assertion".into(),
+                json!({
+                    "assertion_types_supported": [crate::agent_auth::registration::ID_JAG],
+                    "credential_types_supported": ["api_key"],
+                }),
+            );
+        }
+    }
+    map.insert("identity_types_supported".into(), json!(types));
+    block
 }
 
 /// RFC 9727 api-catalog of the API at `origin`.

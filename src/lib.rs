@@ -41,10 +41,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent_auth;
+pub mod assertion;
 pub mod body;
 pub mod config;
 pub mod credentials;
 pub mod discovery;
+pub mod limits;
 pub mod oauth;
 pub mod pipeline;
 pub mod policy;
@@ -52,4 +55,5 @@ pub mod proxy;
 pub mod rejection;
 pub mod scope;
 pub mod server;
+pub mod store;
 pub mod tier;

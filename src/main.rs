@@ -11,6 +11,7 @@ use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::credentials::{KeyHash, api_key};
 use authmd_proxy::pipeline::Gateway;
 use authmd_proxy::server::{self, Running};
+use authmd_proxy::store::{KeyRecord, Store, unix_now};
 use clap::{Parser, Subcommand};
 
 /// Exit status for a bad configuration or usage (sysexits EX_USAGE).
@@ -43,6 +44,9 @@ enum Command {
         /// Runtime worker threads, overriding `server.worker_threads` (1 = single-threaded).
         #[arg(long)]
         workers: Option<usize>,
+        /// Data directory of the SQLite store, overriding `store.data_dir`.
+        #[arg(long, env = "AUTHMD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Validate a config file: exit 0, or print every problem and exit 64.
     Check {
@@ -82,6 +86,38 @@ enum KeysCommand {
     },
     /// Print the BLAKE3 hash of a key read from standard input.
     Hash,
+    /// Create a key in the configured store and print it (the secret is shown once).
+    Create {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+        /// A name for the key.
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma- or space-separated.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Tier (default: the lowest tier above `anonymous`).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Owner account (keys of the same owner manage each other).
+        #[arg(long, default_value = "operator")]
+        owner: String,
+    },
+    /// List the keys in the configured store (never their secrets).
+    List {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Revoke a key in the configured store by id.
+    Revoke {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+        /// The key's id (`key_...`).
+        id: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -93,11 +129,13 @@ fn main() -> ExitCode {
             admin_listen,
             public_url,
             workers,
+            data_dir,
         } => {
             let overrides = Overrides {
                 listen,
                 admin_listen,
                 public_url,
+                data_dir,
             };
             run(&config, overrides, workers)
         }
@@ -121,6 +159,27 @@ fn main() -> ExitCode {
             Ok(key) => out(&format!("key:  {}\nhash: {}\n", key.secret, key.hash)),
             Err(error) => fail(&error.to_string(), EX_USAGE),
         },
+        Command::Keys(KeysCommand::Create {
+            config,
+            name,
+            scopes,
+            tier,
+            owner,
+        }) => with_store(&config, |config, store| async move {
+            create_key(&config, &store, name, &scopes, tier.as_deref(), owner).await
+        }),
+        Command::Keys(KeysCommand::List { config }) => {
+            with_store(&config, |_, store| async move { list_keys(&store).await })
+        }
+        Command::Keys(KeysCommand::Revoke { config, id }) => {
+            with_store(&config, |_, store| async move {
+                match store.revoke_key(&id, unix_now()).await {
+                    Ok(Some(_)) => Ok(format!("revoked {id}\n")),
+                    Ok(None) => Err((format!("no live key `{id}` in the store"), 1)),
+                    Err(error) => Err((error.to_string(), 1)),
+                }
+            })
+        }
         Command::Keys(KeysCommand::Hash) => {
             let mut input = String::new();
             if let Err(error) = std::io::stdin().read_to_string(&mut input) {
@@ -133,6 +192,128 @@ fn main() -> ExitCode {
             out(&format!("{}\n", KeyHash::of(key)))
         }
     }
+}
+
+/// Runs an operator command against the configured store.
+fn with_store<F, Fut>(path: &Path, command: F) -> ExitCode
+where
+    F: FnOnce(Config, Store) -> Fut,
+    Fut: std::future::Future<Output = Result<String, (String, u8)>>,
+{
+    let config = match Config::load(path, &Overrides::default()) {
+        Ok(config) => config,
+        Err(errors) => return fail(&errors.to_string(), EX_USAGE),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start the runtime: {error}"), 1),
+    };
+    let result = runtime.block_on(async {
+        let store = match Store::open(&config.lifecycle.store).await {
+            Ok(Some(store)) => store,
+            Ok(None) => {
+                return Err((
+                    "the config has `store: {kind: none}`; keys live in the config file".to_owned(),
+                    EX_USAGE,
+                ));
+            }
+            Err(error) => return Err((error.to_string(), 1)),
+        };
+        command(config, store).await
+    });
+    match result {
+        Ok(text) => out(&text),
+        Err((message, code)) => fail(&message, code),
+    }
+}
+
+async fn create_key(
+    config: &Config,
+    store: &Store,
+    name: String,
+    scopes: &str,
+    tier: Option<&str>,
+    owner: String,
+) -> Result<String, (String, u8)> {
+    let prefix = &config.lifecycle.keys.prefix;
+    if prefix.is_empty() {
+        return Err((
+            "declare `credentials.key_prefixes` first".to_owned(),
+            EX_USAGE,
+        ));
+    }
+    let names: Vec<String> = scopes
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Err((name, _)) = config.scopes.granted(names.iter().map(String::as_str)) {
+        return Err((format!("unknown scope `{name}`"), EX_USAGE));
+    }
+    let tier = match tier {
+        Some(name) => match config.tiers.find(name) {
+            Some(id) if id.0 > 0 => config.tiers.get(id).name.clone(),
+            _ => return Err((format!("`{name}` is not a tier a key can have"), EX_USAGE)),
+        },
+        None => config.tiers.get(authmd_proxy::tier::TierId(1)).name.clone(),
+    };
+    let new = api_key::mint(prefix).map_err(|e| (e.to_string(), 1))?;
+    let mut id_bytes = [0u8; 16];
+    getrandom::fill(&mut id_bytes).map_err(|e| (e.to_string(), 1))?;
+    let record = KeyRecord {
+        id: format!("key_{}", bs58::encode(id_bytes).into_string()),
+        hash: new.hash,
+        prefix: prefix.clone(),
+        name,
+        owner,
+        scopes: names,
+        tier,
+        created_at: unix_now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+        previous_hash: None,
+        previous_expires_at: None,
+        registration_id: None,
+        updated_at: 0,
+    };
+    store
+        .insert_key(&record)
+        .await
+        .map_err(|e| (e.to_string(), 1))?;
+    Ok(format!(
+        "id:     {}\nkey:    {}\nscopes: {}\ntier:   {}\n(the key is shown once; store it now)\n",
+        record.id,
+        new.secret,
+        record.scopes.join(" "),
+        record.tier
+    ))
+}
+
+async fn list_keys(store: &Store) -> Result<String, (String, u8)> {
+    let keys = store.all_keys().await.map_err(|e| (e.to_string(), 1))?;
+    let mut text = String::from("ID\tNAME\tOWNER\tTIER\tSCOPES\tSTATE\n");
+    for key in keys {
+        let state = if key.revoked_at.is_some() {
+            "revoked"
+        } else if !key.is_live(unix_now()) {
+            "expired"
+        } else {
+            "live"
+        };
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{state}\n",
+            key.id,
+            key.name,
+            key.owner,
+            key.tier,
+            key.scopes.join(" ")
+        ));
+    }
+    Ok(text)
 }
 
 fn out(text: &str) -> ExitCode {
@@ -219,7 +400,15 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
         config = Config::load(path, &overrides).map_err(|e| e.to_string())?;
     }
     let public_url = config.public_url.clone();
-    let running = Running::start(Gateway::new(config), listener, admin);
+    let gateway = match Store::open(&config.lifecycle.store).await {
+        Ok(Some(store)) => {
+            tracing::info!(store = store.kind(), "credential store open");
+            Gateway::with_store(config, store).await
+        }
+        Ok(None) => Gateway::new(config),
+        Err(error) => return Err(error.to_string()),
+    };
+    let running = Running::start(gateway, listener, admin);
     tracing::info!(
         listen = %running.addr,
         admin = ?running.admin_addr,

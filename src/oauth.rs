@@ -10,10 +10,12 @@ use http::{HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
+use crate::agent_auth::AgentAuth;
 use crate::body::Body;
-use crate::credentials::{CredentialRules, KeyHash, KeyTable, Presented};
+use crate::config::Config;
+use crate::credentials::{KeyHash, KeyTable, Presented};
 use crate::policy::MethodSet;
-use crate::rejection::{OAuthError, Rejection};
+use crate::rejection::{LifecycleError, OAuthError, Rejection};
 
 /// Largest request body an OAuth endpoint reads.
 const MAX_FORM: usize = 16 * 1024;
@@ -33,9 +35,11 @@ pub async fn token(request: Request<Incoming>) -> Result<Response<Body>, Rejecti
 /// issue; a key declared in the configuration is `unsupported_token_type`.
 pub async fn revoke(
     request: Request<Incoming>,
-    rules: &CredentialRules,
+    config: &Config,
     keys: &KeyTable,
+    agent_auth: Option<&AgentAuth>,
 ) -> Result<Response<Body>, Rejection> {
+    let rules = &config.credentials;
     let form = read_form(request, &Method::POST).await?;
     let Some(token) = field(&form, "token") else {
         return Err(Rejection::OAuth(OAuthError::InvalidRequest(
@@ -43,8 +47,20 @@ pub async fn revoke(
         )));
     };
     if let Presented::Key(key) = rules.classify(token) {
-        if keys.get(&KeyHash::of(key)).is_some() {
-            return Err(Rejection::OAuth(OAuthError::UnsupportedTokenType));
+        match (keys.get(&KeyHash::of(key)), agent_auth) {
+            (Some(entry), _) if entry.is_static => {
+                return Err(Rejection::OAuth(OAuthError::UnsupportedTokenType));
+            }
+            (Some(_), Some(agent_auth)) => {
+                agent_auth
+                    .revoke_credential(config, token)
+                    .await
+                    .map_err(|failure| failure.rejection)?;
+            }
+            (Some(_), None) => {
+                return Err(Rejection::Lifecycle(LifecycleError::StoreUnavailable));
+            }
+            (None, _) => {}
         }
     }
     let mut response = Response::new(Body::empty());

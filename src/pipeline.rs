@@ -16,6 +16,7 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
+use crate::agent_auth::{self, AgentAuth, Answer, Failure};
 use crate::body::Body;
 use crate::config::Config;
 use crate::credentials::{KeyTable, Principal};
@@ -23,7 +24,9 @@ use crate::discovery::Documents;
 use crate::oauth;
 use crate::policy::{Access, HostId, Route, normalize_path};
 use crate::proxy::{ClientConn, Identity, Outbound, Upstream};
-use crate::rejection::Rejection;
+use crate::rejection::{LifecycleError, Rejection};
+use crate::store::Store;
+use crate::store::sync::{self, Compiler, Follower, SyncState};
 use crate::tier::TierId;
 
 /// Everything a request needs: the config, its documents, the key table and the
@@ -36,6 +39,18 @@ pub struct Gateway {
     upstream: Upstream,
     /// Credential headers removed from requests the proxy authenticates.
     consumed: Vec<HeaderName>,
+    /// The credential lifecycle endpoints, when a store is open.
+    agent_auth: Option<AgentAuth>,
+    /// The store follower's state, when a store is open.
+    sync: Option<(Arc<SyncState>, tokio::task::JoinHandle<()>)>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some((_, follower)) = &self.sync {
+            follower.abort();
+        }
+    }
 }
 
 /// A request that passed every check.
@@ -73,7 +88,7 @@ impl Gateway {
     pub fn new(config: Config) -> Gateway {
         let keys = KeyTable::default();
         for (hash, entry) in &config.keys {
-            keys.insert(*hash, entry.clone());
+            keys.insert_static(*hash, entry.clone());
         }
         let consumed = config.credentials.consumed_headers().cloned().collect();
         Gateway {
@@ -82,7 +97,72 @@ impl Gateway {
             config: Arc::new(config),
             keys: Arc::new(keys),
             consumed,
+            agent_auth: None,
+            sync: None,
         }
+    }
+
+    /// Builds the gateway over an open store: the lifecycle endpoints are served and
+    /// a follower keeps the key table in step with the store. The store's keys are
+    /// loaded before this returns when the store answers within a few seconds (so a
+    /// restarted proxy never refuses a key it acknowledged); otherwise the follower
+    /// keeps trying and `/readyz` says so.
+    pub async fn with_store(config: Config, store: Store) -> Gateway {
+        let mut gateway = Gateway::new(config);
+        let compiler = Compiler {
+            scopes: gateway.config.scopes.clone(),
+            tiers: gateway.config.tiers.clone(),
+        };
+        let preload = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            sync::load_all(&store, &gateway.keys, &compiler),
+        )
+        .await;
+        let loaded_at = match preload {
+            Ok(Ok(clock)) => Some(clock),
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "the credential store is unavailable; serving config keys until it returns");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "the credential store is slow to answer; serving config keys until it does"
+                );
+                None
+            }
+        };
+        let config = &gateway.config;
+        let notices = match &store {
+            Store::Postgres(postgres) => Some(postgres.listen()),
+            Store::Sqlite(_) => None,
+        };
+        let resync = match &config.lifecycle.store {
+            crate::store::StoreSettings::Sqlite { resync, .. }
+            | crate::store::StoreSettings::Postgres { resync, .. } => *resync,
+            crate::store::StoreSettings::None => std::time::Duration::from_secs(10),
+        };
+        let state = Arc::new(SyncState::default());
+        let follower = sync::spawn_follower(Follower {
+            store: store.clone(),
+            table: gateway.keys.clone(),
+            compiler,
+            resync,
+            notices,
+            state: state.clone(),
+            loaded_at,
+        });
+        gateway.agent_auth = Some(AgentAuth::new(config, store, gateway.keys.clone()));
+        gateway.sync = Some((state, follower));
+        gateway
+    }
+
+    /// True when the proxy can verify every key it should: the store's keys are
+    /// loaded (always true without a store).
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.sync
+            .as_ref()
+            .is_none_or(|(state, _)| state.is_loaded())
     }
 
     /// The active config.
@@ -122,9 +202,10 @@ impl Gateway {
                 Local::Ready(Err(rejection)) => respond(rejection.into()),
                 Local::Token => self.finish(oauth::token(request).await, host),
                 Local::Revoke => self.finish(
-                    oauth::revoke(request, &config.credentials, &self.keys).await,
+                    oauth::revoke(request, config, &self.keys, self.agent_auth.as_ref()).await,
                     host,
                 ),
+                Local::Lifecycle(endpoint) => self.lifecycle(endpoint, request, conn, host).await,
             };
         }
         let grant = match admit(config, &self.keys, &request, &path) {
@@ -151,6 +232,41 @@ impl Gateway {
         }
     }
 
+    /// Answers a credential lifecycle endpoint.
+    async fn lifecycle(
+        &self,
+        endpoint: Lifecycle,
+        request: Request<Incoming>,
+        conn: &ClientConn,
+        host: HostId,
+    ) -> Response<Body> {
+        let config = &*self.config;
+        let answer: Answer = match (endpoint, &self.agent_auth) {
+            (Lifecycle::Scopes, _) => agent_auth::keys::scopes(config, request.method()),
+            (_, None) => Err(Failure::from(LifecycleError::StoreUnavailable)),
+            (Lifecycle::Register, Some(a)) => {
+                let origin =
+                    &config.discovery.origins[host.0.min(config.discovery.origins.len() - 1)];
+                a.register(config, request, conn, origin).await
+            }
+            (Lifecycle::Claim, Some(a)) if request.method() == http::Method::POST => {
+                a.claim(config, request).await
+            }
+            (Lifecycle::Claim, Some(a)) => a.claim_page(config, &request).await,
+            (Lifecycle::AgentRevoke, Some(a)) => a.agent_revoke(config, request).await,
+            (Lifecycle::Keys, Some(a)) => a.keys(config, request).await,
+            (Lifecycle::Key { rotate }, Some(a)) => {
+                let path = request.uri().path().to_owned();
+                let id = key_id(&path, &config.endpoints.keys).unwrap_or_default();
+                a.key(config, request, id, rotate).await
+            }
+        };
+        answer.unwrap_or_else(|failure| {
+            tracing::debug!(rejection = ?failure.rejection, "lifecycle request refused");
+            responder(config, host).respond_with(failure.rejection, None, failure.detail.as_deref())
+        })
+    }
+
     fn finish(&self, answer: Result<Response<Body>, Rejection>, host: HostId) -> Response<Body> {
         answer.unwrap_or_else(|rejection| responder(&self.config, host).respond(rejection, None))
     }
@@ -171,6 +287,33 @@ impl Gateway {
             Some(Local::Revoke)
         } else if path == endpoints.authorize {
             Some(Local::Ready(oauth::authorize(request)))
+        } else if path == endpoints.scopes {
+            Some(Local::Lifecycle(Lifecycle::Scopes))
+        } else if !self.config.lifecycle.issues_keys() {
+            None
+        } else if path == endpoints.register {
+            Some(Local::Lifecycle(Lifecycle::Register))
+        } else if path == endpoints.claim {
+            Some(Local::Lifecycle(Lifecycle::Claim))
+        } else if path == endpoints.agent_revoke {
+            Some(Local::Lifecycle(Lifecycle::AgentRevoke))
+        } else if !self.config.lifecycle.keys.enabled {
+            None
+        } else if path == endpoints.keys {
+            Some(Local::Lifecycle(Lifecycle::Keys))
+        } else if let Some(rest) = path
+            .strip_prefix(endpoints.keys.as_str())
+            .and_then(|r| r.strip_prefix('/'))
+        {
+            match rest.split_once('/') {
+                None if !rest.is_empty() => {
+                    Some(Local::Lifecycle(Lifecycle::Key { rotate: false }))
+                }
+                Some((id, "rotate")) if !id.is_empty() => {
+                    Some(Local::Lifecycle(Lifecycle::Key { rotate: true }))
+                }
+                _ => None,
+            }
         } else {
             None
         }
@@ -206,6 +349,24 @@ enum Local {
     Ready(Result<Response<Body>, Rejection>),
     Token,
     Revoke,
+    Lifecycle(Lifecycle),
+}
+
+/// The credential lifecycle endpoints.
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    Register,
+    Claim,
+    AgentRevoke,
+    Keys,
+    Key { rotate: bool },
+    Scopes,
+}
+
+/// The `{id}` of `<keys>/{id}` or `<keys>/{id}/rotate`.
+fn key_id<'p>(path: &'p str, keys: &str) -> Option<&'p str> {
+    let rest = path.strip_prefix(keys)?.strip_prefix('/')?;
+    Some(rest.split('/').next().unwrap_or(rest))
 }
 
 fn responder(config: &Config, host: HostId) -> &crate::rejection::Responder {

@@ -16,10 +16,13 @@ use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
+mod lifecycle;
+
 use crate::body::Body;
 use crate::policy::{MethodSet, PathError};
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
+pub use lifecycle::LifecycleError;
 
 /// Why a request was not forwarded.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +52,8 @@ pub enum Rejection {
     InsufficientTier(TierId),
     /// An OAuth endpoint refused the request, in the RFC 6749 section 5.2 format.
     OAuth(OAuthError),
+    /// A credential lifecycle endpoint (registration, claim, keys) refused it.
+    Lifecycle(LifecycleError),
     /// The upstream refused or dropped the connection.
     UpstreamUnavailable,
     /// The upstream did not answer in time.
@@ -303,8 +308,8 @@ impl Responder {
             missing_credential: Bytes::new(),
             invalid_api_key: Bytes::new(),
         };
-        responder.missing_credential = responder.render(&Rejection::MissingCredential);
-        responder.invalid_api_key = responder.render(&Rejection::InvalidApiKey);
+        responder.missing_credential = responder.render(&Rejection::MissingCredential, None);
+        responder.invalid_api_key = responder.render(&Rejection::InvalidApiKey, None);
         responder
     }
 
@@ -312,12 +317,24 @@ impl Responder {
     /// matched, if it matched one.
     #[must_use]
     pub fn respond(&self, rejection: Rejection, challenges: Option<&Challenges>) -> Response<Body> {
+        self.respond_with(rejection, challenges, None)
+    }
+
+    /// The answer for a rejection, its message followed by `detail` (which must say
+    /// what is wrong without repeating anything the client sent).
+    #[must_use]
+    pub fn respond_with(
+        &self,
+        rejection: Rejection,
+        challenges: Option<&Challenges>,
+        detail: Option<&str>,
+    ) -> Response<Body> {
         let challenges = challenges.unwrap_or(&self.challenges);
         let (status, _, _, _) = describe(&rejection, &self.scopes, &self.tiers);
-        let body = match &rejection {
-            Rejection::MissingCredential => self.missing_credential.clone(),
-            Rejection::InvalidApiKey => self.invalid_api_key.clone(),
-            _ => self.render(&rejection),
+        let body = match (&rejection, detail) {
+            (Rejection::MissingCredential, None) => self.missing_credential.clone(),
+            (Rejection::InvalidApiKey, None) => self.invalid_api_key.clone(),
+            _ => self.render(&rejection, detail),
         };
         let mut response = Response::new(Body::full(body));
         *response.status_mut() = status;
@@ -345,6 +362,11 @@ impl Responder {
             Rejection::OAuth(_) => {
                 headers.insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
             }
+            Rejection::Lifecycle(e) => {
+                if let Some(seconds) = e.retry_after() {
+                    headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+                }
+            }
             Rejection::InvalidPath(_)
             | Rejection::RouteNotFound
             | Rejection::InsufficientTier(_)
@@ -354,8 +376,13 @@ impl Responder {
         response
     }
 
-    fn render(&self, rejection: &Rejection) -> Bytes {
-        let (_, error, code, (message, section)) = describe(rejection, &self.scopes, &self.tiers);
+    fn render(&self, rejection: &Rejection, detail: Option<&str>) -> Bytes {
+        let (_, error, code, (mut message, section)) =
+            describe(rejection, &self.scopes, &self.tiers);
+        if let Some(detail) = detail {
+            message.push_str(": ");
+            message.push_str(detail);
+        }
         let docs = format!("{}{}", self.docs_base, section.anchor());
         let error_description = match rejection {
             Rejection::OAuth(e) => Some(e.description()),
@@ -477,6 +504,10 @@ fn describe(
             e.code(),
             text(e.description(), Section::Errors),
         ),
+        R::Lifecycle(e) => {
+            let (status, error, code, message) = e.describe();
+            (status, error, code, text(message, Section::Errors))
+        }
         R::UpstreamUnavailable => (
             StatusCode::BAD_GATEWAY,
             "bad_gateway",

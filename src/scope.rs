@@ -55,6 +55,16 @@ impl ScopeSet {
         ScopeSet(out)
     }
 
+    /// The scopes in both sets.
+    #[must_use]
+    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
+        let mut out = self.0;
+        for (i, word) in out.iter_mut().enumerate() {
+            *word &= other.0[i];
+        }
+        ScopeSet(out)
+    }
+
     /// True when every scope of `self` is also in `other`.
     #[must_use]
     pub fn is_subset_of(&self, other: &ScopeSet) -> bool {
@@ -160,6 +170,20 @@ impl ScopeRegistry {
             }
         }
         Ok(set)
+    }
+
+    /// Like [`granted`](Self::granted), skipping names this config does not declare
+    /// (a stored key may name a scope a later config removed: it simply no longer
+    /// grants it).
+    #[must_use]
+    pub fn granted_known<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> ScopeSet {
+        let mut set = ScopeSet::EMPTY;
+        for name in names {
+            if let Ok(granted) = self.granted([name]) {
+                set = set.union(&granted);
+            }
+        }
+        set
     }
 
     fn bit(&self, name: &str) -> Result<usize, ScopeError> {

@@ -71,7 +71,11 @@ impl Running {
             wait_for(stopped.clone()),
         ))];
         if let Some(admin) = admin {
-            tasks.push(tokio::spawn(serve_admin(admin, wait_for(stopped))));
+            tasks.push(tokio::spawn(serve_admin(
+                admin,
+                gateway.clone(),
+                wait_for(stopped),
+            )));
         }
         Running {
             addr,
@@ -165,8 +169,13 @@ async fn accept_error(error: &std::io::Error) {
 }
 
 /// Serves the admin endpoints: `GET /healthz` (the process is alive) and
-/// `GET /readyz` (the config is loaded and the proxy is accepting).
-pub async fn serve_admin(listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// `GET /readyz` (the config is loaded, the keys are loaded from the store, and the
+/// proxy is accepting).
+pub async fn serve_admin(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    shutdown: impl Future<Output = ()>,
+) {
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -183,7 +192,13 @@ pub async fn serve_admin(listener: TcpListener, shutdown: impl Future<Output = (
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(5))
-            .serve_connection(TokioIo::new(stream), service_fn(admin));
+            .serve_connection(
+                TokioIo::new(stream),
+                service_fn({
+                    let gateway = gateway.clone();
+                    move |request| admin(request, gateway.clone())
+                }),
+            );
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
@@ -192,10 +207,17 @@ pub async fn serve_admin(listener: TcpListener, shutdown: impl Future<Output = (
     drain(graceful, Duration::from_secs(1)).await;
 }
 
-async fn admin(request: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn admin(
+    request: Request<Incoming>,
+    gateway: Arc<Gateway>,
+) -> Result<Response<Body>, Infallible> {
     let (status, body): (StatusCode, &'static str) = match request.uri().path() {
         "/healthz" => (StatusCode::OK, "{\"status\":\"ok\"}"),
-        "/readyz" => (StatusCode::OK, "{\"status\":\"ready\"}"),
+        "/readyz" if gateway.is_ready() => (StatusCode::OK, "{\"status\":\"ready\"}"),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":\"loading\",\"message\":\"the keys are not loaded from the store yet\"}",
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             "{\"error\":\"not_found\",\"code\":\"NOT_FOUND\",\"message\":\"the admin listener serves /healthz and /readyz\",\"docs\":\"\"}",

@@ -465,12 +465,15 @@ async fn auth_md_is_complete_and_its_examples_are_true() {
             .and_then(|l| l.split(' ').next())
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| panic!("no expected answer after {line}"));
-        let (method, url, headers) = parse_curl(command);
+        let (method, url, headers, body) = parse_curl(command);
         assert!(url.starts_with(&proxy.url), "{url}");
         let mut request = client().request(method.parse().unwrap(), &url);
         for (name, value) in headers {
             let value = value.replace("<key>", WRITER_KEY);
             request = request.header(name, value);
+        }
+        if let Some(body) = body {
+            request = request.body(body);
         }
         let status = request.send().await.unwrap().status().as_u16();
         assert_eq!(status, expected, "{line}");
@@ -480,13 +483,18 @@ async fn auth_md_is_complete_and_its_examples_are_true() {
 }
 
 /// Parses the `curl -i [-X M] URL [-H 'N: V']...` lines auth.md writes.
-fn parse_curl(command: &str) -> (String, String, Vec<(String, String)>) {
+fn parse_curl(command: &str) -> (String, String, Vec<(String, String)>, Option<String>) {
     let mut method = "GET".to_owned();
     let mut url = String::new();
     let mut headers = Vec::new();
+    let mut body = None;
     let mut rest = command.trim();
     while !rest.is_empty() {
-        if let Some(r) = rest.strip_prefix("-i") {
+        if let Some(r) = rest.strip_prefix("-i").or_else(|| rest.strip_prefix("-s")) {
+            rest = r.trim_start();
+        } else if let Some(r) = rest.strip_prefix("-d '") {
+            let (b, r) = r.split_once('\'').unwrap();
+            body = Some(b.to_owned());
             rest = r.trim_start();
         } else if let Some(r) = rest.strip_prefix("-X ") {
             let (m, r) = r.split_once(' ').unwrap_or((r, ""));
@@ -503,7 +511,7 @@ fn parse_curl(command: &str) -> (String, String, Vec<(String, String)>) {
             rest = r.trim_start();
         }
     }
-    (method, url, headers)
+    (method, url, headers, body)
 }
 
 #[tokio::test]

@@ -40,6 +40,11 @@ pub(crate) struct RawEndpoints {
     pub(crate) authorize: Option<String>,
     pub(crate) token: Option<String>,
     pub(crate) revoke: Option<String>,
+    pub(crate) register: Option<String>,
+    pub(crate) claim: Option<String>,
+    pub(crate) agent_revoke: Option<String>,
+    pub(crate) keys: Option<String>,
+    pub(crate) scopes: Option<String>,
 }
 
 /// `server:`: the listener's own settings.
@@ -180,4 +185,61 @@ pub(crate) struct RawLog {
 pub(crate) enum RawLogFormat {
     Text,
     Json,
+}
+
+/// `store:`: where issued keys and registrations are kept.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStore {
+    pub(crate) kind: Option<RawStoreKind>,
+    pub(crate) data_dir: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) schema: Option<String>,
+    pub(crate) resync_interval: Option<String>,
+}
+
+/// `store.kind:`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawStoreKind {
+    Sqlite,
+    Postgres,
+    None,
+}
+
+/// `registration:`: agent self-registration and claims.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRegistration {
+    pub(crate) anonymous: Option<bool>,
+    pub(crate) tier: Option<String>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) claimed_tier: Option<String>,
+    pub(crate) claimed_scopes: Option<Vec<String>>,
+    pub(crate) claim_ttl: Option<String>,
+    pub(crate) require_identity_to_claim: Option<bool>,
+    pub(crate) per_hour: Option<u32>,
+    pub(crate) identity_per_hour: Option<u32>,
+    #[serde(default)]
+    pub(crate) trusted_issuers: Vec<RawTrustedIssuer>,
+    #[serde(default)]
+    pub(crate) accept_resource_audience: bool,
+}
+
+/// One trusted identity-assertion issuer.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTrustedIssuer {
+    pub(crate) issuer: String,
+    pub(crate) jwks_uri: String,
+}
+
+/// `key_management:`: the key endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawKeyManagement {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) prefix: Option<String>,
+    pub(crate) max_keys_per_owner: Option<usize>,
+    pub(crate) rotation_grace: Option<String>,
 }

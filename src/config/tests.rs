@@ -143,6 +143,7 @@ fn overrides_win() {
         listen: Some("127.0.0.1:1".parse().unwrap()),
         admin_listen: None,
         public_url: Some("http://localhost:1".into()),
+        data_dir: None,
     };
     let config = Config::from_yaml_str(GOOD, "t", &overrides, &|_| None).unwrap();
     assert_eq!(config.listen.port(), 1);

@@ -4,9 +4,16 @@
 //! presented key, one probe here. Reads take no lock (papaya is a lock-free map with
 //! epoch-based reclamation), so keys can be added and revoked at run time while
 //! requests are verified, without a restart and without readers waiting on writers.
+//!
+//! Writers (the credential endpoints and the store follower) are rare and go through
+//! [`KeyTable::apply`], which serialises them and orders changes by the store's
+//! `updated_at`: a stale copy of a key, read before it was revoked, can never bring
+//! it back.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use http::HeaderValue;
 
@@ -31,12 +38,61 @@ pub struct KeyEntry {
     pub principal_header: HeaderValue,
     /// Space-separated scopes, ready for `X-Authmd-Scopes`.
     pub scopes_header: HeaderValue,
+    /// The account that owns the key (see [`crate::store::KeyRecord::owner`]).
+    pub owner: String,
+    /// The entry stops working at this unix time.
+    pub expires_at: Option<i64>,
+    /// Declared in the config (not in the store): cannot be rotated or revoked
+    /// through the API.
+    pub is_static: bool,
+    /// Unix seconds of the last request it authenticated (coarse; flushed to the
+    /// store in batches).
+    pub last_used: AtomicI64,
+}
+
+impl KeyEntry {
+    /// True when the entry may authenticate now. Costs a clock read only for keys
+    /// that expire.
+    #[must_use]
+    pub fn is_live(&self) -> bool {
+        self.expires_at
+            .is_none_or(|at| crate::store::unix_now() < at)
+    }
+}
+
+/// One change to the table.
+#[derive(Debug)]
+pub enum Change {
+    /// The key now has these secrets (current first, then one still in its rotation
+    /// grace period) and this entry.
+    Live {
+        /// Store clock of the change.
+        updated_at: i64,
+        /// The secrets that authenticate as this key.
+        hashes: Vec<(KeyHash, Arc<KeyEntry>)>,
+    },
+    /// The key no longer works (revoked, expired, deleted).
+    Gone {
+        /// Store clock of the change.
+        updated_at: i64,
+    },
+}
+
+/// What the writers know of one key id.
+#[derive(Debug)]
+struct IdState {
+    updated_at: i64,
+    hashes: Vec<KeyHash>,
 }
 
 /// Concurrent map from key hash to entry.
 #[derive(Debug, Default)]
 pub struct KeyTable {
     map: papaya::HashMap<KeyHash, Arc<KeyEntry>, PrefixHasher>,
+    /// Per id: its hashes and the version of the last change applied.
+    writers: tokio::sync::Mutex<HashMap<String, IdState>>,
+    /// Coarse unix seconds for last-used stamps, advanced by the store follower.
+    clock: AtomicI64,
 }
 
 impl KeyTable {
@@ -46,14 +102,82 @@ impl KeyTable {
         self.map.pin().get(hash).cloned()
     }
 
-    /// Adds or replaces a key.
-    pub fn insert(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
+    /// Adds a key declared in the config (at start, before any writer runs).
+    pub fn insert_static(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
         self.map.pin().insert(hash, entry);
     }
 
-    /// Removes a key; true when it was present.
-    pub fn remove(&self, hash: &KeyHash) -> bool {
-        self.map.pin().remove(hash).is_some()
+    /// Applies a change to the key `id`, unless a newer one was applied already.
+    /// Returns true when the table changed.
+    pub async fn apply(&self, id: &str, change: Change) -> bool {
+        let mut writers = self.writers.lock().await;
+        let updated_at = match &change {
+            Change::Live { updated_at, .. } | Change::Gone { updated_at } => *updated_at,
+        };
+        if let Some(state) = writers.get(id) {
+            // A change of the same age applies only if it removes a live key: ties go
+            // to removal, so a revocation is never undone by a copy of equal age.
+            let newer = updated_at > state.updated_at;
+            let removes = updated_at == state.updated_at
+                && matches!(change, Change::Gone { .. })
+                && !state.hashes.is_empty();
+            if !newer && !removes {
+                return false;
+            }
+        }
+        let map = self.map.pin();
+        let new_hashes: Vec<KeyHash> = match &change {
+            Change::Live { hashes, .. } => hashes.iter().map(|(h, _)| *h).collect(),
+            Change::Gone { .. } => Vec::new(),
+        };
+        if let Some(old) = writers.get(id) {
+            for hash in old.hashes.iter().filter(|h| !new_hashes.contains(h)) {
+                map.remove(hash);
+            }
+        }
+        if let Change::Live { hashes, .. } = change {
+            for (hash, entry) in hashes {
+                map.insert(hash, entry);
+            }
+        }
+        writers.insert(
+            id.to_owned(),
+            IdState {
+                updated_at,
+                hashes: new_hashes,
+            },
+        );
+        true
+    }
+
+    /// Advances the coarse clock used for last-used stamps.
+    pub fn tick(&self, now: i64) {
+        self.clock.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Stamps an entry as used now: one relaxed load on the request path, and a store
+    /// at most once per second per key.
+    pub fn touch(&self, entry: &KeyEntry) {
+        let now = self.clock.load(Ordering::Relaxed);
+        if entry.last_used.load(Ordering::Relaxed) < now {
+            entry.last_used.store(now, Ordering::Relaxed);
+        }
+    }
+
+    /// Ids of stored keys used at or after `since`, with their last use.
+    #[must_use]
+    pub fn used_since(&self, since: i64) -> Vec<(String, i64)> {
+        let mut out: Vec<(String, i64)> = Vec::new();
+        for entry in self.map.pin().values() {
+            let at = entry.last_used.load(Ordering::Relaxed);
+            if !entry.is_static && at >= since && at > 0 {
+                match out.iter_mut().find(|(id, _)| *id == entry.id) {
+                    Some(seen) => seen.1 = seen.1.max(at),
+                    None => out.push((entry.id.clone(), at)),
+                }
+            }
+        }
+        out
     }
 
     /// Number of keys.
@@ -117,6 +241,7 @@ impl KeyEntry {
         let scopes_header = HeaderValue::from_str(&registry.names(&scopes))
             .unwrap_or_else(|_| HeaderValue::from_static(""));
         KeyEntry {
+            owner: format!("static:{id}"),
             id,
             name,
             scope_names,
@@ -124,6 +249,9 @@ impl KeyEntry {
             tier,
             principal_header,
             scopes_header,
+            expires_at: None,
+            is_static: true,
+            last_used: AtomicI64::new(0),
         }
     }
 }

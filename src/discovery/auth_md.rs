@@ -31,14 +31,11 @@ pub fn render(config: &Config, origin: &str) -> String {
 
     discover(&mut md, config, origin);
     methods(&mut md, config);
-    register(&mut md, config);
-    let _ = writeln!(
-        md,
-        "## Claim\n\nThere is no claim step: credentials are issued with their final scopes and tier.\n"
-    );
+    register(&mut md, config, origin);
+    claim(&mut md, config, origin);
     use_the_credential(&mut md, config, origin);
     scopes(&mut md, config);
-    errors(&mut md);
+    errors(&mut md, config);
     let _ = writeln!(
         md,
         "## Rate limits\n\nNo rate limits or quotas are configured for this API. Still, on `429` wait as long as \
@@ -122,7 +119,7 @@ fn methods(md: &mut String, config: &Config) {
     let _ = writeln!(md);
 }
 
-fn register(md: &mut String, config: &Config) {
+fn register(md: &mut String, config: &Config, origin: &str) {
     let _ = writeln!(md, "## Register\n");
     if let Some(h) = config.credentials.headers.iter().find(|h| h.anonymous) {
         let _ = writeln!(
@@ -133,9 +130,92 @@ fn register(md: &mut String, config: &Config) {
         );
     }
     let contact = contact(config);
+    let lifecycle = &config.lifecycle;
+    if !lifecycle.issues_keys() {
+        let _ = writeln!(
+            md,
+            "API keys are issued by the operator of this API{contact}. This server offers no self-service registration.\n"
+        );
+        return;
+    }
+    let register = format!("{origin}{}", config.endpoints.register);
+    let registration = &lifecycle.registration;
+    if registration.anonymous {
+        let _ = writeln!(
+            md,
+            "Register to get an API key at once (JSON in, JSON out; the key is shown exactly once, store it):\n\n\
+             ```sh\ncurl -s -X POST {register} -H 'Content-Type: application/json' \
+             -d '{{\"type\": \"anonymous\", \"client_name\": \"my-agent\"}}'\n# -> 200 OK\n```\n\n\
+             The answer has `credential` (the key), `key_id`, `scopes` ({}), `tier` (`{}`), `registration_id`, and a \
+             one-time `claim_token` with its `claim_url` for your operator (see Claim). Add `\"scopes\": [...]` to ask \
+             for fewer scopes. At most {} anonymous registrations per client address per hour.\n",
+            code_list(&config.scopes.names(&registration.scopes)),
+            config.tiers.get(registration.tier).name,
+            registration.per_hour,
+        );
+    }
+    if !registration.trusted_issuers.is_empty() {
+        let issuers: Vec<String> = registration
+            .trusted_issuers
+            .iter()
+            .map(|i| format!("`{}`", i.issuer))
+            .collect();
+        let _ = writeln!(
+            md,
+            "With an identity: send an ID-JAG (`typ: oauth-id-jag+jwt`, `aud` = `{origin}`) from a trusted issuer \
+             ({}) as `{{\"type\": \"identity_assertion\", \"assertion_type\": \"{}\", \"assertion\": \"<JWT>\"}}`. \
+             The key comes with the `{}` tier. Each assertion works once (`jti`).\n",
+            issuers.join(", "),
+            crate::agent_auth::registration::ID_JAG,
+            config.tiers.get(registration.claimed_tier).name,
+        );
+    }
+    if lifecycle.keys.enabled {
+        let keys = format!("{origin}{}", config.endpoints.keys);
+        let _ = writeln!(
+            md,
+            "Manage keys with a key: `POST {keys}` with `{{\"name\", \"scopes\"}}` creates one (only scopes the \
+             calling key holds; the secret is shown once), `GET {keys}` lists your keys (no secrets), \
+             `POST {keys}/{{id}}/rotate` returns a new secret (the old one stops working{}), `DELETE {keys}/{{id}}` \
+             revokes. `GET {origin}{}` lists every scope.\n",
+            if lifecycle.keys.rotation_grace.is_zero() {
+                " at once".to_owned()
+            } else {
+                format!(
+                    " after {}",
+                    humantime::format_duration(lifecycle.keys.rotation_grace)
+                )
+            },
+            config.endpoints.scopes,
+        );
+    }
+}
+
+fn claim(md: &mut String, config: &Config, origin: &str) {
+    let lifecycle = &config.lifecycle;
+    if !lifecycle.issues_keys() || !lifecycle.registration.anonymous {
+        let _ = writeln!(
+            md,
+            "## Claim\n\nThere is no claim step: credentials are issued with their final scopes and tier.\n"
+        );
+        return;
+    }
+    let registration = &lifecycle.registration;
     let _ = writeln!(
         md,
-        "API keys are issued by the operator of this API{contact}. This server offers no self-service registration.\n"
+        "## Claim\n\nA claim binds an anonymous registration to a verified identity and raises the same key, in \
+         place, to the `{}` tier with {}. Give the `claim_url` to your human operator, or claim it yourself with \
+         `POST {origin}{}` and `{{\"claim_token\": \"...\"{}}}` (or the `{{\"registration_id\", \
+         \"identity_assertion\"}}` form). A claim token works once and expires after {}.\n",
+        config.tiers.get(registration.claimed_tier).name,
+        code_list(&config.scopes.names(&registration.claimed_scopes)),
+        config.endpoints.claim,
+        if registration.require_identity_to_claim {
+            ", \"identity_assertion\": \"<ID-JAG>\""
+        } else {
+            ""
+        },
+        humantime::format_duration(registration.claim_ttl),
     );
 }
 
@@ -233,7 +313,7 @@ fn scopes(md: &mut String, config: &Config) {
     );
 }
 
-fn errors(md: &mut String) {
+fn errors(md: &mut String, config: &Config) {
     let _ = writeln!(
         md,
         "## Errors\n\nEvery error is JSON: `{{\"error\", \"code\", \"message\", \"docs\"}}`; OAuth endpoints add \
@@ -246,6 +326,20 @@ fn errors(md: &mut String) {
             e.status, e.code, e.meaning, e.action
         );
     }
+    if config.lifecycle.issues_keys() {
+        for e in crate::rejection::LifecycleError::DOCUMENTED {
+            let (status, _, code, message) = e.describe();
+            let action = match e.retry_after() {
+                Some(_) => "Wait `Retry-After` seconds, then retry.",
+                None => "Fix the request as the message says; do not repeat it unchanged.",
+            };
+            let _ = writeln!(
+                md,
+                "| {} | `{code}` | {message} | {action} |",
+                status.as_u16()
+            );
+        }
+    }
     let _ = writeln!(
         md,
         "\nRetry policy: on `5xx`, back off exponentially and retry; on `4xx`, do not repeat the same request \
@@ -254,6 +348,17 @@ fn errors(md: &mut String) {
 }
 
 fn revocation(md: &mut String, config: &Config, origin: &str) {
+    if config.lifecycle.issues_keys() {
+        let _ = writeln!(
+            md,
+            "## Revocation\n\nTo give up a key (or if it leaked), `POST {origin}{}` with `{{\"credential\": \"<key>\"}}`: \
+             the answer is `{{\"revoked\": 1}}` and the key is refused from the next request on. The OAuth revocation \
+             endpoint (RFC 7009), `POST {origin}{}` with `token=<key>`, does the same. Keys declared in the server's \
+             configuration cannot be revoked this way.\n",
+            config.endpoints.agent_revoke, config.endpoints.revoke
+        );
+        return;
+    }
     let contact = contact(config);
     let _ = writeln!(
         md,

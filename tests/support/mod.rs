@@ -18,6 +18,7 @@ use authmd_proxy::body::Body;
 use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::pipeline::Gateway;
 use authmd_proxy::server::Running;
+use authmd_proxy::store::Store;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
@@ -33,6 +34,7 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub url: String,
     running: Option<Running>,
+    _data: tempfile::TempDir,
 }
 
 impl TestProxy {
@@ -45,18 +47,27 @@ impl TestProxy {
         let upstream =
             upstream.map_or_else(|| "builtin:echo".to_owned(), |a| format!("http://{a}"));
         let yaml = yaml.replace("{upstream}", &upstream);
+        // Every proxy gets a SQLite store of its own, in a directory that lives as
+        // long as the proxy.
+        let data = tempfile::tempdir().unwrap();
         let overrides = Overrides {
             listen: Some(addr),
             admin_listen: None,
             public_url: Some(url.clone()),
+            data_dir: Some(data.path().to_owned()),
         };
         let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
-        let running = Running::start(Gateway::new(config), listener, None);
+        let gateway = match Store::open(&config.lifecycle.store).await.unwrap() {
+            Some(store) => Gateway::with_store(config, store).await,
+            None => Gateway::new(config),
+        };
+        let running = Running::start(gateway, listener, None);
         TestProxy {
             addr,
             url,
             running: Some(running),
+            _data: data,
         }
     }
 
@@ -249,6 +260,8 @@ pub struct Binary {
     child: std::process::Child,
     /// The base URL it printed in its `listening on http://...` line.
     pub url: String,
+    /// Its data directory, when the test did not give one.
+    _data: Option<tempfile::TempDir>,
 }
 
 impl Binary {
@@ -257,8 +270,15 @@ impl Binary {
     pub async fn start(args: &[&str]) -> Binary {
         use std::io::{BufRead, BufReader};
         use std::process::{Command, Stdio};
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authmd-proxy"))
-            .args(args)
+        // A store of its own, unless the test shares one on purpose.
+        let data = (args.first() == Some(&"run") && !args.contains(&"--data-dir"))
+            .then(|| tempfile::tempdir().unwrap());
+        let mut command = Command::new(env!("CARGO_BIN_EXE_authmd-proxy"));
+        command.args(args);
+        if let Some(dir) = &data {
+            command.arg("--data-dir").arg(dir.path());
+        }
+        let mut child = command
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -287,7 +307,11 @@ impl Binary {
                 let _ = tx.send(Err(log));
             }
         });
-        let binary = |url| Binary { child, url };
+        let binary = |url| Binary {
+            child,
+            url,
+            _data: data,
+        };
         match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
             Ok(Ok(Ok(url))) => binary(url),
             Ok(Ok(Err(log))) => panic!("the proxy exited before listening:\n{log}"),
@@ -298,6 +322,12 @@ impl Binary {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush or shut down) and reaps it.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
     }
 }
 

@@ -1,0 +1,364 @@
+//! The credential lifecycle endpoints: agent registration, claims, revocation, and
+//! key management.
+//!
+//! Every write follows one order: validate everything (body, scopes, ownership,
+//! assertion), write the store, and only once the store has acknowledged (durably),
+//! apply the change to the in-memory [`KeyTable`] and answer. A refusal at any step
+//! before the store write changes nothing; a revocation is in the table before its
+//! answer leaves, so the next request in this process is refused.
+//!
+//! [`registration`] has register, claim and the human claim page; [`keys`] has key
+//! create / list / rotate / revoke and the scope list.
+
+pub mod keys;
+pub mod registration;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::assertion::AssertionVerifier;
+use crate::body::Body;
+use crate::config::Config;
+use crate::credentials::{KeyEntry, KeyHash, KeyTable, Presented, Principal, api_key};
+use crate::limits::AddressLimiter;
+use crate::policy::MethodSet;
+use crate::rejection::{LifecycleError, Rejection};
+use crate::store::sync::Compiler;
+use crate::store::{KeyRecord, Store, StoreError, unix_now};
+
+/// Largest request body the endpoints read.
+const MAX_BODY: usize = 16 * 1024;
+
+/// What the lifecycle endpoints share.
+#[derive(Debug)]
+pub struct AgentAuth {
+    store: Store,
+    keys: Arc<KeyTable>,
+    compiler: Compiler,
+    verifier: AssertionVerifier,
+    anonymous_limit: Option<AddressLimiter>,
+    identity_limit: Option<AddressLimiter>,
+}
+
+/// A refusal, with an optional detail appended to its message. The detail names
+/// what is wrong (a field, a declared scope) and never repeats client input that
+/// could be a secret.
+#[derive(Debug)]
+pub struct Failure {
+    /// The refusal.
+    pub rejection: Rejection,
+    /// What exactly.
+    pub detail: Option<String>,
+}
+
+impl From<Rejection> for Failure {
+    fn from(rejection: Rejection) -> Self {
+        Failure {
+            rejection,
+            detail: None,
+        }
+    }
+}
+
+impl From<LifecycleError> for Failure {
+    fn from(error: LifecycleError) -> Self {
+        Rejection::Lifecycle(error).into()
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        tracing::warn!(%error, "credential store write refused");
+        LifecycleError::StoreUnavailable.into()
+    }
+}
+
+impl Failure {
+    fn with(error: LifecycleError, detail: impl Into<String>) -> Failure {
+        Failure {
+            rejection: Rejection::Lifecycle(error),
+            detail: Some(detail.into()),
+        }
+    }
+}
+
+/// The result of a lifecycle endpoint.
+pub type Answer = Result<Response<Body>, Failure>;
+
+impl AgentAuth {
+    /// Builds the endpoints over an open store and the table it feeds. `audiences`
+    /// are the `aud` values accepted in identity assertions.
+    #[must_use]
+    pub fn new(config: &Config, store: Store, keys: Arc<KeyTable>) -> AgentAuth {
+        let registration = &config.lifecycle.registration;
+        let mut audiences: Vec<String> = config.discovery.origins.clone();
+        if registration.accept_resource_audience {
+            audiences.extend(config.discovery.origins.iter().map(|o| format!("{o}/")));
+        }
+        let hour = Duration::from_secs(3600);
+        AgentAuth {
+            store,
+            keys,
+            compiler: Compiler {
+                scopes: config.scopes.clone(),
+                tiers: config.tiers.clone(),
+            },
+            verifier: AssertionVerifier::new(registration.trusted_issuers.clone(), audiences),
+            anonymous_limit: AddressLimiter::new(registration.per_hour, hour),
+            identity_limit: AddressLimiter::new(registration.identity_per_hour, hour),
+        }
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Writes a record's new state into the table.
+    async fn apply(&self, record: &KeyRecord) {
+        self.compiler.apply(&self.keys, record).await;
+    }
+
+    /// Revokes the stored key whose secret is `credential`: `Ok(1)` when revoked,
+    /// `Ok(0)` when no stored key has it. A key declared in the config cannot be.
+    pub async fn revoke_credential(
+        &self,
+        config: &Config,
+        credential: &str,
+    ) -> Result<u32, Failure> {
+        let Presented::Key(key) = config.credentials.classify(credential.trim()) else {
+            return Ok(0);
+        };
+        let Some(entry) = self.keys.get(&KeyHash::of(key)) else {
+            return Ok(0);
+        };
+        if entry.is_static {
+            return Err(LifecycleError::KeyNotManaged.into());
+        }
+        match self.store.revoke_key(&entry.id, unix_now()).await? {
+            Some(record) => {
+                self.apply(&record).await;
+                tracing::info!(key = %record.id, "key revoked by its holder");
+                Ok(1)
+            }
+            None => Ok(0),
+        }
+    }
+
+    /// `POST agent_revoke` with `{"credential": "..."}`.
+    pub async fn agent_revoke(&self, config: &Config, request: Request<Incoming>) -> Answer {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Body {
+            credential: String,
+        }
+        let body: Body = read_json(request, &Method::POST).await?;
+        let revoked = self.revoke_credential(config, &body.credential).await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({ "revoked": revoked }),
+        ))
+    }
+}
+
+/// The key principal of a request to a key endpoint, or the 401 to answer.
+fn authenticate(
+    config: &Config,
+    keys: &KeyTable,
+    headers: &HeaderMap,
+) -> Result<Arc<KeyEntry>, Failure> {
+    let presented = config.credentials.extract(headers)?;
+    match config.credentials.authenticate(presented, keys)? {
+        Principal::Key(entry) => Ok(entry),
+        Principal::Anonymous(_) => Err(Rejection::MissingCredential.into()),
+    }
+}
+
+/// Reads a JSON body of at most 16 KiB into `T`, which should deny unknown fields.
+async fn read_json<T: DeserializeOwned>(
+    request: Request<Incoming>,
+    method: &Method,
+) -> Result<T, Failure> {
+    let bytes = read_body(request, method, "application/json").await?;
+    parse_json(&bytes)
+}
+
+/// Checks the method and media type and reads a bounded body.
+async fn read_body(
+    request: Request<Incoming>,
+    method: &Method,
+    media_type: &str,
+) -> Result<Bytes, Failure> {
+    if request.method() != method {
+        return Err(Rejection::MethodNotAllowed(MethodSet::of(&[method.as_str()])).into());
+    }
+    let declared = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase());
+    if declared.as_deref() != Some(media_type) {
+        return Err(Failure::with(
+            LifecycleError::UnsupportedMediaType,
+            format!("expected `{media_type}`"),
+        ));
+    }
+    let too_large = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_BODY);
+    if too_large {
+        return Err(LifecycleError::BodyTooLarge.into());
+    }
+    match Limited::new(request.into_body(), MAX_BODY).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            Err(LifecycleError::BodyTooLarge.into())
+        }
+        Err(_) => Err(Failure::with(
+            LifecycleError::InvalidBody,
+            "the body was cut off",
+        )),
+    }
+}
+
+/// Parses JSON, describing a failure by field path and kind, never by value.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        json_failure(&error.into_inner(), &path)
+    })?;
+    deserializer
+        .end()
+        .map_err(|error| json_failure(&error, ""))?;
+    Ok(value)
+}
+
+fn json_failure(error: &serde_json::Error, path: &str) -> Failure {
+    let detail = match error.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            "the body is not valid JSON".to_owned()
+        }
+        serde_json::error::Category::Io => "the body could not be read".to_owned(),
+        serde_json::error::Category::Data => describe_data_error(&error.to_string(), path),
+    };
+    Failure::with(LifecycleError::InvalidBody, detail)
+}
+
+/// serde's data errors name fields from our schema (safe to repeat), but an
+/// "invalid type" or "invalid value" error quotes the client's value: those are
+/// reduced to the field path.
+fn describe_data_error(message: &str, path: &str) -> String {
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let shown = if name.len() <= 64
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            format!("`{name}`")
+        } else {
+            "a field".to_owned()
+        };
+        let expected = rest
+            .split_once(", expected ")
+            .map(|(_, e)| format!("; expected {e}"))
+            .unwrap_or_default();
+        return format!("unknown field {shown}{expected}");
+    }
+    if message.starts_with("missing field `") {
+        return message.to_owned();
+    }
+    if path.is_empty() || path == "." {
+        "the body must be a JSON object".to_owned()
+    } else {
+        format!("`{path}` has the wrong type or value")
+    }
+}
+
+/// A JSON answer that must not be cached (it may carry a secret).
+fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
+    let body = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(Body::full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+    response
+}
+
+/// A public id such as `key_...` or `reg_...`: 128 random bits in base58.
+fn random_id(prefix: &str) -> Result<String, Failure> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|_| StoreError::Unavailable("no randomness".into()))?;
+    Ok(format!("{prefix}_{}", bs58::encode(bytes).into_string()))
+}
+
+/// Mints a key with the configured prefix.
+fn mint(config: &Config) -> Result<api_key::NewKey, Failure> {
+    api_key::mint(&config.lifecycle.keys.prefix)
+        .map_err(|e| StoreError::Unavailable(e.to_string()).into())
+}
+
+/// RFC 3339 form of a unix time.
+fn rfc3339(unix: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(unix).unwrap_or(0));
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Checks a registration rate limit for a client address.
+fn limit(limiter: Option<&AddressLimiter>, address: IpAddr) -> Result<(), Failure> {
+    match limiter.map(|l| l.check(address)) {
+        Some(Err(retry_after)) => Err(LifecycleError::RateLimited { retry_after }.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Scope names a client asked for: a JSON array, or an OAuth space-separated string.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+enum ScopeNames {
+    List(Vec<String>),
+    Text(String),
+}
+
+impl ScopeNames {
+    fn names(&self) -> Vec<&str> {
+        match self {
+            ScopeNames::List(list) => list.iter().map(String::as_str).collect(),
+            ScopeNames::Text(text) => text.split_whitespace().collect(),
+        }
+    }
+}
+
+/// Resolves requested scope names; an undeclared one is `INVALID_SCOPE`, naming it
+/// only when it looks like a scope name (never echoing arbitrary input).
+fn requested_scopes(config: &Config, names: &[&str]) -> Result<crate::scope::ScopeSet, Failure> {
+    config
+        .scopes
+        .granted(names.iter().copied())
+        .map_err(|(name, _)| {
+            let detail = if name.len() <= 64 && crate::scope::is_valid_name(name) {
+                format!("`{name}` is not declared")
+            } else {
+                "a requested scope is not declared".to_owned()
+            };
+            Failure::with(LifecycleError::InvalidScope, detail)
+        })
+}

@@ -1,0 +1,216 @@
+//! Key management: `POST keys` (create), `GET keys` (list own), `POST keys/{id}/rotate`,
+//! `DELETE keys/{id}` (revoke), and `GET scopes`.
+//!
+//! A key manages the keys of its own owner (the account it belongs to): it can
+//! create keys with a subset of its own scopes, list them, rotate and revoke them.
+//! A secret appears in exactly one answer: the one that created (or rotated) it.
+
+use http::{Method, Request, StatusCode};
+use hyper::body::Incoming;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    AgentAuth, Answer, Failure, ScopeNames, authenticate, json, mint, random_id, read_json,
+    requested_scopes, rfc3339,
+};
+use crate::config::Config;
+use crate::policy::MethodSet;
+use crate::rejection::{LifecycleError, Rejection};
+use crate::store::{KeyRecord, Rotation, unix_now};
+
+/// A key as the API shows it; `key` only when it was just minted.
+#[derive(Debug, Serialize)]
+pub(super) struct KeyView<'a> {
+    id: &'a str,
+    name: &'a str,
+    prefix: &'a str,
+    scopes: &'a [String],
+    tier: &'a str,
+    created_at: String,
+    expires_at: Option<String>,
+    last_used_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<&'a str>,
+}
+
+impl<'a> KeyView<'a> {
+    pub(super) fn of(record: &'a KeyRecord, secret: Option<&'a str>) -> KeyView<'a> {
+        KeyView {
+            id: &record.id,
+            name: &record.name,
+            prefix: &record.prefix,
+            scopes: &record.scopes,
+            tier: &record.tier,
+            created_at: rfc3339(record.created_at),
+            expires_at: record.expires_at.map(rfc3339),
+            last_used_at: record.last_used_at.map(rfc3339),
+            revoked_at: record.revoked_at.map(rfc3339),
+            key: secret,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    name: Option<String>,
+    scopes: Option<ScopeNames>,
+}
+
+impl AgentAuth {
+    /// `GET keys` and `POST keys`.
+    pub async fn keys(&self, config: &Config, request: Request<Incoming>) -> Answer {
+        match *request.method() {
+            Method::GET => self.list(config, &request).await,
+            Method::POST => self.create(config, request).await,
+            _ => Err(Rejection::MethodNotAllowed(MethodSet::of(&["GET", "POST"])).into()),
+        }
+    }
+
+    /// `DELETE keys/{id}` and `POST keys/{id}/rotate`.
+    pub async fn key(
+        &self,
+        config: &Config,
+        request: Request<Incoming>,
+        id: &str,
+        rotate: bool,
+    ) -> Answer {
+        let allowed = if rotate { Method::POST } else { Method::DELETE };
+        if *request.method() != allowed {
+            return Err(Rejection::MethodNotAllowed(MethodSet::of(&[allowed.as_str()])).into());
+        }
+        let caller = authenticate(config, &self.keys, request.headers())?;
+        let record = match self.store.key(id).await? {
+            Some(record) if record.revoked_at.is_none() => record,
+            _ if config.keys.iter().any(|(_, k)| k.id == id) => {
+                return Err(LifecycleError::KeyNotManaged.into());
+            }
+            _ => return Err(LifecycleError::KeyNotFound.into()),
+        };
+        if record.owner != caller.owner {
+            return Err(LifecycleError::NotKeyOwner.into());
+        }
+        if rotate {
+            self.rotate(config, &record).await
+        } else {
+            let Some(revoked) = self.store.revoke_key(&record.id, unix_now()).await? else {
+                return Err(LifecycleError::KeyNotFound.into());
+            };
+            self.apply(&revoked).await;
+            tracing::info!(key = %revoked.id, by = %caller.id, "key revoked");
+            Ok(json(StatusCode::OK, &KeyView::of(&revoked, None)))
+        }
+    }
+
+    async fn rotate(&self, config: &Config, record: &KeyRecord) -> Answer {
+        let now = unix_now();
+        let grace = config.lifecycle.keys.rotation_grace;
+        let new = mint(config)?;
+        let rotation = Rotation {
+            id: &record.id,
+            new_hash: new.hash,
+            grace_until: (!grace.is_zero())
+                .then(|| now + i64::try_from(grace.as_secs()).unwrap_or(i64::MAX / 2)),
+            now,
+        };
+        let Some(rotated) = self.store.rotate_key(&rotation).await? else {
+            return Err(LifecycleError::KeyNotFound.into());
+        };
+        self.apply(&rotated).await;
+        tracing::info!(key = %rotated.id, "key rotated");
+        Ok(json(
+            StatusCode::OK,
+            &KeyView::of(&rotated, Some(new.secret.as_str())),
+        ))
+    }
+
+    async fn list(&self, config: &Config, request: &Request<Incoming>) -> Answer {
+        let caller = authenticate(config, &self.keys, request.headers())?;
+        let records = self.store.keys_of(&caller.owner).await?;
+        let keys: Vec<KeyView<'_>> = records.iter().map(|r| KeyView::of(r, None)).collect();
+        Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
+    }
+
+    async fn create(&self, config: &Config, request: Request<Incoming>) -> Answer {
+        let caller = authenticate(config, &self.keys, request.headers())?;
+        let body: CreateBody = read_json(request, &Method::POST).await?;
+        let name = match body.name {
+            Some(name) if valid_name(&name) => name,
+            Some(_) => {
+                return Err(Failure::with(
+                    LifecycleError::InvalidBody,
+                    "`name` must be 1 to 128 printable characters",
+                ));
+            }
+            None => "unnamed".to_owned(),
+        };
+        let scope_names: Vec<String> = match &body.scopes {
+            Some(requested) => requested.names().into_iter().map(str::to_owned).collect(),
+            None => caller.scope_names.clone(),
+        };
+        let names: Vec<&str> = scope_names.iter().map(String::as_str).collect();
+        let requested = requested_scopes(config, &names)?;
+        let beyond = requested.missing_from(&caller.scopes);
+        if !beyond.is_empty() {
+            return Err(Failure::with(
+                LifecycleError::ScopeEscalation,
+                format!("the key lacks {}", config.scopes.names(&beyond)),
+            ));
+        }
+        let owned = self.store.keys_of(&caller.owner).await?;
+        if owned.len() >= config.lifecycle.keys.max_keys_per_owner {
+            return Err(LifecycleError::KeyLimitReached.into());
+        }
+        let new = mint(config)?;
+        let mut unique = scope_names;
+        unique.dedup();
+        let record = KeyRecord {
+            id: random_id("key")?,
+            hash: new.hash,
+            prefix: config.lifecycle.keys.prefix.clone(),
+            name,
+            owner: caller.owner.clone(),
+            scopes: unique,
+            tier: config.tiers.get(caller.tier).name.clone(),
+            created_at: unix_now(),
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            previous_hash: None,
+            previous_expires_at: None,
+            registration_id: None,
+            updated_at: 0,
+        };
+        self.store.insert_key(&record).await?;
+        self.apply(&record).await;
+        tracing::info!(key = %record.id, by = %caller.id, "key created");
+        Ok(json(
+            StatusCode::CREATED,
+            &KeyView::of(&record, Some(new.secret.as_str())),
+        ))
+    }
+}
+
+/// `GET scopes`: the scope inventory (public).
+pub fn scopes(config: &Config, method: &Method) -> Answer {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(Rejection::MethodNotAllowed(MethodSet::of(&["GET", "HEAD"])).into());
+    }
+    let scopes: Vec<_> = config
+        .scopes
+        .all()
+        .iter()
+        .map(|s| serde_json::json!({ "name": s.name, "description": s.description }))
+        .collect();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "scopes": scopes }),
+    ))
+}
+
+/// 1 to 128 characters, none of them control characters.
+pub(super) fn valid_name(name: &str) -> bool {
+    !name.trim().is_empty() && name.chars().count() <= 128 && !name.chars().any(char::is_control)
+}

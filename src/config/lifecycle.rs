@@ -1,0 +1,319 @@
+//! The `store:`, `registration:` and `key_management:` sections: where issued
+//! credentials live and who may get, claim and manage them.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use http::Uri;
+
+use super::{Loader, join, raw};
+use crate::assertion::TrustedIssuer;
+use crate::credentials::CredentialRules;
+use crate::scope::{ScopeRegistry, ScopeSet};
+use crate::store::StoreSettings;
+use crate::tier::{TierId, Tiers};
+
+/// The credential lifecycle settings.
+#[derive(Debug, Clone)]
+pub struct Lifecycle {
+    /// Where issued keys live.
+    pub store: StoreSettings,
+    /// Agent registration.
+    pub registration: Registration,
+    /// The key endpoints.
+    pub keys: KeyManagement,
+}
+
+impl Lifecycle {
+    /// True when the proxy issues credentials (a store and a key prefix exist).
+    #[must_use]
+    pub fn issues_keys(&self) -> bool {
+        self.store != StoreSettings::None && !self.keys.prefix.is_empty()
+    }
+}
+
+/// `registration:`.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    /// Anonymous registration is offered.
+    pub anonymous: bool,
+    /// Tier of an anonymous registration's key until it is claimed.
+    pub tier: TierId,
+    /// Its scopes until claimed.
+    pub scopes: ScopeSet,
+    /// Tier after a claim, and of identity-assertion registrations.
+    pub claimed_tier: TierId,
+    /// Scopes after a claim.
+    pub claimed_scopes: ScopeSet,
+    /// How long a claim token works.
+    pub claim_ttl: Duration,
+    /// A claim must present an identity assertion (otherwise the claim token alone
+    /// is enough, for deployments where the claim URL reaches a trusted human).
+    pub require_identity_to_claim: bool,
+    /// Anonymous registrations per client address per hour.
+    pub per_hour: u32,
+    /// Identity-assertion registrations per client address per hour.
+    pub identity_per_hour: u32,
+    /// Issuers whose ID-JAG assertions are accepted.
+    pub trusted_issuers: Vec<TrustedIssuer>,
+    /// Also accept assertions whose `aud` is the resource URL (WorkOS-style), not
+    /// only the authorization server's issuer.
+    pub accept_resource_audience: bool,
+}
+
+/// `key_management:`.
+#[derive(Debug, Clone)]
+pub struct KeyManagement {
+    /// The key endpoints are served.
+    pub enabled: bool,
+    /// Prefix of issued keys (empty: none configured, nothing is issued).
+    pub prefix: String,
+    /// Most live keys one owner may hold.
+    pub max_keys_per_owner: usize,
+    /// How long a rotated-out secret keeps working.
+    pub rotation_grace: Duration,
+}
+
+impl Loader {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn lifecycle(
+        &mut self,
+        store: raw::RawStore,
+        registration: raw::RawRegistration,
+        keys: raw::RawKeyManagement,
+        credentials: &CredentialRules,
+        registry: &ScopeRegistry,
+        tiers: &Tiers,
+        public_url: Option<&str>,
+        data_dir: Option<&std::path::Path>,
+    ) -> Lifecycle {
+        let store = self.store(store, data_dir);
+        let prefix = match keys.prefix {
+            Some(prefix) => {
+                let prefix = prefix.strip_suffix('_').unwrap_or(&prefix).to_owned();
+                if !credentials.key_prefixes.contains(&prefix) {
+                    self.error(
+                        "key_management.prefix",
+                        format!("`{prefix}` is not one of `credentials.key_prefixes`, so keys with it would not be recognised"),
+                    );
+                }
+                prefix
+            }
+            None => credentials
+                .key_prefixes
+                .first()
+                .cloned()
+                .unwrap_or_default(),
+        };
+        let keys = KeyManagement {
+            enabled: keys.enabled.unwrap_or(true),
+            prefix,
+            max_keys_per_owner: keys.max_keys_per_owner.unwrap_or(25),
+            rotation_grace: self.duration(
+                keys.rotation_grace,
+                "key_management.rotation_grace",
+                Duration::ZERO,
+            ),
+        };
+        let registration = self.registration(registration, registry, tiers, public_url);
+        Lifecycle {
+            store,
+            registration,
+            keys,
+        }
+    }
+
+    fn store(&mut self, raw: raw::RawStore, data_dir: Option<&std::path::Path>) -> StoreSettings {
+        let resync = self.duration(
+            raw.resync_interval,
+            "store.resync_interval",
+            Duration::from_secs(10),
+        );
+        if resync < Duration::from_millis(100) {
+            self.error("store.resync_interval", "must be at least 100ms");
+        }
+        let kind = raw.kind.unwrap_or(match raw.url {
+            Some(_) => raw::RawStoreKind::Postgres,
+            None => raw::RawStoreKind::Sqlite,
+        });
+        match kind {
+            raw::RawStoreKind::None => StoreSettings::None,
+            raw::RawStoreKind::Sqlite => {
+                if raw.url.is_some() {
+                    self.error(
+                        "store.url",
+                        "`url` is for `kind: postgres`; SQLite uses `data_dir`",
+                    );
+                }
+                let dir = match data_dir {
+                    Some(dir) => dir.to_owned(),
+                    None => self.resolve(raw.data_dir.as_deref().unwrap_or("data")),
+                };
+                let path: PathBuf = dir.join("authmd.sqlite3");
+                StoreSettings::Sqlite { path, resync }
+            }
+            raw::RawStoreKind::Postgres => {
+                let Some(url) = raw.url else {
+                    self.error(
+                        "store.url",
+                        "`kind: postgres` needs `url` (e.g. `url: ${DATABASE_URL}`)",
+                    );
+                    return StoreSettings::None;
+                };
+                if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                    self.error("store.url", "not a `postgres://` URL");
+                }
+                let schema = raw.schema.unwrap_or_else(|| "authmd".into());
+                let valid = schema.len() <= 63
+                    && schema
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+                    && schema
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+                if !valid {
+                    self.error(
+                        "store.schema",
+                        format!("`{schema}` is not a schema name (lowercase letters, digits, `_`)"),
+                    );
+                }
+                StoreSettings::Postgres {
+                    url,
+                    schema,
+                    resync,
+                }
+            }
+        }
+    }
+
+    fn registration(
+        &mut self,
+        raw: raw::RawRegistration,
+        registry: &ScopeRegistry,
+        tiers: &Tiers,
+        public_url: Option<&str>,
+    ) -> Registration {
+        let highest = TierId(u8::try_from(tiers.all().len().saturating_sub(1)).unwrap_or(1));
+        let tier = self.keyed_tier(raw.tier.as_deref(), "registration.tier", tiers, TierId(1));
+        let claimed_tier = self.keyed_tier(
+            raw.claimed_tier.as_deref(),
+            "registration.claimed_tier",
+            tiers,
+            highest,
+        );
+        if claimed_tier < tier {
+            self.error(
+                "registration.claimed_tier",
+                "a claim must not lower the tier: `claimed_tier` is below `tier`",
+            );
+        }
+        let scopes = self
+            .scope_list(raw.scopes.as_deref(), "registration.scopes", registry)
+            .unwrap_or(tiers.get(tier).scopes);
+        let claimed_scopes = self
+            .scope_list(
+                raw.claimed_scopes.as_deref(),
+                "registration.claimed_scopes",
+                registry,
+            )
+            .unwrap_or(tiers.get(claimed_tier).scopes);
+        let mut trusted_issuers: Vec<TrustedIssuer> = Vec::new();
+        for (i, issuer) in raw.trusted_issuers.iter().enumerate() {
+            let path = format!("registration.trusted_issuers[{i}]");
+            let absolute = |text: &str| {
+                text.parse::<Uri>().ok().filter(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                })
+            };
+            if absolute(&issuer.issuer).is_none() {
+                self.error(
+                    &join(&path, "issuer"),
+                    format!("`{}` is not an absolute URL", issuer.issuer),
+                );
+                continue;
+            }
+            let Some(jwks_uri) = absolute(&issuer.jwks_uri) else {
+                self.error(
+                    &join(&path, "jwks_uri"),
+                    format!("`{}` is not an absolute URL", issuer.jwks_uri),
+                );
+                continue;
+            };
+            if trusted_issuers.iter().any(|t| t.issuer == issuer.issuer) {
+                self.error(
+                    &join(&path, "issuer"),
+                    format!("`{}` is listed twice", issuer.issuer),
+                );
+                continue;
+            }
+            if public_url.is_some_and(|own| own == issuer.issuer.trim_end_matches('/')) {
+                self.error(
+                    &join(&path, "issuer"),
+                    "this proxy cannot trust itself as an identity issuer",
+                );
+                continue;
+            }
+            trusted_issuers.push(TrustedIssuer {
+                issuer: issuer.issuer.clone(),
+                jwks_uri,
+            });
+        }
+        Registration {
+            anonymous: raw.anonymous.unwrap_or(true),
+            tier,
+            scopes,
+            claimed_tier,
+            claimed_scopes,
+            claim_ttl: self.duration(
+                raw.claim_ttl,
+                "registration.claim_ttl",
+                Duration::from_secs(24 * 3600),
+            ),
+            require_identity_to_claim: raw.require_identity_to_claim.unwrap_or(true),
+            per_hour: raw.per_hour.unwrap_or(5),
+            identity_per_hour: raw.identity_per_hour.unwrap_or(60),
+            trusted_issuers,
+            accept_resource_audience: raw.accept_resource_audience,
+        }
+    }
+
+    /// A tier a key may have (never `anonymous`).
+    fn keyed_tier(
+        &mut self,
+        name: Option<&str>,
+        path: &str,
+        tiers: &Tiers,
+        default: TierId,
+    ) -> TierId {
+        let Some(name) = name else { return default };
+        match tiers.find(name) {
+            Some(TierId::ANONYMOUS) => {
+                self.error(path, "a key cannot be in the `anonymous` tier");
+                default
+            }
+            Some(id) => id,
+            None => {
+                self.unknown_tier(path, name, tiers);
+                default
+            }
+        }
+    }
+
+    fn scope_list(
+        &mut self,
+        names: Option<&[String]>,
+        path: &str,
+        registry: &ScopeRegistry,
+    ) -> Option<ScopeSet> {
+        let names = names?;
+        match registry.granted(names.iter().map(String::as_str)) {
+            Ok(set) => Some(set),
+            Err((name, e)) => {
+                let at = names.iter().position(|s| s == name).unwrap_or(0);
+                self.unknown_scope(&format!("{path}[{at}]"), name, &e);
+                None
+            }
+        }
+    }
+}

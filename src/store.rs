@@ -1,0 +1,366 @@
+//! The durable credential store: key records, agent registrations and used
+//! assertion ids, behind one interface with two implementations.
+//!
+//! - [`sqlite::SqliteStore`], the embedded default: one file in the data directory,
+//!   WAL, `synchronous=FULL`, so a write returns only once it is on disk;
+//! - [`postgres::PostgresStore`], for several replicas: every write also sends a
+//!   `NOTIFY`, so each replica's in-memory key table follows within moments.
+//!
+//! The store is never on the request path. The in-memory
+//! [`KeyTable`](crate::credentials::KeyTable) is; the store is written through on
+//! every change (and the change is acknowledged only after the store has it), read
+//! in full at start-up, and followed afterwards (see [`sync`]).
+//!
+//! Only BLAKE3 hashes of secrets are stored: key hashes and claim-token hashes.
+//! Times are unix seconds, passed in by the caller so that behaviour is testable;
+//! `updated_at` (milliseconds) is the store's own clock and only drives resync.
+//!
+//! The same conformance suite (`tests/store_conformance.rs`) runs against both
+//! implementations.
+
+pub mod postgres;
+pub mod sqlite;
+pub mod sync;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::credentials::KeyHash;
+
+/// One API key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRecord {
+    /// Public id (`key_...`), used in URLs and as the principal id.
+    pub id: String,
+    /// BLAKE3 hash of the current secret.
+    pub hash: KeyHash,
+    /// The key's prefix (`ak_live`), so an operator can tell keys apart.
+    pub prefix: String,
+    /// Human-readable name.
+    pub name: String,
+    /// The account that owns the key: every key it creates belongs to it too, and only
+    /// keys of the same owner may rotate, revoke or list it.
+    pub owner: String,
+    /// Granted scope names.
+    pub scopes: Vec<String>,
+    /// Trust tier name.
+    pub tier: String,
+    /// Creation time.
+    pub created_at: i64,
+    /// After this time the key no longer works.
+    pub expires_at: Option<i64>,
+    /// When it was revoked; a revoked key never works again.
+    pub revoked_at: Option<i64>,
+    /// Last time it authenticated a request (recorded in batches, not per request).
+    pub last_used_at: Option<i64>,
+    /// The secret before the last rotation, accepted until `previous_expires_at`.
+    pub previous_hash: Option<KeyHash>,
+    /// End of the rotation grace period.
+    pub previous_expires_at: Option<i64>,
+    /// The registration that created it, if any.
+    pub registration_id: Option<String>,
+    /// Store clock (unix milliseconds) of the last change; set by the store.
+    pub updated_at: i64,
+}
+
+impl KeyRecord {
+    /// True when the key can authenticate at `now`.
+    #[must_use]
+    pub fn is_live(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// How an agent registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistrationKind {
+    /// No identity: the key has the pre-claim tier until claimed.
+    Anonymous,
+    /// With a verified identity assertion: claimed from the start.
+    IdentityAssertion,
+}
+
+impl RegistrationKind {
+    /// The stored and wire name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RegistrationKind::Anonymous => "anonymous",
+            RegistrationKind::IdentityAssertion => "identity_assertion",
+        }
+    }
+
+    /// Parses a stored name.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<RegistrationKind> {
+        match text {
+            "anonymous" => Some(RegistrationKind::Anonymous),
+            "identity_assertion" => Some(RegistrationKind::IdentityAssertion),
+            _ => None,
+        }
+    }
+}
+
+/// One agent registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationRecord {
+    /// Public id (`reg_...`).
+    pub id: String,
+    /// How the agent registered.
+    pub kind: RegistrationKind,
+    /// The name the agent gave.
+    pub client_name: Option<String>,
+    /// The key issued to it.
+    pub key_id: String,
+    /// BLAKE3 hash of the one-time claim token (anonymous registrations).
+    pub claim_hash: Option<[u8; 32]>,
+    /// The claim token stops working at this time.
+    pub claim_expires_at: Option<i64>,
+    /// When it was claimed.
+    pub claimed_at: Option<i64>,
+    /// The verified identity it is bound to: `<issuer> <subject>`.
+    pub subject: Option<String>,
+    /// Creation time.
+    pub created_at: i64,
+}
+
+/// The outcome of a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Claimed: the key as it is now (new tier and scopes).
+    Claimed(Box<KeyRecord>),
+    /// No such registration (or no such claim token).
+    NotFound,
+    /// The claim token has expired.
+    Expired,
+    /// It was claimed before.
+    AlreadyClaimed,
+    /// Its key was revoked; there is nothing left to claim.
+    KeyRevoked,
+}
+
+/// What a claim changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim<'a> {
+    /// The registration.
+    pub registration_id: &'a str,
+    /// The verified identity, `<issuer> <subject>`.
+    pub subject: &'a str,
+    /// The key's tier after the claim.
+    pub tier: &'a str,
+    /// The key's scopes after the claim.
+    pub scopes: &'a [String],
+    /// The claim time.
+    pub now: i64,
+}
+
+/// What a rotation changes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rotation<'a> {
+    /// The key.
+    pub id: &'a str,
+    /// Hash of the new secret.
+    pub new_hash: KeyHash,
+    /// Keep the old secret working until then (`None`: it stops at once).
+    pub grace_until: Option<i64>,
+    /// The rotation time.
+    pub now: i64,
+}
+
+/// Why a store operation failed. Messages never contain a secret: the store only
+/// ever sees hashes, and connection strings are never formatted into errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The store cannot be reached or failed; nothing was written.
+    #[error("the credential store is unavailable: {0}")]
+    Unavailable(String),
+    /// A record with this id or secret hash exists already.
+    #[error("a record with this id or hash already exists")]
+    Duplicate,
+}
+
+/// Where the store lives (from `store:` in the config).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// No store: only the config's static keys; the lifecycle endpoints are off.
+    None,
+    /// SQLite file.
+    Sqlite {
+        /// The database file (created with its directory on first start).
+        path: PathBuf,
+        /// How often to pick up changes written by another process (the CLI).
+        resync: Duration,
+    },
+    /// PostgreSQL.
+    Postgres {
+        /// Connection string (a secret: never logged).
+        url: String,
+        /// Schema holding the tables (created if missing).
+        schema: String,
+        /// Safety-net resync interval, beside LISTEN/NOTIFY.
+        resync: Duration,
+    },
+}
+
+/// A change another writer made, as announced by the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// The key with this id changed.
+    Key(String),
+    /// Announcements may have been missed (e.g. a reconnect): resync.
+    Resync,
+}
+
+/// An open store.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// SQLite.
+    Sqlite(sqlite::SqliteStore),
+    /// PostgreSQL.
+    Postgres(postgres::PostgresStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::Sqlite(store) => store.$method($($arg),*).await,
+            Store::Postgres(store) => store.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens the configured store and runs its migrations; `None` when the config
+    /// asks for no store.
+    pub async fn open(settings: &StoreSettings) -> Result<Option<Store>, StoreError> {
+        Ok(match settings {
+            StoreSettings::None => None,
+            StoreSettings::Sqlite { path, .. } => {
+                Some(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
+            }
+            StoreSettings::Postgres { url, schema, .. } => {
+                Some(Store::Postgres(postgres::PostgresStore::new(url, schema)?))
+            }
+        })
+    }
+
+    /// Which implementation, for logs and metrics.
+    #[must_use]
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Store::Sqlite(_) => "sqlite",
+            Store::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Every key that is live at `now`.
+    pub async fn live_keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        dispatch!(self.live_keys(now))
+    }
+
+    /// Every key changed at or after `since_ms` (store clock), revoked ones included,
+    /// and the store clock when the query ran.
+    pub async fn changed_since(&self, since_ms: i64) -> Result<(Vec<KeyRecord>, i64), StoreError> {
+        dispatch!(self.changed_since(since_ms))
+    }
+
+    /// One key by id.
+    pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        dispatch!(self.key(id))
+    }
+
+    /// The keys of an owner that are not revoked, oldest first.
+    pub async fn keys_of(&self, owner: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        dispatch!(self.keys_of(owner))
+    }
+
+    /// Every key, revoked ones included, oldest first (for the operator CLI).
+    pub async fn all_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        dispatch!(self.all_keys())
+    }
+
+    /// Stores a new key durably; its `updated_at` is set by the store.
+    pub async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        dispatch!(self.insert_key(key))
+    }
+
+    /// Replaces a live key's secret; `None` if it is unknown or revoked.
+    pub async fn rotate_key(
+        &self,
+        rotation: &Rotation<'_>,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        dispatch!(self.rotate_key(rotation))
+    }
+
+    /// Revokes a key; `None` if it is unknown or already revoked.
+    pub async fn revoke_key(&self, id: &str, now: i64) -> Result<Option<KeyRecord>, StoreError> {
+        dispatch!(self.revoke_key(id, now))
+    }
+
+    /// Records last-used times (a batch from the in-memory table); a time never moves
+    /// backwards.
+    pub async fn record_last_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        dispatch!(self.record_last_used(uses))
+    }
+
+    /// Stores a registration and its key in one transaction.
+    pub async fn insert_registration(
+        &self,
+        registration: &RegistrationRecord,
+        key: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        dispatch!(self.insert_registration(registration, key))
+    }
+
+    /// One registration by id.
+    pub async fn registration(&self, id: &str) -> Result<Option<RegistrationRecord>, StoreError> {
+        dispatch!(self.registration(id))
+    }
+
+    /// One registration by the hash of its claim token.
+    pub async fn registration_by_claim(
+        &self,
+        claim_hash: &[u8; 32],
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
+        dispatch!(self.registration_by_claim(claim_hash))
+    }
+
+    /// Claims a registration: binds it to `subject` and raises its key's tier and
+    /// scopes in place, atomically. At most one claim of a registration succeeds.
+    pub async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        dispatch!(self.claim(claim))
+    }
+
+    /// Records that the assertion `(issuer, jti)` was used; false when it was used
+    /// before (a replay). Entries past `expires_at` may be forgotten.
+    pub async fn use_assertion(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        dispatch!(self.use_assertion(issuer, jti, expires_at, now))
+    }
+
+    /// A cheap round trip: is the store reachable right now?
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.ping())
+    }
+}
+
+/// The current unix time in seconds.
+#[must_use]
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The current unix time in milliseconds.
+#[must_use]
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

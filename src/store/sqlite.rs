@@ -1,0 +1,597 @@
+//! SQLite, the embedded default store.
+//!
+//! One connection, owned by one dedicated thread: SQLite serialises writers anyway,
+//! and a thread of its own keeps blocking file I/O off the runtime's workers. Calls
+//! are closures sent to that thread, each answered through a oneshot channel.
+//!
+//! Durability: WAL with `synchronous=FULL`, so a commit returns only after the WAL
+//! is fsynced; a write acknowledged to a client survives a crash or a power cut.
+//! Migrations are numbered by `PRAGMA user_version` and applied in an `IMMEDIATE`
+//! transaction, so two processes opening the same new file cannot both apply them.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+
+use super::{
+    Claim, ClaimOutcome, KeyRecord, RegistrationKind, RegistrationRecord, Rotation, StoreError,
+    unix_now_ms,
+};
+use crate::credentials::KeyHash;
+
+/// The schema, one entry per version; never edit an entry, append a new one.
+const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
+        id TEXT PRIMARY KEY,
+        hash BLOB NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        name TEXT NOT NULL,
+        owner TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER,
+        revoked_at INTEGER,
+        last_used_at INTEGER,
+        previous_hash BLOB,
+        previous_expires_at INTEGER,
+        registration_id TEXT,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX keys_owner ON keys (owner);
+    CREATE INDEX keys_updated_at ON keys (updated_at);
+    CREATE TABLE registrations (
+        id TEXT PRIMARY KEY,
+        kind TEXT NOT NULL,
+        client_name TEXT,
+        key_id TEXT NOT NULL REFERENCES keys (id),
+        claim_hash BLOB UNIQUE,
+        claim_expires_at INTEGER,
+        claimed_at INTEGER,
+        subject TEXT,
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE used_assertions (
+        issuer TEXT NOT NULL,
+        jti TEXT NOT NULL,
+        expires_at INTEGER NOT NULL,
+        PRIMARY KEY (issuer, jti)
+    );
+    CREATE INDEX used_assertions_expires_at ON used_assertions (expires_at);"];
+
+const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
+     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at";
+
+const REGISTRATION_COLUMNS: &str =
+    "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at";
+
+type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A handle to the store thread; cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore").finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: impl fmt::Display) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+/// Maps a driver error: a uniqueness violation is a duplicate, anything else means
+/// the store failed.
+fn classify(error: rusqlite::Error) -> StoreError {
+    match error.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::ConstraintViolation) => StoreError::Duplicate,
+        _ => unavailable(error),
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and its directory, and migrates.
+    pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| unavailable(format!("cannot create `{}`: {e}", dir.display())))?;
+        }
+        let path = path.to_owned();
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("authmd-sqlite".into())
+            .spawn(move || {
+                let mut connection = match open_connection(&path) {
+                    Ok(connection) => {
+                        let _ = ready_tx.send(Ok(()));
+                        connection
+                    }
+                    Err(error) => {
+                        let _ = ready_tx.send(Err(error));
+                        return;
+                    }
+                };
+                while let Ok(job) = queue.recv() {
+                    job(&mut connection);
+                }
+            })
+            .map_err(unavailable)?;
+        ready_rx
+            .await
+            .map_err(|_| unavailable("the store thread stopped"))??;
+        Ok(SqliteStore { jobs })
+    }
+
+    /// Runs `work` on the store thread.
+    async fn call<R: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Connection) -> Result<R, StoreError> + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |connection| {
+            let _ = reply.send(work(connection));
+        });
+        self.jobs
+            .send(job)
+            .map_err(|_| unavailable("the store thread stopped"))?;
+        answer
+            .await
+            .map_err(|_| unavailable("the store thread stopped"))?
+    }
+
+    pub(super) async fn live_keys(&self, now: i64) -> Result<Vec<KeyRecord>, StoreError> {
+        self.call(move |c| {
+            query_keys(
+                c,
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE revoked_at IS NULL \
+                     AND (expires_at IS NULL OR expires_at > ?1)"
+                ),
+                params![now],
+            )
+        })
+        .await
+    }
+
+    pub(super) async fn changed_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<(Vec<KeyRecord>, i64), StoreError> {
+        self.call(move |c| {
+            let clock = unix_now_ms();
+            let keys = query_keys(
+                c,
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE updated_at >= ?1"),
+                params![since_ms],
+            )?;
+            Ok((keys, clock))
+        })
+        .await
+    }
+
+    pub(super) async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| key_by_id(c, &id)).await
+    }
+
+    pub(super) async fn keys_of(&self, owner: &str) -> Result<Vec<KeyRecord>, StoreError> {
+        let owner = owner.to_owned();
+        self.call(move |c| {
+            query_keys(
+                c,
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE owner = ?1 AND revoked_at IS NULL \
+                     ORDER BY created_at, id"
+                ),
+                params![owner],
+            )
+        })
+        .await
+    }
+
+    pub(super) async fn all_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        self.call(move |c| {
+            query_keys(
+                c,
+                &format!("SELECT {KEY_COLUMNS} FROM keys ORDER BY created_at, id"),
+                params![],
+            )
+        })
+        .await
+    }
+
+    pub(super) async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        let key = key.clone();
+        self.call(move |c| insert_key(c, &key)).await
+    }
+
+    pub(super) async fn rotate_key(
+        &self,
+        rotation: &Rotation<'_>,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let id = rotation.id.to_owned();
+        let new_hash = rotation.new_hash;
+        let grace_until = rotation.grace_until;
+        self.call(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let changed = tx
+                .execute(
+                    "UPDATE keys SET
+                        previous_hash = CASE WHEN ?3 IS NULL THEN NULL ELSE hash END,
+                        previous_expires_at = ?3,
+                        hash = ?2,
+                        updated_at = ?4
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, new_hash.0.as_slice(), grace_until, unix_now_ms()],
+                )
+                .map_err(classify)?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let key = key_by_id(&tx, &id)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(key)
+        })
+        .await
+    }
+
+    pub(super) async fn revoke_key(
+        &self,
+        id: &str,
+        now: i64,
+    ) -> Result<Option<KeyRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let changed = tx
+                .execute(
+                    "UPDATE keys SET revoked_at = ?2, updated_at = ?3
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                    params![id, now, unix_now_ms()],
+                )
+                .map_err(unavailable)?;
+            if changed == 0 {
+                return Ok(None);
+            }
+            let key = key_by_id(&tx, &id)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(key)
+        })
+        .await
+    }
+
+    pub(super) async fn record_last_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
+        let uses = uses.to_vec();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            {
+                // Not a change the replicas need to hear of: `updated_at` stays.
+                let mut statement = tx
+                    .prepare_cached(
+                        "UPDATE keys SET last_used_at = ?2
+                         WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+                    )
+                    .map_err(unavailable)?;
+                for (id, at) in &uses {
+                    statement.execute(params![id, at]).map_err(unavailable)?;
+                }
+            }
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn insert_registration(
+        &self,
+        registration: &RegistrationRecord,
+        key: &KeyRecord,
+    ) -> Result<(), StoreError> {
+        let registration = registration.clone();
+        let key = key.clone();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            insert_key(&tx, &key)?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO registrations ({REGISTRATION_COLUMNS})
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+                ),
+                params![
+                    registration.id,
+                    registration.kind.as_str(),
+                    registration.client_name,
+                    registration.key_id,
+                    registration.claim_hash.as_ref().map(|h| h.as_slice()),
+                    registration.claim_expires_at,
+                    registration.claimed_at,
+                    registration.subject,
+                    registration.created_at,
+                ],
+            )
+            .map_err(classify)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn registration(
+        &self,
+        id: &str,
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
+        let id = id.to_owned();
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE id = ?1"),
+                params![id],
+                registration_from_row,
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn registration_by_claim(
+        &self,
+        claim_hash: &[u8; 32],
+    ) -> Result<Option<RegistrationRecord>, StoreError> {
+        let claim_hash = *claim_hash;
+        self.call(move |c| {
+            c.query_row(
+                &format!("SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE claim_hash = ?1"),
+                params![claim_hash.as_slice()],
+                registration_from_row,
+            )
+            .optional()
+            .map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
+        let registration_id = claim.registration_id.to_owned();
+        let subject = claim.subject.to_owned();
+        let tier = claim.tier.to_owned();
+        let scopes = claim.scopes.join(" ");
+        let now = claim.now;
+        self.call(move |c| {
+            let tx = c
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            let Some(registration) = tx
+                .query_row(
+                    &format!("SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE id = ?1"),
+                    params![registration_id],
+                    registration_from_row,
+                )
+                .optional()
+                .map_err(unavailable)?
+            else {
+                return Ok(ClaimOutcome::NotFound);
+            };
+            if registration.claimed_at.is_some() {
+                return Ok(ClaimOutcome::AlreadyClaimed);
+            }
+            if registration.claim_expires_at.is_some_and(|at| now >= at) {
+                return Ok(ClaimOutcome::Expired);
+            }
+            let changed = tx
+                .execute(
+                    "UPDATE keys SET tier = ?2, scopes = ?3, updated_at = ?4
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                    params![registration.key_id, tier, scopes, unix_now_ms()],
+                )
+                .map_err(unavailable)?;
+            if changed == 0 {
+                return Ok(ClaimOutcome::KeyRevoked);
+            }
+            tx.execute(
+                "UPDATE registrations SET claimed_at = ?2, subject = ?3 WHERE id = ?1",
+                params![registration_id, now, subject],
+            )
+            .map_err(unavailable)?;
+            let key = key_by_id(&tx, &registration.key_id)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(key.map_or(ClaimOutcome::KeyRevoked, |key| {
+                ClaimOutcome::Claimed(Box::new(key))
+            }))
+        })
+        .await
+    }
+
+    pub(super) async fn use_assertion(
+        &self,
+        issuer: &str,
+        jti: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let issuer = issuer.to_owned();
+        let jti = jti.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM used_assertions WHERE expires_at < ?1",
+                params![now],
+            )
+            .map_err(unavailable)?;
+            let inserted = tx
+                .execute(
+                    "INSERT INTO used_assertions (issuer, jti, expires_at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                    params![issuer, jti, expires_at],
+                )
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(inserted == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.call(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(unavailable))
+            .await
+    }
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let mut connection = Connection::open(path)
+        .map_err(|e| unavailable(format!("cannot open `{}`: {e}", path.display())))?;
+    connection
+        .busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(unavailable)?;
+    connection
+        .pragma_update(None, "journal_mode", "WAL")
+        .map_err(unavailable)?;
+    connection
+        .pragma_update(None, "synchronous", "FULL")
+        .map_err(unavailable)?;
+    connection
+        .pragma_update(None, "foreign_keys", "ON")
+        .map_err(unavailable)?;
+    migrate(&mut connection)?;
+    Ok(connection)
+}
+
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    let tx = connection
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(unavailable)?;
+    let version: i64 = tx
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(unavailable)?;
+    let version = usize::try_from(version).map_err(unavailable)?;
+    if version > MIGRATIONS.len() {
+        return Err(unavailable(format!(
+            "the database has schema version {version}, newer than this build knows ({}); upgrade authmd-proxy",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        tx.execute_batch(migration).map_err(unavailable)?;
+        let next = i64::try_from(i + 1).map_err(unavailable)?;
+        tx.pragma_update(None, "user_version", next)
+            .map_err(unavailable)?;
+    }
+    tx.commit().map_err(unavailable)
+}
+
+fn insert_key(c: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
+    c.execute(
+        &format!(
+            "INSERT INTO keys ({KEY_COLUMNS})
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+        ),
+        params![
+            key.id,
+            key.hash.0.as_slice(),
+            key.prefix,
+            key.name,
+            key.owner,
+            key.scopes.join(" "),
+            key.tier,
+            key.created_at,
+            key.expires_at,
+            key.revoked_at,
+            key.last_used_at,
+            key.previous_hash.as_ref().map(|h| h.0.as_slice()),
+            key.previous_expires_at,
+            key.registration_id,
+            unix_now_ms(),
+        ],
+    )
+    .map_err(classify)?;
+    Ok(())
+}
+
+fn key_by_id(c: &Connection, id: &str) -> Result<Option<KeyRecord>, StoreError> {
+    c.query_row(
+        &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"),
+        params![id],
+        key_from_row,
+    )
+    .optional()
+    .map_err(unavailable)
+}
+
+fn query_keys(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<KeyRecord>, StoreError> {
+    let mut statement = c.prepare_cached(sql).map_err(unavailable)?;
+    let rows = statement
+        .query_map(params, key_from_row)
+        .map_err(unavailable)?;
+    rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
+}
+
+fn hash_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<KeyHash>> {
+    let bytes: Option<Vec<u8>> = row.get(index)?;
+    bytes
+        .map(|b| {
+            <[u8; 32]>::try_from(b.as_slice())
+                .map(KeyHash)
+                .map_err(|_| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        index,
+                        rusqlite::types::Type::Blob,
+                        "a hash must be 32 bytes".into(),
+                    )
+                })
+        })
+        .transpose()
+}
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
+    let scopes: String = row.get(5)?;
+    Ok(KeyRecord {
+        id: row.get(0)?,
+        hash: hash_column(row, 1)?.ok_or(rusqlite::Error::InvalidColumnType(
+            1,
+            "hash".into(),
+            rusqlite::types::Type::Null,
+        ))?,
+        prefix: row.get(2)?,
+        name: row.get(3)?,
+        owner: row.get(4)?,
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        tier: row.get(6)?,
+        created_at: row.get(7)?,
+        expires_at: row.get(8)?,
+        revoked_at: row.get(9)?,
+        last_used_at: row.get(10)?,
+        previous_hash: hash_column(row, 11)?,
+        previous_expires_at: row.get(12)?,
+        registration_id: row.get(13)?,
+        updated_at: row.get(14)?,
+    })
+}
+
+fn registration_from_row(row: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
+    let kind: String = row.get(1)?;
+    let claim_hash: Option<Vec<u8>> = row.get(4)?;
+    Ok(RegistrationRecord {
+        id: row.get(0)?,
+        kind: RegistrationKind::parse(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                1,
+                rusqlite::types::Type::Text,
+                format!("unknown registration kind `{kind}`").into(),
+            )
+        })?,
+        client_name: row.get(2)?,
+        key_id: row.get(3)?,
+        claim_hash: claim_hash.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()),
+        claim_expires_at: row.get(5)?,
+        claimed_at: row.get(6)?,
+        subject: row.get(7)?,
+        created_at: row.get(8)?,
+    })
+}

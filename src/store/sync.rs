@@ -1,0 +1,237 @@
+//! Following the store: the in-memory key table is loaded from it at start and kept
+//! in step afterwards.
+//!
+//! One task per process ([`spawn_follower`]) applies, in order of the store's own
+//! clock, every change it learns of: announcements (PostgreSQL `NOTIFY`), a periodic
+//! resync (`changed_since`, overlapping the previous one so a transaction that
+//! committed late is not missed), and it flushes last-used times in batches. Writes
+//! this process makes are applied by the writer itself, before it answers; the
+//! follower seeing them again later is harmless (the table ignores stale versions).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::{KeyRecord, Notice, Store, StoreError, unix_now};
+use crate::credentials::key_table::Change;
+use crate::credentials::{KeyEntry, KeyTable};
+use crate::scope::ScopeRegistry;
+use crate::tier::{TierId, Tiers};
+
+/// How far back each resync looks beyond the previous one: longer than any write
+/// transaction takes between reading the clock and committing.
+const RESYNC_OVERLAP_MS: i64 = 10_000;
+
+/// How often last-used times are written back.
+const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
+
+/// What a record means for the table: its live secrets, or nothing.
+#[must_use]
+pub fn change_of(record: &KeyRecord, scopes: &ScopeRegistry, tiers: &Tiers, now: i64) -> Change {
+    if !record.is_live(now) {
+        return Change::Gone {
+            updated_at: record.updated_at,
+        };
+    }
+    let entry = |expires_at: Option<i64>| {
+        let granted = scopes.granted_known(record.scopes.iter().map(String::as_str));
+        // A tier the config no longer declares falls back to the lowest keyed tier.
+        let tier = tiers
+            .find(&record.tier)
+            .filter(|t| *t != TierId::ANONYMOUS)
+            .unwrap_or(TierId(1));
+        let mut entry = KeyEntry::new(
+            record.id.clone(),
+            record.name.clone(),
+            record.scopes.clone(),
+            granted,
+            tier,
+            scopes,
+        );
+        entry.owner.clone_from(&record.owner);
+        entry.expires_at = expires_at;
+        entry.is_static = false;
+        if let Some(at) = record.last_used_at {
+            entry.last_used = at.into();
+        }
+        Arc::new(entry)
+    };
+    let mut hashes = vec![(record.hash, entry(record.expires_at))];
+    if let (Some(previous), Some(until)) = (record.previous_hash, record.previous_expires_at) {
+        if now < until {
+            let until = record.expires_at.map_or(until, |at| at.min(until));
+            hashes.push((previous, entry(Some(until))));
+        }
+    }
+    Change::Live {
+        updated_at: record.updated_at,
+        hashes,
+    }
+}
+
+/// The config's view of stored records: what scopes and tiers mean.
+#[derive(Debug, Clone)]
+pub struct Compiler {
+    /// Declared scopes.
+    pub scopes: Arc<ScopeRegistry>,
+    /// Declared tiers.
+    pub tiers: Arc<Tiers>,
+}
+
+impl Compiler {
+    /// Applies one record to the table.
+    pub async fn apply(&self, table: &KeyTable, record: &KeyRecord) -> bool {
+        let change = change_of(record, &self.scopes, &self.tiers, unix_now());
+        table.apply(&record.id, change).await
+    }
+}
+
+/// The follower's state, shared with the readiness check.
+#[derive(Debug, Default)]
+pub struct SyncState {
+    loaded: AtomicBool,
+}
+
+impl SyncState {
+    /// True once the first full load has completed.
+    #[must_use]
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.load(Ordering::Acquire)
+    }
+}
+
+/// Everything the follower needs.
+#[derive(Debug)]
+pub struct Follower {
+    /// The store.
+    pub store: Store,
+    /// The table it keeps in step.
+    pub table: Arc<KeyTable>,
+    /// How records are compiled.
+    pub compiler: Compiler,
+    /// Resync interval.
+    pub resync: Duration,
+    /// Announcements, when the store makes them.
+    pub notices: Option<mpsc::Receiver<Notice>>,
+    /// Shared state.
+    pub state: Arc<SyncState>,
+    /// The store clock of a load already done before the follower started.
+    pub loaded_at: Option<i64>,
+}
+
+/// Loads every key once; returns the store clock to resync from.
+pub async fn load_all(
+    store: &Store,
+    table: &KeyTable,
+    compiler: &Compiler,
+) -> Result<i64, StoreError> {
+    let (records, clock) = store.changed_since(0).await?;
+    for record in &records {
+        compiler.apply(table, record).await;
+    }
+    Ok(clock)
+}
+
+/// Starts the follower. It first loads every key (retrying with backoff while the
+/// store is unreachable), then follows.
+#[must_use]
+pub fn spawn_follower(follower: Follower) -> JoinHandle<()> {
+    tokio::spawn(follow(follower))
+}
+
+async fn follow(mut f: Follower) {
+    let mut backoff = Duration::from_millis(100);
+    f.table.tick(unix_now());
+    let mut synced = match f.loaded_at {
+        Some(clock) => clock,
+        None => loop {
+            match load_all(&f.store, &f.table, &f.compiler).await {
+                Ok(clock) => break clock,
+                Err(error) => {
+                    tracing::warn!(%error, retry_in = ?backoff, "cannot load keys from the store");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        },
+    };
+    f.state.loaded.store(true, Ordering::Release);
+    tracing::info!(keys = f.table.len(), store = f.store.kind(), "keys loaded");
+
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut resync = tokio::time::interval(f.resync);
+    let mut flush = tokio::time::interval(LAST_USED_FLUSH);
+    for timer in [&mut tick, &mut resync, &mut flush] {
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
+    resync.reset();
+    flush.reset();
+    let mut flushed = 0;
+    let mut failing = false;
+    loop {
+        let notice = async {
+            match f.notices.as_mut() {
+                Some(notices) => notices.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tick.tick() => f.table.tick(unix_now()),
+            _ = resync.tick() => {
+                synced = resync_from(&f, synced, &mut failing).await;
+            }
+            _ = flush.tick() => {
+                let now = unix_now();
+                let uses = f.table.used_since(flushed);
+                if uses.is_empty() || f.store.record_last_used(&uses).await.is_ok() {
+                    flushed = now;
+                }
+            }
+            notice = notice => match notice {
+                Some(Notice::Key(id)) => match f.store.key(&id).await {
+                    Ok(Some(record)) => {
+                        f.compiler.apply(&f.table, &record).await;
+                    }
+                    Ok(None) => {}
+                    Err(error) => {
+                        tracing::debug!(%error, "cannot read an announced key; the resync will");
+                    }
+                },
+                Some(Notice::Resync) => {
+                    synced = resync_from(&f, synced, &mut failing).await;
+                }
+                None => f.notices = None,
+            },
+        }
+    }
+}
+
+/// Applies every change since `synced` (minus the overlap); returns the new mark.
+async fn resync_from(f: &Follower, synced: i64, failing: &mut bool) -> i64 {
+    match f
+        .store
+        .changed_since(synced.saturating_sub(RESYNC_OVERLAP_MS))
+        .await
+    {
+        Ok((records, clock)) => {
+            for record in &records {
+                f.compiler.apply(&f.table, record).await;
+            }
+            if *failing {
+                tracing::info!("the credential store is reachable again");
+                *failing = false;
+            }
+            clock
+        }
+        Err(error) => {
+            if !*failing {
+                tracing::warn!(%error, "resync failed; verifying from memory until the store returns");
+                *failing = true;
+            }
+            synced
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! What the store promises across processes: nothing acknowledged is lost when the
+//! proxy is killed, and replicas sharing PostgreSQL see each other's changes.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stderr
+)]
+
+mod support;
+
+use std::time::Duration;
+
+use support::{Binary, WRITER_KEY, client, json};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
+
+async fn start(config: &str, data_dir: Option<&str>) -> Binary {
+    let mut args = vec![
+        "run",
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ];
+    if let Some(dir) = data_dir {
+        args.extend(["--data-dir", dir]);
+    }
+    Binary::start(&args).await
+}
+
+/// Creates a key through `proxy` with the example writer key; returns (id, secret).
+async fn create_key(proxy: &Binary) -> (String, String) {
+    let response = client()
+        .post(format!("{}/api/v1/auth/keys", proxy.url))
+        .header("authorization", format!("Bearer {WRITER_KEY}"))
+        .json(&serde_json::json!({"name": "durable", "scopes": ["offers:write"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body = json(response).await;
+    (
+        body["id"].as_str().unwrap().to_owned(),
+        body["key"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The status of a write that needs `offers:write`, made with `key`.
+async fn write_with(proxy: &Binary, key: &str) -> u16 {
+    client()
+        .post(format!("{}/api/v1/offers", proxy.url))
+        .header("authorization", format!("Bearer {key}"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Polls until `check` holds, for at most `within` (a bound on propagation, not a
+/// readiness sleep: the first check usually passes).
+async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    tokio::time::timeout(within, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the condition did not hold within {within:?}"));
+    start.elapsed()
+}
+
+#[tokio::test]
+async fn a_key_acknowledged_before_sigkill_works_after_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let mut proxy = start(EXAMPLE, Some(dir)).await;
+    let (_, created) = create_key(&proxy).await;
+    let registered = client()
+        .post(format!("{}/agent/auth/register", proxy.url))
+        .json(&serde_json::json!({"type": "anonymous"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let registered = json(registered).await["credential"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Killed the moment the answers arrived: no shutdown, no flush.
+    proxy.kill();
+
+    let proxy = start(EXAMPLE, Some(dir)).await;
+    assert_eq!(write_with(&proxy, &created).await, 200);
+    assert_eq!(write_with(&proxy, &registered).await, 200);
+    assert_eq!(write_with(&proxy, "ak_live_unknown").await, 401);
+}
+
+#[tokio::test]
+async fn a_revocation_survives_sigkill() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let mut proxy = start(EXAMPLE, Some(dir)).await;
+    let (id, secret) = create_key(&proxy).await;
+    let revoked = client()
+        .delete(format!("{}/api/v1/auth/keys/{id}", proxy.url))
+        .header("authorization", format!("Bearer {WRITER_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(write_with(&proxy, &secret).await, 401);
+    proxy.kill();
+    let proxy = start(EXAMPLE, Some(dir)).await;
+    // The writer key (from the config) works as soon as the proxy listens; the
+    // revoked one must never work again.
+    assert_eq!(write_with(&proxy, WRITER_KEY).await, 200);
+    assert_eq!(write_with(&proxy, &secret).await, 401);
+}
+
+/// A config for PostgreSQL replicas, in a schema of its own; `None` (skipped) when
+/// no server is configured.
+fn postgres_config(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
+    let Ok(url) = std::env::var("AUTHMD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: AUTHMD_TEST_POSTGRES_URL is not set");
+        return None;
+    };
+    let schema = format!(
+        "replicas_{}",
+        &authmd_proxy::credentials::KeyHash::of(&format!("{:?}", std::time::SystemTime::now()))
+            .to_string()["blake3:".len()..][..12]
+    );
+    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    // A long resync interval: propagation within a second must come from NOTIFY.
+    let yaml = example.replace(
+        "store:\n  kind: sqlite",
+        &format!("store:\n  kind: postgres\n  url: {url}\n  schema: {schema}\n  resync_interval: 1h\n  # was: sqlite"),
+    );
+    let yaml = yaml.replace("  data_dir: data ", "  # data_dir: data ");
+    let yaml = yaml.replace("  resync_interval: 10s", "");
+    let path = dir.join("replicas.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Some((path, schema))
+}
+
+#[tokio::test]
+async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((config, schema)) = postgres_config(dir.path()) else {
+        return;
+    };
+    let config = config.to_str().unwrap();
+    let a = start(config, None).await;
+    let b = start(config, None).await;
+
+    let (id, secret) = create_key(&a).await;
+    assert_eq!(write_with(&a, &secret).await, 200, "at once on the writer");
+    let seen = eventually(Duration::from_secs(1), || async {
+        write_with(&b, &secret).await == 200
+    })
+    .await;
+    eprintln!("creation reached the other replica in {seen:?}");
+
+    let revoked = client()
+        .delete(format!("{}/api/v1/auth/keys/{id}", a.url))
+        .header("authorization", format!("Bearer {WRITER_KEY}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(write_with(&a, &secret).await, 401, "at once on the writer");
+    let gone = eventually(Duration::from_secs(1), || async {
+        write_with(&b, &secret).await == 401
+    })
+    .await;
+    eprintln!("revocation reached the other replica in {gone:?}");
+
+    drop((a, b));
+    let url = std::env::var("AUTHMD_TEST_POSTGRES_URL").unwrap();
+    if let Ok((client, connection)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        tokio::spawn(connection);
+        let _ = client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+            .await;
+    }
+}
