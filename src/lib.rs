@@ -11,6 +11,9 @@
 //!  client ──► server (accept, HTTP/1.1 + HTTP/2)
 //!               │
 //!               ▼
+//!  pipeline::Gateway::local   discovery documents, OAuth endpoints, and the
+//!    credential lifecycle (agent_auth: register / claim / keys), answered here
+//!               │
 //!  pipeline::admit ─────────────────────────────────────────────┐
 //!    1. policy::normalize_path   ambiguous path        -> 400   │
 //!    2. RouteTable::find         no route / method     -> 404/405│ Rejection
@@ -38,6 +41,11 @@
 //! - [`proxy`]: upstream pool, header hygiene, streaming, upgrades, the echo upstream.
 //! - [`server`]: listeners, admin endpoints, graceful shutdown.
 //! - [`body`]: the response body type.
+//! - [`store`]: the durable credential store (SQLite, PostgreSQL) and the follower
+//!   that keeps the key table in step with it; never on the request path.
+//! - [`agent_auth`]: registration, claims, revocation and key management endpoints.
+//! - [`assertion`]: ID-JAG identity assertions verified against trusted JWKS.
+//! - [`limits`]: lock-free GCRA rate limits (registration, for now).
 
 #![forbid(unsafe_code)]
 

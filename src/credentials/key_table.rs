@@ -167,17 +167,20 @@ impl KeyTable {
     /// Ids of stored keys used at or after `since`, with their last use.
     #[must_use]
     pub fn used_since(&self, since: i64) -> Vec<(String, i64)> {
-        let mut out: Vec<(String, i64)> = Vec::new();
-        for entry in self.map.pin().values() {
+        // An id appears twice while a rotated-out secret is in its grace period.
+        let mut latest: HashMap<&str, i64> = HashMap::new();
+        let map = self.map.pin();
+        for entry in map.values() {
             let at = entry.last_used.load(Ordering::Relaxed);
             if !entry.is_static && at >= since && at > 0 {
-                match out.iter_mut().find(|(id, _)| *id == entry.id) {
-                    Some(seen) => seen.1 = seen.1.max(at),
-                    None => out.push((entry.id.clone(), at)),
-                }
+                let seen = latest.entry(entry.id.as_str()).or_insert(at);
+                *seen = (*seen).max(at);
             }
         }
-        out
+        latest
+            .into_iter()
+            .map(|(id, at)| (id.to_owned(), at))
+            .collect()
     }
 
     /// Number of keys.
@@ -253,5 +256,86 @@ impl KeyEntry {
             is_static: true,
             last_used: AtomicI64::new(0),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scope::ScopeRegistry;
+
+    fn entry(id: &str) -> Arc<KeyEntry> {
+        let registry = ScopeRegistry::default();
+        let mut entry = KeyEntry::new(
+            id.into(),
+            id.into(),
+            Vec::new(),
+            ScopeSet::EMPTY,
+            TierId(1),
+            &registry,
+        );
+        entry.is_static = false;
+        Arc::new(entry)
+    }
+
+    fn live(updated_at: i64, secrets: &[&str]) -> Change {
+        Change::Live {
+            updated_at,
+            hashes: secrets
+                .iter()
+                .map(|s| (KeyHash::of(s), entry("key_a")))
+                .collect(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stale_copy_never_brings_a_revoked_key_back() {
+        let table = KeyTable::default();
+        assert!(table.apply("key_a", live(10, &["one"])).await);
+        assert!(table.get(&KeyHash::of("one")).is_some());
+        assert!(table.apply("key_a", Change::Gone { updated_at: 20 }).await);
+        assert!(table.get(&KeyHash::of("one")).is_none());
+        // A resync that read the key before its revocation arrives late.
+        assert!(!table.apply("key_a", live(10, &["one"])).await);
+        // Even one of the same age: ties go to removal.
+        assert!(!table.apply("key_a", live(20, &["one"])).await);
+        assert!(table.get(&KeyHash::of("one")).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_rotation_replaces_the_secret_and_a_grace_keeps_the_old_one() {
+        let table = KeyTable::default();
+        table.apply("key_a", live(1, &["one"])).await;
+        table.apply("key_a", live(2, &["two", "one"])).await;
+        assert!(table.get(&KeyHash::of("one")).is_some());
+        assert!(table.get(&KeyHash::of("two")).is_some());
+        table.apply("key_a", live(3, &["two"])).await;
+        assert!(table.get(&KeyHash::of("one")).is_none());
+        assert_eq!(table.len(), 1);
+        // Revocation at the same age as the live copy still removes it.
+        assert!(table.apply("key_a", Change::Gone { updated_at: 3 }).await);
+        assert!(table.is_empty());
+    }
+
+    #[tokio::test]
+    async fn last_use_is_stamped_once_per_tick_and_collected_per_id() {
+        let table = KeyTable::default();
+        table.apply("key_a", live(1, &["one", "old"])).await;
+        table.tick(100);
+        let one = table.get(&KeyHash::of("one")).unwrap();
+        table.touch(&one);
+        assert_eq!(one.last_used.load(Ordering::Relaxed), 100);
+        table.tick(90);
+        table.touch(&one);
+        assert_eq!(
+            one.last_used.load(Ordering::Relaxed),
+            100,
+            "the clock never runs back"
+        );
+        let old = table.get(&KeyHash::of("old")).unwrap();
+        table.tick(105);
+        table.touch(&old);
+        assert_eq!(table.used_since(100), vec![("key_a".to_owned(), 105)]);
+        assert!(table.used_since(106).is_empty());
     }
 }
