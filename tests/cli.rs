@@ -163,3 +163,106 @@ async fn the_readme_walkthrough_works_against_the_example_config() {
         .unwrap();
     assert_envelope(response, 403, "insufficient_scope", "FORBIDDEN").await;
 }
+
+/// The example config with its store in `dir` and a quick resync.
+fn config_in(dir: &std::path::Path) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(EXAMPLE).unwrap();
+    let text = text
+        .replace(
+            "  data_dir: data ",
+            &format!("  data_dir: {} ", dir.display()),
+        )
+        .replace("  resync_interval: 10s", "  resync_interval: 100ms");
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn keys(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(BIN).arg("keys").args(args).output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn operator_keys_create_list_revoke_share_the_store_with_the_proxy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let config = config.to_str().unwrap();
+    let (ok, out, err) = keys(&[
+        "create",
+        "--config",
+        config,
+        "--name",
+        "ops",
+        "--scopes",
+        "offers:read,offers:write",
+    ]);
+    assert!(ok, "{err}");
+    let field = |name: &str| {
+        out.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let (id, secret) = (field("id:"), field("key:"));
+    assert!(secret.starts_with("ak_live_"));
+
+    let (ok, listed, _) = keys(&["list", "--config", config]);
+    assert!(ok);
+    assert!(listed.contains(&id) && listed.contains("live"), "{listed}");
+    assert!(!listed.contains(&secret), "list never shows a secret");
+
+    let (ok, _, err) = keys(&[
+        "create",
+        "--config",
+        config,
+        "--name",
+        "x",
+        "--scopes",
+        "ofers:read",
+    ]);
+    assert!(!ok && err.contains("unknown scope `ofers:read`"), "{err}");
+
+    let data = dir.path().to_str().unwrap();
+    let proxy = Binary::start(&[
+        "run",
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ])
+    .await;
+    let write = || async {
+        client()
+            .post(format!("{}/api/v1/offers", proxy.url))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(write().await, 200, "loaded before the proxy listens");
+
+    let (ok, out, err) = keys(&["revoke", "--config", config, &id]);
+    assert!(ok && out.contains("revoked"), "{err}");
+    // The proxy picks up another process's revocation at its next resync (100 ms).
+    tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while write().await != 401 {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the revocation reached the running proxy");
+    let (ok, _, err) = keys(&["revoke", "--config", config, &id]);
+    assert!(!ok && err.contains("no live key"), "{err}");
+}
