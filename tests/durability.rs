@@ -194,3 +194,131 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
             .await;
     }
 }
+
+/// A TCP relay to PostgreSQL that the test can cut and restore, standing in for a
+/// database that goes away.
+struct Relay {
+    port: u16,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    generation: tokio::sync::watch::Sender<u64>,
+}
+
+impl Relay {
+    async fn start(target: &str) -> Relay {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let (generation, _) = tokio::sync::watch::channel(0u64);
+        let target = target.to_owned();
+        let (flag, cuts) = (up.clone(), generation.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    continue; // dropped: the connection is refused at once
+                }
+                let target = target.clone();
+                let mut cut = cuts.subscribe();
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = cut.changed() => {}
+                    }
+                });
+            }
+        });
+        Relay {
+            port,
+            up,
+            generation,
+        }
+    }
+
+    /// Drops every relayed connection and refuses new ones.
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn while_the_store_is_down_keys_verify_from_memory_and_writes_get_503() {
+    let Ok(url) = std::env::var("AUTHMD_TEST_POSTGRES_URL") else {
+        eprintln!("skipped: AUTHMD_TEST_POSTGRES_URL is not set");
+        return;
+    };
+    let parsed: tokio_postgres::Config = url.parse().unwrap();
+    let host = match parsed.get_hosts().first() {
+        Some(tokio_postgres::config::Host::Tcp(host)) => host.clone(),
+        _ => "127.0.0.1".to_owned(),
+    };
+    let port = parsed.get_ports().first().copied().unwrap_or(5432);
+    let relay = Relay::start(&format!("{host}:{port}")).await;
+    let user = parsed.get_user().unwrap_or("postgres");
+    let db = parsed.get_dbname().unwrap_or("test");
+    let schema = format!("down_{}", std::process::id());
+    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    let yaml = example.replace(
+        "store:\n  kind: sqlite",
+        &format!(
+            "store:\n  url: postgres://{user}@127.0.0.1:{}/{db}\n  schema: {schema}\n  kind: postgres",
+            relay.port
+        ),
+    )
+    .replace("  data_dir: data ", "  # data_dir: data ");
+    let proxy = support::TestProxy::start(&yaml, None).await;
+    let create = || async {
+        client()
+            .post(proxy.url("/api/v1/auth/keys"))
+            .bearer_auth(WRITER_KEY)
+            .json(&serde_json::json!({"name": "k", "scopes": ["offers:write"]}))
+            .send()
+            .await
+            .unwrap()
+    };
+    let created = json(create().await).await;
+    let secret = created["key"].as_str().unwrap().to_owned();
+    let write = |key: String| {
+        let url = proxy.url("/api/v1/offers");
+        async move {
+            client()
+                .post(url)
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(write(secret.clone()).await, 200);
+
+    relay.cut();
+    assert_eq!(write(secret.clone()).await, 200, "verified from memory");
+    let refused = create().await;
+    assert!(refused.headers().get("retry-after").is_some());
+    support::assert_envelope(refused, 503, "temporarily_unavailable", "STORE_UNAVAILABLE").await;
+
+    relay.restore();
+    let recovered = eventually(Duration::from_secs(10), || async {
+        create().await.status() == 201
+    })
+    .await;
+    eprintln!("writes recovered {recovered:?} after the store returned");
+    assert_eq!(write(secret).await, 200);
+
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let _ = client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
+        .await;
+}
