@@ -49,11 +49,9 @@ fn table_with(config: &Config, extra: usize) -> KeyTable {
         getrandom::fill(&mut bytes).unwrap();
         let entry = KeyEntry::new(
             format!("k{i}"),
-            String::new(),
-            Vec::new(),
             ScopeSet::EMPTY,
             TierId(1),
-            &config.scopes,
+            http::HeaderValue::from_static(""),
         );
         table.insert_static(KeyHash(bytes), Arc::new(entry));
     }

@@ -9,7 +9,7 @@
 use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::credentials::{KeyHash, KeyTable};
 use authmd_proxy::store::KeyRecord;
-use authmd_proxy::store::sync::change_of;
+use authmd_proxy::store::sync::Compiler;
 
 fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
@@ -33,6 +33,7 @@ fn main() {
         .build()
         .unwrap();
     let table = KeyTable::default();
+    let compiler = Compiler::new(config.scopes, config.tiers);
     let before = resident_bytes();
     runtime.block_on(async {
         for i in 0..n {
@@ -53,7 +54,7 @@ fn main() {
                 registration_id: Some(format!("reg_{i:022}")),
                 updated_at: 1,
             };
-            let change = change_of(&record, &config.scopes, &config.tiers, 1_800_000_000);
+            let change = compiler.change_of(&record, 1_800_000_000);
             table.apply(&record.id, change).await;
         }
     });

@@ -43,7 +43,7 @@ const MAX_BODY: usize = 16 * 1024;
 pub struct AgentAuth {
     store: Store,
     keys: Arc<KeyTable>,
-    compiler: Compiler,
+    compiler: Arc<Compiler>,
     verifier: AssertionVerifier,
     anonymous_limit: Option<AddressLimiter>,
     identity_limit: Option<AddressLimiter>,
@@ -95,10 +95,15 @@ impl Failure {
 pub type Answer = Result<Response<Body>, Failure>;
 
 impl AgentAuth {
-    /// Builds the endpoints over an open store and the table it feeds. `audiences`
-    /// are the `aud` values accepted in identity assertions.
+    /// Builds the endpoints over an open store, the table it feeds, and the
+    /// compiler of its records.
     #[must_use]
-    pub fn new(config: &Config, store: Store, keys: Arc<KeyTable>) -> AgentAuth {
+    pub fn new(
+        config: &Config,
+        store: Store,
+        keys: Arc<KeyTable>,
+        compiler: Arc<Compiler>,
+    ) -> AgentAuth {
         let registration = &config.lifecycle.registration;
         let mut audiences: Vec<String> = config.discovery.origins.clone();
         if registration.accept_resource_audience {
@@ -108,10 +113,7 @@ impl AgentAuth {
         AgentAuth {
             store,
             keys,
-            compiler: Compiler {
-                scopes: config.scopes.clone(),
-                tiers: config.tiers.clone(),
-            },
+            compiler,
             verifier: AssertionVerifier::new(registration.trusted_issuers.clone(), audiences),
             anonymous_limit: AddressLimiter::new(registration.per_hour, hour),
             identity_limit: AddressLimiter::new(registration.identity_per_hour, hour),

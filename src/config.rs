@@ -1199,14 +1199,8 @@ impl Loader {
                     }
                 },
             };
-            let entry = KeyEntry::new(
-                key.id.clone(),
-                key.name.unwrap_or_else(|| key.id.clone()),
-                key.scopes,
-                scopes,
-                tier,
-                registry,
-            );
+            let header = crate::credentials::key_table::scopes_header(registry, &scopes);
+            let entry = KeyEntry::new(key.id.clone(), scopes, tier, header);
             keys.push((hash, Arc::new(entry)));
         }
         keys

@@ -109,10 +109,10 @@ impl Gateway {
     /// keeps trying and `/readyz` says so.
     pub async fn with_store(config: Config, store: Store) -> Gateway {
         let mut gateway = Gateway::new(config);
-        let compiler = Compiler {
-            scopes: gateway.config.scopes.clone(),
-            tiers: gateway.config.tiers.clone(),
-        };
+        let compiler = Arc::new(Compiler::new(
+            gateway.config.scopes.clone(),
+            gateway.config.tiers.clone(),
+        ));
         let preload = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             sync::load_all(&store, &gateway.keys, &compiler),
@@ -145,13 +145,18 @@ impl Gateway {
         let follower = sync::spawn_follower(Follower {
             store: store.clone(),
             table: gateway.keys.clone(),
-            compiler,
+            compiler: compiler.clone(),
             resync,
             notices,
             state: state.clone(),
             loaded_at,
         });
-        gateway.agent_auth = Some(AgentAuth::new(config, store, gateway.keys.clone()));
+        gateway.agent_auth = Some(AgentAuth::new(
+            config,
+            store,
+            gateway.keys.clone(),
+            compiler,
+        ));
         gateway.sync = Some((state, follower));
         gateway
     }

@@ -148,7 +148,12 @@ impl AgentAuth {
         };
         let scope_names: Vec<String> = match &body.scopes {
             Some(requested) => requested.names().into_iter().map(str::to_owned).collect(),
-            None => caller.scope_names.clone(),
+            None => config
+                .scopes
+                .names(&caller.scopes)
+                .split_whitespace()
+                .map(str::to_owned)
+                .collect(),
         };
         let names: Vec<&str> = scope_names.iter().map(String::as_str).collect();
         let requested = requested_scopes(config, &names)?;

@@ -123,6 +123,10 @@ pub(crate) struct RawTier {
 pub(crate) struct RawKey {
     pub(crate) id: String,
     pub(crate) hash: String,
+    #[expect(
+        dead_code,
+        reason = "a label for the operator's own reading of the file"
+    )]
     pub(crate) name: Option<String>,
     #[serde(default)]
     pub(crate) scopes: Vec<String>,

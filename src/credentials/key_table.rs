@@ -26,10 +26,6 @@ use crate::tier::TierId;
 pub struct KeyEntry {
     /// Public id, used in URLs and as the principal id.
     pub id: String,
-    /// Human-readable name.
-    pub name: String,
-    /// Scope names as recorded (kept so the set can be recompiled for a new config).
-    pub scope_names: Vec<String>,
     /// The compiled scopes, wildcards expanded.
     pub scopes: ScopeSet,
     /// Trust tier.
@@ -229,25 +225,16 @@ impl Hasher for PrefixState {
 }
 
 impl KeyEntry {
-    /// Builds an entry and its ready-made header values.
+    /// Builds an entry of a key declared in the config; `scopes_header` is the
+    /// space-separated scope names (see [`scopes_header`]), which entries with the
+    /// same scopes may share.
     #[must_use]
-    pub fn new(
-        id: String,
-        name: String,
-        scope_names: Vec<String>,
-        scopes: ScopeSet,
-        tier: TierId,
-        registry: &crate::scope::ScopeRegistry,
-    ) -> KeyEntry {
+    pub fn new(id: String, scopes: ScopeSet, tier: TierId, scopes_header: HeaderValue) -> KeyEntry {
         let principal_header = HeaderValue::from_str(&format!("key:{id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("key"));
-        let scopes_header = HeaderValue::from_str(&registry.names(&scopes))
-            .unwrap_or_else(|_| HeaderValue::from_static(""));
         KeyEntry {
             owner: format!("static:{id}"),
             id,
-            name,
-            scope_names,
             scopes,
             tier,
             principal_header,
@@ -259,6 +246,12 @@ impl KeyEntry {
     }
 }
 
+/// The `X-Authmd-Scopes` value of a scope set.
+#[must_use]
+pub fn scopes_header(registry: &crate::scope::ScopeRegistry, scopes: &ScopeSet) -> HeaderValue {
+    HeaderValue::from_str(&registry.names(scopes)).unwrap_or_else(|_| HeaderValue::from_static(""))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,11 +261,9 @@ mod tests {
         let registry = ScopeRegistry::default();
         let mut entry = KeyEntry::new(
             id.into(),
-            id.into(),
-            Vec::new(),
             ScopeSet::EMPTY,
             TierId(1),
-            &registry,
+            scopes_header(&registry, &ScopeSet::EMPTY),
         );
         entry.is_static = false;
         Arc::new(entry)

@@ -16,9 +16,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use super::{KeyRecord, Notice, Store, StoreError, unix_now};
-use crate::credentials::key_table::Change;
+use http::HeaderValue;
+
+use crate::credentials::key_table::{Change, scopes_header};
 use crate::credentials::{KeyEntry, KeyTable};
-use crate::scope::ScopeRegistry;
+use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 
 /// How far back each resync looks beyond the previous one: longer than any write
@@ -28,64 +30,76 @@ const RESYNC_OVERLAP_MS: i64 = 10_000;
 /// How often last-used times are written back.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 
-/// What a record means for the table: its live secrets, or nothing.
-#[must_use]
-pub fn change_of(record: &KeyRecord, scopes: &ScopeRegistry, tiers: &Tiers, now: i64) -> Change {
-    if !record.is_live(now) {
-        return Change::Gone {
-            updated_at: record.updated_at,
-        };
-    }
-    let entry = |expires_at: Option<i64>| {
-        let granted = scopes.granted_known(record.scopes.iter().map(String::as_str));
-        // A tier the config no longer declares falls back to the lowest keyed tier.
-        let tier = tiers
-            .find(&record.tier)
-            .filter(|t| *t != TierId::ANONYMOUS)
-            .unwrap_or(TierId(1));
-        let mut entry = KeyEntry::new(
-            record.id.clone(),
-            record.name.clone(),
-            record.scopes.clone(),
-            granted,
-            tier,
-            scopes,
-        );
-        entry.owner.clone_from(&record.owner);
-        entry.expires_at = expires_at;
-        entry.is_static = false;
-        if let Some(at) = record.last_used_at {
-            entry.last_used = at.into();
-        }
-        Arc::new(entry)
-    };
-    let mut hashes = vec![(record.hash, entry(record.expires_at))];
-    if let (Some(previous), Some(until)) = (record.previous_hash, record.previous_expires_at) {
-        if now < until {
-            let until = record.expires_at.map_or(until, |at| at.min(until));
-            hashes.push((previous, entry(Some(until))));
-        }
-    }
-    Change::Live {
-        updated_at: record.updated_at,
-        hashes,
-    }
-}
-
-/// The config's view of stored records: what scopes and tiers mean.
-#[derive(Debug, Clone)]
+/// The config's view of stored records: what scopes and tiers mean. Entries with
+/// the same scopes share one `X-Authmd-Scopes` value.
+#[derive(Debug)]
 pub struct Compiler {
-    /// Declared scopes.
-    pub scopes: Arc<ScopeRegistry>,
-    /// Declared tiers.
-    pub tiers: Arc<Tiers>,
+    scopes: Arc<ScopeRegistry>,
+    tiers: Arc<Tiers>,
+    headers: papaya::HashMap<ScopeSet, HeaderValue>,
 }
 
 impl Compiler {
+    /// A compiler for the config's scopes and tiers.
+    #[must_use]
+    pub fn new(scopes: Arc<ScopeRegistry>, tiers: Arc<Tiers>) -> Compiler {
+        Compiler {
+            scopes,
+            tiers,
+            headers: papaya::HashMap::new(),
+        }
+    }
+
+    /// What a record means for the table at `now`: its live secrets, or nothing.
+    #[must_use]
+    pub fn change_of(&self, record: &KeyRecord, now: i64) -> Change {
+        if !record.is_live(now) {
+            return Change::Gone {
+                updated_at: record.updated_at,
+            };
+        }
+        let granted = self
+            .scopes
+            .granted_known(record.scopes.iter().map(String::as_str));
+        let header = self
+            .headers
+            .pin()
+            .get_or_insert_with(granted, || scopes_header(&self.scopes, &granted))
+            .clone();
+        // A tier the config no longer declares falls back to the lowest keyed tier.
+        let tier = self
+            .tiers
+            .find(&record.tier)
+            .filter(|t| *t != TierId::ANONYMOUS)
+            .unwrap_or(TierId(1));
+        let entry = |expires_at: Option<i64>| {
+            let mut entry = KeyEntry::new(record.id.clone(), granted, tier, header.clone());
+            entry.owner.clone_from(&record.owner);
+            entry.expires_at = expires_at;
+            entry.is_static = false;
+            if let Some(at) = record.last_used_at {
+                entry.last_used = at.into();
+            }
+            Arc::new(entry)
+        };
+        let mut hashes = vec![(record.hash, entry(record.expires_at))];
+        if let (Some(previous), Some(until)) = (record.previous_hash, record.previous_expires_at) {
+            if now < until {
+                let until = record.expires_at.map_or(until, |at| at.min(until));
+                hashes.push((previous, entry(Some(until))));
+            }
+        }
+        Change::Live {
+            updated_at: record.updated_at,
+            hashes,
+        }
+    }
+
     /// Applies one record to the table.
     pub async fn apply(&self, table: &KeyTable, record: &KeyRecord) -> bool {
-        let change = change_of(record, &self.scopes, &self.tiers, unix_now());
-        table.apply(&record.id, change).await
+        table
+            .apply(&record.id, self.change_of(record, unix_now()))
+            .await
     }
 }
 
@@ -111,7 +125,7 @@ pub struct Follower {
     /// The table it keeps in step.
     pub table: Arc<KeyTable>,
     /// How records are compiled.
-    pub compiler: Compiler,
+    pub compiler: Arc<Compiler>,
     /// Resync interval.
     pub resync: Duration,
     /// Announcements, when the store makes them.
