@@ -36,11 +36,7 @@ pub fn render(config: &Config, origin: &str) -> String {
     use_the_credential(&mut md, config, origin);
     scopes(&mut md, config);
     errors(&mut md, config);
-    let _ = writeln!(
-        md,
-        "## Rate limits\n\nNo rate limits or quotas are configured for this API. Still, on `429` wait as long as \
-         `Retry-After` says before retrying.\n"
-    );
+    rate_limits(&mut md, config);
     revocation(&mut md, config, origin);
     links(&mut md, config, origin);
     md
@@ -344,6 +340,29 @@ fn errors(md: &mut String, config: &Config) {
         md,
         "\nRetry policy: on `5xx`, back off exponentially and retry; on `4xx`, do not repeat the same request \
          unchanged; on a `401` with a credential that used to work, start again at Discover.\n"
+    );
+}
+
+fn rate_limits(md: &mut String, config: &Config) {
+    let _ = writeln!(md, "## Rate limits\n");
+    let registration = &config.lifecycle.registration;
+    if config.lifecycle.issues_keys() {
+        let limit = |n: u32| match n {
+            0 => "unlimited".to_owned(),
+            n => format!("{n} per hour"),
+        };
+        let _ = writeln!(
+            md,
+            "Registration is limited per client address: anonymous {}, with an identity assertion {} \
+             (`429 RATE_LIMITED` with `Retry-After` beyond that).",
+            limit(registration.per_hour),
+            limit(registration.identity_per_hour)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "No other rate limits or quotas are configured for this API. On `429`, wait as long as `Retry-After` \
+         says before retrying.\n"
     );
 }
 
