@@ -307,9 +307,7 @@ fn json(status: StatusCode, value: &impl Serialize) -> Response<Body> {
 
 /// A public id such as `key_...` or `reg_...`: 128 random bits in base58.
 fn random_id(prefix: &str) -> Result<String, Failure> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|_| StoreError::Unavailable("no randomness".into()))?;
-    Ok(format!("{prefix}_{}", bs58::encode(bytes).into_string()))
+    api_key::public_id(prefix).map_err(|e| StoreError::Unavailable(e.to_string()).into())
 }
 
 /// Mints a key with the configured prefix.

@@ -261,10 +261,8 @@ async fn create_key(
         None => config.tiers.get(authmd_proxy::tier::TierId(1)).name.clone(),
     };
     let new = api_key::mint(prefix).map_err(|e| (e.to_string(), 1))?;
-    let mut id_bytes = [0u8; 16];
-    getrandom::fill(&mut id_bytes).map_err(|e| (e.to_string(), 1))?;
     let record = KeyRecord {
-        id: format!("key_{}", bs58::encode(id_bytes).into_string()),
+        id: api_key::public_id("key").map_err(|e| (e.to_string(), 1))?,
         hash: new.hash,
         prefix: prefix.clone(),
         name,
@@ -272,13 +270,7 @@ async fn create_key(
         scopes: names,
         tier,
         created_at: unix_now(),
-        expires_at: None,
-        revoked_at: None,
-        last_used_at: None,
-        previous_hash: None,
-        previous_expires_at: None,
-        registration_id: None,
-        updated_at: 0,
+        ..KeyRecord::default()
     };
     store
         .insert_key(&record)

@@ -27,8 +27,9 @@ use std::time::Duration;
 
 use crate::credentials::KeyHash;
 
-/// One API key as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One API key as stored. A new key names what it has and takes the rest from
+/// `..KeyRecord::default()`: no expiry, never used or revoked, no previous secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyRecord {
     /// Public id (`key_...`), used in URLs and as the principal id.
     pub id: String,

@@ -169,8 +169,12 @@ impl AgentAuth {
             return Err(LifecycleError::KeyLimitReached.into());
         }
         let new = mint(config)?;
-        let mut unique = scope_names;
-        unique.dedup();
+        let mut unique: Vec<String> = Vec::with_capacity(scope_names.len());
+        for scope in scope_names {
+            if !unique.contains(&scope) {
+                unique.push(scope);
+            }
+        }
         let record = KeyRecord {
             id: random_id("key")?,
             hash: new.hash,
@@ -180,13 +184,7 @@ impl AgentAuth {
             scopes: unique,
             tier: config.tiers.get(caller.tier).name.clone(),
             created_at: unix_now(),
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            previous_hash: None,
-            previous_expires_at: None,
-            registration_id: None,
-            updated_at: 0,
+            ..KeyRecord::default()
         };
         self.store.insert_key(&record).await?;
         self.apply(&record).await;

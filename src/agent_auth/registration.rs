@@ -271,13 +271,8 @@ impl AgentAuth {
             scopes: names_of(config, &scopes),
             tier: config.tiers.get(tier).name.clone(),
             created_at: unix_now(),
-            expires_at: None,
-            revoked_at: None,
-            last_used_at: None,
-            previous_hash: None,
-            previous_expires_at: None,
             registration_id: Some(registration_id.to_owned()),
-            updated_at: 0,
+            ..KeyRecord::default()
         })
     }
 

@@ -30,7 +30,7 @@ const IS_BASE58: [bool; 256] = {
 };
 
 /// The BLAKE3 hash of a key: what the table and the store hold.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct KeyHash(pub [u8; 32]);
 
 impl std::hash::Hash for KeyHash {
@@ -92,6 +92,14 @@ pub enum MintError {
     /// The OS random source failed.
     #[error("the operating system's random source failed: {0}")]
     Random(getrandom::Error),
+}
+
+/// A public id such as `key_...` or `reg_...`: 128 bits from the OS random source,
+/// in base58. Not a secret; unguessable so that ids reveal nothing.
+pub fn public_id(prefix: &str) -> Result<String, MintError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(MintError::Random)?;
+    Ok(format!("{prefix}_{}", bs58::encode(bytes).into_string()))
 }
 
 /// Checks a prefix: lowercase ASCII words joined by `_` (`ak_live`, `gsk`).

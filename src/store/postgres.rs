@@ -206,6 +206,25 @@ impl Failure {
 /// An error's text without anything secret: for a server error its message and
 /// SQLSTATE only (its DETAIL may quote the row, e.g. a hash); for any other its kind
 /// and cause (an I/O error says what failed, never the host or the password).
+/// Runs one PostgreSQL step within `limit`; a failure or a timeout becomes
+/// `Unavailable`, prefixed with `what`.
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    step: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(limit, step).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(error)) => Err(StoreError::Unavailable(format!(
+            "{what}: {}",
+            describe(&error)
+        ))),
+        Err(_) => Err(StoreError::Unavailable(format!(
+            "{what}: no answer within {limit:?}"
+        ))),
+    }
+}
+
 fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
@@ -696,17 +715,12 @@ impl Inner {
             });
             Ok::<_, tokio_postgres::Error>(client)
         };
-        match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(client)) => Ok(client),
-            Ok(Err(error)) => Err(StoreError::Unavailable(format!(
-                "cannot connect to PostgreSQL: {}",
-                describe(&error)
-            ))),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "cannot connect to PostgreSQL: no answer within {:?}",
-                self.connect_timeout
-            ))),
-        }
+        bounded(
+            self.connect_timeout,
+            "cannot connect to PostgreSQL",
+            connect,
+        )
+        .await
     }
 
     /// A query connection: opened, `search_path` set to the schema, and the schema
@@ -858,20 +872,7 @@ async fn listen_once(
         Ok::<_, tokio_postgres::Error>((client, received))
     };
     let (client, mut received) = tokio::select! {
-        connected = tokio::time::timeout(inner.connect_timeout, connect) => match connected {
-            Ok(Ok(connected)) => connected,
-            Ok(Err(error)) => {
-                return Err(StoreError::Unavailable(format!(
-                    "cannot listen for changes: {}",
-                    describe(&error)
-                )));
-            }
-            Err(_) => {
-                return Err(StoreError::Unavailable(
-                    "cannot listen for changes: no answer in time".into(),
-                ));
-            }
-        },
+        connected = bounded(inner.connect_timeout, "cannot listen for changes", connect) => connected?,
         () = notices.closed() => return Ok(()),
     };
     *backoff = LISTEN_BACKOFF_MIN;
@@ -909,20 +910,8 @@ async fn listen_once(
                 }
             },
             _ = heartbeat.tick() => {
-                match tokio::time::timeout(inner.connect_timeout, client.simple_query("SELECT 1")).await {
-                    Ok(Ok(_)) => {}
-                    Ok(Err(error)) => {
-                        return Err(StoreError::Unavailable(format!(
-                            "the LISTEN connection failed: {}",
-                            describe(&error)
-                        )));
-                    }
-                    Err(_) => {
-                        return Err(StoreError::Unavailable(
-                            "the LISTEN connection stopped answering".into(),
-                        ));
-                    }
-                }
+                let ping = client.simple_query("SELECT 1");
+                bounded(inner.connect_timeout, "the LISTEN connection failed", ping).await?;
             }
             () = notices.closed() => return Ok(()),
         }
