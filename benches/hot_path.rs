@@ -1,7 +1,8 @@
 //! Criterion micro-benchmarks of every hot-path step, so that a regression shows up
 //! as a number before it shows up as a slow proxy: path normalisation, route lookup,
 //! credential extraction and key verification (10 keys vs 1,000,000), and the whole
-//! admission decision for an allowed key, an anonymous agent and a 401.
+//! admission decision for an allowed key, an anonymous agent and a 401; access
+//! tokens (EdDSA and ES256), verified cold and from the verified-token cache.
 //!
 //! `cargo bench --bench hot_path`
 
@@ -21,7 +22,10 @@ use authmd_proxy::credentials::{KeyEntry, KeyHash, KeyTable, api_key};
 use authmd_proxy::pipeline::admit;
 use authmd_proxy::policy::normalize_path;
 use authmd_proxy::scope::ScopeSet;
+use authmd_proxy::store::sync::Compiler;
 use authmd_proxy::tier::TierId;
+use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKeys};
+use authmd_proxy::tokens::{Issue, Tokens};
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use http::{Method, Request};
 
@@ -36,6 +40,33 @@ fn config() -> Config {
         &|_| None,
     )
     .expect("the example config is valid")
+}
+
+/// A token verifier that signs with a fresh key of `algorithm`.
+fn tokens(config: &Config, algorithm: SigningAlgorithm) -> (Tokens, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = SigningKeys::from_dir(dir.path(), algorithm, 3600, now()).unwrap();
+    let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
+    (Tokens::new(config, Some(keys), &[], compiler), dir)
+}
+
+fn now() -> i64 {
+    authmd_proxy::store::unix_now()
+}
+
+fn token(config: &Config, tokens: &Tokens) -> String {
+    let scopes = config
+        .scopes
+        .granted(["offers:read", "offers:write"])
+        .unwrap();
+    let issue = Issue {
+        subject: "key:example-writer",
+        audience: &config.public_url,
+        scopes,
+        tier: TierId(1),
+        client_id: Some("example-writer"),
+    };
+    tokens.issue(&issue, now()).unwrap().token
 }
 
 fn table_with(config: &Config, extra: usize) -> KeyTable {
@@ -111,8 +142,38 @@ fn keys(c: &mut Criterion) {
                     .credentials
                     .extract(black_box(headers.headers()))
                     .unwrap();
-                black_box(config.credentials.authenticate(presented, &table).unwrap());
+                black_box(
+                    config
+                        .credentials
+                        .authenticate(presented, &table, None)
+                        .unwrap(),
+                );
             })
+        });
+    }
+    group.finish();
+}
+
+fn access_tokens(c: &mut Criterion) {
+    let config = config();
+    let mut group = c.benchmark_group("verify_token");
+    for (name, algorithm) in [
+        ("eddsa", SigningAlgorithm::EdDsa),
+        ("es256", SigningAlgorithm::Es256),
+    ] {
+        let (tokens, _dir) = tokens(&config, algorithm);
+        let cached = token(&config, &tokens);
+        tokens.verify(&cached, now()).unwrap();
+        group.bench_function(format!("{name}_cached"), |b| {
+            b.iter(|| black_box(tokens.verify(black_box(&cached), now()).unwrap()))
+        });
+        // A token never seen: signature, claims, grant compiled and cached.
+        group.bench_function(format!("{name}_new"), |b| {
+            b.iter_batched(
+                || token(&config, &tokens),
+                |fresh| black_box(tokens.verify(&fresh, now()).unwrap()),
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();
@@ -121,6 +182,8 @@ fn keys(c: &mut Criterion) {
 fn admission(c: &mut Criterion) {
     let config = config();
     let table = table_with(&config, 8);
+    let (tokens, _dir) = tokens(&config, SigningAlgorithm::EdDsa);
+    let bearer = format!("Bearer {}", token(&config, &tokens));
     let mut group = c.benchmark_group("admit");
     let cases = [
         (
@@ -140,6 +203,14 @@ fn admission(c: &mut Criterion) {
             ),
         ),
         (
+            "token_allowed",
+            request(
+                Method::POST,
+                "/api/v1/offers",
+                Some(("authorization", &bearer)),
+            ),
+        ),
+        (
             "rejected_401",
             request(Method::POST, "/api/v1/offers", None),
         ),
@@ -150,7 +221,7 @@ fn admission(c: &mut Criterion) {
                 || (),
                 |()| {
                     let path = normalize_path(req.uri().path()).unwrap();
-                    let _ = black_box(admit(&config, &table, black_box(req), &path));
+                    let _ = black_box(admit(&config, &table, &tokens, black_box(req), &path));
                 },
                 BatchSize::SmallInput,
             )
@@ -165,6 +236,6 @@ criterion_group! {
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = paths, routes, keys, admission
+    targets = paths, routes, keys, access_tokens, admission
 }
 criterion_main!(benches);

@@ -44,7 +44,7 @@ pub struct AgentAuth {
     store: Store,
     keys: Arc<KeyTable>,
     compiler: Arc<Compiler>,
-    verifier: AssertionVerifier,
+    verifier: Arc<AssertionVerifier>,
     anonymous_limit: Option<AddressLimiter>,
     identity_limit: Option<AddressLimiter>,
 }
@@ -95,26 +95,23 @@ impl Failure {
 pub type Answer = Result<Response<Body>, Failure>;
 
 impl AgentAuth {
-    /// Builds the endpoints over an open store, the table it feeds, and the
-    /// compiler of its records.
+    /// Builds the endpoints over an open store, the table it feeds, the compiler
+    /// of its records, and the identity-assertion verifier.
     #[must_use]
     pub fn new(
         config: &Config,
         store: Store,
         keys: Arc<KeyTable>,
         compiler: Arc<Compiler>,
+        verifier: Arc<AssertionVerifier>,
     ) -> AgentAuth {
         let registration = &config.lifecycle.registration;
-        let mut audiences: Vec<String> = config.discovery.origins.clone();
-        if registration.accept_resource_audience {
-            audiences.extend(config.discovery.origins.iter().map(|o| format!("{o}/")));
-        }
         let hour = Duration::from_secs(3600);
         AgentAuth {
             store,
             keys,
             compiler,
-            verifier: AssertionVerifier::new(registration.trusted_issuers.clone(), audiences),
+            verifier,
             anonymous_limit: AddressLimiter::new(registration.per_hour, hour),
             identity_limit: AddressLimiter::new(registration.identity_per_hour, hour),
         }
@@ -180,9 +177,15 @@ fn authenticate(
     headers: &HeaderMap,
 ) -> Result<Arc<KeyEntry>, Failure> {
     let presented = config.credentials.extract(headers)?;
-    match config.credentials.authenticate(presented, keys)? {
+    if let Presented::Token(_) = presented {
+        return Err(Failure {
+            rejection: Rejection::MissingCredential,
+            detail: Some("the key endpoints take an API key, not an access token".into()),
+        });
+    }
+    match config.credentials.authenticate(presented, keys, None)? {
         Principal::Key(entry) => Ok(entry),
-        Principal::Anonymous(_) => Err(Rejection::MissingCredential.into()),
+        Principal::Anonymous(_) | Principal::Token(_) => Err(Rejection::MissingCredential.into()),
     }
 }
 

@@ -1,47 +1,27 @@
 //! Identity assertions: ID-JAG JWTs (draft-ietf-oauth-identity-assertion-authz-grant)
 //! from configured trusted issuers, verified against each issuer's JWKS.
 //!
-//! The issuer is matched exactly before any key is fetched, so an unknown issuer
+//! The issuer is matched exactly before any key is looked at, so an unknown issuer
 //! never causes network traffic. The algorithm comes from the issuer's key, never
 //! from the token: HMAC and `none` are refused, and a token whose header names
-//! another algorithm than its key is refused. Each issuer's JWKS is fetched on first
-//! use, cached for an hour, and refetched when a token names an unknown `kid`, at
-//! most once per 30 seconds, by one task at a time. The `jti` replay check is the
-//! caller's (it needs the durable store).
+//! another algorithm than its key is refused. The keys are the issuer's
+//! [`RemoteKeys`], kept fresh in the background; a token naming an unknown `kid`
+//! asks for a (throttled) refetch. The `jti` replay check is the caller's (it needs
+//! the durable store).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::Uri;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm};
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
-use tokio::time::Instant;
+
+use crate::tokens::Issuer;
+use crate::tokens::remote::RemoteKey;
 
 /// The `typ` an ID-JAG carries.
 const TYP: &str = "oauth-id-jag+jwt";
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 const LEEWAY: u64 = 60;
-/// A cached JWKS is refetched after this long.
-const JWKS_MAX_AGE: Duration = Duration::from_secs(3600);
-/// An unknown `kid` refetches at most this often per issuer.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(30);
-/// Largest JWKS read.
-const MAX_JWKS: usize = 256 * 1024;
-
-/// One trusted identity-assertion issuer (validated by the config loader).
-#[derive(Debug, Clone)]
-pub struct TrustedIssuer {
-    /// The exact `iss` value.
-    pub issuer: String,
-    /// Where its signing keys are published.
-    pub jwks_uri: Uri,
-}
 
 /// A verified assertion's claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,31 +138,12 @@ impl AssertionError {
     }
 }
 
-/// What is cached of one issuer's keys.
-#[derive(Debug, Default)]
-struct Cached {
-    keys: Option<Arc<JwkSet>>,
-    fetched: Option<Instant>,
-}
-
-#[derive(Debug)]
-struct Issuer {
-    trusted: TrustedIssuer,
-    /// Read briefly to clone the `Arc`; never held across I/O.
-    cache: tokio::sync::RwLock<Cached>,
-    /// Held while fetching, so concurrent verifications fetch once.
-    fetching: tokio::sync::Mutex<()>,
-}
-
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
 /// Verifies identity assertions.
 #[derive(Debug)]
 pub struct AssertionVerifier {
-    issuers: Vec<Issuer>,
+    issuers: Vec<Arc<Issuer>>,
     audiences: Vec<String>,
     max_lifetime: Duration,
-    client: HttpsClient,
 }
 
 #[derive(Deserialize)]
@@ -203,27 +164,18 @@ struct Claims {
 }
 
 impl AssertionVerifier {
-    /// A verifier for `issuers`, accepting `aud` values in `audiences`. Must be
-    /// called inside a Tokio runtime.
+    /// A verifier for those of `issuers` trusted for identity assertions,
+    /// accepting `aud` values in `audiences`.
     #[must_use]
-    pub fn new(issuers: Vec<TrustedIssuer>, audiences: Vec<String>) -> AssertionVerifier {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
+    pub fn new(issuers: &[Arc<Issuer>], audiences: Vec<String>) -> AssertionVerifier {
         AssertionVerifier {
             issuers: issuers
-                .into_iter()
-                .map(|trusted| Issuer {
-                    trusted,
-                    cache: tokio::sync::RwLock::new(Cached::default()),
-                    fetching: tokio::sync::Mutex::new(()),
-                })
+                .iter()
+                .filter(|i| i.settings.identity_assertions)
+                .cloned()
                 .collect(),
             audiences,
             max_lifetime: Duration::from_secs(3600),
-            client: Client::builder(TokioExecutor::new()).build(connector),
         }
     }
 
@@ -263,21 +215,20 @@ impl AssertionVerifier {
         let issuer = self
             .issuers
             .iter()
-            .find(|i| i.trusted.issuer == iss)
+            .find(|i| i.settings.issuer == iss)
             .ok_or(AssertionError::UntrustedIssuer)?;
-        let jwk = self.key(issuer, header.kid.as_deref()).await?;
-        let algorithm = algorithm_of(&jwk).ok_or(AssertionError::UnsupportedAlgorithm)?;
+        let key = key(issuer, header.kid.as_deref()).await?;
+        let algorithm = key.algorithm;
         if algorithm != header.alg {
             return Err(AssertionError::UnsupportedAlgorithm);
         }
-        let key = DecodingKey::from_jwk(&jwk).map_err(|_| AssertionError::UnknownKey)?;
         let mut validation = Validation::new(algorithm);
         validation.leeway = LEEWAY;
         validation.validate_nbf = true;
         validation.set_audience(&self.audiences);
-        validation.set_issuer(&[&issuer.trusted.issuer]);
+        validation.set_issuer(&[&issuer.settings.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
-        let data = jsonwebtoken::decode::<Claims>(jwt, &key, &validation).map_err(|e| {
+        let data = jsonwebtoken::decode::<Claims>(jwt, &key.key, &validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind as K;
             match e.kind() {
                 K::InvalidSignature => AssertionError::InvalidSignature,
@@ -325,108 +276,18 @@ impl AssertionVerifier {
             scopes,
         })
     }
-
-    /// The issuer key named `kid` (or its only key), fetching the JWKS when needed.
-    async fn key(&self, issuer: &Issuer, kid: Option<&str>) -> Result<Jwk, AssertionError> {
-        let (cached, fetched) = {
-            let cache = issuer.cache.read().await;
-            (cache.keys.clone(), cache.fetched)
-        };
-        let fresh = fetched.is_some_and(|at| at.elapsed() < JWKS_MAX_AGE);
-        if let (Some(keys), true) = (&cached, fresh) {
-            if let Some(jwk) = find(keys, kid) {
-                return Ok(jwk);
-            }
-            if fetched.is_some_and(|at| at.elapsed() < REFRESH_INTERVAL) {
-                return Err(AssertionError::UnknownKey);
-            }
-        }
-        let _fetching = issuer.fetching.lock().await;
-        // Someone else may have fetched while this task waited.
-        {
-            let cache = issuer.cache.read().await;
-            if let (Some(keys), Some(at)) = (&cache.keys, cache.fetched) {
-                if at.elapsed() < REFRESH_INTERVAL {
-                    return find(keys, kid).ok_or(AssertionError::UnknownKey);
-                }
-            }
-        }
-        let keys = Arc::new(self.fetch(&issuer.trusted.jwks_uri).await?);
-        let found = find(&keys, kid);
-        let mut cache = issuer.cache.write().await;
-        cache.keys = Some(keys);
-        cache.fetched = Some(Instant::now());
-        found.ok_or(AssertionError::UnknownKey)
-    }
-
-    async fn fetch(&self, uri: &Uri) -> Result<JwkSet, AssertionError> {
-        let request = async {
-            let response = self
-                .client
-                .get(uri.clone())
-                .await
-                .map_err(|_| AssertionError::JwksUnavailable)?;
-            if response.status() != http::StatusCode::OK {
-                return Err(AssertionError::JwksUnavailable);
-            }
-            let body = Limited::new(response.into_body(), MAX_JWKS)
-                .collect()
-                .await
-                .map_err(|_| AssertionError::JwksUnavailable)?
-                .to_bytes();
-            serde_json::from_slice::<JwkSet>(&body).map_err(|_| AssertionError::JwksUnavailable)
-        };
-        let result = tokio::time::timeout(Duration::from_secs(5), request)
-            .await
-            .unwrap_or(Err(AssertionError::JwksUnavailable));
-        if result.is_err() {
-            tracing::warn!(jwks_uri = %uri, "cannot fetch an identity issuer's JWKS");
-        }
-        result
-    }
 }
 
-/// The key named `kid`, or the only key when the token names none.
-fn find(keys: &JwkSet, kid: Option<&str>) -> Option<Jwk> {
-    match kid {
-        Some(kid) => keys
-            .keys
-            .iter()
-            .find(|k| k.common.key_id.as_deref() == Some(kid))
-            .cloned(),
-        None if keys.keys.len() == 1 => keys.keys.first().cloned(),
-        None => None,
+/// The issuer key named `kid` (or its only key), refetching the issuer's keys once
+/// (throttled) when it has none such.
+async fn key(issuer: &Issuer, kid: Option<&str>) -> Result<Arc<RemoteKey>, AssertionError> {
+    if let Some(key) = issuer.keys.find(kid) {
+        return Ok(key);
     }
-}
-
-/// The algorithm a key is for: its `alg`, or what its type and curve imply.
-/// Symmetric keys have none: an HMAC "public key" is a classic confusion attack.
-fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
-    if let AlgorithmParameters::OctetKey(_) = jwk.algorithm {
-        return None;
-    }
-    if let Some(alg) = &jwk.common.key_algorithm {
-        return match alg {
-            KeyAlgorithm::EdDSA => Some(Algorithm::EdDSA),
-            KeyAlgorithm::ES256 => Some(Algorithm::ES256),
-            KeyAlgorithm::ES384 => Some(Algorithm::ES384),
-            KeyAlgorithm::RS256 => Some(Algorithm::RS256),
-            KeyAlgorithm::RS384 => Some(Algorithm::RS384),
-            KeyAlgorithm::RS512 => Some(Algorithm::RS512),
-            KeyAlgorithm::PS256 => Some(Algorithm::PS256),
-            KeyAlgorithm::PS384 => Some(Algorithm::PS384),
-            KeyAlgorithm::PS512 => Some(Algorithm::PS512),
-            _ => None,
-        };
-    }
-    match &jwk.algorithm {
-        AlgorithmParameters::OctetKeyPair(_) => Some(Algorithm::EdDSA),
-        AlgorithmParameters::EllipticCurve(ec) => match ec.curve {
-            EllipticCurve::P256 => Some(Algorithm::ES256),
-            EllipticCurve::P384 => Some(Algorithm::ES384),
-            _ => None,
-        },
-        AlgorithmParameters::RSA(_) => Some(Algorithm::RS256),
-        _ => None,
+    issuer.keys.refetch().await;
+    match issuer.keys.find(kid) {
+        Some(key) => Ok(key),
+        None if !issuer.keys.is_loaded() => Err(AssertionError::JwksUnavailable),
+        None => Err(AssertionError::UnknownKey),
     }
 }

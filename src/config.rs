@@ -10,6 +10,7 @@
 mod lifecycle;
 mod locate;
 mod raw;
+mod tokens;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -33,6 +34,7 @@ use crate::tier::{Tier, TierId, Tiers};
 pub use lifecycle::{KeyManagement, Lifecycle, Registration};
 use locate::{Locations, join};
 use raw::{RawAccess, RawDefault, RawLogFormat};
+pub use tokens::{AnonymousGrant, SigningSource, TokenSettings, TrustedIssuer};
 
 /// Values given on the command line, which take precedence over the file.
 #[derive(Debug, Clone, Default)]
@@ -83,6 +85,10 @@ pub struct Config {
     pub endpoints: Endpoints,
     /// The store, registration and key management.
     pub lifecycle: Lifecycle,
+    /// The proxy's own tokens and the token endpoint.
+    pub tokens: TokenSettings,
+    /// Issuers whose access tokens or identity assertions are accepted.
+    pub trusted_issuers: Vec<TrustedIssuer>,
     /// Logging.
     pub log: LogSettings,
 }
@@ -310,6 +316,8 @@ const TOP_LEVEL: &[&str] = &[
     "store",
     "registration",
     "key_management",
+    "tokens",
+    "trusted_issuers",
 ];
 
 impl Config {
@@ -366,6 +374,13 @@ impl Config {
         }
     }
 
+    /// The trusted issuers whose identity assertions are accepted.
+    pub fn identity_issuers(&self) -> impl Iterator<Item = &TrustedIssuer> {
+        self.trusted_issuers
+            .iter()
+            .filter(|i| i.identity_assertions)
+    }
+
     /// Number of routes in the policy.
     #[must_use]
     pub fn route_count(&self) -> usize {
@@ -405,6 +420,8 @@ struct Sections {
     store: raw::RawStore,
     registration: raw::RawRegistration,
     key_management: raw::RawKeyManagement,
+    tokens: Option<raw::RawTokens>,
+    trusted_issuers: Vec<(String, raw::RawTrustedIssuer)>,
 }
 
 impl Loader {
@@ -621,6 +638,8 @@ impl Loader {
                 "key_management" => {
                     s.key_management = self.take(value, path).unwrap_or_default();
                 }
+                "tokens" => s.tokens = Some(self.take(value, path).unwrap_or_default()),
+                "trusted_issuers" => s.trusted_issuers = self.take_list(value, path),
                 other => {
                     let hint = scope::closest(other, TOP_LEVEL.iter().copied())
                         .map(|c| format!("; did you mean `{c}`?"))
@@ -741,6 +760,10 @@ impl Loader {
             &discovery,
         );
         let endpoints = self.endpoints(&s.endpoints);
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| self.resolve(s.store.data_dir.as_deref().unwrap_or("data")));
         let lifecycle = self.lifecycle(
             s.store,
             s.registration,
@@ -748,8 +771,17 @@ impl Loader {
             &credentials,
             &registry,
             &tiers,
-            public_url.as_deref(),
-            overrides.data_dir.as_deref(),
+            &data_dir,
+        );
+        let trusted_issuers =
+            self.trusted_issuers(s.trusted_issuers, &registry, &tiers, public_url.as_deref());
+        let tokens = self.tokens(
+            s.tokens,
+            &registry,
+            &tiers,
+            &trusted_issuers,
+            &lifecycle.store,
+            &data_dir,
         );
 
         let log = LogSettings {
@@ -798,6 +830,8 @@ impl Loader {
             discovery,
             endpoints,
             lifecycle,
+            tokens,
+            trusted_issuers,
             log,
         })
     }

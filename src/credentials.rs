@@ -4,7 +4,8 @@
 //! finds: an API key (a configured prefix), a token (JWT shape), an anonymous
 //! identifier (any other value on a header the config marks anonymous), or nothing.
 //! [`CredentialRules::authenticate`] turns that into a [`Principal`]: a key costs one
-//! BLAKE3 hash and one probe of the lock-free [`KeyTable`].
+//! BLAKE3 hash and one probe of the lock-free [`KeyTable`]; a token is verified by
+//! [`Tokens`] (a cached one costs about as much as a key).
 
 pub mod api_key;
 pub mod key_table;
@@ -17,6 +18,7 @@ use http::{HeaderMap, HeaderName};
 use crate::rejection::Rejection;
 use crate::scope::ScopeSet;
 use crate::tier::{TierId, Tiers};
+use crate::tokens::{TokenError, TokenGrant, Tokens};
 pub use api_key::KeyHash;
 pub use key_table::{KeyEntry, KeyTable};
 
@@ -68,6 +70,8 @@ pub enum Principal {
     Anonymous(Option<AnonymousId>),
     /// A known API key.
     Key(Arc<KeyEntry>),
+    /// A verified access token.
+    Token(Arc<TokenGrant>),
 }
 
 /// A 64-bit BLAKE3 digest of an anonymous identifier: stable, bounded in size, and
@@ -92,6 +96,7 @@ impl Principal {
         match self {
             Principal::Anonymous(_) => tiers.get(TierId::ANONYMOUS).scopes,
             Principal::Key(entry) => entry.scopes,
+            Principal::Token(grant) => grant.scopes,
         }
     }
 
@@ -101,13 +106,14 @@ impl Principal {
         match self {
             Principal::Anonymous(_) => TierId::ANONYMOUS,
             Principal::Key(entry) => entry.tier,
+            Principal::Token(grant) => grant.tier,
         }
     }
 
     /// True when a credential was verified.
     #[must_use]
     pub fn is_authenticated(&self) -> bool {
-        matches!(self, Principal::Key(_))
+        matches!(self, Principal::Key(_) | Principal::Token(_))
     }
 }
 
@@ -166,11 +172,13 @@ impl CredentialRules {
         Presented::Unrecognised
     }
 
-    /// Verifies what was presented.
+    /// Verifies what was presented: keys against the key table, tokens with
+    /// `tokens` (without it, no token is accepted).
     pub fn authenticate(
         &self,
         presented: Presented<'_>,
         keys: &KeyTable,
+        tokens: Option<&Tokens>,
     ) -> Result<Principal, Rejection> {
         match presented {
             Presented::Nothing => Ok(Principal::Anonymous(None)),
@@ -191,9 +199,11 @@ impl CredentialRules {
                 keys.touch(&entry);
                 Ok(Principal::Key(entry))
             }
-            // No token issuer is configured yet: every token is one this proxy cannot
-            // verify, so it is refused as invalid rather than ignored.
-            Presented::Token(_) => Err(Rejection::InvalidToken),
+            Presented::Token(token) => tokens
+                .ok_or(TokenError::UntrustedIssuer)
+                .and_then(|tokens| tokens.verify(token, crate::store::unix_now()))
+                .map(Principal::Token)
+                .map_err(Rejection::InvalidToken),
             Presented::Unrecognised => Err(Rejection::InvalidApiKey),
         }
     }
@@ -360,11 +370,11 @@ mod tests {
         bad.pop();
         bad.push('z');
         assert!(matches!(
-            r.authenticate(Presented::Key(&bad), &table),
+            r.authenticate(Presented::Key(&bad), &table, None),
             Err(Rejection::InvalidApiKey)
         ));
         assert!(matches!(
-            r.authenticate(Presented::Key(&key.secret), &table),
+            r.authenticate(Presented::Key(&key.secret), &table, None),
             Err(Rejection::InvalidApiKey)
         ));
     }

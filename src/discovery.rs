@@ -37,6 +37,10 @@ pub const MCP_SERVER_CARD: [&str; 2] =
     ["/.well-known/mcp/server-card.json", "/.well-known/mcp.json"];
 /// A2A agent card.
 pub const AGENT_CARD: &str = "/.well-known/agent-card.json";
+/// The proxy's signing keys (`jwks_uri`), when it issues tokens.
+pub const JWKS: &str = "/.well-known/jwks.json";
+/// The RFC 7523 jwt-bearer grant type.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
 const API_CATALOG_TYPE: &str =
     "application/linkset+json; profile=\"https://www.rfc-editor.org/info/rfc9727\"";
@@ -245,6 +249,30 @@ impl Documents {
     }
 }
 
+/// Serves the proxy's JWKS (`GET`/`HEAD`), cacheable for five minutes: a rotated-in
+/// key is published before it signs anything a cached copy would need.
+pub fn serve_jwks(jwks: &Bytes, method: &Method) -> Result<Response<Body>, Rejection> {
+    if *method != Method::GET && *method != Method::HEAD {
+        return Err(Rejection::MethodNotAllowed(MethodSet::of(&["GET"])));
+    }
+    let mut response = Response::new(if *method == Method::GET {
+        Body::full(jwks.clone())
+    } else {
+        Body::empty()
+    });
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/jwk-set+json"),
+    );
+    headers.insert(
+        CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    Ok(response)
+}
+
 /// `If-None-Match` lists the entity tag, or is `*` (weak comparison, RFC 9110 13.1.2).
 fn etag_matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let Ok(ours) = etag.to_str() else {
@@ -288,17 +316,27 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
         "authorization_endpoint": format!("{origin}{}", endpoints.authorize),
         "token_endpoint": format!("{origin}{}", endpoints.token),
         "revocation_endpoint": format!("{origin}{}", endpoints.revoke),
-        // No grant and no response type is served yet; the endpoints exist and answer
-        // with the matching OAuth error, so clients that require the fields work.
+        // No interactive flow is served; the authorization endpoint exists and answers
+        // with the OAuth error, so clients that require the field work.
         "response_types_supported": [],
-        "grant_types_supported": [],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "grant_types_supported": grant_types(config),
+        "token_endpoint_auth_methods_supported": token_auth_methods(config),
+        // Holding a token or key is the authority to revoke it.
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": scope_names(config),
         "service_documentation": format!("{origin}{AUTH_MD}"),
         "agent_auth": agent_auth(config, origin),
     });
     if let Some(map) = doc.as_object_mut() {
+        if config.tokens.enabled {
+            map.insert("jwks_uri".into(), json!(format!("{origin}{JWKS}")));
+            if config.tokens.jwt_bearer {
+                map.insert(
+                    "authorization_grant_profiles_supported".into(),
+                    json!(["urn:ietf:params:oauth:grant-profile:id-jag"]),
+                );
+            }
+        }
         if config.lifecycle.issues_keys() && config.lifecycle.keys.enabled {
             map.insert(
                 "key_management_endpoint".into(),
@@ -311,6 +349,32 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
         );
     }
     doc
+}
+
+/// The grants the token endpoint offers.
+fn grant_types(config: &Config) -> Vec<&'static str> {
+    let tokens = &config.tokens;
+    let mut grants = Vec::new();
+    if tokens.enabled && (tokens.anonymous.is_some() || tokens.api_keys) {
+        grants.push("client_credentials");
+    }
+    if tokens.enabled && tokens.jwt_bearer {
+        grants.push(JWT_BEARER);
+    }
+    grants
+}
+
+/// How clients may authenticate at the token endpoint.
+fn token_auth_methods(config: &Config) -> Vec<&'static str> {
+    let tokens = &config.tokens;
+    let mut methods = Vec::new();
+    if tokens.enabled && tokens.api_keys {
+        methods.extend(["client_secret_basic", "client_secret_post"]);
+    }
+    if !tokens.enabled || tokens.anonymous.is_some() || tokens.jwt_bearer {
+        methods.push("none");
+    }
+    methods
 }
 
 /// The auth.md `agent_auth` block, in both naming generations (`register_uri` /
@@ -342,7 +406,7 @@ fn agent_auth(config: &Config, origin: &str) -> Value {
                 json!({ "credential_types_supported": ["api_key"] }),
             );
         }
-        if !lifecycle.registration.trusted_issuers.is_empty() {
+        if config.identity_issuers().next().is_some() {
             types.push("identity_assertion");
             map.insert(
                 "identity_assertion".into(),

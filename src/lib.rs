@@ -65,3 +65,4 @@ pub mod scope;
 pub mod server;
 pub mod store;
 pub mod tier;
+pub mod tokens;

@@ -1,4 +1,4 @@
-//! The `authmd-proxy` command line: `run`, `check`, and `keys`.
+//! The `authmd-proxy` command line: `run`, `check`, `keys`, `tokens` and `render`.
 
 #![forbid(unsafe_code)]
 
@@ -7,11 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use authmd_proxy::config::{Config, Overrides};
+use authmd_proxy::config::{Config, Overrides, SigningSource};
 use authmd_proxy::credentials::{KeyHash, api_key};
 use authmd_proxy::pipeline::Gateway;
 use authmd_proxy::server::{self, Running};
 use authmd_proxy::store::{KeyRecord, Store, unix_now};
+use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
 use clap::{Parser, Subcommand};
 
 /// Exit status for a bad configuration or usage (sysexits EX_USAGE).
@@ -57,9 +58,36 @@ enum Command {
     /// Mint and hash API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage the keys that sign the proxy's access tokens.
+    #[command(subcommand)]
+    Tokens(TokensCommand),
     /// Print a generated document.
     #[command(subcommand)]
     Render(RenderCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum TokensCommand {
+    /// Print a new PKCS#8 PEM signing key (for `tokens.signing_keys`, e.g. a
+    /// Kubernetes Secret shared by every replica).
+    #[command(name = "generate-key")]
+    GenerateKey {
+        /// `EdDSA` (Ed25519) or `ES256` (P-256).
+        #[arg(long, default_value = "EdDSA")]
+        algorithm: String,
+    },
+    /// Start signing with a new key in the managed directory; the old key keeps
+    /// verifying until its tokens expire, and keys no token needs are deleted.
+    /// Running proxies pick the new key up when restarted.
+    #[command(name = "rotate-key")]
+    RotateKey {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+        /// Data directory, overriding `store.data_dir`.
+        #[arg(long, env = "AUTHMD_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +183,20 @@ fn main() -> ExitCode {
                 Err(errors) => fail(&errors.to_string(), EX_USAGE),
             }
         }
+        Command::Tokens(TokensCommand::GenerateKey { algorithm }) => {
+            let algorithm = match algorithm.as_str() {
+                "EdDSA" => SigningAlgorithm::EdDsa,
+                "ES256" => SigningAlgorithm::Es256,
+                other => return fail(&format!("`{other}` is not `EdDSA` or `ES256`"), EX_USAGE),
+            };
+            match SigningKey::generate(algorithm) {
+                Ok((_, pem)) => out(&pem),
+                Err(error) => fail(&error.to_string(), 1),
+            }
+        }
+        Command::Tokens(TokensCommand::RotateKey { config, data_dir }) => {
+            rotate_key(&config, data_dir)
+        }
         Command::Keys(KeysCommand::Generate { prefix }) => match api_key::mint(&prefix) {
             Ok(key) => out(&format!("key:  {}\nhash: {}\n", key.secret, key.hash)),
             Err(error) => fail(&error.to_string(), EX_USAGE),
@@ -191,6 +233,38 @@ fn main() -> ExitCode {
             }
             out(&format!("{}\n", KeyHash::of(key)))
         }
+    }
+}
+
+fn rotate_key(path: &Path, data_dir: Option<PathBuf>) -> ExitCode {
+    let overrides = Overrides {
+        data_dir,
+        ..Overrides::default()
+    };
+    let config = match Config::load(path, &overrides) {
+        Ok(config) => config,
+        Err(errors) => return fail(&errors.to_string(), EX_USAGE),
+    };
+    let tokens = &config.tokens;
+    let SigningSource::Dir(dir) = &tokens.signing else {
+        return fail(
+            "`tokens.signing_keys` names the keys: rotate by putting a new key first in that list",
+            EX_USAGE,
+        );
+    };
+    let ttl = i64::try_from(tokens.ttl.as_secs()).unwrap_or(3600);
+    match SigningKeys::rotate_dir(dir, tokens.algorithm, ttl, unix_now()) {
+        Ok((kid, pruned)) => {
+            let mut text = format!(
+                "signing key: {kid}
+"
+            );
+            for old in pruned {
+                text.push_str(&format!("deleted: {old} (no live token needs it)\n"));
+            }
+            out(&text)
+        }
+        Err(error) => fail(&error.to_string(), 1),
     }
 }
 
@@ -392,14 +466,15 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
         config = Config::load(path, &overrides).map_err(|e| e.to_string())?;
     }
     let public_url = config.public_url.clone();
-    let gateway = match Store::open(&config.lifecycle.store).await {
-        Ok(Some(store)) => {
-            tracing::info!(store = store.kind(), "credential store open");
-            Gateway::with_store(config, store).await
-        }
-        Ok(None) => Gateway::new(config),
-        Err(error) => return Err(error.to_string()),
-    };
+    let store = Store::open(&config.lifecycle.store)
+        .await
+        .map_err(|error| error.to_string())?;
+    if let Some(store) = &store {
+        tracing::info!(store = store.kind(), "credential store open");
+    }
+    let gateway = Gateway::start(config, store)
+        .await
+        .map_err(|error| format!("cannot load the token signing keys: {error}"))?;
     let running = Running::start(gateway, listener, admin);
     tracing::info!(
         listen = %running.addr,

@@ -17,38 +17,47 @@ use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
 
 use crate::agent_auth::{self, AgentAuth, Answer, Failure};
+use crate::assertion::AssertionVerifier;
 use crate::body::Body;
-use crate::config::Config;
-use crate::credentials::{KeyTable, Principal};
-use crate::discovery::Documents;
-use crate::oauth;
+use crate::config::{Config, SigningSource};
+use crate::credentials::{KeyTable, Presented, Principal};
+use crate::discovery::{self, Documents};
+use crate::oauth::{self, Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
 use crate::proxy::{ClientConn, Identity, Outbound, Upstream};
 use crate::rejection::{LifecycleError, Rejection};
-use crate::store::Store;
 use crate::store::sync::{self, Compiler, Follower, SyncState};
+use crate::store::{Store, unix_now};
 use crate::tier::TierId;
+use crate::tokens::signing::{KeyError, SigningKeys};
+use crate::tokens::{self, TokenError, Tokens};
 
-/// Everything a request needs: the config, its documents, the key table and the
-/// upstream.
+/// Everything a request needs: the config, its documents, the key table, the
+/// token verifier and the upstream.
 #[derive(Debug)]
 pub struct Gateway {
     config: Arc<Config>,
     documents: Documents,
     keys: Arc<KeyTable>,
+    tokens: Arc<Tokens>,
     upstream: Upstream,
     /// Credential headers removed from requests the proxy authenticates.
     consumed: Vec<HeaderName>,
+    /// The token and revocation endpoints.
+    oauth: OAuth,
     /// The credential lifecycle endpoints, when a store is open.
     agent_auth: Option<AgentAuth>,
     /// The store follower's state, when a store is open.
-    sync: Option<(Arc<SyncState>, tokio::task::JoinHandle<()>)>,
+    sync: Option<Arc<SyncState>>,
+    /// Tasks that live as long as the gateway: the store follower, the trusted
+    /// issuers' key refreshers.
+    background: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some((_, follower)) = &self.sync {
-            follower.abort();
+        for task in &self.background {
+            task.abort();
         }
     }
 }
@@ -82,40 +91,89 @@ impl From<Rejection> for Refusal<'_> {
 }
 
 impl Gateway {
-    /// Builds the gateway: renders the documents and loads the config's static keys
-    /// into the table. Must run inside a Tokio runtime (the upstream pool needs one).
-    #[must_use]
-    pub fn new(config: Config) -> Gateway {
-        let keys = KeyTable::default();
+    /// Builds the gateway: renders the documents, loads the config's static keys
+    /// into the table and the signing keys (generating a first one in a managed
+    /// directory), and starts fetching the trusted issuers' keys. With a store, the
+    /// lifecycle endpoints are served and a follower keeps the key table and the
+    /// token deny-list in step with the store. The store's keys are loaded before
+    /// this returns when the store answers within a few seconds (so a restarted
+    /// proxy never refuses a key it acknowledged); otherwise the follower keeps
+    /// trying and `/readyz` says so. Must run inside a Tokio runtime.
+    pub async fn start(config: Config, store: Option<Store>) -> Result<Gateway, KeyError> {
+        let keys = Arc::new(KeyTable::default());
         for (hash, entry) in &config.keys {
             keys.insert_static(*hash, entry.clone());
         }
-        let consumed = config.credentials.consumed_headers().cloned().collect();
-        Gateway {
+        let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
+        let settings = &config.tokens;
+        let own = if settings.enabled {
+            let ttl = i64::try_from(settings.ttl.as_secs()).unwrap_or(3600);
+            Some(match &settings.signing {
+                SigningSource::Files(files) => SigningKeys::from_files(files)?,
+                SigningSource::Dir(dir) => {
+                    SigningKeys::from_dir(dir, settings.algorithm, ttl, unix_now())?
+                }
+            })
+        } else {
+            None
+        };
+        let client = tokens::remote::https_client();
+        let issuers = tokens::issuers(&config.trusted_issuers, &client);
+        let mut background: Vec<_> = issuers
+            .iter()
+            .map(|issuer| tokio::spawn(issuer.keys.clone().refresh_forever()))
+            .collect();
+        let tokens = Arc::new(Tokens::new(&config, own, &issuers, compiler.clone()));
+        let mut audiences: Vec<String> = config.discovery.origins.clone();
+        if config.lifecycle.registration.accept_resource_audience {
+            audiences.extend(config.discovery.origins.iter().map(|o| format!("{o}/")));
+        }
+        let assertions = Arc::new(AssertionVerifier::new(&issuers, audiences));
+        let oauth = OAuth::new(
+            &config,
+            tokens.clone(),
+            assertions.clone(),
+            keys.clone(),
+            store.clone(),
+        );
+        let mut gateway = Gateway {
             documents: Documents::build(&config),
             upstream: Upstream::new(&config.upstream),
+            consumed: config.credentials.consumed_headers().cloned().collect(),
             config: Arc::new(config),
-            keys: Arc::new(keys),
-            consumed,
+            keys,
+            tokens,
+            oauth,
             agent_auth: None,
             sync: None,
+            background: Vec::new(),
+        };
+        match store {
+            Some(store) => gateway.follow(store, compiler, assertions).await,
+            None => {
+                let tokens = gateway.tokens.clone();
+                background.push(tokio::spawn(async move {
+                    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
+                    loop {
+                        sweep.tick().await;
+                        tokens.sweep(unix_now());
+                    }
+                }));
+            }
         }
+        gateway.background.extend(background);
+        Ok(gateway)
     }
 
-    /// Builds the gateway over an open store: the lifecycle endpoints are served and
-    /// a follower keeps the key table in step with the store. The store's keys are
-    /// loaded before this returns when the store answers within a few seconds (so a
-    /// restarted proxy never refuses a key it acknowledged); otherwise the follower
-    /// keeps trying and `/readyz` says so.
-    pub async fn with_store(config: Config, store: Store) -> Gateway {
-        let mut gateway = Gateway::new(config);
-        let compiler = Arc::new(Compiler::new(
-            gateway.config.scopes.clone(),
-            gateway.config.tiers.clone(),
-        ));
+    async fn follow(
+        &mut self,
+        store: Store,
+        compiler: Arc<Compiler>,
+        assertions: Arc<AssertionVerifier>,
+    ) {
         let preload = tokio::time::timeout(
             std::time::Duration::from_secs(5),
-            sync::load_all(&store, &gateway.keys, &compiler),
+            sync::load_all(&store, &self.keys, &compiler),
         )
         .await;
         let loaded_at = match preload {
@@ -131,7 +189,7 @@ impl Gateway {
                 None
             }
         };
-        let config = &gateway.config;
+        let config = &self.config;
         let notices = match &store {
             Store::Postgres(postgres) => Some(postgres.listen()),
             Store::Sqlite(_) => None,
@@ -144,30 +202,30 @@ impl Gateway {
         let state = Arc::new(SyncState::default());
         let follower = sync::spawn_follower(Follower {
             store: store.clone(),
-            table: gateway.keys.clone(),
+            table: self.keys.clone(),
             compiler: compiler.clone(),
             resync,
             notices,
             state: state.clone(),
             loaded_at,
+            tokens: self.tokens.clone(),
         });
-        gateway.agent_auth = Some(AgentAuth::new(
+        self.agent_auth = Some(AgentAuth::new(
             config,
             store,
-            gateway.keys.clone(),
+            self.keys.clone(),
             compiler,
+            assertions,
         ));
-        gateway.sync = Some((state, follower));
-        gateway
+        self.sync = Some(state);
+        self.background.push(follower);
     }
 
     /// True when the proxy can verify every key it should: the store's keys are
     /// loaded (always true without a store).
     #[must_use]
     pub fn is_ready(&self) -> bool {
-        self.sync
-            .as_ref()
-            .is_none_or(|(state, _)| state.is_loaded())
+        self.sync.as_ref().is_none_or(|state| state.is_loaded())
     }
 
     /// The active config.
@@ -205,16 +263,50 @@ impl Gateway {
             return match answer {
                 Local::Ready(Ok(response)) => response,
                 Local::Ready(Err(rejection)) => respond(rejection.into()),
-                Local::Token => self.finish(oauth::token(request).await, host),
+                Local::Token => {
+                    let caller = Caller {
+                        peer: conn.peer.ip(),
+                        origin: origin(config, host),
+                    };
+                    self.finish(self.oauth.token(config, request, caller).await, host)
+                }
                 Local::Revoke => self.finish(
-                    oauth::revoke(request, config, &self.keys, self.agent_auth.as_ref()).await,
+                    self.oauth
+                        .revoke(config, request, self.agent_auth.as_ref())
+                        .await,
                     host,
                 ),
                 Local::Lifecycle(endpoint) => self.lifecycle(endpoint, request, conn, host).await,
             };
         }
-        let grant = match admit(config, &self.keys, &request, &path) {
+        let grant = match admit(config, &self.keys, &self.tokens, &request, &path) {
             Ok(grant) => grant,
+            Err(refusal)
+                if matches!(
+                    refusal.rejection,
+                    Rejection::InvalidToken(TokenError::UnknownKey)
+                ) =>
+            {
+                // A trusted issuer may have rotated its keys: refetch them (throttled)
+                // and try once more.
+                let token = match config.credentials.extract(request.headers()) {
+                    Ok(Presented::Token(token)) => Some(token),
+                    _ => None,
+                };
+                let refetched = match token {
+                    Some(token) => self.tokens.refetch_keys_for(token).await,
+                    None => false,
+                };
+                let again = if refetched {
+                    admit(config, &self.keys, &self.tokens, &request, &path)
+                } else {
+                    Err(refusal)
+                };
+                match again {
+                    Ok(grant) => grant,
+                    Err(refusal) => return respond(refusal),
+                }
+            }
             Err(refusal) => return respond(refusal),
         };
         let identity = grant.principal.as_ref().map(|p| self.identity(p));
@@ -250,9 +342,8 @@ impl Gateway {
             (Lifecycle::Scopes, _) => agent_auth::keys::scopes(config, request.method()),
             (_, None) => Err(Failure::from(LifecycleError::StoreUnavailable)),
             (Lifecycle::Register, Some(a)) => {
-                let origin =
-                    &config.discovery.origins[host.0.min(config.discovery.origins.len() - 1)];
-                a.register(config, request, conn, origin).await
+                a.register(config, request, conn, origin(config, host))
+                    .await
             }
             (Lifecycle::Claim, Some(a)) if request.method() == http::Method::POST => {
                 a.claim(config, request).await
@@ -278,6 +369,11 @@ impl Gateway {
 
     /// The proxy's own endpoints, which no route can shadow.
     fn local<B>(&self, request: &Request<B>, path: &str, host: HostId) -> Option<Local> {
+        if path == discovery::JWKS {
+            if let Some(jwks) = self.tokens.jwks() {
+                return Some(Local::Ready(discovery::serve_jwks(jwks, request.method())));
+            }
+        }
         if let Some(doc) = self.documents.find(path, host) {
             return Some(Local::Ready(self.documents.serve(
                 doc,
@@ -332,6 +428,11 @@ impl Gateway {
                 scopes: entry.scopes_header.clone(),
                 tier: tiers.get(entry.tier).header.clone(),
             },
+            Principal::Token(grant) => Identity {
+                principal: grant.principal_header.clone(),
+                scopes: grant.scopes_header.clone(),
+                tier: tiers.get(grant.tier).header.clone(),
+            },
             Principal::Anonymous(id) => {
                 let principal = match id {
                     Some(id) => HeaderValue::from_str(&format!("anonymous:{:016x}", id.0))
@@ -374,6 +475,12 @@ fn key_id<'p>(path: &'p str, keys: &str) -> Option<&'p str> {
     Some(rest.split('/').next().unwrap_or(rest))
 }
 
+/// The public origin a request addressed.
+fn origin(config: &Config, host: HostId) -> &str {
+    let origins = &config.discovery.origins;
+    &origins[host.0.min(origins.len() - 1)]
+}
+
 fn responder(config: &Config, host: HostId) -> &crate::rejection::Responder {
     // There is one responder per origin; index 0 always exists.
     config
@@ -387,6 +494,7 @@ fn responder(config: &Config, host: HostId) -> &crate::rejection::Responder {
 pub fn admit<'c, B>(
     config: &'c Config,
     keys: &KeyTable,
+    tokens: &Tokens,
     request: &Request<B>,
     path: &str,
 ) -> Result<Grant<'c>, Refusal<'c>> {
@@ -407,7 +515,7 @@ pub fn admit<'c, B>(
         .map_err(refuse)?;
     let principal = config
         .credentials
-        .authenticate(presented, keys)
+        .authenticate(presented, keys, Some(tokens))
         .map_err(refuse)?;
     route.authorize(&principal, &config.tiers).map_err(refuse)?;
     Ok(Grant {

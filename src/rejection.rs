@@ -18,10 +18,12 @@ use serde::Serialize;
 
 mod lifecycle;
 
+use crate::assertion::AssertionError;
 use crate::body::Body;
 use crate::policy::{MethodSet, PathError};
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
+use crate::tokens::TokenError;
 pub use lifecycle::LifecycleError;
 
 /// Why a request was not forwarded.
@@ -41,8 +43,8 @@ pub enum Rejection {
     MissingCredential,
     /// The API key is malformed, unknown or revoked.
     InvalidApiKey,
-    /// The token cannot be verified.
-    InvalidToken,
+    /// The token cannot be verified, and why.
+    InvalidToken(TokenError),
     /// The credential lacks scopes the route requires.
     InsufficientScope {
         /// The scopes the credential lacks.
@@ -101,12 +103,6 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         action: "Do not retry with this key; get a new one.",
     },
     ErrorDoc {
-        status: 401,
-        code: "INVALID_TOKEN",
-        meaning: "The token cannot be verified by this server.",
-        action: "Get a new credential; restart discovery if one that worked stops working.",
-    },
-    ErrorDoc {
         status: 403,
         code: "FORBIDDEN",
         meaning: "The credential lacks a scope this route requires (named in the message and in `WWW-Authenticate`).",
@@ -131,24 +127,6 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         action: "Use a method listed in `Allow`.",
     },
     ErrorDoc {
-        status: 400,
-        code: "UNSUPPORTED_GRANT_TYPE",
-        meaning: "The token endpoint does not offer this `grant_type`.",
-        action: "Use a grant listed in `grant_types_supported` of the authorization-server metadata.",
-    },
-    ErrorDoc {
-        status: 400,
-        code: "UNSUPPORTED_RESPONSE_TYPE",
-        meaning: "The authorization endpoint does not offer this `response_type`.",
-        action: "Use a method this document describes instead of interactive authorization.",
-    },
-    ErrorDoc {
-        status: 400,
-        code: "UNSUPPORTED_TOKEN_TYPE",
-        meaning: "This credential cannot be revoked through the revocation endpoint.",
-        action: "Ask the operator to revoke it.",
-    },
-    ErrorDoc {
         status: 502,
         code: "UPSTREAM_UNAVAILABLE",
         meaning: "The API behind this server could not be reached.",
@@ -165,11 +143,27 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
 /// Path of the protected-resource metadata (RFC 9728), before any path insertion.
 pub const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
 
-/// The OAuth errors the proxy's OAuth endpoints answer with.
+/// The OAuth errors the proxy's OAuth endpoints answer with (RFC 6749 section 5.2,
+/// RFC 7009, RFC 8707).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OAuthError {
     /// `invalid_request`, with what is wrong.
     InvalidRequest(&'static str),
+    /// `invalid_client` (401); `basic` when the client used HTTP Basic, which then
+    /// gets a `WWW-Authenticate: Basic` challenge.
+    InvalidClient {
+        /// The client authenticated with the `Authorization` header.
+        basic: bool,
+    },
+    /// `invalid_grant`: the assertion was refused, and why.
+    InvalidGrant(GrantError),
+    /// `invalid_scope`: a requested scope is unknown or beyond what the client may
+    /// have.
+    InvalidScope,
+    /// `invalid_target` (RFC 8707): the `resource` is not this API.
+    InvalidTarget,
+    /// `unauthorized_client`: this grant is not offered to this client.
+    UnauthorizedClient(&'static str),
     /// `unsupported_grant_type`.
     UnsupportedGrantType,
     /// `unsupported_response_type`.
@@ -178,32 +172,99 @@ pub enum OAuthError {
     UnsupportedTokenType,
 }
 
+/// Why an assertion grant was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantError {
+    /// The assertion did not verify.
+    Assertion(AssertionError),
+    /// Its `jti` was used before.
+    Replayed,
+    /// Its `client_id` is not the client that authenticated.
+    ClientMismatch,
+}
+
 impl OAuthError {
+    /// Every variant the token and revocation endpoints can answer, for the
+    /// documentation (assertion failures once, as one row).
+    pub const DOCUMENTED: &[OAuthError] = &[
+        OAuthError::InvalidRequest("the request is malformed"),
+        OAuthError::InvalidClient { basic: false },
+        OAuthError::InvalidGrant(GrantError::Replayed),
+        OAuthError::InvalidGrant(GrantError::ClientMismatch),
+        OAuthError::InvalidScope,
+        OAuthError::InvalidTarget,
+        OAuthError::UnauthorizedClient("this grant is not offered"),
+        OAuthError::UnsupportedGrantType,
+        OAuthError::UnsupportedResponseType,
+        OAuthError::UnsupportedTokenType,
+    ];
+
     /// The RFC 6749 `error` value.
     #[must_use]
     pub fn name(self) -> &'static str {
         match self {
             OAuthError::InvalidRequest(_) => "invalid_request",
+            OAuthError::InvalidClient { .. } => "invalid_client",
+            OAuthError::InvalidGrant(_) => "invalid_grant",
+            OAuthError::InvalidScope => "invalid_scope",
+            OAuthError::InvalidTarget => "invalid_target",
+            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::UnsupportedResponseType => "unsupported_response_type",
             OAuthError::UnsupportedTokenType => "unsupported_token_type",
         }
     }
 
-    fn code(self) -> &'static str {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status(self) -> StatusCode {
+        match self {
+            OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
+            _ => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The envelope's `code`.
+    #[must_use]
+    pub fn code(self) -> &'static str {
         match self {
             OAuthError::InvalidRequest(_) => "INVALID_REQUEST",
+            OAuthError::InvalidClient { .. } => "INVALID_CLIENT",
+            OAuthError::InvalidGrant(GrantError::Assertion(e)) => e.code(),
+            OAuthError::InvalidGrant(GrantError::Replayed) => "ASSERTION_REPLAYED",
+            OAuthError::InvalidGrant(GrantError::ClientMismatch) => "ASSERTION_CLIENT_MISMATCH",
+            OAuthError::InvalidScope => "INVALID_SCOPE",
+            OAuthError::InvalidTarget => "INVALID_TARGET",
+            OAuthError::UnauthorizedClient(_) => "UNAUTHORIZED_CLIENT",
             OAuthError::UnsupportedGrantType => "UNSUPPORTED_GRANT_TYPE",
             OAuthError::UnsupportedResponseType => "UNSUPPORTED_RESPONSE_TYPE",
             OAuthError::UnsupportedTokenType => "UNSUPPORTED_TOKEN_TYPE",
         }
     }
 
-    fn description(self) -> &'static str {
+    /// The `error_description`.
+    #[must_use]
+    pub fn description(self) -> &'static str {
         match self {
-            OAuthError::InvalidRequest(what) => what,
+            OAuthError::InvalidRequest(what) | OAuthError::UnauthorizedClient(what) => what,
+            OAuthError::InvalidClient { .. } => {
+                "client authentication failed: the client_id must be the id of an API key of this API and the client_secret that key"
+            }
+            OAuthError::InvalidGrant(GrantError::Assertion(e)) => e.message(),
+            OAuthError::InvalidGrant(GrantError::Replayed) => {
+                "this assertion was used before (its jti); get a fresh one from the identity provider"
+            }
+            OAuthError::InvalidGrant(GrantError::ClientMismatch) => {
+                "the assertion's client_id is not the authenticated client"
+            }
+            OAuthError::InvalidScope => {
+                "a requested scope is unknown or beyond what this client may have; see scopes_supported"
+            }
+            OAuthError::InvalidTarget => {
+                "`resource` must be this API's resource identifier (the `resource` of its protected-resource metadata)"
+            }
             OAuthError::UnsupportedGrantType => {
-                "this server issues no tokens yet; use an API key as the Bearer credential"
+                "this grant_type is not offered; see grant_types_supported in the authorization-server metadata"
             }
             OAuthError::UnsupportedResponseType => {
                 "interactive authorization is not offered; see the auth.md for the methods this API supports"
@@ -215,7 +276,6 @@ impl OAuthError {
     }
 }
 
-/// The JSON envelope. OAuth errors add `error_description` (RFC 6749 section 5.2).
 #[derive(Serialize)]
 struct Envelope<'a> {
     error: &'a str,
@@ -348,7 +408,7 @@ impl Responder {
             Rejection::InsufficientScope { .. } => {
                 headers.insert(WWW_AUTHENTICATE, challenges.insufficient_scope.clone());
             }
-            Rejection::InvalidApiKey | Rejection::InvalidToken => {
+            Rejection::InvalidApiKey | Rejection::InvalidToken(_) => {
                 headers.insert(WWW_AUTHENTICATE, challenges.invalid_token.clone());
             }
             Rejection::AmbiguousCredentials | Rejection::MalformedCredential => {
@@ -359,8 +419,14 @@ impl Responder {
                     headers.insert(ALLOW, value);
                 }
             }
-            Rejection::OAuth(_) => {
+            Rejection::OAuth(e) => {
                 headers.insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+                if let OAuthError::InvalidClient { basic: true } = e {
+                    headers.insert(
+                        WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"token\", charset=\"UTF-8\""),
+                    );
+                }
             }
             Rejection::Lifecycle(e) => {
                 if let Some(seconds) = e.retry_after() {
@@ -465,14 +531,11 @@ fn describe(
                 Section::Errors,
             ),
         ),
-        R::InvalidToken => (
+        R::InvalidToken(e) => (
             StatusCode::UNAUTHORIZED,
             "invalid_token",
-            "INVALID_TOKEN",
-            text(
-                "the token cannot be verified by this server; get a new credential",
-                Section::Errors,
-            ),
+            e.code(),
+            text(e.message(), Section::Errors),
         ),
         R::InsufficientScope { missing, .. } => (
             StatusCode::FORBIDDEN,
@@ -499,7 +562,7 @@ fn describe(
             ),
         ),
         R::OAuth(e) => (
-            StatusCode::BAD_REQUEST,
+            e.status(),
             e.name(),
             e.code(),
             text(e.description(), Section::Errors),
@@ -602,9 +665,9 @@ mod tests {
                 Some(("www-authenticate", "error=\"invalid_token\"")),
             ),
             (
-                Rejection::InvalidToken,
+                Rejection::InvalidToken(TokenError::Expired),
                 401,
-                "INVALID_TOKEN",
+                "TOKEN_EXPIRED",
                 Some(("www-authenticate", "error=\"invalid_token\"")),
             ),
             (
@@ -652,14 +715,42 @@ mod tests {
                 "UNSUPPORTED_TOKEN_TYPE",
                 None,
             ),
+            (
+                Rejection::OAuth(OAuthError::InvalidClient { basic: true }),
+                401,
+                "INVALID_CLIENT",
+                Some(("www-authenticate", "Basic realm=")),
+            ),
+            (
+                Rejection::OAuth(OAuthError::InvalidScope),
+                400,
+                "INVALID_SCOPE",
+                Some(("pragma", "no-cache")),
+            ),
+            (
+                Rejection::OAuth(OAuthError::InvalidTarget),
+                400,
+                "INVALID_TARGET",
+                None,
+            ),
+            (
+                Rejection::OAuth(OAuthError::InvalidGrant(GrantError::Replayed)),
+                400,
+                "ASSERTION_REPLAYED",
+                None,
+            ),
         ]);
         for (rejection, status, code, header) in cases {
-            assert!(
-                ERROR_CODES
+            let documented = ERROR_CODES
+                .iter()
+                .any(|d| d.code == code && d.status == status)
+                || OAuthError::DOCUMENTED
                     .iter()
-                    .any(|d| d.code == code && d.status == status),
-                "{code} is not in ERROR_CODES"
-            );
+                    .any(|e| e.code() == code && e.status().as_u16() == status)
+                || TokenError::ALL
+                    .iter()
+                    .any(|e| e.code() == code && status == 401);
+            assert!(documented, "{code} is not documented");
             let response = r.respond(rejection, None);
             assert_eq!(response.status().as_u16(), status, "{code}");
             if let Some((name, contains)) = header {

@@ -1,5 +1,5 @@
-//! The durable credential store: key records, agent registrations and used
-//! assertion ids, behind one interface with two implementations.
+//! The durable credential store: key records, agent registrations, used
+//! assertion ids and revoked access-token ids, behind one interface with two implementations.
 //!
 //! - [`sqlite::SqliteStore`], the embedded default: one file in the data directory,
 //!   WAL, `synchronous=FULL`, so a write returns only once it is on disk;
@@ -208,6 +208,8 @@ pub enum StoreSettings {
 pub enum Notice {
     /// The key with this id changed.
     Key(String),
+    /// An access token was revoked.
+    TokenRevoked,
     /// Announcements may have been missed (e.g. a reconnect): resync.
     Resync,
 }
@@ -342,6 +344,21 @@ impl Store {
         now: i64,
     ) -> Result<bool, StoreError> {
         dispatch!(self.use_assertion(issuer, jti, expires_at, now))
+    }
+
+    /// Puts an access token's `jti` on the deny-list until `expires_at`, durably;
+    /// entries of tokens that have expired anyway are dropped.
+    pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        dispatch!(self.revoke_token(jti, expires_at))
+    }
+
+    /// Token revocations recorded at or after `since_ms` (store clock), and the
+    /// store clock when the query ran.
+    pub async fn revoked_tokens_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<(Vec<(String, i64)>, i64), StoreError> {
+        dispatch!(self.revoked_tokens_since(since_ms))
     }
 
     /// A cheap round trip: is the store reachable right now?

@@ -113,12 +113,12 @@ async fn bad_keys_and_tokens_are_401_invalid_token() {
         (
             "authorization",
             "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.".to_owned(),
-            "INVALID_TOKEN",
+            "TOKEN_ALGORITHM_REFUSED",
         ),
         (
             "authorization",
             "Bearer eyJhbGciOiJub25lIn0.eyJzdWIiOiJ4In0.c2ln".to_owned(),
-            "INVALID_TOKEN",
+            "TOKEN_ALGORITHM_REFUSED",
         ),
     ];
     for (header, value, code) in cases {

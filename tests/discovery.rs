@@ -289,7 +289,9 @@ async fn documents_follow_the_host_only_when_it_is_configured() {
     )
     .unwrap();
     let running = authmd_proxy::server::Running::start(
-        authmd_proxy::pipeline::Gateway::new(config),
+        authmd_proxy::pipeline::Gateway::start(config, None)
+            .await
+            .unwrap(),
         listener,
         None,
     );
@@ -343,7 +345,7 @@ async fn oauth_endpoints_answer_as_rfc_6749_and_7009_say() {
     let response = http
         .post(&token)
         .header("content-type", "application/x-www-form-urlencoded")
-        .body("grant_type=client_credentials&scope=offers%3Aread")
+        .body("grant_type=password&username=a&password=b")
         .send()
         .await
         .unwrap();
@@ -353,16 +355,20 @@ async fn oauth_endpoints_answer_as_rfc_6749_and_7009_say() {
     let body = json(response).await;
     assert_eq!(body["error"], "unsupported_grant_type");
     assert!(body["error_description"].is_string());
-    // BotVisibility-style JSON body.
-    let body = json(
-        http.post(&token)
-            .json(&serde_json::json!({"grant_type": "client_credentials"}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(body["error"], "unsupported_grant_type");
+    // BotVisibility-style JSON body: an anonymous token, as the example config offers.
+    let response = http
+        .post(&token)
+        .json(&serde_json::json!({"grant_type": "client_credentials", "scope": "offers:read"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["cache-control"], "no-store");
+    assert_eq!(response.headers()["pragma"], "no-cache");
+    let body = json(response).await;
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["scope"], "offers:read");
+    assert!(body["access_token"].as_str().unwrap().starts_with("eyJ"));
     let body = json(http.post(&token).body("scope=x").send().await.unwrap()).await;
     assert_eq!(body["error"], "invalid_request");
     let body = json(

@@ -130,6 +130,21 @@ async fn a_revocation_survives_sigkill() {
 
 /// A config for PostgreSQL replicas, in a schema of its own; `None` (skipped) when
 /// no server is configured.
+/// Replicas on PostgreSQL share a signing key (the config requires it): one
+/// written into `dir`, named in `tokens.signing_keys`.
+fn shared_signing_key(yaml: &str, dir: &std::path::Path) -> String {
+    let (_, pem) = authmd_proxy::tokens::signing::SigningKey::generate(
+        authmd_proxy::tokens::signing::SigningAlgorithm::EdDsa,
+    )
+    .unwrap();
+    let path = dir.join("signing.pem");
+    std::fs::write(&path, pem).unwrap();
+    yaml.replace(
+        "\ntokens:\n",
+        &format!("\ntokens:\n  signing_keys: [{}]\n", path.display()),
+    )
+}
+
 fn postgres_config(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
     let Ok(url) = std::env::var("AUTHMD_TEST_POSTGRES_URL") else {
         eprintln!("skipped: AUTHMD_TEST_POSTGRES_URL is not set");
@@ -148,6 +163,7 @@ fn postgres_config(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)
     );
     let yaml = yaml.replace("  data_dir: data ", "  # data_dir: data ");
     let yaml = yaml.replace("  resync_interval: 10s", "");
+    let yaml = shared_signing_key(&yaml, dir);
     let path = dir.join("replicas.yaml");
     std::fs::write(&path, yaml).unwrap();
     Some((path, schema))
@@ -273,6 +289,8 @@ async fn while_the_store_is_down_keys_verify_from_memory_and_writes_get_503() {
         ),
     )
     .replace("  data_dir: data ", "  # data_dir: data ");
+    let keys = tempfile::tempdir().unwrap();
+    let yaml = shared_signing_key(&yaml, keys.path());
     let proxy = support::TestProxy::start(&yaml, None).await;
     let create = || async {
         client()

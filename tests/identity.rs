@@ -52,11 +52,8 @@ async fn idp() -> Idp {
 async fn proxy(jwks_uri: &str, extra: &str) -> TestProxy {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
         .unwrap();
-    let text = text.replace(
-        "  identity_per_hour: 60\n",
-        &format!(
-            "  identity_per_hour: 60\n  trusted_issuers:\n    - issuer: {ISSUER}\n      jwks_uri: {jwks_uri}\n{extra}"
-        ),
+    let text = format!(
+        "{text}\ntrusted_issuers:\n  - issuer: {ISSUER}\n    jwks_uri: {jwks_uri}\n{extra}"
     );
     TestProxy::start(&text, None).await
 }

@@ -549,7 +549,7 @@ fn names_of(config: &Config, scopes: &ScopeSet) -> Vec<String> {
 
 /// The owner account of keys issued to a verified identity: a digest of the
 /// issuer and subject, bounded in length.
-fn identity_owner(verified: &VerifiedAssertion) -> String {
+pub(crate) fn identity_owner(verified: &VerifiedAssertion) -> String {
     let digest = blake3::hash(format!("{}\0{}", verified.issuer, verified.subject).as_bytes());
     format!("idp:{}", &digest.to_hex()[..32])
 }

@@ -4,10 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use http::Uri;
-
-use super::{Loader, join, raw};
-use crate::assertion::TrustedIssuer;
+use super::{Loader, raw};
 use crate::credentials::CredentialRules;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
@@ -54,8 +51,6 @@ pub struct Registration {
     pub per_hour: u32,
     /// Identity-assertion registrations per client address per hour.
     pub identity_per_hour: u32,
-    /// Issuers whose ID-JAG assertions are accepted.
-    pub trusted_issuers: Vec<TrustedIssuer>,
     /// Also accept assertions whose `aud` is the resource URL (WorkOS-style), not
     /// only the authorization server's issuer.
     pub accept_resource_audience: bool,
@@ -84,8 +79,7 @@ impl Loader {
         credentials: &CredentialRules,
         registry: &ScopeRegistry,
         tiers: &Tiers,
-        public_url: Option<&str>,
-        data_dir: Option<&std::path::Path>,
+        data_dir: &std::path::Path,
     ) -> Lifecycle {
         let store = self.store(store, data_dir);
         let prefix = match keys.prefix {
@@ -115,7 +109,7 @@ impl Loader {
                 Duration::ZERO,
             ),
         };
-        let registration = self.registration(registration, registry, tiers, public_url);
+        let registration = self.registration(registration, registry, tiers);
         Lifecycle {
             store,
             registration,
@@ -123,7 +117,7 @@ impl Loader {
         }
     }
 
-    fn store(&mut self, raw: raw::RawStore, data_dir: Option<&std::path::Path>) -> StoreSettings {
+    fn store(&mut self, raw: raw::RawStore, data_dir: &std::path::Path) -> StoreSettings {
         let resync = self.duration(
             raw.resync_interval,
             "store.resync_interval",
@@ -145,11 +139,7 @@ impl Loader {
                         "`url` is for `kind: postgres`; SQLite uses `data_dir`",
                     );
                 }
-                let dir = match data_dir {
-                    Some(dir) => dir.to_owned(),
-                    None => self.resolve(raw.data_dir.as_deref().unwrap_or("data")),
-                };
-                let path: PathBuf = dir.join("authmd.sqlite3");
+                let path: PathBuf = data_dir.join("authmd.sqlite3");
                 StoreSettings::Sqlite { path, resync }
             }
             raw::RawStoreKind::Postgres => {
@@ -192,7 +182,6 @@ impl Loader {
         raw: raw::RawRegistration,
         registry: &ScopeRegistry,
         tiers: &Tiers,
-        public_url: Option<&str>,
     ) -> Registration {
         let highest = TierId(u8::try_from(tiers.all().len().saturating_sub(1)).unwrap_or(1));
         let tier = self.keyed_tier(raw.tier.as_deref(), "registration.tier", tiers, TierId(1));
@@ -218,47 +207,6 @@ impl Loader {
                 registry,
             )
             .unwrap_or(tiers.get(claimed_tier).scopes);
-        let mut trusted_issuers: Vec<TrustedIssuer> = Vec::new();
-        for (i, issuer) in raw.trusted_issuers.iter().enumerate() {
-            let path = format!("registration.trusted_issuers[{i}]");
-            let absolute = |text: &str| {
-                text.parse::<Uri>().ok().filter(|u| {
-                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
-                })
-            };
-            if absolute(&issuer.issuer).is_none() {
-                self.error(
-                    &join(&path, "issuer"),
-                    format!("`{}` is not an absolute URL", issuer.issuer),
-                );
-                continue;
-            }
-            let Some(jwks_uri) = absolute(&issuer.jwks_uri) else {
-                self.error(
-                    &join(&path, "jwks_uri"),
-                    format!("`{}` is not an absolute URL", issuer.jwks_uri),
-                );
-                continue;
-            };
-            if trusted_issuers.iter().any(|t| t.issuer == issuer.issuer) {
-                self.error(
-                    &join(&path, "issuer"),
-                    format!("`{}` is listed twice", issuer.issuer),
-                );
-                continue;
-            }
-            if public_url.is_some_and(|own| own == issuer.issuer.trim_end_matches('/')) {
-                self.error(
-                    &join(&path, "issuer"),
-                    "this proxy cannot trust itself as an identity issuer",
-                );
-                continue;
-            }
-            trusted_issuers.push(TrustedIssuer {
-                issuer: issuer.issuer.clone(),
-                jwks_uri,
-            });
-        }
         Registration {
             anonymous: raw.anonymous.unwrap_or(true),
             tier,
@@ -273,13 +221,12 @@ impl Loader {
             require_identity_to_claim: raw.require_identity_to_claim.unwrap_or(true),
             per_hour: raw.per_hour.unwrap_or(5),
             identity_per_hour: raw.identity_per_hour.unwrap_or(60),
-            trusted_issuers,
             accept_resource_audience: raw.accept_resource_audience,
         }
     }
 
     /// A tier a key may have (never `anonymous`).
-    fn keyed_tier(
+    pub(super) fn keyed_tier(
         &mut self,
         name: Option<&str>,
         path: &str,
@@ -300,7 +247,7 @@ impl Loader {
         }
     }
 
-    fn scope_list(
+    pub(super) fn scope_list(
         &mut self,
         names: Option<&[String]>,
         path: &str,

@@ -225,17 +225,52 @@ pub(crate) struct RawRegistration {
     pub(crate) per_hour: Option<u32>,
     pub(crate) identity_per_hour: Option<u32>,
     #[serde(default)]
-    pub(crate) trusted_issuers: Vec<RawTrustedIssuer>,
-    #[serde(default)]
     pub(crate) accept_resource_audience: bool,
 }
 
-/// One trusted identity-assertion issuer.
+/// One trusted issuer (`trusted_issuers:`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawTrustedIssuer {
     pub(crate) issuer: String,
     pub(crate) jwks_uri: String,
+    pub(crate) name: Option<String>,
+    pub(crate) identity_assertions: Option<bool>,
+    #[serde(default)]
+    pub(crate) access_tokens: bool,
+    pub(crate) algorithms: Option<Vec<String>>,
+    pub(crate) audiences: Option<Vec<String>>,
+    pub(crate) token_types: Option<Vec<String>>,
+    pub(crate) scope_claim: Option<String>,
+    #[serde(default)]
+    pub(crate) scope_map: std::collections::BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub(crate) scopes: Vec<String>,
+    pub(crate) tier: Option<String>,
+    pub(crate) refetch_interval: Option<String>,
+}
+
+/// `tokens:`: the proxy as an OAuth authorization server.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTokens {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) algorithm: Option<String>,
+    pub(crate) ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) signing_keys: Vec<String>,
+    pub(crate) anonymous: Option<RawAnonymousGrant>,
+    pub(crate) api_keys: Option<bool>,
+    pub(crate) jwt_bearer: Option<bool>,
+}
+
+/// `tokens.anonymous:`: client credentials without client authentication.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAnonymousGrant {
+    pub(crate) tier: Option<String>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) per_hour: Option<u32>,
 }
 
 /// `key_management:`: the key endpoints.

@@ -150,10 +150,9 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             registration.per_hour,
         );
     }
-    if !registration.trusted_issuers.is_empty() {
-        let issuers: Vec<String> = registration
-            .trusted_issuers
-            .iter()
+    if config.identity_issuers().next().is_some() {
+        let issuers: Vec<String> = config
+            .identity_issuers()
             .map(|i| format!("`{}`", i.issuer))
             .collect();
         let _ = writeln!(

@@ -46,7 +46,8 @@ use crate::credentials::KeyHash;
 
 /// The schema, one entry per version; never edit an entry, append a new one.
 /// Statements run with `search_path` set to the store's schema.
-const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE keys (
         id TEXT PRIMARY KEY,
         hash BYTEA NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -82,7 +83,14 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
         expires_at BIGINT NOT NULL,
         PRIMARY KEY (issuer, jti)
     );
-    CREATE INDEX used_assertions_expires_at ON used_assertions (expires_at);"];
+    CREATE INDEX used_assertions_expires_at ON used_assertions (expires_at);",
+    "CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL
+    );
+    CREATE INDEX revoked_tokens_updated_at ON revoked_tokens (updated_at);",
+];
 
 const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
      revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at";
@@ -694,6 +702,51 @@ impl PostgresStore {
         .await
     }
 
+    pub(super) async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        let channel = &self.inner.channel;
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            tx.execute(
+                &format!("DELETE FROM revoked_tokens WHERE expires_at < {DB_NOW_MS} / 1000"),
+                &[],
+            )
+            .await?;
+            tx.execute(
+                &format!(
+                    "INSERT INTO revoked_tokens (jti, expires_at, updated_at)
+                     VALUES ($1, $2, {DB_NOW_MS}) ON CONFLICT (jti) DO NOTHING"
+                ),
+                &[&jti, &expires_at],
+            )
+            .await?;
+            announce(&tx, channel, TOKEN_REVOKED).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn revoked_tokens_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<(Vec<(String, i64)>, i64), StoreError> {
+        self.run(async |c| {
+            let clock: i64 = column(&c.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await?, 0)?;
+            let rows = c
+                .query(
+                    "SELECT jti, expires_at FROM revoked_tokens WHERE updated_at >= $1",
+                    &[&since_ms],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push((column(row, 0)?, column(row, 1)?));
+            }
+            Ok((out, clock))
+        })
+        .await
+    }
+
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
         self.run(async |c| {
             c.simple_query("SELECT 1").await?;
@@ -896,7 +949,12 @@ async fn listen_once(
                         // The resync still to come covers this change.
                         continue;
                     }
-                    match notices.try_send(Notice::Key(id)) {
+                    let notice = if id == TOKEN_REVOKED {
+                        Notice::TokenRevoked
+                    } else {
+                        Notice::Key(id)
+                    };
+                    match notices.try_send(notice) {
                         Ok(()) => {}
                         // The receiver is behind: drop announcements, resync instead.
                         Err(mpsc::error::TrySendError::Full(_)) => resync_owed = true,
@@ -917,6 +975,9 @@ async fn listen_once(
         }
     }
 }
+
+/// The announcement of a token revocation (key ids never take this form).
+const TOKEN_REVOKED: &str = "revoked-token";
 
 /// Announces a changed key; delivered when the surrounding transaction commits.
 async fn announce(

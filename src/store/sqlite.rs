@@ -23,7 +23,8 @@ use super::{
 use crate::credentials::KeyHash;
 
 /// The schema, one entry per version; never edit an entry, append a new one.
-const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE keys (
         id TEXT PRIMARY KEY,
         hash BLOB NOT NULL UNIQUE,
         prefix TEXT NOT NULL,
@@ -59,7 +60,14 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE keys (
         expires_at INTEGER NOT NULL,
         PRIMARY KEY (issuer, jti)
     );
-    CREATE INDEX used_assertions_expires_at ON used_assertions (expires_at);"];
+    CREATE INDEX used_assertions_expires_at ON used_assertions (expires_at);",
+    "CREATE TABLE revoked_tokens (
+        jti TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX revoked_tokens_updated_at ON revoked_tokens (updated_at);",
+];
 
 const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
      revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at";
@@ -430,6 +438,46 @@ impl SqliteStore {
                 .map_err(unavailable)?;
             tx.commit().map_err(unavailable)?;
             Ok(inserted == 1)
+        })
+        .await
+    }
+
+    pub(super) async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        self.call(move |c| {
+            let now_ms = unix_now_ms();
+            let tx = c.transaction().map_err(unavailable)?;
+            tx.execute(
+                "DELETE FROM revoked_tokens WHERE expires_at < ?1",
+                params![now_ms / 1000],
+            )
+            .map_err(unavailable)?;
+            tx.execute(
+                "INSERT INTO revoked_tokens (jti, expires_at, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (jti) DO NOTHING",
+                params![jti, expires_at, now_ms],
+            )
+            .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)
+        })
+        .await
+    }
+
+    pub(super) async fn revoked_tokens_since(
+        &self,
+        since_ms: i64,
+    ) -> Result<(Vec<(String, i64)>, i64), StoreError> {
+        self.call(move |c| {
+            let clock = unix_now_ms();
+            let mut statement = c
+                .prepare("SELECT jti, expires_at FROM revoked_tokens WHERE updated_at >= ?1")
+                .map_err(unavailable)?;
+            let rows = statement
+                .query_map(params![since_ms], |row| Ok((row.get(0)?, row.get(1)?)))
+                .map_err(unavailable)?
+                .collect::<Result<Vec<(String, i64)>, _>>()
+                .map_err(unavailable)?;
+            Ok((rows, clock))
         })
         .await
     }

@@ -22,6 +22,7 @@ use crate::credentials::key_table::{Change, scopes_header};
 use crate::credentials::{KeyEntry, KeyTable};
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
+use crate::tokens::Tokens;
 
 /// How far back each resync looks beyond the previous one: longer than any write
 /// transaction takes between reading the clock and committing.
@@ -29,6 +30,9 @@ const RESYNC_OVERLAP_MS: i64 = 10_000;
 
 /// How often last-used times are written back.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
+
+/// How often expired revocations and cached tokens are forgotten.
+const SWEEP: Duration = Duration::from_secs(60);
 
 /// The config's view of stored records: what scopes and tiers mean. Entries with
 /// the same scopes share one `X-Authmd-Scopes` value.
@@ -50,6 +54,15 @@ impl Compiler {
         }
     }
 
+    /// The `X-Authmd-Scopes` value of a scope set, shared by every holder of it.
+    #[must_use]
+    pub fn scopes_header(&self, granted: ScopeSet) -> HeaderValue {
+        self.headers
+            .pin()
+            .get_or_insert_with(granted, || scopes_header(&self.scopes, &granted))
+            .clone()
+    }
+
     /// What a record means for the table at `now`: its live secrets, or nothing.
     #[must_use]
     pub fn change_of(&self, record: &KeyRecord, now: i64) -> Change {
@@ -61,11 +74,7 @@ impl Compiler {
         let granted = self
             .scopes
             .granted_known(record.scopes.iter().map(String::as_str));
-        let header = self
-            .headers
-            .pin()
-            .get_or_insert_with(granted, || scopes_header(&self.scopes, &granted))
-            .clone();
+        let header = self.scopes_header(granted);
         // A tier the config no longer declares falls back to the lowest keyed tier.
         let tier = self
             .tiers
@@ -134,6 +143,8 @@ pub struct Follower {
     pub state: Arc<SyncState>,
     /// The store clock of a load already done before the follower started.
     pub loaded_at: Option<i64>,
+    /// The token verifier, whose deny-list follows the store's revocations.
+    pub tokens: Arc<Tokens>,
 }
 
 /// Loads every key once; returns the store clock to resync from.
@@ -172,17 +183,21 @@ async fn follow(mut f: Follower) {
             }
         },
     };
+    let mut revocations = 0;
+    follow_revocations(&f, &mut revocations).await;
     f.state.loaded.store(true, Ordering::Release);
     tracing::info!(keys = f.table.len(), store = f.store.kind(), "keys loaded");
 
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut resync = tokio::time::interval(f.resync);
     let mut flush = tokio::time::interval(LAST_USED_FLUSH);
-    for timer in [&mut tick, &mut resync, &mut flush] {
+    let mut sweep = tokio::time::interval(SWEEP);
+    for timer in [&mut tick, &mut resync, &mut flush, &mut sweep] {
         timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     }
     resync.reset();
     flush.reset();
+    sweep.reset();
     let mut flushed = 0;
     let mut failing = false;
     loop {
@@ -196,7 +211,9 @@ async fn follow(mut f: Follower) {
             _ = tick.tick() => f.table.tick(unix_now()),
             _ = resync.tick() => {
                 synced = resync_from(&f, synced, &mut failing).await;
+                follow_revocations(&f, &mut revocations).await;
             }
+            _ = sweep.tick() => f.tokens.sweep(unix_now()),
             _ = flush.tick() => {
                 let now = unix_now();
                 let uses = f.table.used_since(flushed);
@@ -214,12 +231,33 @@ async fn follow(mut f: Follower) {
                         tracing::debug!(%error, "cannot read an announced key; the resync will");
                     }
                 },
+                Some(Notice::TokenRevoked) => follow_revocations(&f, &mut revocations).await,
                 Some(Notice::Resync) => {
                     synced = resync_from(&f, synced, &mut failing).await;
+                    follow_revocations(&f, &mut revocations).await;
                 }
                 None => f.notices = None,
             },
         }
+    }
+}
+
+/// Puts every token revoked since `mark` (minus the overlap) on the deny-list and
+/// advances the mark; on failure the next call tries again from the same mark.
+async fn follow_revocations(f: &Follower, mark: &mut i64) {
+    let since = if *mark == 0 {
+        0
+    } else {
+        mark.saturating_sub(RESYNC_OVERLAP_MS)
+    };
+    match f.store.revoked_tokens_since(since).await {
+        Ok((revoked, clock)) => {
+            for (jti, expires_at) in &revoked {
+                f.tokens.deny(jti, *expires_at);
+            }
+            *mark = clock;
+        }
+        Err(error) => tracing::debug!(%error, "cannot read token revocations; will retry"),
     }
 }
 

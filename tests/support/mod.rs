@@ -58,10 +58,8 @@ impl TestProxy {
         };
         let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
-        let gateway = match Store::open(&config.lifecycle.store).await.unwrap() {
-            Some(store) => Gateway::with_store(config, store).await,
-            None => Gateway::new(config),
-        };
+        let store = Store::open(&config.lifecycle.store).await.unwrap();
+        let gateway = Gateway::start(config, store).await.unwrap();
         let running = Running::start(gateway, listener, None);
         TestProxy {
             addr,

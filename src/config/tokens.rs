@@ -1,0 +1,294 @@
+//! The `tokens:` and `trusted_issuers:` sections: the proxy as a small OAuth
+//! authorization server, and the issuers whose tokens and identity assertions it
+//! accepts.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::Uri;
+use jsonwebtoken::Algorithm;
+
+use super::{Loader, join, raw};
+use crate::scope::{ScopeRegistry, ScopeSet};
+use crate::store::StoreSettings;
+use crate::tier::{TierId, Tiers};
+use crate::tokens::remote::{REFETCH_INTERVAL, parse_algorithm};
+use crate::tokens::signing::SigningAlgorithm;
+
+/// Longest access-token lifetime the config accepts.
+const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// `tokens:`.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    /// The token endpoint issues tokens (otherwise every grant is
+    /// `unsupported_grant_type`).
+    pub enabled: bool,
+    /// Algorithm of generated signing keys.
+    pub algorithm: SigningAlgorithm,
+    /// Access-token lifetime.
+    pub ttl: Duration,
+    /// Where the signing keys are.
+    pub signing: SigningSource,
+    /// `client_credentials` without client authentication, when offered.
+    pub anonymous: Option<AnonymousGrant>,
+    /// `client_credentials` authenticated with an API key as the client secret.
+    pub api_keys: bool,
+    /// The jwt-bearer grant (RFC 7523) with ID-JAG assertions.
+    pub jwt_bearer: bool,
+}
+
+/// Where the signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningSource {
+    /// PEM files the operator manages; the first signs.
+    Files(Vec<PathBuf>),
+    /// A directory the proxy manages (generated keys, `tokens rotate-key`).
+    Dir(PathBuf),
+}
+
+/// `tokens.anonymous:`.
+#[derive(Debug, Clone, Copy)]
+pub struct AnonymousGrant {
+    /// Tier of the tokens.
+    pub tier: TierId,
+    /// Most scopes a token may have (the default grant).
+    pub scopes: ScopeSet,
+    /// Tokens per client address per hour (0: no limit).
+    pub per_hour: u32,
+}
+
+/// One trusted issuer.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// Where its signing keys are published.
+    pub jwks_uri: Uri,
+    /// Prefix of `X-Authmd-Principal` for its subjects (`<name>:<sub>`).
+    pub name: String,
+    /// Its ID-JAG assertions register, claim and redeem at the token endpoint.
+    pub identity_assertions: bool,
+    /// Its access tokens are accepted as Bearer credentials.
+    pub access_tokens: bool,
+    /// Algorithms its keys may use.
+    pub algorithms: Vec<Algorithm>,
+    /// `aud` values its access tokens must carry one of (empty: this API's
+    /// resource identifiers).
+    pub audiences: Vec<String>,
+    /// `typ` values its access tokens may have (lower-case); `None` accepts `at+jwt`,
+    /// `jwt` and none.
+    pub token_types: Option<Vec<String>>,
+    /// The claim that carries scopes (`scope` string or `scp` array).
+    pub scope_claim: String,
+    /// Issuer scope -> this API's scopes; empty: issuer scopes that name declared
+    /// scopes are taken as they are.
+    pub scope_map: Vec<(String, ScopeSet)>,
+    /// Scopes every access token of this issuer has.
+    pub scopes: ScopeSet,
+    /// Tier of its principals (`None`: the lowest keyed tier for access tokens,
+    /// `registration.claimed_tier` for identity assertions).
+    pub tier: Option<TierId>,
+    /// Shortest time between two fetches of its JWKS caused by unknown `kid`s.
+    pub refetch_interval: Duration,
+}
+
+impl Loader {
+    pub(super) fn trusted_issuers(
+        &mut self,
+        raws: Vec<(String, raw::RawTrustedIssuer)>,
+        registry: &ScopeRegistry,
+        tiers: &Tiers,
+        public_url: Option<&str>,
+    ) -> Vec<TrustedIssuer> {
+        let mut issuers: Vec<TrustedIssuer> = Vec::new();
+        for (path, raw) in raws {
+            let absolute = |text: &str| {
+                text.parse::<Uri>().ok().filter(|u| {
+                    matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                })
+            };
+            let Some(issuer_uri) = absolute(&raw.issuer) else {
+                self.error(
+                    &join(&path, "issuer"),
+                    format!("`{}` is not an absolute URL", raw.issuer),
+                );
+                continue;
+            };
+            let Some(jwks_uri) = absolute(&raw.jwks_uri) else {
+                self.error(
+                    &join(&path, "jwks_uri"),
+                    format!("`{}` is not an absolute URL", raw.jwks_uri),
+                );
+                continue;
+            };
+            if issuers.iter().any(|t| t.issuer == raw.issuer) {
+                self.error(
+                    &join(&path, "issuer"),
+                    format!("`{}` is listed twice", raw.issuer),
+                );
+                continue;
+            }
+            if public_url.is_some_and(|own| own == raw.issuer.trim_end_matches('/')) {
+                self.error(
+                    &join(&path, "issuer"),
+                    "this proxy is its own issuer; list only other issuers here",
+                );
+                continue;
+            }
+            let mut algorithms = Vec::new();
+            let names = raw.algorithms.unwrap_or_else(|| {
+                ["EdDSA", "ES256", "ES384", "RS256", "PS256"]
+                    .map(String::from)
+                    .to_vec()
+            });
+            for (i, name) in names.iter().enumerate() {
+                match parse_algorithm(name) {
+                    Some(alg) => algorithms.push(alg),
+                    None => self.error(
+                        &format!("{path}.algorithms[{i}]"),
+                        format!("`{name}` is not an accepted signature algorithm (EdDSA, ES256, ES384, RS256, RS384, RS512, PS256, PS384, PS512; HMAC and `none` are never accepted)"),
+                    ),
+                }
+            }
+            let audiences = raw.audiences.unwrap_or_default();
+            let mut scope_map = Vec::new();
+            for (from, to) in &raw.scope_map {
+                let at = join(&join(&path, "scope_map"), from);
+                if let Some(set) = self.scope_list(Some(to), &at, registry) {
+                    scope_map.push((from.clone(), set));
+                }
+            }
+            let scopes = self
+                .scope_list(Some(&raw.scopes), &join(&path, "scopes"), registry)
+                .unwrap_or(ScopeSet::EMPTY);
+            let tier = raw
+                .tier
+                .as_deref()
+                .map(|name| self.keyed_tier(Some(name), &join(&path, "tier"), tiers, TierId(1)));
+            let identity_assertions = raw.identity_assertions.unwrap_or(!raw.access_tokens);
+            if !identity_assertions && !raw.access_tokens {
+                self.error(
+                    &path,
+                    "trusts the issuer for nothing: set `access_tokens: true` or `identity_assertions: true`",
+                );
+            }
+            issuers.push(TrustedIssuer {
+                issuer: raw.issuer.clone(),
+                name: raw
+                    .name
+                    .unwrap_or_else(|| issuer_uri.host().unwrap_or(raw.issuer.as_str()).to_owned()),
+                jwks_uri,
+                identity_assertions,
+                access_tokens: raw.access_tokens,
+                algorithms,
+                audiences,
+                token_types: raw
+                    .token_types
+                    .map(|t| t.iter().map(|t| t.to_ascii_lowercase()).collect()),
+                scope_claim: raw.scope_claim.unwrap_or_else(|| "scope".into()),
+                scope_map,
+                scopes,
+                tier,
+                refetch_interval: self.duration(
+                    raw.refetch_interval,
+                    &join(&path, "refetch_interval"),
+                    REFETCH_INTERVAL,
+                ),
+            });
+        }
+        issuers
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn tokens(
+        &mut self,
+        raw: Option<raw::RawTokens>,
+        registry: &ScopeRegistry,
+        tiers: &Tiers,
+        issuers: &[TrustedIssuer],
+        store: &StoreSettings,
+        data_dir: &Path,
+    ) -> TokenSettings {
+        let present = raw.is_some();
+        let raw = raw.unwrap_or_default();
+        let enabled = raw.enabled.unwrap_or(present);
+        let algorithm = match raw.algorithm.as_deref() {
+            None | Some("EdDSA") => SigningAlgorithm::EdDsa,
+            Some("ES256") => SigningAlgorithm::Es256,
+            Some(other) => {
+                self.error(
+                    "tokens.algorithm",
+                    format!("`{other}` is not `EdDSA` or `ES256`"),
+                );
+                SigningAlgorithm::EdDsa
+            }
+        };
+        let ttl = self.duration(raw.ttl, "tokens.ttl", Duration::from_secs(3600));
+        if ttl < Duration::from_secs(10) || ttl > MAX_TTL {
+            self.error("tokens.ttl", "must be between 10s and 24h");
+        }
+        let signing = if raw.signing_keys.is_empty() {
+            if enabled && matches!(store, StoreSettings::Postgres { .. }) {
+                self.error(
+                    "tokens.signing_keys",
+                    "with `store.kind: postgres` the replicas must share their signing keys: name PEM files here (a mounted secret); `authmd-proxy tokens generate-key` writes one",
+                );
+            }
+            SigningSource::Dir(data_dir.join("signing-keys"))
+        } else {
+            SigningSource::Files(raw.signing_keys.iter().map(|f| self.resolve(f)).collect())
+        };
+        let anonymous = raw.anonymous.map(|a| {
+            let tier = match a.tier.as_deref() {
+                None => TierId::ANONYMOUS,
+                Some(name) => tiers.find(name).unwrap_or_else(|| {
+                    self.unknown_tier("tokens.anonymous.tier", name, tiers);
+                    TierId::ANONYMOUS
+                }),
+            };
+            let most = tiers.get(tier).scopes;
+            let scopes =
+                match self.scope_list(a.scopes.as_deref(), "tokens.anonymous.scopes", registry) {
+                    Some(set) if !set.is_subset_of(&most) => {
+                        self.error(
+                            "tokens.anonymous.scopes",
+                            format!(
+                                "must be within the scopes of the `{}` tier",
+                                tiers.get(tier).name
+                            ),
+                        );
+                        most
+                    }
+                    Some(set) => set,
+                    None => most,
+                };
+            AnonymousGrant {
+                tier,
+                scopes,
+                per_hour: a.per_hour.unwrap_or(60),
+            }
+        });
+        let jwt_bearer = raw
+            .jwt_bearer
+            .unwrap_or_else(|| issuers.iter().any(|i| i.identity_assertions));
+        if jwt_bearer
+            && raw.jwt_bearer == Some(true)
+            && !issuers.iter().any(|i| i.identity_assertions)
+        {
+            self.error(
+                "tokens.jwt_bearer",
+                "needs a trusted issuer with `identity_assertions: true`",
+            );
+        }
+        TokenSettings {
+            enabled,
+            algorithm,
+            ttl,
+            signing,
+            anonymous,
+            api_keys: raw.api_keys.unwrap_or(true),
+            jwt_bearer,
+        }
+    }
+}

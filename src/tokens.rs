@@ -1,0 +1,620 @@
+//! Access tokens: those the proxy signs itself, and those of trusted issuers.
+//!
+//! [`Tokens::verify`] is on the request path. A token seen before costs one BLAKE3
+//! hash and one probe of a lock-free map of verified grants, plus a probe of the
+//! revocation list when it is not empty; a token seen for the first time is verified
+//! in full and then cached until it expires (the cache is bounded). Verification
+//! follows one set of rules for every issuer:
+//!
+//! - the issuer is matched exactly first (an unknown issuer causes no work);
+//! - the key is found by `kid` in the issuer's key set, and the algorithm is the
+//!   key's: a header naming another algorithm, `none` or HMAC is refused;
+//! - `typ` must be that of an access token (`at+jwt`; an ID-JAG or other JWT is not
+//!   an access token);
+//! - `iss`, `aud` (this API, RFC 8707), `exp` and `nbf` are checked; own tokens with
+//!   no leeway (the proxy is their clock), others with a minute.
+//!
+//! Own tokens are revocable: their `jti` goes on a deny-list, kept in the store
+//! and followed by every replica, until the token would have expired anyway.
+
+pub mod remote;
+pub mod signing;
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderValue;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, TrustedIssuer};
+use crate::scope::{ScopeRegistry, ScopeSet};
+use crate::store::sync::Compiler;
+use crate::tier::{TierId, Tiers};
+use remote::{HttpsClient, RemoteKeys};
+use signing::SigningKeys;
+
+/// `typ` of the access tokens the proxy signs (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
+/// Clock skew allowed for other issuers' tokens.
+const LEEWAY: i64 = 60;
+/// Verified tokens kept in the cache at most.
+const MAX_CACHED: usize = 100_000;
+
+/// What a verified token grants: compiled once, shared by every request that
+/// presents the token.
+#[derive(Debug)]
+pub struct TokenGrant {
+    /// `X-Authmd-Principal`: the token's subject.
+    pub principal_header: HeaderValue,
+    /// The scopes it grants.
+    pub scopes: ScopeSet,
+    /// `X-Authmd-Scopes`.
+    pub scopes_header: HeaderValue,
+    /// The tier.
+    pub tier: TierId,
+    /// Unix time after which it is refused (leeway included).
+    pub valid_until: i64,
+    /// `jti` of a token this proxy signed (others cannot be revoked here).
+    pub jti: Option<Box<str>>,
+}
+
+/// Why a token was refused. Carries nothing from the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    /// Not a JWT, or a required claim is missing or malformed.
+    #[error("the token is malformed")]
+    Malformed,
+    /// `typ` is not that of an access token.
+    #[error("the token is not an access token")]
+    WrongType,
+    /// `iss` is not this server or a trusted issuer.
+    #[error("the token's issuer is not trusted")]
+    UntrustedIssuer,
+    /// `none`, HMAC, or an algorithm other than the key's.
+    #[error("the token's algorithm is refused")]
+    AlgorithmRefused,
+    /// No key of the issuer has the token's `kid`.
+    #[error("no key of the issuer matches")]
+    UnknownKey,
+    /// The signature does not verify.
+    #[error("the signature is invalid")]
+    InvalidSignature,
+    /// `exp` has passed.
+    #[error("the token has expired")]
+    Expired,
+    /// `nbf` or `iat` is in the future.
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    /// `aud` does not name this API.
+    #[error("the token is for another audience")]
+    WrongAudience,
+    /// Revoked through the revocation endpoint.
+    #[error("the token has been revoked")]
+    Revoked,
+}
+
+impl TokenError {
+    /// Every variant, for the documentation.
+    pub const ALL: &[TokenError] = &[
+        TokenError::Malformed,
+        TokenError::WrongType,
+        TokenError::UntrustedIssuer,
+        TokenError::AlgorithmRefused,
+        TokenError::UnknownKey,
+        TokenError::InvalidSignature,
+        TokenError::Expired,
+        TokenError::NotYetValid,
+        TokenError::WrongAudience,
+        TokenError::Revoked,
+    ];
+
+    /// The envelope's `code`.
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenError::Malformed => "INVALID_TOKEN",
+            TokenError::WrongType => "INVALID_TOKEN_TYPE",
+            TokenError::UntrustedIssuer => "UNTRUSTED_TOKEN_ISSUER",
+            TokenError::AlgorithmRefused => "TOKEN_ALGORITHM_REFUSED",
+            TokenError::UnknownKey => "UNKNOWN_TOKEN_KEY",
+            TokenError::InvalidSignature => "INVALID_TOKEN_SIGNATURE",
+            TokenError::Expired => "TOKEN_EXPIRED",
+            TokenError::NotYetValid => "TOKEN_NOT_YET_VALID",
+            TokenError::WrongAudience => "TOKEN_AUDIENCE_MISMATCH",
+            TokenError::Revoked => "TOKEN_REVOKED",
+        }
+    }
+
+    /// One sentence for the agent.
+    #[must_use]
+    pub fn message(self) -> &'static str {
+        match self {
+            TokenError::Malformed => {
+                "the token cannot be verified by this server; get a new credential"
+            }
+            TokenError::WrongType => {
+                "the token is not an access token (`typ` must be `at+jwt`); exchange an assertion at the token endpoint first"
+            }
+            TokenError::UntrustedIssuer => {
+                "the token's issuer is not trusted by this API; get a token from this API's token endpoint"
+            }
+            TokenError::AlgorithmRefused => {
+                "the token's algorithm does not match its issuer's key (none and HMAC are refused)"
+            }
+            TokenError::UnknownKey => {
+                "no signing key of the issuer matches the token's `kid`; get a new token"
+            }
+            TokenError::InvalidSignature => "the token's signature does not verify",
+            TokenError::Expired => "the token has expired; get a new one from the token endpoint",
+            TokenError::NotYetValid => "the token is not valid yet (nbf or iat in the future)",
+            TokenError::WrongAudience => {
+                "the token was issued for another resource; request one with `resource` set to this API"
+            }
+            TokenError::Revoked => "the token has been revoked; get a new one",
+        }
+    }
+}
+
+/// A trusted issuer, with its keys.
+#[derive(Debug)]
+pub struct Issuer {
+    /// Its settings.
+    pub settings: TrustedIssuer,
+    /// Its keys.
+    pub keys: Arc<RemoteKeys>,
+}
+
+/// The claims of an access token this proxy signs.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OwnClaims {
+    /// This server.
+    pub iss: String,
+    /// The principal (`key:<id>`, `anonymous:<id>`, `idp:<digest>`).
+    pub sub: String,
+    /// The resource it is for.
+    pub aud: String,
+    /// Space-separated scopes.
+    pub scope: String,
+    /// Expiry.
+    pub exp: i64,
+    /// Issue time.
+    pub iat: i64,
+    /// Unique id, for revocation.
+    pub jti: String,
+    /// The client it was issued to, when the client authenticated.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The tier's name.
+    pub tier: String,
+}
+
+/// A token to sign.
+#[derive(Debug)]
+pub struct Issue<'a> {
+    /// The principal.
+    pub subject: &'a str,
+    /// The resource (`aud`).
+    pub audience: &'a str,
+    /// Granted scopes.
+    pub scopes: ScopeSet,
+    /// Tier.
+    pub tier: TierId,
+    /// The authenticated client, if any.
+    pub client_id: Option<&'a str>,
+}
+
+/// A signed token.
+#[derive(Debug)]
+pub struct Issued {
+    /// The JWT.
+    pub token: String,
+    /// Seconds until it expires.
+    pub expires_in: i64,
+    /// Its scopes, space-separated.
+    pub scope: String,
+}
+
+/// Verifies (and, with signing keys, issues) access tokens.
+#[derive(Debug)]
+pub struct Tokens {
+    /// This server's issuer identifier (the public URL).
+    issuer: String,
+    /// The resource identifiers own tokens may name in `aud`.
+    audiences: Vec<String>,
+    ttl: i64,
+    own: Option<SigningKeys>,
+    /// Issuers whose access tokens are accepted.
+    trusted: Vec<Arc<Issuer>>,
+    scopes: Arc<ScopeRegistry>,
+    tiers: Arc<Tiers>,
+    compiler: Arc<Compiler>,
+    cache: papaya::HashMap<[u8; 32], Arc<TokenGrant>>,
+    revoked: papaya::HashMap<Box<str>, i64>,
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    iss: Option<String>,
+}
+
+impl Tokens {
+    /// Builds the verifier for a config: `own` are the proxy's signing keys (when it
+    /// issues tokens); `issuers` every trusted issuer with its keys.
+    #[must_use]
+    pub fn new(
+        config: &Config,
+        own: Option<SigningKeys>,
+        issuers: &[Arc<Issuer>],
+        compiler: Arc<Compiler>,
+    ) -> Tokens {
+        Tokens {
+            issuer: config.public_url.clone(),
+            audiences: resource_identifiers(config),
+            ttl: i64::try_from(config.tokens.ttl.as_secs()).unwrap_or(3600),
+            own,
+            trusted: issuers
+                .iter()
+                .filter(|i| i.settings.access_tokens)
+                .cloned()
+                .collect(),
+            scopes: config.scopes.clone(),
+            tiers: config.tiers.clone(),
+            compiler,
+            cache: papaya::HashMap::new(),
+            revoked: papaya::HashMap::new(),
+        }
+    }
+
+    /// True when the proxy signs tokens.
+    #[must_use]
+    pub fn issues(&self) -> bool {
+        self.own.is_some()
+    }
+
+    /// The JWKS document of the proxy's keys, when it signs tokens.
+    #[must_use]
+    pub fn jwks(&self) -> Option<&bytes::Bytes> {
+        self.own.as_ref().map(SigningKeys::jwks)
+    }
+
+    /// The resource identifiers this API answers to (valid `resource` / `aud`).
+    #[must_use]
+    pub fn audiences(&self) -> &[String] {
+        &self.audiences
+    }
+
+    /// Verifies a token at unix time `now`.
+    pub fn verify(&self, token: &str, now: i64) -> Result<Arc<TokenGrant>, TokenError> {
+        let hash = *blake3::hash(token.as_bytes()).as_bytes();
+        let cache = self.cache.pin();
+        let grant = match cache.get(&hash) {
+            Some(grant) => grant.clone(),
+            None => {
+                let grant = Arc::new(self.verify_fresh(token, now)?);
+                if cache.len() >= MAX_CACHED {
+                    cache.retain(|_, g| g.valid_until > now);
+                }
+                if cache.len() < MAX_CACHED {
+                    cache.insert(hash, grant.clone());
+                }
+                grant
+            }
+        };
+        if grant.valid_until <= now {
+            cache.remove(&hash);
+            return Err(TokenError::Expired);
+        }
+        if let Some(jti) = &grant.jti {
+            if !self.revoked.is_empty() && self.revoked.pin().contains_key(jti) {
+                return Err(TokenError::Revoked);
+            }
+        }
+        Ok(grant)
+    }
+
+    /// Asks the issuer of `token` for its current keys (throttled); true when new
+    /// keys arrived, so verifying again may succeed.
+    pub async fn refetch_keys_for(&self, token: &str) -> bool {
+        let Some(issuer) = peek_issuer(token) else {
+            return false;
+        };
+        match self.trusted.iter().find(|i| i.settings.issuer == issuer) {
+            Some(issuer) => issuer.keys.refetch().await == remote::Refetch::Fetched,
+            None => false,
+        }
+    }
+
+    fn verify_fresh(&self, token: &str, now: i64) -> Result<TokenGrant, TokenError> {
+        let header = header_of(token)?;
+        let issuer = peek_issuer(token).ok_or(TokenError::Malformed)?;
+        if self.own.is_some() && issuer == self.issuer {
+            return self.verify_own(token, &header, now);
+        }
+        let trusted = self
+            .trusted
+            .iter()
+            .find(|i| i.settings.issuer == issuer)
+            .ok_or(TokenError::UntrustedIssuer)?;
+        self.verify_trusted(trusted, token, &header, now)
+    }
+
+    fn verify_own(
+        &self,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        now: i64,
+    ) -> Result<TokenGrant, TokenError> {
+        let keys = self.own.as_ref().ok_or(TokenError::UntrustedIssuer)?;
+        if !typ_is(header, &[ACCESS_TOKEN_TYPE]) {
+            return Err(TokenError::WrongType);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| keys.find(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        if header.alg != key.algorithm() {
+            return Err(TokenError::AlgorithmRefused);
+        }
+        let mut validation = Validation::new(key.algorithm());
+        validation.leeway = 0;
+        validation.set_issuer(&[&self.issuer]);
+        validation.set_audience(&self.audiences);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        let claims: OwnClaims = decode(token, key.decoding(), &validation)?;
+        if claims.iat > now + LEEWAY {
+            return Err(TokenError::NotYetValid);
+        }
+        let scopes = self.scopes.granted_known(claims.scope.split_whitespace());
+        let tier = self.tiers.find(&claims.tier).unwrap_or(TierId::ANONYMOUS);
+        Ok(TokenGrant {
+            principal_header: HeaderValue::from_str(&claims.sub)
+                .map_err(|_| TokenError::Malformed)?,
+            scopes_header: self.compiler.scopes_header(scopes),
+            scopes,
+            tier,
+            valid_until: claims.exp,
+            jti: Some(claims.jti.into_boxed_str()),
+        })
+    }
+
+    fn verify_trusted(
+        &self,
+        issuer: &Issuer,
+        token: &str,
+        header: &jsonwebtoken::Header,
+        now: i64,
+    ) -> Result<TokenGrant, TokenError> {
+        let settings = &issuer.settings;
+        let typ_ok = match &settings.token_types {
+            Some(types) => {
+                let types: Vec<&str> = types.iter().map(String::as_str).collect();
+                typ_is(header, &types)
+            }
+            None => header.typ.is_none() || typ_is(header, &[ACCESS_TOKEN_TYPE, "jwt"]),
+        };
+        if !typ_ok {
+            return Err(TokenError::WrongType);
+        }
+        let key = issuer
+            .keys
+            .find(header.kid.as_deref())
+            .ok_or(TokenError::UnknownKey)?;
+        if header.alg != key.algorithm {
+            return Err(TokenError::AlgorithmRefused);
+        }
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = u64::try_from(LEEWAY).unwrap_or(60);
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&settings.issuer]);
+        if settings.audiences.is_empty() {
+            validation.set_audience(&self.audiences);
+        } else {
+            validation.set_audience(&settings.audiences);
+        }
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
+        let claims: serde_json::Map<String, serde_json::Value> =
+            decode(token, &key.key, &validation)?;
+        if claims
+            .get("iat")
+            .and_then(serde_json::Value::as_i64)
+            .is_some_and(|iat| iat > now + LEEWAY)
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        let subject = claims
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .ok_or(TokenError::Malformed)?;
+        let exp = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .ok_or(TokenError::Malformed)?;
+        let named: Vec<&str> = match claims.get(&settings.scope_claim) {
+            Some(serde_json::Value::String(s)) => s.split_whitespace().collect(),
+            Some(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(serde_json::Value::as_str).collect()
+            }
+            _ => Vec::new(),
+        };
+        let mut scopes = settings.scopes;
+        if settings.scope_map.is_empty() {
+            scopes = scopes.union(&self.scopes.granted_known(named.iter().copied()));
+        } else {
+            for name in named {
+                if let Some((_, set)) = settings.scope_map.iter().find(|(n, _)| n == name) {
+                    scopes = scopes.union(set);
+                }
+            }
+        }
+        Ok(TokenGrant {
+            principal_header: HeaderValue::from_str(&format!("{}:{subject}", settings.name))
+                .map_err(|_| TokenError::Malformed)?,
+            scopes_header: self.compiler.scopes_header(scopes),
+            scopes,
+            tier: settings.tier.unwrap_or(TierId(1)),
+            valid_until: exp + LEEWAY,
+            jti: None,
+        })
+    }
+
+    /// Signs a token for `issue` at `now`.
+    pub fn issue(&self, issue: &Issue<'_>, now: i64) -> Option<Issued> {
+        let keys = self.own.as_ref()?;
+        let scope = self.scopes.names(&issue.scopes);
+        let claims = OwnClaims {
+            iss: self.issuer.clone(),
+            sub: issue.subject.to_owned(),
+            aud: issue.audience.to_owned(),
+            scope: scope.clone(),
+            exp: now + self.ttl,
+            iat: now,
+            jti: crate::credentials::api_key::public_id("at").ok()?,
+            client_id: issue.client_id.map(str::to_owned),
+            tier: self.tiers.get(issue.tier).name.clone(),
+        };
+        let token = keys.active().sign(ACCESS_TOKEN_TYPE, &claims).ok()?;
+        Some(Issued {
+            token,
+            expires_in: self.ttl,
+            scope,
+        })
+    }
+
+    /// The `(jti, exp)` of a token this proxy signed whose signature verifies,
+    /// expired or not; `None` for anything else (RFC 7009: not an error).
+    #[must_use]
+    pub fn own_token_id(&self, token: &str) -> Option<(String, i64)> {
+        let keys = self.own.as_ref()?;
+        let header = header_of(token).ok()?;
+        let key = keys.find(header.kid.as_deref()?)?;
+        if header.alg != key.algorithm() || peek_issuer(token)? != self.issuer {
+            return None;
+        }
+        let mut validation = Validation::new(key.algorithm());
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.set_issuer(&[&self.issuer]);
+        validation.required_spec_claims.clear();
+        let claims: OwnClaims = decode(token, key.decoding(), &validation).ok()?;
+        Some((claims.jti, claims.exp))
+    }
+
+    /// Puts a token id on the deny-list until `expires_at`.
+    pub fn deny(&self, jti: &str, expires_at: i64) {
+        self.revoked.pin().insert(jti.into(), expires_at);
+    }
+
+    /// Forgets deny-list entries of tokens that have expired anyway.
+    pub fn sweep(&self, now: i64) {
+        self.revoked.pin().retain(|_, exp| *exp >= now);
+        self.cache.pin().retain(|_, g| g.valid_until > now);
+    }
+
+    /// Number of deny-list entries.
+    #[must_use]
+    pub fn revoked_len(&self) -> usize {
+        self.revoked.len()
+    }
+}
+
+/// The resource identifiers of this API: each public origin, and each origin with
+/// each protected-resource prefix (`https://api.example.com/mcp`).
+#[must_use]
+pub fn resource_identifiers(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    for origin in &config.discovery.origins {
+        out.push(origin.clone());
+        for prefix in &config.discovery.resources {
+            out.push(format!("{origin}{prefix}"));
+        }
+    }
+    out
+}
+
+/// Decodes a JWT's header, telling `none` apart from garbage.
+fn header_of(token: &str) -> Result<jsonwebtoken::Header, TokenError> {
+    match jsonwebtoken::decode_header(token) {
+        Ok(header) => {
+            if matches!(
+                header.alg,
+                Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+            ) {
+                return Err(TokenError::AlgorithmRefused);
+            }
+            Ok(header)
+        }
+        Err(_) => {
+            // jsonwebtoken has no `none`: look for it, to say so precisely.
+            let first = token.split('.').next().unwrap_or_default();
+            let alg = URL_SAFE_NO_PAD
+                .decode(first)
+                .ok()
+                .and_then(|json| serde_json::from_slice::<serde_json::Value>(&json).ok())
+                .and_then(|v| v.get("alg").and_then(|a| a.as_str().map(str::to_owned)));
+            match alg {
+                Some(_) => Err(TokenError::AlgorithmRefused),
+                None => Err(TokenError::Malformed),
+            }
+        }
+    }
+}
+
+/// The `iss` claim, read without verifying anything (only to pick the keys).
+fn peek_issuer(token: &str) -> Option<String> {
+    jsonwebtoken::dangerous::insecure_decode_claims::<Peek>(token)
+        .ok()?
+        .iss
+}
+
+/// True when the header's `typ` is one of `types` (case-insensitive, with or
+/// without `application/`).
+fn typ_is(header: &jsonwebtoken::Header, types: &[&str]) -> bool {
+    let Some(typ) = header.typ.as_deref() else {
+        return false;
+    };
+    let typ = typ.to_ascii_lowercase();
+    let typ = typ.strip_prefix("application/").unwrap_or(&typ);
+    types.contains(&typ)
+}
+
+fn decode<T: serde::de::DeserializeOwned>(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+) -> Result<T, TokenError> {
+    use jsonwebtoken::errors::ErrorKind as K;
+    jsonwebtoken::decode::<T>(token, key, validation)
+        .map(|data| data.claims)
+        .map_err(|e| match e.kind() {
+            K::InvalidSignature => TokenError::InvalidSignature,
+            K::ExpiredSignature => TokenError::Expired,
+            K::ImmatureSignature => TokenError::NotYetValid,
+            K::InvalidAudience => TokenError::WrongAudience,
+            K::InvalidIssuer => TokenError::UntrustedIssuer,
+            K::InvalidAlgorithm | K::UnsupportedAlgorithm => TokenError::AlgorithmRefused,
+            _ => TokenError::Malformed,
+        })
+}
+
+/// Builds each trusted issuer's key set (not fetched yet: see
+/// [`RemoteKeys::refresh_forever`]).
+#[must_use]
+pub fn issuers(settings: &[TrustedIssuer], client: &HttpsClient) -> Vec<Arc<Issuer>> {
+    settings
+        .iter()
+        .map(|s| {
+            Arc::new(Issuer {
+                keys: Arc::new(RemoteKeys::new(
+                    s.jwks_uri.clone(),
+                    s.algorithms.clone(),
+                    s.refetch_interval,
+                    client.clone(),
+                )),
+                settings: s.clone(),
+            })
+        })
+        .collect()
+}
