@@ -19,6 +19,7 @@
 //!    2. RouteTable::find         no route / method     -> 404/405│ Rejection
 //!    3. CredentialRules::extract conflicting creds     -> 400   │   │
 //!    4. CredentialRules::authenticate  bad key/token   -> 401   │   ▼
+//!       (keys: KeyTable; tokens: Tokens::verify, cached)       │
 //!    5. Route::authorize         scope / tier          -> 401/403│ Responder::respond
 //!               │ Grant { route, principal, path }              │ (JSON envelope,
 //!               ▼                                               │  WWW-Authenticate)
@@ -45,6 +46,11 @@
 //!   that keeps the key table in step with it; never on the request path.
 //! - [`agent_auth`]: registration, claims, revocation and key management endpoints.
 //! - [`assertion`]: ID-JAG identity assertions verified against trusted JWKS.
+//! - [`tokens`]: access tokens: the proxy's own (signing keys, issue, verify,
+//!   revocation deny-list) and those of trusted issuers (background JWKS refresh),
+//!   with a cache of verified tokens for the request path.
+//! - [`oauth`]: the token endpoint (client_credentials, jwt-bearer), revocation
+//!   (RFC 7009) and the authorization endpoint.
 //! - [`limits`]: lock-free GCRA rate limits (registration, for now).
 
 #![forbid(unsafe_code)]

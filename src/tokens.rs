@@ -1,8 +1,8 @@
 //! Access tokens: those the proxy signs itself, and those of trusted issuers.
 //!
-//! [`Tokens::verify`] is on the request path. A token seen before costs one BLAKE3
-//! hash and one probe of a lock-free map of verified grants, plus a probe of the
-//! revocation list when it is not empty; a token seen for the first time is verified
+//! [`Tokens::verify`] is on the request path. A token seen before costs one probe
+//! of a lock-free map of verified grants keyed by the token's text, plus a probe of
+//! the revocation list when it is not empty; a token seen for the first time is verified
 //! in full and then cached until it expires (the cache is bounded). Verification
 //! follows one set of rules for every issuer:
 //!
@@ -21,6 +21,7 @@ pub mod remote;
 pub mod signing;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -230,8 +231,13 @@ pub struct Tokens {
     scopes: Arc<ScopeRegistry>,
     tiers: Arc<Tiers>,
     compiler: Arc<Compiler>,
-    cache: papaya::HashMap<[u8; 32], Arc<TokenGrant>>,
+    /// Verified tokens by their full text (a fast seeded hash; only verified tokens
+    /// are ever inserted, so the keys are not the attacker's to choose).
+    cache: papaya::HashMap<Box<str>, Arc<TokenGrant>, foldhash::fast::RandomState>,
     revoked: papaya::HashMap<Box<str>, i64>,
+    /// True while the deny-list may be non-empty (one load instead of summing the
+    /// map's per-CPU counters on every request).
+    any_revoked: AtomicBool,
 }
 
 #[derive(Deserialize)]
@@ -262,8 +268,9 @@ impl Tokens {
             scopes: config.scopes.clone(),
             tiers: config.tiers.clone(),
             compiler,
-            cache: papaya::HashMap::new(),
+            cache: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             revoked: papaya::HashMap::new(),
+            any_revoked: AtomicBool::new(false),
         }
     }
 
@@ -287,27 +294,25 @@ impl Tokens {
 
     /// Verifies a token at unix time `now`.
     pub fn verify(&self, token: &str, now: i64) -> Result<Arc<TokenGrant>, TokenError> {
-        let hash = *blake3::hash(token.as_bytes()).as_bytes();
         let cache = self.cache.pin();
-        let grant = match cache.get(&hash) {
+        let grant = match cache.get(token) {
             Some(grant) => grant.clone(),
             None => {
                 let grant = Arc::new(self.verify_fresh(token, now)?);
-                if cache.len() >= MAX_CACHED {
-                    cache.retain(|_, g| g.valid_until > now);
-                }
+                // When full, new tokens are verified each time until the periodic
+                // sweep makes room: never an O(n) sweep on the request path.
                 if cache.len() < MAX_CACHED {
-                    cache.insert(hash, grant.clone());
+                    cache.insert(token.into(), grant.clone());
                 }
                 grant
             }
         };
         if grant.valid_until <= now {
-            cache.remove(&hash);
+            cache.remove(token);
             return Err(TokenError::Expired);
         }
         if let Some(jti) = &grant.jti {
-            if !self.revoked.is_empty() && self.revoked.pin().contains_key(jti) {
+            if self.any_revoked.load(Ordering::Acquire) && self.revoked.pin().contains_key(jti) {
                 return Err(TokenError::Revoked);
             }
         }
@@ -505,11 +510,20 @@ impl Tokens {
     /// Puts a token id on the deny-list until `expires_at`.
     pub fn deny(&self, jti: &str, expires_at: i64) {
         self.revoked.pin().insert(jti.into(), expires_at);
+        self.any_revoked.store(true, Ordering::Release);
     }
 
     /// Forgets deny-list entries of tokens that have expired anyway.
     pub fn sweep(&self, now: i64) {
-        self.revoked.pin().retain(|_, exp| *exp >= now);
+        let revoked = self.revoked.pin();
+        revoked.retain(|_, exp| *exp >= now);
+        if revoked.is_empty() {
+            // A `deny` racing with this sweep sets the flag again after its insert.
+            self.any_revoked.store(false, Ordering::Release);
+            if !revoked.is_empty() {
+                self.any_revoked.store(true, Ordering::Release);
+            }
+        }
         self.cache.pin().retain(|_, g| g.valid_until > now);
     }
 

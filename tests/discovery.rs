@@ -479,6 +479,9 @@ async fn auth_md_is_complete_and_its_examples_are_true() {
             request = request.header(name, value);
         }
         if let Some(body) = body {
+            let body = body
+                .replace("<key id>", "example-writer")
+                .replace("<key>", WRITER_KEY);
             request = request.body(body);
         }
         let status = request.send().await.unwrap().status().as_u16();

@@ -164,6 +164,11 @@ fn postgres_config(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)
     let yaml = yaml.replace("  data_dir: data ", "  # data_dir: data ");
     let yaml = yaml.replace("  resync_interval: 10s", "");
     let yaml = shared_signing_key(&yaml, dir);
+    // Replicas behind one load balancer share one public URL (the token issuer).
+    let yaml = yaml.replace(
+        "# public_url: https://api.example.com",
+        "public_url: https://api.replicas.test",
+    );
     let path = dir.join("replicas.yaml");
     std::fs::write(&path, yaml).unwrap();
     Some((path, schema))
@@ -200,6 +205,38 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
     })
     .await;
     eprintln!("revocation reached the other replica in {gone:?}");
+
+    // An access token signed by one replica (they share the signing key) works on
+    // the other, and its revocation reaches the other through the store.
+    let issued: serde_json::Value = client()
+        .post(format!("{}/oauth2/token", a.url))
+        .basic_auth("example-writer", Some(WRITER_KEY))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+    assert_eq!(
+        write_with(&b, &token).await,
+        200,
+        "the other replica verifies it"
+    );
+    let revoked = client()
+        .post(format!("{}/oauth2/revoke", a.url))
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_eq!(write_with(&a, &token).await, 401, "at once on the revoker");
+    let denied = eventually(Duration::from_secs(1), || async {
+        write_with(&b, &token).await == 401
+    })
+    .await;
+    eprintln!("token revocation reached the other replica in {denied:?}");
 
     drop((a, b));
     let url = std::env::var("AUTHMD_TEST_POSTGRES_URL").unwrap();

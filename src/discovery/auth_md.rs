@@ -1,5 +1,6 @@
 //! `/auth.md`, rendered from the config in the convention's section order: Discover,
-//! Pick a method, Register, Claim, Use the credential, Scopes, Errors, Rate limits,
+//! Pick a method, Register, Claim, Get an access token, Use the credential, Scopes,
+//! Errors, Rate limits,
 //! Revocation, Links. Every example request it shows is one the proxy answers as the
 //! document says (a test runs them).
 
@@ -10,7 +11,7 @@ use crate::policy::{Access, Route};
 use crate::rejection::{ERROR_CODES, PROTECTED_RESOURCE};
 use crate::tier::TierId;
 
-use super::{AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, MCP_SERVER_CARD};
+use super::{AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, JWKS, JWT_BEARER, MCP_SERVER_CARD};
 
 /// Renders the auth.md of `config` as seen from `origin`.
 #[must_use]
@@ -33,6 +34,7 @@ pub fn render(config: &Config, origin: &str) -> String {
     methods(&mut md, config);
     register(&mut md, config, origin);
     claim(&mut md, config, origin);
+    access_tokens(&mut md, config, origin);
     use_the_credential(&mut md, config, origin);
     scopes(&mut md, config);
     errors(&mut md, config);
@@ -112,7 +114,87 @@ fn methods(md: &mut String, config: &Config) {
             credential_headers(config, "<key>").join(" or ")
         );
     }
+    let tokens = &config.tokens;
+    if tokens.enabled {
+        if let Some(anonymous) = &tokens.anonymous {
+            let _ = writeln!(
+                md,
+                "| Anonymous access token | No setup, more than anonymous requests get: the `{}` tier, {} | `Authorization: Bearer <token>` from client_credentials without a client secret (see Get an access token) | {} tokens per hour per address |",
+                config.tiers.get(anonymous.tier).name,
+                code_list(&config.scopes.names(&anonymous.scopes)),
+                anonymous.per_hour
+            );
+        }
+        if tokens.api_keys && !config.credentials.key_prefixes.is_empty() {
+            let _ = writeln!(
+                md,
+                "| Access token for a key | OAuth clients (MCP): a short-lived token with the key's scopes or fewer | `Authorization: Bearer <token>` from client_credentials with the key as client secret | none configured |"
+            );
+        }
+        if tokens.jwt_bearer {
+            let _ = writeln!(
+                md,
+                "| Identity assertion | Agents acting for a user of a trusted identity provider | `Authorization: Bearer <token>` from the jwt-bearer grant with an ID-JAG | none configured |"
+            );
+        }
+    }
+    let issuers: Vec<String> = config
+        .trusted_issuers
+        .iter()
+        .filter(|i| i.access_tokens)
+        .map(|i| format!("`{}`", i.issuer))
+        .collect();
+    if !issuers.is_empty() {
+        let _ = writeln!(
+            md,
+            "| Issuer's access token | You already hold a JWT access token from {} for this API | `Authorization: Bearer <token>` | none configured |",
+            issuers.join(", ")
+        );
+    }
     let _ = writeln!(md);
+}
+
+fn access_tokens(md: &mut String, config: &Config, origin: &str) {
+    let tokens = &config.tokens;
+    if !tokens.enabled {
+        return;
+    }
+    let endpoint = format!("{origin}{}", config.endpoints.token);
+    let _ = writeln!(
+        md,
+        "## Get an access token\n\n`POST {endpoint}` (the `token_endpoint` of the authorization-server metadata) \
+         answers `{{\"access_token\", \"token_type\": \"Bearer\", \"expires_in\": {}, \"scope\"}}`. The token is a \
+         JWT (`typ: at+jwt`) signed with a key published at `{origin}{JWKS}`; it works until it expires. Add \
+         `scope=<space-separated scopes>` to ask for fewer scopes, and `resource={origin}` (RFC 8707; any resource \
+         named in the protected-resource metadata) to name what it is for.\n",
+        tokens.ttl.as_secs()
+    );
+    if let Some(anonymous) = &tokens.anonymous {
+        let _ = writeln!(
+            md,
+            "Without a client secret (anonymous, scopes {} at most):\n\n```sh\ncurl -X POST {endpoint} \
+             -H 'Content-Type: application/json' -d '{{\"grant_type\":\"client_credentials\"}}'\n\
+             # -> 200 {{\"access_token\": \"eyJ...\", \"token_type\": \"Bearer\", ...}}\n```\n",
+            code_list(&config.scopes.names(&anonymous.scopes))
+        );
+    }
+    if tokens.api_keys && !config.credentials.key_prefixes.is_empty() {
+        let _ = writeln!(
+            md,
+            "With an API key: `client_id` is the key's id and `client_secret` the key, in the form body \
+             (`client_secret_post`) or with HTTP Basic (`client_secret_basic`, each form-urlencoded first):\n\n\
+             ```sh\ncurl -X POST {endpoint} -d 'grant_type=client_credentials&client_id=<key id>&client_secret=<key>'\n\
+             # -> 200 {{\"access_token\": \"eyJ...\", \"token_type\": \"Bearer\", ...}}\n```\n"
+        );
+    }
+    if tokens.jwt_bearer {
+        let _ = writeln!(
+            md,
+            "With an identity assertion (RFC 7523): `grant_type={JWT_BEARER}&assertion=<ID-JAG>`. The ID-JAG \
+             (`typ: oauth-id-jag+jwt`) comes from a trusted issuer, names `aud` = `{origin}` and your `client_id`, \
+             and works once (`jti`).\n"
+        );
+    }
 }
 
 fn register(md: &mut String, config: &Config, origin: &str) {
@@ -321,6 +403,28 @@ fn errors(md: &mut String, config: &Config) {
             e.status, e.code, e.meaning, e.action
         );
     }
+    if config.tokens.enabled || config.trusted_issuers.iter().any(|i| i.access_tokens) {
+        for e in crate::tokens::TokenError::ALL {
+            let _ = writeln!(
+                md,
+                "| 401 | `{}` | {} | Get a new token; do not retry with this one. |",
+                e.code(),
+                e.message()
+            );
+        }
+    }
+    if config.tokens.enabled {
+        for e in crate::rejection::OAuthError::DOCUMENTED {
+            let _ = writeln!(
+                md,
+                "| {} | `{}` (`{}`) | {} | Fix the request as the message says. |",
+                e.status().as_u16(),
+                e.code(),
+                e.name(),
+                e.description()
+            );
+        }
+    }
     if config.lifecycle.issues_keys() {
         for e in crate::rejection::LifecycleError::DOCUMENTED {
             let (status, _, code, message) = e.describe();
@@ -366,13 +470,22 @@ fn rate_limits(md: &mut String, config: &Config) {
 }
 
 fn revocation(md: &mut String, config: &Config, origin: &str) {
+    let tokens = if config.tokens.enabled {
+        format!(
+            " An access token is revoked with `POST {origin}{}` and `token=<access token>`: from the next \
+             request on it is refused with `401 TOKEN_REVOKED`.",
+            config.endpoints.revoke
+        )
+    } else {
+        String::new()
+    };
     if config.lifecycle.issues_keys() {
         let _ = writeln!(
             md,
             "## Revocation\n\nTo give up a key (or if it leaked), `POST {origin}{}` with `{{\"credential\": \"<key>\"}}`: \
              the answer is `{{\"revoked\": 1}}` and the key is refused from the next request on. The OAuth revocation \
              endpoint (RFC 7009), `POST {origin}{}` with `token=<key>`, does the same. Keys declared in the server's \
-             configuration cannot be revoked this way.\n",
+             configuration cannot be revoked this way.{tokens}\n",
             config.endpoints.agent_revoke, config.endpoints.revoke
         );
         return;
@@ -382,7 +495,7 @@ fn revocation(md: &mut String, config: &Config, origin: &str) {
         md,
         "## Revocation\n\nIf a key leaks, ask the operator to revoke it{contact}; a revoked key is refused with \
          `401 INVALID_API_KEY`. The OAuth revocation endpoint (RFC 7009) is `POST {origin}{}` with \
-         `token=<credential>`; keys declared in the server's configuration cannot be revoked through it.\n",
+         `token=<credential>`; keys declared in the server's configuration cannot be revoked through it.{tokens}\n",
         config.endpoints.revoke
     );
 }
