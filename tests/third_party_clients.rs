@@ -1,7 +1,9 @@
-//! Third-party OAuth client libraries (not ours) walk a running proxy from a 401 on a
-//! protected path to its authorization-server metadata: `tests/clients/discovery.mjs`
-//! drives panva's `oauth4webapi` and the MCP TypeScript SDK (`@modelcontextprotocol/sdk`)
-//! against a proxy serving `config.example.yaml`.
+//! Third-party OAuth client libraries (not ours) against a running proxy serving
+//! `config.example.yaml`: `tests/clients/discovery.mjs` drives panva's `oauth4webapi`
+//! and the MCP TypeScript SDK (`@modelcontextprotocol/sdk`) from a 401 on a protected
+//! path to the authorization-server metadata; `tests/clients/client_credentials.mjs`
+//! has `oauth4webapi` obtain tokens (client_secret_basic and client_secret_post) and
+//! call the API with them.
 //!
 //! Needs `node` and `npm ci --prefix tests/clients`. Without them the test says
 //! "skipped" and passes, unless `AUTHMD_REQUIRE_NODE_CLIENTS` is set (as CI does),
@@ -45,8 +47,10 @@ async fn missing_prerequisite(root: &Path) -> Option<String> {
         .map(|dir| format!("{} is not installed", dir.display()))
 }
 
-#[tokio::test]
-async fn oauth4webapi_and_the_mcp_sdk_walk_from_a_401_to_the_authorization_server_metadata() {
+/// Runs `node <script> <proxy url>` against a proxy serving `config.example.yaml`
+/// and returns the script's one-line JSON summary, or `None` when Node or the
+/// packages are missing (and not required).
+async fn run_script(script: &str) -> Option<serde_json::Value> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     if let Some(why) = missing_prerequisite(root).await {
         assert!(
@@ -54,13 +58,13 @@ async fn oauth4webapi_and_the_mcp_sdk_walk_from_a_401_to_the_authorization_serve
             "{REQUIRE} is set but {why}: run `{INSTALL}` (with Node.js on PATH) first"
         );
         eprintln!("skipped: {why}; run `{INSTALL}` to check third-party OAuth clients");
-        return;
+        return None;
     }
 
     let proxy = TestProxy::example(None).await;
     let url = proxy.url.clone();
     let child = Command::new("node")
-        .arg(SCRIPT)
+        .arg(script)
         .arg(&url)
         .current_dir(root)
         // Loopback only: never through a proxy, even where Node honours the env's.
@@ -74,7 +78,7 @@ async fn oauth4webapi_and_the_mcp_sdk_walk_from_a_401_to_the_authorization_serve
         .expect("spawn node");
     let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
         .await
-        .expect("node tests/clients/discovery.mjs did not finish within 120s")
+        .unwrap_or_else(|_| panic!("node {script} did not finish within 120s"))
         .expect("wait for node");
     proxy.shutdown().await;
 
@@ -82,11 +86,33 @@ async fn oauth4webapi_and_the_mcp_sdk_walk_from_a_401_to_the_authorization_serve
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         output.status.success(),
-        "node {SCRIPT} {url} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
+        "node {script} {url} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
         status = output.status,
     );
     let summary: serde_json::Value = serde_json::from_str(stdout.trim())
         .unwrap_or_else(|e| panic!("the script's summary is not one JSON line ({e}):\n{stdout}"));
     assert_eq!(summary["ok"], true, "{summary}");
     eprintln!("{}", stdout.trim());
+    Some(summary)
+}
+
+#[tokio::test]
+async fn oauth4webapi_and_the_mcp_sdk_walk_from_a_401_to_the_authorization_server_metadata() {
+    run_script("tests/clients/discovery.mjs").await;
+}
+
+/// oauth4webapi gets tokens with client_credentials, authenticating with
+/// `client_secret_basic` and with `client_secret_post`, calls the API with each, and
+/// sees a wrong secret refused as the RFC says (`tests/clients/client_credentials.mjs`).
+#[tokio::test]
+async fn oauth4webapi_gets_client_credentials_tokens_with_basic_and_post_and_calls_the_api() {
+    if let Some(summary) = run_script("tests/clients/client_credentials.mjs").await {
+        for method in ["client_secret_basic", "client_secret_post"] {
+            assert_eq!(
+                summary["results"][method]["scope"], "offers:read offers:write",
+                "{summary}"
+            );
+        }
+        assert_eq!(summary["refusal"]["status"], 401, "{summary}");
+    }
 }
