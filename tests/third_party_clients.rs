@@ -12,7 +12,8 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
-    reason = "test helpers: a failed step fails the test"
+    clippy::print_stderr,
+    reason = "test helpers: a failed step fails the test; skips and summaries are reported"
 )]
 
 mod support;
@@ -25,7 +26,6 @@ use support::TestProxy;
 use tokio::process::Command;
 
 const REQUIRE: &str = "AUTHMD_REQUIRE_NODE_CLIENTS";
-const SCRIPT: &str = "tests/clients/discovery.mjs";
 const INSTALL: &str = "npm ci --prefix tests/clients";
 
 /// Why the Node clients cannot run here, if they cannot.
