@@ -12,6 +12,7 @@
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::panic,
     clippy::print_stderr,
     reason = "test helpers: a failed step fails the test; skips and summaries are reported"
 )]
