@@ -232,7 +232,7 @@ impl LifecycleError {
                 S::TOO_MANY_REQUESTS,
                 "rate_limited",
                 "RATE_LIMITED",
-                "too many registrations from this address; retry after `Retry-After` seconds",
+                "too many registrations or anonymous tokens from this address; retry after `Retry-After` seconds",
             ),
         }
     }
