@@ -111,6 +111,18 @@ async fn proxy(idp: &Idp, refetch: &str) -> TestProxy {
     TestProxy::start(&yaml, None).await
 }
 
+/// An IdP serving one key, a proxy trusting it, and claims of a token (signed with
+/// that key) the proxy has admitted once: the keys are loaded.
+async fn admitted(refetch: &str) -> (IdpKey, Idp, TestProxy, Value) {
+    let k1 = idp_key();
+    let idp = Idp::start(&[&k1]).await;
+    let proxy = proxy(&idp, refetch).await;
+    let claims = access_claims(&proxy, "offers.write");
+    let (status, body) = write(&proxy, &sign(&k1.kid, None, &claims, &k1.pem)).await;
+    assert_eq!(status, 200, "{body}");
+    (k1, idp, proxy, claims)
+}
+
 fn now() -> i64 {
     authmd_proxy::store::unix_now()
 }
@@ -231,16 +243,8 @@ async fn an_issuers_access_token_is_admitted_with_its_mapped_scopes() {
 
 #[tokio::test]
 async fn a_rotated_key_is_fetched_when_a_token_first_names_it() {
-    let (k1, k2) = (idp_key(), idp_key());
-    let idp = Idp::start(&[&k1]).await;
-    let proxy = proxy(&idp, "0s").await;
-    let claims = access_claims(&proxy, "offers.write");
-    assert_eq!(
-        write(&proxy, &sign(&k1.kid, None, &claims, &k1.pem))
-            .await
-            .0,
-        200
-    );
+    let (k1, idp, proxy, claims) = admitted("0s").await;
+    let k2 = idp_key();
 
     idp.serve(&[&k2]);
     let (status, body) = write(&proxy, &sign(&k2.kid, None, &claims, &k2.pem)).await;
@@ -257,16 +261,7 @@ async fn a_rotated_key_is_fetched_when_a_token_first_names_it() {
 
 #[tokio::test]
 async fn forged_kids_cannot_make_the_proxy_hammer_the_idp() {
-    let k1 = idp_key();
-    let idp = Idp::start(&[&k1]).await;
-    let proxy = proxy(&idp, "1h").await;
-    let claims = access_claims(&proxy, "offers.write");
-    assert_eq!(
-        write(&proxy, &sign(&k1.kid, None, &claims, &k1.pem))
-            .await
-            .0,
-        200
-    );
+    let (k1, idp, proxy, claims) = admitted("1h").await;
     let before = idp.fetches();
     for i in 0..20 {
         let (status, body) = write(
@@ -288,16 +283,7 @@ async fn forged_kids_cannot_make_the_proxy_hammer_the_idp() {
 
 #[tokio::test]
 async fn the_last_good_keys_stay_in_use_while_the_idp_is_down() {
-    let k1 = idp_key();
-    let idp = Idp::start(&[&k1]).await;
-    let proxy = proxy(&idp, "0s").await;
-    let claims = access_claims(&proxy, "offers.write");
-    assert_eq!(
-        write(&proxy, &sign(&k1.kid, None, &claims, &k1.pem))
-            .await
-            .0,
-        200
-    );
+    let (k1, idp, proxy, claims) = admitted("0s").await;
 
     idp.down.store(true, Ordering::SeqCst);
     // An unknown kid makes the proxy try (and fail) to refetch: the old set stays.
