@@ -47,7 +47,8 @@ fn tokens(config: &Config, algorithm: SigningAlgorithm) -> (Tokens, tempfile::Te
     let dir = tempfile::tempdir().unwrap();
     let keys = SigningKeys::from_dir(dir.path(), algorithm, 3600, now()).unwrap();
     let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
-    (Tokens::new(config, Some(keys), &[], compiler), dir)
+    let table = Arc::new(table_with(config, 0));
+    (Tokens::new(config, Some(keys), &[], compiler, table), dir)
 }
 
 fn now() -> i64 {

@@ -123,7 +123,13 @@ impl Gateway {
             .iter()
             .map(|issuer| tokio::spawn(issuer.keys.clone().refresh_forever()))
             .collect();
-        let tokens = Arc::new(Tokens::new(&config, own, &issuers, compiler.clone()));
+        let tokens = Arc::new(Tokens::new(
+            &config,
+            own,
+            &issuers,
+            compiler.clone(),
+            keys.clone(),
+        ));
         let mut audiences: Vec<String> = config.discovery.origins.clone();
         if config.lifecycle.registration.accept_resource_audience {
             audiences.extend(config.discovery.origins.iter().map(|o| format!("{o}/")));

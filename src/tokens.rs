@@ -15,7 +15,9 @@
 //!   no leeway (the proxy is their clock), others with a minute.
 //!
 //! Own tokens are revocable: their `jti` goes on a deny-list, kept in the store
-//! and followed by every replica, until the token would have expired anyway.
+//! and followed by every replica, until the token would have expired anyway. A
+//! token minted from an API key also ends when the key is revoked or expires (one
+//! more probe, of the key table by id).
 
 pub mod remote;
 pub mod signing;
@@ -30,6 +32,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TrustedIssuer};
+use crate::credentials::KeyTable;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::sync::Compiler;
 use crate::tier::{TierId, Tiers};
@@ -59,6 +62,8 @@ pub struct TokenGrant {
     pub valid_until: i64,
     /// `jti` of a token this proxy signed (others cannot be revoked here).
     pub jti: Option<Box<str>>,
+    /// The API key it was minted from: revoking the key ends the token too.
+    pub key_id: Option<Box<str>>,
 }
 
 /// Why a token was refused. Carries nothing from the token.
@@ -231,6 +236,8 @@ pub struct Tokens {
     scopes: Arc<ScopeRegistry>,
     tiers: Arc<Tiers>,
     compiler: Arc<Compiler>,
+    /// The key table, for tokens minted from a key.
+    keys: Arc<KeyTable>,
     /// Verified tokens by their full text (a fast seeded hash; only verified tokens
     /// are ever inserted, so the keys are not the attacker's to choose).
     cache: papaya::HashMap<Box<str>, Arc<TokenGrant>, foldhash::fast::RandomState>,
@@ -247,13 +254,15 @@ struct Peek {
 
 impl Tokens {
     /// Builds the verifier for a config: `own` are the proxy's signing keys (when it
-    /// issues tokens); `issuers` every trusted issuer with its keys.
+    /// issues tokens); `issuers` every trusted issuer with its keys; `keys` the key
+    /// table, whose revocations end the tokens minted from a key.
     #[must_use]
     pub fn new(
         config: &Config,
         own: Option<SigningKeys>,
         issuers: &[Arc<Issuer>],
         compiler: Arc<Compiler>,
+        keys: Arc<KeyTable>,
     ) -> Tokens {
         Tokens {
             issuer: config.public_url.clone(),
@@ -268,6 +277,7 @@ impl Tokens {
             scopes: config.scopes.clone(),
             tiers: config.tiers.clone(),
             compiler,
+            keys,
             cache: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             revoked: papaya::HashMap::new(),
             any_revoked: AtomicBool::new(false),
@@ -310,6 +320,11 @@ impl Tokens {
         if grant.valid_until <= now {
             cache.remove(token);
             return Err(TokenError::Expired);
+        }
+        if let Some(id) = &grant.key_id {
+            if !self.keys.is_live_id(id) {
+                return Err(TokenError::Revoked);
+            }
         }
         if let Some(jti) = &grant.jti {
             if self.any_revoked.load(Ordering::Acquire) && self.revoked.pin().contains_key(jti) {
@@ -382,6 +397,12 @@ impl Tokens {
             tier,
             valid_until: claims.exp,
             jti: Some(claims.jti.into_boxed_str()),
+            key_id: claims
+                .sub
+                .starts_with("key:")
+                .then_some(claims.client_id)
+                .flatten()
+                .map(String::into_boxed_str),
         })
     }
 
@@ -462,6 +483,7 @@ impl Tokens {
             tier: settings.tier.unwrap_or(TierId(1)),
             valid_until: exp + LEEWAY,
             jti: None,
+            key_id: None,
         })
     }
 

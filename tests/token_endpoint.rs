@@ -820,3 +820,44 @@ async fn a_rotated_out_key_still_verifies_and_the_new_one_signs() {
     let mixed = sign(&at_header(old.key.kid()), &claims(&proxy), &new.pem);
     assert_token_refused(&proxy, &mixed, "INVALID_TOKEN_SIGNATURE").await;
 }
+
+#[tokio::test]
+async fn revoking_a_key_ends_the_tokens_minted_from_it() {
+    let proxy = TestProxy::example(None).await;
+    let created = client()
+        .post(proxy.url("/api/v1/auth/keys"))
+        .bearer_auth(WRITER_KEY)
+        .json(&json!({"name": "minting", "scopes": ["offers:write"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let created = support::json(created).await;
+    let (id, key) = (
+        created["id"].as_str().unwrap(),
+        created["key"].as_str().unwrap(),
+    );
+    let response = token_request(
+        &proxy,
+        Some(&basic(id, key)),
+        "grant_type=client_credentials",
+    )
+    .await;
+    let token = issued(response, "offers:write").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_forwarded(create_offer(&proxy, &token).await, &format!("key:{id}")).await;
+
+    let revoked = client()
+        .delete(proxy.url(&format!("/api/v1/auth/keys/{id}")))
+        .bearer_auth(WRITER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 200);
+    assert_token_refused(&proxy, &token, "TOKEN_REVOKED").await;
+    // Tokens of other keys are untouched.
+    let other = writer_token(&proxy, "").await;
+    assert_forwarded(create_offer(&proxy, &other).await, "key:example-writer").await;
+}

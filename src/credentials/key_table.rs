@@ -85,6 +85,9 @@ struct IdState {
 #[derive(Debug, Default)]
 pub struct KeyTable {
     map: papaya::HashMap<KeyHash, Arc<KeyEntry>, PrefixHasher>,
+    /// Id -> the entry of its current secret, for every key that works: what access
+    /// tokens minted from a key check, so that revoking the key ends them too.
+    live: papaya::HashMap<String, Arc<KeyEntry>>,
     /// Per id: its hashes and the version of the last change applied.
     writers: tokio::sync::Mutex<HashMap<String, IdState>>,
     /// Coarse unix seconds for last-used stamps, advanced by the store follower.
@@ -100,7 +103,14 @@ impl KeyTable {
 
     /// Adds a key declared in the config (at start, before any writer runs).
     pub fn insert_static(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
+        self.live.pin().insert(entry.id.clone(), entry.clone());
         self.map.pin().insert(hash, entry);
+    }
+
+    /// True when the key `id` exists, is not revoked and has not expired.
+    #[must_use]
+    pub fn is_live_id(&self, id: &str) -> bool {
+        self.live.pin().get(id).is_some_and(|entry| entry.is_live())
     }
 
     /// Applies a change to the key `id`, unless a newer one was applied already.
@@ -131,9 +141,17 @@ impl KeyTable {
                 map.remove(hash);
             }
         }
-        if let Change::Live { hashes, .. } = change {
-            for (hash, entry) in hashes {
-                map.insert(hash, entry);
+        match change {
+            Change::Live { hashes, .. } => {
+                if let Some((_, current)) = hashes.first() {
+                    self.live.pin().insert(id.to_owned(), current.clone());
+                }
+                for (hash, entry) in hashes {
+                    map.insert(hash, entry);
+                }
+            }
+            Change::Gone { .. } => {
+                self.live.pin().remove(id);
             }
         }
         writers.insert(
