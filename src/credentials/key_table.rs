@@ -87,7 +87,11 @@ pub struct KeyTable {
     map: papaya::HashMap<KeyHash, Arc<KeyEntry>, PrefixHasher>,
     /// Id -> the entry of its current secret, for every key that works: what access
     /// tokens minted from a key check, so that revoking the key ends them too.
-    live: papaya::HashMap<String, Arc<KeyEntry>>,
+    /// Keyed by a seeded 64-bit hash of the id (8 bytes instead of a second copy of
+    /// every id string); an entry counts only if its id is the one asked for.
+    live: papaya::HashMap<u64, Arc<KeyEntry>, PrefixHasher>,
+    /// The seed of those id hashes.
+    id_hasher: foldhash::fast::RandomState,
     /// Per id: its hashes and the version of the last change applied.
     writers: tokio::sync::Mutex<HashMap<String, IdState>>,
     /// Coarse unix seconds for last-used stamps, advanced by the store follower.
@@ -103,14 +107,21 @@ impl KeyTable {
 
     /// Adds a key declared in the config (at start, before any writer runs).
     pub fn insert_static(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
-        self.live.pin().insert(entry.id.clone(), entry.clone());
+        self.live.pin().insert(self.id_key(&entry.id), entry.clone());
         self.map.pin().insert(hash, entry);
     }
 
     /// True when the key `id` exists, is not revoked and has not expired.
     #[must_use]
     pub fn is_live_id(&self, id: &str) -> bool {
-        self.live.pin().get(id).is_some_and(|entry| entry.is_live())
+        self.live
+            .pin()
+            .get(&self.id_key(id))
+            .is_some_and(|entry| entry.id == id && entry.is_live())
+    }
+
+    fn id_key(&self, id: &str) -> u64 {
+        self.id_hasher.hash_one(id)
     }
 
     /// Applies a change to the key `id`, unless a newer one was applied already.
@@ -144,14 +155,14 @@ impl KeyTable {
         match change {
             Change::Live { hashes, .. } => {
                 if let Some((_, current)) = hashes.first() {
-                    self.live.pin().insert(id.to_owned(), current.clone());
+                    self.live.pin().insert(self.id_key(id), current.clone());
                 }
                 for (hash, entry) in hashes {
                     map.insert(hash, entry);
                 }
             }
             Change::Gone { .. } => {
-                self.live.pin().remove(id);
+                self.live.pin().remove(&self.id_key(id));
             }
         }
         writers.insert(
