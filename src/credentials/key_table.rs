@@ -107,7 +107,9 @@ impl KeyTable {
 
     /// Adds a key declared in the config (at start, before any writer runs).
     pub fn insert_static(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
-        self.live.pin().insert(self.id_key(&entry.id), entry.clone());
+        self.live
+            .pin()
+            .insert(self.id_key(&entry.id), entry.clone());
         self.map.pin().insert(hash, entry);
     }
 
