@@ -334,14 +334,15 @@ impl Tokens {
         Ok(grant)
     }
 
-    /// Asks the issuer of `token` for its current keys (throttled); true when new
-    /// keys arrived, so verifying again may succeed.
+    /// Asks the issuer of `token` for its current keys (throttled); true when the
+    /// keys may have changed since the token was refused, so verifying again may
+    /// succeed: a fetch of ours succeeded, or we waited out another caller's fetch.
     pub async fn refetch_keys_for(&self, token: &str) -> bool {
         let Some(issuer) = peek_issuer(token) else {
             return false;
         };
         match self.trusted.iter().find(|i| i.settings.issuer == issuer) {
-            Some(issuer) => issuer.keys.refetch().await == remote::Refetch::Fetched,
+            Some(issuer) => issuer.keys.refetch().await != remote::Refetch::Failed,
             None => false,
         }
     }
