@@ -1,9 +1,9 @@
 //! Third-party OAuth client libraries (not ours) against a running proxy serving
 //! `config.example.yaml`: `tests/clients/discovery.mjs` drives panva's `oauth4webapi`
 //! and the MCP TypeScript SDK (`@modelcontextprotocol/sdk`) from a 401 on a protected
-//! path to the authorization-server metadata; `tests/clients/client_credentials.mjs`
-//! has `oauth4webapi` obtain tokens (client_secret_basic and client_secret_post) and
-//! call the API with them.
+//! path to the authorization-server metadata; `tests/clients/token.mjs` has
+//! `oauth4webapi` obtain tokens with client_credentials (client_secret_basic and
+//! client_secret_post), call the API with each, and see a wrong secret refused.
 //!
 //! Needs `node` and `npm ci --prefix tests/clients`. Without them the test says
 //! "skipped" and passes, unless `AUTHMD_REQUIRE_NODE_CLIENTS` is set (as CI does),
@@ -103,17 +103,31 @@ async fn oauth4webapi_and_the_mcp_sdk_walk_from_a_401_to_the_authorization_serve
 }
 
 /// oauth4webapi gets tokens with client_credentials, authenticating with
-/// `client_secret_basic` and with `client_secret_post`, calls the API with each, and
-/// sees a wrong secret refused as the RFC says (`tests/clients/client_credentials.mjs`).
+/// `client_secret_basic` and with `client_secret_post`, calls `POST /api/v1/offers` with
+/// each (the echo upstream sees the key's principal), and sees a wrong secret refused
+/// with `invalid_client` (`tests/clients/token.mjs`).
 #[tokio::test]
-async fn oauth4webapi_gets_client_credentials_tokens_with_basic_and_post_and_calls_the_api() {
-    if let Some(summary) = run_script("tests/clients/client_credentials.mjs").await {
-        for method in ["client_secret_basic", "client_secret_post"] {
-            assert_eq!(
-                summary["results"][method]["scope"], "offers:read offers:write",
-                "{summary}"
-            );
-        }
-        assert_eq!(summary["refusal"]["status"], 401, "{summary}");
+async fn oauth4webapi_gets_tokens_with_client_secret_basic_and_post_and_calls_the_api() {
+    let Some(summary) = run_script("tests/clients/token.mjs").await else {
+        return;
+    };
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let result = &summary["methods"][method];
+        assert_eq!(result["token_type"], "bearer", "{method}: {summary}");
+        assert_eq!(
+            result["scope"], "offers:read offers:write",
+            "{method}: {summary}"
+        );
+        assert_eq!(result["jwt"]["typ"], "at+jwt", "{method}: {summary}");
+        assert_eq!(result["api"]["status"], 200, "{method}: {summary}");
+        assert_eq!(
+            result["api"]["principal"], "key:example-writer",
+            "{method}: {summary}"
+        );
     }
+    assert_eq!(
+        summary["wrong_secret"]["error"], "invalid_client",
+        "{summary}"
+    );
+    assert_eq!(summary["wrong_secret"]["status"], 401, "{summary}");
 }

@@ -101,37 +101,6 @@ async fn writer_token(proxy: &TestProxy, scope: &str) -> String {
         .to_owned()
 }
 
-/// Asserts an OAuth error answer (RFC 6749 5.2, plus `code`, `message`, `docs`) and
-/// returns its headers.
-async fn oauth_error(
-    response: reqwest::Response,
-    status: u16,
-    error: &str,
-    code: &str,
-) -> reqwest::header::HeaderMap {
-    assert_eq!(response.status().as_u16(), status, "status");
-    let headers = response.headers().clone();
-    assert_eq!(headers["content-type"], "application/json");
-    assert_eq!(headers["cache-control"], "no-store");
-    assert_eq!(headers["pragma"], "no-cache");
-    let body = support::json(response).await;
-    assert_eq!(body["error"], error, "{body}");
-    assert_eq!(body["code"], code, "{body}");
-    assert!(
-        body["error_description"]
-            .as_str()
-            .is_some_and(|d| !d.is_empty()),
-        "{body}"
-    );
-    assert!(
-        body["docs"]
-            .as_str()
-            .is_some_and(|d| d.contains("/auth.md#")),
-        "{body}"
-    );
-    headers
-}
-
 /// `POST /api/v1/offers` (needs offers:write) with a bearer token.
 async fn create_offer(proxy: &TestProxy, token: &str) -> reqwest::Response {
     client()
@@ -371,7 +340,7 @@ async fn client_secret_post_works_and_both_methods_at_once_are_refused() {
         &format!("grant_type=client_credentials&client_secret={WRITER_KEY}"),
     )
     .await;
-    oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
+    support::oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
 }
 
 #[tokio::test]
@@ -392,7 +361,7 @@ async fn a_wrong_secret_or_client_id_is_invalid_client_with_basic_challenge_only
     for authorization in &basic_cases {
         let response =
             token_request(&proxy, Some(authorization), "grant_type=client_credentials").await;
-        let headers = oauth_error(response, 401, "invalid_client", "INVALID_CLIENT").await;
+        let headers = support::oauth_error(response, 401, "invalid_client", "INVALID_CLIENT").await;
         let www = headers["www-authenticate"].to_str().unwrap();
         assert!(www.starts_with("Basic realm="), "{www}");
     }
@@ -408,7 +377,7 @@ async fn a_wrong_secret_or_client_id_is_invalid_client_with_basic_challenge_only
             &format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"),
         )
         .await;
-        let headers = oauth_error(response, 401, "invalid_client", "INVALID_CLIENT").await;
+        let headers = support::oauth_error(response, 401, "invalid_client", "INVALID_CLIENT").await;
         assert!(
             headers
                 .get_all("www-authenticate")
@@ -451,7 +420,7 @@ async fn scope_narrows_the_token_and_beyond_the_key_is_invalid_scope() {
             &format!("grant_type=client_credentials&scope={scope}"),
         )
         .await;
-        oauth_error(response, 400, "invalid_scope", "INVALID_SCOPE").await;
+        support::oauth_error(response, 400, "invalid_scope", "INVALID_SCOPE").await;
     }
     // The reader key cannot get offers:write either.
     let response = token_request(
@@ -460,7 +429,7 @@ async fn scope_narrows_the_token_and_beyond_the_key_is_invalid_scope() {
         "grant_type=client_credentials&scope=offers:write",
     )
     .await;
-    oauth_error(response, 400, "invalid_scope", "INVALID_SCOPE").await;
+    support::oauth_error(response, 400, "invalid_scope", "INVALID_SCOPE").await;
 }
 
 // ---- Anonymous client_credentials ----------------------------------------------
@@ -504,7 +473,7 @@ async fn anonymous_client_credentials_gets_the_anonymous_scopes_only() {
         "grant_type=client_credentials&scope=offers:write",
     )
     .await;
-    oauth_error(response, 400, "invalid_scope", "INVALID_SCOPE").await;
+    support::oauth_error(response, 400, "invalid_scope", "INVALID_SCOPE").await;
 
     // The anonymous token reads, and cannot write.
     let response = client()
@@ -559,7 +528,7 @@ async fn without_the_anonymous_grant_no_client_authentication_is_invalid_client(
         json!(["client_secret_basic", "client_secret_post"])
     );
     let response = token_request(&proxy, None, "grant_type=client_credentials").await;
-    let headers = oauth_error(response, 401, "invalid_client", "INVALID_CLIENT").await;
+    let headers = support::oauth_error(response, 401, "invalid_client", "INVALID_CLIENT").await;
     assert!(headers.get("www-authenticate").is_none(), "{headers:?}");
     // API keys still get tokens.
     writer_token(&proxy, "").await;
@@ -608,7 +577,7 @@ async fn resource_sets_the_audience_and_must_be_this_api() {
         ),
     ] {
         let response = token_request(&proxy, Some(&auth), &form).await;
-        oauth_error(response, 400, "invalid_target", "INVALID_TARGET").await;
+        support::oauth_error(response, 400, "invalid_target", "INVALID_TARGET").await;
     }
 }
 
@@ -619,7 +588,7 @@ async fn malformed_token_requests_are_refused_as_rfc_6749_says() {
     let proxy = TestProxy::example(None).await;
     let auth = basic("example-writer", WRITER_KEY);
     let response = token_request(&proxy, Some(&auth), "grant_type=password&username=a").await;
-    oauth_error(
+    support::oauth_error(
         response,
         400,
         "unsupported_grant_type",
@@ -627,21 +596,21 @@ async fn malformed_token_requests_are_refused_as_rfc_6749_says() {
     )
     .await;
     let response = token_request(&proxy, Some(&auth), "scope=offers:read").await;
-    oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
+    support::oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
     let response = token_request(
         &proxy,
         Some(&auth),
         "grant_type=client_credentials&scope=offers:read&scope=offers:write",
     )
     .await;
-    oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
+    support::oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
     let response = token_request(
         &proxy,
         Some(&auth),
         "grant_type=client_credentials&grant_type=client_credentials",
     )
     .await;
-    oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
+    support::oauth_error(response, 400, "invalid_request", "INVALID_REQUEST").await;
 
     let response = client().get(proxy.url(TOKEN)).send().await.unwrap();
     assert_eq!(response.status(), 405);

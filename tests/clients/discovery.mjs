@@ -5,8 +5,8 @@
 //   node tests/clients/discovery.mjs http://127.0.0.1:8080
 //
 // Run by tests/third_party_clients.rs against a proxy started from
-// config.example.yaml. Exits non-zero, naming the failed step and the library's own
-// error, on any failure; on success prints one JSON line summarising the checks.
+// config.example.yaml. Prints one JSON line: a summary of the checks, or the failed
+// step and the library's own error (and exits non-zero).
 //
 // The libraries (exact versions in package.json):
 // - oauth4webapi (panva): its challenge parser, RFC 9728 resource discovery with the
@@ -15,9 +15,6 @@
 //   WWW-Authenticate extraction, protected-resource and authorization-server discovery,
 //   the resource check `auth()` applies, and `auth()` itself driven by the SDK's
 //   Streamable HTTP transport.
-
-import { readFileSync } from 'node:fs';
-import { isDeepStrictEqual } from 'node:util';
 
 import * as oauth from 'oauth4webapi';
 import {
@@ -32,64 +29,9 @@ import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/
 import { checkResourceAllowed, resourceUrlFromServerUrl } from '@modelcontextprotocol/sdk/shared/auth-utils.js';
 import { OpenIdProviderDiscoveryMetadataSchema } from '@modelcontextprotocol/sdk/shared/auth.js';
 
+import { baseUrl, describeError, expectEqual, fail, run, step, version } from './check.mjs';
+
 const PROTECTED_RESOURCE = '/.well-known/oauth-protected-resource';
-const TIMEOUT_MS = 60_000;
-
-class CheckFailed extends Error {}
-
-function fail(message) {
-  throw new CheckFailed(message);
-}
-
-function expectEqual(actual, expected, what) {
-  if (!isDeepStrictEqual(actual, expected)) {
-    fail(`${what}: expected ${JSON.stringify(expected)}, got ${JSON.stringify(actual)}`);
-  }
-}
-
-function describeError(error) {
-  if (error instanceof CheckFailed) return error.message;
-  const parts = [`${error?.name ?? 'Error'}: ${error?.message ?? String(error)}`];
-  if (error?.code) parts.push(`code=${error.code}`);
-  if (error?.cause instanceof Error) {
-    parts.push(`cause=(${describeError(error.cause)})`);
-  } else if (error?.cause !== undefined) {
-    let cause;
-    try {
-      cause = JSON.stringify(error.cause, (_, v) => (v instanceof URL ? v.href : v));
-    } catch {
-      cause = String(error.cause);
-    }
-    parts.push(`cause=${cause}`);
-  }
-  if (error?.issues) parts.push(`issues=${JSON.stringify(error.issues)}`);
-  return parts.join(' ');
-}
-
-let currentStep = '(start)';
-async function step(name, fn) {
-  currentStep = name;
-  return fn();
-}
-
-function version(pkg) {
-  const url = new URL(`./node_modules/${pkg}/package.json`, import.meta.url);
-  return JSON.parse(readFileSync(url, 'utf8')).version;
-}
-
-function parseOrigin(arg) {
-  if (!arg) fail('usage: node discovery.mjs <origin>, e.g. http://127.0.0.1:8080');
-  let url;
-  try {
-    url = new URL(arg);
-  } catch {
-    fail(`not a URL: ${arg}`);
-  }
-  if (!['http:', 'https:'].includes(url.protocol) || url.pathname !== '/' || url.search || url.hash) {
-    fail(`the origin must be http(s)://host[:port] without a path: ${arg}`);
-  }
-  return url.origin;
-}
 
 // The resource identifier whose RFC 9728 §3.1 metadata URL is `metadataUrl`: the
 // well-known segment inserted between the host and the path is taken out again.
@@ -360,7 +302,7 @@ async function mcpSdkWalk(origin) {
 // ---------------------------------------------------------------------------------
 
 async function main() {
-  const origin = parseOrigin(process.argv[2]);
+  const origin = baseUrl('discovery.mjs', { originOnly: true }).origin;
   const walks = [];
   for (const target of [
     { method: 'GET', path: '/mcp/tools', resource: (o) => `${o}/mcp`, scope: 'offers:read' },
@@ -369,26 +311,12 @@ async function main() {
     walks.push(await oauth4webapiWalk(origin, target));
   }
   const mcp = await mcpSdkWalk(origin);
-  const summary = {
-    ok: true,
+  return {
     origin,
     node: process.version,
     oauth4webapi: { version: version('oauth4webapi'), walks },
     mcp_sdk: { version: version('@modelcontextprotocol/sdk'), ...mcp },
   };
-  process.stdout.write(`${JSON.stringify(summary)}\n`);
 }
 
-const timer = setTimeout(() => {
-  process.stderr.write(`FAIL [${currentStep}]: timed out after ${TIMEOUT_MS / 1000}s\n`);
-  process.exit(1);
-}, TIMEOUT_MS);
-timer.unref();
-
-try {
-  await main();
-} catch (error) {
-  process.stderr.write(`FAIL [${currentStep}]: ${describeError(error)}\n`);
-  if (!(error instanceof CheckFailed) && error?.stack) process.stderr.write(`${error.stack}\n`);
-  process.exitCode = 1;
-}
+await run(main);

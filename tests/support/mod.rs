@@ -343,3 +343,34 @@ pub fn www(response: &reqwest::Response) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Asserts an OAuth error answer (RFC 6749 5.2, plus `code`, `message`, `docs`) and
+/// returns its headers.
+pub async fn oauth_error(
+    response: reqwest::Response,
+    status: u16,
+    error: &str,
+    code: &str,
+) -> reqwest::header::HeaderMap {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let headers = response.headers().clone();
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["cache-control"], "no-store");
+    assert_eq!(headers["pragma"], "no-cache");
+    let body = json(response).await;
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["code"], code, "{body}");
+    assert!(
+        body["error_description"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["docs"]
+            .as_str()
+            .is_some_and(|d| d.contains("/auth.md#")),
+        "{body}"
+    );
+    headers
+}
