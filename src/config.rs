@@ -8,6 +8,7 @@
 //! came from the environment, and fields named like secrets, are never echoed.
 
 mod lifecycle;
+mod limits;
 mod locate;
 mod raw;
 mod tokens;
@@ -25,6 +26,7 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 use crate::credentials::{CredentialHeader, CredentialRules, KeyEntry, KeyHash, api_key};
+use crate::limits::LimitSet;
 use crate::policy::{
     Access, DefaultRule, HostId, MethodSet, Route, RouteSpec, RouteTable, Template, normalize_path,
 };
@@ -91,6 +93,8 @@ pub struct Config {
     pub trusted_issuers: Vec<TrustedIssuer>,
     /// Logging.
     pub log: LogSettings,
+    /// How rate limits and quotas are applied and reported.
+    pub limits: crate::limits::LimitSettings,
 }
 
 /// `discovery:`.
@@ -318,6 +322,7 @@ const TOP_LEVEL: &[&str] = &[
     "key_management",
     "tokens",
     "trusted_issuers",
+    "limits",
 ];
 
 impl Config {
@@ -422,6 +427,7 @@ struct Sections {
     key_management: raw::RawKeyManagement,
     tokens: Option<raw::RawTokens>,
     trusted_issuers: Vec<(String, raw::RawTrustedIssuer)>,
+    limits: raw::RawLimits,
 }
 
 impl Loader {
@@ -640,6 +646,7 @@ impl Loader {
                 }
                 "tokens" => s.tokens = Some(self.take(value, path).unwrap_or_default()),
                 "trusted_issuers" => s.trusted_issuers = self.take_list(value, path),
+                "limits" => s.limits = self.take(value, path).unwrap_or_default(),
                 other => {
                     let hint = scope::closest(other, TOP_LEVEL.iter().copied())
                         .map(|c| format!("; did you mean `{c}`?"))
@@ -784,6 +791,7 @@ impl Loader {
             &data_dir,
         );
 
+        let limits = self.limits(s.limits);
         let log = LogSettings {
             level: s.log.level.unwrap_or_else(|| "info".into()),
             json: matches!(s.log.format, Some(RawLogFormat::Json)),
@@ -833,6 +841,7 @@ impl Loader {
             tokens,
             trusted_issuers,
             log,
+            limits,
         })
     }
 
@@ -1106,13 +1115,22 @@ impl Loader {
                     ScopeSet::EMPTY
                 }
             };
-            tiers.push(make_tier(&tier.name, scopes, registry));
+            let limits = self.limit_set(&tier.name, &tier.rate_limits, tier.quota.as_deref(), path);
+            tiers.push(make_tier(&tier.name, scopes, registry, limits));
         }
         if tiers.first().is_none_or(|t| t.name != "anonymous") {
-            tiers.insert(0, make_tier("anonymous", ScopeSet::EMPTY, registry));
+            tiers.insert(
+                0,
+                make_tier("anonymous", ScopeSet::EMPTY, registry, LimitSet::default()),
+            );
         }
         if tiers.len() == 1 {
-            tiers.push(make_tier("default", ScopeSet::EMPTY, registry));
+            tiers.push(make_tier(
+                "default",
+                ScopeSet::EMPTY,
+                registry,
+                LimitSet::default(),
+            ));
         }
         if tiers.len() > usize::from(u8::MAX) {
             self.error("tiers", "too many tiers (at most 255)");
@@ -1234,7 +1252,20 @@ impl Loader {
                 },
             };
             let header = crate::credentials::key_table::scopes_header(registry, &scopes);
-            let entry = KeyEntry::new(key.id.clone(), scopes, tier, header);
+            let mut entry = KeyEntry::new(key.id.clone(), scopes, tier, header);
+            if key.rate_limits.is_some() || key.quota.is_some() {
+                let inherited = &tiers.get(tier).limits;
+                let rates = key.rate_limits.as_deref();
+                let quota = key.quota.as_deref();
+                let mut own = self.limit_set(&key.id, rates.unwrap_or_default(), quota, &path);
+                if rates.is_none() {
+                    own = LimitSet::new(&key.id, inherited.rates.clone(), own.quota);
+                }
+                if quota.is_none() {
+                    own = LimitSet::new(&key.id, own.rates, inherited.quota);
+                }
+                entry.limits = Some(Arc::new(own));
+            }
             keys.push((hash, Arc::new(entry)));
         }
         keys
@@ -1372,8 +1403,9 @@ impl Loader {
     }
 }
 
-fn make_tier(name: &str, scopes: ScopeSet, registry: &ScopeRegistry) -> Tier {
+fn make_tier(name: &str, scopes: ScopeSet, registry: &ScopeRegistry, limits: LimitSet) -> Tier {
     Tier {
+        limits: Arc::new(limits),
         name: name.to_owned(),
         scopes,
         header: HeaderValue::from_str(name).unwrap_or_else(|_| HeaderValue::from_static("unknown")),

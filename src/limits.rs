@@ -1,73 +1,542 @@
-//! Rate limits: lock-free GCRA buckets keyed by client address.
+//! Rate limits and quotas: who a request counts against, and whether it may pass.
 //!
-//! Each bucket is one atomic word (the "theoretical arrival time" of GCRA, in
-//! milliseconds since the limiter started), updated by compare-and-swap, so
-//! concurrent requests never wait on a lock. The map is bounded: when it grows past
-//! its limit, buckets that are back to full are dropped (they hold no state worth
-//! keeping), so a flood of distinct addresses cannot grow memory without bound.
+//! ```text
+//! principal ─► subject (hash, limit set) ─► rate windows (GCRA) ─► quota ─► verdict
+//!                                              429 + Retry-After     402 (x402)
+//! ```
+//!
+//! A request counts against its *subject*: the API key, the token subject, the
+//! anonymous identifier, or, without any of these, the client address (taken from
+//! `X-Forwarded-For` only when the peer is a configured trusted proxy). The subject's
+//! limit set is its tier's, or its key's own. Rate windows are lock-free GCRA
+//! buckets ([`gcra`]) in a bounded map ([`buckets`]); quotas are per-day or
+//! per-month counters ([`quota`]) flushed to the store in batches. [`headers`]
+//! writes what the verdict says onto every response.
 
+pub mod buckets;
+pub mod gcra;
+pub mod headers;
+pub mod quota;
+
+use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use http::HeaderMap;
+use ipnet::IpNet;
 
-/// Buckets kept before idle ones are swept.
-const MAX_BUCKETS: usize = 100_000;
+use crate::credentials::Principal;
+use crate::store::{Store, StoreError};
+use buckets::{Buckets, MAX_WINDOWS};
+use gcra::{Clock, Rate, Standing};
+use quota::{Quota, QuotaStanding, Quotas};
 
-/// A limit of `burst` requests, refilled evenly over `period`, per client address.
+/// What a tier (or a key of its own) is allowed: rate windows and a quota.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimitSet {
+    /// Names the set in structured headers (the tier or key it belongs to).
+    pub name: String,
+    /// Rate windows, shortest first; at most [`MAX_WINDOWS`].
+    pub rates: Vec<Rate>,
+    /// Requests per day or month.
+    pub quota: Option<Quota>,
+    /// `RateLimit-Policy` in draft-06 syntax.
+    pub draft_policy: Option<http::HeaderValue>,
+    /// `RateLimit-Policy` in structured syntax.
+    pub structured_policy: Option<http::HeaderValue>,
+    /// The structured item name of each window, rates then quota.
+    pub window_names: Vec<String>,
+}
+
+impl LimitSet {
+    /// The set `name`: `rates` (at most [`MAX_WINDOWS`] are used) and `quota`.
+    #[must_use]
+    pub fn new(name: &str, mut rates: Vec<Rate>, quota: Option<Quota>) -> LimitSet {
+        rates.truncate(MAX_WINDOWS);
+        let mut windows: Vec<(u64, u64)> = rates
+            .iter()
+            .map(|r| (u64::from(r.limit), r.window_secs()))
+            .collect();
+        let mut window_names: Vec<String> = rates
+            .iter()
+            .map(|r| format!("{name}-{}s", r.window_secs()))
+            .collect();
+        if let Some(quota) = &quota {
+            windows.push((quota.limit, quota.period.secs()));
+            window_names.push(match quota.period {
+                quota::Period::Day => format!("{name}-day"),
+                quota::Period::Month => format!("{name}-month"),
+            });
+        }
+        LimitSet {
+            name: name.to_owned(),
+            draft_policy: headers::draft_policy(&windows),
+            structured_policy: headers::structured_policy(&window_names, &windows),
+            window_names,
+            rates,
+            quota,
+        }
+    }
+
+    /// True when the set limits nothing.
+    #[must_use]
+    pub fn is_unlimited(&self) -> bool {
+        self.rates.is_empty() && self.quota.is_none()
+    }
+}
+
+/// The `limits:` section.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// Peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Most principals tracked at once (rate buckets, and quota counters each).
+    pub max_principals: usize,
+    /// Which header families responses carry.
+    pub headers: headers::Styles,
+    /// How often quota usage is written to (and read back from) the store.
+    pub quota_flush: Duration,
+}
+
+impl Default for LimitSettings {
+    fn default() -> LimitSettings {
+        LimitSettings {
+            trusted_proxies: Vec::new(),
+            max_principals: 100_000,
+            headers: headers::Styles::default(),
+            quota_flush: Duration::from_secs(5),
+        }
+    }
+}
+
+impl LimitSettings {
+    /// The address a request comes from: the peer, or, when the peer is a trusted
+    /// proxy, the rightmost `X-Forwarded-For` entry that is not itself one.
+    #[must_use]
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if !self.is_trusted(peer) {
+            return peer;
+        }
+        let mut client = peer;
+        for value in headers
+            .get_all(http::header::HeaderName::from_static("x-forwarded-for"))
+            .iter()
+            .rev()
+        {
+            let Ok(text) = value.to_str() else {
+                return client;
+            };
+            for hop in text.rsplit(',') {
+                match hop.trim().parse::<IpAddr>() {
+                    Ok(address) => {
+                        client = address;
+                        if !self.is_trusted(address) {
+                            return address;
+                        }
+                    }
+                    Err(_) => return client,
+                }
+            }
+        }
+        client
+    }
+
+    fn is_trusted(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.trusted_proxies
+            .iter()
+            .any(|net| net.contains(&address))
+    }
+}
+
+/// Who a request counts against.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    /// A stable 64-bit hash of `name`: the key of its bucket and counter.
+    pub key: u64,
+    /// Its limits.
+    pub limits: &'a LimitSet,
+    who: Who<'a>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Who<'a> {
+    Named(&'a [u8]),
+    Anonymous(u64),
+    Address(IpAddr),
+}
+
+impl Subject<'_> {
+    /// The subject's stable name, as the store records its quota usage:
+    /// `key:<id>`, a token's subject, `anonymous:<hash>` or `addr:<ip>`.
+    #[must_use]
+    pub fn name(&self) -> String {
+        match self.who {
+            Who::Named(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+            Who::Anonymous(id) => format!("anonymous:{id:016x}"),
+            Who::Address(ip) => format!("addr:{ip}"),
+        }
+    }
+}
+
+/// A fixed-seed hash: the same name hashes the same in every replica, so the store
+/// and the in-memory tables agree on keys.
+fn stable_hash(kind: u8, bytes: &[u8]) -> u64 {
+    let state = foldhash::quality::FixedState::with_seed(0x6175_7468_6d64_0001 ^ u64::from(kind));
+    state.hash_one(bytes)
+}
+
+/// The hash of a subject named `name` (as [`Subject::name`] spells it).
+#[must_use]
+pub fn key_of_name(name: &str) -> u64 {
+    if let Some(hex) = name.strip_prefix("anonymous:") {
+        if let Ok(id) = u64::from_str_radix(hex, 16) {
+            return stable_hash(1, &id.to_le_bytes());
+        }
+    }
+    if let Some(ip) = name
+        .strip_prefix("addr:")
+        .and_then(|a| a.parse::<IpAddr>().ok())
+    {
+        return address_key(ip);
+    }
+    stable_hash(0, name.as_bytes())
+}
+
+fn address_key(ip: IpAddr) -> u64 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => stable_hash(2, &v4.octets()),
+        IpAddr::V6(v6) => stable_hash(2, &v6.octets()),
+    }
+}
+
+impl<'a> Subject<'a> {
+    /// The subject of a request by `principal` (`None` on public routes) from
+    /// `address`, limited by `tier_limits` unless its key has limits of its own.
+    #[must_use]
+    pub fn of(
+        principal: Option<&'a Principal>,
+        address: IpAddr,
+        tier_limits: &'a LimitSet,
+    ) -> Subject<'a> {
+        match principal {
+            Some(Principal::Key(entry)) => Subject {
+                key: stable_hash(0, entry.principal_header.as_bytes()),
+                limits: entry.limits.as_deref().unwrap_or(tier_limits),
+                who: Who::Named(entry.principal_header.as_bytes()),
+            },
+            Some(Principal::Token(grant)) => Subject {
+                key: stable_hash(0, grant.principal_header.as_bytes()),
+                limits: tier_limits,
+                who: Who::Named(grant.principal_header.as_bytes()),
+            },
+            Some(Principal::Anonymous(Some(id))) => Subject {
+                key: stable_hash(1, &id.0.to_le_bytes()),
+                limits: tier_limits,
+                who: Who::Anonymous(id.0),
+            },
+            Some(Principal::Anonymous(None)) | None => Subject {
+                key: address_key(address),
+                limits: tier_limits,
+                who: Who::Address(address.to_canonical()),
+            },
+        }
+    }
+}
+
+/// Where a request stands against one limit, for the headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Requests allowed per window.
+    pub limit: u64,
+    /// The window, in seconds.
+    pub window_secs: u64,
+    /// Requests left.
+    pub remaining: u64,
+    /// Seconds until the limit is fully available again (or, when `remaining` is
+    /// 0, until one more request is).
+    pub reset_secs: u64,
+}
+
+impl Window {
+    fn of_rate(rate: &Rate, standing: Standing) -> Window {
+        Window {
+            limit: u64::from(rate.limit),
+            window_secs: rate.window_secs(),
+            remaining: u64::from(standing.remaining),
+            reset_secs: if standing.remaining == 0 {
+                standing.retry_after_secs()
+            } else {
+                standing.reset_secs()
+            },
+        }
+    }
+}
+
+/// Where a request stands against every limit of its set.
+#[derive(Debug, Clone)]
+pub struct Verdict<'a> {
+    /// The set.
+    pub limits: &'a LimitSet,
+    /// One entry per rate window, then the quota's.
+    pub windows: [Option<Window>; MAX_WINDOWS + 1],
+    /// Why the request may not pass; `None` when it may.
+    pub exceeded: Option<Exceeded>,
+}
+
+impl Verdict<'_> {
+    /// The window with the fewest requests left (the one the single-valued
+    /// headers report); ties go to the later reset.
+    #[must_use]
+    pub fn tightest(&self) -> Option<&Window> {
+        self.windows.iter().flatten().min_by(|a, b| {
+            a.remaining
+                .cmp(&b.remaining)
+                .then(b.reset_secs.cmp(&a.reset_secs))
+        })
+    }
+}
+
+/// Why a request may not pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exceeded {
+    /// A rate window is empty.
+    Rate {
+        /// Seconds until every empty window admits a request again.
+        retry_after: u64,
+    },
+    /// The quota is used up until the period ends (or a payment is made).
+    Quota,
+}
+
+/// The limiter: every subject's buckets and quota counters.
+#[derive(Debug)]
+pub struct Limiter {
+    clock: Clock,
+    buckets: Buckets,
+    quotas: Quotas,
+}
+
+impl Limiter {
+    /// A limiter tracking at most `max_principals` subjects.
+    #[must_use]
+    pub fn new(max_principals: usize) -> Limiter {
+        Limiter {
+            clock: Clock::default(),
+            buckets: Buckets::new(max_principals),
+            quotas: Quotas::new(max_principals),
+        }
+    }
+
+    /// The quota counters (for the store flusher).
+    #[must_use]
+    pub fn quotas(&self) -> &Quotas {
+        &self.quotas
+    }
+
+    /// Rate buckets currently tracked.
+    #[must_use]
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+
+    /// Counts one request against `subject`: every rate window, then the quota at
+    /// unix time `unix_now`. Nothing is taken unless everything admits it.
+    pub fn check<'a>(&self, subject: &Subject<'a>, unix_now: i64) -> Verdict<'a> {
+        let limits = subject.limits;
+        let mut verdict = Verdict {
+            limits,
+            windows: [None; MAX_WINDOWS + 1],
+            exceeded: None,
+        };
+        if limits.is_unlimited() {
+            return verdict;
+        }
+        let now = self.clock.now();
+        let rates = &limits.rates[..limits.rates.len().min(MAX_WINDOWS)];
+        let refused = self.buckets.with(subject.key, |bucket| {
+            let mut refused = None;
+            for (i, rate) in rates.iter().enumerate() {
+                match rate.take(&bucket.0[i], now) {
+                    Ok(standing) => verdict.windows[i] = Some(Window::of_rate(rate, standing)),
+                    Err(standing) => {
+                        verdict.windows[i] = Some(Window::of_rate(rate, standing));
+                        refused = Some(i);
+                        break;
+                    }
+                }
+            }
+            if let Some(at) = refused {
+                // Give back what the earlier windows took, and report where the later
+                // ones stand (any of them may refuse too).
+                for (rate, word) in rates[..at].iter().zip(&bucket.0) {
+                    rate.give_back(word);
+                }
+                for (i, rate) in rates.iter().enumerate().skip(at + 1) {
+                    let standing = rate.standing(bucket.0[i].load(Ordering::Relaxed), now);
+                    verdict.windows[i] = Some(Window::of_rate(rate, standing));
+                }
+            }
+            refused
+        });
+        if refused.is_some() {
+            if let Some(quota) = &limits.quota {
+                let standing = self.quotas.peek(subject, quota, unix_now);
+                verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
+            }
+            let retry_after = verdict.windows[..MAX_WINDOWS]
+                .iter()
+                .flatten()
+                .filter(|w| w.remaining == 0)
+                .map(|w| w.reset_secs)
+                .max()
+                .unwrap_or(1);
+            verdict.exceeded = Some(Exceeded::Rate { retry_after });
+            return verdict;
+        }
+        if let Some(quota) = &limits.quota {
+            let standing = self.quotas.take(subject, quota, unix_now);
+            verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
+            if let QuotaStanding::Exhausted { .. } = standing {
+                // The request does not pass: give the rate windows back their token.
+                self.buckets.with(subject.key, |bucket| {
+                    for (i, (rate, word)) in rates.iter().zip(&bucket.0).enumerate() {
+                        rate.give_back(word);
+                        let standing = rate.standing(word.load(Ordering::Relaxed), now);
+                        verdict.windows[i] = Some(Window::of_rate(rate, standing));
+                    }
+                });
+                verdict.exceeded = Some(Exceeded::Quota);
+            }
+        }
+        verdict
+    }
+
+    /// Drops the buckets that hold no state (full again); returns how many are left.
+    pub fn sweep(&self, unix_now: i64) -> usize {
+        self.quotas.sweep(unix_now);
+        self.buckets.sweep(self.clock.now())
+    }
+
+    /// True when a subject found the bucket map full since the last sweep.
+    #[must_use]
+    pub fn wants_sweep(&self) -> bool {
+        self.buckets.wants_sweep()
+    }
+}
+
+/// A single rate limit per client address, for the proxy's own endpoints
+/// (registration, anonymous tokens).
 #[derive(Debug)]
 pub struct AddressLimiter {
-    /// Milliseconds between two refills (the GCRA emission interval).
-    interval_ms: u64,
-    /// How far ahead of now the arrival time may run (burst - 1 intervals).
-    tolerance_ms: u64,
-    start: Instant,
-    buckets: papaya::HashMap<IpAddr, AtomicU64>,
+    rate: Rate,
+    clock: Clock,
+    buckets: Buckets,
 }
+
+/// Addresses an [`AddressLimiter`] tracks.
+const ADDRESS_CAPACITY: usize = 100_000;
 
 impl AddressLimiter {
     /// `burst` requests per `period`; `None` when `burst` is 0 (no limit).
     #[must_use]
     pub fn new(burst: u32, period: Duration) -> Option<AddressLimiter> {
-        if burst == 0 {
-            return None;
-        }
-        let period_ms = u64::try_from(period.as_millis()).unwrap_or(u64::MAX);
-        let interval_ms = (period_ms / u64::from(burst)).max(1);
         Some(AddressLimiter {
-            interval_ms,
-            tolerance_ms: interval_ms * u64::from(burst - 1),
-            start: Instant::now(),
-            buckets: papaya::HashMap::new(),
+            rate: Rate::new(burst, period)?,
+            clock: Clock::default(),
+            buckets: Buckets::new(ADDRESS_CAPACITY),
         })
     }
 
     /// Takes one request from `address`'s bucket, or says how many seconds until
     /// one is available.
     pub fn check(&self, address: IpAddr) -> Result<(), u32> {
-        let now = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let buckets = self.buckets.pin();
-        if buckets.len() >= MAX_BUCKETS {
-            buckets.retain(|_, tat| tat.load(Ordering::Relaxed) > now);
+        let now = self.clock.now();
+        if self.buckets.wants_sweep() {
+            self.buckets.sweep(now);
         }
-        let bucket = buckets.get_or_insert_with(address, || AtomicU64::new(0));
-        let mut tat = bucket.load(Ordering::Relaxed);
-        loop {
-            let arrival = tat.max(now);
-            if arrival - now > self.tolerance_ms {
-                let wait_ms = arrival - now - self.tolerance_ms;
-                return Err(u32::try_from(wait_ms.div_ceil(1000)).unwrap_or(u32::MAX));
+        self.buckets
+            .with(address_key(address), |bucket| {
+                self.rate.take(&bucket.0[0], now)
+            })
+            .map(drop)
+            .map_err(|s| u32::try_from(s.retry_after_secs()).unwrap_or(u32::MAX))
+    }
+}
+
+/// Keeps a limiter's map small: sweeps idle buckets every `every`, and sooner when
+/// the map fills. Runs until aborted.
+pub async fn sweep_forever(limiter: Arc<Limiter>, every: Duration) {
+    let mut tick = tokio::time::interval(every.min(Duration::from_secs(1)));
+    let mut since = Duration::ZERO;
+    loop {
+        tick.tick().await;
+        since += every.min(Duration::from_secs(1));
+        if since >= every || limiter.wants_sweep() {
+            since = Duration::ZERO;
+            let left = limiter.sweep(crate::store::unix_now());
+            tracing::debug!(left, "swept idle rate buckets");
+        }
+    }
+}
+
+/// Reads the current periods' quota rows changed at or after `since_ms` into the
+/// counters; returns the store clock to read from next time.
+pub async fn read_quotas(quotas: &Quotas, store: &Store, since_ms: i64) -> Result<i64, StoreError> {
+    let now = crate::store::unix_now();
+    let periods = vec![
+        quota::label(quota::Period::Day.word(now)),
+        quota::label(quota::Period::Month.word(now)),
+    ];
+    let (rows, clock) = store.quota_usage_since(since_ms, periods).await?;
+    for (subject, period, used) in rows {
+        quotas.absorb(&subject, &period, used, now);
+    }
+    Ok(clock)
+}
+
+/// Keeps quota counters and the store in step: every `every`, adds the pending
+/// usage to the store and reads back the rows other replicas changed since
+/// `since_ms`. Runs until aborted; a store outage only delays the writes (usage
+/// accumulates in memory and is written when the store returns).
+pub async fn sync_quotas_forever(
+    limiter: Arc<Limiter>,
+    store: Store,
+    every: Duration,
+    mut since_ms: i64,
+) {
+    let quotas = limiter.quotas();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        flush_quotas(quotas, &store).await;
+        // Rows committed while the last read ran may carry an earlier clock: read
+        // with a margin (taking a row twice is harmless).
+        match read_quotas(quotas, &store, since_ms - 5_000).await {
+            Ok(clock) => since_ms = clock,
+            Err(error) => tracing::warn!(%error, "could not read quota usage from the store"),
+        }
+    }
+}
+
+/// Adds every pending quota count to the store.
+pub async fn flush_quotas(quotas: &Quotas, store: &Store) {
+    let pending = quotas.pending();
+    if pending.is_empty() {
+        return;
+    }
+    match store.add_quota_usage(pending.clone()).await {
+        Ok(totals) => {
+            for (usage, total) in pending.iter().zip(totals) {
+                quotas.flushed(usage, total);
             }
-            match bucket.compare_exchange_weak(
-                tat,
-                arrival + self.interval_ms,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return Ok(()),
-                Err(current) => tat = current,
-            }
+        }
+        Err(error) => {
+            tracing::warn!(%error, subjects = pending.len(), "could not write quota usage to the store; will retry")
         }
     }
 }
@@ -77,7 +546,7 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_burst_then_one_per_interval() {
+    async fn address_limiter_burst_then_one_per_interval() {
         let limiter = AddressLimiter::new(5, Duration::from_secs(3600)).unwrap();
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
@@ -98,14 +567,60 @@ mod tests {
         assert!(AddressLimiter::new(0, Duration::from_secs(1)).is_none());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn idle_buckets_are_swept_when_the_map_is_full() {
-        let limiter = AddressLimiter::new(1, Duration::from_secs(1)).unwrap();
-        for i in 0..MAX_BUCKETS as u32 {
-            limiter.check(IpAddr::from(i.to_be_bytes())).unwrap();
+    fn settings(trusted: &[&str]) -> LimitSettings {
+        LimitSettings {
+            trusted_proxies: trusted.iter().map(|n| n.parse().unwrap()).collect(),
+            ..LimitSettings::default()
         }
-        tokio::time::advance(Duration::from_secs(2)).await;
-        limiter.check("198.51.100.1".parse().unwrap()).unwrap();
-        assert!(limiter.buckets.len() < 10, "{}", limiter.buckets.len());
+    }
+
+    #[test]
+    fn forwarded_for_is_read_only_from_trusted_proxies() {
+        let mut headers = HeaderMap::new();
+        headers.append("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        let untrusted = settings(&[]);
+        assert_eq!(untrusted.client_address(peer, &headers), peer);
+        let trusted = settings(&["10.0.0.0/8"]);
+        assert_eq!(
+            trusted.client_address(peer, &headers),
+            "203.0.113.9".parse::<IpAddr>().unwrap(),
+            "the rightmost address that is not a trusted proxy"
+        );
+        // A client cannot hide behind a forged entry to the left of its own.
+        headers.insert(
+            "x-forwarded-for",
+            "198.51.100.1, 203.0.113.9".parse().unwrap(),
+        );
+        assert_eq!(
+            trusted.client_address(peer, &headers),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+        // Garbage stops the walk at the last good hop.
+        headers.insert("x-forwarded-for", "nonsense, 10.0.0.8".parse().unwrap());
+        assert_eq!(
+            trusted.client_address(peer, &headers),
+            "10.0.0.8".parse::<IpAddr>().unwrap()
+        );
+        // An IPv4-mapped peer matches an IPv4 network.
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        assert_eq!(
+            trusted.client_address(mapped, &headers),
+            "203.0.113.9".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn subject_names_hash_to_their_keys() {
+        let limits = LimitSet::default();
+        let address: IpAddr = "192.0.2.7".parse().unwrap();
+        let subject = Subject::of(None, address, &limits);
+        assert_eq!(subject.name(), "addr:192.0.2.7");
+        assert_eq!(key_of_name(&subject.name()), subject.key);
+        let anonymous = Principal::Anonymous(Some(crate::credentials::AnonymousId(0xabc)));
+        let subject = Subject::of(Some(&anonymous), address, &limits);
+        assert_eq!(subject.name(), "anonymous:0000000000000abc");
+        assert_eq!(key_of_name(&subject.name()), subject.key);
     }
 }

@@ -22,6 +22,7 @@ use crate::body::Body;
 use crate::config::{Config, SigningSource};
 use crate::credentials::{KeyTable, Presented, Principal};
 use crate::discovery::{self, Documents};
+use crate::limits::{self, Exceeded, Limiter, Subject, Verdict};
 use crate::oauth::{self, Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
 use crate::proxy::{ClientConn, Identity, Outbound, Upstream};
@@ -49,6 +50,10 @@ pub struct Gateway {
     agent_auth: Option<AgentAuth>,
     /// The store follower's state, when a store is open.
     sync: Option<Arc<SyncState>>,
+    /// Rate buckets and quota counters.
+    limiter: Arc<Limiter>,
+    /// The store quota usage is written to, when one is open.
+    store: Option<Store>,
     /// Tasks that live as long as the gateway: the store follower, the trusted
     /// issuers' key refreshers.
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -142,7 +147,14 @@ impl Gateway {
             keys.clone(),
             store.clone(),
         );
+        let limiter = Arc::new(Limiter::new(config.limits.max_principals));
+        background.push(tokio::spawn(limits::sweep_forever(
+            limiter.clone(),
+            std::time::Duration::from_secs(10),
+        )));
         let mut gateway = Gateway {
+            limiter,
+            store: store.clone(),
             documents: Documents::build(&config),
             upstream: Upstream::new(&config.upstream),
             consumed: config.credentials.consumed_headers().cloned().collect(),
@@ -206,6 +218,28 @@ impl Gateway {
             crate::store::StoreSettings::None => std::time::Duration::from_secs(10),
         };
         let state = Arc::new(SyncState::default());
+        // Quota usage is read before the first request too: a restart must not give
+        // a used-up quota back.
+        let quotas_read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            limits::read_quotas(self.limiter.quotas(), &store, 0),
+        )
+        .await;
+        let since = match quotas_read {
+            Ok(Ok(clock)) => clock,
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "could not read quota usage; counting from zero until the store answers");
+                0
+            }
+            Err(_) => 0,
+        };
+        self.background
+            .push(tokio::spawn(limits::sync_quotas_forever(
+                self.limiter.clone(),
+                store.clone(),
+                config.limits.quota_flush,
+                since,
+            )));
         let follower = sync::spawn_follower(Follower {
             store: store.clone(),
             table: self.keys.clone(),
@@ -225,6 +259,20 @@ impl Gateway {
         ));
         self.sync = Some(state);
         self.background.push(follower);
+    }
+
+    /// Writes what is only in memory to the store (quota usage); called once the
+    /// listeners have drained, so that a restart loses nothing.
+    pub async fn flush(&self) {
+        if let Some(store) = &self.store {
+            limits::flush_quotas(self.limiter.quotas(), store).await;
+        }
+    }
+
+    /// The limiter (rate buckets and quota counters).
+    #[must_use]
+    pub fn limiter(&self) -> &Limiter {
+        &self.limiter
     }
 
     /// True when the proxy can verify every key it should: the store's keys are
@@ -271,7 +319,9 @@ impl Gateway {
                 Local::Ready(Err(rejection)) => respond(rejection.into()),
                 Local::Token => {
                     let caller = Caller {
-                        peer: conn.peer.ip(),
+                        peer: config
+                            .limits
+                            .client_address(conn.peer.ip(), request.headers()),
                         origin: origin(config, host),
                     };
                     self.finish(self.oauth.token(config, request, caller).await, host)
@@ -315,6 +365,25 @@ impl Gateway {
             }
             Err(refusal) => return respond(refusal),
         };
+        let unix = unix_now();
+        let verdict = self.limit(&grant, &request, conn, unix);
+        if let Some(exceeded) = verdict.exceeded {
+            let rejection = match exceeded {
+                Exceeded::Rate { retry_after } => Rejection::RateLimited { retry_after },
+                Exceeded::Quota => Rejection::QuotaExceeded,
+            };
+            let mut response = respond(Refusal {
+                rejection,
+                route: Some(grant.route),
+            });
+            limits::headers::write(
+                response.headers_mut(),
+                &verdict,
+                config.limits.headers,
+                unix,
+            );
+            return response;
+        }
         let identity = grant.principal.as_ref().map(|p| self.identity(p));
         let rewritten = match &path {
             Cow::Owned(path) => Some(path.clone()),
@@ -329,10 +398,38 @@ impl Gateway {
                 &[]
             },
         };
-        match self.upstream.forward(request, outbound, conn).await {
+        let mut response = match self.upstream.forward(request, outbound, conn).await {
             Ok(response) => response,
             Err(rejection) => responder(config, host).respond(rejection, None),
-        }
+        };
+        limits::headers::write(
+            response.headers_mut(),
+            &verdict,
+            config.limits.headers,
+            unix,
+        );
+        response
+    }
+
+    /// Counts a granted request against its subject's rate windows and quota.
+    fn limit<'g, B>(
+        &'g self,
+        grant: &'g Grant<'_>,
+        request: &Request<B>,
+        conn: &ClientConn,
+        unix: i64,
+    ) -> Verdict<'g> {
+        let config = &*self.config;
+        let tier = grant
+            .principal
+            .as_ref()
+            .map_or(TierId::ANONYMOUS, Principal::tier);
+        let tier_limits = &config.tiers.get(tier).limits;
+        let address = config
+            .limits
+            .client_address(conn.peer.ip(), request.headers());
+        let subject = Subject::of(grant.principal.as_ref(), address, tier_limits);
+        self.limiter.check(&subject, unix)
     }
 
     /// Answers a credential lifecycle endpoint.
@@ -348,7 +445,10 @@ impl Gateway {
             (Lifecycle::Scopes, _) => agent_auth::keys::scopes(config, request.method()),
             (_, None) => Err(Failure::from(LifecycleError::StoreUnavailable)),
             (Lifecycle::Register, Some(a)) => {
-                a.register(config, request, conn, origin(config, host))
+                let address = config
+                    .limits
+                    .client_address(conn.peer.ip(), request.headers());
+                a.register(config, request, address, origin(config, host))
                     .await
             }
             (Lifecycle::Claim, Some(a)) if request.method() == http::Method::POST => {

@@ -56,10 +56,34 @@ pub enum Rejection {
     OAuth(OAuthError),
     /// A credential lifecycle endpoint (registration, claim, keys) refused it.
     Lifecycle(LifecycleError),
+    /// A rate window of the subject is empty.
+    RateLimited {
+        /// Seconds until every empty window admits a request again.
+        retry_after: u64,
+    },
+    /// The subject's quota for the period is used up, and no payment is offered.
+    QuotaExceeded,
+    /// Payment (x402) is the way past the quota; see [`PaymentError`].
+    Payment(PaymentError),
     /// The upstream refused or dropped the connection.
     UpstreamUnavailable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+}
+
+/// Why a request that needs (or offers) an x402 payment was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentError {
+    /// The quota is used up; the 402 carries the payment requirements.
+    Required,
+    /// The `PAYMENT-SIGNATURE` / `X-PAYMENT` header is not base64 JSON of a payment
+    /// payload for this API.
+    Malformed,
+    /// The facilitator found the payment invalid (402 with the requirements again).
+    Rejected,
+    /// The facilitator could not be reached or did not settle: nothing was charged
+    /// and nothing was served.
+    Unavailable,
 }
 
 /// One row of the error table in `/auth.md`.
@@ -125,6 +149,42 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         code: "METHOD_NOT_ALLOWED",
         meaning: "The path exists but not with this method.",
         action: "Use a method listed in `Allow`.",
+    },
+    ErrorDoc {
+        status: 429,
+        code: "RATE_LIMIT_EXCEEDED",
+        meaning: "Too many requests in a rate window (`RateLimit-*` headers say which, and when it refills).",
+        action: "Wait `Retry-After` seconds, then retry; or use a credential of a higher tier.",
+    },
+    ErrorDoc {
+        status: 402,
+        code: "QUOTA_EXCEEDED",
+        meaning: "The request quota of the period is used up.",
+        action: "Wait for the period to end (`RateLimit-Reset`), or use a credential of a higher tier.",
+    },
+    ErrorDoc {
+        status: 402,
+        code: "PAYMENT_REQUIRED",
+        meaning: "The quota is used up; the response carries x402 payment requirements (`PAYMENT-REQUIRED` header, v1 `accepts` in the body).",
+        action: "Pay with an x402 client: retry with `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1).",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "PAYMENT_MALFORMED",
+        meaning: "The payment header is not base64 JSON of an x402 payment payload matching one of the offered requirements.",
+        action: "Build the payment from the requirements of the last 402.",
+    },
+    ErrorDoc {
+        status: 402,
+        code: "PAYMENT_REJECTED",
+        meaning: "The facilitator found the payment invalid (reason in the message and in `error`).",
+        action: "Fix what the reason names (funds, signature, network) and pay again.",
+    },
+    ErrorDoc {
+        status: 503,
+        code: "PAYMENT_UNAVAILABLE",
+        meaning: "The payment could not be verified or settled; nothing was charged.",
+        action: "Wait `Retry-After` seconds, then retry with a fresh payment.",
     },
     ErrorDoc {
         status: 502,
@@ -292,6 +352,7 @@ enum Section {
     Errors,
     UseTheCredential,
     Scopes,
+    RateLimits,
 }
 
 impl Section {
@@ -300,6 +361,7 @@ impl Section {
             Section::Errors => "#errors",
             Section::UseTheCredential => "#use-the-credential",
             Section::Scopes => "#scopes",
+            Section::RateLimits => "#rate-limits",
         }
     }
 }
@@ -433,6 +495,13 @@ impl Responder {
                     headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
                 }
             }
+            Rejection::RateLimited { retry_after } => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
+            }
+            Rejection::Payment(PaymentError::Unavailable) => {
+                headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
+            }
+            Rejection::QuotaExceeded | Rejection::Payment(_) => {}
             Rejection::InvalidPath(_)
             | Rejection::RouteNotFound
             | Rejection::InsufficientTier(_)
@@ -571,6 +640,55 @@ fn describe(
             let (status, error, code, message) = e.describe();
             (status, error, code, text(message, Section::Errors))
         }
+        R::RateLimited { retry_after } => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limit_exceeded",
+            "RATE_LIMIT_EXCEEDED",
+            (
+                format!(
+                    "too many requests; retry after {retry_after} s (see the RateLimit headers)"
+                ),
+                Section::RateLimits,
+            ),
+        ),
+        R::QuotaExceeded => (
+            StatusCode::PAYMENT_REQUIRED,
+            "quota_exceeded",
+            "QUOTA_EXCEEDED",
+            text(
+                "the request quota of this period is used up; it renews when RateLimit-Reset says",
+                Section::RateLimits,
+            ),
+        ),
+        R::Payment(e) => {
+            let (status, error, code, message) = match e {
+                PaymentError::Required => (
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_required",
+                    "PAYMENT_REQUIRED",
+                    "the request quota of this period is used up; pay per the x402 requirements in PAYMENT-REQUIRED (or `accepts`) to continue",
+                ),
+                PaymentError::Malformed => (
+                    StatusCode::BAD_REQUEST,
+                    "invalid_payment",
+                    "PAYMENT_MALFORMED",
+                    "the payment header is not base64 JSON of an x402 payment payload for one of the offered requirements",
+                ),
+                PaymentError::Rejected => (
+                    StatusCode::PAYMENT_REQUIRED,
+                    "payment_rejected",
+                    "PAYMENT_REJECTED",
+                    "the facilitator refused the payment",
+                ),
+                PaymentError::Unavailable => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "payment_unavailable",
+                    "PAYMENT_UNAVAILABLE",
+                    "the payment could not be verified or settled; nothing was charged; retry shortly",
+                ),
+            };
+            (status, error, code, text(message, Section::RateLimits))
+        }
         R::UpstreamUnavailable => (
             StatusCode::BAD_GATEWAY,
             "bad_gateway",
@@ -607,6 +725,7 @@ mod tests {
             scopes: ScopeSet::EMPTY,
             header: HeaderValue::from_static(name),
             scopes_header: HeaderValue::from_static(""),
+            limits: Arc::default(),
         };
         let tiers = Tiers(vec![tier("anonymous"), tier("gold")]);
         Responder::new("https://api.example.com", Arc::new(scopes), Arc::new(tiers))
@@ -689,6 +808,37 @@ mod tests {
                 None,
             ),
             (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
+            (
+                Rejection::RateLimited { retry_after: 7 },
+                429,
+                "RATE_LIMIT_EXCEEDED",
+                Some(("retry-after", "7")),
+            ),
+            (Rejection::QuotaExceeded, 402, "QUOTA_EXCEEDED", None),
+            (
+                Rejection::Payment(PaymentError::Required),
+                402,
+                "PAYMENT_REQUIRED",
+                None,
+            ),
+            (
+                Rejection::Payment(PaymentError::Malformed),
+                400,
+                "PAYMENT_MALFORMED",
+                None,
+            ),
+            (
+                Rejection::Payment(PaymentError::Rejected),
+                402,
+                "PAYMENT_REJECTED",
+                None,
+            ),
+            (
+                Rejection::Payment(PaymentError::Unavailable),
+                503,
+                "PAYMENT_UNAVAILABLE",
+                Some(("retry-after", "5")),
+            ),
         ];
         let cases = cases.into_iter().chain([
             (

@@ -93,6 +93,7 @@ impl Running {
         for task in self.tasks {
             let _ = task.await;
         }
+        self.gateway.flush().await;
     }
 }
 

@@ -295,6 +295,25 @@ impl Store {
         dispatch!(self.rotate_key(rotation))
     }
 
+    /// Adds each subject's usage to its period's row, in one transaction; returns the
+    /// rows' new totals, in order.
+    pub async fn add_quota_usage(
+        &self,
+        usage: Vec<crate::limits::quota::Usage>,
+    ) -> Result<Vec<i64>, StoreError> {
+        dispatch!(self.add_quota_usage(usage))
+    }
+
+    /// The quota rows of `periods` changed at or after `since_ms` (store clock), as
+    /// `(subject, period, used)`, and the store clock when the query ran.
+    pub async fn quota_usage_since(
+        &self,
+        since_ms: i64,
+        periods: Vec<String>,
+    ) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {
+        dispatch!(self.quota_usage_since(since_ms, periods))
+    }
+
     /// Revokes a key; `None` if it is unknown or already revoked.
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<Option<KeyRecord>, StoreError> {
         dispatch!(self.revoke_key(id, now))

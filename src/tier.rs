@@ -1,7 +1,11 @@
 //! Trust tiers: an ordered list (lowest first) from the config. Tier 0 is always
 //! `anonymous`, the tier of every request without a verified credential.
 
+use std::sync::Arc;
+
 use http::HeaderValue;
+
+use crate::limits::LimitSet;
 
 use crate::scope::ScopeSet;
 
@@ -26,6 +30,8 @@ pub struct Tier {
     pub header: HeaderValue,
     /// Its scopes, space-separated, ready for `X-Authmd-Scopes`.
     pub scopes_header: HeaderValue,
+    /// Its rate limits and quota.
+    pub limits: Arc<LimitSet>,
 }
 
 /// The configured tiers, lowest first.

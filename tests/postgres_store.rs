@@ -187,7 +187,7 @@ async fn eight_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 2, "each migration is recorded once");
+    assert_eq!(versions, 3, "each migration is recorded once");
     let mut tables: Vec<String> = admin
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -203,6 +203,7 @@ async fn eight_replicas_starting_together_migrate_once() {
         tables,
         [
             "keys",
+            "quota_usage",
             "registrations",
             "revoked_tokens",
             "schema_migrations",

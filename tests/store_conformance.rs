@@ -476,6 +476,59 @@ async fn data_survives_reopening(place: &Place) {
     assert!(store.registration("reg_1").await.unwrap().is_some());
 }
 
+async fn quota_usage_adds_up_across_replicas(place: &Place) {
+    use authmd_proxy::limits::quota::Usage;
+    let usage = |name: &str, period: &str, delta: i64| Usage {
+        name: name.into(),
+        period: period.into(),
+        delta,
+    };
+    let one = place.open().await;
+    let two = place.open().await;
+    let (_, start) = one.quota_usage_since(0, vec![]).await.unwrap();
+    let totals = one
+        .add_quota_usage(vec![
+            usage("key:a", "2026-11", 5),
+            usage("key:a", "2026-11-23", 2),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(totals, [5, 2]);
+    // A second replica adds to the same rows; a bought credit is negative usage.
+    let totals = two
+        .add_quota_usage(vec![
+            usage("key:a", "2026-11", 3),
+            usage("key:b", "2026-11", -4),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(totals, [8, -4]);
+    let (mut rows, clock) = one
+        .quota_usage_since(start, vec!["2026-11".into(), "2026-11-23".into()])
+        .await
+        .unwrap();
+    rows.sort();
+    assert_eq!(
+        rows,
+        [
+            ("key:a".to_owned(), "2026-11".to_owned(), 8),
+            ("key:a".to_owned(), "2026-11-23".to_owned(), 2),
+            ("key:b".to_owned(), "2026-11".to_owned(), -4),
+        ]
+    );
+    // Only the asked periods, and only rows changed since.
+    let (rows, _) = one
+        .quota_usage_since(start, vec!["2026-11-23".into()])
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let (rows, _) = one
+        .quota_usage_since(clock + 1, vec!["2026-11".into()])
+        .await
+        .unwrap();
+    assert!(rows.is_empty(), "{rows:?}");
+}
+
 macro_rules! conformance {
     ($($case:ident),* $(,)?) => {
         mod sqlite {
@@ -513,6 +566,7 @@ conformance!(
     a_claim_fails_cleanly_when_expired_or_revoked,
     an_assertion_id_is_used_once,
     data_survives_reopening,
+    quota_usage_adds_up_across_replicas,
 );
 
 #[tokio::test]

@@ -23,7 +23,6 @@ use crate::assertion::VerifiedAssertion;
 use crate::body::Body;
 use crate::config::Config;
 use crate::policy::MethodSet;
-use crate::proxy::ClientConn;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::scope::ScopeSet;
 use crate::store::{
@@ -64,7 +63,7 @@ impl AgentAuth {
         &self,
         config: &Config,
         request: Request<Incoming>,
-        conn: &ClientConn,
+        address: std::net::IpAddr,
         origin: &str,
     ) -> Answer {
         let body: RegisterBody = read_json(request, &Method::POST).await?;
@@ -98,7 +97,6 @@ impl AgentAuth {
             }
         };
         let settings = &config.lifecycle.registration;
-        let address = conn.peer.ip();
         match kind {
             RegistrationKind::Anonymous => {
                 if !settings.anonymous {

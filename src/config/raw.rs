@@ -115,6 +115,20 @@ pub(crate) struct RawTier {
     pub(crate) name: String,
     #[serde(default)]
     pub(crate) scopes: Vec<String>,
+    #[serde(default)]
+    pub(crate) rate_limits: Vec<String>,
+    pub(crate) quota: Option<String>,
+}
+
+/// `limits:`: how subjects are told apart and what responses say.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    #[serde(default)]
+    pub(crate) trusted_proxies: Vec<String>,
+    pub(crate) max_principals: Option<usize>,
+    pub(crate) headers: Option<Vec<String>>,
+    pub(crate) quota_flush: Option<String>,
 }
 
 /// One statically declared key.
@@ -131,6 +145,8 @@ pub(crate) struct RawKey {
     #[serde(default)]
     pub(crate) scopes: Vec<String>,
     pub(crate) tier: Option<String>,
+    pub(crate) rate_limits: Option<Vec<String>>,
+    pub(crate) quota: Option<String>,
 }
 
 /// One route.

@@ -44,6 +44,8 @@ pub struct KeyEntry {
     /// Unix seconds of the last request it authenticated (coarse; flushed to the
     /// store in batches).
     pub last_used: AtomicI64,
+    /// Rate limits and quota of its own, replacing its tier's.
+    pub limits: Option<Arc<crate::limits::LimitSet>>,
 }
 
 impl KeyEntry {
@@ -273,6 +275,7 @@ impl KeyEntry {
             expires_at: None,
             is_static: true,
             last_used: AtomicI64::new(0),
+            limits: None,
         }
     }
 }

@@ -43,6 +43,7 @@ use super::{
     StoreError,
 };
 use crate::credentials::KeyHash;
+use crate::limits::quota::Usage;
 
 /// The schema, one entry per version; never edit an entry, append a new one.
 /// Statements run with `search_path` set to the store's schema.
@@ -90,6 +91,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at BIGINT NOT NULL
     );
     CREATE INDEX revoked_tokens_updated_at ON revoked_tokens (updated_at);",
+    "CREATE TABLE quota_usage (
+        subject TEXT NOT NULL,
+        period TEXT NOT NULL,
+        used BIGINT NOT NULL,
+        updated_at BIGINT NOT NULL,
+        PRIMARY KEY (subject, period)
+    );
+    CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
 ];
 
 const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
@@ -722,6 +731,54 @@ impl PostgresStore {
             announce(&tx, channel, TOKEN_REVOKED).await?;
             tx.commit().await?;
             Ok(())
+        })
+        .await
+    }
+
+    pub(super) async fn add_quota_usage(&self, usage: Vec<Usage>) -> Result<Vec<i64>, StoreError> {
+        self.run(async |c| {
+            let tx = c.transaction().await?;
+            let statement = tx
+                .prepare(&format!(
+                    "INSERT INTO quota_usage (subject, period, used, updated_at)
+                     VALUES ($1, $2, $3, {DB_NOW_MS})
+                     ON CONFLICT (subject, period) DO UPDATE
+                     SET used = quota_usage.used + EXCLUDED.used, updated_at = EXCLUDED.updated_at
+                     RETURNING used"
+                ))
+                .await?;
+            let mut totals = Vec::with_capacity(usage.len());
+            for u in &usage {
+                let row = tx
+                    .query_one(&statement, &[&u.name, &u.period, &u.delta])
+                    .await?;
+                totals.push(column(&row, 0)?);
+            }
+            tx.commit().await?;
+            Ok(totals)
+        })
+        .await
+    }
+
+    pub(super) async fn quota_usage_since(
+        &self,
+        since_ms: i64,
+        periods: Vec<String>,
+    ) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {
+        self.run(async |c| {
+            let clock: i64 = column(&c.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await?, 0)?;
+            let rows = c
+                .query(
+                    "SELECT subject, period, used FROM quota_usage
+                     WHERE updated_at >= $1 AND period = ANY($2)",
+                    &[&since_ms, &periods],
+                )
+                .await?;
+            let mut out = Vec::with_capacity(rows.len());
+            for row in &rows {
+                out.push((column(row, 0)?, column(row, 1)?, column(row, 2)?));
+            }
+            Ok((out, clock))
         })
         .await
     }

@@ -21,6 +21,7 @@ use super::{
     unix_now_ms,
 };
 use crate::credentials::KeyHash;
+use crate::limits::quota::Usage;
 
 /// The schema, one entry per version; never edit an entry, append a new one.
 const MIGRATIONS: &[&str] = &[
@@ -67,6 +68,14 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     CREATE INDEX revoked_tokens_updated_at ON revoked_tokens (updated_at);",
+    "CREATE TABLE quota_usage (
+        subject TEXT NOT NULL,
+        period TEXT NOT NULL,
+        used INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (subject, period)
+    );
+    CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
 ];
 
 const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
@@ -476,6 +485,61 @@ impl SqliteStore {
                 .query_map(params![since_ms], |row| Ok((row.get(0)?, row.get(1)?)))
                 .map_err(unavailable)?
                 .collect::<Result<Vec<(String, i64)>, _>>()
+                .map_err(unavailable)?;
+            Ok((rows, clock))
+        })
+        .await
+    }
+
+    pub(super) async fn add_quota_usage(&self, usage: Vec<Usage>) -> Result<Vec<i64>, StoreError> {
+        self.call(move |c| {
+            let now_ms = unix_now_ms();
+            let tx = c.transaction().map_err(unavailable)?;
+            let mut totals = Vec::with_capacity(usage.len());
+            {
+                let mut statement = tx
+                    .prepare_cached(
+                        "INSERT INTO quota_usage (subject, period, used, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (subject, period) DO UPDATE
+                         SET used = used + excluded.used, updated_at = excluded.updated_at
+                         RETURNING used",
+                    )
+                    .map_err(unavailable)?;
+                for u in &usage {
+                    let total = statement
+                        .query_row(params![u.name, u.period, u.delta, now_ms], |row| row.get(0))
+                        .map_err(unavailable)?;
+                    totals.push(total);
+                }
+            }
+            tx.commit().map_err(unavailable)?;
+            Ok(totals)
+        })
+        .await
+    }
+
+    pub(super) async fn quota_usage_since(
+        &self,
+        since_ms: i64,
+        periods: Vec<String>,
+    ) -> Result<(Vec<(String, String, i64)>, i64), StoreError> {
+        self.call(move |c| {
+            let clock = unix_now_ms();
+            let mut statement = c
+                .prepare_cached(
+                    "SELECT subject, period, used FROM quota_usage
+                     WHERE updated_at >= ?1 AND period IN (?2, ?3)",
+                )
+                .map_err(unavailable)?;
+            let first = periods.first().cloned().unwrap_or_default();
+            let second = periods.get(1).cloned().unwrap_or_default();
+            let rows = statement
+                .query_map(params![since_ms, first, second], |row| {
+                    Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                })
+                .map_err(unavailable)?
+                .collect::<Result<Vec<_>, _>>()
                 .map_err(unavailable)?;
             Ok((rows, clock))
         })

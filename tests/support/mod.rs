@@ -34,22 +34,39 @@ pub struct TestProxy {
     pub addr: SocketAddr,
     pub url: String,
     running: Option<Running>,
-    _data: tempfile::TempDir,
+    data: tempfile::TempDir,
+    yaml: String,
+    upstream: Option<SocketAddr>,
 }
 
 impl TestProxy {
     /// Starts a proxy from YAML text. `{upstream}` in the text is replaced by the
     /// given upstream origin (or `builtin:echo` when `None`).
     pub async fn start(yaml: &str, upstream: Option<SocketAddr>) -> TestProxy {
+        TestProxy::start_in(yaml, upstream, tempfile::tempdir().unwrap()).await
+    }
+
+    /// Shuts the proxy down (draining, flushing what it holds in memory) and starts
+    /// it again from the same config and data directory, on a new port.
+    pub async fn restart(mut self) -> TestProxy {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+        TestProxy::start_in(&self.yaml, self.upstream, self.data).await
+    }
+
+    async fn start_in(
+        original: &str,
+        upstream: Option<SocketAddr>,
+        data: tempfile::TempDir,
+    ) -> TestProxy {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let url = format!("http://{addr}");
-        let upstream =
-            upstream.map_or_else(|| "builtin:echo".to_owned(), |a| format!("http://{a}"));
-        let yaml = yaml.replace("{upstream}", &upstream);
+        let origin = upstream.map_or_else(|| "builtin:echo".to_owned(), |a| format!("http://{a}"));
+        let yaml = original.replace("{upstream}", &origin);
         // Every proxy gets a SQLite store of its own, in a directory that lives as
         // long as the proxy.
-        let data = tempfile::tempdir().unwrap();
         let overrides = Overrides {
             listen: Some(addr),
             admin_listen: None,
@@ -65,7 +82,9 @@ impl TestProxy {
             addr,
             url,
             running: Some(running),
-            _data: data,
+            data,
+            yaml: original.to_owned(),
+            upstream,
         }
     }
 

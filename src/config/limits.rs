@@ -1,0 +1,181 @@
+//! The `limits:` section and the `rate_limits` / `quota` fields of tiers and keys.
+//!
+//! A rate is written `10/s`, `300/min`, `1000/hour`, `50/day` or with any window,
+//! `100/10s`; a quota `5000/month` or `1000/day`.
+
+use std::time::Duration;
+
+use super::{Loader, join, raw};
+use crate::limits::buckets::MAX_WINDOWS;
+use crate::limits::gcra::Rate;
+use crate::limits::headers::Styles;
+use crate::limits::quota::{Period, Quota};
+use crate::limits::{LimitSet, LimitSettings};
+
+impl Loader {
+    /// The limit set named `name` from its `rate_limits` and `quota` fields at `path`.
+    pub(super) fn limit_set(
+        &mut self,
+        name: &str,
+        rates: &[String],
+        quota: Option<&str>,
+        path: &str,
+    ) -> LimitSet {
+        let mut parsed: Vec<Rate> = Vec::new();
+        for (i, text) in rates.iter().enumerate() {
+            let at = format!("{}[{i}]", join(path, "rate_limits"));
+            match parse_rate(text) {
+                Ok(rate) if parsed.iter().any(|r| r.window == rate.window) => {
+                    self.error(&at, format!("two rates with the same window `{text}`"));
+                }
+                Ok(rate) => parsed.push(rate),
+                Err(message) => self.error(&at, message),
+            }
+        }
+        if parsed.len() > MAX_WINDOWS {
+            self.error(
+                &join(path, "rate_limits"),
+                format!("at most {MAX_WINDOWS} rates per tier or key"),
+            );
+        }
+        parsed.sort_by_key(|r| r.window);
+        let quota = quota.and_then(|text| match parse_quota(text) {
+            Ok(quota) => Some(quota),
+            Err(message) => {
+                self.error(&join(path, "quota"), message);
+                None
+            }
+        });
+        LimitSet::new(name, parsed, quota)
+    }
+
+    /// `limits:`.
+    pub(super) fn limits(&mut self, raw: raw::RawLimits) -> LimitSettings {
+        let defaults = LimitSettings::default();
+        let mut trusted_proxies = Vec::new();
+        for (i, text) in raw.trusted_proxies.iter().enumerate() {
+            let parsed = text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match parsed {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) => self.error(
+                    &format!("limits.trusted_proxies[{i}]"),
+                    format!("`{text}` is not an address or network such as `10.0.0.0/8`"),
+                ),
+            }
+        }
+        let headers = match raw.headers {
+            None => defaults.headers,
+            Some(names) => {
+                let mut styles = Styles {
+                    draft: false,
+                    structured: false,
+                    legacy: false,
+                };
+                for (i, name) in names.iter().enumerate() {
+                    match name.as_str() {
+                        "draft-06" => styles.draft = true,
+                        "structured" => styles.structured = true,
+                        "x-ratelimit" => styles.legacy = true,
+                        other => self.error(
+                            &format!("limits.headers[{i}]"),
+                            format!("unknown header style `{other}`; write `draft-06`, `structured` or `x-ratelimit`"),
+                        ),
+                    }
+                }
+                if styles.draft && styles.structured {
+                    self.error(
+                        "limits.headers",
+                        "`draft-06` and `structured` both send `RateLimit-Policy`, with different syntax; pick one",
+                    );
+                }
+                styles
+            }
+        };
+        let max_principals = raw.max_principals.unwrap_or(defaults.max_principals);
+        if max_principals == 0 {
+            self.error("limits.max_principals", "must be at least 1");
+        }
+        let quota_flush =
+            self.duration(raw.quota_flush, "limits.quota_flush", defaults.quota_flush);
+        if quota_flush < Duration::from_millis(100) || quota_flush > Duration::from_secs(300) {
+            self.error("limits.quota_flush", "must be between 100ms and 5m");
+        }
+        LimitSettings {
+            trusted_proxies,
+            max_principals,
+            headers,
+            quota_flush,
+        }
+    }
+}
+
+/// `10/s`, `300/min`, `100/10s`.
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    let hint = || format!("`{text}` is not a rate; write e.g. `10/s`, `300/min` or `100/10s`");
+    let (count, window) = text.split_once('/').ok_or_else(hint)?;
+    let count: u32 = count.trim().parse().map_err(|_| hint())?;
+    let window = match window.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => humantime::parse_duration(other).map_err(|_| hint())?,
+    };
+    if window < Duration::from_secs(1) || window > Duration::from_secs(86_400) {
+        return Err(format!(
+            "`{text}`: a rate window is between 1s and 1 day; use `quota` for longer periods"
+        ));
+    }
+    Rate::new(count, window).ok_or_else(|| format!("`{text}`: a rate allows at least one request"))
+}
+
+/// `5000/month`, `1000/day`.
+fn parse_quota(text: &str) -> Result<Quota, String> {
+    let hint = || format!("`{text}` is not a quota; write e.g. `1000/day` or `5000/month`");
+    let (count, period) = text.split_once('/').ok_or_else(hint)?;
+    let limit: u64 = count.trim().parse().map_err(|_| hint())?;
+    let period = match period.trim() {
+        "d" | "day" => Period::Day,
+        "month" => Period::Month,
+        _ => return Err(hint()),
+    };
+    if limit == 0 {
+        return Err(format!("`{text}`: a quota allows at least one request"));
+    }
+    Ok(Quota { limit, period })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_and_quotas_parse() {
+        let r = parse_rate("10/s").unwrap();
+        assert_eq!((r.limit, r.window), (10, Duration::from_secs(1)));
+        assert_eq!(
+            parse_rate("300/min").unwrap().window,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse_rate("100 / 10s").unwrap().window,
+            Duration::from_secs(10)
+        );
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("10/ms").is_err());
+        assert!(parse_rate("10/month").is_err());
+        assert!(parse_rate("ten/s").is_err());
+        assert_eq!(
+            parse_quota("5000/month").unwrap(),
+            Quota {
+                limit: 5000,
+                period: Period::Month
+            }
+        );
+        assert_eq!(parse_quota("1/day").unwrap().period, Period::Day);
+        assert!(parse_quota("5/week").is_err());
+        assert!(parse_quota("0/day").is_err());
+    }
+}
