@@ -323,6 +323,7 @@ const TOP_LEVEL: &[&str] = &[
     "tokens",
     "trusted_issuers",
     "limits",
+    "payments",
 ];
 
 impl Config {
@@ -428,6 +429,7 @@ struct Sections {
     tokens: Option<raw::RawTokens>,
     trusted_issuers: Vec<(String, raw::RawTrustedIssuer)>,
     limits: raw::RawLimits,
+    payments: Option<raw::RawPayments>,
 }
 
 impl Loader {
@@ -647,6 +649,7 @@ impl Loader {
                 "tokens" => s.tokens = Some(self.take(value, path).unwrap_or_default()),
                 "trusted_issuers" => s.trusted_issuers = self.take_list(value, path),
                 "limits" => s.limits = self.take(value, path).unwrap_or_default(),
+                "payments" => s.payments = self.take(value, path),
                 other => {
                     let hint = scope::closest(other, TOP_LEVEL.iter().copied())
                         .map(|c| format!("; did you mean `{c}`?"))
@@ -791,7 +794,8 @@ impl Loader {
             &data_dir,
         );
 
-        let limits = self.limits(s.limits);
+        let mut limits = self.limits(s.limits);
+        limits.payments = s.payments.and_then(|raw| self.payments(raw));
         let log = LogSettings {
             level: s.log.level.unwrap_or_else(|| "info".into()),
             json: matches!(s.log.format, Some(RawLogFormat::Json)),

@@ -17,6 +17,7 @@ pub mod buckets;
 pub mod gcra;
 pub mod headers;
 pub mod quota;
+pub mod x402;
 
 use std::hash::BuildHasher;
 use std::net::IpAddr;
@@ -98,6 +99,8 @@ pub struct LimitSettings {
     pub headers: headers::Styles,
     /// How often quota usage is written to (and read back from) the store.
     pub quota_flush: Duration,
+    /// x402 payment past a used-up quota, when configured.
+    pub payments: Option<x402::Payments>,
 }
 
 impl Default for LimitSettings {
@@ -107,6 +110,7 @@ impl Default for LimitSettings {
             max_principals: 100_000,
             headers: headers::Styles::default(),
             quota_flush: Duration::from_secs(5),
+            payments: None,
         }
     }
 }

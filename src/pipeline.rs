@@ -22,10 +22,12 @@ use crate::body::Body;
 use crate::config::{Config, SigningSource};
 use crate::credentials::{KeyTable, Presented, Principal};
 use crate::discovery::{self, Documents};
+use crate::limits::x402::{Payment, Refused, X402};
 use crate::limits::{self, Exceeded, Limiter, Subject, Verdict};
 use crate::oauth::{self, Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
 use crate::proxy::{ClientConn, Identity, Outbound, Upstream};
+use crate::rejection::PaymentError;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::store::sync::{self, Compiler, Follower, SyncState};
 use crate::store::{Store, unix_now};
@@ -54,6 +56,8 @@ pub struct Gateway {
     limiter: Arc<Limiter>,
     /// The store quota usage is written to, when one is open.
     store: Option<Store>,
+    /// x402 payment past a used-up quota, when configured.
+    x402: Option<X402>,
     /// Tasks that live as long as the gateway: the store follower, the trusted
     /// issuers' key refreshers.
     background: Vec<tokio::task::JoinHandle<()>>,
@@ -153,6 +157,7 @@ impl Gateway {
             std::time::Duration::from_secs(10),
         )));
         let mut gateway = Gateway {
+            x402: config.limits.payments.clone().map(X402::new),
             limiter,
             store: store.clone(),
             documents: Documents::build(&config),
@@ -366,23 +371,40 @@ impl Gateway {
             Err(refusal) => return respond(refusal),
         };
         let unix = unix_now();
-        let verdict = self.limit(&grant, &request, conn, unix);
-        if let Some(exceeded) = verdict.exceeded {
-            let rejection = match exceeded {
-                Exceeded::Rate { retry_after } => Rejection::RateLimited { retry_after },
-                Exceeded::Quota => Rejection::QuotaExceeded,
-            };
-            let mut response = respond(Refusal {
-                rejection,
-                route: Some(grant.route),
-            });
-            limits::headers::write(
-                response.headers_mut(),
-                &verdict,
-                config.limits.headers,
-                unix,
-            );
-            return response;
+        let (subject, verdict) = self.limit(&grant, &request, conn, unix);
+        let mut payment = None;
+        match (verdict.exceeded, &self.x402) {
+            (None, _) => {}
+            (Some(Exceeded::Quota), Some(x402)) => match self.pay(x402, &request, host, unix).await
+            {
+                Ok(paid) => payment = Some(paid),
+                Err(mut response) => {
+                    limits::headers::write(
+                        response.headers_mut(),
+                        &verdict,
+                        config.limits.headers,
+                        unix,
+                    );
+                    return response;
+                }
+            },
+            (Some(exceeded), _) => {
+                let rejection = match exceeded {
+                    Exceeded::Rate { retry_after } => Rejection::RateLimited { retry_after },
+                    Exceeded::Quota => Rejection::QuotaExceeded,
+                };
+                let mut response = respond(Refusal {
+                    rejection,
+                    route: Some(grant.route),
+                });
+                limits::headers::write(
+                    response.headers_mut(),
+                    &verdict,
+                    config.limits.headers,
+                    unix,
+                );
+                return response;
+            }
         }
         let identity = grant.principal.as_ref().map(|p| self.identity(p));
         let rewritten = match &path {
@@ -402,6 +424,27 @@ impl Gateway {
             Ok(response) => response,
             Err(rejection) => responder(config, host).respond(rejection, None),
         };
+        if let (Some((payment, resource)), Some(x402)) = (payment, &self.x402) {
+            // Settled only once the request was served; a payment that does not
+            // settle is not served (the upstream's answer is dropped).
+            if response.status().as_u16() < 400 {
+                match x402.settle(&payment).await {
+                    Ok((name, value)) => {
+                        response.headers_mut().insert(name, value);
+                        if let Some(quota) = &subject.limits.quota {
+                            let extra = x402.payments().requests_per_payment - 1;
+                            if extra > 0 {
+                                self.limiter.quotas().credit(&subject, quota, extra, unix);
+                            }
+                        }
+                    }
+                    Err(refused) => {
+                        tracing::debug!(?refused, "an x402 payment did not settle");
+                        response = self.refuse_payment(x402, host, &resource, &refused);
+                    }
+                }
+            }
+        }
         limits::headers::write(
             response.headers_mut(),
             &verdict,
@@ -411,6 +454,62 @@ impl Gateway {
         response
     }
 
+    /// Reads and verifies the x402 payment of a request over its quota; the
+    /// answer to send instead when there is none or it does not verify.
+    async fn pay<B>(
+        &self,
+        x402: &X402,
+        request: &Request<B>,
+        host: HostId,
+        unix: i64,
+    ) -> Result<(Payment, String), Response<Body>> {
+        let resource = resource_of(&self.config, host, request.uri().path());
+        let refused = match x402.read(request.headers(), &resource, unix) {
+            Ok(Some(payment)) => match x402.verify(&payment, unix).await {
+                Ok(()) => return Ok((payment, resource)),
+                Err(refused) => refused,
+            },
+            Ok(None) => Refused {
+                error: PaymentError::Required,
+                reason: None,
+            },
+            Err(error) => Refused {
+                error,
+                reason: None,
+            },
+        };
+        Err(self.refuse_payment(x402, host, &resource, &refused))
+    }
+
+    /// The answer to a payment that is missing or did not go through: the
+    /// requirements again with a 402, or a 400 / 503 envelope.
+    fn refuse_payment(
+        &self,
+        x402: &X402,
+        host: HostId,
+        resource: &str,
+        refused: &Refused,
+    ) -> Response<Body> {
+        let responder = responder(&self.config, host);
+        let reason = refused.reason.as_deref();
+        match refused.error {
+            PaymentError::Required | PaymentError::Rejected => {
+                let offer = x402.offer(
+                    resource,
+                    reason.unwrap_or("the request quota of this period is used up"),
+                );
+                responder.respond_payment(
+                    refused.error,
+                    Some((&offer.header, &offer.accepts_v1)),
+                    reason,
+                )
+            }
+            PaymentError::Malformed | PaymentError::Unavailable => {
+                responder.respond_payment(refused.error, None, reason)
+            }
+        }
+    }
+
     /// Counts a granted request against its subject's rate windows and quota.
     fn limit<'g, B>(
         &'g self,
@@ -418,7 +517,7 @@ impl Gateway {
         request: &Request<B>,
         conn: &ClientConn,
         unix: i64,
-    ) -> Verdict<'g> {
+    ) -> (Subject<'g>, Verdict<'g>) {
         let config = &*self.config;
         let tier = grant
             .principal
@@ -429,7 +528,8 @@ impl Gateway {
             .limits
             .client_address(conn.peer.ip(), request.headers());
         let subject = Subject::of(grant.principal.as_ref(), address, tier_limits);
-        self.limiter.check(&subject, unix)
+        let verdict = self.limiter.check(&subject, unix);
+        (subject, verdict)
     }
 
     /// Answers a credential lifecycle endpoint.
@@ -579,6 +679,11 @@ enum Lifecycle {
 fn key_id<'p>(path: &'p str, keys: &str) -> Option<&'p str> {
     let rest = path.strip_prefix(keys)?.strip_prefix('/')?;
     Some(rest.split('/').next().unwrap_or(rest))
+}
+
+/// The URL of the resource a request asked for, as payment requirements name it.
+fn resource_of(config: &Config, host: HostId, path: &str) -> String {
+    format!("{}{path}", origin(config, host))
 }
 
 /// The public origin a request addressed.

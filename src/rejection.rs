@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, WWW_AUTHENTICATE};
-use http::{HeaderValue, Response, StatusCode};
+use http::{HeaderName, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 mod lifecycle;
@@ -508,6 +508,35 @@ impl Responder {
             | Rejection::UpstreamUnavailable
             | Rejection::UpstreamTimeout => {}
         }
+        response
+    }
+
+    /// The answer to a request that needs (or brought) an x402 payment. With
+    /// `offer` (the `PAYMENT-REQUIRED` header value and the v1 `accepts`), the
+    /// envelope also carries `x402Version: 1` and `accepts`, so v1 and v2 clients
+    /// both find the requirements.
+    #[must_use]
+    pub fn respond_payment(
+        &self,
+        error: PaymentError,
+        offer: Option<(&HeaderValue, &serde_json::Value)>,
+        detail: Option<&str>,
+    ) -> Response<Body> {
+        let mut response = self.respond_with(Rejection::Payment(error), None, detail);
+        let Some((header, accepts)) = offer else {
+            return response;
+        };
+        let envelope = self.render(&Rejection::Payment(error), detail);
+        if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice(&envelope) {
+            body.insert("x402Version".into(), 1.into());
+            body.insert("accepts".into(), accepts.clone());
+            if let Ok(bytes) = serde_json::to_vec(&body) {
+                *response.body_mut() = Body::full(Bytes::from(bytes));
+            }
+        }
+        response
+            .headers_mut()
+            .insert(HeaderName::from_static("payment-required"), header.clone());
         response
     }
 

@@ -10,6 +10,7 @@ use crate::limits::buckets::MAX_WINDOWS;
 use crate::limits::gcra::Rate;
 use crate::limits::headers::Styles;
 use crate::limits::quota::{Period, Quota};
+use crate::limits::x402::{Accept, Payments};
 use crate::limits::{LimitSet, LimitSettings};
 
 impl Loader {
@@ -107,8 +108,109 @@ impl Loader {
             max_principals,
             headers,
             quota_flush,
+            payments: None,
         }
     }
+
+    /// `payments:`.
+    pub(super) fn payments(&mut self, raw: raw::RawPayments) -> Option<Payments> {
+        let facilitator = raw.facilitator.trim_end_matches('/').to_owned();
+        let valid = facilitator.parse::<http::Uri>().ok().is_some_and(|uri| {
+            matches!(uri.scheme_str(), Some("http" | "https")) && uri.authority().is_some()
+        });
+        if !valid {
+            self.error(
+                "payments.facilitator",
+                format!(
+                    "`{}` is not a URL such as `https://x402.org/facilitator`",
+                    raw.facilitator
+                ),
+            );
+        }
+        if raw.accepts.is_empty() {
+            self.error("payments.accepts", "list at least one way to pay");
+        }
+        let mut accepts = Vec::new();
+        for (i, accept) in raw.accepts.into_iter().enumerate() {
+            let path = format!("payments.accepts[{i}]");
+            if !accept.network.contains(':') {
+                self.error(
+                    &join(&path, "network"),
+                    format!(
+                        "`{}` is not a CAIP-2 network such as `eip155:8453`",
+                        accept.network
+                    ),
+                );
+            }
+            if accept.amount.is_empty() || !accept.amount.bytes().all(|b| b.is_ascii_digit()) {
+                self.error(
+                    &join(&path, "amount"),
+                    "write the amount in the asset's atomic units, as a string of digits (`\"10000\"` is 0.01 USDC)",
+                );
+            }
+            for (field, value) in [("asset", &accept.asset), ("pay_to", &accept.pay_to)] {
+                if value.is_empty() {
+                    self.error(&join(&path, field), "must not be empty");
+                }
+            }
+            let extra = match accept.extra {
+                None => None,
+                Some(value) => match serde_json::to_value(&value) {
+                    Ok(json) => Some(json),
+                    Err(_) => {
+                        self.error(&join(&path, "extra"), "must be plain JSON-like data");
+                        None
+                    }
+                },
+            };
+            let network_v1 = accept.network_v1.unwrap_or_else(|| {
+                v1_network(&accept.network)
+                    .unwrap_or(&accept.network)
+                    .to_owned()
+            });
+            accepts.push(Accept {
+                scheme: accept.scheme.unwrap_or_else(|| "exact".into()),
+                network: accept.network,
+                network_v1,
+                amount: accept.amount,
+                asset: accept.asset,
+                pay_to: accept.pay_to,
+                max_timeout_seconds: accept.max_timeout_seconds.unwrap_or(60),
+                extra,
+            });
+        }
+        let requests_per_payment = raw.requests_per_payment.unwrap_or(1);
+        if requests_per_payment == 0 {
+            self.error("payments.requests_per_payment", "must be at least 1");
+        }
+        let timeout = self.duration(raw.timeout, "payments.timeout", Duration::from_secs(10));
+        Some(Payments {
+            facilitator,
+            requests_per_payment,
+            description: raw.description.unwrap_or_default(),
+            mime_type: raw.mime_type.unwrap_or_else(|| "application/json".into()),
+            timeout,
+            accepts,
+        })
+    }
+}
+
+/// The x402 v1 name of a CAIP-2 network, for the networks v1 named.
+fn v1_network(caip2: &str) -> Option<&'static str> {
+    Some(match caip2 {
+        "eip155:8453" => "base",
+        "eip155:84532" => "base-sepolia",
+        "eip155:43114" => "avalanche",
+        "eip155:43113" => "avalanche-fuji",
+        "eip155:137" => "polygon",
+        "eip155:80002" => "polygon-amoy",
+        "eip155:1329" => "sei",
+        "eip155:1328" => "sei-testnet",
+        "eip155:4689" => "iotex",
+        "solana:5eykt4UsFv8P8NJdTREpY1vzqKqZKvdp" => "solana",
+        "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1" => "solana-devnet",
+        _ => return None,
+    })
 }
 
 /// `10/s`, `300/min`, `100/10s`.

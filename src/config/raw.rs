@@ -120,6 +120,33 @@ pub(crate) struct RawTier {
     pub(crate) quota: Option<String>,
 }
 
+/// `payments:`: x402 payment past a used-up quota.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPayments {
+    pub(crate) facilitator: String,
+    pub(crate) requests_per_payment: Option<u64>,
+    pub(crate) description: Option<String>,
+    pub(crate) mime_type: Option<String>,
+    pub(crate) timeout: Option<String>,
+    #[serde(default)]
+    pub(crate) accepts: Vec<RawAccept>,
+}
+
+/// One way to pay.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAccept {
+    pub(crate) scheme: Option<String>,
+    pub(crate) network: String,
+    pub(crate) network_v1: Option<String>,
+    pub(crate) amount: String,
+    pub(crate) asset: String,
+    pub(crate) pay_to: String,
+    pub(crate) max_timeout_seconds: Option<u64>,
+    pub(crate) extra: Option<serde_norway::Value>,
+}
+
 /// `limits:`: how subjects are told apart and what responses say.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
