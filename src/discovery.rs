@@ -418,7 +418,76 @@ fn agent_auth(config: &Config, origin: &str) -> Value {
         }
     }
     map.insert("identity_types_supported".into(), json!(types));
+    if let Some(limits) = limits(config) {
+        map.insert("limits".into(), limits);
+    }
     block
+}
+
+/// The `limits` member of the `agent_auth` block (an extension): each tier's rate
+/// windows and quota, the header families responses carry, and the x402 payment
+/// that lifts a used-up quota. `None` when nothing is limited.
+fn limits(config: &Config) -> Option<Value> {
+    let tiers: Vec<Value> = config
+        .tiers
+        .all()
+        .iter()
+        .filter(|tier| !tier.limits.is_unlimited())
+        .map(|tier| {
+            let set = &tier.limits;
+            let mut entry = json!({
+                "tier": tier.name,
+                "rate_limits": set.rates.iter().map(|r| json!({
+                    "requests": r.limit,
+                    "window_seconds": r.window_secs(),
+                })).collect::<Vec<_>>(),
+            });
+            if let (Some(quota), Some(map)) = (&set.quota, entry.as_object_mut()) {
+                let period = match quota.period {
+                    crate::limits::quota::Period::Day => "day",
+                    crate::limits::quota::Period::Month => "month",
+                };
+                map.insert(
+                    "quota".into(),
+                    json!({ "requests": quota.limit, "period": period }),
+                );
+            }
+            entry
+        })
+        .collect();
+    if tiers.is_empty() {
+        return None;
+    }
+    let styles = config.limits.headers;
+    let mut headers = Vec::new();
+    if styles.draft {
+        headers.push("draft-06");
+    }
+    if styles.structured {
+        headers.push("structured");
+    }
+    if styles.legacy {
+        headers.push("x-ratelimit");
+    }
+    let mut doc = json!({ "tiers": tiers, "headers": headers, "over_quota": "402" });
+    if let (Some(payments), Some(map)) = (&config.limits.payments, doc.as_object_mut()) {
+        map.insert(
+            "payment".into(),
+            json!({
+                "protocol": "x402",
+                "x402_versions": [1, 2],
+                "requests_per_payment": payments.requests_per_payment,
+                "accepts": payments.accepts.iter().map(|a| json!({
+                    "scheme": a.scheme,
+                    "network": a.network,
+                    "amount": a.amount,
+                    "asset": a.asset,
+                    "payTo": a.pay_to,
+                })).collect::<Vec<_>>(),
+            }),
+        );
+    }
+    Some(doc)
 }
 
 /// RFC 9727 api-catalog of the API at `origin`.

@@ -361,3 +361,58 @@ async fn without_payments_a_used_up_quota_is_a_plain_402() {
     assert!(response.headers().get("payment-required").is_none());
     assert_envelope(response, 402, "quota_exceeded", "QUOTA_EXCEEDED").await;
 }
+
+#[tokio::test]
+async fn the_documents_state_the_limits_and_the_price() {
+    let (upstream, _) = counting_upstream().await;
+    let config = CONFIG
+        .replace("{facilitator}", "https://x402.org/facilitator")
+        .replace("{per_payment}", "10")
+        .replace(
+            "  - name: anonymous\n",
+            "  - name: anonymous\n    rate_limits: [60/min]\n",
+        );
+    let proxy = TestProxy::start(&config, Some(upstream)).await;
+    let metadata = support::json(
+        client()
+            .get(proxy.url("/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let limits = &metadata["agent_auth"]["limits"];
+    assert_eq!(
+        limits["tiers"],
+        json!([
+            {"tier": "anonymous", "rate_limits": [{"requests": 60, "window_seconds": 60}]},
+            {"tier": "metered", "rate_limits": [], "quota": {"requests": 1, "period": "day"}},
+        ])
+    );
+    assert_eq!(limits["headers"], json!(["draft-06", "x-ratelimit"]));
+    assert_eq!(limits["payment"]["protocol"], "x402");
+    assert_eq!(limits["payment"]["requests_per_payment"], 10);
+    assert_eq!(limits["payment"]["accepts"][0]["amount"], "10000");
+    let auth_md = client()
+        .get(proxy.url("/auth.md"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for expected in [
+        "| `anonymous` | 60 per minute | none |",
+        "| `metered` | none | 1 per UTC day |",
+        "`429 RATE_LIMIT_EXCEEDED`: wait `Retry-After` seconds",
+        "`402 PAYMENT_REQUIRED`",
+        "One payment buys 10 request(s). Price: 10000 atomic units of `0x036CbD53842c5426634e7929541eC2318f3dCF7e` on `eip155:84532`",
+        "`X-RateLimit-Reset` (a unix time in seconds)",
+        "| 429 | `RATE_LIMIT_EXCEEDED` |",
+    ] {
+        assert!(
+            auth_md.contains(expected),
+            "missing {expected:?} in:\n{auth_md}"
+        );
+    }
+}

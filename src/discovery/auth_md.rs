@@ -396,7 +396,19 @@ fn errors(md: &mut String, config: &Config) {
         "## Errors\n\nEvery error is JSON: `{{\"error\", \"code\", \"message\", \"docs\"}}`; OAuth endpoints add \
          `error_description`.\n\n| Status | Code | Meaning | What to do |\n|---|---|---|---|"
     );
+    let limited = config.tiers.all().iter().any(|t| !t.limits.is_unlimited())
+        || config.keys.iter().any(|(_, k)| k.limits.is_some());
+    let pays = config.limits.payments.is_some();
     for e in ERROR_CODES {
+        let applies = match e.code {
+            "RATE_LIMIT_EXCEEDED" => limited,
+            "QUOTA_EXCEEDED" => limited && !pays,
+            c if c.starts_with("PAYMENT_") => limited && pays,
+            _ => true,
+        };
+        if !applies {
+            continue;
+        }
         let _ = writeln!(
             md,
             "| {} | `{}` | {} | {} |",
@@ -462,11 +474,118 @@ fn rate_limits(md: &mut String, config: &Config) {
             limit(registration.identity_per_hour)
         );
     }
+    let limited: Vec<_> = config
+        .tiers
+        .all()
+        .iter()
+        .filter(|t| !t.limits.is_unlimited())
+        .collect();
+    if limited.is_empty() {
+        let _ = writeln!(
+            md,
+            "No other rate limits or quotas are configured for this API. On `429`, wait as long as `Retry-After` \
+             says before retrying.\n"
+        );
+        return;
+    }
     let _ = writeln!(
         md,
-        "No other rate limits or quotas are configured for this API. On `429`, wait as long as `Retry-After` \
-         says before retrying.\n"
+        "Requests count against the credential that sent them: the API key, the token's subject, the anonymous \
+         identifier, or, with none of these, the client address.\n\n| Tier | Rate limits | Quota |\n|---|---|---|"
     );
+    for tier in &limited {
+        let rates: Vec<String> = tier
+            .limits
+            .rates
+            .iter()
+            .map(|r| format!("{} per {}", r.limit, window(r.window_secs())))
+            .collect();
+        let quota = tier.limits.quota.map_or_else(
+            || "none".to_owned(),
+            |q| match q.period {
+                crate::limits::quota::Period::Day => format!("{} per UTC day", q.limit),
+                crate::limits::quota::Period::Month => {
+                    format!("{} per calendar month (UTC)", q.limit)
+                }
+            },
+        );
+        let rates = if rates.is_empty() {
+            "none".to_owned()
+        } else {
+            rates.join(", ")
+        };
+        let _ = writeln!(md, "| `{}` | {rates} | {quota} |", tier.name);
+    }
+    let styles = config.limits.headers;
+    let mut headers = Vec::new();
+    if styles.draft {
+        headers.push(
+            "`RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds) for the tightest window, \
+             and `RateLimit-Policy` listing every window (`10;w=1, 300;w=60`)",
+        );
+    }
+    if styles.structured {
+        headers.push(
+            "`RateLimit-Policy` (`\"free-60s\";q=300;w=60`) and `RateLimit` (`\"free-60s\";r=299;t=1`), one item per window",
+        );
+    }
+    if styles.legacy {
+        headers.push("`X-RateLimit-Limit`, `X-RateLimit-Remaining` and `X-RateLimit-Reset` (a unix time in seconds)");
+    }
+    if !headers.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nEvery response to a limited request carries {}. A reset is the time until the window is full again, \
+             or, when nothing is left, until the next request passes.",
+            headers.join("; ")
+        );
+    }
+    let _ = writeln!(
+        md,
+        "\n- `429 RATE_LIMIT_EXCEEDED`: wait `Retry-After` seconds (the same moment as the reset), then retry."
+    );
+    match &config.limits.payments {
+        None => {
+            let _ = writeln!(
+                md,
+                "- `402 QUOTA_EXCEEDED`: the quota of the period is used up; it renews at the reset, or use a credential \
+                 of a higher tier.\n"
+            );
+        }
+        Some(payments) => {
+            let prices: Vec<String> = payments
+                .accepts
+                .iter()
+                .map(|a| {
+                    format!(
+                        "{} atomic units of `{}` on `{}` to `{}`",
+                        a.amount, a.asset, a.network, a.pay_to
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                md,
+                "- `402 PAYMENT_REQUIRED`: the quota of the period is used up. Pay with [x402](https://x402.org): the \
+                 `PAYMENT-REQUIRED` header holds the v2 requirements (the body's `accepts`, the v1 form). Retry the \
+                 request with `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1); the answer carries `PAYMENT-RESPONSE` \
+                 (or `X-PAYMENT-RESPONSE`) once the payment settles. One payment buys {} request(s). Price: {}. \
+                 A payment is settled only when the request was served, and each payment is accepted once.\n",
+                payments.requests_per_payment,
+                prices.join("; or ")
+            );
+        }
+    }
+}
+
+/// A window in words: `second`, `minute`, `hour`, `day`, or `N seconds`.
+fn window(secs: u64) -> String {
+    match secs {
+        1 => "second".into(),
+        60 => "minute".into(),
+        3600 => "hour".into(),
+        86_400 => "day".into(),
+        n => format!("{n} seconds"),
+    }
 }
 
 fn revocation(md: &mut String, config: &Config, origin: &str) {
