@@ -88,6 +88,67 @@ impl LimitSet {
     }
 }
 
+/// `10/s`, `300/min`, `100/10s`.
+pub fn parse_rate(text: &str) -> Result<Rate, String> {
+    let hint = || format!("`{text}` is not a rate; write e.g. `10/s`, `300/min` or `100/10s`");
+    let (count, window) = text.split_once('/').ok_or_else(hint)?;
+    let count: u32 = count.trim().parse().map_err(|_| hint())?;
+    let window = match window.trim() {
+        "s" | "sec" | "second" => Duration::from_secs(1),
+        "m" | "min" | "minute" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        "d" | "day" => Duration::from_secs(86_400),
+        other => humantime::parse_duration(other).map_err(|_| hint())?,
+    };
+    if window < Duration::from_secs(1) || window > Duration::from_secs(86_400) {
+        return Err(format!(
+            "`{text}`: a rate window is between 1s and 1 day; use `quota` for longer periods"
+        ));
+    }
+    Rate::new(count, window).ok_or_else(|| format!("`{text}`: a rate allows at least one request"))
+}
+
+/// `5000/month`, `1000/day`.
+pub fn parse_quota(text: &str) -> Result<Quota, String> {
+    let hint = || format!("`{text}` is not a quota; write e.g. `1000/day` or `5000/month`");
+    let (count, period) = text.split_once('/').ok_or_else(hint)?;
+    let limit: u64 = count.trim().parse().map_err(|_| hint())?;
+    let period = match period.trim() {
+        "d" | "day" => quota::Period::Day,
+        "month" => quota::Period::Month,
+        _ => return Err(hint()),
+    };
+    if limit == 0 {
+        return Err(format!("`{text}`: a quota allows at least one request"));
+    }
+    Ok(Quota { limit, period })
+}
+
+/// The limits a stored key declares of its own (JSON
+/// `{"rate_limits": [...], "quota": "..."}`), over those of its tier `base`.
+pub fn stored_limits(id: &str, text: &str, base: &LimitSet) -> Result<LimitSet, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Own {
+        rate_limits: Option<Vec<String>>,
+        quota: Option<String>,
+    }
+    let own: Own =
+        serde_json::from_str(text).map_err(|e| format!("limits are not valid JSON: {e}"))?;
+    let rates = match own.rate_limits {
+        Some(texts) => texts
+            .iter()
+            .map(|t| parse_rate(t))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => base.rates.clone(),
+    };
+    let quota = match own.quota {
+        Some(text) => Some(parse_quota(&text)?),
+        None => base.quota,
+    };
+    Ok(LimitSet::new(id, rates, quota))
+}
+
 /// The `limits:` section.
 #[derive(Debug, Clone)]
 pub struct LimitSettings {

@@ -131,6 +131,12 @@ enum KeysCommand {
         /// Owner account (keys of the same owner manage each other).
         #[arg(long, default_value = "operator")]
         owner: String,
+        /// Rate limits of its own instead of its tier's, e.g. `10/s,300/min`.
+        #[arg(long)]
+        rate_limits: Option<String>,
+        /// A quota of its own instead of its tier's, e.g. `5000/month`.
+        #[arg(long)]
+        quota: Option<String>,
     },
     /// List the keys in the configured store (never their secrets).
     List {
@@ -207,8 +213,20 @@ fn main() -> ExitCode {
             scopes,
             tier,
             owner,
+            rate_limits,
+            quota,
         }) => with_store(&config, |config, store| async move {
-            create_key(&config, &store, name, &scopes, tier.as_deref(), owner).await
+            let limits = own_limits(rate_limits.as_deref(), quota.as_deref())?;
+            create_key(
+                &config,
+                &store,
+                name,
+                &scopes,
+                tier.as_deref(),
+                owner,
+                limits,
+            )
+            .await
         }),
         Command::Keys(KeysCommand::List { config }) => {
             with_store(&config, |_, store| async move { list_keys(&store).await })
@@ -304,6 +322,34 @@ where
     }
 }
 
+/// The stored form of `--rate-limits` and `--quota` (checked here, so a key is
+/// never stored with limits the proxy would refuse).
+fn own_limits(rates: Option<&str>, quota: Option<&str>) -> Result<Option<String>, (String, u8)> {
+    if rates.is_none() && quota.is_none() {
+        return Ok(None);
+    }
+    let rates: Option<Vec<&str>> = rates.map(|text| {
+        text.split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect()
+    });
+    for rate in rates.iter().flatten() {
+        authmd_proxy::limits::parse_rate(rate).map_err(|e| (e, EX_USAGE))?;
+    }
+    if let Some(quota) = quota {
+        authmd_proxy::limits::parse_quota(quota).map_err(|e| (e, EX_USAGE))?;
+    }
+    let mut own = serde_json::Map::new();
+    if let Some(rates) = rates {
+        own.insert("rate_limits".into(), serde_json::json!(rates));
+    }
+    if let Some(quota) = quota {
+        own.insert("quota".into(), serde_json::json!(quota));
+    }
+    Ok(Some(serde_json::Value::Object(own).to_string()))
+}
+
 async fn create_key(
     config: &Config,
     store: &Store,
@@ -311,6 +357,7 @@ async fn create_key(
     scopes: &str,
     tier: Option<&str>,
     owner: String,
+    limits: Option<String>,
 ) -> Result<String, (String, u8)> {
     let prefix = &config.lifecycle.keys.prefix;
     if prefix.is_empty() {
@@ -344,6 +391,7 @@ async fn create_key(
         scopes: names,
         tier,
         created_at: unix_now(),
+        limits,
         ..KeyRecord::default()
     };
     store

@@ -62,6 +62,10 @@ pub struct KeyRecord {
     pub registration_id: Option<String>,
     /// Store clock (unix milliseconds) of the last change; set by the store.
     pub updated_at: i64,
+    /// Limits of its own, replacing its tier's: JSON
+    /// `{"rate_limits": ["10/s", "300/min"], "quota": "5000/month"}` (either member
+    /// may be left out to keep the tier's).
+    pub limits: Option<String>,
 }
 
 impl KeyRecord {

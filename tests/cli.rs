@@ -266,3 +266,72 @@ async fn operator_keys_create_list_revoke_share_the_store_with_the_proxy() {
     let (ok, _, err) = keys(&["revoke", "--config", config, &id]);
     assert!(!ok && err.contains("no live key"), "{err}");
 }
+
+#[tokio::test]
+async fn a_stored_key_s_own_limits_replace_its_tier_s() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config_in(dir.path());
+    let config = config.to_str().unwrap();
+    let (ok, _, err) = keys(&[
+        "create",
+        "--config",
+        config,
+        "--name",
+        "x",
+        "--rate-limits",
+        "2/fortnight",
+    ]);
+    assert!(!ok && err.contains("`2/fortnight` is not a rate"), "{err}");
+    let (ok, out, err) = keys(&[
+        "create",
+        "--config",
+        config,
+        "--name",
+        "metered",
+        "--scopes",
+        "offers:read",
+        "--rate-limits",
+        "2/hour",
+        "--quota",
+        "100/day",
+    ]);
+    assert!(ok, "{err}");
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let data = dir.path().to_str().unwrap();
+    let proxy = Binary::start(&[
+        "run",
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ])
+    .await;
+    let get = || async {
+        client()
+            .get(format!("{}/api/v1/offers", proxy.url))
+            .bearer_auth(&secret)
+            .send()
+            .await
+            .unwrap()
+    };
+    let first = get().await;
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.headers()["ratelimit-policy"], "2;w=3600, 100;w=86400");
+    assert_eq!(first.headers()["ratelimit-limit"], "2");
+    assert_eq!(first.headers()["ratelimit-remaining"], "1");
+    assert_eq!(get().await.status(), 200);
+    assert_eq!(
+        get().await.status(),
+        429,
+        "the key's 2/hour, not its tier's 10/s"
+    );
+}

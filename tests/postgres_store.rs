@@ -123,6 +123,7 @@ fn key(id: &str, owner: &str) -> KeyRecord {
         previous_expires_at: None,
         registration_id: None,
         updated_at: 0,
+        limits: None,
     }
 }
 
@@ -187,7 +188,7 @@ async fn eight_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 3, "each migration is recorded once");
+    assert_eq!(versions, 4, "each migration is recorded once");
     let mut tables: Vec<String> = admin
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",

@@ -96,6 +96,7 @@ fn key(id: &str, owner: &str) -> KeyRecord {
         previous_expires_at: None,
         registration_id: None,
         updated_at: 0,
+        limits: Some(r#"{"quota":"10/day"}"#.into()),
     }
 }
 

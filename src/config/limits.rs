@@ -9,9 +9,8 @@ use super::{Loader, join, raw};
 use crate::limits::buckets::MAX_WINDOWS;
 use crate::limits::gcra::Rate;
 use crate::limits::headers::Styles;
-use crate::limits::quota::{Period, Quota};
 use crate::limits::x402::{Accept, Payments};
-use crate::limits::{LimitSet, LimitSettings};
+use crate::limits::{LimitSet, LimitSettings, parse_quota, parse_rate};
 
 impl Loader {
     /// The limit set named `name` from its `rate_limits` and `quota` fields at `path`.
@@ -213,45 +212,10 @@ fn v1_network(caip2: &str) -> Option<&'static str> {
     })
 }
 
-/// `10/s`, `300/min`, `100/10s`.
-fn parse_rate(text: &str) -> Result<Rate, String> {
-    let hint = || format!("`{text}` is not a rate; write e.g. `10/s`, `300/min` or `100/10s`");
-    let (count, window) = text.split_once('/').ok_or_else(hint)?;
-    let count: u32 = count.trim().parse().map_err(|_| hint())?;
-    let window = match window.trim() {
-        "s" | "sec" | "second" => Duration::from_secs(1),
-        "m" | "min" | "minute" => Duration::from_secs(60),
-        "h" | "hour" => Duration::from_secs(3600),
-        "d" | "day" => Duration::from_secs(86_400),
-        other => humantime::parse_duration(other).map_err(|_| hint())?,
-    };
-    if window < Duration::from_secs(1) || window > Duration::from_secs(86_400) {
-        return Err(format!(
-            "`{text}`: a rate window is between 1s and 1 day; use `quota` for longer periods"
-        ));
-    }
-    Rate::new(count, window).ok_or_else(|| format!("`{text}`: a rate allows at least one request"))
-}
-
-/// `5000/month`, `1000/day`.
-fn parse_quota(text: &str) -> Result<Quota, String> {
-    let hint = || format!("`{text}` is not a quota; write e.g. `1000/day` or `5000/month`");
-    let (count, period) = text.split_once('/').ok_or_else(hint)?;
-    let limit: u64 = count.trim().parse().map_err(|_| hint())?;
-    let period = match period.trim() {
-        "d" | "day" => Period::Day,
-        "month" => Period::Month,
-        _ => return Err(hint()),
-    };
-    if limit == 0 {
-        return Err(format!("`{text}`: a quota allows at least one request"));
-    }
-    Ok(Quota { limit, period })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::quota::{Period, Quota};
 
     #[test]
     fn rates_and_quotas_parse() {

@@ -99,10 +99,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (subject, period)
     );
     CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
+    "ALTER TABLE keys ADD COLUMN limits TEXT;",
 ];
 
 const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
-     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at";
+     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at, limits";
 
 const REGISTRATION_COLUMNS: &str =
     "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at";
@@ -1065,7 +1066,7 @@ async fn insert_key(c: &impl GenericClient, key: &KeyRecord) -> Result<(), Failu
     c.execute(
         &format!(
             "INSERT INTO keys ({KEY_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {DB_NOW_MS})"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {DB_NOW_MS}, $15)"
         ),
         &[
             &key.id,
@@ -1082,6 +1083,7 @@ async fn insert_key(c: &impl GenericClient, key: &KeyRecord) -> Result<(), Failu
             &previous_hash,
             &key.previous_expires_at,
             &key.registration_id,
+            &key.limits,
         ],
     )
     .await?;
@@ -1144,6 +1146,7 @@ fn key_from_row(row: &Row) -> Result<KeyRecord, Failure> {
         previous_expires_at: column(row, 12)?,
         registration_id: column(row, 13)?,
         updated_at: column(row, 14)?,
+        limits: column(row, 15)?,
     })
 }
 

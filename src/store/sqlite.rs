@@ -76,10 +76,11 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (subject, period)
     );
     CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
+    "ALTER TABLE keys ADD COLUMN limits TEXT;",
 ];
 
 const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
-     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at";
+     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at, limits";
 
 const REGISTRATION_COLUMNS: &str =
     "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at";
@@ -598,7 +599,7 @@ fn insert_key(c: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
     c.execute(
         &format!(
             "INSERT INTO keys ({KEY_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
         ),
         params![
             key.id,
@@ -616,6 +617,7 @@ fn insert_key(c: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
             key.previous_expires_at,
             key.registration_id,
             unix_now_ms(),
+            key.limits,
         ],
     )
     .map_err(classify)?;
@@ -683,6 +685,7 @@ fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
         previous_expires_at: row.get(12)?,
         registration_id: row.get(13)?,
         updated_at: row.get(14)?,
+        limits: row.get(15)?,
     })
 }
 

@@ -81,8 +81,19 @@ impl Compiler {
             .find(&record.tier)
             .filter(|t| *t != TierId::ANONYMOUS)
             .unwrap_or(TierId(1));
+        let limits = record.limits.as_deref().and_then(|text| {
+            match crate::limits::stored_limits(&record.id, text, &self.tiers.get(tier).limits) {
+                Ok(set) => Some(Arc::new(set)),
+                Err(error) => {
+                    // The key keeps its tier's limits rather than none.
+                    tracing::warn!(key = %record.id, %error, "a stored key's limits are invalid; using its tier's");
+                    None
+                }
+            }
+        });
         let entry = |expires_at: Option<i64>| {
             let mut entry = KeyEntry::new(record.id.clone(), granted, tier, header.clone());
+            entry.limits.clone_from(&limits);
             entry.owner.clone_from(&record.owner);
             entry.expires_at = expires_at;
             entry.is_static = false;
