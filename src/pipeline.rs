@@ -22,7 +22,7 @@ use crate::body::Body;
 use crate::config::{Config, SigningSource};
 use crate::credentials::{KeyTable, Presented, Principal};
 use crate::discovery::{self, Documents};
-use crate::limits::x402::{Payment, Refused, X402};
+use crate::limits::x402::{self, Payment, Refused, X402};
 use crate::limits::{self, Exceeded, Limiter, Subject, Verdict};
 use crate::oauth::{self, Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
@@ -46,6 +46,9 @@ pub struct Gateway {
     upstream: Upstream,
     /// Credential headers removed from requests the proxy authenticates.
     consumed: Vec<HeaderName>,
+    /// The same, and the payment headers: a paid request's signed transfer is the
+    /// proxy's to settle, never the upstream's to submit.
+    consumed_paid: Vec<HeaderName>,
     /// The token and revocation endpoints.
     oauth: OAuth,
     /// The credential lifecycle endpoints, when a store is open.
@@ -163,6 +166,12 @@ impl Gateway {
             documents: Documents::build(&config),
             upstream: Upstream::new(&config.upstream),
             consumed: config.credentials.consumed_headers().cloned().collect(),
+            consumed_paid: config
+                .credentials
+                .consumed_headers()
+                .cloned()
+                .chain([x402::PAYMENT_SIGNATURE, x402::X_PAYMENT])
+                .collect(),
             config: Arc::new(config),
             keys,
             tokens,
@@ -414,7 +423,9 @@ impl Gateway {
         let outbound = Outbound {
             path: rewritten.as_deref(),
             identity,
-            consumed: if grant.principal.is_some() {
+            consumed: if payment.is_some() {
+                &self.consumed_paid
+            } else if grant.principal.is_some() {
                 &self.consumed
             } else {
                 &[]
