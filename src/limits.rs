@@ -390,7 +390,7 @@ impl Limiter {
     pub fn new(max_principals: usize) -> Limiter {
         Limiter {
             clock: Clock::default(),
-            buckets: Buckets::new(max_principals),
+            buckets: Buckets::buckets(max_principals),
             quotas: Quotas::new(max_principals),
         }
     }
@@ -421,7 +421,7 @@ impl Limiter {
         }
         let now = self.clock.now();
         let rates = &limits.rates[..limits.rates.len().min(MAX_WINDOWS)];
-        let refused = self.buckets.with(subject.key, |bucket| {
+        let refused = self.buckets.bucket(subject.key, |bucket| {
             let mut refused = None;
             for (i, rate) in rates.iter().enumerate() {
                 match rate.take(&bucket.0[i], now) {
@@ -466,7 +466,7 @@ impl Limiter {
             verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
             if let QuotaStanding::Exhausted { .. } = standing {
                 // The request does not pass: give the rate windows back their token.
-                self.buckets.with(subject.key, |bucket| {
+                self.buckets.bucket(subject.key, |bucket| {
                     for (i, (rate, word)) in rates.iter().zip(&bucket.0).enumerate() {
                         rate.give_back(word);
                         let standing = rate.standing(word.load(Ordering::Relaxed), now);
@@ -511,7 +511,7 @@ impl AddressLimiter {
         Some(AddressLimiter {
             rate: Rate::new(burst, period)?,
             clock: Clock::default(),
-            buckets: Buckets::new(ADDRESS_CAPACITY),
+            buckets: Buckets::buckets(ADDRESS_CAPACITY),
         })
     }
 
@@ -523,7 +523,7 @@ impl AddressLimiter {
             self.buckets.sweep(now);
         }
         self.buckets
-            .with(address_key(address), |bucket| {
+            .bucket(address_key(address), |bucket| {
                 self.rate.take(&bucket.0[0], now)
             })
             .map(drop)

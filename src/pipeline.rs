@@ -381,40 +381,34 @@ impl Gateway {
         };
         let unix = unix_now();
         let (subject, verdict) = self.limit(&grant, &request, conn, unix);
-        let mut payment = None;
-        match (verdict.exceeded, &self.x402) {
-            (None, _) => {}
-            (Some(Exceeded::Quota), Some(x402)) => match self.pay(x402, &request, host, unix).await
-            {
-                Ok(paid) => payment = Some(paid),
-                Err(mut response) => {
-                    limits::headers::write(
-                        response.headers_mut(),
-                        &verdict,
-                        config.limits.headers,
-                        unix,
-                    );
-                    return response;
+        let limited = |mut response: Response<Body>| {
+            limits::headers::write(
+                response.headers_mut(),
+                &verdict,
+                config.limits.headers,
+                unix,
+            );
+            response
+        };
+        let payment = match (verdict.exceeded, &self.x402) {
+            (None, _) => None,
+            (Some(Exceeded::Quota), Some(x402)) => {
+                match self.pay(x402, &request, host, unix).await {
+                    Ok(paid) => Some(paid),
+                    Err(response) => return limited(response),
                 }
-            },
+            }
             (Some(exceeded), _) => {
                 let rejection = match exceeded {
                     Exceeded::Rate { retry_after } => Rejection::RateLimited { retry_after },
                     Exceeded::Quota => Rejection::QuotaExceeded,
                 };
-                let mut response = respond(Refusal {
+                return limited(respond(Refusal {
                     rejection,
                     route: Some(grant.route),
-                });
-                limits::headers::write(
-                    response.headers_mut(),
-                    &verdict,
-                    config.limits.headers,
-                    unix,
-                );
-                return response;
+                }));
             }
-        }
+        };
         let identity = grant.principal.as_ref().map(|p| self.identity(p));
         let rewritten = match &path {
             Cow::Owned(path) => Some(path.clone()),
@@ -436,33 +430,47 @@ impl Gateway {
             Err(rejection) => responder(config, host).respond(rejection, None),
         };
         if let (Some((payment, resource)), Some(x402)) = (payment, &self.x402) {
-            // Settled only once the request was served; a payment that does not
-            // settle is not served (the upstream's answer is dropped).
-            if response.status().as_u16() < 400 {
-                match x402.settle(&payment).await {
-                    Ok((name, value)) => {
-                        response.headers_mut().insert(name, value);
-                        if let Some(quota) = &subject.limits.quota {
-                            let extra = x402.payments().requests_per_payment - 1;
-                            if extra > 0 {
-                                self.limiter.quotas().credit(&subject, quota, extra, unix);
-                            }
-                        }
-                    }
-                    Err(refused) => {
-                        tracing::debug!(?refused, "an x402 payment did not settle");
-                        response = self.refuse_payment(x402, host, &resource, &refused);
-                    }
+            response = self
+                .settle(x402, &payment, &resource, &subject, response, host, unix)
+                .await;
+        }
+        limited(response)
+    }
+
+    /// Settles the payment of a request that was served; a payment that does not
+    /// settle is not served (the upstream's answer is dropped), and a request the
+    /// upstream failed (status 400 or above) is not charged.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the one step that needs them all"
+    )]
+    async fn settle(
+        &self,
+        x402: &X402,
+        payment: &Payment,
+        resource: &str,
+        subject: &Subject<'_>,
+        mut response: Response<Body>,
+        host: HostId,
+        unix: i64,
+    ) -> Response<Body> {
+        if response.status().as_u16() >= 400 {
+            return response;
+        }
+        match x402.settle(payment).await {
+            Ok((name, value)) => {
+                response.headers_mut().insert(name, value);
+                let extra = x402.payments().requests_per_payment - 1;
+                if let (Some(quota), true) = (&subject.limits.quota, extra > 0) {
+                    self.limiter.quotas().credit(subject, quota, extra, unix);
                 }
+                response
+            }
+            Err(refused) => {
+                tracing::debug!(?refused, "an x402 payment did not settle");
+                self.refuse_payment(x402, host, resource, &refused)
             }
         }
-        limits::headers::write(
-            response.headers_mut(),
-            &verdict,
-            config.limits.headers,
-            unix,
-        );
-        response
     }
 
     /// Reads and verifies the x402 payment of a request over its quota; the

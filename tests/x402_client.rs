@@ -21,21 +21,15 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::Duration;
 
 use authmd_proxy::body::Body;
 use http_body_util::BodyExt;
 use hyper::{Response, StatusCode};
 use serde_json::{Value, json};
 use support::{TestProxy, WRITER_KEY, client};
-use tokio::process::Command;
 use tokio::sync::Mutex;
 
-const REQUIRE: &str = "AUTHMD_REQUIRE_NODE_CLIENTS";
-const INSTALL: &str = "npm ci --prefix tests/clients";
 const SCRIPT: &str = "tests/clients/x402.mjs";
 const PACKAGES: [&str; 3] = ["@x402/core", "@x402/evm", "viem"];
 
@@ -144,72 +138,12 @@ async fn facilitator() -> (SocketAddr, Calls) {
     (addr, calls)
 }
 
-/// Why the Node client cannot run here, if it cannot.
-async fn missing_prerequisite(root: &Path) -> Option<String> {
-    let version = Command::new("node")
-        .arg("--version")
-        .stdin(Stdio::null())
-        .output()
-        .await;
-    match version {
-        Ok(output) if output.status.success() => {}
-        Ok(output) => return Some(format!("`node --version` failed: {}", output.status)),
-        Err(e) => return Some(format!("`node` is not runnable ({e})")),
-    }
-    PACKAGES
-        .iter()
-        .map(|package| root.join("tests/clients/node_modules").join(package))
-        .find(|dir| !dir.join("package.json").is_file())
-        .map(|dir| format!("{} is not installed", dir.display()))
-}
-
-/// Runs `node tests/clients/x402.mjs <url> <key>` and returns its one-line JSON
-/// summary (asserting it says ok).
-async fn run_script(root: &Path, url: &str, key: &str) -> Value {
-    let child = Command::new("node")
-        .arg(SCRIPT)
-        .arg(url)
-        .arg(key)
-        .current_dir(root)
-        // Loopback only: never through a proxy, even where Node honours the env's.
-        .env_remove("NODE_USE_ENV_PROXY")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node");
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("node {SCRIPT} did not finish within 120s"))
-        .expect("wait for node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "node {SCRIPT} {url} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        status = output.status,
-    );
-    let summary: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("the script's summary is not one JSON line ({e}):\n{stdout}"));
-    assert_eq!(summary["ok"], true, "{summary}");
-    eprintln!("{}", stdout.trim());
-    summary
-}
-
 /// The x402 client reads the 402 of a used-up quota, pays it, and gets the
 /// resource with the settlement; the facilitator is asked to verify and to settle
 /// exactly that payment against exactly the configured requirement, once each.
 #[tokio::test]
 async fn the_x402_client_pays_a_used_up_quota_through_the_facilitator() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    if let Some(why) = missing_prerequisite(root).await {
-        assert!(
-            std::env::var_os(REQUIRE).is_none(),
-            "{REQUIRE} is set but {why}: run `{INSTALL}` (with Node.js on PATH) first"
-        );
-        eprintln!("skipped: {why}; run `{INSTALL}` to check the x402 client");
+    if !support::node::ready(&PACKAGES).await {
         return;
     }
 
@@ -227,7 +161,7 @@ async fn the_x402_client_pays_a_used_up_quota_through_the_facilitator() {
         .unwrap();
     assert_eq!(response.status(), 200, "the first request is within quota");
 
-    let summary = run_script(root, &url, WRITER_KEY).await;
+    let summary = support::node::run(SCRIPT, &[&url, WRITER_KEY]).await;
     proxy.shutdown().await;
 
     // What the client read and paid.

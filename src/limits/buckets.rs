@@ -1,4 +1,5 @@
-//! The bounded map of rate buckets, one per principal.
+//! The bounded map of per-subject state ([`Bounded`]), and the rate buckets kept in
+//! it ([`Buckets`]); the quota counters live in one too.
 //!
 //! A principal's bucket holds one GCRA word per window of its limit set. The map
 //! never holds more than `capacity` principals: a sweeper drops buckets that are
@@ -55,70 +56,111 @@ impl std::hash::Hasher for IdentityHasher {
     }
 }
 
-/// The buckets of every principal the limiter is tracking.
+/// A map of per-subject state that never holds more than `capacity` subjects: a
+/// subject first seen at capacity gets one of a fixed set of shared overflow
+/// values, chosen by its hash, instead of an entry of its own.
 #[derive(Debug)]
-pub struct Buckets {
-    map: papaya::HashMap<u64, Bucket, BuildHasherDefault<IdentityHasher>>,
-    overflow: Box<[Bucket]>,
+pub struct Bounded<V> {
+    map: papaya::HashMap<u64, V, BuildHasherDefault<IdentityHasher>>,
+    overflow: Box<[V]>,
     capacity: usize,
-    /// Set when a principal met a full map, so the sweeper runs early.
+    /// Set when a subject met a full map, so the sweeper runs early.
     full: AtomicBool,
 }
 
-impl Buckets {
-    /// A map of at most `capacity` principals.
+impl<V> Bounded<V> {
+    /// A map of at most `capacity` subjects and `slots` overflow values.
     #[must_use]
-    pub fn new(capacity: usize) -> Buckets {
-        Buckets {
+    pub fn new(capacity: usize, slots: usize, overflow: impl FnMut(usize) -> V) -> Bounded<V> {
+        Bounded {
             map: papaya::HashMap::builder()
                 .hasher(BuildHasherDefault::default())
                 .capacity(capacity.min(4096))
                 .build(),
-            overflow: (0..OVERFLOW).map(|_| Bucket::default()).collect(),
+            overflow: (0..slots.max(1)).map(overflow).collect(),
             capacity,
             full: AtomicBool::new(false),
         }
     }
 
-    /// Runs `f` on the bucket of the principal whose hash is `key`: its own, or an
-    /// overflow bucket when the map is at capacity and it has none.
-    pub fn with<R>(&self, key: u64, f: impl FnOnce(&Bucket) -> R) -> R {
+    /// Runs `f` on the value of the subject whose hash is `key`: its own (made by
+    /// `make` if it has none yet), or an overflow value when the map is at capacity
+    /// and it has none.
+    pub fn with<R>(&self, key: u64, make: impl FnOnce() -> V, f: impl FnOnce(&V) -> R) -> R {
         let map = self.map.pin();
-        if let Some(bucket) = map.get(&key) {
-            return f(bucket);
+        if let Some(value) = map.get(&key) {
+            return f(value);
         }
         if map.len() >= self.capacity {
             self.full.store(true, Ordering::Relaxed);
-            let slot = usize::try_from(key % OVERFLOW as u64).unwrap_or(0);
+            let slot = usize::try_from(key % self.overflow.len() as u64).unwrap_or(0);
             return f(&self.overflow[slot]);
         }
-        f(map.get_or_insert_with(key, Bucket::default))
+        f(map.get_or_insert_with(key, make))
     }
 
-    /// Drops the buckets that are full at `now`; returns how many are left.
-    pub fn sweep(&self, now: u64) -> usize {
+    /// Runs `f` on the subject's own value, if it has one.
+    pub fn get<R>(&self, key: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
+        self.map.pin().get(&key).map(f)
+    }
+
+    /// Runs `f` on every subject's own value.
+    pub fn for_each(&self, mut f: impl FnMut(&V)) {
+        for value in self.map.pin().values() {
+            f(value);
+        }
+    }
+
+    /// The overflow values.
+    pub fn overflow(&self) -> &[V] {
+        &self.overflow
+    }
+
+    /// Keeps the subjects for which `keep` is true; returns how many are left.
+    pub fn retain(&self, mut keep: impl FnMut(&V) -> bool) -> usize {
         self.full.store(false, Ordering::Relaxed);
         let map = self.map.pin();
-        map.retain(|_, bucket| !bucket.is_idle(now));
+        map.retain(|_, value| keep(value));
         map.len()
     }
 
-    /// True when a principal found the map full since the last sweep.
+    /// True when a subject found the map full since the last sweep.
     #[must_use]
     pub fn wants_sweep(&self) -> bool {
         self.full.load(Ordering::Relaxed)
     }
 
-    /// Principals tracked.
+    /// Subjects tracked.
     #[must_use]
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
-    /// True when no principal is tracked.
+    /// True when no subject is tracked.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
+    }
+}
+
+/// The rate buckets of every subject the limiter is tracking.
+pub type Buckets = Bounded<Bucket>;
+
+impl Bounded<Bucket> {
+    /// Buckets for at most `capacity` subjects.
+    #[must_use]
+    pub fn buckets(capacity: usize) -> Buckets {
+        Bounded::new(capacity, OVERFLOW, |_| Bucket::default())
+    }
+
+    /// Runs `f` on the subject's bucket (see [`Bounded::with`]).
+    pub fn bucket<R>(&self, key: u64, f: impl FnOnce(&Bucket) -> R) -> R {
+        self.with(key, Bucket::default, f)
+    }
+
+    /// Drops the buckets that are full at `now`; returns how many are left.
+    pub fn sweep(&self, now: u64) -> usize {
+        self.retain(|bucket| !bucket.is_idle(now))
     }
 }
 
@@ -130,8 +172,8 @@ mod tests {
     #[test]
     fn at_capacity_newcomers_share_overflow_and_tracked_buckets_keep_their_state() {
         let rate = Rate::new(2, Duration::from_secs(60)).unwrap();
-        let buckets = Buckets::new(3);
-        let take = |key: u64| buckets.with(key, |b| rate.take(&b.0[0], 0).is_ok());
+        let buckets = Buckets::buckets(3);
+        let take = |key: u64| buckets.bucket(key, |b| rate.take(&b.0[0], 0).is_ok());
         // The abuser drains its bucket.
         assert!(take(1) && take(1) && !take(1));
         assert!(take(2) && take(3));

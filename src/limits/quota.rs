@@ -13,10 +13,9 @@
 //! A payment that buys several requests is credited as negative usage, so the same
 //! row carries it to every replica and across restarts.
 
-use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
 
-use super::buckets::IdentityHasher;
+use super::buckets::Bounded;
 use super::{Subject, Window, key_of_name};
 
 const DAY: i64 = 86_400;
@@ -247,9 +246,7 @@ pub struct Usage {
 /// Every subject's quota counter.
 #[derive(Debug)]
 pub struct Quotas {
-    map: papaya::HashMap<u64, Counter, BuildHasherDefault<IdentityHasher>>,
-    overflow: Box<[Counter]>,
-    capacity: usize,
+    counters: Bounded<Counter>,
 }
 
 impl Quotas {
@@ -257,14 +254,7 @@ impl Quotas {
     #[must_use]
     pub fn new(capacity: usize) -> Quotas {
         Quotas {
-            map: papaya::HashMap::builder()
-                .hasher(BuildHasherDefault::default())
-                .capacity(capacity.min(4096))
-                .build(),
-            overflow: (0..OVERFLOW)
-                .map(|_| Counter::new(Box::from(""), 0, 0))
-                .collect(),
-            capacity,
+            counters: Bounded::new(capacity, OVERFLOW, |_| Counter::new(Box::from(""), 0, 0)),
         }
     }
 
@@ -275,15 +265,8 @@ impl Quotas {
         period: u32,
         f: impl FnOnce(&Counter) -> R,
     ) -> R {
-        let map = self.map.pin();
-        if let Some(counter) = map.get(&key) {
-            return f(counter);
-        }
-        if map.len() >= self.capacity {
-            let slot = usize::try_from(key % OVERFLOW as u64).unwrap_or(0);
-            return f(&self.overflow[slot]);
-        }
-        f(map.get_or_insert_with(key, || Counter::new(name().into_boxed_str(), period, 0)))
+        self.counters
+            .with(key, || Counter::new(name().into_boxed_str(), period, 0), f)
     }
 
     /// Counts one request by `subject` at unix time `now`, unless its quota is used up.
@@ -328,11 +311,12 @@ impl Quotas {
         let period = quota.period.word(now);
         let reset_secs = quota.period.ends_in(now);
         let used = self
-            .map
-            .pin()
-            .get(&subject.key)
-            .filter(|c| c.period.load(Ordering::Acquire) == period)
-            .map_or(0, Counter::used);
+            .counters
+            .get(subject.key, |c| {
+                (c.period.load(Ordering::Acquire) == period).then(|| c.used())
+            })
+            .flatten()
+            .unwrap_or(0);
         let left = i64::try_from(quota.limit).unwrap_or(i64::MAX) - used;
         match u64::try_from(left) {
             Ok(remaining) if remaining > 0 => QuotaStanding::Admitted {
@@ -364,18 +348,18 @@ impl Quotas {
     /// The usage not yet written to the store.
     #[must_use]
     pub fn pending(&self) -> Vec<Usage> {
-        self.map
-            .pin()
-            .values()
-            .filter_map(|counter| {
-                let delta = counter.pending.load(Ordering::Acquire);
-                (delta != 0).then(|| Usage {
+        let mut pending = Vec::new();
+        self.counters.for_each(|counter| {
+            let delta = counter.pending.load(Ordering::Acquire);
+            if delta != 0 {
+                pending.push(Usage {
                     name: counter.name.to_string(),
                     period: label(counter.period.load(Ordering::Acquire)),
                     delta,
-                })
-            })
-            .collect()
+                });
+            }
+        });
+        pending
     }
 
     /// Records that the store added `usage` and now holds `total` for it.
@@ -383,12 +367,12 @@ impl Quotas {
         let Some(period) = parse_label(&usage.period) else {
             return;
         };
-        if let Some(counter) = self.map.pin().get(&key_of_name(&usage.name)) {
+        self.counters.get(key_of_name(&usage.name), |counter| {
             if counter.period.load(Ordering::Acquire) == period {
                 counter.synced.store(total, Ordering::Release);
                 counter.pending.fetch_sub(usage.delta, Ordering::AcqRel);
             }
-        }
+        });
     }
 
     /// Takes in a row of the store (another replica's flush, or a row loaded at
@@ -424,11 +408,11 @@ impl Quotas {
     pub fn sweep(&self, now: i64) {
         let today = Period::Day.word(now);
         let month = Period::Month.word(now);
-        self.map.pin().retain(|_, counter| {
+        self.counters.retain(|counter| {
             let period = counter.period.load(Ordering::Acquire);
             period == today || period == month || counter.pending.load(Ordering::Acquire) != 0
         });
-        for counter in &*self.overflow {
+        for counter in self.counters.overflow() {
             let period = counter.period.load(Ordering::Acquire);
             if period != today && period != month {
                 counter.pending.store(0, Ordering::Release);
@@ -440,19 +424,19 @@ impl Quotas {
     /// Requests `name` has used in the current period, as far as this replica knows.
     #[must_use]
     pub fn used(&self, name: &str) -> Option<i64> {
-        self.map.pin().get(&key_of_name(name)).map(Counter::used)
+        self.counters.get(key_of_name(name), Counter::used)
     }
 
     /// Subjects counted.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.counters.len()
     }
 
     /// True when nothing is counted.
     #[must_use]
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.counters.is_empty()
     }
 }
 

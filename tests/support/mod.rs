@@ -5,8 +5,11 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
+    clippy::print_stderr,
     reason = "test support: a failed setup step should fail the test loudly"
 )]
+
+pub mod node;
 
 use std::convert::Infallible;
 use std::future::Future;
