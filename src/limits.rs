@@ -439,7 +439,10 @@ impl Limiter {
                 for (rate, word) in rates[..at].iter().zip(&bucket.0) {
                     rate.give_back(word);
                 }
-                for (i, rate) in rates.iter().enumerate().skip(at + 1) {
+                for (i, rate) in rates.iter().enumerate() {
+                    if i == at {
+                        continue;
+                    }
                     let standing = rate.standing(bucket.0[i].load(Ordering::Relaxed), now);
                     verdict.windows[i] = Some(Window::of_rate(rate, standing));
                 }
@@ -630,6 +633,40 @@ mod tests {
         assert_eq!(limiter.check(a), Ok(()));
         assert_eq!(limiter.check(a), Err(720));
         assert!(AddressLimiter::new(0, Duration::from_secs(1)).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn several_windows_burst_refill_and_report_on_the_paused_clock() {
+        let second = Rate::new(2, Duration::from_secs(1)).unwrap();
+        let minute = Rate::new(3, Duration::from_secs(60)).unwrap();
+        let limits = LimitSet::new("t", vec![second, minute], None);
+        let limiter = Limiter::new(10);
+        let subject = Subject::of(None, "192.0.2.1".parse().unwrap(), &limits);
+        let check = || {
+            let v = limiter.check(&subject, 0);
+            let w = |i: usize| {
+                let w: Window = v.windows[i].unwrap();
+                (w.remaining, w.reset_secs)
+            };
+            (v.exceeded, w(0), w(1))
+        };
+        // A burst of two: the second window is the per-second one's limit.
+        assert_eq!(check(), (None, (1, 1), (2, 20)));
+        assert_eq!(check(), (None, (0, 1), (1, 40)));
+        // The third is refused by the second; the minute window is untouched.
+        let refused = Some(Exceeded::Rate { retry_after: 1 });
+        assert_eq!(check(), (refused, (0, 1), (1, 40)));
+        // Half a second refills one request of the per-second window.
+        tokio::time::advance(Duration::from_millis(500)).await;
+        assert_eq!(check(), (None, (0, 1), (0, 20)));
+        // A second later the per-second window is full, but the minute window is
+        // empty for 18.5 s more: refused, and the per-second window gets its request
+        // back (it reports full).
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let refused = Some(Exceeded::Rate { retry_after: 19 });
+        assert_eq!(check(), (refused, (2, 0), (0, 19)));
+        tokio::time::advance(Duration::from_millis(18_500)).await;
+        assert_eq!(check(), (None, (1, 1), (0, 20)));
     }
 
     fn settings(trusted: &[&str]) -> LimitSettings {
