@@ -178,6 +178,32 @@ fn config_in(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// The proxy binary serving `config` with its store in `dir`, on free ports.
+async fn run_in(dir: &std::path::Path, config: &str) -> Binary {
+    let data = dir.to_str().unwrap();
+    Binary::start(&[
+        "run",
+        "--config",
+        config,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data,
+    ])
+    .await
+}
+
+/// The `key:` line of `keys create`'s output.
+fn created_secret(out: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix("key:"))
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
 fn keys(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(BIN).arg("keys").args(args).output().unwrap();
     (
@@ -228,19 +254,7 @@ async fn operator_keys_create_list_revoke_share_the_store_with_the_proxy() {
     ]);
     assert!(!ok && err.contains("unknown scope `ofers:read`"), "{err}");
 
-    let data = dir.path().to_str().unwrap();
-    let proxy = Binary::start(&[
-        "run",
-        "--config",
-        config,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-    ])
-    .await;
+    let proxy = run_in(dir.path(), config).await;
     let write = || async {
         client()
             .post(format!("{}/api/v1/offers", proxy.url))
@@ -296,25 +310,8 @@ async fn a_stored_key_s_own_limits_replace_its_tier_s() {
         "100/day",
     ]);
     assert!(ok, "{err}");
-    let secret = out
-        .lines()
-        .find_map(|l| l.strip_prefix("key:"))
-        .unwrap()
-        .trim()
-        .to_owned();
-    let data = dir.path().to_str().unwrap();
-    let proxy = Binary::start(&[
-        "run",
-        "--config",
-        config,
-        "--listen",
-        "127.0.0.1:0",
-        "--admin-listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        data,
-    ])
-    .await;
+    let secret = created_secret(&out);
+    let proxy = run_in(dir.path(), config).await;
     let get = || async {
         client()
             .get(format!("{}/api/v1/offers", proxy.url))
