@@ -1258,17 +1258,10 @@ impl Loader {
             let header = crate::credentials::key_table::scopes_header(registry, &scopes);
             let mut entry = KeyEntry::new(key.id.clone(), scopes, tier, header);
             if key.rate_limits.is_some() || key.quota.is_some() {
-                let inherited = &tiers.get(tier).limits;
-                let rates = key.rate_limits.as_deref();
-                let quota = key.quota.as_deref();
-                let mut own = self.limit_set(&key.id, rates.unwrap_or_default(), quota, &path);
-                if rates.is_none() {
-                    own = LimitSet::new(&key.id, inherited.rates.clone(), own.quota);
-                }
-                if quota.is_none() {
-                    own = LimitSet::new(&key.id, own.rates, inherited.quota);
-                }
-                entry.limits = Some(Arc::new(own));
+                let rates = key.rate_limits.as_deref().map(|r| self.rates(r, &path));
+                let quota = key.quota.as_deref().and_then(|q| self.quota(q, &path));
+                let base = &tiers.get(tier).limits;
+                entry.limits = Some(Arc::new(LimitSet::with_own(base, &key.id, rates, quota)));
             }
             keys.push((hash, Arc::new(entry)));
         }

@@ -81,6 +81,22 @@ impl LimitSet {
         }
     }
 
+    /// The set of a key with limits of its own: `rates` and `quota` where given,
+    /// its tier's (`base`) where not.
+    #[must_use]
+    pub fn with_own(
+        base: &LimitSet,
+        name: &str,
+        rates: Option<Vec<Rate>>,
+        quota: Option<Quota>,
+    ) -> LimitSet {
+        LimitSet::new(
+            name,
+            rates.unwrap_or_else(|| base.rates.clone()),
+            quota.or(base.quota),
+        )
+    }
+
     /// True when the set limits nothing.
     #[must_use]
     pub fn is_unlimited(&self) -> bool {
@@ -106,6 +122,32 @@ pub fn parse_rate(text: &str) -> Result<Rate, String> {
         ));
     }
     Rate::new(count, window).ok_or_else(|| format!("`{text}`: a rate allows at least one request"))
+}
+
+/// Rate windows from their texts, shortest first. Every malformed entry (with its
+/// index), a window given twice, and more than [`MAX_WINDOWS`] windows are errors.
+pub fn parse_rates<S: AsRef<str>>(texts: &[S]) -> Result<Vec<Rate>, Vec<(Option<usize>, String)>> {
+    let mut rates: Vec<Rate> = Vec::new();
+    let mut errors = Vec::new();
+    for (i, text) in texts.iter().enumerate() {
+        let text = text.as_ref();
+        match parse_rate(text) {
+            Ok(rate) if rates.iter().any(|r| r.window == rate.window) => {
+                errors.push((Some(i), format!("two rates with the same window `{text}`")));
+            }
+            Ok(rate) => rates.push(rate),
+            Err(message) => errors.push((Some(i), message)),
+        }
+    }
+    if rates.len() > MAX_WINDOWS {
+        errors.push((None, format!("at most {MAX_WINDOWS} rates per tier or key")));
+    }
+    rates.sort_by_key(|r| r.window);
+    if errors.is_empty() {
+        Ok(rates)
+    } else {
+        Err(errors)
+    }
 }
 
 /// `5000/month`, `1000/day`.
@@ -136,17 +178,17 @@ pub fn stored_limits(id: &str, text: &str, base: &LimitSet) -> Result<LimitSet, 
     let own: Own =
         serde_json::from_str(text).map_err(|e| format!("limits are not valid JSON: {e}"))?;
     let rates = match own.rate_limits {
-        Some(texts) => texts
-            .iter()
-            .map(|t| parse_rate(t))
-            .collect::<Result<Vec<_>, _>>()?,
-        None => base.rates.clone(),
+        Some(texts) => Some(parse_rates(&texts).map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|(_, message)| message)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?),
+        None => None,
     };
-    let quota = match own.quota {
-        Some(text) => Some(parse_quota(&text)?),
-        None => base.quota,
-    };
-    Ok(LimitSet::new(id, rates, quota))
+    let quota = own.quota.as_deref().map(parse_quota).transpose()?;
+    Ok(LimitSet::with_own(base, id, rates, quota))
 }
 
 /// The `limits:` section.
@@ -502,6 +544,9 @@ pub struct AddressLimiter {
     rate: Rate,
     clock: Clock,
     buckets: Buckets,
+    /// When the map was last swept (clock nanoseconds): a full map is swept at
+    /// most once a second, so a flood cannot make every request pay for a sweep.
+    swept_at: std::sync::atomic::AtomicU64,
 }
 
 /// Addresses an [`AddressLimiter`] tracks.
@@ -515,6 +560,7 @@ impl AddressLimiter {
             rate: Rate::new(burst, period)?,
             clock: Clock::default(),
             buckets: Buckets::buckets(ADDRESS_CAPACITY),
+            swept_at: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -522,7 +568,14 @@ impl AddressLimiter {
     /// one is available.
     pub fn check(&self, address: IpAddr) -> Result<(), u32> {
         let now = self.clock.now();
-        if self.buckets.wants_sweep() {
+        let last = self.swept_at.load(Ordering::Relaxed);
+        if self.buckets.wants_sweep()
+            && now.saturating_sub(last) >= 1_000_000_000
+            && self
+                .swept_at
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             self.buckets.sweep(now);
         }
         self.buckets
@@ -612,6 +665,45 @@ pub async fn flush_quotas(quotas: &Quotas, store: &Store) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_and_quotas_parse() {
+        let r = parse_rate("10/s").unwrap();
+        assert_eq!((r.limit, r.window), (10, Duration::from_secs(1)));
+        assert_eq!(
+            parse_rate("300/min").unwrap().window,
+            Duration::from_secs(60)
+        );
+        assert_eq!(
+            parse_rate("100 / 10s").unwrap().window,
+            Duration::from_secs(10)
+        );
+        assert!(parse_rate("0/s").is_err());
+        assert!(parse_rate("10/ms").is_err());
+        assert!(parse_rate("10/month").is_err());
+        assert!(parse_rate("ten/s").is_err());
+        assert_eq!(
+            parse_quota("5000/month").unwrap(),
+            Quota {
+                limit: 5000,
+                period: quota::Period::Month
+            }
+        );
+        assert_eq!(parse_quota("1/day").unwrap().period, quota::Period::Day);
+        assert!(parse_quota("5/week").is_err());
+        assert!(parse_quota("0/day").is_err());
+    }
+
+    #[test]
+    fn rate_lists_are_sorted_and_checked_whole() {
+        let rates = parse_rates(&["300/min", "10/s"]).unwrap();
+        assert_eq!(rates[0].window, Duration::from_secs(1));
+        let errors = parse_rates(&["1/s", "2/1s", "x", "1/m", "1/h", "1/d", "1/10s"]).unwrap_err();
+        assert_eq!(errors[0].0, Some(1), "{errors:?}");
+        assert!(errors[0].1.contains("same window"));
+        assert_eq!(errors[1].0, Some(2));
+        assert_eq!(errors[2], (None, "at most 4 rates per tier or key".into()));
+    }
 
     #[tokio::test(start_paused = true)]
     async fn address_limiter_burst_then_one_per_interval() {

@@ -334,8 +334,11 @@ fn own_limits(rates: Option<&str>, quota: Option<&str>) -> Result<Option<String>
             .filter(|r| !r.is_empty())
             .collect()
     });
-    for rate in rates.iter().flatten() {
-        authmd_proxy::limits::parse_rate(rate).map_err(|e| (e, EX_USAGE))?;
+    if let Some(rates) = &rates {
+        authmd_proxy::limits::parse_rates(rates).map_err(|errors| {
+            let messages: Vec<String> = errors.into_iter().map(|(_, m)| m).collect();
+            (messages.join("; "), EX_USAGE)
+        })?;
     }
     if let Some(quota) = quota {
         authmd_proxy::limits::parse_quota(quota).map_err(|e| (e, EX_USAGE))?;

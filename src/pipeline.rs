@@ -46,8 +46,8 @@ pub struct Gateway {
     upstream: Upstream,
     /// Credential headers removed from requests the proxy authenticates.
     consumed: Vec<HeaderName>,
-    /// The same, and the payment headers: a paid request's signed transfer is the
-    /// proxy's to settle, never the upstream's to submit.
+    /// The same, and the payment headers, when payments are configured: a signed
+    /// transfer is the proxy's to settle, never the upstream's to submit.
     consumed_paid: Vec<HeaderName>,
     /// The token and revocation endpoints.
     oauth: OAuth,
@@ -170,7 +170,7 @@ impl Gateway {
                 .credentials
                 .consumed_headers()
                 .cloned()
-                .chain([x402::PAYMENT_SIGNATURE, x402::X_PAYMENT])
+                .chain(x402::PAYMENT_HEADERS)
                 .collect(),
             config: Arc::new(config),
             keys,
@@ -281,12 +281,6 @@ impl Gateway {
         if let Some(store) = &self.store {
             limits::flush_quotas(self.limiter.quotas(), store).await;
         }
-    }
-
-    /// The limiter (rate buckets and quota counters).
-    #[must_use]
-    pub fn limiter(&self) -> &Limiter {
-        &self.limiter
     }
 
     /// True when the proxy can verify every key it should: the store's keys are
@@ -417,12 +411,11 @@ impl Gateway {
         let outbound = Outbound {
             path: rewritten.as_deref(),
             identity,
-            consumed: if payment.is_some() {
-                &self.consumed_paid
-            } else if grant.principal.is_some() {
-                &self.consumed
-            } else {
-                &[]
+            consumed: match (grant.principal.is_some(), self.x402.is_some()) {
+                (true, true) => &self.consumed_paid,
+                (true, false) => &self.consumed,
+                (false, true) => &x402::PAYMENT_HEADERS,
+                (false, false) => &[],
             },
         };
         let mut response = match self.upstream.forward(request, outbound, conn).await {

@@ -344,6 +344,12 @@ struct Envelope<'a> {
     code: &'a str,
     message: &'a str,
     docs: &'a str,
+    /// x402 v1 fields of a 402 that offers payment, so v1 clients find the
+    /// requirements in the same body.
+    #[serde(rename = "x402Version", skip_serializing_if = "Option::is_none")]
+    x402_version: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accepts: Option<&'a serde_json::Value>,
 }
 
 /// Sections of `/auth.md` that rejections point to.
@@ -430,8 +436,8 @@ impl Responder {
             missing_credential: Bytes::new(),
             invalid_api_key: Bytes::new(),
         };
-        responder.missing_credential = responder.render(&Rejection::MissingCredential, None);
-        responder.invalid_api_key = responder.render(&Rejection::InvalidApiKey, None);
+        responder.missing_credential = responder.render(&Rejection::MissingCredential, None, None);
+        responder.invalid_api_key = responder.render(&Rejection::InvalidApiKey, None, None);
         responder
     }
 
@@ -451,12 +457,22 @@ impl Responder {
         challenges: Option<&Challenges>,
         detail: Option<&str>,
     ) -> Response<Body> {
+        self.answer(rejection, challenges, detail, None)
+    }
+
+    fn answer(
+        &self,
+        rejection: Rejection,
+        challenges: Option<&Challenges>,
+        detail: Option<&str>,
+        accepts: Option<&serde_json::Value>,
+    ) -> Response<Body> {
         let challenges = challenges.unwrap_or(&self.challenges);
         let (status, _, _, _) = describe(&rejection, &self.scopes, &self.tiers);
         let body = match (&rejection, detail) {
             (Rejection::MissingCredential, None) => self.missing_credential.clone(),
             (Rejection::InvalidApiKey, None) => self.invalid_api_key.clone(),
-            _ => self.render(&rejection, detail),
+            _ => self.render(&rejection, detail, accepts),
         };
         let mut response = Response::new(Body::full(body));
         *response.status_mut() = status;
@@ -522,25 +538,23 @@ impl Responder {
         offer: Option<(&HeaderValue, &serde_json::Value)>,
         detail: Option<&str>,
     ) -> Response<Body> {
-        let mut response = self.respond_with(Rejection::Payment(error), None, detail);
+        let rejection = Rejection::Payment(error);
         let Some((header, accepts)) = offer else {
-            return response;
+            return self.answer(rejection, None, detail, None);
         };
-        let envelope = self.render(&Rejection::Payment(error), detail);
-        if let Ok(serde_json::Value::Object(mut body)) = serde_json::from_slice(&envelope) {
-            body.insert("x402Version".into(), 1.into());
-            body.insert("accepts".into(), accepts.clone());
-            if let Ok(bytes) = serde_json::to_vec(&body) {
-                *response.body_mut() = Body::full(Bytes::from(bytes));
-            }
-        }
+        let mut response = self.answer(rejection, None, detail, Some(accepts));
         response
             .headers_mut()
             .insert(HeaderName::from_static("payment-required"), header.clone());
         response
     }
 
-    fn render(&self, rejection: &Rejection, detail: Option<&str>) -> Bytes {
+    fn render(
+        &self,
+        rejection: &Rejection,
+        detail: Option<&str>,
+        accepts: Option<&serde_json::Value>,
+    ) -> Bytes {
         let (_, error, code, (mut message, section)) =
             describe(rejection, &self.scopes, &self.tiers);
         if let Some(detail) = detail {
@@ -558,6 +572,8 @@ impl Responder {
             code,
             message: &message,
             docs: &docs,
+            x402_version: accepts.map(|_| 1),
+            accepts,
         };
         serde_json::to_vec(&envelope).map_or_else(|_| Bytes::new(), Bytes::from)
     }

@@ -416,3 +416,30 @@ async fn the_documents_state_the_limits_and_the_price() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_payment_header_never_reaches_the_upstream() {
+    let config = CONFIG
+        .replace("{facilitator}", "http://127.0.0.1:9")
+        .replace("{per_payment}", "1")
+        .replace("quota: 1/day", "quota: 5/day");
+    // The built-in echo upstream answers with the headers it received.
+    let proxy = TestProxy::start(&config, None).await;
+    for (name, value) in [
+        ("payment-signature", payment_v2("0xgood", 8)),
+        ("x-payment", payment_v2("0xgood", 9)),
+    ] {
+        let response = get(&proxy, "/offers", Some((name, &value))).await;
+        assert_eq!(
+            response.status(),
+            200,
+            "the quota is not used up: no payment is taken"
+        );
+        let echo = support::json(response).await;
+        assert!(
+            echo["headers"].get(name).is_none(),
+            "{name} was forwarded: {echo}"
+        );
+        assert_eq!(echo["headers"]["x-authmd-principal"], "key:writer");
+    }
+}

@@ -6,11 +6,11 @@
 use std::time::Duration;
 
 use super::{Loader, join, raw};
-use crate::limits::buckets::MAX_WINDOWS;
 use crate::limits::gcra::Rate;
 use crate::limits::headers::Styles;
+use crate::limits::quota::Quota;
 use crate::limits::x402::{Accept, Payments};
-use crate::limits::{LimitSet, LimitSettings, parse_quota, parse_rate};
+use crate::limits::{LimitSet, LimitSettings, parse_quota, parse_rates};
 
 impl Loader {
     /// The limit set named `name` from its `rate_limits` and `quota` fields at `path`.
@@ -21,32 +21,30 @@ impl Loader {
         quota: Option<&str>,
         path: &str,
     ) -> LimitSet {
-        let mut parsed: Vec<Rate> = Vec::new();
-        for (i, text) in rates.iter().enumerate() {
-            let at = format!("{}[{i}]", join(path, "rate_limits"));
-            match parse_rate(text) {
-                Ok(rate) if parsed.iter().any(|r| r.window == rate.window) => {
-                    self.error(&at, format!("two rates with the same window `{text}`"));
+        let rates = self.rates(rates, path);
+        let quota = quota.and_then(|text| self.quota(text, path));
+        LimitSet::new(name, rates, quota)
+    }
+
+    /// The `rate_limits` field at `path`.
+    pub(super) fn rates(&mut self, texts: &[String], path: &str) -> Vec<Rate> {
+        parse_rates(texts).unwrap_or_else(|errors| {
+            let list = join(path, "rate_limits");
+            for (at, message) in errors {
+                match at {
+                    Some(i) => self.error(&format!("{list}[{i}]"), message),
+                    None => self.error(&list, message),
                 }
-                Ok(rate) => parsed.push(rate),
-                Err(message) => self.error(&at, message),
             }
-        }
-        if parsed.len() > MAX_WINDOWS {
-            self.error(
-                &join(path, "rate_limits"),
-                format!("at most {MAX_WINDOWS} rates per tier or key"),
-            );
-        }
-        parsed.sort_by_key(|r| r.window);
-        let quota = quota.and_then(|text| match parse_quota(text) {
-            Ok(quota) => Some(quota),
-            Err(message) => {
-                self.error(&join(path, "quota"), message);
-                None
-            }
-        });
-        LimitSet::new(name, parsed, quota)
+            Vec::new()
+        })
+    }
+
+    /// The `quota` field at `path`.
+    pub(super) fn quota(&mut self, text: &str, path: &str) -> Option<Quota> {
+        parse_quota(text)
+            .map_err(|message| self.error(&join(path, "quota"), message))
+            .ok()
     }
 
     /// `limits:`.
@@ -210,38 +208,4 @@ fn v1_network(caip2: &str) -> Option<&'static str> {
         "solana:EtWTRABZaYq6iMfeYKouRu166VU2xqa1" => "solana-devnet",
         _ => return None,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::limits::quota::{Period, Quota};
-
-    #[test]
-    fn rates_and_quotas_parse() {
-        let r = parse_rate("10/s").unwrap();
-        assert_eq!((r.limit, r.window), (10, Duration::from_secs(1)));
-        assert_eq!(
-            parse_rate("300/min").unwrap().window,
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            parse_rate("100 / 10s").unwrap().window,
-            Duration::from_secs(10)
-        );
-        assert!(parse_rate("0/s").is_err());
-        assert!(parse_rate("10/ms").is_err());
-        assert!(parse_rate("10/month").is_err());
-        assert!(parse_rate("ten/s").is_err());
-        assert_eq!(
-            parse_quota("5000/month").unwrap(),
-            Quota {
-                limit: 5000,
-                period: Period::Month
-            }
-        );
-        assert_eq!(parse_quota("1/day").unwrap().period, Period::Day);
-        assert!(parse_quota("5/week").is_err());
-        assert!(parse_quota("0/day").is_err());
-    }
 }

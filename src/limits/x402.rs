@@ -32,6 +32,8 @@ pub const PAYMENT_REQUIRED: HeaderName = HeaderName::from_static("payment-requir
 pub const PAYMENT_SIGNATURE: HeaderName = HeaderName::from_static("payment-signature");
 /// `X-PAYMENT`: a v1 payment.
 pub const X_PAYMENT: HeaderName = HeaderName::from_static("x-payment");
+/// The headers that carry a payment; never forwarded upstream.
+pub const PAYMENT_HEADERS: [HeaderName; 2] = [PAYMENT_SIGNATURE, X_PAYMENT];
 /// `PAYMENT-RESPONSE`: the v2 settlement.
 pub const PAYMENT_RESPONSE: HeaderName = HeaderName::from_static("payment-response");
 /// `X-PAYMENT-RESPONSE`: the v1 settlement.
@@ -163,6 +165,8 @@ type PostClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes
 #[derive(Debug)]
 pub struct X402 {
     payments: Payments,
+    /// The facilitator's host, for log lines (its URL may carry credentials).
+    facilitator_host: String,
     client: PostClient,
     /// Fingerprints of payment headers already used, with when they expire.
     seen: papaya::HashMap<u64, i64>,
@@ -177,7 +181,14 @@ impl X402 {
             .https_or_http()
             .enable_http1()
             .build();
+        let facilitator_host = payments
+            .facilitator
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| uri.host().map(str::to_owned))
+            .unwrap_or_default();
         X402 {
+            facilitator_host,
             payments,
             client: Client::builder(TokioExecutor::new()).build(connector),
             seen: papaya::HashMap::new(),
@@ -314,6 +325,8 @@ impl X402 {
     /// response header to add.
     pub async fn settle(&self, payment: &Payment) -> Result<(HeaderName, HeaderValue), Refused> {
         let Some(body) = self.call("settle", payment).await else {
+            // Nothing was charged: the agent may present the same payment again.
+            self.seen.pin().remove(&payment.fingerprint);
             return Err(Refused::new(PaymentError::Unavailable, None));
         };
         if body.get("success").and_then(Value::as_bool) != Some(true) {
@@ -366,7 +379,7 @@ impl X402 {
         match tokio::time::timeout(self.payments.timeout, exchange).await {
             Ok(Some(value)) => Some(value),
             _ => {
-                tracing::warn!(facilitator = %self.payments.facilitator, endpoint, "the x402 facilitator did not answer");
+                tracing::warn!(facilitator = %self.facilitator_host, endpoint, "the x402 facilitator did not answer");
                 None
             }
         }
