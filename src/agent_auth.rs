@@ -45,8 +45,8 @@ pub struct AgentAuth {
     keys: Arc<KeyTable>,
     compiler: Arc<Compiler>,
     verifier: Arc<AssertionVerifier>,
-    anonymous_limit: Option<AddressLimiter>,
-    identity_limit: Option<AddressLimiter>,
+    anonymous_limit: Option<Arc<AddressLimiter>>,
+    identity_limit: Option<Arc<AddressLimiter>>,
 }
 
 /// A refusal, with an optional detail appended to its message. The detail names
@@ -104,6 +104,7 @@ impl AgentAuth {
         keys: Arc<KeyTable>,
         compiler: Arc<Compiler>,
         verifier: Arc<AssertionVerifier>,
+        previous: Option<&AgentAuth>,
     ) -> AgentAuth {
         let registration = &config.lifecycle.registration;
         let hour = Duration::from_secs(3600);
@@ -112,8 +113,16 @@ impl AgentAuth {
             keys,
             compiler,
             verifier,
-            anonymous_limit: AddressLimiter::new(registration.per_hour, hour),
-            identity_limit: AddressLimiter::new(registration.identity_per_hour, hour),
+            anonymous_limit: AddressLimiter::carried(
+                previous.and_then(|p| p.anonymous_limit.as_ref()),
+                registration.per_hour,
+                hour,
+            ),
+            identity_limit: AddressLimiter::carried(
+                previous.and_then(|p| p.identity_limit.as_ref()),
+                registration.identity_per_hour,
+                hour,
+            ),
         }
     }
 

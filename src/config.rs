@@ -10,6 +10,7 @@
 mod lifecycle;
 mod limits;
 mod locate;
+mod ops;
 mod raw;
 mod tokens;
 
@@ -67,6 +68,8 @@ pub struct Config {
     pub service: Service,
     /// Listener settings.
     pub server: ServerSettings,
+    /// HTTPS on the proxy listener, when configured.
+    pub tls: Option<TlsSettings>,
     /// Where allowed requests go.
     pub upstream: UpstreamSettings,
     /// Credential extraction rules.
@@ -216,6 +219,47 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
+    /// How long the proxy keeps accepting after SIGTERM while `/readyz` fails, so
+    /// that load balancers stop routing to it before it stops listening.
+    pub shutdown_delay: Duration,
+    /// How often the config file is checked for a change (`None`: never; SIGHUP
+    /// always reloads).
+    pub watch_interval: Option<Duration>,
+}
+
+/// `tls:`: HTTPS on the proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key.
+    pub key_file: std::path::PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate it signed.
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// How often the files are checked for a new certificate.
+    pub reload_interval: Duration,
+}
+
+/// `upstream.tls:`: how the proxy trusts an `https://` upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM CA bundle trusted instead of the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate chain presented to the upstream (with `key_file`).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// How `/readyz` decides that the upstream is reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// It does not check.
+    None,
+    /// A TCP connection to the upstream opens.
+    Tcp,
+    /// `GET <path>` answers below 500.
+    Http(String),
 }
 
 /// Where the upstream is.
@@ -225,7 +269,7 @@ pub enum UpstreamTarget {
     Echo,
     /// An HTTP server.
     Http {
-        /// `http` (TLS to the upstream is not supported yet).
+        /// `http` or `https`.
         scheme: Scheme,
         /// `host:port`.
         authority: Authority,
@@ -245,8 +289,12 @@ pub struct UpstreamSettings {
     pub idle_timeout: Duration,
     /// Send the client's `Host` rather than the upstream's authority.
     pub preserve_host: bool,
-    /// Speak HTTP/2 (prior knowledge) to the upstream.
+    /// Speak HTTP/2 (prior knowledge over plain TCP; by ALPN over TLS).
     pub http2: bool,
+    /// TLS settings of an `https://` upstream.
+    pub tls: UpstreamTls,
+    /// How readiness checks the upstream.
+    pub health_check: HealthCheck,
 }
 
 /// `log:`.
@@ -256,6 +304,9 @@ pub struct LogSettings {
     pub level: String,
     /// JSON lines instead of text.
     pub json: bool,
+    /// The level of the per-request access log line (target
+    /// `authmd_proxy::access`); `None` for no access log.
+    pub access: Option<tracing::Level>,
 }
 
 /// One problem in a config file.
@@ -324,6 +375,7 @@ const TOP_LEVEL: &[&str] = &[
     "trusted_issuers",
     "limits",
     "payments",
+    "tls",
 ];
 
 impl Config {
@@ -430,6 +482,7 @@ struct Sections {
     trusted_issuers: Vec<(String, raw::RawTrustedIssuer)>,
     limits: raw::RawLimits,
     payments: Option<raw::RawPayments>,
+    tls: Option<raw::RawTls>,
 }
 
 impl Loader {
@@ -650,6 +703,7 @@ impl Loader {
                 "trusted_issuers" => s.trusted_issuers = self.take_list(value, path),
                 "limits" => s.limits = self.take(value, path).unwrap_or_default(),
                 "payments" => s.payments = self.take(value, path),
+                "tls" => s.tls = self.take(value, path),
                 other => {
                     let hint = scope::closest(other, TOP_LEVEL.iter().copied())
                         .map(|c| format!("; did you mean `{c}`?"))
@@ -731,7 +785,19 @@ impl Loader {
                 "server.shutdown_grace",
                 Duration::from_secs(30),
             ),
+            shutdown_delay: self.duration(
+                s.server.shutdown_delay,
+                "server.shutdown_delay",
+                Duration::ZERO,
+            ),
+            watch_interval: Some(self.duration(
+                s.server.watch_interval,
+                "server.watch_interval",
+                Duration::from_secs(2),
+            ))
+            .filter(|d| !d.is_zero()),
         };
+        let tls = s.tls.map(|raw| self.tls(raw));
         let upstream = match s.upstream {
             Some(raw) => self.upstream(raw),
             None => {
@@ -799,6 +865,7 @@ impl Loader {
         let log = LogSettings {
             level: s.log.level.unwrap_or_else(|| "info".into()),
             json: matches!(s.log.format, Some(RawLogFormat::Json)),
+            access: self.access_level(s.log.access.as_deref()),
         };
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
             self.error("log.level", format!("not a valid log filter: {e}"));
@@ -832,6 +899,7 @@ impl Loader {
             public_url_explicit,
             service,
             server,
+            tls,
             upstream,
             credentials,
             scopes: registry,
@@ -1046,10 +1114,10 @@ impl Loader {
                     scheme: Scheme::HTTP,
                     authority: authority.clone(),
                 }),
-                Some((Some("https"), ..)) => {
-                    self.error("upstream.url", "TLS to the upstream is not supported yet; use an `http://` upstream (e.g. a sidecar on localhost)");
-                    None
-                }
+                Some((Some("https"), Some(authority), "" | "/")) => Some(UpstreamTarget::Http {
+                    scheme: Scheme::HTTPS,
+                    authority: authority.clone(),
+                }),
                 _ => {
                     self.error(
                         "upstream.url",
@@ -1060,7 +1128,7 @@ impl Loader {
             }
         };
         let settings = UpstreamSettings {
-            target: target?,
+            target: target.clone()?,
             connect_timeout: self.duration(
                 raw.connect_timeout,
                 "upstream.connect_timeout",
@@ -1078,6 +1146,8 @@ impl Loader {
             ),
             preserve_host: raw.preserve_host,
             http2: raw.http2,
+            tls: self.upstream_tls(raw.tls, target.as_ref()),
+            health_check: self.health_check(raw.health_check.as_deref()),
         };
         Some(settings)
     }
@@ -1342,6 +1412,13 @@ impl Loader {
                     format!("{} {}", route.methods.join(","), route.path)
                 }
             });
+            if id.starts_with("authmd.") {
+                self.error(
+                    &join(&path, "id"),
+                    format!("route id `{id}`: ids starting with `authmd.` name the proxy's own endpoints in metrics"),
+                );
+                continue;
+            }
             if !ids.insert(id.clone()) {
                 self.error(&join(&path, "id"), format!("route id `{id}` is used twice"));
                 continue;
@@ -1362,6 +1439,7 @@ impl Loader {
                 template,
                 route: Route {
                     id,
+                    index: 0,
                     path: route.path.clone(),
                     methods,
                     access,
@@ -1376,6 +1454,7 @@ impl Loader {
             RawDefault::Deny => DefaultRule::Deny,
             RawDefault::Public => DefaultRule::Public(Box::new(Route {
                 id: "default".into(),
+                index: 0,
                 path: "/{*rest}".into(),
                 methods: MethodSet::ANY,
                 access: Access::Public,

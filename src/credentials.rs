@@ -74,6 +74,25 @@ pub enum Principal {
     Token(Arc<TokenGrant>),
 }
 
+impl Principal {
+    /// Who it is, as the upstream's `X-Authmd-Principal` names it: `key:<id>`, a
+    /// token's subject, `anonymous:<digest>` or `anonymous`. Never a secret.
+    #[must_use]
+    pub fn name(&self) -> std::borrow::Cow<'_, str> {
+        use std::borrow::Cow;
+        match self {
+            Principal::Key(entry) => {
+                Cow::Borrowed(entry.principal_header.to_str().unwrap_or("key"))
+            }
+            Principal::Token(grant) => {
+                Cow::Borrowed(grant.principal_header.to_str().unwrap_or("token"))
+            }
+            Principal::Anonymous(Some(id)) => Cow::Owned(format!("anonymous:{:016x}", id.0)),
+            Principal::Anonymous(None) => Cow::Borrowed("anonymous"),
+        }
+    }
+}
+
 /// A 64-bit BLAKE3 digest of an anonymous identifier: stable, bounded in size, and
 /// never the identifier itself (which could be anything the agent chose).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -541,6 +541,9 @@ impl Limiter {
 /// (registration, anonymous tokens).
 #[derive(Debug)]
 pub struct AddressLimiter {
+    /// The rate as configured, to tell whether a reloaded config changed it.
+    burst: u32,
+    period: Duration,
     rate: Rate,
     clock: Clock,
     buckets: Buckets,
@@ -557,11 +560,28 @@ impl AddressLimiter {
     #[must_use]
     pub fn new(burst: u32, period: Duration) -> Option<AddressLimiter> {
         Some(AddressLimiter {
+            burst,
+            period,
             rate: Rate::new(burst, period)?,
             clock: Clock::default(),
             buckets: Buckets::buckets(ADDRESS_CAPACITY),
             swept_at: std::sync::atomic::AtomicU64::new(0),
         })
+    }
+
+    /// `burst` requests per `period`, continuing `previous` (the limiter of the
+    /// config being replaced) when its rate is the same, so a reload does not give
+    /// every client a fresh allowance.
+    #[must_use]
+    pub fn carried(
+        previous: Option<&Arc<AddressLimiter>>,
+        burst: u32,
+        period: Duration,
+    ) -> Option<Arc<AddressLimiter>> {
+        match previous {
+            Some(old) if old.burst == burst && old.period == period => Some(old.clone()),
+            _ => AddressLimiter::new(burst, period).map(Arc::new),
+        }
     }
 
     /// Takes one request from `address`'s bucket, or says how many seconds until

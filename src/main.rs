@@ -6,10 +6,12 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use authmd_proxy::config::{Config, Overrides, SigningSource};
 use authmd_proxy::credentials::{KeyHash, api_key};
 use authmd_proxy::pipeline::Gateway;
+use authmd_proxy::reload::Reloader;
 use authmd_proxy::server::{self, Running};
 use authmd_proxy::store::{KeyRecord, Store, unix_now};
 use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
@@ -523,20 +525,40 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
     if let Some(store) = &store {
         tracing::info!(store = store.kind(), "credential store open");
     }
+    let loaded = std::fs::read(path)
+        .map(|bytes| blake3::hash(&bytes))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let tls = None;
     let gateway = Gateway::start(config, store)
         .await
-        .map_err(|error| format!("cannot load the token signing keys: {error}"))?;
-    let running = Running::start(gateway, listener, admin);
+        .map_err(|error| error.to_string())?;
+    let running = Running::start(gateway, listener, admin, tls);
+    let reloader = Arc::new(Reloader::new(
+        path.to_owned(),
+        overrides,
+        running.gateway.clone(),
+        loaded,
+    ));
+    let reloading = tokio::spawn(reloader.run());
+    let scheme = if running.gateway.config().tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let admin = running
+        .admin_addr
+        .map(|a| format!(" (admin http://{a})"))
+        .unwrap_or_default();
     tracing::info!(
-        listen = %running.addr,
-        admin = ?running.admin_addr,
         public_url = %public_url,
-        "authmd-proxy listening on http://{}",
+        "authmd-proxy listening on {scheme}://{}{admin}",
         running.addr
     );
     shutdown_signal().await;
+    reloading.abort();
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown().await;
+    tracing::info!("stopped");
     Ok(())
 }
 

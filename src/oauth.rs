@@ -44,9 +44,10 @@ pub struct OAuth {
     assertions: Arc<AssertionVerifier>,
     keys: Arc<KeyTable>,
     store: Option<Store>,
-    anonymous_limit: Option<AddressLimiter>,
-    /// Used assertion ids when there is no store (one process: memory is enough).
-    used: papaya::HashMap<String, i64>,
+    anonymous_limit: Option<Arc<AddressLimiter>>,
+    /// Used assertion ids when there is no store (one process: memory is enough;
+    /// shared with the next config generation on reload).
+    used: Arc<papaya::HashMap<String, i64>>,
 }
 
 /// Where the request came from and which origin it addressed.
@@ -70,6 +71,7 @@ impl OAuth {
         assertions: Arc<AssertionVerifier>,
         keys: Arc<KeyTable>,
         store: Option<Store>,
+        previous: Option<&OAuth>,
     ) -> OAuth {
         OAuth {
             tokens,
@@ -77,9 +79,13 @@ impl OAuth {
             keys,
             store,
             anonymous_limit: config.tokens.anonymous.and_then(|a| {
-                AddressLimiter::new(a.per_hour, std::time::Duration::from_secs(3600))
+                AddressLimiter::carried(
+                    previous.and_then(|p| p.anonymous_limit.as_ref()),
+                    a.per_hour,
+                    std::time::Duration::from_secs(3600),
+                )
             }),
-            used: papaya::HashMap::new(),
+            used: previous.map(|p| p.used.clone()).unwrap_or_default(),
         }
     }
 

@@ -12,6 +12,12 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use hyper::body::Incoming;
@@ -19,11 +25,12 @@ use hyper::body::Incoming;
 use crate::agent_auth::{self, AgentAuth, Answer, Failure};
 use crate::assertion::AssertionVerifier;
 use crate::body::Body;
-use crate::config::{Config, SigningSource};
+use crate::config::{Config, HealthCheck, SigningSource};
 use crate::credentials::{KeyTable, Presented, Principal};
 use crate::discovery::{self, Documents};
 use crate::limits::x402::{self, Payment, Refused, X402};
 use crate::limits::{self, Exceeded, Limiter, Subject, Verdict};
+use crate::metrics::{self, LocalEndpoint, MeterId, Meters, Metrics, PaymentEvent};
 use crate::oauth::{self, Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
 use crate::proxy::{ClientConn, Identity, Outbound, Upstream};
@@ -35,11 +42,45 @@ use crate::tier::TierId;
 use crate::tokens::signing::{KeyError, SigningKeys};
 use crate::tokens::{self, TokenError, Tokens};
 
-/// Everything a request needs: the config, its documents, the key table, the
-/// token verifier and the upstream.
+/// The proxy: the active config generation, swapped atomically on reload, and the
+/// state that outlives every generation (rate buckets and quota counters, the
+/// store, the metrics).
 #[derive(Debug)]
 pub struct Gateway {
+    current: ArcSwap<Generation>,
+    shared: Arc<Shared>,
+}
+
+/// What outlives a config generation.
+#[derive(Debug)]
+struct Shared {
+    /// Rate buckets and quota counters: a reload keeps every subject's standing.
+    limiter: Arc<Limiter>,
+    /// The store, opened once at start (a changed `store:` needs a restart).
+    store: Option<Store>,
+    metrics: Arc<Metrics>,
+    /// Set when shutdown begins: `/readyz` answers 503 so that load balancers stop
+    /// sending new requests while in-flight ones finish.
+    draining: AtomicBool,
+    /// The limiter's sweeper and the quota sync.
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        for task in &self.background {
+            task.abort();
+        }
+    }
+}
+
+/// Everything built from one config: its documents, the key table, the token
+/// verifier, the upstream, the endpoints. A request uses the generation that was
+/// current when it arrived until it is answered.
+#[derive(Debug)]
+pub struct Generation {
     config: Arc<Config>,
+    shared: Arc<Shared>,
     documents: Documents,
     keys: Arc<KeyTable>,
     tokens: Arc<Tokens>,
@@ -55,23 +96,47 @@ pub struct Gateway {
     agent_auth: Option<AgentAuth>,
     /// The store follower's state, when a store is open.
     sync: Option<Arc<SyncState>>,
-    /// Rate buckets and quota counters.
-    limiter: Arc<Limiter>,
-    /// The store quota usage is written to, when one is open.
-    store: Option<Store>,
     /// x402 payment past a used-up quota, when configured.
     x402: Option<X402>,
-    /// Tasks that live as long as the gateway: the store follower, the trusted
+    /// Per-route and per-tier meters.
+    meters: Meters,
+    /// The last upstream health check passed (always true without one).
+    upstream_healthy: Arc<AtomicBool>,
+    /// Tasks that live as long as the generation: the store follower, the trusted
     /// issuers' key refreshers.
-    background: Vec<tokio::task::JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
 }
 
-impl Drop for Gateway {
+impl Drop for Generation {
     fn drop(&mut self) {
         for task in &self.background {
             task.abort();
         }
     }
+}
+
+/// Why a config could not be put in service.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The token signing keys could not be loaded.
+    #[error("cannot load the token signing keys: {0}")]
+    SigningKeys(#[from] KeyError),
+    /// The metrics could not be registered.
+    #[error("cannot register the metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+    /// A reload needs the store's keys before it can serve, and the store did not
+    /// give them.
+    #[error("the credential store did not answer; the running config stays")]
+    StoreUnavailable,
+}
+
+/// How a request was answered, for its metrics and access log line.
+#[derive(Debug, Default)]
+struct Trace {
+    meter: MeterId,
+    upstream: Option<Duration>,
+    /// Who it was, when the access log wants to say.
+    principal: Option<Principal>,
 }
 
 /// A request that passed every check.
@@ -103,15 +168,210 @@ impl From<Rejection> for Refusal<'_> {
 }
 
 impl Gateway {
-    /// Builds the gateway: renders the documents, loads the config's static keys
-    /// into the table and the signing keys (generating a first one in a managed
+    /// Builds the gateway from its first config: see [`Generation`]. With a store,
+    /// the store's keys and quota usage are loaded before this returns when the
+    /// store answers within a few seconds (so a restarted proxy never refuses a key
+    /// it acknowledged, nor gives a used-up quota back); otherwise the follower
+    /// keeps trying and `/readyz` says so. Must run inside a Tokio runtime.
+    pub async fn start(config: Config, store: Option<Store>) -> Result<Gateway, StartError> {
+        Gateway::start_with(config, store, Arc::new(Metrics::new()?)).await
+    }
+
+    /// [`Gateway::start`], counting in `metrics`.
+    pub async fn start_with(
+        config: Config,
+        store: Option<Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Gateway, StartError> {
+        let limiter = Arc::new(Limiter::new(config.limits.max_principals));
+        let mut background = vec![tokio::spawn(limits::sweep_forever(
+            limiter.clone(),
+            Duration::from_secs(10),
+        ))];
+        if let Some(store) = &store {
+            crate::store::observe(&metrics);
+            // Quota usage is read before the first request: a restart must not give
+            // a used-up quota back.
+            let read =
+                tokio::time::timeout(PRELOAD, limits::read_quotas(limiter.quotas(), store, 0))
+                    .await;
+            let since = match read {
+                Ok(Ok(clock)) => clock,
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not read quota usage; counting from zero until the store answers");
+                    0
+                }
+                Err(_) => 0,
+            };
+            background.push(tokio::spawn(limits::sync_quotas_forever(
+                limiter.clone(),
+                store.clone(),
+                config.limits.quota_flush,
+                since,
+            )));
+        }
+        let shared = Arc::new(Shared {
+            limiter,
+            store,
+            metrics,
+            draining: AtomicBool::new(false),
+            background,
+        });
+        let generation = Generation::build(config, &shared, None).await?;
+        Ok(Gateway {
+            current: ArcSwap::from_pointee(generation),
+            shared,
+        })
+    }
+
+    /// Puts a new config in service: in-flight requests finish under the old one,
+    /// new requests see the new one. Rate buckets, quota counters, the token
+    /// deny-list, used payments and assertions carry over; the keys are reloaded
+    /// from the config and the store before the swap (a store that does not answer
+    /// refuses the reload, so no acknowledged key is ever refused).
+    pub async fn reload(&self, config: Config) -> Result<(), StartError> {
+        let previous = self.current.load_full();
+        let generation = Generation::build(config, &self.shared, Some(&previous)).await?;
+        self.current.store(Arc::new(generation));
+        Ok(())
+    }
+
+    /// The generation serving new requests.
+    #[must_use]
+    pub fn current(&self) -> Arc<Generation> {
+        self.current.load_full()
+    }
+
+    /// The active config.
+    #[must_use]
+    pub fn config(&self) -> Arc<Config> {
+        self.current.load().config.clone()
+    }
+
+    /// The process's metrics.
+    #[must_use]
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// The metrics exposition for a scrape that sent `headers`: the content type
+    /// and the text.
+    #[must_use]
+    pub fn scrape(&self, headers: &http::HeaderMap) -> (&'static str, String) {
+        let generation = self.current.load();
+        let metrics = &self.shared.metrics;
+        metrics.set_keys(generation.keys.len());
+        metrics.encode(headers)
+    }
+
+    /// Writes what is only in memory to the store (quota usage); called once the
+    /// listeners have drained, so that a restart loses nothing.
+    pub async fn flush(&self) {
+        if let Some(store) = &self.shared.store {
+            limits::flush_quotas(self.shared.limiter.quotas(), store).await;
+        }
+    }
+
+    /// Marks the proxy as shutting down: `/readyz` fails from now on.
+    pub fn drain(&self) {
+        self.shared.draining.store(true, Ordering::Release);
+    }
+
+    /// Why the proxy should not receive traffic now; empty when it should. It
+    /// should not while shutting down, before it can verify every key (the store's
+    /// keys are loaded), and while the upstream health check fails.
+    #[must_use]
+    pub fn readiness(&self) -> Vec<&'static str> {
+        let generation = self.current.load();
+        let mut problems = Vec::new();
+        if self.shared.draining.load(Ordering::Acquire) {
+            problems.push("shutting down");
+        }
+        if !generation.is_loaded() {
+            problems.push("the keys are not loaded from the store yet");
+        }
+        if !generation.upstream_healthy.load(Ordering::Acquire) {
+            problems.push("the upstream does not pass its health check");
+        }
+        problems
+    }
+
+    /// True when [`Gateway::readiness`] finds nothing wrong.
+    #[must_use]
+    pub fn is_ready(&self) -> bool {
+        self.readiness().is_empty()
+    }
+
+    /// True once shutdown has begun.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+
+    /// Answers one request under the current generation, and counts it.
+    pub async fn handle(&self, request: Request<Incoming>, conn: &ClientConn) -> Response<Body> {
+        let generation = self.current.load_full();
+        let started = Instant::now();
+        let method = request.method().clone();
+        let mut trace = Trace::default();
+        let response = generation.handle(request, conn, &mut trace).await;
+        let elapsed = started.elapsed();
+        let code = response
+            .extensions()
+            .get::<crate::metrics::Rejected>()
+            .map(|r| r.0);
+        generation.meters.request(
+            trace.meter,
+            &method,
+            response.status(),
+            code,
+            elapsed,
+            trace.upstream,
+        );
+        generation.access_log(&method, conn, &trace, response.status(), code, elapsed);
+        response
+    }
+}
+
+/// How often the upstream's health is checked.
+const HEALTH_EVERY: Duration = Duration::from_secs(5);
+
+/// Checks the upstream every [`HEALTH_EVERY`] with its own client (a probe must
+/// not ride a request's connection).
+async fn check_upstream_forever(config: Arc<Config>, healthy: Arc<AtomicBool>) {
+    let upstream = Upstream::new(&config.upstream);
+    let mut tick = tokio::time::interval(HEALTH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let ok = upstream.probe(&config.upstream.health_check).await;
+        if healthy.swap(ok, Ordering::AcqRel) != ok {
+            if ok {
+                tracing::info!("the upstream passes its health check again");
+            } else {
+                tracing::warn!("the upstream fails its health check; /readyz reports not ready");
+            }
+        }
+    }
+}
+
+/// How long a start or reload waits for the store before going on without it
+/// (start) or giving up (reload).
+const PRELOAD: Duration = Duration::from_secs(5);
+
+impl Generation {
+    /// Builds a generation: renders the documents, loads the config's static keys
+    /// into a new table and the signing keys (generating a first one in a managed
     /// directory), and starts fetching the trusted issuers' keys. With a store, the
     /// lifecycle endpoints are served and a follower keeps the key table and the
-    /// token deny-list in step with the store. The store's keys are loaded before
-    /// this returns when the store answers within a few seconds (so a restarted
-    /// proxy never refuses a key it acknowledged); otherwise the follower keeps
-    /// trying and `/readyz` says so. Must run inside a Tokio runtime.
-    pub async fn start(config: Config, store: Option<Store>) -> Result<Gateway, KeyError> {
+    /// token deny-list in step with the store. `previous` is the generation being
+    /// replaced, whose carried-over state this one continues.
+    async fn build(
+        config: Config,
+        shared: &Arc<Shared>,
+        previous: Option<&Generation>,
+    ) -> Result<Generation, StartError> {
         let keys = Arc::new(KeyTable::default());
         for (hash, entry) in &config.keys {
             keys.insert_static(*hash, entry.clone());
@@ -129,19 +389,23 @@ impl Gateway {
         } else {
             None
         };
+        let metrics = &shared.metrics;
         let client = tokens::remote::https_client();
         let issuers = tokens::issuers(&config.trusted_issuers, &client);
+        for issuer in &issuers {
+            if let Some(counters) = metrics.jwks_counters(&issuer.settings.issuer) {
+                issuer.keys.count_fetches(counters);
+            }
+        }
         let mut background: Vec<_> = issuers
             .iter()
             .map(|issuer| tokio::spawn(issuer.keys.clone().refresh_forever()))
             .collect();
-        let tokens = Arc::new(Tokens::new(
-            &config,
-            own,
-            &issuers,
-            compiler.clone(),
-            keys.clone(),
-        ));
+        let mut tokens = Tokens::new(&config, own, &issuers, compiler.clone(), keys.clone());
+        if let Some(previous) = previous {
+            tokens.share_revocations(&previous.tokens);
+        }
+        let tokens = Arc::new(tokens);
         let mut audiences: Vec<String> = config.discovery.origins.clone();
         if config.lifecycle.registration.accept_resource_audience {
             audiences.extend(config.discovery.origins.iter().map(|o| format!("{o}/")));
@@ -152,17 +416,24 @@ impl Gateway {
             tokens.clone(),
             assertions.clone(),
             keys.clone(),
-            store.clone(),
+            shared.store.clone(),
+            previous.map(|p| &p.oauth),
         );
-        let limiter = Arc::new(Limiter::new(config.limits.max_principals));
-        background.push(tokio::spawn(limits::sweep_forever(
-            limiter.clone(),
-            std::time::Duration::from_secs(10),
-        )));
-        let mut gateway = Gateway {
-            x402: config.limits.payments.clone().map(X402::new),
-            limiter,
-            store: store.clone(),
+        let x402 = config.limits.payments.clone().map(|payments| {
+            let mut x402 = X402::new(payments);
+            if let Some(old) = previous.and_then(|p| p.x402.as_ref()) {
+                x402.share_replays(old);
+            }
+            x402
+        });
+        let meters = Meters::new(
+            metrics.clone(),
+            config.policy.ids(),
+            config.tiers.all().iter().map(|t| t.name.as_str()),
+        )?;
+        let mut generation = Generation {
+            x402,
+            shared: shared.clone(),
             documents: Documents::build(&config),
             upstream: Upstream::new(&config.upstream),
             consumed: config.credentials.consumed_headers().cloned().collect(),
@@ -176,16 +447,22 @@ impl Gateway {
             keys,
             tokens,
             oauth,
+            meters,
+            upstream_healthy: Arc::new(AtomicBool::new(true)),
             agent_auth: None,
             sync: None,
             background: Vec::new(),
         };
-        match store {
-            Some(store) => gateway.follow(store, compiler, assertions).await,
+        match &shared.store {
+            Some(store) => {
+                generation
+                    .follow(store.clone(), compiler, assertions, previous)
+                    .await?;
+            }
             None => {
-                let tokens = gateway.tokens.clone();
+                let tokens = generation.tokens.clone();
                 background.push(tokio::spawn(async move {
-                    let mut sweep = tokio::time::interval(std::time::Duration::from_secs(60));
+                    let mut sweep = tokio::time::interval(Duration::from_secs(60));
                     loop {
                         sweep.tick().await;
                         tokens.sweep(unix_now());
@@ -193,8 +470,21 @@ impl Gateway {
                 }));
             }
         }
-        gateway.background.extend(background);
-        Ok(gateway)
+        if generation.config.upstream.health_check != HealthCheck::None {
+            generation.upstream_healthy.store(
+                generation
+                    .upstream
+                    .probe(&generation.config.upstream.health_check)
+                    .await,
+                Ordering::Release,
+            );
+            background.push(tokio::spawn(check_upstream_forever(
+                generation.config.clone(),
+                generation.upstream_healthy.clone(),
+            )));
+        }
+        generation.background.extend(background);
+        Ok(generation)
     }
 
     async fn follow(
@@ -202,14 +492,13 @@ impl Gateway {
         store: Store,
         compiler: Arc<Compiler>,
         assertions: Arc<AssertionVerifier>,
-    ) {
-        let preload = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            sync::load_all(&store, &self.keys, &compiler),
-        )
-        .await;
+        previous: Option<&Generation>,
+    ) -> Result<(), StartError> {
+        let preload =
+            tokio::time::timeout(PRELOAD, sync::load_all(&store, &self.keys, &compiler)).await;
         let loaded_at = match preload {
             Ok(Ok(clock)) => Some(clock),
+            _ if previous.is_some() => return Err(StartError::StoreUnavailable),
             Ok(Err(error)) => {
                 tracing::warn!(%error, "the credential store is unavailable; serving config keys until it returns");
                 None
@@ -229,31 +518,9 @@ impl Gateway {
         let resync = match &config.lifecycle.store {
             crate::store::StoreSettings::Sqlite { resync, .. }
             | crate::store::StoreSettings::Postgres { resync, .. } => *resync,
-            crate::store::StoreSettings::None => std::time::Duration::from_secs(10),
+            crate::store::StoreSettings::None => Duration::from_secs(10),
         };
         let state = Arc::new(SyncState::default());
-        // Quota usage is read before the first request too: a restart must not give
-        // a used-up quota back.
-        let quotas_read = tokio::time::timeout(
-            std::time::Duration::from_secs(5),
-            limits::read_quotas(self.limiter.quotas(), &store, 0),
-        )
-        .await;
-        let since = match quotas_read {
-            Ok(Ok(clock)) => clock,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "could not read quota usage; counting from zero until the store answers");
-                0
-            }
-            Err(_) => 0,
-        };
-        self.background
-            .push(tokio::spawn(limits::sync_quotas_forever(
-                self.limiter.clone(),
-                store.clone(),
-                config.limits.quota_flush,
-                since,
-            )));
         let follower = sync::spawn_follower(Follower {
             store: store.clone(),
             table: self.keys.clone(),
@@ -270,33 +537,25 @@ impl Gateway {
             self.keys.clone(),
             compiler,
             assertions,
+            previous.and_then(|p| p.agent_auth.as_ref()),
         ));
         self.sync = Some(state);
         self.background.push(follower);
+        Ok(())
     }
 
-    /// Writes what is only in memory to the store (quota usage); called once the
-    /// listeners have drained, so that a restart loses nothing.
-    pub async fn flush(&self) {
-        if let Some(store) = &self.store {
-            limits::flush_quotas(self.limiter.quotas(), store).await;
-        }
-    }
-
-    /// True when the proxy can verify every key it should: the store's keys are
-    /// loaded (always true without a store).
-    #[must_use]
-    pub fn is_ready(&self) -> bool {
+    /// True when the store's keys are loaded (always true without a store).
+    fn is_loaded(&self) -> bool {
         self.sync.as_ref().is_none_or(|state| state.is_loaded())
     }
 
-    /// The active config.
+    /// The config.
     #[must_use]
     pub fn config(&self) -> &Config {
         &self.config
     }
 
-    /// The discovery documents of the active config.
+    /// The discovery documents.
     #[must_use]
     pub fn documents(&self) -> &Documents {
         &self.documents
@@ -308,8 +567,56 @@ impl Gateway {
         &self.keys
     }
 
-    /// Answers one request.
-    pub async fn handle(&self, request: Request<Incoming>, conn: &ClientConn) -> Response<Body> {
+    /// Writes the access log line of a request, when the operator asked for one.
+    fn access_log(
+        &self,
+        method: &http::Method,
+        conn: &ClientConn,
+        trace: &Trace,
+        status: http::StatusCode,
+        code: Option<&'static str>,
+        elapsed: Duration,
+    ) {
+        let Some(level) = self.config.log.access else {
+            return;
+        };
+        macro_rules! line {
+            ($level:expr) => {
+                if tracing::enabled!(target: "authmd_proxy::access", $level) {
+                    let principal = trace.principal.as_ref().map(Principal::name);
+                    tracing::event!(
+                        target: "authmd_proxy::access",
+                        $level,
+                        client = %conn.peer.ip(),
+                        method = %method,
+                        route = self.meters.label(trace.meter),
+                        status = status.as_u16(),
+                        decision = metrics::decision(status, code).label(),
+                        code = code.unwrap_or(""),
+                        principal = principal.as_deref().unwrap_or(""),
+                        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                        upstream_us = trace.upstream.map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX)),
+                        "request"
+                    );
+                }
+            };
+        }
+        match level {
+            tracing::Level::ERROR => line!(tracing::Level::ERROR),
+            tracing::Level::WARN => line!(tracing::Level::WARN),
+            tracing::Level::INFO => line!(tracing::Level::INFO),
+            tracing::Level::DEBUG => line!(tracing::Level::DEBUG),
+            _ => line!(tracing::Level::TRACE),
+        }
+    }
+
+    /// Answers one request, noting in `trace` how.
+    async fn handle(
+        &self,
+        request: Request<Incoming>,
+        conn: &ClientConn,
+        trace: &mut Trace,
+    ) -> Response<Body> {
         let config = &*self.config;
         let host = config.discovery.host_of(&request);
         let respond = |refusal: Refusal<'_>| {
@@ -321,7 +628,8 @@ impl Gateway {
             Ok(path) => path,
             Err(e) => return respond(Rejection::InvalidPath(e).into()),
         };
-        if let Some(answer) = self.local(&request, &path, host) {
+        if let Some((endpoint, answer)) = self.local(&request, &path, host) {
+            trace.meter = MeterId::Local(endpoint);
             return match answer {
                 Local::Ready(Ok(response)) => response,
                 Local::Ready(Err(rejection)) => respond(rejection.into()),
@@ -368,11 +676,21 @@ impl Gateway {
                 };
                 match again {
                     Ok(grant) => grant,
-                    Err(refusal) => return respond(refusal),
+                    Err(refusal) => {
+                        trace.meter = meter_of(refusal.route);
+                        return respond(refusal);
+                    }
                 }
             }
-            Err(refusal) => return respond(refusal),
+            Err(refusal) => {
+                trace.meter = meter_of(refusal.route);
+                return respond(refusal);
+            }
         };
+        trace.meter = MeterId::Route(grant.route.index);
+        if self.config.log.access.is_some() {
+            trace.principal.clone_from(&grant.principal);
+        }
         let unix = unix_now();
         let (subject, verdict) = self.limit(&grant, &request, conn, unix);
         let limited = |mut response: Response<Body>| {
@@ -387,6 +705,7 @@ impl Gateway {
         let payment = match (verdict.exceeded, &self.x402) {
             (None, _) => None,
             (Some(Exceeded::Quota), Some(x402)) => {
+                self.meters.quota_exceeded(usize::from(tier_of(&grant).0));
                 match self.pay(x402, &request, host, unix).await {
                     Ok(paid) => Some(paid),
                     Err(response) => return limited(response),
@@ -394,8 +713,14 @@ impl Gateway {
             }
             (Some(exceeded), _) => {
                 let rejection = match exceeded {
-                    Exceeded::Rate { retry_after } => Rejection::RateLimited { retry_after },
-                    Exceeded::Quota => Rejection::QuotaExceeded,
+                    Exceeded::Rate { retry_after } => {
+                        self.meters.rate_limited(usize::from(tier_of(&grant).0));
+                        Rejection::RateLimited { retry_after }
+                    }
+                    Exceeded::Quota => {
+                        self.meters.quota_exceeded(usize::from(tier_of(&grant).0));
+                        Rejection::QuotaExceeded
+                    }
                 };
                 return limited(respond(Refusal {
                     rejection,
@@ -418,10 +743,12 @@ impl Gateway {
                 (false, false) => &[],
             },
         };
+        let forwarded = Instant::now();
         let mut response = match self.upstream.forward(request, outbound, conn).await {
             Ok(response) => response,
             Err(rejection) => responder(config, host).respond(rejection, None),
         };
+        trace.upstream = Some(forwarded.elapsed());
         if let (Some((payment, resource)), Some(x402)) = (payment, &self.x402) {
             response = self
                 .settle(x402, &payment, &resource, &subject, response, host, unix)
@@ -450,16 +777,22 @@ impl Gateway {
         if response.status().as_u16() >= 400 {
             return response;
         }
+        let metrics = self.meters.metrics();
         match x402.settle(payment).await {
             Ok((name, value)) => {
+                metrics.payment(PaymentEvent::Settled);
                 response.headers_mut().insert(name, value);
                 let extra = x402.payments().requests_per_payment - 1;
                 if let (Some(quota), true) = (&subject.limits.quota, extra > 0) {
-                    self.limiter.quotas().credit(subject, quota, extra, unix);
+                    self.shared
+                        .limiter
+                        .quotas()
+                        .credit(subject, quota, extra, unix);
                 }
                 response
             }
             Err(refused) => {
+                metrics.payment(PaymentEvent::SettleFailed);
                 tracing::debug!(?refused, "an x402 payment did not settle");
                 self.refuse_payment(x402, host, resource, &refused)
             }
@@ -478,7 +811,10 @@ impl Gateway {
         let resource = resource_of(&self.config, host, request.uri().path());
         let refused = match x402.read(request.headers(), &resource, unix) {
             Ok(Some(payment)) => match x402.verify(&payment, unix).await {
-                Ok(()) => return Ok((payment, resource)),
+                Ok(()) => {
+                    self.meters.metrics().payment(PaymentEvent::Verified);
+                    return Ok((payment, resource));
+                }
                 Err(refused) => refused,
             },
             Ok(None) => Refused {
@@ -490,6 +826,11 @@ impl Gateway {
                 reason: None,
             },
         };
+        self.meters.metrics().payment(match refused.error {
+            PaymentError::Required => PaymentEvent::Required,
+            PaymentError::Malformed | PaymentError::Rejected => PaymentEvent::Rejected,
+            PaymentError::Unavailable => PaymentEvent::Unavailable,
+        });
         Err(self.refuse_payment(x402, host, &resource, &refused))
     }
 
@@ -531,16 +872,12 @@ impl Gateway {
         unix: i64,
     ) -> (Subject<'g>, Verdict<'g>) {
         let config = &*self.config;
-        let tier = grant
-            .principal
-            .as_ref()
-            .map_or(TierId::ANONYMOUS, Principal::tier);
-        let tier_limits = &config.tiers.get(tier).limits;
+        let tier_limits = &config.tiers.get(tier_of(grant)).limits;
         let address = config
             .limits
             .client_address(conn.peer.ip(), request.headers());
         let subject = Subject::of(grant.principal.as_ref(), address, tier_limits);
-        let verdict = self.limiter.check(&subject, unix);
+        let verdict = self.shared.limiter.check(&subject, unix);
         (subject, verdict)
     }
 
@@ -586,51 +923,64 @@ impl Gateway {
     }
 
     /// The proxy's own endpoints, which no route can shadow.
-    fn local<B>(&self, request: &Request<B>, path: &str, host: HostId) -> Option<Local> {
+    fn local<B>(
+        &self,
+        request: &Request<B>,
+        path: &str,
+        host: HostId,
+    ) -> Option<(LocalEndpoint, Local)> {
+        use LocalEndpoint as E;
         if path == discovery::JWKS {
             if let Some(jwks) = self.tokens.jwks() {
-                return Some(Local::Ready(discovery::serve_jwks(jwks, request.method())));
+                return Some((
+                    E::Discovery,
+                    Local::Ready(discovery::serve_jwks(jwks, request.method())),
+                ));
             }
         }
         if let Some(doc) = self.documents.find(path, host) {
-            return Some(Local::Ready(self.documents.serve(
-                doc,
-                request.method(),
-                request.headers(),
-            )));
+            return Some((
+                E::Discovery,
+                Local::Ready(
+                    self.documents
+                        .serve(doc, request.method(), request.headers()),
+                ),
+            ));
         }
         let endpoints = &self.config.endpoints;
         if path == endpoints.token {
-            Some(Local::Token)
+            Some((E::Token, Local::Token))
         } else if path == endpoints.revoke {
-            Some(Local::Revoke)
+            Some((E::Revoke, Local::Revoke))
         } else if path == endpoints.authorize {
-            Some(Local::Ready(oauth::authorize(request)))
+            Some((E::Authorize, Local::Ready(oauth::authorize(request))))
         } else if path == endpoints.scopes {
-            Some(Local::Lifecycle(Lifecycle::Scopes))
+            Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Scopes)))
         } else if !self.config.lifecycle.issues_keys() {
             None
         } else if path == endpoints.register {
-            Some(Local::Lifecycle(Lifecycle::Register))
+            Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Register)))
         } else if path == endpoints.claim {
-            Some(Local::Lifecycle(Lifecycle::Claim))
+            Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Claim)))
         } else if path == endpoints.agent_revoke {
-            Some(Local::Lifecycle(Lifecycle::AgentRevoke))
+            Some((E::Lifecycle, Local::Lifecycle(Lifecycle::AgentRevoke)))
         } else if !self.config.lifecycle.keys.enabled {
             None
         } else if path == endpoints.keys {
-            Some(Local::Lifecycle(Lifecycle::Keys))
+            Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Keys)))
         } else if let Some(rest) = path
             .strip_prefix(endpoints.keys.as_str())
             .and_then(|r| r.strip_prefix('/'))
         {
             match rest.split_once('/') {
-                None if !rest.is_empty() => {
-                    Some(Local::Lifecycle(Lifecycle::Key { rotate: false }))
-                }
-                Some((id, "rotate")) if !id.is_empty() => {
-                    Some(Local::Lifecycle(Lifecycle::Key { rotate: true }))
-                }
+                None if !rest.is_empty() => Some((
+                    E::Lifecycle,
+                    Local::Lifecycle(Lifecycle::Key { rotate: false }),
+                )),
+                Some((id, "rotate")) if !id.is_empty() => Some((
+                    E::Lifecycle,
+                    Local::Lifecycle(Lifecycle::Key { rotate: true }),
+                )),
                 _ => None,
             }
         } else {
@@ -685,6 +1035,21 @@ enum Lifecycle {
     Keys,
     Key { rotate: bool },
     Scopes,
+}
+
+/// The meter of a refused request: its route's, or the unmatched one.
+fn meter_of(route: Option<&Route>) -> MeterId {
+    route.map_or(MeterId::Local(LocalEndpoint::Unmatched), |r| {
+        MeterId::Route(r.index)
+    })
+}
+
+/// The tier a granted request is charged to.
+fn tier_of(grant: &Grant<'_>) -> TierId {
+    grant
+        .principal
+        .as_ref()
+        .map_or(TierId::ANONYMOUS, Principal::tier)
 }
 
 /// The `{id}` of `<keys>/{id}` or `<keys>/{id}/rotate`.

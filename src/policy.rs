@@ -135,6 +135,9 @@ impl fmt::Display for MethodSet {
 pub struct Route {
     /// Stable id, used in logs and metric labels.
     pub id: String,
+    /// Its position in the compiled table (the default route's is the number of
+    /// routes), for per-route meters.
+    pub index: usize,
     /// The path template as written in the config.
     pub path: String,
     /// The methods it covers.
@@ -300,6 +303,15 @@ impl RouteTable {
             group.routes.sort_by_key(|r| r.methods.is_any());
         }
         groups.sort_by_cached_key(|g| g.template.sort_key());
+        let mut index = 0;
+        for route in groups.iter_mut().flat_map(|g| g.routes.iter_mut()) {
+            route.index = index;
+            index += 1;
+        }
+        let mut default = default;
+        if let DefaultRule::Public(route) = &mut default {
+            route.index = index;
+        }
         Ok(RouteTable { groups, default })
     }
 
@@ -328,6 +340,15 @@ impl RouteTable {
     pub fn routes(&self) -> impl Iterator<Item = &Route> {
         self.groups.iter().flat_map(|g| g.routes.iter())
     }
+
+    /// Every route's id in [`Route::index`] order, the default route's last.
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        let default = match &self.default {
+            DefaultRule::Deny => None,
+            DefaultRule::Public(route) => Some(route.id.as_str()),
+        };
+        self.routes().map(|r| r.id.as_str()).chain(default)
+    }
 }
 
 fn describe_methods(methods: MethodSet) -> String {
@@ -351,6 +372,7 @@ mod tests {
             set = MethodSet::ANY;
         }
         Route {
+            index: 0,
             id: id.into(),
             path: String::new(),
             methods: set,

@@ -24,7 +24,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
-use crate::config::{UpstreamSettings, UpstreamTarget};
+use crate::config::{HealthCheck, UpstreamSettings, UpstreamTarget};
 use crate::rejection::Rejection;
 
 /// What the proxy knows about the client connection a request came on.
@@ -46,18 +46,30 @@ pub struct ClientConn {
 /// mutex is per client connection and never contended by HTTP/1.1; when it is busy
 /// (never, in practice), the request goes through the shared pool instead.
 #[derive(Debug, Default)]
-struct Affinity(tokio::sync::Mutex<Option<http1::SendRequest<Incoming>>>);
+/// The connection is tagged with the [`Upstream`] it belongs to: after a config
+/// reload, a client connection's next request goes to the new upstream.
+struct Affinity(tokio::sync::Mutex<Option<(u64, http1::SendRequest<Incoming>)>>);
 
 impl ClientConn {
     /// Connection info for a plain-TCP peer.
     #[must_use]
     pub fn plain(peer: SocketAddr) -> ClientConn {
+        ClientConn::new(peer, "http")
+    }
+
+    /// Connection info for a peer that came over TLS.
+    #[must_use]
+    pub fn tls(peer: SocketAddr) -> ClientConn {
+        ClientConn::new(peer, "https")
+    }
+
+    fn new(peer: SocketAddr, proto: &'static str) -> ClientConn {
         let peer_ip = HeaderValue::from_str(&peer.ip().to_string())
             .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
         ClientConn {
             peer,
             peer_ip,
-            proto: "http",
+            proto,
             affinity: Affinity::default(),
         }
     }
@@ -88,6 +100,9 @@ pub struct Outbound<'a> {
 /// The upstream: an HTTP origin behind a connection pool, or the built-in echo.
 #[derive(Debug)]
 pub struct Upstream {
+    /// Unique per upstream built, so that connections of a replaced one are not
+    /// reused.
+    id: u64,
     target: Target,
     connect_timeout: Duration,
     response_timeout: Duration,
@@ -131,7 +146,9 @@ impl Upstream {
                 }))
             }
         };
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Upstream {
+            id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             target,
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
@@ -217,8 +234,8 @@ impl Upstream {
         let mut retried = false;
         loop {
             let sender = match slot.as_mut() {
-                Some(sender) if !sender.is_closed() => sender,
-                _ => slot.insert(self.connect(http).await?),
+                Some((id, sender)) if *id == self.id && !sender.is_closed() => sender,
+                _ => &mut slot.insert((self.id, self.connect(http).await?)).1,
             };
             if sender.ready().await.is_err() {
                 *slot = None;
@@ -244,6 +261,41 @@ impl Upstream {
                     }
                 },
             }
+        }
+    }
+
+    /// Checks that the upstream is reachable, as `check` says: a TCP connection
+    /// opens, or `GET <path>` answers below 500, within the connect timeout (the
+    /// echo upstream always is).
+    pub async fn probe(&self, check: &HealthCheck) -> bool {
+        let Target::Http(http) = &self.target else {
+            return true;
+        };
+        let probe = async {
+            let stream = tokio::net::TcpStream::connect(http.authority.as_str())
+                .await
+                .ok()?;
+            let HealthCheck::Http(path) = check else {
+                return Some(true);
+            };
+            let (mut sender, connection) =
+                http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(stream))
+                    .await
+                    .ok()?;
+            tokio::spawn(connection);
+            let request = Request::get(path.as_str())
+                .header(HOST, http.authority.as_str())
+                .body(http_body_util::Empty::new())
+                .ok()?;
+            let response = sender.send_request(request).await.ok()?;
+            Some(!response.status().is_server_error())
+        };
+        match check {
+            HealthCheck::None => true,
+            _ => matches!(
+                tokio::time::timeout(self.connect_timeout, probe).await,
+                Ok(Some(true))
+            ),
         }
     }
 

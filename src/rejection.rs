@@ -468,7 +468,7 @@ impl Responder {
         accepts: Option<&serde_json::Value>,
     ) -> Response<Body> {
         let challenges = challenges.unwrap_or(&self.challenges);
-        let (status, _, _, _) = describe(&rejection, &self.scopes, &self.tiers);
+        let (status, _, code, _) = describe(&rejection, &self.scopes, &self.tiers);
         let body = match (&rejection, detail) {
             (Rejection::MissingCredential, None) => self.missing_credential.clone(),
             (Rejection::InvalidApiKey, None) => self.invalid_api_key.clone(),
@@ -476,6 +476,9 @@ impl Responder {
         };
         let mut response = Response::new(Body::full(body));
         *response.status_mut() = status;
+        response
+            .extensions_mut()
+            .insert(crate::metrics::Rejected(code));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

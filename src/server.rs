@@ -1,5 +1,14 @@
-//! Listeners: the proxy listener (HTTP/1.1 and HTTP/2, with upgrades), the admin
-//! listener (health), and graceful shutdown.
+//! Listeners: the proxy listener (HTTP/1.1 and HTTP/2 with upgrades, over TCP or
+//! TLS), the admin listener (`/healthz`, `/readyz`, `/metrics`), and graceful
+//! shutdown.
+//!
+//! Shutdown runs in this order, so that a Kubernetes rolling restart fails no
+//! request: `/readyz` starts failing (the endpoint is taken out of rotation), the
+//! proxy keeps serving for `server.shutdown_delay` (while that news propagates),
+//! then stops accepting and lets in-flight requests finish (HTTP/1.1 connections
+//! are closed after their current response, HTTP/2 ones get GOAWAY) for at most
+//! `server.shutdown_grace`, writes what is only in memory to the store, and only
+//! then closes the admin listener.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -9,19 +18,24 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::Body;
+use crate::metrics::Listener;
 use crate::pipeline::Gateway;
 use crate::proxy::ClientConn;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,48 +66,63 @@ pub struct Running {
     pub admin_addr: Option<SocketAddr>,
     /// The gateway (config, key table).
     pub gateway: Arc<Gateway>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    stop_proxy: watch::Sender<bool>,
+    stop_admin: watch::Sender<bool>,
+    proxy: JoinHandle<()>,
+    admin: Option<JoinHandle<()>>,
 }
 
 impl Running {
-    /// Starts serving on already-bound listeners.
-    pub fn start(gateway: Gateway, listener: TcpListener, admin: Option<TcpListener>) -> Running {
+    /// Starts serving on already-bound listeners: plain HTTP, or HTTPS when `tls`
+    /// is given.
+    pub fn start(
+        gateway: Gateway,
+        listener: TcpListener,
+        admin: Option<TcpListener>,
+        tls: Option<TlsAcceptor>,
+    ) -> Running {
         let gateway = Arc::new(gateway);
-        let (stop, stopped) = watch::channel(false);
+        let (stop_proxy, proxy_stopped) = watch::channel(false);
+        let (stop_admin, admin_stopped) = watch::channel(false);
         let addr = listener
             .local_addr()
             .unwrap_or_else(|_| gateway.config().listen);
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
-        let mut tasks = vec![tokio::spawn(serve(
+        let proxy = tokio::spawn(serve(
             listener,
             gateway.clone(),
-            wait_for(stopped.clone()),
-        ))];
-        if let Some(admin) = admin {
-            tasks.push(tokio::spawn(serve_admin(
-                admin,
-                gateway.clone(),
-                wait_for(stopped),
-            )));
-        }
+            tls,
+            wait_for(proxy_stopped),
+        ));
+        let admin = admin.map(|admin| {
+            tokio::spawn(serve_admin(admin, gateway.clone(), wait_for(admin_stopped)))
+        });
         Running {
             addr,
             admin_addr,
             gateway,
-            stop,
-            tasks,
+            stop_proxy,
+            stop_admin,
+            proxy,
+            admin,
         }
     }
 
-    /// Stops accepting, lets in-flight requests finish (up to the config's grace
-    /// period), and returns when every listener is done.
+    /// Shuts down gracefully (see the module docs) and returns when every
+    /// listener is done.
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+        self.gateway.drain();
+        let delay = self.gateway.config().server.shutdown_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
+        let _ = self.stop_proxy.send(true);
+        let _ = self.proxy.await;
         self.gateway.flush().await;
+        let _ = self.stop_admin.send(true);
+        if let Some(admin) = self.admin {
+            let _ = admin.await;
+        }
     }
 }
 
@@ -106,16 +135,20 @@ async fn wait_for(mut stopped: watch::Receiver<bool>) {
 pub async fn serve(
     listener: TcpListener,
     gateway: Arc<Gateway>,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let config = gateway.config();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(gateway.config().server.header_read_timeout)
+        .header_read_timeout(config.server.header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let grace = gateway.config().server.shutdown_grace;
+    let builder = Arc::new(builder);
+    let grace = config.server.shutdown_grace;
+    drop(config);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -130,26 +163,75 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(ClientConn::plain(peer));
+        let open = gateway.metrics().connection(Listener::Proxy);
         let gateway = gateway.clone();
-        let service = service_fn(move |request: Request<Incoming>| {
-            let gateway = gateway.clone();
-            let conn = conn.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(request, &conn).await) }
-        });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        match &tls {
+            None => {
+                let conn = ClientConn::plain(peer);
+                serve_connection(&builder, watcher, gateway, conn, stream, open);
             }
-        });
+            Some(acceptor) => {
+                let accept = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    let metrics = gateway.metrics();
+                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            metrics.tls_handshake(false, None);
+                            tracing::debug!(%error, %peer, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            metrics.tls_handshake(false, None);
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    metrics.tls_handshake(true, stream.get_ref().1.alpn_protocol());
+                    let conn = ClientConn::tls(peer);
+                    serve_connection(&builder, watcher, gateway, conn, stream, open);
+                });
+            }
+        }
     }
     drain(graceful, grace).await;
 }
 
+/// Serves one accepted connection (plain or TLS) on its own task, watched by the
+/// graceful shutdown.
+fn serve_connection<S>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: Watcher,
+    gateway: Arc<Gateway>,
+    conn: ClientConn,
+    stream: S,
+    open: Option<crate::metrics::OpenConnection>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = conn.peer;
+    let conn = Arc::new(conn);
+    let service = service_fn(move |request: Request<Incoming>| {
+        let gateway = gateway.clone();
+        let conn = conn.clone();
+        async move { Ok::<_, Infallible>(gateway.handle(request, &conn).await) }
+    });
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+        .into_owned();
+    let connection = watcher.watch(connection);
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::debug!(%error, %peer, "connection ended with an error");
+        }
+        drop(open);
+    });
+}
+
+/// Waits for the watched connections to finish, for at most `grace`. A TLS
+/// handshake still running holds a watcher too, and ends within its own timeout.
 async fn drain(graceful: GracefulShutdown, grace: Duration) {
     if tokio::time::timeout(grace, graceful.shutdown())
         .await
@@ -169,9 +251,8 @@ async fn accept_error(error: &std::io::Error) {
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
-/// Serves the admin endpoints: `GET /healthz` (the process is alive) and
-/// `GET /readyz` (the config is loaded, the keys are loaded from the store, and the
-/// proxy is accepting).
+/// Serves the admin endpoints: `GET /healthz` (the process is alive), `GET
+/// /readyz` (it should receive traffic) and `GET /metrics`.
 pub async fn serve_admin(
     listener: TcpListener,
     gateway: Arc<Gateway>,
@@ -190,6 +271,7 @@ pub async fn serve_admin(
             },
             () = &mut shutdown => break,
         };
+        let open = gateway.metrics().connection(Listener::Admin);
         let connection = hyper::server::conn::http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(Duration::from_secs(5))
@@ -203,31 +285,59 @@ pub async fn serve_admin(
         let connection = graceful.watch(connection);
         tokio::spawn(async move {
             let _ = connection.await;
+            drop(open);
         });
     }
-    drain(graceful, Duration::from_secs(1)).await;
+    if tokio::time::timeout(Duration::from_secs(1), graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::debug!("admin connections still open at exit");
+    }
 }
 
 async fn admin(
     request: Request<Incoming>,
     gateway: Arc<Gateway>,
 ) -> Result<Response<Body>, Infallible> {
-    let (status, body): (StatusCode, &'static str) = match request.uri().path() {
-        "/healthz" => (StatusCode::OK, "{\"status\":\"ok\"}"),
-        "/readyz" if gateway.is_ready() => (StatusCode::OK, "{\"status\":\"ready\"}"),
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{\"status\":\"loading\",\"message\":\"the keys are not loaded from the store yet\"}",
-        ),
-        _ => (
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return Ok(json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(b"{\"error\":\"method_not_allowed\",\"code\":\"METHOD_NOT_ALLOWED\",\"message\":\"the admin endpoints answer GET\",\"docs\":\"\"}"),
+        ));
+    }
+    let response = match request.uri().path() {
+        "/healthz" => json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
+        "/readyz" => {
+            let problems = gateway.readiness();
+            if problems.is_empty() {
+                json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ready\"}"))
+            } else {
+                let body = serde_json::json!({"status": "not_ready", "reasons": problems});
+                json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body.to_string()))
+            }
+        }
+        "/metrics" => {
+            let (content_type, text) = gateway.scrape(request.headers());
+            let mut response = Response::new(Body::full(Bytes::from(text)));
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+            response
+        }
+        _ => json(
             StatusCode::NOT_FOUND,
-            "{\"error\":\"not_found\",\"code\":\"NOT_FOUND\",\"message\":\"the admin listener serves /healthz and /readyz\",\"docs\":\"\"}",
+            Bytes::from_static(b"{\"error\":\"not_found\",\"code\":\"NOT_FOUND\",\"message\":\"the admin listener serves /healthz, /readyz and /metrics\",\"docs\":\"\"}"),
         ),
     };
-    let mut response = Response::new(Body::full(Bytes::from_static(body.as_bytes())));
+    Ok(response)
+}
+
+fn json(status: StatusCode, body: Bytes) -> Response<Body> {
+    let mut response = Response::new(Body::full(body));
     *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    Ok(response)
+    response
 }

@@ -227,13 +227,91 @@ pub enum Store {
     Postgres(postgres::PostgresStore),
 }
 
+/// Store write timings and failures, and whether the store answered last time:
+/// the store is one per process, so these are too; [`observe`] registers them
+/// with a proxy's metrics.
+struct StoreMeter {
+    writes: prometheus::HistogramVec,
+    errors: prometheus::IntCounterVec,
+    up: prometheus::IntGauge,
+}
+
+static METER: std::sync::LazyLock<Option<StoreMeter>> = std::sync::LazyLock::new(|| {
+    let writes = prometheus::HistogramVec::new(
+        prometheus::HistogramOpts::new(
+            "authmd_store_write_duration_seconds",
+            "Time of writes to the credential store, by operation.",
+        )
+        .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
+        &["operation"],
+    )
+    .ok()?;
+    let errors = prometheus::IntCounterVec::new(
+        prometheus::Opts::new(
+            "authmd_store_errors_total",
+            "Credential store queries that failed, by operation.",
+        ),
+        &["operation"],
+    )
+    .ok()?;
+    let up = prometheus::IntGauge::new(
+        "authmd_store_up",
+        "1 when the credential store answered its last query, 0 when it failed.",
+    )
+    .ok()?;
+    up.set(1);
+    Some(StoreMeter { writes, errors, up })
+});
+
+/// Registers the store's metrics with `metrics`.
+pub fn observe(metrics: &crate::metrics::Metrics) {
+    if let Some(meter) = &*METER {
+        metrics.register(meter.writes.clone());
+        metrics.register(meter.errors.clone());
+        metrics.register(meter.up.clone());
+    }
+}
+
+/// Notes the outcome of a store query, and for a write, its time.
+fn observed<T>(
+    operation: &'static str,
+    write: Option<tokio::time::Instant>,
+    result: Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    if let Some(meter) = &*METER {
+        if let Some(started) = write {
+            if let Ok(h) = meter.writes.get_metric_with_label_values(&[operation]) {
+                h.observe(started.elapsed().as_secs_f64());
+            }
+        }
+        meter.up.set(i64::from(result.is_ok()));
+        if result.is_err() {
+            if let Ok(c) = meter.errors.get_metric_with_label_values(&[operation]) {
+                c.inc();
+            }
+        }
+    }
+    result
+}
+
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match $self {
+        observed(stringify!($method), None, match $self {
             Store::Sqlite(store) => store.$method($($arg),*).await,
             Store::Postgres(store) => store.$method($($arg),*).await,
-        }
+        })
     };
+}
+
+/// [`dispatch!`] for a write, timed.
+macro_rules! write {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {{
+        let started = tokio::time::Instant::now();
+        observed(stringify!($method), Some(started), match $self {
+            Store::Sqlite(store) => store.$method($($arg),*).await,
+            Store::Postgres(store) => store.$method($($arg),*).await,
+        })
+    }};
 }
 
 impl Store {
@@ -288,7 +366,7 @@ impl Store {
 
     /// Stores a new key durably; its `updated_at` is set by the store.
     pub async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        dispatch!(self.insert_key(key))
+        write!(self.insert_key(key))
     }
 
     /// Replaces a live key's secret; `None` if it is unknown or revoked.
@@ -296,7 +374,7 @@ impl Store {
         &self,
         rotation: &Rotation<'_>,
     ) -> Result<Option<KeyRecord>, StoreError> {
-        dispatch!(self.rotate_key(rotation))
+        write!(self.rotate_key(rotation))
     }
 
     /// Adds each subject's usage to its period's row, in one transaction; returns the
@@ -305,7 +383,7 @@ impl Store {
         &self,
         usage: Vec<crate::limits::quota::Usage>,
     ) -> Result<Vec<i64>, StoreError> {
-        dispatch!(self.add_quota_usage(usage))
+        write!(self.add_quota_usage(usage))
     }
 
     /// The quota rows of `periods` changed at or after `since_ms` (store clock), as
@@ -320,13 +398,13 @@ impl Store {
 
     /// Revokes a key; `None` if it is unknown or already revoked.
     pub async fn revoke_key(&self, id: &str, now: i64) -> Result<Option<KeyRecord>, StoreError> {
-        dispatch!(self.revoke_key(id, now))
+        write!(self.revoke_key(id, now))
     }
 
     /// Records last-used times (a batch from the in-memory table); a time never moves
     /// backwards.
     pub async fn record_last_used(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
-        dispatch!(self.record_last_used(uses))
+        write!(self.record_last_used(uses))
     }
 
     /// Stores a registration and its key in one transaction.
@@ -335,7 +413,7 @@ impl Store {
         registration: &RegistrationRecord,
         key: &KeyRecord,
     ) -> Result<(), StoreError> {
-        dispatch!(self.insert_registration(registration, key))
+        write!(self.insert_registration(registration, key))
     }
 
     /// One registration by id.
@@ -354,7 +432,7 @@ impl Store {
     /// Claims a registration: binds it to `subject` and raises its key's tier and
     /// scopes in place, atomically. At most one claim of a registration succeeds.
     pub async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
-        dispatch!(self.claim(claim))
+        write!(self.claim(claim))
     }
 
     /// Records that the assertion `(issuer, jti)` was used; false when it was used
@@ -366,13 +444,13 @@ impl Store {
         expires_at: i64,
         now: i64,
     ) -> Result<bool, StoreError> {
-        dispatch!(self.use_assertion(issuer, jti, expires_at, now))
+        write!(self.use_assertion(issuer, jti, expires_at, now))
     }
 
     /// Puts an access token's `jti` on the deny-list until `expires_at`, durably;
     /// entries of tokens that have expired anyway are dropped.
     pub async fn revoke_token(&self, jti: &str, expires_at: i64) -> Result<(), StoreError> {
-        dispatch!(self.revoke_token(jti, expires_at))
+        write!(self.revoke_token(jti, expires_at))
     }
 
     /// Token revocations recorded at or after `since_ms` (store clock), and the

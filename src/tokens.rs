@@ -241,10 +241,10 @@ pub struct Tokens {
     /// Verified tokens by their full text (a fast seeded hash; only verified tokens
     /// are ever inserted, so the keys are not the attacker's to choose).
     cache: papaya::HashMap<Box<str>, Arc<TokenGrant>, foldhash::fast::RandomState>,
-    revoked: papaya::HashMap<Box<str>, i64>,
+    revoked: Arc<papaya::HashMap<Box<str>, i64>>,
     /// True while the deny-list may be non-empty (one load instead of summing the
     /// map's per-CPU counters on every request).
-    any_revoked: AtomicBool,
+    any_revoked: Arc<AtomicBool>,
 }
 
 #[derive(Deserialize)]
@@ -279,8 +279,8 @@ impl Tokens {
             compiler,
             keys,
             cache: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
-            revoked: papaya::HashMap::new(),
-            any_revoked: AtomicBool::new(false),
+            revoked: Arc::default(),
+            any_revoked: Arc::default(),
         }
     }
 
@@ -637,6 +637,15 @@ fn decode<T: serde::de::DeserializeOwned>(
 }
 
 /// Builds each trusted issuer's key set (not fetched yet: see
+impl Tokens {
+    /// Shares `previous`'s deny-list of revoked tokens (the verifier of the config
+    /// being replaced), so a reload never makes a revoked token valid again.
+    pub fn share_revocations(&mut self, previous: &Tokens) {
+        self.revoked = previous.revoked.clone();
+        self.any_revoked = previous.any_revoked.clone();
+    }
+}
+
 /// [`RemoteKeys::refresh_forever`]).
 #[must_use]
 pub fn issuers(settings: &[TrustedIssuer], client: &HttpsClient) -> Vec<Arc<Issuer>> {

@@ -294,6 +294,7 @@ async fn documents_follow_the_host_only_when_it_is_configured() {
             .unwrap(),
         listener,
         None,
+        None,
     );
     for (host, origin) in [
         ("api.example.com", "https://api.example.com"),

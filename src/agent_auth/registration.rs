@@ -108,7 +108,7 @@ impl AgentAuth {
                         "an anonymous registration carries no assertion",
                     ));
                 }
-                limit(self.anonymous_limit.as_ref(), address)?;
+                limit(self.anonymous_limit.as_deref(), address)?;
                 self.register_anonymous(config, body.client_name, requested, origin)
                     .await
             }
@@ -123,7 +123,7 @@ impl AgentAuth {
                         "missing field `assertion`",
                     ));
                 };
-                limit(self.identity_limit.as_ref(), address)?;
+                limit(self.identity_limit.as_deref(), address)?;
                 let verified = self.verify(&assertion).await?;
                 let requested = match requested {
                     Some(set) => Some(set),

@@ -54,6 +54,28 @@ pub(crate) struct RawServer {
     pub(crate) worker_threads: Option<usize>,
     pub(crate) header_read_timeout: Option<String>,
     pub(crate) shutdown_grace: Option<String>,
+    pub(crate) shutdown_delay: Option<String>,
+    pub(crate) watch_interval: Option<String>,
+}
+
+/// `tls:`: HTTPS on the proxy listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub(crate) cert_file: String,
+    pub(crate) key_file: String,
+    pub(crate) client_ca_file: Option<String>,
+    pub(crate) reload_interval: Option<String>,
+}
+
+/// `upstream.tls:`: how the proxy trusts (and presents itself to) an `https://`
+/// upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub(crate) ca_file: Option<String>,
+    pub(crate) cert_file: Option<String>,
+    pub(crate) key_file: Option<String>,
 }
 
 /// `upstream:`: where allowed requests go.
@@ -68,6 +90,8 @@ pub(crate) struct RawUpstream {
     pub(crate) preserve_host: bool,
     #[serde(default)]
     pub(crate) http2: bool,
+    pub(crate) tls: Option<RawUpstreamTls>,
+    pub(crate) health_check: Option<String>,
 }
 
 /// `credentials:`: where credentials arrive and what keys look like.
@@ -224,6 +248,7 @@ pub(crate) struct RawPaths {
 pub(crate) struct RawLog {
     pub(crate) level: Option<String>,
     pub(crate) format: Option<RawLogFormat>,
+    pub(crate) access: Option<String>,
 }
 
 /// `log.format:`.

@@ -12,6 +12,7 @@
 //! cannot be reached is a 503, never a free pass. A payment header is accepted once:
 //! a replay is refused before the facilitator is asked.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -169,10 +170,16 @@ pub struct X402 {
     facilitator_host: String,
     client: PostClient,
     /// Fingerprints of payment headers already used, with when they expire.
-    seen: papaya::HashMap<u64, i64>,
+    seen: Arc<papaya::HashMap<u64, i64>>,
 }
 
 impl X402 {
+    /// Shares `previous`'s record of used payments (the payment side of the config
+    /// being replaced), so a reload never lets a payment be replayed.
+    pub fn share_replays(&mut self, previous: &X402) {
+        self.seen = previous.seen.clone();
+    }
+
     /// The payment side for `payments`.
     #[must_use]
     pub fn new(payments: Payments) -> X402 {
@@ -191,7 +198,7 @@ impl X402 {
             facilitator_host,
             payments,
             client: Client::builder(TokioExecutor::new()).build(connector),
-            seen: papaya::HashMap::new(),
+            seen: Arc::default(),
         }
     }
 

@@ -93,6 +93,8 @@ pub struct RemoteKeys {
     current: ArcSwap<Snapshot>,
     /// When the last fetch started; held while fetching, so fetches never overlap.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Where fetch outcomes are counted, once the gateway's metrics are known.
+    counters: std::sync::OnceLock<crate::metrics::FetchCounters>,
 }
 
 impl RemoteKeys {
@@ -112,7 +114,13 @@ impl RemoteKeys {
             client,
             current: ArcSwap::from_pointee(Snapshot::default()),
             last_fetch: tokio::sync::Mutex::new(None),
+            counters: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Counts every fetch's outcome in `counters` from now on.
+    pub fn count_fetches(&self, counters: crate::metrics::FetchCounters) {
+        let _ = self.counters.set(counters);
     }
 
     /// The key a token names: by `kid`, or the only key when it names none.
@@ -171,10 +179,16 @@ impl RemoteKeys {
                 tracing::debug!(jwks_uri = %self.uri, keys = keys.len(), "fetched an issuer's keys");
                 self.current
                     .store(Arc::new(Snapshot { keys, loaded: true }));
+                if let Some(counters) = self.counters.get() {
+                    counters.record(true);
+                }
                 Refetch::Fetched
             }
             _ => {
                 tracing::warn!(jwks_uri = %self.uri, "cannot fetch a trusted issuer's JWKS; keeping the last good keys");
+                if let Some(counters) = self.counters.get() {
+                    counters.record(false);
+                }
                 Refetch::Failed
             }
         }

@@ -80,7 +80,7 @@ impl TestProxy {
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
         let store = Store::open(&config.lifecycle.store).await.unwrap();
         let gateway = Gateway::start(config, store).await.unwrap();
-        let running = Running::start(gateway, listener, None);
+        let running = Running::start(gateway, listener, None, None);
         TestProxy {
             addr,
             url,
@@ -313,10 +313,10 @@ impl Binary {
             // full pipe.
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default();
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let url = rest.split_whitespace().next().unwrap_or_default();
                     if let Some(tx) = url_tx.take() {
-                        let _ = tx.send(Ok(format!("http://{addr}")));
+                        let _ = tx.send(Ok(url.to_owned()));
                     }
                 } else if url_tx.is_some() {
                     log.push_str(&line);
