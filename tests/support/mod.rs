@@ -280,6 +280,10 @@ pub struct Binary {
     child: std::process::Child,
     /// The base URL it printed in its `listening on http://...` line.
     pub url: String,
+    /// The admin listener's base URL, when it printed one.
+    pub admin: Option<String>,
+    /// Every line it wrote to stderr after the listening line.
+    log: std::sync::mpsc::Receiver<String>,
     /// Its data directory, when the test did not give one.
     _data: Option<tempfile::TempDir>,
 }
@@ -305,7 +309,9 @@ impl Binary {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        let (url_tx, url_rx) = tokio::sync::oneshot::channel::<Result<String, String>>();
+        type Listening = Result<(String, Option<String>), String>;
+        let (url_tx, url_rx) = tokio::sync::oneshot::channel::<Listening>();
+        let (log_tx, log_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut url_tx = Some(url_tx);
             let mut log = String::new();
@@ -313,12 +319,19 @@ impl Binary {
             // full pipe.
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split("listening on ").nth(1) {
+                if url_tx.is_none() {
+                    let _ = log_tx.send(line);
+                } else if let Some(rest) = line.split("listening on ").nth(1) {
                     let url = rest.split_whitespace().next().unwrap_or_default();
+                    let admin = rest
+                        .split("(admin ")
+                        .nth(1)
+                        .and_then(|a| a.split(')').next())
+                        .map(str::to_owned);
                     if let Some(tx) = url_tx.take() {
-                        let _ = tx.send(Ok(url.to_owned()));
+                        let _ = tx.send(Ok((url.to_owned(), admin)));
                     }
-                } else if url_tx.is_some() {
+                } else {
                     log.push_str(&line);
                     log.push('\n');
                 }
@@ -327,13 +340,15 @@ impl Binary {
                 let _ = tx.send(Err(log));
             }
         });
-        let binary = |url| Binary {
+        let binary = |(url, admin)| Binary {
             child,
             url,
+            admin,
+            log: log_rx,
             _data: data,
         };
         match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
-            Ok(Ok(Ok(url))) => binary(url),
+            Ok(Ok(Ok(listening))) => binary(listening),
             Ok(Ok(Err(log))) => panic!("the proxy exited before listening:\n{log}"),
             _ => panic!("the proxy printed no listening line"),
         }
@@ -342,6 +357,38 @@ impl Binary {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The lines it has written to stderr since the listening line (or since the
+    /// last call).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
+    /// Sends a signal (`"HUP"`, `"TERM"`, ...) to the process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// Waits (at most 60 s, a guard against a hang) for the process to exit, and
+    /// returns its exit status.
+    pub async fn wait(&mut self) -> std::process::ExitStatus {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the proxy did not exit"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Kills the process with SIGKILL (no chance to flush or shut down) and reaps it.
