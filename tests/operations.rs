@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use support::{Binary, READER_KEY, WRITER_KEY, client};
+use support::{Binary, READER_KEY, TestProxy, WRITER_KEY, client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -552,4 +552,64 @@ async fn the_access_log_has_one_json_line_per_request_and_no_secret() {
         !raw.join("\n").contains("ak_live_ELG2"),
         "no key in any log line"
     );
+}
+
+const LIMITED: &str = r#"
+upstream: {url: "{upstream}"}
+credentials: {key_prefixes: [ak_live]}
+scopes:
+  offers:read: Read offers
+tiers:
+  - {name: anonymous, scopes: []}
+  - {name: free, scopes: [offers:read], rate_limits: [2/min]}
+registration: {anonymous: true, tier: free, per_hour: 100}
+routes:
+  - {path: /offers, methods: [GET], scopes: [offers:read]}
+"#;
+
+#[tokio::test]
+async fn rate_limit_state_and_stored_keys_survive_a_reload() {
+    let proxy = TestProxy::start(LIMITED, None).await;
+    let http = client();
+    let registered: serde_json::Value = http
+        .post(proxy.url("/agent/auth/register"))
+        .json(&serde_json::json!({"type": "anonymous"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = registered["credential"].as_str().unwrap().to_owned();
+    let get = || http.get(proxy.url("/offers")).bearer_auth(&key).send();
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert_eq!(get().await.unwrap().status(), 200);
+    assert_eq!(get().await.unwrap().status(), 429);
+
+    // A new config (one more route): the stored key still works, and its used-up
+    // window is still used up.
+    let extended = format!("{LIMITED}  - {{path: /health, methods: [GET], access: public}}\n");
+    proxy.reload(&extended).await;
+    let health = http.get(proxy.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200, "the new config serves");
+    let after = get().await.unwrap();
+    assert_eq!(after.status(), 429, "the reload gave no fresh allowance");
+    let anonymous = http.get(proxy.url("/offers")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    let other: serde_json::Value = http
+        .post(proxy.url("/agent/auth/register"))
+        .json(&serde_json::json!({"type": "anonymous"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let fresh = http
+        .get(proxy.url("/offers"))
+        .bearer_auth(other["credential"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(fresh.status(), 200, "keys registered after the reload work");
 }

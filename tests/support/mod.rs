@@ -103,6 +103,24 @@ impl TestProxy {
         TestProxy::start(&text, upstream).await
     }
 
+    /// Puts a new config in service, as a reload does (`{upstream}` filled in as
+    /// at start); panics when it is refused.
+    pub async fn reload(&self, original: &str) {
+        let origin = self
+            .upstream
+            .map_or_else(|| "builtin:echo".to_owned(), |a| format!("http://{a}"));
+        let yaml = original.replace("{upstream}", &origin);
+        let overrides = Overrides {
+            listen: Some(self.addr),
+            admin_listen: None,
+            public_url: Some(self.url.clone()),
+            data_dir: Some(self.data.path().to_owned()),
+        };
+        let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None)
+            .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
+        self.running().gateway.reload(config).await.unwrap();
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.url)
     }
