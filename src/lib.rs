@@ -73,4 +73,5 @@ pub mod scope;
 pub mod server;
 pub mod store;
 pub mod tier;
+pub mod tls;
 pub mod tokens;

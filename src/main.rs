@@ -14,6 +14,7 @@ use authmd_proxy::pipeline::Gateway;
 use authmd_proxy::reload::Reloader;
 use authmd_proxy::server::{self, Running};
 use authmd_proxy::store::{KeyRecord, Store, unix_now};
+use authmd_proxy::tls::{ServerFiles, ServerTls};
 use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
 use clap::{Parser, Subcommand};
 
@@ -528,11 +529,27 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
     let loaded = std::fs::read(path)
         .map(|bytes| blake3::hash(&bytes))
         .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let tls = None;
+    let tls = match &config.tls {
+        Some(settings) => {
+            let files = ServerFiles {
+                cert: settings.cert_file.clone(),
+                key: settings.key_file.clone(),
+                client_ca: settings.client_ca_file.clone(),
+            };
+            let tls = Arc::new(ServerTls::load(files).map_err(|e| e.to_string())?);
+            Some((tls, settings.reload_interval))
+        }
+        None => None,
+    };
     let gateway = Gateway::start(config, store)
         .await
         .map_err(|error| error.to_string())?;
-    let running = Running::start(gateway, listener, admin, tls);
+    let acceptor = tls.as_ref().map(|(tls, _)| tls.acceptor());
+    let running = Running::start(gateway, listener, admin, acceptor);
+    let watching = tls.map(|(tls, every)| {
+        let metrics = running.gateway.metrics_handle();
+        tokio::spawn(tls.watch(every, move |ok| metrics.tls_reload(ok)))
+    });
     let reloader = Arc::new(Reloader::new(
         path.to_owned(),
         overrides,
@@ -556,6 +573,9 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
     );
     shutdown_signal().await;
     reloading.abort();
+    if let Some(watching) = watching {
+        watching.abort();
+    }
     tracing::info!("shutting down: draining in-flight requests");
     running.shutdown().await;
     tracing::info!("stopped");

@@ -124,6 +124,9 @@ pub enum StartError {
     /// The metrics could not be registered.
     #[error("cannot register the metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The upstream's TLS settings cannot be used.
+    #[error("upstream TLS: {0}")]
+    UpstreamTls(#[from] crate::tls::TlsError),
     /// A reload needs the store's keys before it can serve, and the store did not
     /// give them.
     #[error("the credential store did not answer; the running config stays")]
@@ -254,6 +257,12 @@ impl Gateway {
         &self.shared.metrics
     }
 
+    /// A handle on the process's metrics, for tasks that outlive a borrow.
+    #[must_use]
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
     /// The metrics exposition for a scrape that sent `headers`: the content type
     /// and the text.
     #[must_use]
@@ -339,7 +348,9 @@ const HEALTH_EVERY: Duration = Duration::from_secs(5);
 /// Checks the upstream every [`HEALTH_EVERY`] with its own client (a probe must
 /// not ride a request's connection).
 async fn check_upstream_forever(config: Arc<Config>, healthy: Arc<AtomicBool>) {
-    let upstream = Upstream::new(&config.upstream);
+    let Ok(upstream) = Upstream::new(&config.upstream) else {
+        return;
+    };
     let mut tick = tokio::time::interval(HEALTH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -435,7 +446,7 @@ impl Generation {
             x402,
             shared: shared.clone(),
             documents: Documents::build(&config),
-            upstream: Upstream::new(&config.upstream),
+            upstream: Upstream::new(&config.upstream)?,
             consumed: config.credentials.consumed_headers().cloned().collect(),
             consumed_paid: config
                 .credentials

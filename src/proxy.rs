@@ -26,6 +26,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use crate::body::Body;
 use crate::config::{HealthCheck, UpstreamSettings, UpstreamTarget};
 use crate::rejection::Rejection;
+use crate::tls::{TlsError, UpstreamFiles};
 
 /// What the proxy knows about the client connection a request came on.
 #[derive(Debug)]
@@ -116,44 +117,101 @@ enum Target {
     Http(Box<HttpTarget>),
 }
 
+/// Dials the upstream: plain TCP, or TLS for an `https://` upstream.
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+
 #[derive(Debug)]
 struct HttpTarget {
-    client: Client<HttpConnector, Incoming>,
+    client: Client<Connector, Incoming>,
+    /// The pool's connector, also used for the per-client-connection HTTP/1.1
+    /// connections and health probes.
+    connector: Connector,
+    /// `scheme://authority/`, what the connector dials.
+    origin: Uri,
     scheme: Scheme,
     authority: Authority,
 }
 
 impl Upstream {
-    /// Builds the upstream and its connection pool. Must run inside a Tokio runtime.
-    #[must_use]
-    pub fn new(settings: &UpstreamSettings) -> Upstream {
+    /// Builds the upstream and its connection pool: for an `https://` upstream,
+    /// TLS trusting the public roots or `upstream.tls.ca_file` (and presenting a
+    /// client certificate when one is configured), ALPN `h2` when `http2` is set.
+    /// Must run inside a Tokio runtime.
+    pub fn new(settings: &UpstreamSettings) -> Result<Upstream, TlsError> {
         let target = match &settings.target {
             UpstreamTarget::Echo => Target::Echo,
             UpstreamTarget::Http { scheme, authority } => {
-                let mut connector = HttpConnector::new();
-                connector.set_nodelay(true);
-                connector.set_connect_timeout(Some(settings.connect_timeout));
+                let mut http = HttpConnector::new();
+                http.set_nodelay(true);
+                http.set_connect_timeout(Some(settings.connect_timeout));
+                http.enforce_http(false);
+                let files = UpstreamFiles {
+                    ca: settings.tls.ca_file.clone(),
+                    cert: settings.tls.cert_file.clone(),
+                    key: settings.tls.key_file.clone(),
+                };
+                let tls = crate::tls::client_config(&files)?;
+                let builder = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config(tls)
+                    .https_or_http();
+                let https = scheme == &Scheme::HTTPS;
+                let connector = if settings.http2 && https {
+                    builder.enable_all_versions().wrap_connector(http)
+                } else {
+                    builder.enable_http1().wrap_connector(http)
+                };
                 let client = Client::builder(TokioExecutor::new())
                     .pool_idle_timeout(settings.idle_timeout)
                     .pool_timer(TokioTimer::new())
                     .timer(TokioTimer::new())
-                    .http2_only(settings.http2)
-                    .build(connector);
+                    .http2_only(settings.http2 && !https)
+                    .build(connector.clone());
+                // A scheme and an authority the config already parsed always make
+                // a URI; were it not so, dialing "/" fails as an unreachable upstream.
+                let origin = Uri::builder()
+                    .scheme(scheme.clone())
+                    .authority(authority.clone())
+                    .path_and_query("/")
+                    .build()
+                    .unwrap_or_default();
                 Target::Http(Box::new(HttpTarget {
                     client,
+                    connector,
+                    origin,
                     scheme: scheme.clone(),
                     authority: authority.clone(),
                 }))
             }
         };
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-        Upstream {
+        Ok(Upstream {
             id: NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             target,
             connect_timeout: settings.connect_timeout,
             response_timeout: settings.response_timeout,
             preserve_host: settings.preserve_host,
             http2: settings.http2,
+        })
+    }
+
+    /// Opens a connection to the upstream (TCP, and TLS for `https://`), within the
+    /// connect timeout.
+    async fn dial(
+        &self,
+        http: &HttpTarget,
+    ) -> Result<hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>, Rejection> {
+        let mut connector = http.connector.clone();
+        let dial = tower_service::Service::call(&mut connector, http.origin.clone());
+        match tokio::time::timeout(self.connect_timeout, dial).await {
+            Ok(Ok(stream)) => Ok(stream),
+            Ok(Err(error)) => {
+                tracing::warn!(error = %error_chain(&*error), upstream = %http.authority, "cannot connect to the upstream");
+                Err(Rejection::UpstreamUnavailable)
+            }
+            Err(_) => {
+                tracing::warn!(upstream = %http.authority, "connecting to the upstream timed out");
+                Err(Rejection::UpstreamTimeout)
+            }
         }
     }
 
@@ -272,14 +330,12 @@ impl Upstream {
             return true;
         };
         let probe = async {
-            let stream = tokio::net::TcpStream::connect(http.authority.as_str())
-                .await
-                .ok()?;
+            let stream = self.dial(http).await.ok()?;
             let HealthCheck::Http(path) = check else {
                 return Some(true);
             };
             let (mut sender, connection) =
-                http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(TokioIo::new(stream))
+                http1::handshake::<_, http_body_util::Empty<bytes::Bytes>>(stream)
                     .await
                     .ok()?;
             tokio::spawn(connection);
@@ -301,26 +357,15 @@ impl Upstream {
 
     /// Opens an HTTP/1.1 connection to the upstream.
     async fn connect(&self, http: &HttpTarget) -> Result<http1::SendRequest<Incoming>, Rejection> {
-        let connect = tokio::net::TcpStream::connect(http.authority.as_str());
-        let stream = match tokio::time::timeout(self.connect_timeout, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(error)) => {
-                tracing::warn!(%error, upstream = %http.authority, "cannot connect to the upstream");
-                return Err(Rejection::UpstreamUnavailable);
-            }
-            Err(_) => {
-                tracing::warn!(upstream = %http.authority, "connecting to the upstream timed out");
-                return Err(Rejection::UpstreamTimeout);
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "upstream handshake failed");
-                Rejection::UpstreamUnavailable
-            })?;
+        let stream = self.dial(http).await?;
+        let (sender, connection) =
+            http1::Builder::new()
+                .handshake(stream)
+                .await
+                .map_err(|error| {
+                    tracing::warn!(%error, "upstream handshake failed");
+                    Rejection::UpstreamUnavailable
+                })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
                 tracing::debug!(%error, "upstream connection ended with an error");

@@ -12,11 +12,24 @@ impl Loader {
     /// listener starts (and on every reload, which keeps the old certificate when
     /// the new one is not valid).
     pub(super) fn tls(&mut self, raw: RawTls) -> TlsSettings {
+        let before = self.errors.len();
         let cert_file = self.readable(&raw.cert_file, "tls.cert_file");
         let key_file = self.readable(&raw.key_file, "tls.key_file");
         let client_ca_file = raw
             .client_ca_file
             .map(|file| self.readable(&file, "tls.client_ca_file"));
+        if self.errors.len() == before {
+            // Checked now, so that `authmd-proxy check` and a reload catch a bad
+            // certificate, key or CA before anything serves with it.
+            let files = crate::tls::ServerFiles {
+                cert: cert_file.clone(),
+                key: key_file.clone(),
+                client_ca: client_ca_file.clone(),
+            };
+            if let Err(error) = crate::tls::ServerTls::load(files) {
+                self.error("tls", error.to_string());
+            }
+        }
         TlsSettings {
             cert_file,
             key_file,

@@ -10,6 +10,7 @@
 )]
 
 pub mod node;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
