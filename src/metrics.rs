@@ -695,3 +695,61 @@ pub fn decision(status: StatusCode, code: Option<&'static str>) -> Decision {
         Some(_) => Decision::Rejected,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_metric_registers_and_counter_families_lose_total_in_openmetrics() {
+        let metrics = Arc::new(Metrics::new().unwrap());
+        let meters = Meters::new(metrics.clone(), ["a", "b"], ["anonymous", "free"]).unwrap();
+        meters.request(
+            MeterId::Route(1),
+            &Method::GET,
+            StatusCode::OK,
+            None,
+            Duration::from_micros(80),
+            Some(Duration::from_micros(30)),
+        );
+        meters.request(
+            MeterId::Route(1),
+            &Method::GET,
+            StatusCode::OK,
+            None,
+            Duration::from_micros(80),
+            None,
+        );
+        meters.request(
+            MeterId::Route(9),
+            &Method::from_bytes(b"BREW").unwrap(),
+            StatusCode::NOT_FOUND,
+            Some("NOT_FOUND"),
+            Duration::from_micros(5),
+            None,
+        );
+        meters.rate_limited(1);
+        let (kind, text) = metrics.encode(&HeaderMap::new());
+        assert_eq!(kind, TEXT);
+        assert!(text.contains(
+            "authmd_requests_total{code=\"\",decision=\"allowed\",method=\"GET\",route=\"b\",status=\"200\"} 2"
+        ));
+        assert!(text.contains(
+            "authmd_requests_total{code=\"NOT_FOUND\",decision=\"rejected\",method=\"other\",route=\"authmd.unmatched\",status=\"404\"} 1"
+        ));
+        assert!(text.contains("authmd_rate_limited_total{tier=\"free\"} 1"));
+        assert!(text.contains("# TYPE authmd_requests_total counter"));
+
+        let mut accept = HeaderMap::new();
+        accept.insert(
+            http::header::ACCEPT,
+            http::HeaderValue::from_static("application/openmetrics-text; version=1.0.0"),
+        );
+        let (kind, om) = metrics.encode(&accept);
+        assert_eq!(kind, OPENMETRICS);
+        assert!(om.contains("# TYPE authmd_requests counter\n"));
+        assert!(om.contains("# HELP authmd_requests Requests answered"));
+        assert!(om.contains("# TYPE authmd_request_duration_seconds histogram\n"));
+        assert!(om.ends_with("# EOF\n"));
+    }
+}

@@ -152,7 +152,7 @@ async fn a_new_certificate_is_served_without_a_restart() {
     let (setup, ca) = (Setup::new(), TestCa::new("proxy CA"));
     let (old, new) = (ca.server_cert(), ca.server_cert());
     assert_ne!(old.der, new.der);
-    let (_proxy, addr) = https_proxy(&setup, &old, "").await;
+    let (proxy, addr) = https_proxy(&setup, &old, "").await;
 
     // Connections opened before the swap, one per protocol.
     let mut before_h1 = TlsConn::connect(addr, client_config(&ca, None, &["http/1.1"]))
@@ -201,6 +201,34 @@ async fn a_new_certificate_is_served_without_a_restart() {
     assert_eq!(response.status, 200);
     assert_eq!(response.leaf, new.der);
     assert_eq!(before_h1.get("/open/still").await.status, 200);
+
+    // The metrics saw the reload, the handshakes by protocol, and the plain-text one
+    // that failed.
+    let admin = proxy.admin.clone().expect("the admin address is printed");
+    let metrics = support::client()
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let sample = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(
+        sample("authmd_tls_certificate_reloads_total{outcome=\"success\"}"),
+        1.0,
+        "{metrics}"
+    );
+    assert!(sample("authmd_tls_handshakes_total{outcome=\"success\",protocol=\"h2\"}") >= 2.0);
+    assert!(
+        sample("authmd_tls_handshakes_total{outcome=\"success\",protocol=\"http/1.1\"}") >= 2.0
+    );
+    assert!(sample("authmd_tls_handshakes_total{outcome=\"failure\",protocol=\"none\"}") >= 1.0);
 }
 
 #[tokio::test]
