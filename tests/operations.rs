@@ -70,17 +70,6 @@ fn write_config(dir: &Path, upstream: &str, extra: &str) -> std::path::PathBuf {
     path
 }
 
-async fn start(config: &Path) -> Binary {
-    Binary::start(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .await
-}
-
 /// One exposition, parsed strictly: every line is a `# HELP` or `# TYPE` line or a
 /// sample of the family its `# TYPE` announced, with a numeric value; returns the
 /// samples by their full text (`name{labels}`).
@@ -164,7 +153,7 @@ fn value(samples: &HashMap<String, f64>, name: &str, labels: &[&str]) -> f64 {
 async fn metrics_parse_as_prometheus_text_and_count_requests() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "builtin:echo", "");
-    let proxy = start(&config).await;
+    let proxy = Binary::serve(&config).await;
     let admin = proxy.admin.clone().expect("the admin address is printed");
     let http = client();
     let before = scrape(&admin).await;
@@ -250,7 +239,7 @@ async fn metrics_parse_as_prometheus_text_and_count_requests() {
 async fn metrics_are_openmetrics_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "builtin:echo", "");
-    let proxy = start(&config).await;
+    let proxy = Binary::serve(&config).await;
     let admin = proxy.admin.clone().unwrap();
     client()
         .get(format!("{}/health", proxy.url))
@@ -322,6 +311,9 @@ fn load(
     (ok, failed, tasks)
 }
 
+const SUCCESS: [&str; 1] = ["outcome=\"success\""];
+const FAILURE: [&str; 1] = ["outcome=\"failure\""];
+
 /// Polls the metrics until `name{labels}` reaches `at_least` (a bounded wait on a
 /// background reload in another process, not a readiness sleep).
 async fn wait_for_metric(admin: &str, name: &str, labels: &[&str], at_least: f64) {
@@ -338,7 +330,7 @@ async fn wait_for_metric(admin: &str, name: &str, labels: &[&str], at_least: f64
 async fn reload_under_load_fails_no_request_and_refuses_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "builtin:echo", "");
-    let proxy = start(&config).await;
+    let proxy = Binary::serve(&config).await;
     let admin = proxy.admin.clone().unwrap();
     let initial_hash = scrape(&admin)
         .await
@@ -348,49 +340,36 @@ async fn reload_under_load_fails_no_request_and_refuses_a_bad_config() {
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed, tasks) = load(&proxy.url, 8, &stop);
-    let success = ["outcome=\"success\""];
-    let failure = ["outcome=\"failure\""];
 
     // 1. A new route, picked up from the file change.
     while ok.load(Ordering::Relaxed) < 50 {
         tokio::task::yield_now().await;
     }
-    write_config(
-        dir.path(),
-        "builtin:echo",
-        "  - {id: new-route, path: /new, methods: [GET], access: public}",
-    );
-    wait_for_metric(&admin, "authmd_config_reloads_total", &success, 1.0).await;
-    let new = client()
-        .get(format!("{}/new", proxy.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(new.status(), 200, "the reloaded route is served");
+    let new_route = "  - {id: new-route, path: /new, methods: [GET], access: public}";
+    let reload_to = |extra: &str, outcome: &'static [&'static str], count: f64| {
+        write_config(dir.path(), "builtin:echo", extra);
+        let admin = admin.clone();
+        async move { wait_for_metric(&admin, "authmd_config_reloads_total", outcome, count).await }
+    };
+    let new_is = |expected: u16, why: &'static str| {
+        let url = format!("{}/new", proxy.url);
+        async move {
+            let response = client().get(url).send().await.unwrap();
+            assert_eq!(response.status(), expected, "{why}");
+        }
+    };
+    reload_to(new_route, &SUCCESS, 1.0).await;
+    new_is(200, "the reloaded route is served").await;
 
     // 2. An invalid config (an unknown scope) is refused; the old one serves on.
-    write_config(
-        dir.path(),
-        "builtin:echo",
-        "  - {id: broken, path: /broken, methods: [GET], scopes: [offers:nope]}",
-    );
-    wait_for_metric(&admin, "authmd_config_reloads_total", &failure, 1.0).await;
-    let still = client()
-        .get(format!("{}/new", proxy.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(still.status(), 200, "the last good config keeps serving");
+    let broken = "  - {id: broken, path: /broken, methods: [GET], scopes: [offers:nope]}";
+    reload_to(broken, &FAILURE, 1.0).await;
+    new_is(200, "the last good config keeps serving").await;
 
     // 3. SIGHUP reloads even an unchanged file.
-    write_config(
-        dir.path(),
-        "builtin:echo",
-        "  - {id: new-route, path: /new, methods: [GET], access: public}",
-    );
-    wait_for_metric(&admin, "authmd_config_reloads_total", &success, 2.0).await;
+    reload_to(new_route, &SUCCESS, 2.0).await;
     proxy.signal("HUP");
-    wait_for_metric(&admin, "authmd_config_reloads_total", &success, 3.0).await;
+    wait_for_metric(&admin, "authmd_config_reloads_total", &SUCCESS, 3.0).await;
 
     let before = ok.load(Ordering::Relaxed);
     while ok.load(Ordering::Relaxed) < before + 50 {
@@ -404,7 +383,7 @@ async fn reload_under_load_fails_no_request_and_refuses_a_bad_config() {
     assert!(ok.load(Ordering::Relaxed) > 100);
     let samples = scrape(&admin).await;
     assert_eq!(
-        value(&samples, "authmd_config_reloads_total", &failure),
+        value(&samples, "authmd_config_reloads_total", &FAILURE),
         1.0
     );
     let hash = samples
@@ -457,7 +436,7 @@ async fn a_stream_in_flight_at_sigterm_completes_and_the_proxy_exits_0() {
     let upstream = streaming_upstream(arrived_tx, chunks).await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &format!("http://{upstream}"), "");
-    let mut proxy = start(&config).await;
+    let mut proxy = Binary::serve(&config).await;
     let admin = proxy.admin.clone().unwrap();
     let ready = client()
         .get(format!("{admin}/readyz"))
@@ -511,7 +490,7 @@ async fn a_stream_in_flight_at_sigterm_completes_and_the_proxy_exits_0() {
 async fn the_access_log_has_one_json_line_per_request_and_no_secret() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "builtin:echo", "");
-    let mut proxy = start(&config).await;
+    let mut proxy = Binary::serve(&config).await;
     let http = client();
     let ok = http
         .get(format!("{}/offers?q=1", proxy.url))

@@ -72,17 +72,6 @@ fn tls_block(extra: &str) -> String {
     )
 }
 
-async fn start(config: &Path) -> Binary {
-    Binary::start(&[
-        "run",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .await
-}
-
 /// Starts an HTTPS proxy in front of the echo upstream, serving `server`.
 async fn https_proxy(setup: &Setup, server: &Identity, tls_extra: &str) -> (Binary, SocketAddr) {
     setup.server_files(server);
@@ -90,7 +79,7 @@ async fn https_proxy(setup: &Setup, server: &Identity, tls_extra: &str) -> (Bina
         "{}upstream: {{url: \"builtin:echo\"}}\n",
         tls_block(tls_extra)
     ));
-    let proxy = start(&config).await;
+    let proxy = Binary::serve(&config).await;
     assert!(
         proxy.url.starts_with("https://"),
         "the listening line names an https URL: {}",
@@ -317,7 +306,7 @@ async fn proxy_to_tls_upstream(setup: &Setup, upstream: SocketAddr, tls: &str) -
         "upstream:\n  url: https://localhost:{}\n  connect_timeout: 5s\n  response_timeout: 10s\n{tls}",
         upstream.port()
     ));
-    start(&config).await
+    Binary::serve(&config).await
 }
 
 #[tokio::test]

@@ -373,6 +373,18 @@ impl Binary {
         }
     }
 
+    /// `run --config <config> --listen 127.0.0.1:0`, with its own data directory.
+    pub async fn serve(config: &std::path::Path) -> Binary {
+        Binary::start(&[
+            "run",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .await
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
