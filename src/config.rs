@@ -50,6 +50,8 @@ pub struct Overrides {
     pub public_url: Option<String>,
     /// `--data-dir`: where the SQLite store lives.
     pub data_dir: Option<std::path::PathBuf>,
+    /// `--upstream`: the upstream URL (what a sidecar injection sets).
+    pub upstream: Option<String>,
 }
 
 /// A validated configuration.
@@ -798,7 +800,15 @@ impl Loader {
             .filter(|d| !d.is_zero()),
         };
         let tls = s.tls.map(|raw| self.tls(raw));
-        let upstream = match s.upstream {
+        let raw_upstream = match (s.upstream, &overrides.upstream) {
+            (Some(mut raw), Some(url)) => {
+                raw.url.clone_from(url);
+                Some(raw)
+            }
+            (None, Some(url)) => Some(raw::RawUpstream::at(url)),
+            (raw, None) => raw,
+        };
+        let upstream = match raw_upstream {
             Some(raw) => self.upstream(raw),
             None => {
                 self.error(

@@ -61,6 +61,7 @@ pub mod body;
 pub mod config;
 pub mod credentials;
 pub mod discovery;
+pub mod inject;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;

@@ -51,6 +51,23 @@ enum Command {
         /// Data directory of the SQLite store, overriding `store.data_dir`.
         #[arg(long, env = "AUTHMD_DATA_DIR")]
         data_dir: Option<PathBuf>,
+        /// Upstream URL, overriding `upstream.url` (a sidecar's is on localhost).
+        #[arg(long, env = "AUTHMD_UPSTREAM")]
+        upstream: Option<String>,
+    },
+    /// Add the authmd-proxy sidecar to every Kubernetes workload annotated
+    /// `authmd.dev/inject: enabled`, reading YAML from the files (or standard input)
+    /// and writing it to standard output; other documents pass through unchanged.
+    Inject {
+        /// YAML files (multi-document); `-` or none reads standard input.
+        files: Vec<PathBuf>,
+        /// The sidecar image, unless a workload's `authmd.dev/image` names one.
+        #[arg(long, default_value = authmd_proxy::inject::DEFAULT_IMAGE)]
+        image: String,
+        /// Add a regular container instead of a native sidecar (an init container
+        /// with `restartPolicy: Always`, Kubernetes 1.29 and later).
+        #[arg(long)]
+        legacy_sidecar: bool,
     },
     /// Validate a config file: exit 0, or print every problem and exit 64.
     Check {
@@ -167,16 +184,23 @@ fn main() -> ExitCode {
             public_url,
             workers,
             data_dir,
+            upstream,
         } => {
             let overrides = Overrides {
                 listen,
                 admin_listen,
                 public_url,
                 data_dir,
+                upstream,
             };
             run(&config, overrides, workers)
         }
         Command::Check { config } => check(&config),
+        Command::Inject {
+            files,
+            image,
+            legacy_sidecar,
+        } => inject(&files, &image, !legacy_sidecar),
         Command::Render(RenderCommand::AuthMd { config, public_url }) => {
             let overrides = Overrides {
                 public_url,
@@ -450,6 +474,46 @@ fn out(text: &str) -> ExitCode {
 fn fail(message: &str, code: u8) -> ExitCode {
     let _ = writeln!(std::io::stderr().lock(), "authmd-proxy: {message}");
     ExitCode::from(code)
+}
+
+fn inject(files: &[PathBuf], image: &str, native: bool) -> ExitCode {
+    let defaults = authmd_proxy::inject::Defaults {
+        image: image.to_owned(),
+        native,
+    };
+    let stdin = files.is_empty() || files.iter().any(|f| f.as_os_str() == "-");
+    let mut output = String::new();
+    let inputs: Vec<(String, Result<String, std::io::Error>)> = if stdin {
+        let mut text = String::new();
+        let read = std::io::stdin().read_to_string(&mut text).map(|_| text);
+        vec![("<stdin>".to_owned(), read)]
+    } else {
+        files
+            .iter()
+            .map(|f| (f.display().to_string(), std::fs::read_to_string(f)))
+            .collect()
+    };
+    for (name, text) in inputs {
+        let text = match text {
+            Ok(text) => text,
+            Err(error) => return fail(&format!("cannot read {name}: {error}"), 1),
+        };
+        match authmd_proxy::inject::inject(&text, &defaults) {
+            Ok(out) => {
+                if !output.is_empty() {
+                    if !output.ends_with('\n') {
+                        output.push('\n');
+                    }
+                    if !out.starts_with("---") {
+                        output.push_str("---\n");
+                    }
+                }
+                output.push_str(&out);
+            }
+            Err(error) => return fail(&format!("{name}: {error}"), EX_USAGE),
+        }
+    }
+    out(&output)
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -332,3 +332,40 @@ async fn a_stored_key_s_own_limits_replace_its_tier_s() {
         "the key's 2/hour, not its tier's 10/s"
     );
 }
+
+#[tokio::test]
+async fn upstream_on_the_command_line_overrides_the_config() {
+    // What an injected sidecar does: the config says `builtin:echo`, the flag
+    // names the API next to it.
+    let upstream = support::upstream(
+        |request: hyper::Request<hyper::body::Incoming>| async move {
+            let mut response = hyper::Response::new(authmd_proxy::body::Body::full(format!(
+                "api saw {}",
+                request.uri().path()
+            )));
+            *response.status_mut() = hyper::StatusCode::OK;
+            response
+        },
+    )
+    .await;
+    let proxy = Binary::start(&[
+        "run",
+        "--config",
+        EXAMPLE,
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+        "--upstream",
+        &format!("http://{upstream}"),
+    ])
+    .await;
+    let response = client()
+        .get(format!("{}/api/v1/offers", proxy.url))
+        .header("x-agent-key", READER_KEY)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.text().await.unwrap(), "api saw /api/v1/offers");
+}

@@ -94,6 +94,22 @@ pub(crate) struct RawUpstream {
     pub(crate) health_check: Option<String>,
 }
 
+impl RawUpstream {
+    /// An upstream given only by its URL (`--upstream`).
+    pub(crate) fn at(url: &str) -> RawUpstream {
+        RawUpstream {
+            url: url.to_owned(),
+            connect_timeout: None,
+            response_timeout: None,
+            idle_timeout: None,
+            preserve_host: false,
+            http2: false,
+            tls: None,
+            health_check: None,
+        }
+    }
+}
+
 /// `credentials:`: where credentials arrive and what keys look like.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

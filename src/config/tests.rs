@@ -144,8 +144,13 @@ fn overrides_win() {
         admin_listen: None,
         public_url: Some("http://localhost:1".into()),
         data_dir: None,
+        upstream: Some("http://127.0.0.1:7".into()),
     };
     let config = Config::from_yaml_str(GOOD, "t", &overrides, &|_| None).unwrap();
+    assert!(matches!(
+        &config.upstream.target,
+        crate::config::UpstreamTarget::Http { authority, .. } if authority.as_str() == "127.0.0.1:7"
+    ));
     assert_eq!(config.listen.port(), 1);
     assert_eq!(config.public_url, "http://localhost:1");
 }

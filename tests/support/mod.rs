@@ -76,6 +76,7 @@ impl TestProxy {
             admin_listen: None,
             public_url: Some(url.clone()),
             data_dir: Some(data.path().to_owned()),
+            upstream: None,
         };
         let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
@@ -116,6 +117,7 @@ impl TestProxy {
             admin_listen: None,
             public_url: Some(self.url.clone()),
             data_dir: Some(self.data.path().to_owned()),
+            upstream: None,
         };
         let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None)
             .unwrap_or_else(|e| panic!("test config is invalid:\n{e}"));
