@@ -128,6 +128,24 @@ fn bad_input_is_a_clear_error() {
     assert_eq!(error, "Pod/p: the pod spec has no `containers` list");
 }
 
+/// Runs the binary with `args` and `input` on its standard input.
+fn with_stdin(args: &[&str], input: &str) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn the_command_reads_files_or_standard_input_and_exits_64_on_bad_input() {
     let dir = env!("CARGO_MANIFEST_DIR");
@@ -141,38 +159,15 @@ fn the_command_reads_files_or_standard_input_and_exits_64_on_bad_input() {
         golden("deployment.injected.yaml")
     );
 
-    let mut child = Command::new(BIN)
-        .args(["inject", "--image", "example/authmd:9"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(golden("deployment.yaml").as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(
+        &["inject", "--image", "example/authmd:9"],
+        &golden("deployment.yaml"),
+    );
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("image: example/authmd:9"));
 
-    let mut child = Command::new(BIN)
-        .arg("inject")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"kind: Pod\nmetadata: {name: [\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = with_stdin(&["inject"], "kind: Pod\nmetadata: {name: [\n");
     assert_eq!(out.status.code(), Some(64));
     let error = String::from_utf8(out.stderr).unwrap();
     assert!(error.contains("<stdin>: document 1"), "{error}");
