@@ -239,12 +239,6 @@ impl Gateway {
         Ok(())
     }
 
-    /// The generation serving new requests.
-    #[must_use]
-    pub fn current(&self) -> Arc<Generation> {
-        self.current.load_full()
-    }
-
     /// The active config.
     #[must_use]
     pub fn config(&self) -> Arc<Config> {
@@ -303,18 +297,6 @@ impl Gateway {
             problems.push("the upstream does not pass its health check");
         }
         problems
-    }
-
-    /// True when [`Gateway::readiness`] finds nothing wrong.
-    #[must_use]
-    pub fn is_ready(&self) -> bool {
-        self.readiness().is_empty()
-    }
-
-    /// True once shutdown has begun.
-    #[must_use]
-    pub fn is_draining(&self) -> bool {
-        self.shared.draining.load(Ordering::Acquire)
     }
 
     /// Answers one request under the current generation, and counts it.
@@ -578,6 +560,16 @@ impl Generation {
         &self.keys
     }
 
+    /// True when the access log is on and its level passes the subscriber's most
+    /// verbose filter (one atomic load: nothing is gathered for a line that would
+    /// be dropped).
+    fn logs_access(&self) -> bool {
+        self.config
+            .log
+            .access
+            .is_some_and(|level| tracing::level_filters::LevelFilter::current() >= level)
+    }
+
     /// Writes the access log line of a request, when the operator asked for one.
     fn access_log(
         &self,
@@ -588,7 +580,7 @@ impl Generation {
         code: Option<&'static str>,
         elapsed: Duration,
     ) {
-        let Some(level) = self.config.log.access else {
+        let Some(level) = self.config.log.access.filter(|_| self.logs_access()) else {
             return;
         };
         macro_rules! line {
@@ -699,7 +691,7 @@ impl Generation {
             }
         };
         trace.meter = MeterId::Route(grant.route.index);
-        if self.config.log.access.is_some() {
+        if self.logs_access() {
             trace.principal.clone_from(&grant.principal);
         }
         let unix = unix_now();

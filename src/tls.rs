@@ -20,7 +20,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -146,16 +145,6 @@ pub struct ServerFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// How many certificate reloads succeeded and failed since start, for metrics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ReloadCounts {
-    /// Reloads that put a new certificate in use.
-    pub succeeded: u64,
-    /// Reloads that found changed files but could not use them (the old certificate
-    /// stayed in use); counted at every check for as long as the files stay unusable.
-    pub failed: u64,
-}
-
 /// The HTTPS listener's TLS: one server config whose certificate can be swapped while
 /// it serves.
 ///
@@ -170,8 +159,6 @@ pub struct ServerTls {
     /// The BLAKE3 hash of the certificate and key files in use. The lock also keeps
     /// reloads from running concurrently.
     loaded: tokio::sync::Mutex<blake3::Hash>,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
 }
 
 /// The certificate resolver: whatever certificate is current, for every handshake.
@@ -229,8 +216,6 @@ impl ServerTls {
             config: Arc::new(config),
             resolver,
             loaded: tokio::sync::Mutex::new(hash),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
         })
     }
 
@@ -264,15 +249,6 @@ impl ServerTls {
             .and_then(|leaf| not_after(leaf))
     }
 
-    /// Reloads and failures since start (see [`ReloadCounts`]).
-    #[must_use]
-    pub fn reloads(&self) -> ReloadCounts {
-        ReloadCounts {
-            succeeded: self.succeeded.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-        }
-    }
-
     /// Re-reads the certificate and key files. When their content changed and the new
     /// pair is valid, new handshakes use it from now on: `Ok(true)`. When the content
     /// is what is in use (by hash; the key is not re-parsed): `Ok(false)`, also when
@@ -291,33 +267,21 @@ impl ServerTls {
         let Ok(mut loaded) = self.loaded.try_lock() else {
             return Ok(false);
         };
-        let outcome = (|| {
-            let (cert, key) = read_pair(&self.files.cert, &self.files.key)?;
-            let hash = content_hash(&cert, &key);
-            if hash == *loaded {
-                return Ok(false);
-            }
-            let certified = certified_key(
-                &self.files.cert,
-                &cert,
-                &self.files.key,
-                &key,
-                &self.provider,
-            )?;
-            self.resolver.current.store(Arc::new(certified));
-            *loaded = hash;
-            Ok(true)
-        })();
-        match &outcome {
-            Ok(true) => {
-                self.succeeded.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(false) => {}
-            Err(_) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
-            }
+        let (cert, key) = read_pair(&self.files.cert, &self.files.key)?;
+        let hash = content_hash(&cert, &key);
+        if hash == *loaded {
+            return Ok(false);
         }
-        outcome
+        let certified = certified_key(
+            &self.files.cert,
+            &cert,
+            &self.files.key,
+            &key,
+            &self.provider,
+        )?;
+        self.resolver.current.store(Arc::new(certified));
+        *loaded = hash;
+        Ok(true)
     }
 
     /// Calls [`ServerTls::reload`] every `interval` (at least 10 ms), forever, logging
@@ -831,7 +795,6 @@ mod tests {
         let h1: &[&[u8]] = &[b"http/1.1"];
         let (_, alpn) = handshake(&tls, client(&ca.der(), h1, None)).await.unwrap();
         assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
-        assert_eq!(tls.reloads(), ReloadCounts::default());
     }
 
     #[tokio::test]
@@ -985,7 +948,6 @@ mod tests {
         // Rewritten with the same bytes (a new mtime): still unchanged.
         dir.server(&leaf);
         assert!(!tls.reload().unwrap());
-        assert_eq!(tls.reloads(), ReloadCounts::default());
         assert_eq!(served(&tls, &ca).await, leaf.der);
     }
 
@@ -1002,13 +964,6 @@ mod tests {
         assert!(
             !tls.reload().unwrap(),
             "the new content is now the loaded one"
-        );
-        assert_eq!(
-            tls.reloads(),
-            ReloadCounts {
-                succeeded: 1,
-                failed: 0
-            }
         );
     }
 
@@ -1038,13 +993,6 @@ mod tests {
         std::fs::write(&files.key, &new.key).unwrap();
         assert!(tls.reload().unwrap());
         assert_eq!(served(&tls, &ca).await, new.der);
-        assert_eq!(
-            tls.reloads(),
-            ReloadCounts {
-                succeeded: 1,
-                failed: 3
-            }
-        );
     }
 
     #[tokio::test]
@@ -1117,7 +1065,6 @@ mod tests {
         })
         .await
         .unwrap();
-        assert_eq!(tls.reloads().succeeded, 1);
         watcher.abort();
         assert_eq!(served(&tls, &ca).await, new.der);
     }
