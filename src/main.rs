@@ -1,4 +1,5 @@
-//! The `authmd-proxy` command line: `run`, `check`, `keys`, `tokens` and `render`.
+//! The `authmd-proxy` command line: `run`, `check`, `health`, `inject`, `keys`, `tokens`
+//! and `render`.
 
 #![forbid(unsafe_code)]
 
@@ -37,13 +38,13 @@ enum Command {
         #[arg(long, short, env = "AUTHMD_CONFIG")]
         config: PathBuf,
         /// Listen address, overriding `listen`.
-        #[arg(long)]
+        #[arg(long, env = "AUTHMD_LISTEN")]
         listen: Option<SocketAddr>,
         /// Admin listen address, overriding `admin_listen`.
-        #[arg(long)]
+        #[arg(long, env = "AUTHMD_ADMIN_LISTEN")]
         admin_listen: Option<SocketAddr>,
         /// Public base URL, overriding `public_url`.
-        #[arg(long)]
+        #[arg(long, env = "AUTHMD_PUBLIC_URL")]
         public_url: Option<String>,
         /// Runtime worker threads, overriding `server.worker_threads` (1 = single-threaded).
         #[arg(long)]
@@ -68,6 +69,17 @@ enum Command {
         /// with `restartPolicy: Always`, Kubernetes 1.29 and later).
         #[arg(long)]
         legacy_sidecar: bool,
+    },
+    /// Ask a running proxy's admin listener whether it is healthy (`/healthz`) or
+    /// ready (`--ready`, `/readyz`): exit 0 if so, 1 if not. The container image's
+    /// health check.
+    Health {
+        /// The admin listener's address (`0.0.0.0` means this host).
+        #[arg(long, env = "AUTHMD_ADMIN_LISTEN", default_value = "127.0.0.1:9090")]
+        admin: SocketAddr,
+        /// Ask `/readyz` instead of `/healthz`.
+        #[arg(long)]
+        ready: bool,
     },
     /// Validate a config file: exit 0, or print every problem and exit 64.
     Check {
@@ -196,6 +208,7 @@ fn main() -> ExitCode {
             run(&config, overrides, workers)
         }
         Command::Check { config } => check(&config),
+        Command::Health { admin, ready } => health(admin, ready),
         Command::Inject {
             files,
             image,
@@ -514,6 +527,28 @@ fn inject(files: &[PathBuf], image: &str, native: bool) -> ExitCode {
         }
     }
     out(&output)
+}
+
+fn health(admin: SocketAddr, ready: bool) -> ExitCode {
+    const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+    let path = if ready { "/readyz" } else { "/healthz" };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => return fail(&format!("cannot start a runtime: {error}"), 1),
+    };
+    let answer = runtime.block_on(async {
+        tokio::time::timeout(TIMEOUT, server::probe(admin, path))
+            .await
+            .unwrap_or_else(|_| Err(format!("{admin}{path}: no answer within {TIMEOUT:?}")))
+    });
+    match answer {
+        Ok(status) if status.is_success() => out(&format!("{path}: {status}\n")),
+        Ok(status) => fail(&format!("{path}: {status}"), 1),
+        Err(message) => fail(&message, 1),
+    }
 }
 
 fn check(path: &Path) -> ExitCode {

@@ -12,13 +12,14 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
+use http::header::{CONTENT_TYPE, HOST};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Empty;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -340,4 +341,32 @@ fn json(status: StatusCode, body: Bytes) -> Response<Body> {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+/// Asks an admin listener for `path` (`/healthz` or `/readyz`) and returns the
+/// status: the container image's health check, which has no curl. An unspecified
+/// address (`0.0.0.0`, `::`) means this host.
+pub async fn probe(mut addr: SocketAddr, path: &str) -> Result<StatusCode, String> {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|error| format!("cannot connect to {addr}: {error}"))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|error| format!("{addr}: {error}"))?;
+    tokio::spawn(connection);
+    let request = Request::get(path)
+        .header(HOST, addr.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|error| format!("{path}: {error}"))?;
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|error| format!("{addr}{path}: {error}"))?;
+    Ok(response.status())
 }

@@ -310,21 +310,29 @@ pub struct Binary {
 }
 
 impl Binary {
-    /// Starts the binary with `args` and waits for its listening line (at most 30 s,
-    /// a guard against a hang, not a readiness sleep).
+    /// Starts the binary with `args` and waits for its listening line.
     pub async fn start(args: &[&str]) -> Binary {
-        use std::io::{BufRead, BufReader};
-        use std::process::{Command, Stdio};
+        use std::process::Command;
         // A store of its own, unless the test shares one on purpose.
         let data = (args.first() == Some(&"run") && !args.contains(&"--data-dir"))
             .then(|| tempfile::tempdir().unwrap());
         let mut command = Command::new(env!("CARGO_BIN_EXE_authmd-proxy"));
-        command.args(args);
+        command.args(args).env("RUST_LOG", "info");
         if let Some(dir) = &data {
             command.arg("--data-dir").arg(dir.path());
         }
+        let mut binary = Binary::launch(command).await;
+        binary._data = data;
+        binary
+    }
+
+    /// Runs `command` (the binary, or something that runs it, such as a container)
+    /// and waits for its listening line (at most 60 s, a guard against a hang, not a
+    /// readiness sleep).
+    pub async fn launch(mut command: std::process::Command) -> Binary {
+        use std::io::{BufRead, BufReader};
+        use std::process::Stdio;
         let mut child = command
-            .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -366,9 +374,9 @@ impl Binary {
             url,
             admin,
             log: log_rx,
-            _data: data,
+            _data: None,
         };
-        match tokio::time::timeout(std::time::Duration::from_secs(30), url_rx).await {
+        match tokio::time::timeout(std::time::Duration::from_secs(60), url_rx).await {
             Ok(Ok(Ok(listening))) => binary(listening),
             Ok(Ok(Err(log))) => panic!("the proxy exited before listening:\n{log}"),
             _ => panic!("the proxy printed no listening line"),
