@@ -161,12 +161,18 @@ pub fn inject_document(document: &mut Value, defaults: &Defaults) -> Result<bool
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
-    let name = document
-        .get("metadata")
-        .and_then(|m| m.get("name"))
-        .and_then(Value::as_str)
-        .unwrap_or("<unnamed>")
-        .to_owned();
+    // A pod under admission may have only a `generateName` (`api-7d4b9-`).
+    let metadata = document.get("metadata");
+    let name = match (
+        metadata.and_then(|m| m.get("name")).and_then(Value::as_str),
+        metadata
+            .and_then(|m| m.get("generateName"))
+            .and_then(Value::as_str),
+    ) {
+        (Some(name), _) => name.to_owned(),
+        (None, Some(prefix)) => format!("{prefix}*"),
+        (None, None) => "<unnamed>".to_owned(),
+    };
     let workload = format!("{kind}/{name}");
     let mut annotations = annotations_of(document);
     let Some(template) = pod_template(document, &kind) else {

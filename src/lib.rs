@@ -51,7 +51,14 @@
 //!   with a cache of verified tokens for the request path.
 //! - [`oauth`]: the token endpoint (client_credentials, jwt-bearer), revocation
 //!   (RFC 7009) and the authorization endpoint.
-//! - [`limits`]: lock-free GCRA rate limits (registration, for now).
+//! - [`limits`]: lock-free GCRA rate limits, quotas, and x402 payments for used-up
+//!   quotas.
+//! - [`metrics`]: the Prometheus registry and what the request path records.
+//! - [`reload`]: config hot reload (content-hash polling and SIGHUP).
+//! - [`tls`]: HTTPS on the listener (certificates reloaded in place) and to the
+//!   upstream.
+//! - [`inject`]: the Kubernetes sidecar injection of `authmd-proxy inject`, and
+//!   [`injector`], the same as a mutating admission webhook.
 
 #![forbid(unsafe_code)]
 
@@ -62,6 +69,7 @@ pub mod config;
 pub mod credentials;
 pub mod discovery;
 pub mod inject;
+pub mod injector;
 pub mod limits;
 pub mod metrics;
 pub mod oauth;

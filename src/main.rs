@@ -1,5 +1,5 @@
-//! The `authmd-proxy` command line: `run`, `check`, `health`, `inject`, `keys`, `tokens`
-//! and `render`.
+//! The `authmd-proxy` command line: `run`, `check`, `health`, `inject`, `injector`,
+//! `keys`, `tokens` and `render`.
 
 #![forbid(unsafe_code)]
 
@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use authmd_proxy::config::{Config, Overrides, SigningSource};
 use authmd_proxy::credentials::{KeyHash, api_key};
+use authmd_proxy::injector::{self, FailurePolicy, Injector};
 use authmd_proxy::pipeline::Gateway;
 use authmd_proxy::reload::Reloader;
 use authmd_proxy::server::{self, Running};
@@ -80,6 +81,34 @@ enum Command {
         /// Ask `/readyz` instead of `/healthz`.
         #[arg(long)]
         ready: bool,
+    },
+    /// Serve sidecar injection as a Kubernetes mutating admission webhook:
+    /// `AdmissionReview` v1 at `POST /inject` over HTTPS, answered with a JSON Patch;
+    /// `GET /healthz` for probes. The certificate is re-read when its files change.
+    Injector {
+        /// Listen address.
+        #[arg(long, env = "AUTHMD_INJECTOR_LISTEN", default_value = "0.0.0.0:8443")]
+        listen: SocketAddr,
+        /// PEM certificate chain, leaf first (its names must include the Service's
+        /// DNS name, e.g. `authmd-injector.authmd-system.svc`).
+        #[arg(long, default_value = "/etc/authmd-injector/tls/tls.crt")]
+        cert_file: PathBuf,
+        /// PEM private key.
+        #[arg(long, default_value = "/etc/authmd-injector/tls/tls.key")]
+        key_file: PathBuf,
+        /// The sidecar image, unless a pod's `authmd.dev/image` names one.
+        #[arg(long, env = "AUTHMD_SIDECAR_IMAGE", default_value = authmd_proxy::inject::DEFAULT_IMAGE)]
+        image: String,
+        /// Add a regular container instead of a native sidecar (clusters before 1.29).
+        #[arg(long)]
+        legacy_sidecar: bool,
+        /// A pod whose annotations cannot be used: `fail` denies it with the
+        /// reason, `ignore` creates it without the sidecar and with a warning.
+        #[arg(long, default_value = "fail")]
+        failure_policy: FailurePolicy,
+        /// Log as JSON lines instead of text.
+        #[arg(long)]
+        json_logs: bool,
     },
     /// Validate a config file: exit 0, or print every problem and exit 64.
     Check {
@@ -209,6 +238,34 @@ fn main() -> ExitCode {
         }
         Command::Check { config } => check(&config),
         Command::Health { admin, ready } => health(admin, ready),
+        Command::Injector {
+            listen,
+            cert_file,
+            key_file,
+            image,
+            legacy_sidecar,
+            failure_policy,
+            json_logs,
+        } => {
+            init_logging("info", json_logs);
+            let defaults = authmd_proxy::inject::Defaults {
+                image,
+                native: !legacy_sidecar,
+            };
+            let files = ServerFiles {
+                cert: cert_file,
+                key: key_file,
+                client_ca: None,
+            };
+            let injector = Injector::new(defaults, failure_policy);
+            match serve_injector(listen, files, injector) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(message) => {
+                    tracing::error!("{message}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Inject {
             files,
             image,
@@ -581,7 +638,7 @@ fn run(path: &Path, overrides: Overrides, workers: Option<usize>) -> ExitCode {
             );
         }
     };
-    init_logging(&config);
+    init_logging(&config.log.level, config.log.json);
     let threads = workers.unwrap_or(config.server.worker_threads);
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -704,14 +761,39 @@ async fn shutdown_signal() {
     }
 }
 
-fn init_logging(config: &Config) {
+fn serve_injector(
+    listen: SocketAddr,
+    files: ServerFiles,
+    injector: Injector,
+) -> Result<(), String> {
+    /// How often the certificate files are checked for a renewal.
+    const RELOAD_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|error| format!("cannot start the runtime: {error}"))?;
+    runtime.block_on(async {
+        let tls = Arc::new(ServerTls::load(files).map_err(|e| e.to_string())?);
+        let listener = server::bind(listen).await.map_err(|e| e.to_string())?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        let watching = tokio::spawn(tls.clone().watch(RELOAD_INTERVAL, |_| ()));
+        tracing::info!("authmd-proxy injector listening on https://{bound}");
+        injector::serve(listener, tls, Arc::new(injector), shutdown_signal()).await;
+        watching.abort();
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+fn init_logging(level: &str, json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    if config.log.json {
+    if json {
         builder.json().init();
     } else {
         builder.init();

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response};
-use http_body_util::{BodyExt as _, Empty, Full};
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -192,8 +192,8 @@ impl TlsResponse {
 }
 
 enum Sender {
-    Http1(hyper::client::conn::http1::SendRequest<Empty<Bytes>>),
-    Http2(hyper::client::conn::http2::SendRequest<Empty<Bytes>>),
+    Http1(hyper::client::conn::http1::SendRequest<Full<Bytes>>),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
 }
 
 /// One TLS connection to a server, speaking HTTP/2 when ALPN chose `h2` and HTTP/1.1
@@ -255,19 +255,35 @@ impl TlsConn {
     /// server refused the client certificate after the handshake (TLS 1.3 reports
     /// that on the first read).
     pub async fn try_get(&mut self, path: &str) -> Result<TlsResponse, hyper::Error> {
+        self.try_request(http::Method::GET, path, Bytes::new())
+            .await
+    }
+
+    /// `method path` with `body` (JSON when not empty) on this connection.
+    pub async fn try_request(
+        &mut self,
+        method: http::Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<TlsResponse, hyper::Error> {
+        let uri = match &self.sender {
+            Sender::Http1(_) => path.to_owned(),
+            Sender::Http2(_) => format!("https://{}{path}", self.authority),
+        };
+        let mut request = Request::builder().method(method).uri(uri);
+        if let Sender::Http1(_) = &self.sender {
+            request = request.header(http::header::HOST, &self.authority);
+        }
+        if !body.is_empty() {
+            request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        let request = request.body(Full::new(body)).unwrap();
         let response = match &mut self.sender {
             Sender::Http1(sender) => {
-                let request = Request::get(path)
-                    .header(http::header::HOST, &self.authority)
-                    .body(Empty::new())
-                    .unwrap();
                 sender.ready().await?;
                 sender.send_request(request).await?
             }
             Sender::Http2(sender) => {
-                let request = Request::get(format!("https://{}{path}", self.authority))
-                    .body(Empty::new())
-                    .unwrap();
                 sender.ready().await?;
                 sender.send_request(request).await?
             }
@@ -282,6 +298,13 @@ impl TlsConn {
             alpn: self.alpn.clone(),
             leaf: self.leaf.clone(),
         })
+    }
+
+    /// `POST path` with a JSON body on this connection; panics on failure.
+    pub async fn post(&mut self, path: &str, body: impl Into<Bytes>) -> TlsResponse {
+        self.try_request(http::Method::POST, path, body.into())
+            .await
+            .unwrap_or_else(|e| panic!("POST {path} failed: {e}"))
     }
 
     /// `GET path` on this connection; panics on failure.
