@@ -16,6 +16,7 @@
 //! | `authmd.dev/admin-port` | `9090`: health and metrics |
 //! | `authmd.dev/upstream-port` | the first container's first port, else `3000` |
 //! | `authmd.dev/config` | `authmd-proxy`: the ConfigMap holding `config.yaml` |
+//! | `authmd.dev/secret` | none: a Secret mounted at `/etc/authmd-secrets` (signing keys), whose `database-url` becomes `AUTHMD_DATABASE_URL` |
 //! | `authmd.dev/image` | the `--image` of the command |
 //! | `authmd.dev/native-sidecar` | `true`; `false` for clusters before 1.29 |
 
@@ -232,6 +233,7 @@ struct Settings {
     admin_port: u16,
     upstream_port: u16,
     config: String,
+    secret: Option<String>,
     image: String,
     native: bool,
 }
@@ -269,6 +271,7 @@ fn settings(
         admin_port: port("admin-port", 9090)?,
         upstream_port: port("upstream-port", first_port.unwrap_or(3000))?,
         config: get("config").unwrap_or("authmd-proxy").to_owned(),
+        secret: get("secret").map(str::to_owned),
         image: get("image").unwrap_or(&defaults.image).to_owned(),
         native: match get("native-sidecar") {
             None => defaults.native,
@@ -296,6 +299,9 @@ fn settings(
             "admin-port",
             format!("{} is already used", settings.admin_port),
         ));
+    }
+    if settings.secret.as_deref() == Some("") {
+        return Err(bad("secret", "the Secret name cannot be empty".into()));
     }
     if settings.config.is_empty() || settings.image.is_empty() {
         return Err(bad(
@@ -427,7 +433,7 @@ fn sidecar(settings: &Settings) -> Result<Value, InjectError> {
         "name: {SIDECAR}
 image: {image}
 args: [run, --config, /etc/authmd/config.yaml, --listen, \"0.0.0.0:{port}\", --admin-listen, \"0.0.0.0:{admin}\", --upstream, \"http://127.0.0.1:{upstream}\", --data-dir, /var/lib/authmd]
-{restart}ports:
+{env}{restart}ports:
   - {{name: authmd, containerPort: {port}, protocol: TCP}}
   - {{name: authmd-admin, containerPort: {admin}, protocol: TCP}}
 readinessProbe:
@@ -450,18 +456,37 @@ securityContext:
 volumeMounts:
   - {{name: authmd-config, mountPath: /etc/authmd, readOnly: true}}
   - {{name: authmd-data, mountPath: /var/lib/authmd}}
-",
+{secret_mount}",
         image = quote(&settings.image),
+        secret_mount = if settings.secret.is_some() {
+            "  - {name: authmd-secrets, mountPath: /etc/authmd-secrets, readOnly: true}\n"
+        } else {
+            ""
+        },
+        env = match &settings.secret {
+            Some(name) => format!(
+                "env:\n  - name: AUTHMD_DATABASE_URL\n    valueFrom: {{secretKeyRef: {{name: {}, key: database-url, optional: true}}}}\n",
+                quote(name)
+            ),
+            None => String::new(),
+        },
     );
     serde_norway::from_str(&yaml).map_err(|e| InjectError::Write(e.to_string()))
 }
 
-/// The sidecar's volumes: the config from its ConfigMap, and a data directory.
+/// The sidecar's volumes: the config from its ConfigMap, a data directory, and the
+/// Secret when one is named.
 fn volumes(settings: &Settings) -> Result<Vec<Value>, InjectError> {
-    let yaml = format!(
+    let mut yaml = format!(
         "- {{name: authmd-config, configMap: {{name: {config}}}}}\n- {{name: authmd-data, emptyDir: {{}}}}\n",
         config = serde_json::Value::from(settings.config.as_str()),
     );
+    if let Some(secret) = &settings.secret {
+        yaml.push_str(&format!(
+            "- {{name: authmd-secrets, secret: {{secretName: {}}}}}\n",
+            serde_json::Value::from(secret.as_str())
+        ));
+    }
     serde_norway::from_str(&yaml).map_err(|e| InjectError::Write(e.to_string()))
 }
 
