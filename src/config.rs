@@ -771,7 +771,7 @@ impl Loader {
         let public_url = match (&overrides.public_url, &s.public_url, listen) {
             (Some(url), _, _) => self.public_url(url, "--public-url"),
             (None, Some(url), _) => self.public_url(url, "public_url"),
-            (None, None, Some(addr)) => Some(format!("http://{addr}")),
+            (None, None, Some(addr)) => Some(default_public_url(addr)),
             (None, None, None) => None,
         };
 
@@ -1500,5 +1500,29 @@ fn make_tier(name: &str, scopes: ScopeSet, registry: &ScopeRegistry, limits: Lim
     }
 }
 
+/// The public URL when none is configured: `http://<listen>`, with `localhost` for
+/// an unspecified address (`0.0.0.0`, `::`), which no agent can connect to.
+pub fn default_public_url(listen: SocketAddr) -> String {
+    if listen.ip().is_unspecified() {
+        format!("http://localhost:{}", listen.port())
+    } else {
+        format!("http://{listen}")
+    }
+}
+
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod public_url_tests {
+    use super::default_public_url;
+
+    #[test]
+    fn an_unspecified_listen_address_is_published_as_localhost() {
+        let url = |addr: &str| default_public_url(addr.parse().unwrap_or_else(|_| unreachable!()));
+        assert_eq!(url("0.0.0.0:8080"), "http://localhost:8080");
+        assert_eq!(url("[::]:9000"), "http://localhost:9000");
+        assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+        assert_eq!(url("[::1]:8080"), "http://[::1]:8080");
+    }
+}

@@ -446,7 +446,7 @@ livenessProbe:
   failureThreshold: 3
 resources:
   requests: {{cpu: 50m, memory: 64Mi}}
-  limits: {{memory: 256Mi}}
+  limits: {{memory: 128Mi}}
 securityContext:
   runAsNonRoot: true
   runAsUser: 65532

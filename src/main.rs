@@ -672,7 +672,7 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
     let bound = listener.local_addr().map_err(|e| e.to_string())?;
     if !config.public_url_explicit && bound != config.listen {
         // Port 0: the public URL can only be known once the port is.
-        overrides.public_url = Some(format!("http://{bound}"));
+        overrides.public_url = Some(authmd_proxy::config::default_public_url(bound));
         config = Config::load(path, &overrides).map_err(|e| e.to_string())?;
     }
     let public_url = config.public_url.clone();
