@@ -393,12 +393,9 @@ where
         Ok(config) => config,
         Err(errors) => return fail(&errors.to_string(), EX_USAGE),
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread() {
         Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("cannot start the runtime: {error}"), 1),
+        Err(code) => return code,
     };
     let result = runtime.block_on(async {
         let store = match Store::open(&config.lifecycle.store).await {
@@ -586,15 +583,20 @@ fn inject(files: &[PathBuf], image: &str, native: bool) -> ExitCode {
     out(&output)
 }
 
+/// A single-threaded runtime for a command, or the exit code of its failure.
+fn current_thread() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| fail(&format!("cannot start the runtime: {error}"), 1))
+}
+
 fn health(admin: SocketAddr, ready: bool) -> ExitCode {
     const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
     let path = if ready { "/readyz" } else { "/healthz" };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match current_thread() {
         Ok(runtime) => runtime,
-        Err(error) => return fail(&format!("cannot start a runtime: {error}"), 1),
+        Err(code) => return code,
     };
     let answer = runtime.block_on(async {
         tokio::time::timeout(TIMEOUT, server::probe(admin, path))

@@ -247,7 +247,7 @@ async fn drain(graceful: GracefulShutdown, grace: Duration) {
 
 /// Accept fails when the process is out of file descriptors; back off briefly
 /// instead of spinning.
-async fn accept_error(error: &std::io::Error) {
+pub(crate) async fn accept_error(error: &std::io::Error) {
     tracing::warn!(%error, "accept failed");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }

@@ -35,7 +35,6 @@ use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
 const KUSTOMIZE_ENV: &str = "AUTHMD_KUSTOMIZE";
-const VALIDATE_ENV: &str = "AUTHMD_KUBE_VALIDATE";
 const CRD_SCRIPT: &str = "tests/clients/validate-crds.mjs";
 const CRD_PACKAGES: &[&str] = &[
     "@kubernetes-models/prometheus-operator",
@@ -208,28 +207,6 @@ fn kustomize() -> Option<Vec<String>> {
     None
 }
 
-/// The Kubernetes schema validator: `AUTHMD_KUBE_VALIDATE` (CI installs
-/// `kubernetes-validate` from PyPI), else `kubernetes-validate` on the PATH.
-fn validator() -> Option<String> {
-    let configured = std::env::var(VALIDATE_ENV).ok();
-    let candidate = configured
-        .clone()
-        .unwrap_or_else(|| "kubernetes-validate".into());
-    let found = Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        return Some(candidate);
-    }
-    assert!(
-        configured.is_none(),
-        "{VALIDATE_ENV} is set but does not run"
-    );
-    eprintln!("skipped: kubernetes-validate is not installed (pip install kubernetes-validate)");
-    None
-}
-
 /// One kustomization's output.
 struct Rendered {
     /// Its directory, relative to `deploy/kubernetes`.
@@ -339,7 +316,7 @@ fn assert_expected_kinds(rendered: &[Rendered]) {
 
 #[test]
 fn the_rendered_builtin_objects_validate_against_the_kubernetes_schemas() {
-    let (Some(kustomize), Some(validator)) = (kustomize(), validator()) else {
+    let (Some(kustomize), Some(validator)) = (kustomize(), support::kube::validator()) else {
         return;
     };
     let rendered = render_all(&kustomize);
@@ -356,15 +333,8 @@ fn the_rendered_builtin_objects_validate_against_the_kubernetes_schemas() {
         builtin += r.objects.iter().filter(|o| is_builtin(o)).count();
         custom += r.objects.iter().filter(|o| !is_builtin(o)).count();
     }
-    let out = Command::new(&validator)
-        .args(["--strict", "--kubernetes-version", "1.33"])
-        .args(&files)
-        .output()
-        .unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{report}");
-    assert!(!report.contains("ERROR"), "{report}");
+    let (passed, report) = support::kube::validate(&validator, &files);
+    assert!(passed, "{report}");
     // Every built-in object passed; the custom resources are the only ones without a
     // schema here (validate-crds.mjs checks them, in the next test).
     assert!(builtin >= 7, "{report}");
@@ -386,12 +356,8 @@ fn the_rendered_builtin_objects_validate_against_the_kubernetes_schemas() {
         "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  ports: [{port: 80, targetPrt: 8080}]\n",
     )
     .unwrap();
-    let out = Command::new(&validator)
-        .args(["--strict", "--kubernetes-version", "1.33"])
-        .arg(&typo)
-        .output()
-        .unwrap();
-    assert!(!out.status.success(), "an unknown field passed");
+    let (passed, report) = support::kube::validate(&validator, &[&typo]);
+    assert!(!passed, "an unknown field passed: {report}");
 }
 
 #[tokio::test]

@@ -8,6 +8,8 @@
     reason = "tests: a failed step should fail loudly"
 )]
 
+mod support;
+
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -173,28 +175,9 @@ fn the_command_reads_files_or_standard_input_and_exits_64_on_bad_input() {
     assert!(error.contains("<stdin>: document 1"), "{error}");
 }
 
-/// The Kubernetes schema validator: `AUTHMD_KUBE_VALIDATE` (CI installs
-/// `kubernetes-validate` from PyPI), else `kubernetes-validate` on the PATH.
-fn validator() -> Option<String> {
-    let candidate =
-        std::env::var("AUTHMD_KUBE_VALIDATE").unwrap_or_else(|_| "kubernetes-validate".into());
-    let found = Command::new(&candidate)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    found.then_some(candidate)
-}
-
 #[test]
 fn injected_workloads_validate_against_the_kubernetes_schemas() {
-    let Some(validator) = validator() else {
-        assert!(
-            std::env::var_os("AUTHMD_KUBE_VALIDATE").is_none(),
-            "AUTHMD_KUBE_VALIDATE is set but does not run"
-        );
-        eprintln!(
-            "skipped: kubernetes-validate is not installed (pip install kubernetes-validate)"
-        );
+    let Some(validator) = support::kube::validator() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -210,14 +193,7 @@ fn injected_workloads_validate_against_the_kubernetes_schemas() {
             files.push(path);
         }
     }
-    let out = Command::new(&validator)
-        .args(["--strict", "--kubernetes-version", "1.33"])
-        .args(&files)
-        .output()
-        .unwrap();
-    let report =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{report}");
-    assert!(!report.contains("ERROR"), "{report}");
+    let (passed, report) = support::kube::validate(&validator, &files);
+    assert!(passed, "{report}");
     assert_eq!(report.matches("passed").count(), 12, "{report}");
 }

@@ -9,6 +9,7 @@
     reason = "test support: a failed setup step should fail the test loudly"
 )]
 
+pub mod kube;
 pub mod node;
 pub mod tls;
 
