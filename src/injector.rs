@@ -11,8 +11,8 @@
 //! Failures, two kinds:
 //!
 //! - A request that is not an `AdmissionReview` v1 (not JSON, another version, no
-//!   `uid` or `object`, larger than 4 MiB) is answered with an HTTP error and a JSON
-//!   envelope. The API server treats that as a failed call, and the webhook
+//!   `uid` or `object`, larger than 4 MiB, or not sent within 10 s) is answered with
+//!   an HTTP error and a JSON envelope. The API server treats that as a failed call, and the webhook
 //!   configuration's own `failurePolicy` decides: `Fail` refuses the pod, `Ignore`
 //!   creates it unchanged.
 //! - A review of a pod whose annotations cannot be used (`authmd.dev/port: http`)
@@ -56,8 +56,8 @@ pub const PATH: &str = "/inject";
 /// The largest review read; the API server's own request limit is 3 MiB.
 const MAX_BODY: usize = 4 << 20;
 
-/// How long a client may take to finish the TLS handshake, and to send its
-/// request headers.
+/// How long a client may take to finish the TLS handshake, to send its request
+/// headers, and to send its body.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long in-flight reviews get on shutdown.
@@ -102,6 +102,9 @@ pub enum Refusal {
     /// The body could not be read.
     #[error("the body could not be read: {0}")]
     Unreadable(String),
+    /// The body did not arrive within [`CLIENT_TIMEOUT`].
+    #[error("the review did not arrive within {CLIENT_TIMEOUT:?}")]
+    TimedOut,
     /// No such endpoint.
     #[error("no such endpoint; reviews go to POST {PATH}")]
     NotFound,
@@ -120,6 +123,7 @@ impl Refusal {
                 (StatusCode::BAD_REQUEST, "INVALID_REVIEW")
             }
             Refusal::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "REVIEW_TOO_LARGE"),
+            Refusal::TimedOut => (StatusCode::REQUEST_TIMEOUT, "REVIEW_TIMEOUT"),
             Refusal::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
             Refusal::MethodNotAllowed { .. } => {
                 (StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED")
@@ -400,18 +404,25 @@ async fn handle(
 }
 
 async fn review(request: Request<Incoming>, injector: &Injector) -> Result<Value, Refusal> {
-    let body = Limited::new(request.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|error| {
-            if error.is::<http_body_util::LengthLimitError>() {
-                Refusal::TooLarge
-            } else {
-                Refusal::Unreadable(error.to_string())
-            }
-        })?
-        .to_bytes();
+    let body = read_body(request.into_body()).await?;
     injector.review(&body)
+}
+
+/// The whole body, at most [`MAX_BODY`] bytes and within [`CLIENT_TIMEOUT`]: a
+/// client that stops sending holds no connection past it.
+async fn read_body<B>(body: B) -> Result<Bytes, Refusal>
+where
+    B: http_body::Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let collected = tokio::time::timeout(CLIENT_TIMEOUT, Limited::new(body, MAX_BODY).collect())
+        .await
+        .map_err(|_| Refusal::TimedOut)?;
+    match collected {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(Refusal::TooLarge),
+        Err(error) => Err(Refusal::Unreadable(error.to_string())),
+    }
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response<Body> {
@@ -454,6 +465,32 @@ mod tests {
             ])
         );
         assert_eq!(patch(json!({"a": 1}), &json!({"a": 1})), json!([]));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_that_stops_arriving_is_refused_after_the_timeout_and_a_large_one_at_once() {
+        use futures_util::{StreamExt as _, stream};
+        use http_body_util::StreamBody;
+
+        type Frame = Result<http_body::Frame<Bytes>, std::io::Error>;
+        let started = tokio::time::Instant::now();
+        let stalled = StreamBody::new(
+            stream::iter([Ok::<_, std::io::Error>(http_body::Frame::data(
+                Bytes::from_static(b"{"),
+            ))])
+            .chain(stream::pending::<Frame>()),
+        );
+        assert!(matches!(read_body(stalled).await, Err(Refusal::TimedOut)));
+        assert_eq!(started.elapsed(), CLIENT_TIMEOUT);
+        assert_eq!(
+            Refusal::TimedOut.status_and_code().0,
+            StatusCode::REQUEST_TIMEOUT
+        );
+
+        let large = http_body_util::Full::new(Bytes::from(vec![b'x'; MAX_BODY + 1]));
+        assert!(matches!(read_body(large).await, Err(Refusal::TooLarge)));
+        let small = http_body_util::Full::new(Bytes::from_static(b"{}"));
+        assert_eq!(read_body(small).await.unwrap(), Bytes::from_static(b"{}"));
     }
 
     #[test]
