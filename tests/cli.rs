@@ -31,6 +31,42 @@ fn check_accepts_the_example_config() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("ok (8 routes"));
 }
 
+/// The load benchmark's config is valid, and the key its anchors compare with
+/// (`API_KEY` in `benches/e2e/run.sh`) is the one whose hash it declares.
+#[test]
+fn the_benchmark_config_is_valid_and_matches_its_script() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/e2e");
+    let config = format!("{dir}/authmd.yaml");
+    let out = Command::new(BIN)
+        .args(["check", "--config", &config])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = std::fs::read_to_string(&config).unwrap();
+    let secret = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("# secret: "))
+        .unwrap();
+    let hash = authmd_proxy::credentials::KeyHash::of(secret);
+    let declared = yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("hash: "))
+        .unwrap();
+    assert_eq!(
+        authmd_proxy::credentials::KeyHash::parse(declared),
+        Some(hash)
+    );
+    let script = std::fs::read_to_string(format!("{dir}/run.sh")).unwrap();
+    assert!(
+        script.lines().any(|l| l == format!("API_KEY={secret}")),
+        "run.sh's API_KEY is not the config's key"
+    );
+}
+
 const BROKEN: &str = "\
 listen: 127.0.0.1:8080
 upstream:
