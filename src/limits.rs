@@ -49,6 +49,9 @@ pub struct LimitSet {
     pub structured_policy: Option<http::HeaderValue>,
     /// The structured item name of each window, rates then quota.
     pub window_names: Vec<String>,
+    /// The limit of each window as a header value, rates then quota: built once,
+    /// cloned onto every response.
+    pub limit_values: Vec<(u64, http::HeaderValue)>,
 }
 
 impl LimitSet {
@@ -73,6 +76,10 @@ impl LimitSet {
         }
         LimitSet {
             name: name.to_owned(),
+            limit_values: windows
+                .iter()
+                .map(|&(limit, _)| (limit, headers::number(limit)))
+                .collect(),
             draft_policy: headers::draft_policy(&windows),
             structured_policy: headers::structured_policy(&window_names, &windows),
             window_names,

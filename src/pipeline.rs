@@ -613,7 +613,9 @@ impl Generation {
         }
     }
 
-    /// Answers one request, noting in `trace` how.
+    /// Answers one request, noting in `trace` how. The rare branches (the OAuth and
+    /// lifecycle endpoints, payments, a JWKS refetch) are boxed: their futures would
+    /// otherwise make this one several kilobytes, copied on every request.
     async fn handle(
         &self,
         request: Request<Incoming>,
@@ -643,15 +645,16 @@ impl Generation {
                             .client_address(conn.peer.ip(), request.headers()),
                         origin: origin(config, host),
                     };
-                    self.finish(self.oauth.token(config, request, caller).await, host)
+                    let answer = Box::pin(self.oauth.token(config, request, caller)).await;
+                    self.finish(answer, host)
                 }
-                Local::Revoke => self.finish(
-                    self.oauth
-                        .revoke(config, request, self.agent_auth.as_ref())
-                        .await,
-                    host,
-                ),
-                Local::Lifecycle(endpoint) => self.lifecycle(endpoint, request, conn, host).await,
+                Local::Revoke => {
+                    let revoke = self.oauth.revoke(config, request, self.agent_auth.as_ref());
+                    self.finish(Box::pin(revoke).await, host)
+                }
+                Local::Lifecycle(endpoint) => {
+                    Box::pin(self.lifecycle(endpoint, request, conn, host)).await
+                }
             };
         }
         let grant = match admit(config, &self.keys, &self.tokens, &request, &path) {
@@ -669,7 +672,7 @@ impl Generation {
                     _ => None,
                 };
                 let refetched = match token {
-                    Some(token) => self.tokens.refetch_keys_for(token).await,
+                    Some(token) => Box::pin(self.tokens.refetch_keys_for(token)).await,
                     None => false,
                 };
                 let again = if refetched {
@@ -709,7 +712,7 @@ impl Generation {
             (None, _) => None,
             (Some(Exceeded::Quota), Some(x402)) => {
                 self.meters.quota_exceeded(usize::from(tier_of(&grant).0));
-                match self.pay(x402, &request, host, unix).await {
+                match Box::pin(self.pay(x402, &request, host, unix)).await {
                     Ok(paid) => Some(paid),
                     Err(response) => return limited(response),
                 }
@@ -753,9 +756,8 @@ impl Generation {
         };
         trace.upstream = Some(forwarded.elapsed());
         if let (Some((payment, resource)), Some(x402)) = (payment, &self.x402) {
-            response = self
-                .settle(x402, &payment, &resource, &subject, response, host, unix)
-                .await;
+            let settle = self.settle(x402, &payment, &resource, &subject, response, host, unix);
+            response = Box::pin(settle).await;
         }
         limited(response)
     }

@@ -231,7 +231,7 @@ impl Upstream {
         let affine = !self.http2 && !upgrade && request.version() < Version::HTTP_2;
         self.rewrite(&mut request, &outbound, conn, upgrade, !affine);
         let Target::Http(http) = &self.target else {
-            return Ok(echo::answer(request).await);
+            return Ok(Box::pin(echo::answer(request)).await);
         };
         let sent = if affine {
             tokio::time::timeout(self.response_timeout, self.send_affine(http, conn, request)).await
@@ -293,7 +293,13 @@ impl Upstream {
         loop {
             let sender = match slot.as_mut() {
                 Some((id, sender)) if *id == self.id && !sender.is_closed() => sender,
-                _ => &mut slot.insert((self.id, self.connect(http).await?)).1,
+                // Once per connection: boxed, so that its future does not weigh on
+                // every request's.
+                _ => {
+                    &mut slot
+                        .insert((self.id, Box::pin(self.connect(http)).await?))
+                        .1
+                }
             };
             if sender.ready().await.is_err() {
                 *slot = None;

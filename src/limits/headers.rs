@@ -83,13 +83,27 @@ static NUMBERS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
         .collect()
 });
 
-/// A header value holding `n`.
+/// A header value holding `n`: from the table below [`TABLED`], else formatted on
+/// the stack and copied into one exact-size allocation.
 #[must_use]
 pub fn number(n: u64) -> HeaderValue {
-    match usize::try_from(n).ok().and_then(|i| NUMBERS.get(i)) {
-        Some(value) => value.clone(),
-        None => HeaderValue::from(n),
+    if let Some(value) = usize::try_from(n).ok().and_then(|i| NUMBERS.get(i)) {
+        return value.clone();
     }
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    let mut rest = n;
+    loop {
+        start -= 1;
+        // `rest % 10` is a single digit.
+        digits[start] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&digits[start..]))
+        .unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 /// The draft-06 `RateLimit-Policy` of a limit set: `10;w=1, 300;w=60`.
@@ -127,8 +141,16 @@ pub fn write(headers: &mut HeaderMap, verdict: &Verdict<'_>, styles: Styles, uni
         return;
     };
     let limits: &LimitSet = verdict.limits;
+    let limit = || match limits
+        .limit_values
+        .iter()
+        .find(|(l, _)| *l == tightest.limit)
+    {
+        Some((_, value)) => value.clone(),
+        None => number(tightest.limit),
+    };
     if styles.draft {
-        headers.insert(LIMIT, number(tightest.limit));
+        headers.insert(LIMIT, limit());
         headers.insert(REMAINING, number(tightest.remaining));
         headers.insert(RESET, number(tightest.reset_secs));
         if let Some(policy) = &limits.draft_policy {
@@ -155,10 +177,10 @@ pub fn write(headers: &mut HeaderMap, verdict: &Verdict<'_>, styles: Styles, uni
         }
     }
     if styles.legacy {
-        headers.insert(X_LIMIT, number(tightest.limit));
+        headers.insert(X_LIMIT, limit());
         headers.insert(X_REMAINING, number(tightest.remaining));
         let reset = u64::try_from(unix_now).unwrap_or(0) + tightest.reset_secs;
-        headers.insert(X_RESET, HeaderValue::from(reset));
+        headers.insert(X_RESET, number(reset));
     }
 }
 
@@ -250,6 +272,7 @@ mod tests {
         assert_eq!(number(0), "0");
         assert_eq!(number(9_999), "9999");
         assert_eq!(number(10_000), "10000");
+        assert_eq!(number(1_000_000), "1000000");
         assert_eq!(number(u64::MAX), u64::MAX.to_string().as_str());
     }
 }

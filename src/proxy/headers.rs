@@ -45,6 +45,11 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
 /// `Host` is never removed this way: a client listing it in `Connection` must not
 /// be able to choose what the upstream is told about the host.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the few names present is cheaper than
+    // hashing each of the seven for a lookup.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     if headers.contains_key(CONNECTION) {
         let named: Vec<HeaderName> = headers
             .get_all(CONNECTION)
