@@ -9,6 +9,7 @@
 //! sentence for a human, `docs` the section of `/auth.md` that explains the recovery.
 //! No variant carries a secret, so no answer can echo one.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -561,6 +562,7 @@ impl Responder {
         let (_, error, code, (mut message, section)) =
             describe(rejection, &self.scopes, &self.tiers);
         if let Some(detail) = detail {
+            let message = message.to_mut();
             message.push_str(": ");
             message.push_str(detail);
         }
@@ -587,15 +589,22 @@ fn describe(
     rejection: &Rejection,
     scopes: &ScopeRegistry,
     tiers: &Tiers,
-) -> (StatusCode, &'static str, &'static str, (String, Section)) {
+) -> (
+    StatusCode,
+    &'static str,
+    &'static str,
+    (Cow<'static, str>, Section),
+) {
     use Rejection as R;
-    let text = |s: &str, section| (s.to_owned(), section);
+    fn text(s: impl Into<Cow<'static, str>>, section: Section) -> (Cow<'static, str>, Section) {
+        (s.into(), section)
+    }
     match rejection {
         R::InvalidPath(e) => (
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "INVALID_PATH",
-            text(&format!("{e}; send the path without it"), Section::Errors),
+            text(format!("{e}; send the path without it"), Section::Errors),
         ),
         R::RouteNotFound => (
             StatusCode::NOT_FOUND,
@@ -607,10 +616,7 @@ fn describe(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
             "METHOD_NOT_ALLOWED",
-            text(
-                &format!("this path accepts only {allowed}"),
-                Section::Errors,
-            ),
+            text(format!("this path accepts only {allowed}"), Section::Errors),
         ),
         R::AmbiguousCredentials => (
             StatusCode::BAD_REQUEST,
@@ -658,7 +664,7 @@ fn describe(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             "FORBIDDEN",
-            (
+            text(
                 format!(
                     "the credential lacks the scope(s) this route requires: {}",
                     scopes.names(missing)
@@ -670,7 +676,7 @@ fn describe(
             StatusCode::FORBIDDEN,
             "insufficient_tier",
             "INSUFFICIENT_TIER",
-            (
+            text(
                 format!(
                     "this route needs the `{}` tier or higher; claim or upgrade the credential",
                     tiers.get(*required).name
@@ -692,7 +698,7 @@ fn describe(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limit_exceeded",
             "RATE_LIMIT_EXCEEDED",
-            (
+            text(
                 format!(
                     "too many requests; retry after {retry_after} s (see the RateLimit headers)"
                 ),
