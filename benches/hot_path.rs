@@ -2,7 +2,9 @@
 //! as a number before it shows up as a slow proxy: path normalisation, route lookup,
 //! credential extraction and key verification (10 keys vs 1,000,000), and the whole
 //! admission decision for an allowed key, an anonymous agent and a 401; access
-//! tokens (EdDSA and ES256), verified cold and from the verified-token cache.
+//! tokens (EdDSA and ES256), verified cold and from the verified-token cache; the
+//! header hygiene of a forwarded request; and the rejection responses. The rate
+//! limiter and the metrics have benches of their own (`limits`, `metrics`).
 //!
 //! `cargo bench --bench hot_path`
 
@@ -21,6 +23,8 @@ use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::credentials::{KeyEntry, KeyHash, KeyTable, api_key};
 use authmd_proxy::pipeline::admit;
 use authmd_proxy::policy::normalize_path;
+use authmd_proxy::proxy::headers;
+use authmd_proxy::rejection::Rejection;
 use authmd_proxy::scope::ScopeSet;
 use authmd_proxy::store::sync::Compiler;
 use authmd_proxy::tier::TierId;
@@ -231,12 +235,84 @@ fn admission(c: &mut Criterion) {
     group.finish();
 }
 
+/// What `proxy::Upstream::forward` does to a request's headers on its way out.
+fn forward_headers(c: &mut Criterion) {
+    let typical = {
+        let mut r = request(
+            Method::GET,
+            "/api/v1/offers",
+            Some(("x-api-key", WRITER_KEY)),
+        );
+        let h = r.headers_mut();
+        h.insert("host", "api.example.com".parse().unwrap());
+        h.insert("user-agent", "agent/1.0".parse().unwrap());
+        h.insert("accept", "application/json".parse().unwrap());
+        r
+    };
+    let keep_alive = {
+        let mut r = typical.clone();
+        r.headers_mut()
+            .insert("connection", "keep-alive".parse().unwrap());
+        r
+    };
+    let peer = http::HeaderValue::from_static("10.1.2.3");
+    let mut group = c.benchmark_group("forward_headers");
+    for (name, req) in [
+        ("no_hop_by_hop", &typical),
+        ("connection_keep_alive", &keep_alive),
+    ] {
+        group.bench_function(format!("strip_hop_by_hop_{name}"), |b| {
+            b.iter_batched_ref(
+                || req.headers().clone(),
+                |h| headers::strip_hop_by_hop(black_box(h), false),
+                BatchSize::SmallInput,
+            )
+        });
+    }
+    group.bench_function("strip_identity", |b| {
+        b.iter_batched_ref(
+            || typical.headers().clone(),
+            |h| headers::strip_identity(black_box(h)),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("set_forwarded", |b| {
+        b.iter_batched_ref(
+            || typical.headers().clone(),
+            |h| headers::set_forwarded(black_box(h), &peer, "https"),
+            BatchSize::SmallInput,
+        )
+    });
+    group.finish();
+}
+
+/// The JSON envelopes of the common refusals, with their headers.
+fn rejections(c: &mut Criterion) {
+    let config = config();
+    let responder = &config.responders[0];
+    let missing = config.scopes.granted(["offers:delete"]).unwrap();
+    let mut group = c.benchmark_group("respond");
+    group.bench_function("invalid_api_key_401", |b| {
+        b.iter(|| black_box(responder.respond(Rejection::InvalidApiKey, None)))
+    });
+    group.bench_function("missing_credential_401", |b| {
+        b.iter(|| black_box(responder.respond(Rejection::MissingCredential, None)))
+    });
+    group.bench_function("insufficient_scope_403", |b| {
+        b.iter(|| black_box(responder.respond(Rejection::InsufficientScope { missing }, None)))
+    });
+    group.bench_function("rate_limited_429", |b| {
+        b.iter(|| black_box(responder.respond(Rejection::RateLimited { retry_after: 3 }, None)))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
         .sample_size(50);
-    targets = paths, routes, keys, access_tokens, admission
+    targets = paths, routes, keys, access_tokens, admission, forward_headers, rejections
 }
 criterion_main!(benches);

@@ -1295,7 +1295,7 @@ impl Loader {
                 );
                 continue;
             }
-            if keys.iter().any(|(_, k)| k.id == key.id) {
+            if keys.iter().any(|(_, k)| *k.id == *key.id) {
                 self.error(
                     &join(&path, "id"),
                     format!("key id `{}` is used twice", key.id),

@@ -181,7 +181,7 @@ impl OAuth {
                         .to_str()
                         .unwrap_or_default()
                         .to_owned(),
-                    Some(entry.id.clone()),
+                    Some(entry.id.to_string()),
                     scopes,
                     entry.tier,
                 ))
@@ -227,7 +227,7 @@ impl OAuth {
         let entry = checksum_ok
             .then(|| self.keys.get(&KeyHash::of(key)))
             .flatten()
-            .filter(|e| e.is_live() && e.id == id)
+            .filter(|e| e.is_live() && &*e.id == id)
             .ok_or(refused)?;
         self.keys.touch(&entry);
         Ok(entry)
@@ -256,7 +256,7 @@ impl OAuth {
             })?;
         let client = match auth {
             ClientAuth::Secret { id, secret, basic } => {
-                Some(self.client(config, id, secret, *basic)?.id.clone())
+                Some(self.client(config, id, secret, *basic)?.id.to_string())
             }
             ClientAuth::IdOnly(id) => Some(id.clone()),
             ClientAuth::None => None,

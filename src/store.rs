@@ -349,6 +349,17 @@ impl Store {
         dispatch!(self.changed_since(since_ms))
     }
 
+    /// One page of every key: at most `limit` keys whose id sorts after `after`, in
+    /// id order, and the store clock read before them. The first full load goes page
+    /// by page, so that a million stored keys are never all held twice.
+    pub async fn keys_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<KeyRecord>, i64), StoreError> {
+        dispatch!(self.keys_after(after, limit))
+    }
+
     /// One key by id.
     pub async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         dispatch!(self.key(id))

@@ -291,6 +291,34 @@ async fn changed_since_follows_the_store_clock(place: &Place) {
     assert!(nothing.is_empty());
 }
 
+/// The first full load reads every key page by page, revoked ones included.
+async fn keys_come_in_pages_in_id_order(place: &Place) {
+    let store = place.open().await;
+    for id in ["key_c", "key_a", "key_e", "key_b", "key_d"] {
+        store.insert_key(&key(id, "acct1")).await.unwrap();
+    }
+    store.revoke_key("key_d", NOW).await.unwrap();
+    let mut pages = Vec::new();
+    let mut after = String::new();
+    loop {
+        let (page, _) = store.keys_after(&after, 2).await.unwrap();
+        let ids: Vec<String> = page.into_iter().map(|k| k.id).collect();
+        let Some(last) = ids.last().cloned() else {
+            break;
+        };
+        pages.push(ids);
+        after = last;
+    }
+    assert_eq!(
+        pages,
+        [
+            vec!["key_a", "key_b"],
+            vec!["key_c", "key_d"],
+            vec!["key_e"]
+        ]
+    );
+}
+
 async fn last_used_is_recorded_in_batches_and_never_moves_back(place: &Place) {
     let store = place.open().await;
     store.insert_key(&key("key_a", "acct1")).await.unwrap();
@@ -561,6 +589,7 @@ conformance!(
     rotation_replaces_the_secret,
     revocation_is_final,
     changed_since_follows_the_store_clock,
+    keys_come_in_pages_in_id_order,
     last_used_is_recorded_in_batches_and_never_moves_back,
     registration_is_stored_with_its_key_atomically,
     a_claim_raises_the_key_in_place_once,

@@ -27,6 +27,7 @@ PIN="${PIN:-1}"                         # 0: let the scheduler place everything
 SERVER_CPUS="${SERVER_CPUS:-0}"         # the upstream and the server under test share these
 LOADGEN_CPUS="${LOADGEN_CPUS:-1}"       # wrk's
 COOLDOWN="${COOLDOWN:-1}"               # idle seconds between runs
+KEYS="${KEYS:-1000000}"                 # stored keys for the memory measurement (0: skip it)
 OUT="${OUT:-$ROOT/target/bench-e2e/$(date +%Y%m%d-%H%M%S)}"
 ENVOY="${ENVOY:-$(command -v envoy || python3 -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null || true)}"
 
@@ -242,6 +243,41 @@ for rep in $(seq 1 "$REPS"); do
     done
   done
 done
+
+# ---- memory with many stored keys --------------------------------------------
+# The proxy restarted over a store holding KEYS keys (rows written as the SQLite
+# store writes them): its resident memory once /readyz says every key is loaded.
+if [[ "$KEYS" -gt 0 ]]; then
+  kill -TERM "${PID[authmd]}"; wait "${PID[authmd]}" 2>/dev/null || true
+  say "writing $KEYS keys into the store"
+  python3 - "$RUN/data/authmd.sqlite3" "$KEYS" <<'PY'
+import os, sqlite3, sys, time
+db = sqlite3.connect(sys.argv[1])
+now = int(time.time())
+rows = ((f"bench-{i}", os.urandom(32), "bk_live", f"key {i}", "bench", "bench:read", "bench", now, now * 1000)
+        for i in range(int(sys.argv[2])))
+db.executemany("INSERT INTO keys (id, hash, prefix, name, owner, scopes, tier, created_at, updated_at) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+db.commit()
+PY
+  started=$(date +%s.%N)
+  start authmd-keys 8090 "$PROXY" run --config "$HERE/authmd.yaml" --data-dir "$RUN/data" \
+    --admin-listen 127.0.0.1:9091
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9091/readyz)" == 200 ]]; do
+    kill -0 "${PID[authmd-keys]}" 2>/dev/null || die "the proxy exited while loading keys"
+    sleep 0.2
+  done
+  ready=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "X-Api-Key: $API_KEY" http://127.0.0.1:8090/v1/bench)
+  {
+    echo "keys_loaded $KEYS"
+    echo "keys_ready_s $ready"
+    echo "keys_rss_kb $(awk '/^VmRSS/ {print $2}' /proc/"${PID[authmd-keys]}"/status)"
+    echo "keys_peak_kb $(awk '/^VmHWM/ {print $2}' /proc/"${PID[authmd-keys]}"/status)"
+    echo "keys_request_status $code"
+  } >>"$OUT/env.txt"
+  say "$KEYS keys loaded in ${ready}s"
+fi
 
 python3 "$HERE/summarize.py" "$OUT" | tee "$OUT/summary.md"
 say "kept in $OUT"

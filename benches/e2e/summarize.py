@@ -57,13 +57,17 @@ def main():
     out = Path(sys.argv[1])
     rows = load(out)
     env = (out / "env.txt").read_text() if (out / "env.txt").exists() else ""
-    idle = {}
+    idle, keys = {}, {}
     for line in env.splitlines():
         if line.startswith("idle_rss_kb "):
             _, target, kb = line.split()
             idle[target] = int(kb) / 1024
+        elif line.startswith("keys_"):
+            name, value = line.split()
+            keys[name] = value
     print("# authmd-proxy end-to-end benchmark\n")
-    print("```\n" + "\n".join(l for l in env.splitlines() if not l.startswith("idle_rss_kb")) + "\n```\n")
+    measured = ("idle_rss_kb", "keys_")
+    print("```\n" + "\n".join(l for l in env.splitlines() if not l.startswith(measured)) + "\n```\n")
     print("Medians over repetitions. In each cell: the value, then its ratio to the direct "
           "upstream (d) and to nginx (n) at the same connection count. CPU is the server's "
           "own (for direct: the upstream's). Spread: (max − min) / median of req/s.\n")
@@ -103,10 +107,15 @@ def main():
         print("\n".join(rows_out) + "\n")
     if idle:
         print("Idle RSS before the load: " + ", ".join(f"{t} {mb:.1f} MiB" for t, mb in sorted(idle.items())) + "\n")
-    check_targets(med, idle)
+    if keys:
+        print(f"authmd-proxy with {int(keys['keys_loaded']):,} stored keys: RSS "
+              f"{int(keys['keys_rss_kb']) / 1024:.0f} MiB once ready (peak {int(keys['keys_peak_kb']) / 1024:.0f} MiB "
+              f"while loading), ready {keys['keys_ready_s']} s after start; the benchmark key then got "
+              f"{keys['keys_request_status']}.\n")
+    check_targets(med, idle, keys)
 
 
-def check_targets(med, idle):
+def check_targets(med, idle, keys):
     """The issue's targets, on this run's numbers."""
     checks = []
 
@@ -135,6 +144,9 @@ def check_targets(med, idle):
             checks.append((f"401, {c} conns: req/s ≥ nginx's ({ours / theirs:.2f}×)", ours >= theirs))
     if "authmd" in idle:
         checks.append((f"idle RSS < 20 MB ({idle['authmd'] * 1.048576:.1f} MB)", idle["authmd"] * 1.048576 < 20))
+    if keys.get("keys_loaded") == "1000000":
+        mb = int(keys["keys_rss_kb"]) * 1024 / 1e6
+        checks.append((f"RSS with 1,000,000 keys loaded < 400 MB ({mb:.0f} MB)", mb < 400))
     if checks:
         print("## Targets\n")
         for text, ok in checks:

@@ -14,6 +14,7 @@ use super::{
     requested_scopes, rfc3339,
 };
 use crate::config::Config;
+use crate::credentials::KeyEntry;
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::store::{KeyRecord, Rotation, unix_now};
@@ -60,6 +61,18 @@ struct CreateBody {
 }
 
 impl AgentAuth {
+    /// The owner account of the calling key: in the store (the table does not keep
+    /// it, to stay small with a million keys), or `static:<id>` for a config key.
+    async fn owner_of(&self, caller: &KeyEntry) -> Result<String, Failure> {
+        if caller.is_static {
+            return Ok(format!("static:{}", caller.id));
+        }
+        match self.store.key(&caller.id).await? {
+            Some(record) => Ok(record.owner),
+            None => Err(Rejection::InvalidApiKey.into()),
+        }
+    }
+
     /// `GET keys` and `POST keys`.
     pub async fn keys(&self, config: &Config, request: Request<Incoming>) -> Answer {
         match *request.method() {
@@ -84,12 +97,12 @@ impl AgentAuth {
         let caller = authenticate(config, &self.keys, request.headers())?;
         let record = match self.store.key(id).await? {
             Some(record) if record.revoked_at.is_none() => record,
-            _ if config.keys.iter().any(|(_, k)| k.id == id) => {
+            _ if config.keys.iter().any(|(_, k)| &*k.id == id) => {
                 return Err(LifecycleError::KeyNotManaged.into());
             }
             _ => return Err(LifecycleError::KeyNotFound.into()),
         };
-        if record.owner != caller.owner {
+        if record.owner != self.owner_of(&caller).await? {
             return Err(LifecycleError::NotKeyOwner.into());
         }
         if rotate {
@@ -128,7 +141,7 @@ impl AgentAuth {
 
     async fn list(&self, config: &Config, request: &Request<Incoming>) -> Answer {
         let caller = authenticate(config, &self.keys, request.headers())?;
-        let records = self.store.keys_of(&caller.owner).await?;
+        let records = self.store.keys_of(&self.owner_of(&caller).await?).await?;
         let keys: Vec<KeyView<'_>> = records.iter().map(|r| KeyView::of(r, None)).collect();
         Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
     }
@@ -164,7 +177,8 @@ impl AgentAuth {
                 format!("the key lacks {}", config.scopes.names(&beyond)),
             ));
         }
-        let owned = self.store.keys_of(&caller.owner).await?;
+        let owner = self.owner_of(&caller).await?;
+        let owned = self.store.keys_of(&owner).await?;
         if owned.len() >= config.lifecycle.keys.max_keys_per_owner {
             return Err(LifecycleError::KeyLimitReached.into());
         }
@@ -180,7 +194,7 @@ impl AgentAuth {
             hash: new.hash,
             prefix: config.lifecycle.keys.prefix.clone(),
             name,
-            owner: caller.owner.clone(),
+            owner,
             scopes: unique,
             tier: config.tiers.get(caller.tier).name.clone(),
             created_at: unix_now(),

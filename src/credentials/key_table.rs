@@ -24,8 +24,9 @@ use crate::tier::TierId;
 /// What the proxy knows about one key.
 #[derive(Debug)]
 pub struct KeyEntry {
-    /// Public id, used in URLs and as the principal id.
-    pub id: String,
+    /// Public id, used in URLs and as the principal id; shared with the table's
+    /// writer state (one allocation per key, not two).
+    pub id: Arc<str>,
     /// The compiled scopes, wildcards expanded.
     pub scopes: ScopeSet,
     /// Trust tier.
@@ -34,8 +35,6 @@ pub struct KeyEntry {
     pub principal_header: HeaderValue,
     /// Space-separated scopes, ready for `X-Authmd-Scopes`.
     pub scopes_header: HeaderValue,
-    /// The account that owns the key (see [`crate::store::KeyRecord::owner`]).
-    pub owner: String,
     /// The entry stops working at this unix time.
     pub expires_at: Option<i64>,
     /// Declared in the config (not in the store): cannot be rotated or revoked
@@ -76,11 +75,20 @@ pub enum Change {
     },
 }
 
-/// What the writers know of one key id.
+/// What the writers know of one key id: the version of the last change applied and
+/// the secrets it made valid (a current one, and one in its rotation grace period),
+/// inline rather than in a vector of their own: a million keys keep a million.
 #[derive(Debug)]
 struct IdState {
     updated_at: i64,
-    hashes: Vec<KeyHash>,
+    current: Option<KeyHash>,
+    previous: Option<Box<KeyHash>>,
+}
+
+impl IdState {
+    fn hashes(&self) -> impl Iterator<Item = &KeyHash> {
+        self.current.iter().chain(self.previous.as_deref())
+    }
 }
 
 /// Concurrent map from key hash to entry.
@@ -95,7 +103,7 @@ pub struct KeyTable {
     /// The seed of those id hashes.
     id_hasher: foldhash::fast::RandomState,
     /// Per id: its hashes and the version of the last change applied.
-    writers: tokio::sync::Mutex<HashMap<String, IdState>>,
+    writers: tokio::sync::Mutex<HashMap<Arc<str>, IdState>>,
     /// Coarse unix seconds for last-used stamps, advanced by the store follower.
     clock: AtomicI64,
 }
@@ -121,7 +129,7 @@ impl KeyTable {
         self.live
             .pin()
             .get(&self.id_key(id))
-            .is_some_and(|entry| entry.id == id && entry.is_live())
+            .is_some_and(|entry| &*entry.id == id && entry.is_live())
     }
 
     fn id_key(&self, id: &str) -> u64 {
@@ -141,41 +149,49 @@ impl KeyTable {
             let newer = updated_at > state.updated_at;
             let removes = updated_at == state.updated_at
                 && matches!(change, Change::Gone { .. })
-                && !state.hashes.is_empty();
+                && state.current.is_some();
             if !newer && !removes {
                 return false;
             }
         }
         let map = self.map.pin();
-        let new_hashes: Vec<KeyHash> = match &change {
-            Change::Live { hashes, .. } => hashes.iter().map(|(h, _)| *h).collect(),
-            Change::Gone { .. } => Vec::new(),
+        let live: &[(KeyHash, Arc<KeyEntry>)] = match &change {
+            Change::Live { hashes, .. } => hashes,
+            Change::Gone { .. } => &[],
+        };
+        let mut hashes = live.iter().map(|(h, _)| *h);
+        let state = IdState {
+            updated_at,
+            current: hashes.next(),
+            previous: hashes.next().map(Box::new),
         };
         if let Some(old) = writers.get(id) {
-            for hash in old.hashes.iter().filter(|h| !new_hashes.contains(h)) {
+            for hash in old.hashes().filter(|h| !state.hashes().any(|n| n == *h)) {
                 map.remove(hash);
             }
         }
-        match change {
+        let name = match change {
             Change::Live { hashes, .. } => {
-                if let Some((_, current)) = hashes.first() {
+                let name = hashes.first().map(|(_, current)| {
                     self.live.pin().insert(self.id_key(id), current.clone());
-                }
+                    current.id.clone()
+                });
                 for (hash, entry) in hashes {
                     map.insert(hash, entry);
                 }
+                name
             }
             Change::Gone { .. } => {
                 self.live.pin().remove(&self.id_key(id));
+                None
+            }
+        };
+        match writers.get_mut(id) {
+            Some(known) => *known = state,
+            None => {
+                writers.insert(name.unwrap_or_else(|| Arc::from(id)), state);
             }
         }
-        writers.insert(
-            id.to_owned(),
-            IdState {
-                updated_at,
-                hashes: new_hashes,
-            },
-        );
         true
     }
 
@@ -202,7 +218,7 @@ impl KeyTable {
         for entry in map.values() {
             let at = entry.last_used.load(Ordering::Relaxed);
             if !entry.is_static && at >= since && at > 0 {
-                let seen = latest.entry(entry.id.as_str()).or_insert(at);
+                let seen = latest.entry(&*entry.id).or_insert(at);
                 *seen = (*seen).max(at);
             }
         }
@@ -266,8 +282,7 @@ impl KeyEntry {
         let principal_header = HeaderValue::from_str(&format!("key:{id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("key"));
         KeyEntry {
-            owner: format!("static:{id}"),
-            id,
+            id: Arc::from(id),
             scopes,
             tier,
             principal_header,

@@ -431,6 +431,24 @@ impl PostgresStore {
         .await
     }
 
+    pub(super) async fn keys_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<KeyRecord>, i64), StoreError> {
+        self.run(async |c| {
+            let clock: i64 = column(&c.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await?, 0)?;
+            let keys = query_keys(
+                c,
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id > $1 ORDER BY id LIMIT $2"),
+                &[&after, &i64::from(limit)],
+            )
+            .await?;
+            Ok((keys, clock))
+        })
+        .await
+    }
+
     pub(super) async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         self.run(async |c| key_by_id(c, id).await).await
     }

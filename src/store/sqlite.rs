@@ -193,6 +193,24 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn keys_after(
+        &self,
+        after: &str,
+        limit: u32,
+    ) -> Result<(Vec<KeyRecord>, i64), StoreError> {
+        let after = after.to_owned();
+        self.call(move |c| {
+            let clock = unix_now_ms();
+            let keys = query_keys(
+                c,
+                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id > ?1 ORDER BY id LIMIT ?2"),
+                params![after, limit],
+            )?;
+            Ok((keys, clock))
+        })
+        .await
+    }
+
     pub(super) async fn key(&self, id: &str) -> Result<Option<KeyRecord>, StoreError> {
         let id = id.to_owned();
         self.call(move |c| key_by_id(c, &id)).await

@@ -94,7 +94,6 @@ impl Compiler {
         let entry = |expires_at: Option<i64>| {
             let mut entry = KeyEntry::new(record.id.clone(), granted, tier, header.clone());
             entry.limits.clone_from(&limits);
-            entry.owner.clone_from(&record.owner);
             entry.expires_at = expires_at;
             entry.is_static = false;
             if let Some(at) = record.last_used_at {
@@ -164,12 +163,25 @@ pub async fn load_all(
     table: &KeyTable,
     compiler: &Compiler,
 ) -> Result<i64, StoreError> {
-    let (records, clock) = store.changed_since(0).await?;
-    for record in &records {
-        compiler.apply(table, record).await;
+    let mut after = String::new();
+    let mut clock = None;
+    loop {
+        let (records, at) = store.keys_after(&after, LOAD_PAGE).await?;
+        // The first page's clock: whatever changed while the later pages were read
+        // is read again by the first resync, which starts from it.
+        let clock = *clock.get_or_insert(at);
+        for record in &records {
+            compiler.apply(table, record).await;
+        }
+        match records.last() {
+            Some(last) if records.len() == LOAD_PAGE as usize => after.clone_from(&last.id),
+            _ => return Ok(clock),
+        }
     }
-    Ok(clock)
 }
+
+/// Keys read per query by the first full load.
+const LOAD_PAGE: u32 = 10_000;
 
 /// Starts the follower. It first loads every key (retrying with backoff while the
 /// store is unreachable), then follows.
