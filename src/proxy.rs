@@ -389,6 +389,10 @@ impl Upstream {
         absolute: bool,
     ) {
         let headers = request.headers_mut();
+        // Room for X-Forwarded-For/-Proto/-Host and the three identity headers at
+        // once: the parsed map is sized for what the client sent, and growing it
+        // insert by insert would reallocate it more than once.
+        headers.reserve(6);
         headers::strip_hop_by_hop(headers, upgrade);
         headers::strip_identity(headers);
         for name in outbound.consumed {
