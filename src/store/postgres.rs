@@ -417,16 +417,8 @@ impl PostgresStore {
         since_ms: i64,
     ) -> Result<(Vec<KeyRecord>, i64), StoreError> {
         self.run(async |c| {
-            // The clock is read first: a change committed after it is found by the
-            // next call, which starts from (a little before) this clock.
-            let clock: i64 = column(&c.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await?, 0)?;
-            let keys = query_keys(
-                c,
-                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE updated_at >= $1"),
-                &[&since_ms],
-            )
-            .await?;
-            Ok((keys, clock))
+            let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE updated_at >= $1");
+            clocked_keys(c, &sql, &[&since_ms]).await
         })
         .await
     }
@@ -437,14 +429,8 @@ impl PostgresStore {
         limit: u32,
     ) -> Result<(Vec<KeyRecord>, i64), StoreError> {
         self.run(async |c| {
-            let clock: i64 = column(&c.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await?, 0)?;
-            let keys = query_keys(
-                c,
-                &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id > $1 ORDER BY id LIMIT $2"),
-                &[&after, &i64::from(limit)],
-            )
-            .await?;
-            Ok((keys, clock))
+            let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE id > $1 ORDER BY id LIMIT $2");
+            clocked_keys(c, &sql, &[&after, &i64::from(limit)]).await
         })
         .await
     }
@@ -1117,6 +1103,17 @@ async fn key_by_id(c: &impl GenericClient, id: &str) -> Result<Option<KeyRecord>
     .as_ref()
     .map(key_from_row)
     .transpose()
+}
+
+/// The keys a query selects, and the store clock read just before it: a change
+/// committed after the clock is found by the next query from (a little before) it.
+async fn clocked_keys(
+    c: &impl GenericClient,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+) -> Result<(Vec<KeyRecord>, i64), Failure> {
+    let clock: i64 = column(&c.query_one(&format!("SELECT {DB_NOW_MS}"), &[]).await?, 0)?;
+    Ok((query_keys(c, sql, params).await?, clock))
 }
 
 async fn query_keys(
