@@ -204,7 +204,7 @@ TICK=$(getconf CLK_TCK)
   [[ -x "$ENVOY" ]] && echo "envoy: $("$ENVOY" --version | grep -o 'version: [^ ]*')"
   echo "pin=$PIN server_cpus=$SERVER_CPUS loadgen_cpus=$LOADGEN_CPUS duration=${DURATION}s reps=$REPS conns=[$CONNS]"
   for t in "${!PID[@]}"; do
-    [[ "$t" == upstream ]] && continue
+    has "$TARGETS" "$t" || continue
     # shellcheck disable=SC2046
     echo "idle_rss_kb $t $(rss_kb $(tree "${PID[$t]}"))"
   done
