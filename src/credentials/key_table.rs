@@ -278,11 +278,17 @@ impl KeyEntry {
     /// space-separated scope names (see [`scopes_header`]), which entries with the
     /// same scopes may share.
     #[must_use]
-    pub fn new(id: String, scopes: ScopeSet, tier: TierId, scopes_header: HeaderValue) -> KeyEntry {
+    pub fn new(
+        id: impl Into<Arc<str>>,
+        scopes: ScopeSet,
+        tier: TierId,
+        scopes_header: HeaderValue,
+    ) -> KeyEntry {
+        let id = id.into();
         let principal_header = HeaderValue::from_str(&format!("key:{id}"))
             .unwrap_or_else(|_| HeaderValue::from_static("key"));
         KeyEntry {
-            id: Arc::from(id),
+            id,
             scopes,
             tier,
             principal_header,
@@ -309,7 +315,7 @@ mod tests {
     fn entry(id: &str) -> Arc<KeyEntry> {
         let registry = ScopeRegistry::default();
         let mut entry = KeyEntry::new(
-            id.into(),
+            id,
             ScopeSet::EMPTY,
             TierId(1),
             scopes_header(&registry, &ScopeSet::EMPTY),

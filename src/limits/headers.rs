@@ -84,25 +84,16 @@ static NUMBERS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
 });
 
 /// A header value holding `n`: from the table below [`TABLED`], else formatted on
-/// the stack and copied into one exact-size allocation.
+/// the stack and copied into one exact-size allocation (`HeaderValue::from(u64)`
+/// takes two).
 #[must_use]
 pub fn number(n: u64) -> HeaderValue {
     if let Some(value) = usize::try_from(n).ok().and_then(|i| NUMBERS.get(i)) {
         return value.clone();
     }
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut rest = n;
-    loop {
-        start -= 1;
-        // `rest % 10` is a single digit.
-        digits[start] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&digits[start..]))
+    let mut digits = itoa::Buffer::new();
+    let text = digits.format(n).as_bytes();
+    HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(text))
         .unwrap_or_else(|_| HeaderValue::from(n))
 }
 

@@ -91,8 +91,11 @@ impl Compiler {
                 }
             }
         });
+        // One id allocation for the key's entries (current and rotated-out secret)
+        // and the table's writer state.
+        let id: Arc<str> = Arc::from(record.id.as_str());
         let entry = |expires_at: Option<i64>| {
-            let mut entry = KeyEntry::new(record.id.clone(), granted, tier, header.clone());
+            let mut entry = KeyEntry::new(id.clone(), granted, tier, header.clone());
             entry.limits.clone_from(&limits);
             entry.expires_at = expires_at;
             entry.is_static = false;
