@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authmd_proxy::config::{Config, Overrides};
+use authmd_proxy::credentials::key_table::KeyProfile;
 use authmd_proxy::credentials::{KeyEntry, KeyHash, KeyTable, api_key};
 use authmd_proxy::pipeline::admit;
 use authmd_proxy::policy::normalize_path;
@@ -76,20 +77,22 @@ fn token(config: &Config, tokens: &Tokens) -> String {
 
 fn table_with(config: &Config, extra: usize) -> KeyTable {
     let table = KeyTable::default();
-    for (hash, entry) in &config.keys {
-        table.insert_static(*hash, entry.clone());
+    for entry in &config.keys {
+        table.insert_static(entry.clone());
     }
+    let profile = Arc::new(KeyProfile {
+        scopes: ScopeSet::EMPTY,
+        tier: TierId(1),
+        scopes_header: http::HeaderValue::from_static(""),
+        limits: None,
+        is_static: true,
+    });
     for i in 0..extra {
         // Random hashes stand in for minted keys: the table only ever sees hashes.
         let mut bytes = [0u8; 32];
         getrandom::fill(&mut bytes).unwrap();
-        let entry = KeyEntry::new(
-            format!("k{i}"),
-            ScopeSet::EMPTY,
-            TierId(1),
-            http::HeaderValue::from_static(""),
-        );
-        table.insert_static(KeyHash(bytes), Arc::new(entry));
+        let entry = KeyEntry::new(&format!("k{i}"), KeyHash(bytes), profile.clone()).unwrap();
+        table.insert_static(Arc::new(entry));
     }
     table
 }

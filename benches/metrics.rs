@@ -52,8 +52,8 @@ fn meters(config: &Config) -> Meters {
 fn overhead(c: &mut Criterion) {
     let config = config();
     let table = KeyTable::default();
-    for (hash, entry) in &config.keys {
-        table.insert_static(*hash, entry.clone());
+    for entry in &config.keys {
+        table.insert_static(entry.clone());
     }
     let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
     let tokens = Tokens::new(&config, None, &[], compiler, Arc::new(KeyTable::default()));

@@ -150,10 +150,10 @@ impl AgentAuth {
         let Some(entry) = self.keys.get(&KeyHash::of(key)) else {
             return Ok(0);
         };
-        if entry.is_static {
+        if entry.is_static() {
             return Err(LifecycleError::KeyNotManaged.into());
         }
-        match self.store.revoke_key(&entry.id, unix_now()).await? {
+        match self.store.revoke_key(entry.id(), unix_now()).await? {
             Some(record) => {
                 self.apply(&record).await;
                 tracing::info!(key = %record.id, "key revoked by its holder");

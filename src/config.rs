@@ -26,6 +26,7 @@ use http::{HeaderName, HeaderValue, Uri};
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+use crate::credentials::key_table::KeyProfile;
 use crate::credentials::{CredentialHeader, CredentialRules, KeyEntry, KeyHash, api_key};
 use crate::limits::LimitSet;
 use crate::policy::{
@@ -81,7 +82,7 @@ pub struct Config {
     /// Trust tiers, lowest first.
     pub tiers: Arc<Tiers>,
     /// Keys declared in the file by hash.
-    pub keys: Vec<(KeyHash, Arc<KeyEntry>)>,
+    pub keys: Vec<Arc<KeyEntry>>,
     /// The compiled policy.
     pub policy: RouteTable,
     /// Rejection answers, one responder per public origin (indexed by [`HostId`]).
@@ -1279,8 +1280,8 @@ impl Loader {
         raw: Vec<(String, raw::RawKey)>,
         registry: &ScopeRegistry,
         tiers: &Tiers,
-    ) -> Vec<(KeyHash, Arc<KeyEntry>)> {
-        let mut keys: Vec<(KeyHash, Arc<KeyEntry>)> = Vec::new();
+    ) -> Vec<Arc<KeyEntry>> {
+        let mut keys: Vec<Arc<KeyEntry>> = Vec::new();
         for (path, key) in raw {
             let valid_id = !key.id.is_empty()
                 && key.id.len() <= 64
@@ -1295,7 +1296,7 @@ impl Loader {
                 );
                 continue;
             }
-            if keys.iter().any(|(_, k)| *k.id == *key.id) {
+            if keys.iter().any(|k| k.id() == key.id) {
                 self.error(
                     &join(&path, "id"),
                     format!("key id `{}` is used twice", key.id),
@@ -1306,7 +1307,7 @@ impl Loader {
                 self.error(&join(&path, "hash"), "not a BLAKE3 hash; write `blake3:<64 hex digits>` as printed by `authmd-proxy keys hash`");
                 continue;
             };
-            if keys.iter().any(|(h, _)| *h == hash) {
+            if keys.iter().any(|k| k.hash == hash) {
                 self.error(&join(&path, "hash"), "this hash belongs to another key too");
                 continue;
             }
@@ -1335,15 +1336,23 @@ impl Loader {
                     }
                 },
             };
-            let header = crate::credentials::key_table::scopes_header(registry, &scopes);
-            let mut entry = KeyEntry::new(key.id.clone(), scopes, tier, header);
-            if key.rate_limits.is_some() || key.quota.is_some() {
+            let limits = (key.rate_limits.is_some() || key.quota.is_some()).then(|| {
                 let rates = key.rate_limits.as_deref().map(|r| self.rates(r, &path));
                 let quota = key.quota.as_deref().and_then(|q| self.quota(q, &path));
                 let base = &tiers.get(tier).limits;
-                entry.limits = Some(Arc::new(LimitSet::with_own(base, &key.id, rates, quota)));
+                Arc::new(LimitSet::with_own(base, &key.id, rates, quota))
+            });
+            let profile = Arc::new(KeyProfile {
+                scopes,
+                tier,
+                scopes_header: crate::credentials::key_table::scopes_header(registry, &scopes),
+                limits,
+                is_static: true,
+            });
+            // The id was checked above: letters, digits, `_` and `-` make a header value.
+            if let Some(entry) = KeyEntry::new(&key.id, hash, profile) {
+                keys.push(Arc::new(entry));
             }
-            keys.push((hash, Arc::new(entry)));
         }
         keys
     }

@@ -114,7 +114,7 @@ impl Principal {
     pub fn scopes(&self, tiers: &Tiers) -> ScopeSet {
         match self {
             Principal::Anonymous(_) => tiers.get(TierId::ANONYMOUS).scopes,
-            Principal::Key(entry) => entry.scopes,
+            Principal::Key(entry) => entry.scopes(),
             Principal::Token(grant) => grant.scopes,
         }
     }
@@ -124,7 +124,7 @@ impl Principal {
     pub fn tier(&self) -> TierId {
         match self {
             Principal::Anonymous(_) => TierId::ANONYMOUS,
-            Principal::Key(entry) => entry.tier,
+            Principal::Key(entry) => entry.tier(),
             Principal::Token(grant) => grant.tier,
         }
     }

@@ -338,7 +338,7 @@ impl<'a> Subject<'a> {
         match principal {
             Some(Principal::Key(entry)) => Subject {
                 key: stable_hash(0, entry.principal_header.as_bytes()),
-                limits: entry.limits.as_deref().unwrap_or(tier_limits),
+                limits: entry.profile.limits.as_deref().unwrap_or(tier_limits),
                 who: Who::Named(entry.principal_header.as_bytes()),
             },
             Some(Principal::Token(grant)) => Subject {

@@ -174,16 +174,16 @@ impl OAuth {
                     )));
                 }
                 let entry = self.client(config, id, secret, *basic)?;
-                let scopes = requested(config, form, entry.scopes)?;
+                let scopes = requested(config, form, entry.scopes())?;
                 Ok((
                     entry
                         .principal_header
                         .to_str()
                         .unwrap_or_default()
                         .to_owned(),
-                    Some(entry.id.to_string()),
+                    Some(entry.id().to_string()),
                     scopes,
-                    entry.tier,
+                    entry.tier(),
                 ))
             }
             ClientAuth::IdOnly(_) => {
@@ -227,7 +227,7 @@ impl OAuth {
         let entry = checksum_ok
             .then(|| self.keys.get(&KeyHash::of(key)))
             .flatten()
-            .filter(|e| e.is_live() && &*e.id == id)
+            .filter(|e| e.is_live() && e.id() == id)
             .ok_or(refused)?;
         self.keys.touch(&entry);
         Ok(entry)
@@ -256,7 +256,7 @@ impl OAuth {
             })?;
         let client = match auth {
             ClientAuth::Secret { id, secret, basic } => {
-                Some(self.client(config, id, secret, *basic)?.id.to_string())
+                Some(self.client(config, id, secret, *basic)?.id().to_string())
             }
             ClientAuth::IdOnly(id) => Some(id.clone()),
             ClientAuth::None => None,
@@ -340,7 +340,7 @@ impl OAuth {
         };
         match config.credentials.classify(token) {
             Presented::Key(key) => match (self.keys.get(&KeyHash::of(key)), agent_auth) {
-                (Some(entry), _) if entry.is_static => {
+                (Some(entry), _) if entry.is_static() => {
                     return Err(Rejection::OAuth(OAuthError::UnsupportedTokenType));
                 }
                 (Some(_), Some(agent_auth)) => {

@@ -366,8 +366,8 @@ impl Generation {
         previous: Option<&Generation>,
     ) -> Result<Generation, StartError> {
         let keys = Arc::new(KeyTable::default());
-        for (hash, entry) in &config.keys {
-            keys.insert_static(*hash, entry.clone());
+        for entry in &config.keys {
+            keys.insert_static(entry.clone());
         }
         let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
         let settings = &config.tokens;
@@ -998,8 +998,8 @@ impl Generation {
         match principal {
             Principal::Key(entry) => Identity {
                 principal: entry.principal_header.clone(),
-                scopes: entry.scopes_header.clone(),
-                tier: tiers.get(entry.tier).header.clone(),
+                scopes: entry.profile.scopes_header.clone(),
+                tier: tiers.get(entry.tier()).header.clone(),
             },
             Principal::Token(grant) => Identity {
                 principal: grant.principal_header.clone(),

@@ -64,10 +64,10 @@ impl AgentAuth {
     /// The owner account of the calling key: in the store (the table does not keep
     /// it, to stay small with a million keys), or `static:<id>` for a config key.
     async fn owner_of(&self, caller: &KeyEntry) -> Result<String, Failure> {
-        if caller.is_static {
-            return Ok(format!("static:{}", caller.id));
+        if caller.is_static() {
+            return Ok(format!("static:{}", caller.id()));
         }
-        match self.store.key(&caller.id).await? {
+        match self.store.key(caller.id()).await? {
             Some(record) => Ok(record.owner),
             None => Err(Rejection::InvalidApiKey.into()),
         }
@@ -97,7 +97,7 @@ impl AgentAuth {
         let caller = authenticate(config, &self.keys, request.headers())?;
         let record = match self.store.key(id).await? {
             Some(record) if record.revoked_at.is_none() => record,
-            _ if config.keys.iter().any(|(_, k)| &*k.id == id) => {
+            _ if config.keys.iter().any(|k| k.id() == id) => {
                 return Err(LifecycleError::KeyNotManaged.into());
             }
             _ => return Err(LifecycleError::KeyNotFound.into()),
@@ -112,7 +112,7 @@ impl AgentAuth {
                 return Err(LifecycleError::KeyNotFound.into());
             };
             self.apply(&revoked).await;
-            tracing::info!(key = %revoked.id, by = %caller.id, "key revoked");
+            tracing::info!(key = %revoked.id, by = %caller.id(), "key revoked");
             Ok(json(StatusCode::OK, &KeyView::of(&revoked, None)))
         }
     }
@@ -163,14 +163,14 @@ impl AgentAuth {
             Some(requested) => requested.names().into_iter().map(str::to_owned).collect(),
             None => config
                 .scopes
-                .names(&caller.scopes)
+                .names(&caller.scopes())
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect(),
         };
         let names: Vec<&str> = scope_names.iter().map(String::as_str).collect();
         let requested = requested_scopes(config, &names)?;
-        let beyond = requested.missing_from(&caller.scopes);
+        let beyond = requested.missing_from(&caller.scopes());
         if !beyond.is_empty() {
             return Err(Failure::with(
                 LifecycleError::ScopeEscalation,
@@ -196,13 +196,13 @@ impl AgentAuth {
             name,
             owner,
             scopes: unique,
-            tier: config.tiers.get(caller.tier).name.clone(),
+            tier: config.tiers.get(caller.tier()).name.clone(),
             created_at: unix_now(),
             ..KeyRecord::default()
         };
         self.store.insert_key(&record).await?;
         self.apply(&record).await;
-        tracing::info!(key = %record.id, by = %caller.id, "key created");
+        tracing::info!(key = %record.id, by = %caller.id(), "key created");
         Ok(json(
             StatusCode::CREATED,
             &KeyView::of(&record, Some(new.secret.as_str())),

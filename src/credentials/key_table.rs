@@ -9,64 +9,141 @@
 //! [`KeyTable::apply`], which serialises them and orders changes by the store's
 //! `updated_at`: a stale copy of a key, read before it was revoked, can never bring
 //! it back.
+//!
+//! Memory is per key what a million of them make it matter: an entry holds its id
+//! inside its `X-Authmd-Principal` value and shares everything its scopes and tier
+//! decide (a [`KeyProfile`]) with the other keys of that kind; what the writers need
+//! of a plain live key (its version and secret) is read off its entry, so only
+//! revoked keys and keys in a rotation grace period keep state of their own.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use http::HeaderValue;
 
 use super::api_key::KeyHash;
+use crate::limits::LimitSet;
 use crate::scope::ScopeSet;
 use crate::tier::TierId;
 
-/// What the proxy knows about one key.
+/// What keys of one kind have in common: one allocation shared by every key with
+/// the same scopes and tier (a key with limits of its own, or declared in the
+/// config, has its own).
 #[derive(Debug)]
-pub struct KeyEntry {
-    /// Public id, used in URLs and as the principal id; shared with the table's
-    /// writer state (one allocation per key, not two).
-    pub id: Arc<str>,
+pub struct KeyProfile {
     /// The compiled scopes, wildcards expanded.
     pub scopes: ScopeSet,
     /// Trust tier.
     pub tier: TierId,
-    /// `key:<id>`, ready for `X-Authmd-Principal`.
-    pub principal_header: HeaderValue,
     /// Space-separated scopes, ready for `X-Authmd-Scopes`.
     pub scopes_header: HeaderValue,
-    /// The entry stops working at this unix time.
-    pub expires_at: Option<i64>,
+    /// Rate limits and quota of its own, replacing its tier's.
+    pub limits: Option<Arc<LimitSet>>,
     /// Declared in the config (not in the store): cannot be rotated or revoked
     /// through the API.
     pub is_static: bool,
+}
+
+/// What the proxy knows about one secret of one key.
+#[derive(Debug)]
+pub struct KeyEntry {
+    /// `key:<id>`, ready for `X-Authmd-Principal`; the id is read from it.
+    pub principal_header: HeaderValue,
+    /// Scopes, tier and limits.
+    pub profile: Arc<KeyProfile>,
+    /// The secret's hash, under which the entry is in the table.
+    pub hash: KeyHash,
+    /// Store clock of the record it was compiled from (0 for config keys).
+    pub updated_at: i64,
+    /// Unix time at which the entry stops working (`i64::MAX`: never).
+    expires_at: i64,
     /// Unix seconds of the last request it authenticated (coarse; flushed to the
     /// store in batches).
     pub last_used: AtomicI64,
-    /// Rate limits and quota of its own, replacing its tier's.
-    pub limits: Option<Arc<crate::limits::LimitSet>>,
 }
 
+/// What precedes the id in `X-Authmd-Principal`.
+const PRINCIPAL_PREFIX: &str = "key:";
+
 impl KeyEntry {
+    /// An entry of the key `id` for the secret hashing to `hash`; `None` when the id
+    /// cannot appear in a header (config ids are checked, stored ones generated, so
+    /// only a tampered store has such an id).
+    #[must_use]
+    pub fn new(id: &str, hash: KeyHash, profile: Arc<KeyProfile>) -> Option<KeyEntry> {
+        let principal = format!("{PRINCIPAL_PREFIX}{id}");
+        let principal_header =
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(principal)).ok()?;
+        Some(KeyEntry {
+            principal_header,
+            profile,
+            hash,
+            updated_at: 0,
+            expires_at: i64::MAX,
+            last_used: AtomicI64::new(0),
+        })
+    }
+
+    /// The entry, stopping to work at unix time `at` (`None`: never).
+    #[must_use]
+    pub fn expiring(mut self, at: Option<i64>) -> KeyEntry {
+        self.expires_at = at.unwrap_or(i64::MAX);
+        self
+    }
+
+    /// The key's public id.
+    #[must_use]
+    pub fn id(&self) -> &str {
+        let principal = self.principal_header.as_bytes();
+        std::str::from_utf8(principal.get(PRINCIPAL_PREFIX.len()..).unwrap_or_default())
+            .unwrap_or_default()
+    }
+
+    /// The unix time at which the entry stops working, if it does.
+    #[must_use]
+    pub fn expires_at(&self) -> Option<i64> {
+        (self.expires_at != i64::MAX).then_some(self.expires_at)
+    }
+
     /// True when the entry may authenticate now. Costs a clock read only for keys
     /// that expire.
     #[must_use]
     pub fn is_live(&self) -> bool {
-        self.expires_at
-            .is_none_or(|at| crate::store::unix_now() < at)
+        self.expires_at == i64::MAX || crate::store::unix_now() < self.expires_at
+    }
+
+    /// The compiled scopes.
+    #[must_use]
+    pub fn scopes(&self) -> ScopeSet {
+        self.profile.scopes
+    }
+
+    /// The trust tier.
+    #[must_use]
+    pub fn tier(&self) -> TierId {
+        self.profile.tier
+    }
+
+    /// True for a key declared in the config.
+    #[must_use]
+    pub fn is_static(&self) -> bool {
+        self.profile.is_static
     }
 }
 
 /// One change to the table.
 #[derive(Debug)]
 pub enum Change {
-    /// The key now has these secrets (current first, then one still in its rotation
-    /// grace period) and this entry.
+    /// The key now works with these secrets: its current one and, in its rotation
+    /// grace period, the one it replaced.
     Live {
-        /// Store clock of the change.
-        updated_at: i64,
-        /// The secrets that authenticate as this key.
-        hashes: Vec<(KeyHash, Arc<KeyEntry>)>,
+        /// The current secret's entry (its `updated_at` is the change's version).
+        current: Arc<KeyEntry>,
+        /// The rotated-out secret's entry, while it still works.
+        previous: Option<Arc<KeyEntry>>,
     },
     /// The key no longer works (revoked, expired, deleted).
     Gone {
@@ -75,35 +152,66 @@ pub enum Change {
     },
 }
 
+impl Change {
+    fn updated_at(&self) -> i64 {
+        match self {
+            Change::Live { current, .. } => current.updated_at,
+            Change::Gone { updated_at } => *updated_at,
+        }
+    }
+}
+
 /// What the writers know of one key id: the version of the last change applied and
-/// the secrets it made valid (a current one, and one in its rotation grace period),
-/// inline rather than in a vector of their own: a million keys keep a million.
-#[derive(Debug)]
+/// the secrets it made valid. Kept only for ids a live entry does not describe
+/// (revoked, or with a second secret); a plain live key's is read off its entry.
+#[derive(Debug, Clone, Copy)]
 struct IdState {
     updated_at: i64,
     current: Option<KeyHash>,
-    previous: Option<Box<KeyHash>>,
+    previous: Option<KeyHash>,
 }
 
 impl IdState {
     fn hashes(&self) -> impl Iterator<Item = &KeyHash> {
-        self.current.iter().chain(self.previous.as_deref())
+        self.current.iter().chain(&self.previous)
     }
 }
+
+/// A live entry as a member of the set of live keys, found by its id.
+#[derive(Debug, Clone)]
+struct ById(Arc<KeyEntry>);
+
+impl Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        self.0.id()
+    }
+}
+
+impl Hash for ById {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.id().hash(state);
+    }
+}
+
+impl PartialEq for ById {
+    fn eq(&self, other: &ById) -> bool {
+        self.0.id() == other.0.id()
+    }
+}
+
+impl Eq for ById {}
 
 /// Concurrent map from key hash to entry.
 #[derive(Debug, Default)]
 pub struct KeyTable {
     map: papaya::HashMap<KeyHash, Arc<KeyEntry>, PrefixHasher>,
-    /// Id -> the entry of its current secret, for every key that works: what access
-    /// tokens minted from a key check, so that revoking the key ends them too.
-    /// Keyed by a seeded 64-bit hash of the id (8 bytes instead of a second copy of
-    /// every id string); an entry counts only if its id is the one asked for.
-    live: papaya::HashMap<u64, Arc<KeyEntry>, PrefixHasher>,
-    /// The seed of those id hashes.
-    id_hasher: foldhash::fast::RandomState,
-    /// Per id: its hashes and the version of the last change applied.
-    writers: tokio::sync::Mutex<HashMap<Arc<str>, IdState>>,
+    /// The entry of the current secret of every key that works, found by id: what
+    /// access tokens minted from a key check, so that revoking the key ends them
+    /// too, and what the writers read a plain live key's state from.
+    live: papaya::HashSet<ById, foldhash::fast::RandomState>,
+    /// Writer state of the ids `live` does not describe (see [`IdState`]); the lock
+    /// serialises the writers.
+    exceptions: tokio::sync::Mutex<HashMap<Box<str>, IdState>>,
     /// Coarse unix seconds for last-used stamps, advanced by the store follower.
     clock: AtomicI64,
 }
@@ -116,11 +224,9 @@ impl KeyTable {
     }
 
     /// Adds a key declared in the config (at start, before any writer runs).
-    pub fn insert_static(&self, hash: KeyHash, entry: Arc<KeyEntry>) {
-        self.live
-            .pin()
-            .insert(self.id_key(&entry.id), entry.clone());
-        self.map.pin().insert(hash, entry);
+    pub fn insert_static(&self, entry: Arc<KeyEntry>) {
+        self.live.pin().insert(ById(entry.clone()));
+        self.map.pin().insert(entry.hash, entry);
     }
 
     /// True when the key `id` exists, is not revoked and has not expired.
@@ -128,69 +234,69 @@ impl KeyTable {
     pub fn is_live_id(&self, id: &str) -> bool {
         self.live
             .pin()
-            .get(&self.id_key(id))
-            .is_some_and(|entry| &*entry.id == id && entry.is_live())
-    }
-
-    fn id_key(&self, id: &str) -> u64 {
-        self.id_hasher.hash_one(id)
+            .get(id)
+            .is_some_and(|ById(entry)| entry.is_live())
     }
 
     /// Applies a change to the key `id`, unless a newer one was applied already.
     /// Returns true when the table changed.
     pub async fn apply(&self, id: &str, change: Change) -> bool {
-        let mut writers = self.writers.lock().await;
-        let updated_at = match &change {
-            Change::Live { updated_at, .. } | Change::Gone { updated_at } => *updated_at,
-        };
-        if let Some(state) = writers.get(id) {
+        let mut exceptions = self.exceptions.lock().await;
+        let live = self.live.pin();
+        let known = exceptions.get(id).copied().or_else(|| {
+            live.get(id)
+                .filter(|ById(entry)| !entry.is_static())
+                .map(|ById(entry)| IdState {
+                    updated_at: entry.updated_at,
+                    current: Some(entry.hash),
+                    previous: None,
+                })
+        });
+        let updated_at = change.updated_at();
+        if let Some(known) = &known {
             // A change of the same age applies only if it removes a live key: ties go
             // to removal, so a revocation is never undone by a copy of equal age.
-            let newer = updated_at > state.updated_at;
-            let removes = updated_at == state.updated_at
+            let newer = updated_at > known.updated_at;
+            let removes = updated_at == known.updated_at
                 && matches!(change, Change::Gone { .. })
-                && state.current.is_some();
+                && known.current.is_some();
             if !newer && !removes {
                 return false;
             }
         }
+        let state = match &change {
+            Change::Live { current, previous } => IdState {
+                updated_at,
+                current: Some(current.hash),
+                previous: previous.as_ref().map(|p| p.hash),
+            },
+            Change::Gone { .. } => IdState {
+                updated_at,
+                current: None,
+                previous: None,
+            },
+        };
         let map = self.map.pin();
-        let live: &[(KeyHash, Arc<KeyEntry>)] = match &change {
-            Change::Live { hashes, .. } => hashes,
-            Change::Gone { .. } => &[],
-        };
-        let mut hashes = live.iter().map(|(h, _)| *h);
-        let state = IdState {
-            updated_at,
-            current: hashes.next(),
-            previous: hashes.next().map(Box::new),
-        };
-        if let Some(old) = writers.get(id) {
-            for hash in old.hashes().filter(|h| !state.hashes().any(|n| n == *h)) {
+        if let Some(known) = &known {
+            for hash in known.hashes().filter(|h| !state.hashes().any(|n| n == *h)) {
                 map.remove(hash);
             }
         }
-        let name = match change {
-            Change::Live { hashes, .. } => {
-                let name = hashes.first().map(|(_, current)| {
-                    self.live.pin().insert(self.id_key(id), current.clone());
-                    current.id.clone()
-                });
-                for (hash, entry) in hashes {
-                    map.insert(hash, entry);
+        match change {
+            Change::Live { current, previous } => {
+                for entry in previous.iter().chain([&current]) {
+                    map.insert(entry.hash, entry.clone());
                 }
-                name
+                live.insert(ById(current));
             }
             Change::Gone { .. } => {
-                self.live.pin().remove(&self.id_key(id));
-                None
+                live.remove(id);
             }
-        };
-        match writers.get_mut(id) {
-            Some(known) => *known = state,
-            None => {
-                writers.insert(name.unwrap_or_else(|| Arc::from(id)), state);
-            }
+        }
+        if state.current.is_some() && state.previous.is_none() {
+            exceptions.remove(id);
+        } else {
+            exceptions.insert(id.into(), state);
         }
         true
     }
@@ -217,8 +323,8 @@ impl KeyTable {
         let map = self.map.pin();
         for entry in map.values() {
             let at = entry.last_used.load(Ordering::Relaxed);
-            if !entry.is_static && at >= since && at > 0 {
-                let seen = latest.entry(&*entry.id).or_insert(at);
+            if !entry.is_static() && at >= since && at > 0 {
+                let seen = latest.entry(entry.id()).or_insert(at);
                 *seen = (*seen).max(at);
             }
         }
@@ -273,34 +379,6 @@ impl Hasher for PrefixState {
     }
 }
 
-impl KeyEntry {
-    /// Builds an entry of a key declared in the config; `scopes_header` is the
-    /// space-separated scope names (see [`scopes_header`]), which entries with the
-    /// same scopes may share.
-    #[must_use]
-    pub fn new(
-        id: impl Into<Arc<str>>,
-        scopes: ScopeSet,
-        tier: TierId,
-        scopes_header: HeaderValue,
-    ) -> KeyEntry {
-        let id = id.into();
-        let principal_header = HeaderValue::from_str(&format!("key:{id}"))
-            .unwrap_or_else(|_| HeaderValue::from_static("key"));
-        KeyEntry {
-            id,
-            scopes,
-            tier,
-            principal_header,
-            scopes_header,
-            expires_at: None,
-            is_static: true,
-            last_used: AtomicI64::new(0),
-            limits: None,
-        }
-    }
-}
-
 /// The `X-Authmd-Scopes` value of a scope set.
 #[must_use]
 pub fn scopes_header(registry: &crate::scope::ScopeRegistry, scopes: &ScopeSet) -> HeaderValue {
@@ -312,26 +390,53 @@ mod tests {
     use super::*;
     use crate::scope::ScopeRegistry;
 
-    fn entry(id: &str) -> Arc<KeyEntry> {
+    fn entry(id: &str, secret: &str, updated_at: i64) -> Arc<KeyEntry> {
         let registry = ScopeRegistry::default();
-        let mut entry = KeyEntry::new(
-            id,
-            ScopeSet::EMPTY,
-            TierId(1),
-            scopes_header(&registry, &ScopeSet::EMPTY),
-        );
-        entry.is_static = false;
+        let profile = Arc::new(KeyProfile {
+            scopes: ScopeSet::EMPTY,
+            tier: TierId(1),
+            scopes_header: scopes_header(&registry, &ScopeSet::EMPTY),
+            limits: None,
+            is_static: false,
+        });
+        let mut entry = KeyEntry::new(id, KeyHash::of(secret), profile).unwrap();
+        entry.updated_at = updated_at;
         Arc::new(entry)
     }
 
     fn live(updated_at: i64, secrets: &[&str]) -> Change {
         Change::Live {
-            updated_at,
-            hashes: secrets
-                .iter()
-                .map(|s| (KeyHash::of(s), entry("key_a")))
-                .collect(),
+            current: entry("key_a", secrets[0], updated_at),
+            previous: secrets.get(1).map(|s| entry("key_a", s, updated_at)),
         }
+    }
+
+    #[test]
+    fn the_id_is_read_back_from_the_principal_header() {
+        let entry = entry("key_7Yq", "s", 1);
+        assert_eq!(entry.id(), "key_7Yq");
+        assert_eq!(entry.principal_header, "key:key_7Yq");
+        assert_eq!(entry.expires_at(), None);
+        let profile = entry.profile.clone();
+        assert!(
+            KeyEntry::new("bad\nid", KeyHash::of("s"), profile).is_none(),
+            "an id that cannot be a header value makes no entry"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_plain_live_key_keeps_no_writer_state_yet_refuses_stale_copies() {
+        let table = KeyTable::default();
+        assert!(table.apply("key_a", live(5, &["new"])).await);
+        assert!(table.exceptions.lock().await.is_empty());
+        assert!(!table.apply("key_a", live(4, &["old"])).await);
+        assert!(!table.apply("key_a", live(5, &["old"])).await);
+        assert!(table.get(&KeyHash::of("old")).is_none());
+        assert!(table.is_live_id("key_a"));
+        assert!(!table.is_live_id("key_b"));
+        assert!(table.apply("key_a", Change::Gone { updated_at: 6 }).await);
+        assert!(!table.is_live_id("key_a"));
+        assert!(table.is_empty());
     }
 
     #[tokio::test]

@@ -397,7 +397,7 @@ fn errors(md: &mut String, config: &Config) {
          `error_description`.\n\n| Status | Code | Meaning | What to do |\n|---|---|---|---|"
     );
     let limited = config.tiers.all().iter().any(|t| !t.limits.is_unlimited())
-        || config.keys.iter().any(|(_, k)| k.limits.is_some());
+        || config.keys.iter().any(|k| k.profile.limits.is_some());
     let pays = config.limits.payments.is_some();
     for e in ERROR_CODES {
         let applies = match e.code {

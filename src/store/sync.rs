@@ -18,8 +18,8 @@ use tokio::task::JoinHandle;
 use super::{KeyRecord, Notice, Store, StoreError, unix_now};
 use http::HeaderValue;
 
-use crate::credentials::key_table::{Change, scopes_header};
-use crate::credentials::{KeyEntry, KeyTable};
+use crate::credentials::key_table::{Change, KeyProfile, scopes_header};
+use crate::credentials::{KeyEntry, KeyHash, KeyTable};
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 use crate::tokens::Tokens;
@@ -34,13 +34,15 @@ const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 /// How often expired revocations and cached tokens are forgotten.
 const SWEEP: Duration = Duration::from_secs(60);
 
-/// The config's view of stored records: what scopes and tiers mean. Entries with
-/// the same scopes share one `X-Authmd-Scopes` value.
+/// The config's view of stored records: what scopes and tiers mean. Keys with the
+/// same scopes and tier share one profile, and everything with the same scopes one
+/// `X-Authmd-Scopes` value.
 #[derive(Debug)]
 pub struct Compiler {
     scopes: Arc<ScopeRegistry>,
     tiers: Arc<Tiers>,
     headers: papaya::HashMap<ScopeSet, HeaderValue>,
+    profiles: papaya::HashMap<(ScopeSet, TierId), Arc<KeyProfile>>,
 }
 
 impl Compiler {
@@ -51,6 +53,7 @@ impl Compiler {
             scopes,
             tiers,
             headers: papaya::HashMap::new(),
+            profiles: papaya::HashMap::new(),
         }
     }
 
@@ -60,6 +63,23 @@ impl Compiler {
         self.headers
             .pin()
             .get_or_insert_with(granted, || scopes_header(&self.scopes, &granted))
+            .clone()
+    }
+
+    /// The profile of stored keys with these scopes and tier and no limits of their
+    /// own, shared by all of them.
+    fn profile(&self, scopes: ScopeSet, tier: TierId) -> Arc<KeyProfile> {
+        self.profiles
+            .pin()
+            .get_or_insert_with((scopes, tier), || {
+                Arc::new(KeyProfile {
+                    scopes,
+                    tier,
+                    scopes_header: self.scopes_header(scopes),
+                    limits: None,
+                    is_static: false,
+                })
+            })
             .clone()
     }
 
@@ -74,7 +94,6 @@ impl Compiler {
         let granted = self
             .scopes
             .granted_known(record.scopes.iter().map(String::as_str));
-        let header = self.scopes_header(granted);
         // A tier the config no longer declares falls back to the lowest keyed tier.
         let tier = self
             .tiers
@@ -91,30 +110,38 @@ impl Compiler {
                 }
             }
         });
-        // One id allocation for the key's entries (current and rotated-out secret)
-        // and the table's writer state.
-        let id: Arc<str> = Arc::from(record.id.as_str());
-        let entry = |expires_at: Option<i64>| {
-            let mut entry = KeyEntry::new(id.clone(), granted, tier, header.clone());
-            entry.limits.clone_from(&limits);
-            entry.expires_at = expires_at;
-            entry.is_static = false;
+        let profile = match limits {
+            None => self.profile(granted, tier),
+            Some(limits) => Arc::new(KeyProfile {
+                scopes: granted,
+                tier,
+                scopes_header: self.scopes_header(granted),
+                limits: Some(limits),
+                is_static: false,
+            }),
+        };
+        let entry = |hash: KeyHash, expires_at: Option<i64>| {
+            let mut entry = KeyEntry::new(&record.id, hash, profile.clone())?.expiring(expires_at);
+            entry.updated_at = record.updated_at;
             if let Some(at) = record.last_used_at {
                 entry.last_used = at.into();
             }
-            Arc::new(entry)
+            Some(Arc::new(entry))
         };
-        let mut hashes = vec![(record.hash, entry(record.expires_at))];
-        if let (Some(previous), Some(until)) = (record.previous_hash, record.previous_expires_at) {
-            if now < until {
+        let Some(current) = entry(record.hash, record.expires_at) else {
+            tracing::warn!(key = %record.id, "a stored key's id cannot be a header value; the key is not loaded");
+            return Change::Gone {
+                updated_at: record.updated_at,
+            };
+        };
+        let previous = match (record.previous_hash, record.previous_expires_at) {
+            (Some(previous), Some(until)) if now < until => {
                 let until = record.expires_at.map_or(until, |at| at.min(until));
-                hashes.push((previous, entry(Some(until))));
+                entry(previous, Some(until))
             }
-        }
-        Change::Live {
-            updated_at: record.updated_at,
-            hashes,
-        }
+            _ => None,
+        };
+        Change::Live { current, previous }
     }
 
     /// Applies one record to the table.
