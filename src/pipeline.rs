@@ -910,7 +910,12 @@ impl Generation {
             }
             (Lifecycle::Claim, Some(a)) => a.claim_page(config, &request).await,
             (Lifecycle::AgentRevoke, Some(a)) => a.agent_revoke(config, request).await,
-            (Lifecycle::Keys, Some(a)) => a.keys(config, request).await,
+            (Lifecycle::Keys, Some(a)) => {
+                let address = config
+                    .limits
+                    .client_address(conn.peer.ip(), request.headers());
+                a.keys(config, request, address).await
+            }
             (Lifecycle::Key { rotate }, Some(a)) => {
                 let path = request.uri().path().to_owned();
                 let id = key_id(&path, &config.endpoints.keys).unwrap_or_default();

@@ -9,15 +9,20 @@ use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 use serde::{Deserialize, Serialize};
 
+use std::net::IpAddr;
+use std::sync::Arc;
+
 use super::{
-    AgentAuth, Answer, Failure, ScopeNames, authenticate, json, mint, random_id, read_json,
+    AgentAuth, Answer, Failure, ScopeNames, authenticate, json, limit, mint, random_id, read_json,
     requested_scopes, rfc3339,
 };
 use crate::config::Config;
-use crate::credentials::KeyEntry;
+use crate::credentials::{KeyEntry, KeyTable, Presented};
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
+use crate::scope::ScopeSet;
 use crate::store::{KeyRecord, Rotation, unix_now};
+use crate::tier::TierId;
 
 /// A key as the API shows it; `key` only when it was just minted.
 #[derive(Debug, Serialize)]
@@ -60,24 +65,85 @@ struct CreateBody {
     scopes: Option<ScopeNames>,
 }
 
-impl AgentAuth {
-    /// The owner account of the calling key: in the store (the table does not keep
-    /// it, to stay small with a million keys), or `static:<id>` for a config key.
-    async fn owner_of(&self, caller: &KeyEntry) -> Result<String, Failure> {
-        if caller.is_static() {
-            return Ok(format!("static:{}", caller.id()));
+/// Who calls a key endpoint.
+#[derive(Debug)]
+enum Caller {
+    /// An API key: it manages the keys of its owner, up to its own scopes.
+    Key(Arc<KeyEntry>),
+    /// An anonymous agent, where `key_management.anonymous_tier` lets one: it manages
+    /// the keys created under its identifier, in that tier, up to its scopes.
+    Anonymous {
+        /// `anonymous:<digest of the identifier>`: the identifier is not stored.
+        owner: String,
+        /// The tier of the keys it creates.
+        tier: TierId,
+    },
+}
+
+impl Caller {
+    /// The caller of a request to a key endpoint, or the 401 to answer.
+    fn of(config: &Config, keys: &KeyTable, headers: &http::HeaderMap) -> Result<Caller, Failure> {
+        if let Some(tier) = config.lifecycle.keys.anonymous_tier {
+            if let Presented::Anonymous(identifier) = config.credentials.extract(headers)? {
+                let owner = format!("anonymous:{}", blake3::hash(identifier.as_bytes()).to_hex());
+                return Ok(Caller::Anonymous { owner, tier });
+            }
         }
-        match self.store.key(caller.id()).await? {
+        authenticate(config, keys, headers).map(Caller::Key)
+    }
+
+    /// The scopes the keys it creates may hold.
+    fn scopes(&self, config: &Config) -> ScopeSet {
+        match self {
+            Caller::Key(entry) => entry.scopes(),
+            Caller::Anonymous { tier, .. } => config.tiers.get(*tier).scopes,
+        }
+    }
+
+    /// The tier of the keys it creates.
+    fn tier(&self) -> TierId {
+        match self {
+            Caller::Key(entry) => entry.tier(),
+            Caller::Anonymous { tier, .. } => *tier,
+        }
+    }
+
+    /// Who it is in logs: a key id, or the digest.
+    fn name(&self) -> &str {
+        match self {
+            Caller::Key(entry) => entry.id(),
+            Caller::Anonymous { owner, .. } => owner,
+        }
+    }
+}
+
+impl AgentAuth {
+    /// The owner account of the caller: a key's is in the store (the table does not
+    /// keep it, to stay small with a million keys), or `static:<id>` for a config key.
+    async fn owner_of(&self, caller: &Caller) -> Result<String, Failure> {
+        let entry = match caller {
+            Caller::Anonymous { owner, .. } => return Ok(owner.clone()),
+            Caller::Key(entry) => entry,
+        };
+        if entry.is_static() {
+            return Ok(format!("static:{}", entry.id()));
+        }
+        match self.store.key(entry.id()).await? {
             Some(record) => Ok(record.owner),
             None => Err(Rejection::InvalidApiKey.into()),
         }
     }
 
     /// `GET keys` and `POST keys`.
-    pub async fn keys(&self, config: &Config, request: Request<Incoming>) -> Answer {
+    pub async fn keys(
+        &self,
+        config: &Config,
+        request: Request<Incoming>,
+        address: IpAddr,
+    ) -> Answer {
         match *request.method() {
             Method::GET => self.list(config, &request).await,
-            Method::POST => self.create(config, request).await,
+            Method::POST => self.create(config, request, address).await,
             _ => Err(Rejection::MethodNotAllowed(MethodSet::of(&["GET", "POST"])).into()),
         }
     }
@@ -94,7 +160,7 @@ impl AgentAuth {
         if *request.method() != allowed {
             return Err(Rejection::MethodNotAllowed(MethodSet::of(&[allowed.as_str()])).into());
         }
-        let caller = authenticate(config, &self.keys, request.headers())?;
+        let caller = Caller::of(config, &self.keys, request.headers())?;
         let record = match self.store.key(id).await? {
             Some(record) if record.revoked_at.is_none() => record,
             _ if config.keys.iter().any(|k| k.id() == id) => {
@@ -112,7 +178,7 @@ impl AgentAuth {
                 return Err(LifecycleError::KeyNotFound.into());
             };
             self.apply(&revoked).await;
-            tracing::info!(key = %revoked.id, by = %caller.id(), "key revoked");
+            tracing::info!(key = %revoked.id, by = %caller.name(), "key revoked");
             Ok(json(StatusCode::OK, &KeyView::of(&revoked, None)))
         }
     }
@@ -140,14 +206,14 @@ impl AgentAuth {
     }
 
     async fn list(&self, config: &Config, request: &Request<Incoming>) -> Answer {
-        let caller = authenticate(config, &self.keys, request.headers())?;
+        let caller = Caller::of(config, &self.keys, request.headers())?;
         let records = self.store.keys_of(&self.owner_of(&caller).await?).await?;
         let keys: Vec<KeyView<'_>> = records.iter().map(|r| KeyView::of(r, None)).collect();
         Ok(json(StatusCode::OK, &serde_json::json!({ "keys": keys })))
     }
 
-    async fn create(&self, config: &Config, request: Request<Incoming>) -> Answer {
-        let caller = authenticate(config, &self.keys, request.headers())?;
+    async fn create(&self, config: &Config, request: Request<Incoming>, address: IpAddr) -> Answer {
+        let caller = Caller::of(config, &self.keys, request.headers())?;
         let body: CreateBody = read_json(request, &Method::POST).await?;
         let name = match body.name {
             Some(name) if valid_name(&name) => name,
@@ -163,19 +229,28 @@ impl AgentAuth {
             Some(requested) => requested.names().into_iter().map(str::to_owned).collect(),
             None => config
                 .scopes
-                .names(&caller.scopes())
+                .names(&caller.scopes(config))
                 .split_whitespace()
                 .map(str::to_owned)
                 .collect(),
         };
         let names: Vec<&str> = scope_names.iter().map(String::as_str).collect();
         let requested = requested_scopes(config, &names)?;
-        let beyond = requested.missing_from(&caller.scopes());
+        let beyond = requested.missing_from(&caller.scopes(config));
         if !beyond.is_empty() {
+            let holder = match caller {
+                Caller::Key(_) => "the key lacks",
+                Caller::Anonymous { .. } => "keys created anonymously cannot hold",
+            };
             return Err(Failure::with(
                 LifecycleError::ScopeEscalation,
-                format!("the key lacks {}", config.scopes.names(&beyond)),
+                format!("{holder} {}", config.scopes.names(&beyond)),
             ));
+        }
+        if let Caller::Anonymous { .. } = caller {
+            // Identifiers cost nothing to make up: creation is limited per address,
+            // as anonymous registration is.
+            limit(self.anonymous_limit.as_deref(), address)?;
         }
         let owner = self.owner_of(&caller).await?;
         let owned = self.store.keys_of(&owner).await?;
@@ -202,7 +277,7 @@ impl AgentAuth {
         };
         self.store.insert_key(&record).await?;
         self.apply(&record).await;
-        tracing::info!(key = %record.id, by = %caller.id(), "key created");
+        tracing::info!(key = %record.id, by = %caller.name(), "key created");
         Ok(json(
             StatusCode::CREATED,
             &KeyView::of(&record, Some(new.secret.as_str())),

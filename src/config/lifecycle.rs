@@ -67,6 +67,10 @@ pub struct KeyManagement {
     pub max_keys_per_owner: usize,
     /// How long a rotated-out secret keeps working.
     pub rotation_grace: Duration,
+    /// Anonymous agents (an identifier in a credential header marked `anonymous`)
+    /// may create keys in this tier, up to its scopes, and manage them with the same
+    /// identifier (AnyGett-style); `None`: only a key manages keys.
+    pub anonymous_tier: Option<TierId>,
 }
 
 impl Loader {
@@ -99,8 +103,19 @@ impl Loader {
                 .cloned()
                 .unwrap_or_default(),
         };
+        let anonymous_tier = keys.anonymous_tier.as_deref().map(|name| {
+            let path = "key_management.anonymous_tier";
+            if !credentials.headers.iter().any(|h| h.anonymous) {
+                self.error(
+                    path,
+                    "anonymous agents are told apart by a credential header with `anonymous: true` (e.g. X-Agent-Key); `credentials.headers` has none",
+                );
+            }
+            self.keyed_tier(Some(name), path, tiers, TierId(1))
+        });
         let keys = KeyManagement {
             enabled: keys.enabled.unwrap_or(true),
+            anonymous_tier,
             prefix,
             max_keys_per_owner: keys.max_keys_per_owner.unwrap_or(25),
             rotation_grace: self.duration(

@@ -365,4 +365,5 @@ pub(crate) struct RawKeyManagement {
     pub(crate) prefix: Option<String>,
     pub(crate) max_keys_per_owner: Option<usize>,
     pub(crate) rotation_grace: Option<String>,
+    pub(crate) anonymous_tier: Option<String>,
 }

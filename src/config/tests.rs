@@ -154,3 +154,30 @@ fn overrides_win() {
     assert_eq!(config.listen.port(), 1);
     assert_eq!(config.public_url, "http://localhost:1");
 }
+
+#[test]
+fn anonymous_key_creation_needs_an_anonymous_header_and_a_keyed_tier() {
+    let text = r#"upstream: {url: builtin:echo}
+tiers:
+  - name: anonymous
+  - name: free
+key_management:
+  anonymous_tier: anonymous
+"#;
+    let rendered = load(text).unwrap_err().to_string();
+    assert!(
+        rendered.contains("key_management.anonymous_tier: anonymous agents are told apart"),
+        "{rendered}"
+    );
+    let keyless = GOOD.to_owned() + "key_management: {anonymous_tier: anonymous}\n";
+    let rendered = load(&keyless).unwrap_err().to_string();
+    assert!(
+        rendered.contains("key_management.anonymous_tier: a key cannot be in the `anonymous` tier"),
+        "{rendered}"
+    );
+    let good = GOOD.to_owned() + "key_management: {anonymous_tier: free}\n";
+    assert_eq!(
+        load(&good).unwrap().lifecycle.keys.anonymous_tier,
+        Some(TierId(1))
+    );
+}

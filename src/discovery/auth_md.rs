@@ -265,6 +265,20 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             },
             config.endpoints.scopes,
         );
+        if let (Some(tier), Some(h)) = (
+            lifecycle.keys.anonymous_tier,
+            config.credentials.headers.iter().find(|h| h.anonymous),
+        ) {
+            let tier = config.tiers.get(tier);
+            let _ = writeln!(
+                md,
+                "Or with no key yet: send your stable identifier in `{}` to `POST {keys}` and you get a key in the                  `{}` tier (scopes: {}); the same identifier lists, rotates and revokes the keys it created. At most                  {} keys created this way per client address per hour.\n",
+                h.display,
+                tier.name,
+                code_list(&config.scopes.names(&tier.scopes)),
+                lifecycle.registration.per_hour,
+            );
+        }
     }
 }
 
@@ -384,10 +398,23 @@ fn scopes(md: &mut String, config: &Config) {
     for scope in config.scopes.all() {
         let _ = writeln!(md, "| `{}` | {} |", scope.name, scope.description);
     }
-    let _ = writeln!(
-        md,
-        "\nA wildcard such as `admin:*` grants every scope under its prefix. A route requires all the scopes it lists.\n"
-    );
+    // The wildcard example is one of this API's own prefixes, never a made-up scope.
+    let prefix = config
+        .scopes
+        .all()
+        .iter()
+        .find_map(|s| s.name.split_once(':').map(|(prefix, _)| prefix));
+    match prefix {
+        Some(prefix) => {
+            let _ = writeln!(
+                md,
+                "\nA wildcard such as `{prefix}:*` grants every scope under its prefix. A route requires all the scopes it lists.\n"
+            );
+        }
+        None => {
+            let _ = writeln!(md, "\nA route requires all the scopes it lists.\n");
+        }
+    }
 }
 
 fn errors(md: &mut String, config: &Config) {
