@@ -34,6 +34,7 @@ use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::store::sync::Compiler;
 use crate::store::{KeyRecord, Store, StoreError, unix_now};
+use crate::tokens::Tokens;
 
 /// Largest request body the endpoints read.
 const MAX_BODY: usize = 16 * 1024;
@@ -45,6 +46,7 @@ pub struct AgentAuth {
     keys: Arc<KeyTable>,
     compiler: Arc<Compiler>,
     verifier: Arc<AssertionVerifier>,
+    tokens: Arc<Tokens>,
     anonymous_limit: Option<Arc<AddressLimiter>>,
     identity_limit: Option<Arc<AddressLimiter>>,
 }
@@ -96,7 +98,7 @@ pub type Answer = Result<Response<Body>, Failure>;
 
 impl AgentAuth {
     /// Builds the endpoints over an open store, the table it feeds, the compiler
-    /// of its records, and the identity-assertion verifier.
+    /// of its records, the identity-assertion verifier, and the token signer.
     #[must_use]
     pub fn new(
         config: &Config,
@@ -104,6 +106,7 @@ impl AgentAuth {
         keys: Arc<KeyTable>,
         compiler: Arc<Compiler>,
         verifier: Arc<AssertionVerifier>,
+        tokens: Arc<Tokens>,
         previous: Option<&AgentAuth>,
     ) -> AgentAuth {
         let registration = &config.lifecycle.registration;
@@ -113,6 +116,7 @@ impl AgentAuth {
             keys,
             compiler,
             verifier,
+            tokens,
             anonymous_limit: AddressLimiter::carried(
                 previous.and_then(|p| p.anonymous_limit.as_ref()),
                 registration.per_hour,

@@ -871,6 +871,12 @@ impl Loader {
             &data_dir,
         );
 
+        if lifecycle.registration.access_token && !tokens.enabled {
+            self.error(
+                "registration.access_token",
+                "the proxy signs access tokens only with a `tokens:` section",
+            );
+        }
         let mut limits = self.limits(s.limits);
         limits.payments = s.payments.and_then(|raw| self.payments(raw));
         let log = LogSettings {

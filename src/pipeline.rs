@@ -530,6 +530,7 @@ impl Generation {
             self.keys.clone(),
             compiler,
             assertions,
+            self.tokens.clone(),
             previous.and_then(|p| p.agent_auth.as_ref()),
         ));
         self.sync = Some(state);

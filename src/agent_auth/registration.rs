@@ -133,7 +133,7 @@ impl AgentAuth {
                     }
                     None => None,
                 };
-                self.register_identity(config, body.client_name, requested, &verified)
+                self.register_identity(config, body.client_name, requested, &verified, origin)
                     .await
             }
         }
@@ -177,9 +177,7 @@ impl AgentAuth {
         self.apply(&key).await;
         tracing::info!(registration = %registration_id, key = %key.id, "anonymous agent registered");
         let post_claim = narrow(settings.claimed_scopes, requested);
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({
+        let mut answer = serde_json::json!({
                 "registration_id": registration_id,
                 "registration_type": "anonymous",
                 "credential_type": "api_key",
@@ -193,8 +191,9 @@ impl AgentAuth {
                 "claim_token_expires": rfc3339(claim_expires_at),
                 "post_claim_scopes": config.scopes.names(&post_claim).split_whitespace().collect::<Vec<_>>(),
                 "post_claim_tier": config.tiers.get(settings.claimed_tier).name,
-            }),
-        ))
+        });
+        self.add_access_token(config, &mut answer, &key, granted, origin);
+        Ok(json(StatusCode::OK, &answer))
     }
 
     async fn register_identity(
@@ -203,6 +202,7 @@ impl AgentAuth {
         client_name: Option<String>,
         requested: Option<ScopeSet>,
         verified: &VerifiedAssertion,
+        origin: &str,
     ) -> Answer {
         let settings = &config.lifecycle.registration;
         let now = unix_now();
@@ -233,19 +233,52 @@ impl AgentAuth {
         self.store.insert_registration(&registration, &key).await?;
         self.apply(&key).await;
         tracing::info!(registration = %registration_id, key = %key.id, issuer = %verified.issuer, "agent registered with an identity assertion");
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "registration_id": registration_id,
-                "registration_type": "agent-provider",
-                "credential_type": "api_key",
-                "credential": new.secret,
-                "credential_expires": null,
-                "key_id": key.id,
-                "scopes": key.scopes,
-                "tier": key.tier,
-            }),
-        ))
+        let mut answer = serde_json::json!({
+            "registration_id": registration_id,
+            "registration_type": "agent-provider",
+            "credential_type": "api_key",
+            "credential": new.secret,
+            "credential_expires": null,
+            "key_id": key.id,
+            "scopes": key.scopes,
+            "tier": key.tier,
+        });
+        self.add_access_token(config, &mut answer, &key, granted, origin);
+        Ok(json(StatusCode::OK, &answer))
+    }
+
+    /// Where `registration.access_token` asks for it, adds an access token minted
+    /// from the new key (as the token endpoint's `client_credentials` would mint it:
+    /// revoking the key ends it) to a registration answer.
+    fn add_access_token(
+        &self,
+        config: &Config,
+        answer: &mut serde_json::Value,
+        key: &KeyRecord,
+        scopes: ScopeSet,
+        origin: &str,
+    ) {
+        if !config.lifecycle.registration.access_token {
+            return;
+        }
+        let subject = format!("key:{}", key.id);
+        let issue = crate::tokens::Issue {
+            subject: &subject,
+            audience: origin,
+            scopes,
+            tier: config
+                .tiers
+                .find(&key.tier)
+                .unwrap_or(crate::tier::TierId(1)),
+            client_id: Some(&key.id),
+        };
+        // The key is stored already: an answer without a token still gives the agent
+        // a working credential, which the token endpoint exchanges for one.
+        if let Some(issued) = self.tokens.issue(&issue, unix_now()) {
+            answer["access_token"] = issued.token.into();
+            answer["token_type"] = "Bearer".into();
+            answer["expires_in"] = issued.expires_in.into();
+        }
     }
 
     /// The key record a registration issues.
@@ -339,6 +372,13 @@ impl AgentAuth {
                 .ok_or(LifecycleError::InvalidClaimToken)?,
             (None, Some(id)) => {
                 if body.identity_assertion.is_none() {
+                    if !settings.require_identity_to_claim {
+                        // The registration id is no secret (the claim page shows it).
+                        return Err(Failure::with(
+                            LifecycleError::InvalidBody,
+                            "send `claim_token` (from the registration answer), or `registration_id` with `identity_assertion`",
+                        ));
+                    }
                     return Err(LifecycleError::IdentityRequired.into());
                 }
                 self.store

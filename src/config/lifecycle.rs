@@ -54,6 +54,9 @@ pub struct Registration {
     /// Also accept assertions whose `aud` is the resource URL (WorkOS-style), not
     /// only the authorization server's issuer.
     pub accept_resource_audience: bool,
+    /// The registration answer also carries an access token minted from the new key
+    /// (Toromarket-style "a token back immediately"); needs `tokens:`.
+    pub access_token: bool,
 }
 
 /// `key_management:`.
@@ -237,6 +240,7 @@ impl Loader {
             per_hour: raw.per_hour.unwrap_or(5),
             identity_per_hour: raw.identity_per_hour.unwrap_or(60),
             accept_resource_audience: raw.accept_resource_audience,
+            access_token: raw.access_token,
         }
     }
 

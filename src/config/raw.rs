@@ -310,6 +310,8 @@ pub(crate) struct RawRegistration {
     pub(crate) identity_per_hour: Option<u32>,
     #[serde(default)]
     pub(crate) accept_resource_audience: bool,
+    #[serde(default)]
+    pub(crate) access_token: bool,
 }
 
 /// One trusted issuer (`trusted_issuers:`).

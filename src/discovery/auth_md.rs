@@ -79,7 +79,8 @@ fn methods(md: &mut String, config: &Config) {
     if routes.iter().any(|r| r.access == Access::Public) {
         let _ = writeln!(
             md,
-            "| No credential | Public endpoints only | nothing | none configured |"
+            "| No credential | Public endpoints only | nothing | {} |",
+            limits_of(config, &[TierId::ANONYMOUS], "client address")
         );
     }
     if routes.iter().any(|r| r.access == Access::Anonymous) {
@@ -97,9 +98,11 @@ fn methods(md: &mut String, config: &Config) {
         };
         let _ = writeln!(
             md,
-            "| Anonymous | Quick start, low volume: {scopes} | {send} | none configured |"
+            "| Anonymous | Quick start, low volume: {scopes} | {send} | {} |",
+            limits_of(config, &[TierId::ANONYMOUS], "identifier (or address)")
         );
     }
+    let key_tiers = key_tiers(config);
     if !config.credentials.key_prefixes.is_empty() {
         let prefixes: Vec<String> = config
             .credentials
@@ -109,9 +112,10 @@ fn methods(md: &mut String, config: &Config) {
             .collect();
         let _ = writeln!(
             md,
-            "| API key ({}) | Production agents: whatever the key's scopes allow | {} | none configured |",
+            "| API key ({}) | Production agents: whatever the key's scopes allow | {} | {} |",
             prefixes.join(", "),
-            credential_headers(config, "<key>").join(" or ")
+            credential_headers(config, "<key>").join(" or "),
+            limits_of(config, &key_tiers, "key")
         );
     }
     let tokens = &config.tokens;
@@ -119,22 +123,25 @@ fn methods(md: &mut String, config: &Config) {
         if let Some(anonymous) = &tokens.anonymous {
             let _ = writeln!(
                 md,
-                "| Anonymous access token | No setup, more than anonymous requests get: the `{}` tier, {} | `Authorization: Bearer <token>` from client_credentials without a client secret (see Get an access token) | {} tokens per hour per address |",
+                "| Anonymous access token | No setup, more than anonymous requests get: the `{}` tier, {} | `Authorization: Bearer <token>` from client_credentials without a client secret (see Get an access token) | {}; {} tokens per hour per address |",
                 config.tiers.get(anonymous.tier).name,
                 code_list(&config.scopes.names(&anonymous.scopes)),
+                limits_of(config, &[anonymous.tier], "token"),
                 anonymous.per_hour
             );
         }
         if tokens.api_keys && !config.credentials.key_prefixes.is_empty() {
             let _ = writeln!(
                 md,
-                "| Access token for a key | OAuth clients (MCP): a short-lived token with the key's scopes or fewer | `Authorization: Bearer <token>` from client_credentials with the key as client secret | none configured |"
+                "| Access token for a key | OAuth clients (MCP): a short-lived token with the key's scopes or fewer | `Authorization: Bearer <token>` from client_credentials with the key as client secret | {} |",
+                limits_of(config, &key_tiers, "key")
             );
         }
         if tokens.jwt_bearer {
             let _ = writeln!(
                 md,
-                "| Identity assertion | Agents acting for a user of a trusted identity provider | `Authorization: Bearer <token>` from the jwt-bearer grant with an ID-JAG | none configured |"
+                "| Identity assertion | Agents acting for a user of a trusted identity provider | `Authorization: Bearer <token>` from the jwt-bearer grant with an ID-JAG | {} |",
+                limits_of(config, &issuer_tiers(config, false), "user")
             );
         }
     }
@@ -147,11 +154,131 @@ fn methods(md: &mut String, config: &Config) {
     if !issuers.is_empty() {
         let _ = writeln!(
             md,
-            "| Issuer's access token | You already hold a JWT access token from {} for this API | `Authorization: Bearer <token>` | none configured |",
-            issuers.join(", ")
+            "| Issuer's access token | You already hold a JWT access token from {} for this API | `Authorization: Bearer <token>` | {} |",
+            issuers.join(", "),
+            limits_of(config, &issuer_tiers(config, true), "subject")
         );
     }
     let _ = writeln!(md);
+}
+
+/// The tiers an API key can be in: where registration and key creation put keys,
+/// and the config's keys' own.
+fn key_tiers(config: &Config) -> Vec<TierId> {
+    let lifecycle = &config.lifecycle;
+    let mut tiers: Vec<TierId> = config.keys.iter().map(|k| k.tier()).collect();
+    if lifecycle.issues_keys() {
+        tiers.extend([
+            lifecycle.registration.tier,
+            lifecycle.registration.claimed_tier,
+        ]);
+        tiers.extend(lifecycle.keys.anonymous_tier);
+    }
+    tiers.sort_unstable();
+    tiers.dedup();
+    tiers
+}
+
+/// The tiers of trusted issuers' principals: of their access tokens, or of the
+/// tokens their identity assertions are exchanged for.
+fn issuer_tiers(config: &Config, access_tokens: bool) -> Vec<TierId> {
+    let mut tiers: Vec<TierId> = config
+        .trusted_issuers
+        .iter()
+        .filter(|i| {
+            if access_tokens {
+                i.access_tokens
+            } else {
+                i.identity_assertions
+            }
+        })
+        .map(|i| {
+            i.tier.unwrap_or(if access_tokens {
+                TierId(1)
+            } else {
+                config.lifecycle.registration.claimed_tier
+            })
+        })
+        .collect();
+    tiers.sort_unstable();
+    tiers.dedup();
+    tiers
+}
+
+/// What the tiers allow, counted per `per`, in words: `60 per minute, per key`, or,
+/// when they differ, each one's. Keys with limits of their own are noted.
+fn limits_of(config: &Config, tiers: &[TierId], per: &str) -> String {
+    let texts: Vec<(String, String)> = tiers
+        .iter()
+        .map(|t| {
+            let tier = config.tiers.get(*t);
+            (tier.name.clone(), limit_text(&tier.limits))
+        })
+        .collect();
+    let mut text = match texts.as_slice() {
+        [] => "none configured".to_owned(),
+        [(_, only)] if only == "none configured" => only.clone(),
+        [(_, only)] => format!("{only}, per {per}"),
+        [(_, first), rest @ ..] if rest.iter().all(|(_, t)| t == first) => {
+            format!("{first}, per {per}")
+        }
+        all => format!(
+            "per {per}, by tier: {}",
+            all.iter()
+                .map(|(name, t)| format!("`{name}` {t}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
+    };
+    if tiers.iter().any(|t| *t != TierId::ANONYMOUS)
+        && config.keys.iter().any(|k| k.profile.limits.is_some())
+    {
+        text.push_str(" (some keys have limits of their own)");
+    }
+    text
+}
+
+/// One limit set in words: its rate windows and its quota, or `none configured`.
+fn limit_text(limits: &crate::limits::LimitSet) -> String {
+    let mut parts = rate_texts(limits);
+    parts.extend(limits.quota.map(quota_text));
+    if parts.is_empty() {
+        "none configured".to_owned()
+    } else {
+        parts.join(", ")
+    }
+}
+
+/// Each rate window in words: `300 per minute`.
+fn rate_texts(limits: &crate::limits::LimitSet) -> Vec<String> {
+    limits
+        .rates
+        .iter()
+        .map(|r| format!("{} per {}", r.limit, window(r.window_secs())))
+        .collect()
+}
+
+/// A quota in words: `5000 per calendar month (UTC)`.
+fn quota_text(quota: crate::limits::quota::Quota) -> String {
+    match quota.period {
+        crate::limits::quota::Period::Day => format!("{} per UTC day", quota.limit),
+        crate::limits::quota::Period::Month => {
+            format!("{} per calendar month (UTC)", quota.limit)
+        }
+    }
+}
+
+/// Whether any tier or config key has rate windows, and whether any has a quota.
+fn limit_kinds(config: &Config) -> (bool, bool) {
+    let sets = config.tiers.all().iter().map(|t| &*t.limits).chain(
+        config
+            .keys
+            .iter()
+            .filter_map(|k| k.profile.limits.as_deref()),
+    );
+    sets.fold((false, false), |(rates, quota), set| {
+        (rates || !set.rates.is_empty(), quota || set.quota.is_some())
+    })
 }
 
 fn access_tokens(md: &mut String, config: &Config, origin: &str) {
@@ -232,6 +359,14 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             registration.per_hour,
         );
     }
+    if registration.access_token {
+        let _ = writeln!(
+            md,
+            "Every registration answer also carries an `access_token` (a JWT to send as `Authorization: Bearer`, \
+             with `token_type` and `expires_in`) minted from the new key. When it expires, get a new one from the \
+             token endpoint with the key (see Tokens); revoking the key ends its tokens too.\n"
+        );
+    }
     if config.identity_issuers().next().is_some() {
         let issuers: Vec<String> = config
             .identity_issuers()
@@ -258,10 +393,7 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             if lifecycle.keys.rotation_grace.is_zero() {
                 " at once".to_owned()
             } else {
-                format!(
-                    " after {}",
-                    humantime::format_duration(lifecycle.keys.rotation_grace)
-                )
+                format!(" after {}", span(lifecycle.keys.rotation_grace))
             },
             config.endpoints.scopes,
         );
@@ -292,10 +424,20 @@ fn claim(md: &mut String, config: &Config, origin: &str) {
         return;
     }
     let registration = &lifecycle.registration;
+    let (what, how) = if registration.require_identity_to_claim {
+        (
+            "binds an anonymous registration to a verified identity",
+            "Give the `claim_url` to your human operator, or claim it yourself",
+        )
+    } else {
+        (
+            "is your human operator taking responsibility for an anonymous registration",
+            "Give the `claim_url` to your operator, who opens it and confirms; or claim it",
+        )
+    };
     let _ = writeln!(
         md,
-        "## Claim\n\nA claim binds an anonymous registration to a verified identity and raises the same key, in \
-         place, to the `{}` tier with {}. Give the `claim_url` to your human operator, or claim it yourself with \
+        "## Claim\n\nA claim {what}; it raises the same key, in place, to the `{}` tier with {}. {how} with \
          `POST {origin}{}` and `{{\"claim_token\": \"...\"{}}}` (or the `{{\"registration_id\", \
          \"identity_assertion\"}}` form). A claim token works once and expires after {}.\n",
         config.tiers.get(registration.claimed_tier).name,
@@ -306,8 +448,27 @@ fn claim(md: &mut String, config: &Config, origin: &str) {
         } else {
             ""
         },
-        humantime::format_duration(registration.claim_ttl),
+        span(registration.claim_ttl),
     );
+}
+
+/// A duration in words: `24 hours`, `30 minutes`, `1 day`, or `1h 30m` when it is
+/// no whole number of one unit.
+fn span(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let whole = [
+        (86_400, "day"),
+        (3600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ]
+    .into_iter()
+    .find(|(unit, _)| secs > 0 && secs % unit == 0);
+    match whole {
+        Some((unit, name)) if secs / unit == 1 => format!("1 {name}"),
+        Some((unit, name)) => format!("{} {name}s", secs / unit),
+        None => humantime::format_duration(duration).to_string(),
+    }
 }
 
 fn use_the_credential(md: &mut String, config: &Config, origin: &str) {
@@ -323,11 +484,19 @@ fn use_the_credential(md: &mut String, config: &Config, origin: &str) {
     }
     let _ = writeln!(md, "Each example shows the answer you get:\n");
     let routes: Vec<&Route> = config.policy.routes().collect();
-    // Prefer a GET route; any non-public route will do.
+    // The plainest protected route makes the example: a GET, then the fewest path
+    // parameters, then the shortest path.
+    let plainest = |r: &&&Route| {
+        (
+            !r.methods.contains(&http::Method::GET),
+            r.path.matches('{').count(),
+            r.path.len(),
+        )
+    };
     let protected = routes
         .iter()
         .filter(|r| r.access == Access::Credential && r.min_tier.is_none())
-        .min_by_key(|r| !r.methods.contains(&http::Method::GET));
+        .min_by_key(plainest);
     if let (Some(route), Some(header)) = (protected, headers.first()) {
         let curl = curl(origin, route);
         let scopes = config.scopes.names(&route.scopes);
@@ -347,7 +516,7 @@ fn use_the_credential(md: &mut String, config: &Config, origin: &str) {
             r.scopes
                 .is_subset_of(&config.tiers.get(TierId::ANONYMOUS).scopes)
         })
-        .min_by_key(|r| !r.methods.contains(&http::Method::GET));
+        .min_by_key(plainest);
     if let Some(route) = anonymous {
         let curl = curl(origin, route);
         let header = config
@@ -423,14 +592,13 @@ fn errors(md: &mut String, config: &Config) {
         "## Errors\n\nEvery error is JSON: `{{\"error\", \"code\", \"message\", \"docs\"}}`; OAuth endpoints add \
          `error_description`.\n\n| Status | Code | Meaning | What to do |\n|---|---|---|---|"
     );
-    let limited = config.tiers.all().iter().any(|t| !t.limits.is_unlimited())
-        || config.keys.iter().any(|k| k.profile.limits.is_some());
+    let (rated, quota) = limit_kinds(config);
     let pays = config.limits.payments.is_some();
     for e in ERROR_CODES {
         let applies = match e.code {
-            "RATE_LIMIT_EXCEEDED" => limited,
-            "QUOTA_EXCEEDED" => limited && !pays,
-            c if c.starts_with("PAYMENT_") => limited && pays,
+            "RATE_LIMIT_EXCEEDED" => rated,
+            "QUOTA_EXCEEDED" => quota && !pays,
+            c if c.starts_with("PAYMENT_") => quota && pays,
             _ => true,
         };
         if !applies {
@@ -454,13 +622,18 @@ fn errors(md: &mut String, config: &Config) {
     }
     if config.tokens.enabled {
         for e in crate::rejection::OAuthError::DOCUMENTED {
+            let description = match e {
+                crate::rejection::OAuthError::InvalidClient { .. } if !config.tokens.api_keys => {
+                    "client authentication failed: this API issues tokens without client credentials"
+                }
+                _ => e.description(),
+            };
             let _ = writeln!(
                 md,
-                "| {} | `{}` (`{}`) | {} | Fix the request as the message says. |",
+                "| {} | `{}` (`{}`) | {description} | Fix the request as the message says. |",
                 e.status().as_u16(),
                 e.code(),
                 e.name(),
-                e.description()
             );
         }
     }
@@ -521,21 +694,11 @@ fn rate_limits(md: &mut String, config: &Config) {
          identifier, or, with none of these, the client address.\n\n| Tier | Rate limits | Quota |\n|---|---|---|"
     );
     for tier in &limited {
-        let rates: Vec<String> = tier
+        let rates = rate_texts(&tier.limits);
+        let quota = tier
             .limits
-            .rates
-            .iter()
-            .map(|r| format!("{} per {}", r.limit, window(r.window_secs())))
-            .collect();
-        let quota = tier.limits.quota.map_or_else(
-            || "none".to_owned(),
-            |q| match q.period {
-                crate::limits::quota::Period::Day => format!("{} per UTC day", q.limit),
-                crate::limits::quota::Period::Month => {
-                    format!("{} per calendar month (UTC)", q.limit)
-                }
-            },
-        );
+            .quota
+            .map_or_else(|| "none".to_owned(), quota_text);
         let rates = if rates.is_empty() {
             "none".to_owned()
         } else {
@@ -567,10 +730,20 @@ fn rate_limits(md: &mut String, config: &Config) {
             headers.join("; ")
         );
     }
-    let _ = writeln!(
-        md,
-        "\n- `429 RATE_LIMIT_EXCEEDED`: wait `Retry-After` seconds (the same moment as the reset), then retry."
-    );
+    let (rated, quota) = limit_kinds(config);
+    if rated {
+        let _ = writeln!(
+            md,
+            "\n- `429 RATE_LIMIT_EXCEEDED`: wait `Retry-After` seconds (the same moment as the reset), then retry."
+        );
+    }
+    if !quota {
+        let _ = writeln!(md);
+        return;
+    }
+    if !rated {
+        let _ = writeln!(md);
+    }
     match &config.limits.payments {
         None => {
             let _ = writeln!(
