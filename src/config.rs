@@ -194,6 +194,8 @@ pub struct Endpoints {
     pub keys: String,
     /// The scope list.
     pub scopes: String,
+    /// The JWKS of the proxy's token-signing keys (`jwks_uri`).
+    pub jwks: String,
 }
 
 /// `service:`.
@@ -1096,6 +1098,7 @@ impl Loader {
             ),
             keys: endpoint(self, &raw.keys, "keys", "/api/v1/auth/keys"),
             scopes: endpoint(self, &raw.scopes, "scopes", "/api/v1/auth/scopes"),
+            jwks: endpoint(self, &raw.jwks, "jwks", crate::discovery::JWKS),
         }
     }
 

@@ -329,7 +329,10 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
     });
     if let Some(map) = doc.as_object_mut() {
         if config.tokens.enabled {
-            map.insert("jwks_uri".into(), json!(format!("{origin}{JWKS}")));
+            map.insert(
+                "jwks_uri".into(),
+                json!(format!("{origin}{}", config.endpoints.jwks)),
+            );
             if config.tokens.jwt_bearer {
                 map.insert(
                     "authorization_grant_profiles_supported".into(),
@@ -389,16 +392,18 @@ fn agent_auth(config: &Config, origin: &str) -> Value {
     };
     let mut types: Vec<&str> = Vec::new();
     if lifecycle.issues_keys() {
+        map.insert(
+            "revocation_uri".into(),
+            json!(format!("{origin}{}", endpoints.agent_revoke)),
+        );
+    }
+    if lifecycle.registers() {
         let register = format!("{origin}{}", endpoints.register);
         let claim = format!("{origin}{}", endpoints.claim);
         map.insert("register_uri".into(), json!(register));
         map.insert("identity_endpoint".into(), json!(register));
         map.insert("claim_uri".into(), json!(claim));
         map.insert("claim_endpoint".into(), json!(claim));
-        map.insert(
-            "revocation_uri".into(),
-            json!(format!("{origin}{}", endpoints.agent_revoke)),
-        );
         if lifecycle.registration.anonymous {
             types.push("anonymous");
             map.insert(

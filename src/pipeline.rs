@@ -941,7 +941,7 @@ impl Generation {
         host: HostId,
     ) -> Option<(LocalEndpoint, Local)> {
         use LocalEndpoint as E;
-        if path == discovery::JWKS {
+        if path == self.config.endpoints.jwks {
             if let Some(jwks) = self.tokens.jwks() {
                 return Some((
                     E::Discovery,
@@ -969,9 +969,9 @@ impl Generation {
             Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Scopes)))
         } else if !self.config.lifecycle.issues_keys() {
             None
-        } else if path == endpoints.register {
+        } else if path == endpoints.register && self.config.lifecycle.registers() {
             Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Register)))
-        } else if path == endpoints.claim {
+        } else if path == endpoints.claim && self.config.lifecycle.registers() {
             Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Claim)))
         } else if path == endpoints.agent_revoke {
             Some((E::Lifecycle, Local::Lifecycle(Lifecycle::AgentRevoke)))

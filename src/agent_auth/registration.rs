@@ -97,10 +97,16 @@ impl AgentAuth {
             }
         };
         let settings = &config.lifecycle.registration;
+        // Where the operator hands out keys, a refused registration says where.
+        let elsewhere = |error: LifecycleError, detail: &str| match &config.service.contact {
+            Some(contact) => Failure::with(error, format!("{detail}get a key at {contact}")),
+            None if detail.is_empty() => error.into(),
+            None => Failure::with(error, detail.trim_end_matches("; ")),
+        };
         match kind {
             RegistrationKind::Anonymous => {
                 if !settings.anonymous {
-                    return Err(LifecycleError::AnonymousNotEnabled.into());
+                    return Err(elsewhere(LifecycleError::AnonymousNotEnabled, ""));
                 }
                 if body.assertion.is_some() || body.assertion_type.is_some() {
                     return Err(Failure::with(
@@ -114,13 +120,13 @@ impl AgentAuth {
             }
             RegistrationKind::IdentityAssertion => {
                 if !self.verifier.is_enabled() {
-                    return Err(LifecycleError::IdentityAssertionNotEnabled.into());
+                    return Err(elsewhere(LifecycleError::IdentityAssertionNotEnabled, ""));
                 }
                 check_assertion_type(body.assertion_type.as_deref())?;
                 let Some(assertion) = body.assertion else {
-                    return Err(Failure::with(
+                    return Err(elsewhere(
                         LifecycleError::InvalidBody,
-                        "missing field `assertion`",
+                        "missing field `assertion`; ",
                     ));
                 };
                 limit(self.identity_limit.as_deref(), address)?;

@@ -27,11 +27,20 @@ impl Lifecycle {
     pub fn issues_keys(&self) -> bool {
         self.store != StoreSettings::None && !self.keys.prefix.is_empty()
     }
+
+    /// True when agents can register (and claim) by themselves.
+    #[must_use]
+    pub fn registers(&self) -> bool {
+        self.issues_keys() && self.registration.enabled
+    }
 }
 
 /// `registration:`.
 #[derive(Debug, Clone)]
 pub struct Registration {
+    /// The register and claim endpoints are served (`false`: keys come only from
+    /// the operator and key management).
+    pub enabled: bool,
     /// Anonymous registration is offered.
     pub anonymous: bool,
     /// Tier of an anonymous registration's key until it is claimed.
@@ -226,6 +235,7 @@ impl Loader {
             )
             .unwrap_or(tiers.get(claimed_tier).scopes);
         Registration {
+            enabled: raw.enabled.unwrap_or(true),
             anonymous: raw.anonymous.unwrap_or(true),
             tier,
             scopes,

@@ -45,6 +45,7 @@ pub(crate) struct RawEndpoints {
     pub(crate) agent_revoke: Option<String>,
     pub(crate) keys: Option<String>,
     pub(crate) scopes: Option<String>,
+    pub(crate) jwks: Option<String>,
 }
 
 /// `server:`: the listener's own settings.
@@ -299,6 +300,7 @@ pub(crate) enum RawStoreKind {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRegistration {
+    pub(crate) enabled: Option<bool>,
     pub(crate) anonymous: Option<bool>,
     pub(crate) tier: Option<String>,
     pub(crate) scopes: Option<Vec<String>>,

@@ -11,7 +11,7 @@ use crate::policy::{Access, Route};
 use crate::rejection::{ERROR_CODES, PROTECTED_RESOURCE};
 use crate::tier::TierId;
 
-use super::{AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, JWKS, JWT_BEARER, MCP_SERVER_CARD};
+use super::{AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, JWT_BEARER, MCP_SERVER_CARD};
 
 /// Renders the auth.md of `config` as seen from `origin`.
 #[must_use]
@@ -49,8 +49,8 @@ fn discover(md: &mut String, config: &Config, origin: &str) {
     let _ = writeln!(
         md,
         "1. A request to a protected endpoint without a credential answers `401` with\n   \
-         `WWW-Authenticate: Bearer resource_metadata=\"{origin}{PROTECTED_RESOURCE}\"`, and `scope=\"...\"` naming \
-         what that endpoint needs.\n\
+         `WWW-Authenticate: Bearer resource_metadata=\"{origin}{PROTECTED_RESOURCE}\"` (with `scope=\"...\"` naming \
+         what that endpoint needs, where it needs scopes).\n\
          2. Protected resource metadata (RFC 9728): `GET {origin}{PROTECTED_RESOURCE}`. It names the scopes, the \
          authorization server and this document."
     );
@@ -167,11 +167,13 @@ fn methods(md: &mut String, config: &Config) {
 fn key_tiers(config: &Config) -> Vec<TierId> {
     let lifecycle = &config.lifecycle;
     let mut tiers: Vec<TierId> = config.keys.iter().map(|k| k.tier()).collect();
-    if lifecycle.issues_keys() {
+    if lifecycle.registers() {
         tiers.extend([
             lifecycle.registration.tier,
             lifecycle.registration.claimed_tier,
         ]);
+    }
+    if lifecycle.issues_keys() && lifecycle.keys.enabled {
         tiers.extend(lifecycle.keys.anonymous_tier);
     }
     tiers.sort_unstable();
@@ -291,10 +293,11 @@ fn access_tokens(md: &mut String, config: &Config, origin: &str) {
         md,
         "## Get an access token\n\n`POST {endpoint}` (the `token_endpoint` of the authorization-server metadata) \
          answers `{{\"access_token\", \"token_type\": \"Bearer\", \"expires_in\": {}, \"scope\"}}`. The token is a \
-         JWT (`typ: at+jwt`) signed with a key published at `{origin}{JWKS}`; it works until it expires. Add \
+         JWT (`typ: at+jwt`) signed with a key published at `{origin}{}`; it works until it expires. Add \
          `scope=<space-separated scopes>` to ask for fewer scopes, and `resource={origin}` (RFC 8707; any resource \
          named in the protected-resource metadata) to name what it is for.\n",
-        tokens.ttl.as_secs()
+        tokens.ttl.as_secs(),
+        config.endpoints.jwks,
     );
     if let Some(anonymous) = &tokens.anonymous {
         let _ = writeln!(
@@ -336,16 +339,18 @@ fn register(md: &mut String, config: &Config, origin: &str) {
     }
     let contact = contact(config);
     let lifecycle = &config.lifecycle;
-    if !lifecycle.issues_keys() {
+    if !lifecycle.registers() {
         let _ = writeln!(
             md,
             "API keys are issued by the operator of this API{contact}. This server offers no self-service registration.\n"
         );
+    }
+    if !lifecycle.issues_keys() {
         return;
     }
     let register = format!("{origin}{}", config.endpoints.register);
     let registration = &lifecycle.registration;
-    if registration.anonymous {
+    if lifecycle.registers() && registration.anonymous {
         let _ = writeln!(
             md,
             "Register to get an API key at once (JSON in, JSON out; the key is shown exactly once, store it):\n\n\
@@ -359,7 +364,7 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             registration.per_hour,
         );
     }
-    if registration.access_token {
+    if lifecycle.registers() && registration.access_token {
         let _ = writeln!(
             md,
             "Every registration answer also carries an `access_token` (a JWT to send as `Authorization: Bearer`, \
@@ -367,15 +372,15 @@ fn register(md: &mut String, config: &Config, origin: &str) {
              token endpoint with the key (see Tokens); revoking the key ends its tokens too.\n"
         );
     }
-    if config.identity_issuers().next().is_some() {
+    if lifecycle.registers() && config.identity_issuers().next().is_some() {
         let issuers: Vec<String> = config
             .identity_issuers()
             .map(|i| format!("`{}`", i.issuer))
             .collect();
         let _ = writeln!(
             md,
-            "With an identity: send an ID-JAG (`typ: oauth-id-jag+jwt`, `aud` = `{origin}`) from a trusted issuer \
-             ({}) as `{{\"type\": \"identity_assertion\", \"assertion_type\": \"{}\", \"assertion\": \"<JWT>\"}}`. \
+            "With an identity: `POST {register}` with an ID-JAG (`typ: oauth-id-jag+jwt`, `aud` = `{origin}`) from a \
+             trusted issuer ({}) as `{{\"type\": \"identity_assertion\", \"assertion_type\": \"{}\", \"assertion\": \"<JWT>\"}}`. \
              The key comes with the `{}` tier. Each assertion works once (`jti`).\n",
             issuers.join(", "),
             crate::agent_auth::registration::ID_JAG,
@@ -416,7 +421,7 @@ fn register(md: &mut String, config: &Config, origin: &str) {
 
 fn claim(md: &mut String, config: &Config, origin: &str) {
     let lifecycle = &config.lifecycle;
-    if !lifecycle.issues_keys() || !lifecycle.registration.anonymous {
+    if !lifecycle.registers() || !lifecycle.registration.anonymous {
         let _ = writeln!(
             md,
             "## Claim\n\nThere is no claim step: credentials are issued with their final scopes and tier.\n"
@@ -661,18 +666,29 @@ fn errors(md: &mut String, config: &Config) {
 fn rate_limits(md: &mut String, config: &Config) {
     let _ = writeln!(md, "## Rate limits\n");
     let registration = &config.lifecycle.registration;
-    if config.lifecycle.issues_keys() {
+    if config.lifecycle.registers() {
         let limit = |n: u32| match n {
             0 => "unlimited".to_owned(),
             n => format!("{n} per hour"),
         };
-        let _ = writeln!(
-            md,
-            "Registration is limited per client address: anonymous {}, with an identity assertion {} \
-             (`429 RATE_LIMITED` with `Retry-After` beyond that).",
-            limit(registration.per_hour),
-            limit(registration.identity_per_hour)
-        );
+        let mut kinds = Vec::new();
+        if registration.anonymous {
+            kinds.push(format!("anonymous {}", limit(registration.per_hour)));
+        }
+        if config.identity_issuers().next().is_some() {
+            kinds.push(format!(
+                "with an identity assertion {}",
+                limit(registration.identity_per_hour)
+            ));
+        }
+        if !kinds.is_empty() {
+            let _ = writeln!(
+                md,
+                "Registration is limited per client address: {} (`429 RATE_LIMITED` with `Retry-After` beyond \
+                 that).",
+                kinds.join(", ")
+            );
+        }
     }
     let limited: Vec<_> = config
         .tiers
