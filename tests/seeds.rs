@@ -17,3 +17,15 @@ mod common;
 
 #[path = "seeds/anygett.rs"]
 mod anygett;
+
+#[path = "seeds/botvisibility.rs"]
+mod botvisibility;
+
+#[path = "seeds/getscaled.rs"]
+mod getscaled;
+
+#[path = "seeds/jobspipe.rs"]
+mod jobspipe;
+
+#[path = "seeds/toromarket.rs"]
+mod toromarket;
