@@ -391,7 +391,7 @@ fn agent_auth(config: &Config, origin: &str) -> Value {
         return block;
     };
     let mut types: Vec<&str> = Vec::new();
-    if lifecycle.issues_keys() {
+    if lifecycle.self_service() {
         map.insert(
             "revocation_uri".into(),
             json!(format!("{origin}{}", endpoints.agent_revoke)),

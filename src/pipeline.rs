@@ -973,7 +973,7 @@ impl Generation {
             Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Register)))
         } else if path == endpoints.claim && self.config.lifecycle.registers() {
             Some((E::Lifecycle, Local::Lifecycle(Lifecycle::Claim)))
-        } else if path == endpoints.agent_revoke {
+        } else if path == endpoints.agent_revoke && self.config.lifecycle.self_service() {
             Some((E::Lifecycle, Local::Lifecycle(Lifecycle::AgentRevoke)))
         } else if !self.config.lifecycle.keys.enabled {
             None

@@ -28,6 +28,14 @@ impl Lifecycle {
         self.store != StoreSettings::None && !self.keys.prefix.is_empty()
     }
 
+    /// True when agents get or manage keys by themselves (registration or key
+    /// management); only then can they revoke a key themselves too. Otherwise keys
+    /// are the operator's to issue and revoke.
+    #[must_use]
+    pub fn self_service(&self) -> bool {
+        self.issues_keys() && (self.registration.enabled || self.keys.enabled)
+    }
+
     /// True when agents can register (and claim) by themselves.
     #[must_use]
     pub fn registers(&self) -> bool {

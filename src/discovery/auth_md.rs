@@ -814,7 +814,7 @@ fn revocation(md: &mut String, config: &Config, origin: &str) {
     } else {
         String::new()
     };
-    if config.lifecycle.issues_keys() {
+    if config.lifecycle.self_service() {
         let _ = writeln!(
             md,
             "## Revocation\n\nTo give up a key (or if it leaked), `POST {origin}{}` with `{{\"credential\": \"<key>\"}}`: \

@@ -66,14 +66,14 @@ const METHODS: &[(u32, &str)] = &[
 /// Endpoints the original names (the path part of its URLs on api.jobspipe.dev; the
 /// OpenAPI spec lives on the website's own origin, so it stays absolute).
 ///
-/// Not listed, because the generated document does not name them (reported gaps):
-/// line 25, the JWKS at `/api/auth/jwks`; line 35, `register_uri` `/agent/auth` (the
-/// Register section names no URL when anonymous registration is off); line 36,
-/// `claim_uri` `/agent/auth/claim` (the Claim section says there is no claim step).
-/// All three paths except the JWKS are checked in the authorization-server metadata.
+/// Not listed: line 36, `claim_uri` `/agent/auth/claim`. Claims raise anonymous
+/// registrations, which JobsPipe does not offer, so the Claim section says there is
+/// no claim step; the path is checked in the authorization-server metadata.
 const ENDPOINTS: &[(u32, &str)] = &[
     (23, "/.well-known/oauth-protected-resource"),
     (24, "/.well-known/oauth-authorization-server"),
+    (25, "/api/auth/jwks"),
+    (35, "/agent/auth` with an ID-JAG"),
     (27, "/.well-known/api-catalog"),
     (37, "/agent/auth/revoke"),
 ];
@@ -412,6 +412,17 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         "{}",
         jp(24, "Authorization-server metadata (RFC 8414)")
     );
+    // Seed line 25: the JWKS, where the metadata says it is.
+    let at = jp(25, "JWKS: https://api.jobspipe.dev/api/auth/jwks");
+    assert_eq!(asm["jwks_uri"], proxy.url("/api/auth/jwks"), "{at}");
+    let jwks = get_json(&proxy, "/api/auth/jwks", &at).await;
+    let keys = jwks["keys"].as_array().unwrap();
+    assert!(!keys.is_empty(), "{at}: {jwks}");
+    assert!(
+        keys.iter()
+            .all(|k| k["kid"].is_string() && k.get("d").is_none()),
+        "{at}: public keys only: {jwks}"
+    );
     let agent_auth = &asm["agent_auth"];
     for (line, field, path) in [
         (35, "register_uri", "/agent/auth"),
@@ -709,6 +720,17 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
         body["message"].as_str().unwrap().contains("assertion"),
         "{}: {body}",
         jp(49, "no key is minted without an identity")
+    );
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("get a key at https://jobspipe.dev/signup"),
+        "{}: {body}",
+        jp(
+            49,
+            "the response directs you to https://jobspipe.dev/signup"
+        )
     );
     let docs = body["docs"].as_str().unwrap().to_owned();
     assert!(
