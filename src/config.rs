@@ -1473,6 +1473,7 @@ impl Loader {
                     access,
                     scopes: required,
                     min_tier,
+                    metered: route.metered.unwrap_or(true),
                     challenges,
                 },
             });
@@ -1488,6 +1489,7 @@ impl Loader {
                 access: Access::Public,
                 scopes: ScopeSet::EMPTY,
                 min_tier: None,
+                metered: true,
                 challenges: Box::new([]),
             })),
         };

@@ -64,6 +64,8 @@ struct Shared {
     draining: AtomicBool,
     /// The limiter's sweeper and the quota sync.
     background: Vec<JoinHandle<()>>,
+    /// The limits of routes that are not metered: none.
+    unmetered: limits::LimitSet,
 }
 
 impl Drop for Shared {
@@ -219,6 +221,7 @@ impl Gateway {
             metrics,
             draining: AtomicBool::new(false),
             background,
+            unmetered: limits::LimitSet::default(),
         });
         let generation = Generation::build(config, &shared, None).await?;
         Ok(Gateway {
@@ -878,10 +881,16 @@ impl Generation {
         unix: i64,
     ) -> (Subject<'g>, Verdict<'g>) {
         let config = &*self.config;
-        let tier_limits = &config.tiers.get(tier_of(grant)).limits;
         let address = config
             .limits
             .client_address(conn.peer.ip(), request.headers());
+        if !grant.route.metered {
+            // Counted against nothing: the limiter answers at once, and no
+            // RateLimit headers are written.
+            let subject = Subject::of(None, address, &self.shared.unmetered);
+            return (subject, self.shared.limiter.check(&subject, unix));
+        }
+        let tier_limits = &config.tiers.get(tier_of(grant)).limits;
         let subject = Subject::of(grant.principal.as_ref(), address, tier_limits);
         let verdict = self.shared.limiter.check(&subject, unix);
         (subject, verdict)

@@ -148,6 +148,9 @@ pub struct Route {
     pub scopes: ScopeSet,
     /// The lowest tier allowed, if any.
     pub min_tier: Option<TierId>,
+    /// Requests count against rate limits and quotas (`false`: documentation,
+    /// health and pricing pages that should never use up an allowance).
+    pub metered: bool,
     /// `WWW-Authenticate` values for refusals on this route, one set per public
     /// origin (indexed by [`HostId`]): they name the protected resource the route
     /// belongs to and the scopes it requires.
@@ -379,6 +382,7 @@ mod tests {
             access: Access::Public,
             scopes: ScopeSet::EMPTY,
             min_tier: None,
+            metered: true,
             challenges: Box::new([]),
         }
     }

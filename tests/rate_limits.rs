@@ -290,3 +290,32 @@ async fn bad_limits_are_config_errors_naming_the_field() {
     }
     assert!(errors.starts_with("limits.yaml:"), "{errors}");
 }
+
+#[tokio::test]
+async fn an_unmetered_route_counts_against_nothing_and_is_served_past_a_used_up_allowance() {
+    let config = CONFIG.replace(
+        "  - {path: /health, methods: [GET], access: public}",
+        "  - {path: /health, methods: [GET], access: public}\n  - {path: /pricing, methods: [GET], access: public, metered: false}",
+    );
+    let proxy = TestProxy::start(&config, None).await;
+    let pricing = || async {
+        let response = client().get(proxy.url("/pricing")).send().await.unwrap();
+        Seen {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+        }
+    };
+    // Reading the pricing page first takes nothing from the 3 per hour.
+    for _ in 0..5 {
+        let seen = pricing().await;
+        assert_eq!(seen.status, 200);
+        assert_eq!(seen.get("ratelimit-limit"), None, "no limit to report");
+    }
+    let first = get(&proxy, &[]).await;
+    first.assert_limits(3, 2, 1200, "3;w=3600");
+    get(&proxy, &[]).await;
+    get(&proxy, &[]).await;
+    assert_eq!(get(&proxy, &[]).await.status, 429);
+    // Past the allowance the metered route is refused, the unmetered one served.
+    assert_eq!(pricing().await.status, 200);
+}

@@ -230,6 +230,7 @@ pub(crate) struct RawRoute {
     #[serde(default)]
     pub(crate) scopes: Vec<String>,
     pub(crate) min_tier: Option<String>,
+    pub(crate) metered: Option<bool>,
 }
 
 /// `access:` of a route.

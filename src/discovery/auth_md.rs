@@ -80,7 +80,14 @@ fn methods(md: &mut String, config: &Config) {
         let _ = writeln!(
             md,
             "| No credential | Public endpoints only | nothing | {} |",
-            limits_of(config, &[TierId::ANONYMOUS], "client address")
+            if routes
+                .iter()
+                .any(|r| r.access == Access::Public && r.metered)
+            {
+                limits_of(config, &[TierId::ANONYMOUS], "client address")
+            } else {
+                "none".to_owned()
+            }
         );
     }
     if routes.iter().any(|r| r.access == Access::Anonymous) {
