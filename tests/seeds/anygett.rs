@@ -2,27 +2,30 @@
 //! every request AnyGett's auth.md shows sent to it, every documented answer checked.
 //! Each assertion names the line of AnyGett's auth.md it checks.
 
+use reqwest::Method;
 use serde_json::{Value, json};
 
-use super::common::{Seed, Upstream};
+use super::common::{Seed, get, get_json, ok_json, start};
 use super::support::{TestProxy, client};
 
 const CONFIG: &str = include_str!("anygett.yaml");
-const SEED: Seed = Seed("AnyGett");
+const SEED: Seed = Seed::new("AnyGett");
 
-async fn proxy() -> (TestProxy, Upstream) {
-    let upstream = Upstream::start().await;
-    (
-        TestProxy::start(CONFIG, Some(upstream.addr)).await,
-        upstream,
-    )
+/// A request to `path` carrying `X-Agent-Key: <agent_key>` (an identifier or a key).
+fn as_agent(
+    proxy: &TestProxy,
+    method: Method,
+    path: &str,
+    agent_key: &str,
+) -> reqwest::RequestBuilder {
+    client()
+        .request(method, proxy.url(path))
+        .header("X-Agent-Key", agent_key)
 }
 
 /// Creates a key as the anonymous agent `agent`, as Step 3 shows.
 async fn create_key(proxy: &TestProxy, agent: &str, scopes: &[&str]) -> Value {
-    let response = client()
-        .post(proxy.url("/api/v1/auth/keys"))
-        .header("X-Agent-Key", agent)
+    let response = as_agent(proxy, Method::POST, "/api/v1/auth/keys", agent)
         .json(&json!({"name": "my-production-agent", "scopes": scopes}))
         .send()
         .await
@@ -39,9 +42,7 @@ async fn create_key(proxy: &TestProxy, agent: &str, scopes: &[&str]) -> Value {
 }
 
 async fn get_offers(proxy: &TestProxy, agent_key: &str) -> reqwest::Response {
-    client()
-        .get(proxy.url("/api/v1/offers"))
-        .header("X-Agent-Key", agent_key)
+    as_agent(proxy, Method::GET, "/api/v1/offers", agent_key)
         .send()
         .await
         .unwrap()
@@ -49,16 +50,9 @@ async fn get_offers(proxy: &TestProxy, agent_key: &str) -> reqwest::Response {
 
 #[tokio::test]
 async fn discovery_documents_carry_the_fields_agents_read() {
-    let (proxy, _upstream) = proxy().await;
-    let prm: Value = client()
-        .get(proxy.url("/.well-known/oauth-protected-resource"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (proxy, _upstream) = start(CONFIG).await;
     let at = SEED.at(19, "Expected fields: `resource`, `authorization_servers`, `scopes_supported`, `bearer_methods_supported` (includes `\"header\"`)");
+    let prm = get_json(&proxy, "/.well-known/oauth-protected-resource", &at).await;
     assert_eq!(prm["resource"], proxy.url, "{at}");
     assert_eq!(prm["authorization_servers"], json!([proxy.url]), "{at}");
     for scope in [
@@ -83,18 +77,11 @@ async fn discovery_documents_carry_the_fields_agents_read() {
         "{at}"
     );
 
-    let metadata: Value = client()
-        .get(proxy.url("/.well-known/oauth-authorization-server"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let at = SEED.at(
         27,
         "Read the `agent_auth` block for registration endpoints and supported identity types.",
     );
+    let metadata = get_json(&proxy, "/.well-known/oauth-authorization-server", &at).await;
     let agent_auth = &metadata["agent_auth"];
     assert_eq!(
         agent_auth["register_uri"],
@@ -108,41 +95,24 @@ async fn discovery_documents_carry_the_fields_agents_read() {
         "{at}: {agent_auth}"
     );
 
-    let card = client()
-        .get(proxy.url("/.well-known/mcp/server-card.json"))
-        .send()
-        .await
-        .unwrap();
     let at = SEED.at(
         122,
         "MCP server card: https://api.anygett.com/.well-known/mcp/server-card.json",
     );
-    assert_eq!(card.status(), 200, "{at}");
-    let card: Value = card.json().await.unwrap();
+    let card = get_json(&proxy, "/.well-known/mcp/server-card.json", &at).await;
     assert_eq!(card["transport"]["endpoint"], "/mcp", "{at}: {card}");
-    let agent_card = client()
-        .get(proxy.url("/.well-known/agent-card.json"))
-        .send()
-        .await
-        .unwrap();
     let at = SEED.at(
         123,
         "Agent card (A2A): https://anygett.com/.well-known/agent-card.json",
     );
-    assert_eq!(agent_card.status(), 200, "{at}");
-    assert_eq!(
-        agent_card.json::<Value>().await.unwrap()["name"],
-        "AnyGett",
-        "{at}"
-    );
+    let agent_card = get_json(&proxy, "/.well-known/agent-card.json", &at).await;
+    assert_eq!(agent_card["name"], "AnyGett", "{at}");
 }
 
 #[tokio::test]
 async fn an_anonymous_agent_reads_with_any_stable_identifier_but_cannot_write() {
-    let (proxy, upstream) = proxy().await;
-    let response = client()
-        .get(proxy.url("/api/v1/offers"))
-        .header("X-Agent-Key", "your-agent-name")
+    let (proxy, upstream) = start(CONFIG).await;
+    let response = as_agent(&proxy, Method::GET, "/api/v1/offers", "your-agent-name")
         .header("X-Agent-Name", "Claude")
         .header("X-Agent-Model", "Sonnet 4")
         .send()
@@ -154,23 +124,19 @@ async fn an_anonymous_agent_reads_with_any_stable_identifier_but_cannot_write() 
     );
     assert_eq!(response.status(), 200, "{at}");
     let seen = upstream.last().await;
-    assert_eq!(seen["path"], "/api/v1/offers", "{at}");
-    assert_eq!(seen["headers"]["x-authmd-tier"], "anonymous", "{at}");
+    assert_eq!(seen.path, "/api/v1/offers", "{at}");
+    assert_eq!(seen.header("x-authmd-tier"), Some("anonymous"), "{at}");
     assert!(
-        seen["headers"]["x-authmd-principal"]
-            .as_str()
-            .unwrap()
-            .starts_with("anonymous:"),
-        "{at}: {seen}"
+        seen.header("x-authmd-principal")
+            .is_some_and(|p| p.starts_with("anonymous:")),
+        "{at}: {seen:?}"
     );
     let at = SEED.at(49, "Optional headers for visibility on offer cards");
-    assert_eq!(seen["headers"]["x-agent-name"], "Claude", "{at}");
-    assert_eq!(seen["headers"]["x-agent-model"], "Sonnet 4", "{at}");
+    assert_eq!(seen.header("x-agent-name"), Some("Claude"), "{at}");
+    assert_eq!(seen.header("x-agent-model"), Some("Sonnet 4"), "{at}");
 
     // Read-only: a write needs a key.
-    let response = client()
-        .post(proxy.url("/api/v1/offers"))
-        .header("X-Agent-Key", "your-agent-name")
+    let response = as_agent(&proxy, Method::POST, "/api/v1/offers", "your-agent-name")
         .json(&json!({"title": "a bike"}))
         .send()
         .await
@@ -179,8 +145,7 @@ async fn an_anonymous_agent_reads_with_any_stable_identifier_but_cannot_write() 
         response,
         401,
         "UNAUTHORIZED",
-        35,
-        "Anonymous | Quick start, read-only, low volume",
+        &SEED.at(35, "Anonymous | Quick start, read-only, low volume"),
     )
     .await;
     assert_eq!(upstream.count(), 1, "a refused write never reaches the API");
@@ -188,7 +153,7 @@ async fn an_anonymous_agent_reads_with_any_stable_identifier_but_cannot_write() 
 
 #[tokio::test]
 async fn an_agent_creates_a_scoped_key_with_its_identifier_and_uses_it_for_rest_and_mcp() {
-    let (proxy, upstream) = proxy().await;
+    let (proxy, upstream) = start(CONFIG).await;
     let created = create_key(
         &proxy,
         "your-agent-name",
@@ -214,19 +179,15 @@ async fn an_agent_creates_a_scoped_key_with_its_identifier_and_uses_it_for_rest_
     let id = created["id"].as_str().unwrap();
 
     // The secret is shown once: the list has the key, never the secret.
-    let list: Value = client()
-        .get(proxy.url("/api/v1/auth/keys"))
-        .header("X-Agent-Key", "your-agent-name")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
     let at = SEED.at(
         56,
         "Create a scoped key (show the secret once — store it securely)",
     );
+    let list = as_agent(&proxy, Method::GET, "/api/v1/auth/keys", "your-agent-name")
+        .send()
+        .await
+        .unwrap();
+    let list = ok_json(list, &at).await;
     assert_eq!(list["keys"][0]["id"], id, "{at}: {list}");
     assert!(!list.to_string().contains(key), "{at}");
 
@@ -239,44 +200,37 @@ async fn an_agent_creates_a_scoped_key_with_its_identifier_and_uses_it_for_rest_
     assert_eq!(response.status(), 200, "{at}");
     let seen = upstream.last().await;
     assert_eq!(
-        seen["headers"]["x-authmd-principal"],
-        format!("key:{id}"),
+        seen.header("x-authmd-principal"),
+        Some(format!("key:{id}").as_str()),
         "{at}"
     );
-    assert_eq!(seen["headers"]["x-authmd-tier"], "api_key", "{at}");
+    assert_eq!(seen.header("x-authmd-tier"), Some("api_key"), "{at}");
     assert!(
-        seen["headers"].get("x-agent-key").is_none(),
+        seen.header("x-agent-key").is_none(),
         "{at}: the key never reaches the API"
     );
 
     // Scoped writes.
     for (method, path, line, text) in [
         (
-            reqwest::Method::POST,
+            Method::POST,
             "/api/v1/offers",
             104,
             "`offers:write` | Create and update own offers",
         ),
         (
-            reqwest::Method::DELETE,
+            Method::DELETE,
             "/api/v1/offers/17",
             105,
             "`offers:delete` | Delete own offers",
         ),
     ] {
-        let response = client()
-            .request(method, proxy.url(path))
-            .header("X-Agent-Key", key)
-            .send()
-            .await
-            .unwrap();
+        let response = as_agent(&proxy, method, path, key).send().await.unwrap();
         assert_eq!(response.status(), 200, "{}", SEED.at(line, text));
     }
 
     // MCP behind the same key.
-    let response = client()
-        .post(proxy.url("/mcp"))
-        .header("X-Agent-Key", key)
+    let response = as_agent(&proxy, Method::POST, "/mcp", key)
         .header("Content-Type", "application/json")
         .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
         .send()
@@ -288,24 +242,19 @@ async fn an_agent_creates_a_scoped_key_with_its_identifier_and_uses_it_for_rest_
     );
     assert_eq!(response.status(), 200, "{at}");
     let seen = upstream.last().await;
-    assert_eq!(seen["path"], "/mcp", "{at}");
+    assert_eq!(seen.path, "/mcp", "{at}");
     assert_eq!(
-        seen["body"], r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        seen.text(),
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
         "{at}"
     );
 }
 
 #[tokio::test]
 async fn the_scope_list_is_the_documented_inventory() {
-    let (proxy, _upstream) = proxy().await;
-    let response = client()
-        .get(proxy.url("/api/v1/auth/scopes"))
-        .send()
-        .await
-        .unwrap();
+    let (proxy, _upstream) = start(CONFIG).await;
     let at = SEED.at(72, "GET https://api.anygett.com/api/v1/auth/scopes");
-    assert_eq!(response.status(), 200, "{at}");
-    let body: Value = response.json().await.unwrap();
+    let body = get_json(&proxy, "/api/v1/auth/scopes", &at).await;
     let listed: Vec<(String, String)> = body["scopes"]
         .as_array()
         .unwrap()
@@ -333,39 +282,33 @@ async fn the_scope_list_is_the_documented_inventory() {
 
 #[tokio::test]
 async fn rotation_and_revocation_take_effect_at_once_and_only_the_owner_manages() {
-    let (proxy, _upstream) = proxy().await;
+    let (proxy, _upstream) = start(CONFIG).await;
     let created = create_key(&proxy, "your-agent-name", &["offers:read"]).await;
     let old = created["key"].as_str().unwrap().to_owned();
     let id = created["id"].as_str().unwrap().to_owned();
 
     // Another agent's identifier manages nothing of it.
-    let response = client()
-        .delete(proxy.url(&format!("/api/v1/auth/keys/{id}")))
-        .header("X-Agent-Key", "someone-else")
+    let key_path = format!("/api/v1/auth/keys/{id}");
+    let response = as_agent(&proxy, Method::DELETE, &key_path, "someone-else")
         .send()
         .await
         .unwrap();
     // The document's 403 row covers scopes and ownership; for a key of another owner
     // the proxy's code is the more precise `NOT_KEY_OWNER`, with `error: forbidden`.
-    let body = SEED
-        .envelope(
-            response,
-            403,
-            "NOT_KEY_OWNER",
+    SEED.refusal(
+        response,
+        403,
+        "forbidden",
+        "NOT_KEY_OWNER",
+        &SEED.at(
             113,
             "403 `FORBIDDEN` | Missing scope or not owner | only owners can update/delete",
-        )
-        .await;
-    assert_eq!(
-        body["error"],
-        "forbidden",
-        "{}",
-        SEED.at(113, "403 `FORBIDDEN`")
-    );
+        ),
+    )
+    .await;
 
-    let response = client()
-        .post(proxy.url(&format!("/api/v1/auth/keys/{id}/rotate")))
-        .header("X-Agent-Key", "your-agent-name")
+    let rotate = format!("{key_path}/rotate");
+    let response = as_agent(&proxy, Method::POST, &rotate, "your-agent-name")
         .send()
         .await
         .unwrap();
@@ -397,18 +340,11 @@ async fn rotation_and_revocation_take_effect_at_once_and_only_the_owner_manages(
         )),
         "{at}: {challenge}"
     );
-    SEED.envelope(
-        response,
-        401,
-        "INVALID_API_KEY",
-        112,
-        "401 `INVALID_API_KEY` | Key revoked or invalid",
-    )
-    .await;
+    let revoked = SEED.at(112, "401 `INVALID_API_KEY` | Key revoked or invalid");
+    SEED.envelope(response, 401, "INVALID_API_KEY", &revoked)
+        .await;
 
-    let response = client()
-        .delete(proxy.url(&format!("/api/v1/auth/keys/{id}")))
-        .header("X-Agent-Key", "your-agent-name")
+    let response = as_agent(&proxy, Method::DELETE, &key_path, "your-agent-name")
         .send()
         .await
         .unwrap();
@@ -421,19 +357,17 @@ async fn rotation_and_revocation_take_effect_at_once_and_only_the_owner_manages(
         get_offers(&proxy, &new).await,
         401,
         "INVALID_API_KEY",
-        112,
-        "401 `INVALID_API_KEY` | Key revoked or invalid",
+        &revoked,
     )
     .await;
 }
 
 #[tokio::test]
 async fn a_key_without_the_scope_is_forbidden() {
-    let (proxy, upstream) = proxy().await;
+    let (proxy, upstream) = start(CONFIG).await;
     let created = create_key(&proxy, "reader-agent", &["offers:read"]).await;
-    let response = client()
-        .delete(proxy.url("/api/v1/offers/17"))
-        .header("X-Agent-Key", created["key"].as_str().unwrap())
+    let key = created["key"].as_str().unwrap();
+    let response = as_agent(&proxy, Method::DELETE, "/api/v1/offers/17", key)
         .send()
         .await
         .unwrap();
@@ -442,10 +376,10 @@ async fn a_key_without_the_scope_is_forbidden() {
             response,
             403,
             "FORBIDDEN",
-            113,
-            "403 `FORBIDDEN` | Missing scope or not owner",
+            &SEED.at(113, "403 `FORBIDDEN` | Missing scope or not owner"),
         )
-        .await;
+        .await
+        .body;
     assert!(
         body["message"].as_str().unwrap().contains("offers:delete"),
         "{}: {body}",
@@ -455,9 +389,7 @@ async fn a_key_without_the_scope_is_forbidden() {
 
     // Nor can a key be created with scopes beyond what keys may hold... none here; but
     // an unknown scope is refused rather than ignored.
-    let response = client()
-        .post(proxy.url("/api/v1/auth/keys"))
-        .header("X-Agent-Key", "reader-agent")
+    let response = as_agent(&proxy, Method::POST, "/api/v1/auth/keys", "reader-agent")
         .json(&json!({"name": "x", "scopes": ["offers:steal"]}))
         .send()
         .await
@@ -497,7 +429,7 @@ async fn exhaust(proxy: &TestProxy, agent_key: &str, limit: usize, at: &str) -> 
 
 #[tokio::test]
 async fn anonymous_agents_get_60_a_minute_and_keys_300() {
-    let (proxy, _upstream) = proxy().await;
+    let (proxy, _upstream) = start(CONFIG).await;
     let at = SEED.at(35, "Anonymous | ... | 60 req/min");
     let response = exhaust(&proxy, "busy-agent", 60, &at).await;
     assert_eq!(response.headers()["ratelimit-policy"], "60;w=60", "{at}");
@@ -514,8 +446,10 @@ async fn anonymous_agents_get_60_a_minute_and_keys_300() {
         response,
         429,
         "RATE_LIMIT_EXCEEDED",
-        114,
-        "429 `RATE_LIMIT_EXCEEDED` | Too many requests | Add `X-Agent-Key` or wait",
+        &SEED.at(
+            114,
+            "429 `RATE_LIMIT_EXCEEDED` | Too many requests | Add `X-Agent-Key` or wait",
+        ),
     )
     .await;
     // Each identifier counts on its own.
@@ -532,8 +466,7 @@ async fn anonymous_agents_get_60_a_minute_and_keys_300() {
         response,
         429,
         "RATE_LIMIT_EXCEEDED",
-        114,
-        "429 `RATE_LIMIT_EXCEEDED`",
+        &SEED.at(114, "429 `RATE_LIMIT_EXCEEDED`"),
     )
     .await;
 }
@@ -567,15 +500,8 @@ const DOCUMENT: &[(u32, &str)] = &[
 
 #[tokio::test]
 async fn the_generated_auth_md_describes_what_the_original_does() {
-    let (proxy, _upstream) = proxy().await;
-    let text = client()
-        .get(proxy.url("/auth.md"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (proxy, _upstream) = start(CONFIG).await;
+    let text = get(&proxy, "/auth.md", None).await.text().await.unwrap();
     SEED.same_document(
         &text,
         DOCUMENT,

@@ -13,26 +13,39 @@
 //! from the seed (with their lines) are the constants below; nothing here reads the
 //! seed file.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-
-use authmd_proxy::body::Body;
 use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use http_body_util::BodyExt as _;
-use hyper::Response;
 use serde_json::{Value, json};
-use tokio::sync::Mutex;
 
-use super::support::{TestProxy, assert_envelope, client, json, upstream, www};
+use super::common::{
+    Seed, Seen, Upstream, decode_jwt, get, header, json_response, ok_json, post_form, post_json,
+    scope_table,
+};
+use super::support::{TestProxy, assert_envelope, client, json, www};
 
 /// The configuration under test.
 const CONFIG: &str = include_str!("botvisibility.yaml");
 
+/// The seed document. Lines 78-79 describe the error envelope, which OAuth and x402
+/// answers extend.
+const SEED: Seed = Seed::new("BotVisibility").with_envelope(
+    &[
+        (
+            78,
+            r#"All error responses are JSON ... { "error", "code", "message", "docs" }"#,
+        ),
+        (79, "docs"),
+    ],
+    &["error_description", "x402Version", "accepts"],
+);
+
 /// The test keys declared (by hash) in the configuration.
 const PARTNER_KEY: &str = "bv_live_LxcS45Jxryeh58KrdfsmuvewHyBmYCKvH1BTUfs";
 const BULK_KEY: &str = "bv_live_DM8r2Cgwu81UN7EZkoxskdNUhEseimhT11eGwxq";
+
+/// What the scanner behind the proxy answers to every scan.
+const REPORT: &str = r#"{"url":"example.com","score":87,"checks":[]}"#;
 
 /// seed 9, 54: the scan request as the document writes it (path and query).
 const SCAN: &str = "/api/scan?url=example.com&format=json";
@@ -110,70 +123,12 @@ const LIFECYCLE: &[(u32, &str)] = &[
 
 // ---- Helpers -------------------------------------------------------------------
 
-/// The failure message of a check of the seed's line `line`.
-fn seed(service: &str, line: u32, text: &str) -> String {
-    format!("{service} auth.md line {line} (`{text}`)")
-}
-
-/// [`seed`] for this document.
-fn bv(line: u32, text: &str) -> String {
-    seed("BotVisibility", line, text)
-}
-
-/// One request as the upstream received it.
-#[derive(Debug, Clone)]
-struct Received {
-    method: String,
-    path: String,
-    query: String,
-    headers: http::HeaderMap,
-}
-
-impl Received {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-type Log = Arc<Mutex<Vec<Received>>>;
-
-/// A plain scanner upstream: answers every request with a JSON report and records
-/// what it received.
-async fn scanner() -> (SocketAddr, Log) {
-    let log: Log = Arc::default();
-    let seen = log.clone();
-    let addr = upstream(move |request| {
-        let seen = seen.clone();
-        async move {
-            let received = Received {
-                method: request.method().to_string(),
-                path: request.uri().path().to_owned(),
-                query: request.uri().query().unwrap_or_default().to_owned(),
-                headers: request.headers().clone(),
-            };
-            seen.lock().await.push(received);
-            let mut response = Response::new(Body::full(
-                r#"{"url":"example.com","score":87,"checks":[]}"#,
-            ));
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-    })
-    .await;
-    (addr, log)
-}
-
-/// The proxy from the seed's configuration in front of a fresh scanner.
-async fn start() -> (TestProxy, Log) {
-    let (addr, log) = scanner().await;
-    (TestProxy::start(CONFIG, Some(addr)).await, log)
-}
-
-async fn received(log: &Log) -> Vec<Received> {
-    log.lock().await.clone()
+/// The proxy from `config` (the seed's, or one derived from its text) in front of a
+/// fresh scanner: an upstream that answers every request with its JSON report and
+/// records what it received.
+async fn start(config: &str) -> (TestProxy, Upstream) {
+    let scanner = Upstream::answering(REPORT).await;
+    (scanner.proxy(config).await, scanner)
 }
 
 /// `GET /api/scan?url=example.com&format=json` with `headers`.
@@ -187,13 +142,7 @@ async fn scan(proxy: &TestProxy, headers: &[(&str, &str)]) -> reqwest::Response 
 
 /// seed 47-49: the token request exactly as the document shows it.
 async fn request_token(proxy: &TestProxy) -> reqwest::Response {
-    client()
-        .post(proxy.url(TOKEN))
-        .header("content-type", "application/json")
-        .body(TOKEN_BODY)
-        .send()
-        .await
-        .unwrap()
+    post_json(proxy, TOKEN, TOKEN_BODY).await
 }
 
 /// seed 50: asserts the token answer and returns the access token.
@@ -202,47 +151,47 @@ async fn token_from(response: reqwest::Response) -> String {
         response.status(),
         200,
         "{}",
-        bv(50, r#"-> { "access_token": "...", ... }"#)
+        SEED.at(50, r#"-> { "access_token": "...", ... }"#)
     );
     assert_eq!(
         response.headers()["content-type"],
         "application/json",
         "{}",
-        bv(50, "a JSON answer")
+        SEED.at(50, "a JSON answer")
     );
     assert_eq!(
         response.headers()["cache-control"],
         "no-store",
         "{}",
-        bv(70, "short-lived bearer tokens (never cached)")
+        SEED.at(70, "short-lived bearer tokens (never cached)")
     );
     let body = json(response).await;
     assert_eq!(
         body["token_type"],
         "Bearer",
         "{}: {body}",
-        bv(50, r#""token_type": "Bearer""#)
+        SEED.at(50, r#""token_type": "Bearer""#)
     );
     assert_eq!(
         body["scope"],
         "scan:read",
         "{}: {body}",
-        bv(50, r#""scope": "scan:read""#)
+        SEED.at(50, r#""scope": "scan:read""#)
     );
     assert_eq!(
         body["expires_in"],
         3600,
         "{}: {body}",
-        bv(70, "Tokens are short-lived")
+        SEED.at(70, "Tokens are short-lived")
     );
     let token = body["access_token"]
         .as_str()
-        .unwrap_or_else(|| panic!("{}: {body}", bv(50, r#""access_token": "...""#)));
+        .unwrap_or_else(|| panic!("{}: {body}", SEED.at(50, r#""access_token": "...""#)));
     assert_eq!(
         token.split('.').count(),
         3,
         "{}: {token}",
-        bv(50, "access_token (a signed JWT)")
+        SEED.at(50, "access_token (a signed JWT)")
     );
     token.to_owned()
 }
@@ -251,131 +200,69 @@ async fn new_token(proxy: &TestProxy) -> String {
     token_from(request_token(proxy).await).await
 }
 
-/// The decoded header and claims of a JWT (not verified).
-fn decode_jwt(token: &str) -> (Value, Value) {
-    let mut parts = token.split('.');
-    let mut next = || {
-        let part = parts.next().unwrap();
-        serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
-    };
-    let header = next();
-    let claims = next();
-    (header, claims)
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 fn number(headers: &reqwest::header::HeaderMap, name: &str, line: u32) -> u64 {
-    headers
-        .get(name)
-        .unwrap_or_else(|| panic!("{}: no {name} in {headers:?}", bv(line, name)))
-        .to_str()
-        .unwrap()
+    header(headers, name)
+        .unwrap_or_else(|| panic!("{}: no {name} in {headers:?}", SEED.at(line, name)))
         .parse()
-        .unwrap_or_else(|_| panic!("{}: {name} is not a number", bv(line, name)))
+        .unwrap_or_else(|_| panic!("{}: {name} is not a number", SEED.at(line, name)))
 }
 
 /// seed 63-64: both header families, for a daily allowance of `limit` with
 /// `remaining` left. The reset of a daily allowance is the next UTC midnight (a
 /// request may straddle a second, so one second of tolerance).
 fn assert_daily_headers(headers: &reqwest::header::HeaderMap, limit: u64, remaining: u64) {
-    let now = unix_now();
+    let now = u64::try_from(authmd_proxy::store::unix_now()).unwrap();
     let midnight = 86_400 - now % 86_400;
     assert_eq!(
         number(headers, "ratelimit-limit", 64),
         limit,
         "{}",
-        bv(64, "RateLimit-Limit")
+        SEED.at(64, "RateLimit-Limit")
     );
     assert_eq!(
         number(headers, "ratelimit-remaining", 64),
         remaining,
         "{}",
-        bv(64, "RateLimit-Remaining")
+        SEED.at(64, "RateLimit-Remaining")
     );
     let reset = number(headers, "ratelimit-reset", 64);
     assert!(
         (midnight.saturating_sub(2)..=midnight + 1).contains(&reset),
         "{}: {reset}, expected about {midnight} (the next UTC midnight)",
-        bv(64, "RateLimit-Reset")
+        SEED.at(64, "RateLimit-Reset")
     );
     assert_eq!(
-        headers.get("ratelimit-policy").map(|v| v.to_str().unwrap()),
+        header(headers, "ratelimit-policy"),
         Some(format!("{limit};w=86400").as_str()),
         "{}",
-        bv(64, "RateLimit-Policy")
+        SEED.at(64, "RateLimit-Policy")
     );
     assert_eq!(
         number(headers, "x-ratelimit-limit", 63),
         limit,
         "{}",
-        bv(63, "X-RateLimit-Limit")
+        SEED.at(63, "X-RateLimit-Limit")
     );
     assert_eq!(
         number(headers, "x-ratelimit-remaining", 63),
         remaining,
         "{}",
-        bv(63, "X-RateLimit-Remaining")
+        SEED.at(63, "X-RateLimit-Remaining")
     );
     let at = number(headers, "x-ratelimit-reset", 63);
     assert!(
         (now + reset - 2..=now + reset + 2).contains(&at),
         "{}: {at} is not now ({now}) + {reset} as a unix time",
-        bv(63, "X-RateLimit-Reset")
+        SEED.at(63, "X-RateLimit-Reset")
     );
 }
 
-/// seed 78-79: an error answer: the status, the four envelope fields (and only the
-/// extras an OAuth or x402 answer adds), JSON.
+/// seed 78-79: an error answer in the envelope (the extras an OAuth or x402 answer
+/// adds, no others), with `status` and `code` as seed line `line` says; returns the
+/// body.
 async fn assert_error(response: reqwest::Response, status: u16, code: &str, line: u32) -> Value {
-    assert_eq!(
-        response.status().as_u16(),
-        status,
-        "{}",
-        bv(line, &format!("{status} {code}"))
-    );
-    assert_eq!(
-        response.headers()["content-type"],
-        "application/json",
-        "{}",
-        bv(78, "All error responses are JSON")
-    );
-    let body = json(response).await;
-    for field in ["error", "code", "message", "docs"] {
-        assert!(
-            body[field].as_str().is_some_and(|v| !v.is_empty()),
-            "{}: {field} in {body}",
-            bv(78, r#"{ "error", "code", "message", "docs" }"#)
-        );
-    }
-    assert_eq!(body["code"], code, "{}: {body}", bv(line, code));
-    assert!(
-        body["docs"].as_str().unwrap().contains("/auth.md#"),
-        "{}: {body}",
-        bv(79, "docs")
-    );
-    for key in body.as_object().unwrap().keys() {
-        assert!(
-            [
-                "error",
-                "code",
-                "message",
-                "docs",
-                "error_description",
-                "x402Version",
-                "accepts"
-            ]
-            .contains(&key.as_str()),
-            "{}: unexpected field {key} in {body}",
-            bv(78, "a typed envelope")
-        );
-    }
-    body
+    let at = SEED.at(line, &format!("{status} {code}"));
+    SEED.envelope(response, status, code, &at).await.body
 }
 
 /// Sends the free allowance's requests without a credential, checking each counts
@@ -387,7 +274,7 @@ async fn use_up_the_free_allowance(proxy: &TestProxy) -> reqwest::Response {
             response.status(),
             200,
             "{}",
-            bv(8, "No auth required for the free tier")
+            SEED.at(8, "No auth required for the free tier")
         );
         assert_daily_headers(response.headers(), FREE_PER_DAY, FREE_PER_DAY - used);
     }
@@ -411,23 +298,23 @@ fn requirement() -> Value {
 async fn assert_payment_required(proxy: &TestProxy, response: reqwest::Response, limit: u64) {
     let line = 65;
     let what = "HTTP 402 with x402 payment requirements";
-    assert_eq!(response.status(), 402, "{}", bv(line, what));
+    assert_eq!(response.status(), 402, "{}", SEED.at(line, what));
     assert_eq!(
         number(response.headers(), "ratelimit-remaining", 64),
         0,
         "{}",
-        bv(64, "RateLimit-Remaining on the 402")
+        SEED.at(64, "RateLimit-Remaining on the 402")
     );
     assert_eq!(
         number(response.headers(), "ratelimit-limit", 64),
         limit,
         "{}",
-        bv(64, "RateLimit-Limit on the 402")
+        SEED.at(64, "RateLimit-Limit on the 402")
     );
     let header = response
         .headers()
         .get("payment-required")
-        .unwrap_or_else(|| panic!("{}: no PAYMENT-REQUIRED header", bv(line, what)))
+        .unwrap_or_else(|| panic!("{}: no PAYMENT-REQUIRED header", SEED.at(line, what)))
         .to_str()
         .unwrap()
         .to_owned();
@@ -436,59 +323,59 @@ async fn assert_payment_required(proxy: &TestProxy, response: reqwest::Response,
         v2["x402Version"],
         2,
         "{}: {v2}",
-        bv(line, "x402 (v2 header)")
+        SEED.at(line, "x402 (v2 header)")
     );
     assert_eq!(
         v2["accepts"],
         json!([requirement()]),
         "{}: {v2}",
-        bv(line, "x402 payment requirements")
+        SEED.at(line, "x402 payment requirements")
     );
     assert_eq!(
         v2["resource"]["url"],
         proxy.url("/api/scan"),
         "{}: {v2}",
-        bv(9, "the resource paid for is /api/scan")
+        SEED.at(9, "the resource paid for is /api/scan")
     );
     assert!(
         v2["resource"]["description"]
             .as_str()
             .is_some_and(|d| d.contains("https://botvisibility.com/pricing.md")),
         "{}: {v2}",
-        bv(66, "see https://botvisibility.com/pricing.md")
+        SEED.at(66, "see https://botvisibility.com/pricing.md")
     );
     let body = assert_error(response, 402, "PAYMENT_REQUIRED", line).await;
-    assert_eq!(body["error"], "payment_required", "{}", bv(line, what));
+    assert_eq!(body["error"], "payment_required", "{}", SEED.at(line, what));
     assert_eq!(
         body["x402Version"],
         1,
         "{}: {body}",
-        bv(line, "x402 (v1 body)")
+        SEED.at(line, "x402 (v1 body)")
     );
     let v1 = &body["accepts"][0];
     assert_eq!(
         v1["network"],
         "base",
         "{}: {body}",
-        bv(line, "x402 v1 network")
+        SEED.at(line, "x402 v1 network")
     );
     assert_eq!(
         v1["maxAmountRequired"],
         "10000",
         "{}: {body}",
-        bv(line, what)
+        SEED.at(line, what)
     );
     assert_eq!(
         v1["resource"],
         proxy.url("/api/scan"),
         "{}: {body}",
-        bv(line, what)
+        SEED.at(line, what)
     );
     assert_eq!(
         v1["payTo"],
         "0x209693Bc6afc0C5328bA36FaF03C514EF312287C",
         "{}: {body}",
-        bv(line, what)
+        SEED.at(line, what)
     );
     assert!(
         body["docs"]
@@ -496,45 +383,45 @@ async fn assert_payment_required(proxy: &TestProxy, response: reqwest::Response,
             .unwrap()
             .ends_with("/auth.md#rate-limits"),
         "{}: {body}",
-        bv(61, "Rate limits")
+        SEED.at(61, "Rate limits")
     );
 }
 
 /// Asserts an admitted scan reached the upstream as `principal` of `tier`, with the
 /// query intact and no credential.
-fn assert_forwarded(request: &Received, principal: &str, tier: &str, line: u32) {
+fn assert_forwarded(request: &Seen, principal: &str, tier: &str, line: u32) {
     let what = format!("the scan reaches the API as {principal}");
-    assert_eq!(request.method, "GET", "{}", bv(line, &what));
-    assert_eq!(request.path, "/api/scan", "{}", bv(9, "GET /api/scan"));
+    assert_eq!(request.method, "GET", "{}", SEED.at(line, &what));
+    assert_eq!(request.path, "/api/scan", "{}", SEED.at(9, "GET /api/scan"));
     assert_eq!(
         request.query,
         "url=example.com&format=json",
         "{}",
-        bv(9, "?url=<site>&format=json")
+        SEED.at(9, "?url=<site>&format=json")
     );
     assert_eq!(
         request.header("x-authmd-principal"),
         Some(principal),
         "{}",
-        bv(line, &what)
+        SEED.at(line, &what)
     );
     assert_eq!(
         request.header("x-authmd-tier"),
         Some(tier),
         "{}",
-        bv(line, &what)
+        SEED.at(line, &what)
     );
     assert_eq!(
         request.header("x-authmd-scopes"),
         Some("scan:read"),
         "{}",
-        bv(11, "scan:read")
+        SEED.at(11, "scan:read")
     );
     for consumed in ["authorization", "x-api-key"] {
         assert!(
             request.header(consumed).is_none(),
             "{}: {consumed} reached the upstream",
-            bv(line, "the credential stays at the proxy")
+            SEED.at(line, "the credential stays at the proxy")
         );
     }
 }
@@ -543,53 +430,58 @@ fn assert_forwarded(request: &Received, principal: &str, tier: &str, line: u32) 
 
 #[tokio::test]
 async fn the_free_tier_needs_no_auth_and_carries_both_rate_limit_header_families() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     let response = scan(&proxy, &[]).await;
     assert_eq!(
         response.status(),
         200,
         "{}",
-        bv(8, "No auth required for the free tier")
+        SEED.at(8, "No auth required for the free tier")
     );
     assert_daily_headers(response.headers(), FREE_PER_DAY, FREE_PER_DAY - 1);
     assert!(
         response.headers().get("www-authenticate").is_none(),
         "{}",
-        bv(3, "The public API is open")
+        SEED.at(3, "The public API is open")
     );
     let body = json(response).await;
-    assert_eq!(body["score"], 87, "{}", bv(9, "the scanner's JSON answer"));
-    let seen = received(&log).await;
-    assert_eq!(seen.len(), 1, "{}", bv(9, "the scan reached the API"));
+    assert_eq!(
+        body["score"],
+        87,
+        "{}",
+        SEED.at(9, "the scanner's JSON answer")
+    );
+    let seen = scanner.seen().await;
+    assert_eq!(seen.len(), 1, "{}", SEED.at(9, "the scan reached the API"));
     assert_forwarded(&seen[0], "anonymous", "anonymous", 8);
 
     // seed 63: a second request counts down on both families.
     let response = scan(&proxy, &[]).await;
-    assert_eq!(response.status(), 200, "{}", bv(8, "No auth required"));
+    assert_eq!(response.status(), 200, "{}", SEED.at(8, "No auth required"));
     assert_daily_headers(response.headers(), FREE_PER_DAY, FREE_PER_DAY - 2);
 }
 
 #[tokio::test]
 async fn over_the_free_allowance_is_402_with_x402_requirements_and_the_api_is_not_reached() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     let refused = use_up_the_free_allowance(&proxy).await;
     assert_payment_required(&proxy, refused, FREE_PER_DAY).await;
     assert_eq!(
-        received(&log).await.len() as u64,
+        scanner.count() as u64,
         FREE_PER_DAY,
         "{}",
-        bv(65, "over the free allowance nothing is scanned")
+        SEED.at(65, "over the free allowance nothing is scanned")
     );
     // Still 402 on the next request: the allowance is per day.
     let again = scan(&proxy, &[]).await;
-    assert_eq!(again.status(), 402, "{}", bv(10, "daily allowance"));
+    assert_eq!(again.status(), 402, "{}", SEED.at(10, "daily allowance"));
 }
 
 // ---- The anonymous client-credentials token ---------------------------------------
 
 #[tokio::test]
 async fn an_anonymous_token_from_the_json_body_raises_the_daily_allowance() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     // seed 47-50, exactly as shown: no client_id, no secret, a JSON body.
     let token = new_token(&proxy).await;
     let (_, claims) = decode_jwt(&token);
@@ -598,35 +490,35 @@ async fn an_anonymous_token_from_the_json_body_raises_the_daily_allowance() {
             .as_str()
             .is_some_and(|s| s.starts_with("anonymous:")),
         "{}: {claims}",
-        bv(37, "anonymous: any client may request a scan:read token")
+        SEED.at(37, "anonymous: any client may request a scan:read token")
     );
     assert!(
         claims.get("client_id").is_none(),
         "{}: {claims}",
-        bv(38, "no client_id/secret provisioning step")
+        SEED.at(38, "no client_id/secret provisioning step")
     );
     assert_eq!(
         claims["scope"],
         "scan:read",
         "{}",
-        bv(37, "a scan:read token")
+        SEED.at(37, "a scan:read token")
     );
     assert_eq!(
         claims["tier"],
         "agent",
         "{}",
-        bv(31, "a higher daily allowance")
+        SEED.at(31, "a higher daily allowance")
     );
     assert_eq!(
         claims["iss"],
         proxy.url.as_str(),
         "{}",
-        bv(18, "the authorization server")
+        SEED.at(18, "the authorization server")
     );
 
     // The free allowance is used up...
     let refused = use_up_the_free_allowance(&proxy).await;
-    assert_eq!(refused.status(), 402, "{}", bv(65, "HTTP 402"));
+    assert_eq!(refused.status(), 402, "{}", SEED.at(65, "HTTP 402"));
     // ...and the token (seed 53-54) scans on, with the higher allowance.
     let bearer = format!("Bearer {token}");
     let response = scan(&proxy, &[("authorization", &bearer)]).await;
@@ -634,15 +526,15 @@ async fn an_anonymous_token_from_the_json_body_raises_the_daily_allowance() {
         response.status(),
         200,
         "{}",
-        bv(10, "To raise your daily allowance, obtain a token")
+        SEED.at(10, "To raise your daily allowance, obtain a token")
     );
     assert_daily_headers(response.headers(), TOKEN_PER_DAY, TOKEN_PER_DAY - 1);
-    let seen = received(&log).await;
+    let seen = scanner.seen().await;
     assert_eq!(
         seen.len() as u64,
         FREE_PER_DAY + 1,
         "{}",
-        bv(53, "scan with the token")
+        SEED.at(53, "scan with the token")
     );
     let principal = claims["sub"].as_str().unwrap();
     assert_forwarded(seen.last().unwrap(), principal, "agent", 53);
@@ -650,27 +542,32 @@ async fn an_anonymous_token_from_the_json_body_raises_the_daily_allowance() {
     // The raised allowance is a daily allowance too: over it, 402 again.
     for used in 2..=TOKEN_PER_DAY {
         let response = scan(&proxy, &[("authorization", &bearer)]).await;
-        assert_eq!(response.status(), 200, "{}", bv(31, "the raised allowance"));
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            SEED.at(31, "the raised allowance")
+        );
         assert_eq!(
             number(response.headers(), "ratelimit-remaining", 64),
             TOKEN_PER_DAY - used,
             "{}",
-            bv(64, "RateLimit-Remaining")
+            SEED.at(64, "RateLimit-Remaining")
         );
     }
     let refused = scan(&proxy, &[("authorization", &bearer)]).await;
     assert_payment_required(&proxy, refused, TOKEN_PER_DAY).await;
     assert_eq!(
-        received(&log).await.len() as u64,
+        scanner.count() as u64,
         FREE_PER_DAY + TOKEN_PER_DAY,
         "{}",
-        bv(65, "over the allowance nothing is scanned")
+        SEED.at(65, "over the allowance nothing is scanned")
     );
 }
 
 #[tokio::test]
 async fn the_token_endpoint_offers_scan_read_only_and_answers_errors_in_the_envelope() {
-    let (proxy, _) = start().await;
+    let (proxy, _) = start(CONFIG).await;
     // The form encoding of the same request works too (RFC 6749).
     let response = client()
         .post(proxy.url(TOKEN))
@@ -681,41 +578,36 @@ async fn the_token_endpoint_offers_scan_read_only_and_answers_errors_in_the_enve
         .unwrap();
     token_from(response).await;
     // Without `scope`: scan:read, the only scope there is.
-    let response = client()
-        .post(proxy.url(TOKEN))
-        .json(&json!({"grant_type": "client_credentials"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(&proxy, TOKEN, r#"{"grant_type":"client_credentials"}"#).await;
     token_from(response).await;
 
     // seed 72: scoped to scan:read; nothing more can be asked for.
-    let response = client()
-        .post(proxy.url(TOKEN))
-        .json(&json!({"grant_type": "client_credentials", "scope": "scan:read scan:write"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(
+        &proxy,
+        TOKEN,
+        r#"{"grant_type":"client_credentials","scope":"scan:read scan:write"}"#,
+    )
+    .await;
     let body = assert_error(response, 400, "INVALID_SCOPE", 72).await;
     assert_eq!(
         body["error"],
         "invalid_scope",
         "{}",
-        bv(72, "scoped to scan:read")
+        SEED.at(72, "scoped to scan:read")
     );
     // seed 22: client_credentials is the grant.
-    let response = client()
-        .post(proxy.url(TOKEN))
-        .json(&json!({"grant_type": "password", "username": "a", "password": "b"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(
+        &proxy,
+        TOKEN,
+        r#"{"grant_type":"password","username":"a","password":"b"}"#,
+    )
+    .await;
     let body = assert_error(response, 400, "UNSUPPORTED_GRANT_TYPE", 22).await;
     assert_eq!(
         body["error"],
         "unsupported_grant_type",
         "{}",
-        bv(22, "grant_types_supported: client_credentials")
+        SEED.at(22, "grant_types_supported: client_credentials")
     );
     // seed 38: there are no client secrets to present.
     let response = client()
@@ -730,37 +622,42 @@ async fn the_token_endpoint_offers_scan_read_only_and_answers_errors_in_the_enve
         body["error"],
         "unauthorized_client",
         "{}",
-        bv(38, "no client_id/secret provisioning step")
+        SEED.at(38, "no client_id/secret provisioning step")
     );
 }
 
 #[tokio::test]
 async fn rotating_is_asking_again_and_each_token_is_bounded_by_the_tokens_per_hour() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     // seed 70-71: "To rotate, simply request a new one from the token endpoint".
     let first = new_token(&proxy).await;
     let second = new_token(&proxy).await;
-    assert_ne!(first, second, "{}", bv(70, "request a new one"));
+    assert_ne!(first, second, "{}", SEED.at(70, "request a new one"));
     let (_, one) = decode_jwt(&first);
     let (_, two) = decode_jwt(&second);
     assert_ne!(
         one["sub"],
         two["sub"],
         "{}",
-        bv(71, "there is no long-lived secret: each token stands alone")
+        SEED.at(71, "there is no long-lived secret: each token stands alone")
     );
     // Both work; each counts against its own allowance (seed 73: "at the raised
     // allowance", no more).
     for token in [&first, &second] {
         let response = scan(&proxy, &[("authorization", &format!("Bearer {token}"))]).await;
-        assert_eq!(response.status(), 200, "{}", bv(70, "the new token works"));
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            SEED.at(70, "the new token works")
+        );
         assert_daily_headers(response.headers(), TOKEN_PER_DAY, TOKEN_PER_DAY - 1);
     }
     assert_eq!(
-        received(&log).await.len(),
+        scanner.count(),
         2,
         "{}",
-        bv(53, "both scans reached the API")
+        SEED.at(53, "both scans reached the API")
     );
 
     // The configuration bounds the self-service: 10 tokens per address per hour
@@ -773,7 +670,7 @@ async fn rotating_is_asking_again_and_each_token_is_bounded_by_the_tokens_per_ho
     assert!(
         (1..=3600).contains(&retry_after),
         "{}: {retry_after}",
-        bv(36, "any client may request a token (per_hour bounds it)")
+        SEED.at(36, "any client may request a token (per_hour bounds it)")
     );
     assert_error(response, 429, "RATE_LIMITED", 36).await;
 }
@@ -792,8 +689,7 @@ async fn a_token_expires_on_its_own_and_a_tampered_one_is_refused() {
         from,
         &format!("{from}  signing_keys: [\"{}\"]\n", path.display()),
     );
-    let (addr, log) = scanner().await;
-    let proxy = TestProxy::start(&config, Some(addr)).await;
+    let (proxy, scanner) = start(&config).await;
 
     let token = new_token(&proxy).await;
     let (header, claims) = decode_jwt(&token);
@@ -803,14 +699,14 @@ async fn a_token_expires_on_its_own_and_a_tampered_one_is_refused() {
         exp - iat,
         3600,
         "{}: {claims}",
-        bv(70, "short-lived bearer tokens")
+        SEED.at(70, "short-lived bearer tokens")
     );
     let response = scan(&proxy, &[("authorization", &format!("Bearer {token}"))]).await;
     assert_eq!(
         response.status(),
         200,
         "{}",
-        bv(53, "Authorization: Bearer")
+        SEED.at(53, "Authorization: Bearer")
     );
 
     // The same token, an hour and ten minutes later: signed by the same key, expired.
@@ -837,7 +733,7 @@ async fn a_token_expires_on_its_own_and_a_tampered_one_is_refused() {
             proxy.url
         ),
         "{}",
-        bv(73, "expires on its own")
+        SEED.at(73, "expires on its own")
     );
     assert_envelope(response, 401, "invalid_token", "TOKEN_EXPIRED").await;
     // The same claims re-signed by the test's key pass (the check above is expiry,
@@ -851,7 +747,7 @@ async fn a_token_expires_on_its_own_and_a_tampered_one_is_refused() {
         response.status(),
         200,
         "{}",
-        bv(53, "Authorization: Bearer")
+        SEED.at(53, "Authorization: Bearer")
     );
     // ...and a token asking for more than scan:read, or a higher tier, is not the
     // proxy's own: its signature does not verify.
@@ -863,10 +759,10 @@ async fn a_token_expires_on_its_own_and_a_tampered_one_is_refused() {
     let response = scan(&proxy, &[("authorization", &format!("Bearer {forged}"))]).await;
     assert_envelope(response, 401, "invalid_token", "INVALID_TOKEN_SIGNATURE").await;
     assert_eq!(
-        received(&log).await.len(),
+        scanner.count(),
         2,
         "{}",
-        bv(72, "a leaked token grants nothing beyond scanning")
+        SEED.at(72, "a leaked token grants nothing beyond scanning")
     );
 }
 
@@ -874,20 +770,25 @@ async fn a_token_expires_on_its_own_and_a_tampered_one_is_refused() {
 
 #[tokio::test]
 async fn an_x_api_key_gets_a_fixed_higher_limit_past_the_free_allowance() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     let refused = use_up_the_free_allowance(&proxy).await;
-    assert_eq!(refused.status(), 402, "{}", bv(65, "HTTP 402"));
+    assert_eq!(refused.status(), 402, "{}", SEED.at(65, "HTTP 402"));
 
     // seed 59: "Send an `X-API-Key: <key>` header on any request for a higher rate limit".
     let response = scan(&proxy, &[("x-api-key", PARTNER_KEY)]).await;
-    assert_eq!(response.status(), 200, "{}", bv(59, "X-API-Key: <key>"));
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        SEED.at(59, "X-API-Key: <key>")
+    );
     assert_daily_headers(response.headers(), PARTNER_PER_DAY, PARTNER_PER_DAY - 1);
-    let seen = received(&log).await;
+    let seen = scanner.seen().await;
     assert_eq!(
         seen.len() as u64,
         FREE_PER_DAY + 1,
         "{}",
-        bv(59, "the keyed scan")
+        SEED.at(59, "the keyed scan")
     );
     assert_forwarded(
         seen.last().unwrap(),
@@ -898,24 +799,24 @@ async fn an_x_api_key_gets_a_fixed_higher_limit_past_the_free_allowance() {
     assert!(
         !format!("{:?}", seen.last().unwrap().headers).contains(PARTNER_KEY),
         "{}",
-        bv(59, "the key stays at the proxy")
+        SEED.at(59, "the key stays at the proxy")
     );
 
     // seed 32: "A fixed higher limit for a known integration": a key may have its own.
     let response = scan(&proxy, &[("x-api-key", BULK_KEY)]).await;
-    assert_eq!(response.status(), 200, "{}", bv(32, "a fixed higher limit"));
-    assert_daily_headers(response.headers(), BULK_PER_DAY, BULK_PER_DAY - 1);
-    assert_forwarded(
-        received(&log).await.last().unwrap(),
-        "key:example-bulk",
-        "partner",
-        32,
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        SEED.at(32, "a fixed higher limit")
     );
+    assert_daily_headers(response.headers(), BULK_PER_DAY, BULK_PER_DAY - 1);
+    assert_forwarded(&scanner.last().await, "key:example-bulk", "partner", 32);
 }
 
 #[tokio::test]
 async fn a_wrong_key_is_refused_in_the_envelope_never_served_as_free_tier() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     let mut broken = PARTNER_KEY.to_owned();
     let last = broken.pop().unwrap();
     broken.push(if last == 'A' { 'B' } else { 'A' });
@@ -929,7 +830,7 @@ async fn a_wrong_key_is_refused_in_the_envelope_never_served_as_free_tier() {
                 proxy.url
             ),
             "{}",
-            bv(19, "the protected resource metadata")
+            SEED.at(19, "the protected resource metadata")
         );
         assert_error(response, 401, "INVALID_API_KEY", 59).await;
     }
@@ -945,17 +846,17 @@ async fn a_wrong_key_is_refused_in_the_envelope_never_served_as_free_tier() {
     .await;
     assert_error(response, 400, "INVALID_REQUEST", 11).await;
     assert!(
-        received(&log).await.is_empty(),
+        scanner.count() == 0,
         "{}",
-        bv(78, "errors never reach the API")
+        SEED.at(78, "errors never reach the API")
     );
 }
 
 #[tokio::test]
 async fn the_operator_revokes_a_key_by_removing_it() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     let response = scan(&proxy, &[("x-api-key", PARTNER_KEY)]).await;
-    assert_eq!(response.status(), 200, "{}", bv(59, "X-API-Key"));
+    assert_eq!(response.status(), 200, "{}", SEED.at(59, "X-API-Key"));
     // seed 73-74: "To revoke an `X-API-Key`, contact us": the operator deletes the
     // key from the configuration and the proxy reloads it.
     let entry = "  - id: example-integration\n    name: Example integration (the test key; never use it in production)\n    # secret: bv_live_LxcS45Jxryeh58KrdfsmuvewHyBmYCKvH1BTUfs\n    hash: blake3:eca37f4618352a7789341a499e2aed45caf3bf8fce5cd8d21a634cde71c42325\n    scopes: [scan:read]\n    tier: partner\n";
@@ -969,64 +870,48 @@ async fn the_operator_revokes_a_key_by_removing_it() {
         response.status(),
         200,
         "{}",
-        bv(73, "only that key is revoked")
+        SEED.at(73, "only that key is revoked")
     );
     let response = scan(&proxy, &[]).await;
-    assert_eq!(response.status(), 200, "{}", bv(8, "No auth required"));
+    assert_eq!(response.status(), 200, "{}", SEED.at(8, "No auth required"));
     assert_eq!(
-        received(&log).await.len(),
+        scanner.count(),
         3,
         "{}",
-        bv(73, "the revoked key scans nothing")
+        SEED.at(73, "the revoked key scans nothing")
     );
     // Keys declared by the operator cannot be revoked by whoever holds them.
-    let response = client()
-        .post(proxy.url("/oauth2/revoke"))
-        .form(&[("token", BULK_KEY)])
-        .send()
-        .await
-        .unwrap();
+    let response = post_form(&proxy, "/oauth2/revoke", &[("token", BULK_KEY)]).await;
     assert_error(response, 400, "UNSUPPORTED_TOKEN_TYPE", 73).await;
 }
 
 // ---- x402: paying past the allowance ---------------------------------------------
 
-/// What the facilitator was asked: endpoint and body.
-type Calls = Arc<Mutex<Vec<(String, Value)>>>;
-
 /// A facilitator following the x402 protocol (`POST /verify`, `POST /settle`) that
-/// finds every payment valid and settles it.
-async fn facilitator() -> (SocketAddr, Calls) {
-    let calls: Calls = Arc::default();
-    let seen = calls.clone();
-    let addr = upstream(move |request| {
-        let seen = seen.clone();
-        async move {
-            let endpoint = request.uri().path().trim_start_matches('/').to_owned();
-            let body = request.into_body().collect().await.unwrap().to_bytes();
-            let body: Value = serde_json::from_slice(&body).unwrap();
-            seen.lock().await.push((endpoint.clone(), body));
-            let answer = match endpoint.as_str() {
-                "verify" => json!({"isValid": true, "payer": "0xpayer"}),
-                "settle" => json!({"success": true, "payer": "0xpayer",
-                    "transaction": "0xtx1", "network": "eip155:8453"}),
-                _ => json!({}),
-            };
-            Response::new(Body::full(answer.to_string()))
-        }
+/// finds every payment valid and settles it, recording what it was asked (each body
+/// JSON).
+async fn facilitator() -> Upstream {
+    Upstream::with(|asked: Seen| async move {
+        // The protocol's calls carry JSON (a panic here fails the payment, and the test).
+        asked.json();
+        let answer = match asked.path.as_str() {
+            "/verify" => json!({"isValid": true, "payer": "0xpayer"}),
+            "/settle" => json!({"success": true, "payer": "0xpayer",
+                "transaction": "0xtx1", "network": "eip155:8453"}),
+            _ => json!({}),
+        };
+        json_response(200, answer.to_string())
     })
-    .await;
-    (addr, calls)
+    .await
 }
 
 #[tokio::test]
 async fn a_payment_past_the_free_allowance_buys_the_configured_requests() {
-    let (facilitator, calls) = facilitator().await;
+    let facilitator = facilitator().await;
     let from = "facilitator: https://x402.org/facilitator";
     assert!(CONFIG.contains(from), "the seed config changed");
-    let config = CONFIG.replace(from, &format!("facilitator: http://{facilitator}"));
-    let (addr, log) = scanner().await;
-    let proxy = TestProxy::start(&config, Some(addr)).await;
+    let config = CONFIG.replace(from, &format!("facilitator: http://{}", facilitator.addr));
+    let (proxy, scanner) = start(&config).await;
     let refused = use_up_the_free_allowance(&proxy).await;
     assert_payment_required(&proxy, refused, FREE_PER_DAY).await;
 
@@ -1041,7 +926,7 @@ async fn a_payment_past_the_free_allowance_buys_the_configured_requests() {
         response.status(),
         200,
         "{}",
-        bv(65, "x402 payment requirements")
+        SEED.at(65, "x402 payment requirements")
     );
     let settled: Value = serde_json::from_slice(
         &STANDARD
@@ -1049,34 +934,45 @@ async fn a_payment_past_the_free_allowance_buys_the_configured_requests() {
             .unwrap(),
     )
     .unwrap();
-    assert_eq!(settled["success"], true, "{}", bv(65, "x402: settled"));
-    {
-        let calls = calls.lock().await;
-        let endpoints: Vec<&str> = calls.iter().map(|(e, _)| e.as_str()).collect();
-        assert_eq!(endpoints, ["verify", "settle"], "{}", bv(65, "x402"));
-        assert_eq!(
-            calls[0].1["paymentRequirements"],
-            requirement(),
-            "{}",
-            bv(65, "x402 payment requirements")
-        );
-    }
-    let seen = received(&log).await;
+    assert_eq!(settled["success"], true, "{}", SEED.at(65, "x402: settled"));
+    let asked = facilitator.seen().await;
+    let endpoints: Vec<(&str, &str)> = asked
+        .iter()
+        .map(|a| (a.method.as_str(), a.path.as_str()))
+        .collect();
+    assert_eq!(
+        endpoints,
+        [("POST", "/verify"), ("POST", "/settle")],
+        "{}",
+        SEED.at(65, "x402")
+    );
+    assert_eq!(
+        asked[0].json()["paymentRequirements"],
+        requirement(),
+        "{}",
+        SEED.at(65, "x402 payment requirements")
+    );
+    let seen = scanner.seen().await;
     assert_eq!(
         seen.len() as u64,
         FREE_PER_DAY + 1,
         "{}",
-        bv(65, "the paid scan")
+        SEED.at(65, "the paid scan")
     );
     assert!(
         seen.last().unwrap().header("payment-signature").is_none(),
         "{}",
-        bv(65, "the payment stays at the proxy")
+        SEED.at(65, "the payment stays at the proxy")
     );
     // One payment buys 100 requests: this one and 99 more, then 402 again.
     for _ in 1..100 {
         let response = scan(&proxy, &[]).await;
-        assert_eq!(response.status(), 200, "{}", bv(65, "the paid requests"));
+        assert_eq!(
+            response.status(),
+            200,
+            "{}",
+            SEED.at(65, "the paid requests")
+        );
     }
     let refused = scan(&proxy, &[]).await;
     assert_payment_required(&proxy, refused, FREE_PER_DAY).await;
@@ -1084,87 +980,86 @@ async fn a_payment_past_the_free_allowance_buys_the_configured_requests() {
     let replay = scan(&proxy, &[("payment-signature", &payment)]).await;
     assert_error(replay, 402, "PAYMENT_REJECTED", 65).await;
     assert_eq!(
-        calls.lock().await.len(),
+        facilitator.count(),
         2,
         "{}",
-        bv(65, "x402: a payment works once")
+        SEED.at(65, "x402: a payment works once")
     );
 }
 
 // ---- Discovery ---------------------------------------------------------------------
 
 async fn document(proxy: &TestProxy, path: &str, line: u32) -> Value {
-    let response = client().get(proxy.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{}", bv(line, path));
+    let at = SEED.at(line, path);
+    let response = get(proxy, path, None).await;
     assert_eq!(
-        response.headers()["content-type"],
-        "application/json",
-        "{}",
-        bv(line, path)
+        header(response.headers(), "content-type"),
+        Some("application/json"),
+        "{at}"
     );
-    json(response).await
+    ok_json(response, &at).await
 }
 
 #[tokio::test]
 async fn the_discovery_documents_name_the_token_endpoint_grant_scope_and_bearer_method() {
-    let (proxy, _) = start().await;
+    let (proxy, _) = start(CONFIG).await;
     let origin = proxy.url.as_str();
     let server = document(&proxy, "/.well-known/oauth-authorization-server", 18).await;
     assert_eq!(
         server["issuer"],
         origin,
         "{}",
-        bv(18, "Authorization Server")
+        SEED.at(18, "Authorization Server")
     );
     assert_eq!(
         server["token_endpoint"],
         proxy.url(TOKEN),
         "{}",
-        bv(20, "Token endpoint /api/agent/token")
+        SEED.at(20, "Token endpoint /api/agent/token")
     );
     assert_eq!(
         server["grant_types_supported"],
         json!(["client_credentials"]),
         "{}",
-        bv(22, "grant_types_supported: client_credentials")
+        SEED.at(22, "grant_types_supported: client_credentials")
     );
     assert_eq!(
         server["scopes_supported"],
         json!(["scan:read"]),
         "{}",
-        bv(23, "scopes_supported: scan:read")
+        SEED.at(23, "scopes_supported: scan:read")
     );
     assert_eq!(
         server["token_endpoint_auth_methods_supported"],
         json!(["none"]),
         "{}",
-        bv(38, "no client_id/secret provisioning step")
+        SEED.at(38, "no client_id/secret provisioning step")
     );
     let agent_auth = &server["agent_auth"];
     for absent in ["register_uri", "claim_uri", "revocation_uri"] {
         assert!(
             agent_auth.get(absent).is_none(),
             "{}: {agent_auth}",
-            bv(36, "No registration is required")
+            SEED.at(36, "No registration is required")
         );
     }
     assert_eq!(
         agent_auth["limits"]["over_quota"],
         "402",
         "{}",
-        bv(65, "HTTP 402")
+        SEED.at(65, "HTTP 402")
     );
     assert_eq!(
         agent_auth["limits"]["payment"]["protocol"],
         "x402",
         "{}",
-        bv(65, "x402 payment requirements")
+        SEED.at(65, "x402 payment requirements")
     );
     assert_eq!(
         agent_auth["limits"]["headers"],
         json!(["draft-06", "x-ratelimit"]),
         "{}",
-        bv(63, "both legacy X-RateLimit-* and IETF RateLimit-*")
+        SEED.at(63, "both legacy X-RateLimit-* and IETF RateLimit-*")
     );
     assert_eq!(
         agent_auth["limits"]["tiers"],
@@ -1174,7 +1069,7 @@ async fn the_discovery_documents_name_the_token_endpoint_grant_scope_and_bearer_
             {"tier": "partner", "rate_limits": [], "quota": {"requests": PARTNER_PER_DAY, "period": "day"}},
         ]),
         "{}",
-        bv(10, "daily allowance")
+        SEED.at(10, "daily allowance")
     );
 
     let resource = document(&proxy, "/.well-known/oauth-protected-resource", 19).await;
@@ -1182,96 +1077,103 @@ async fn the_discovery_documents_name_the_token_endpoint_grant_scope_and_bearer_
         resource["resource"],
         origin,
         "{}",
-        bv(19, "Protected Resource")
+        SEED.at(19, "Protected Resource")
     );
     assert_eq!(
         resource["authorization_servers"],
         json!([origin]),
         "{}",
-        bv(18, "Authorization Server")
+        SEED.at(18, "Authorization Server")
     );
     assert_eq!(
         resource["scopes_supported"],
         json!(["scan:read"]),
         "{}",
-        bv(23, "scopes_supported: scan:read")
+        SEED.at(23, "scopes_supported: scan:read")
     );
     assert_eq!(
         resource["bearer_methods_supported"],
         json!(["header"]),
         "{}",
-        bv(24, "bearer_methods_supported: header")
+        SEED.at(24, "bearer_methods_supported: header")
     );
     assert_eq!(
         resource["resource_name"],
         "BotVisibility",
         "{}",
-        bv(1, "BotVisibility")
+        SEED.at(1, "BotVisibility")
     );
 
     // seed 79: the OpenAPI description is the api-catalog's service-desc.
-    let response = client()
-        .get(proxy.url("/.well-known/api-catalog"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{}", bv(79, "openapi.json"));
-    let catalog = json(response).await;
+    let response = get(&proxy, "/.well-known/api-catalog", None).await;
+    let catalog = ok_json(response, &SEED.at(79, "openapi.json")).await;
     assert_eq!(
         catalog["linkset"][0]["service-desc"][0]["href"],
         "https://botvisibility.com/openapi.json",
         "{}",
-        bv(79, "See https://botvisibility.com/openapi.json")
+        SEED.at(79, "See https://botvisibility.com/openapi.json")
     );
 
     // seed 36-38: no registration endpoint; the only token endpoint is the seed's.
     for path in ["/agent/auth/register", "/oauth2/token"] {
-        let response = client()
-            .post(proxy.url(path))
-            .json(&json!({"type": "anonymous", "grant_type": "client_credentials"}))
-            .send()
-            .await
-            .unwrap();
+        let body = json!({"type": "anonymous", "grant_type": "client_credentials"});
+        let response = post_json(&proxy, path, &body.to_string()).await;
         assert_error(response, 404, "NOT_FOUND", 36).await;
     }
 }
 
 #[tokio::test]
 async fn the_documents_the_seed_links_are_served_by_the_api_without_a_credential() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     for (path, line) in [("/openapi.json", 79), ("/pricing.md", 66), ("/contact", 41)] {
-        let response = client().get(proxy.url(path)).send().await.unwrap();
-        assert_eq!(response.status(), 200, "{}", bv(line, path));
-        let seen = received(&log).await;
-        let last = seen.last().unwrap();
-        assert_eq!(last.path, path, "{}", bv(line, path));
+        let response = get(&proxy, path, None).await;
+        assert_eq!(response.status(), 200, "{}", SEED.at(line, path));
+        assert!(
+            response.headers().get("ratelimit-remaining").is_none(),
+            "{}: reading it is not a scan",
+            SEED.at(line, path)
+        );
+        let last = scanner.last().await;
+        assert_eq!(last.path, path, "{}", SEED.at(line, path));
         assert!(
             last.header("x-authmd-principal").is_none(),
             "{}: a public document carries no identity",
-            bv(line, path)
+            SEED.at(line, path)
         );
     }
+    // Reading them took nothing from the free allowance, and past it they are still
+    // served: the pricing page is where a 402 sends the agent.
+    let first = use_up_the_free_allowance(&proxy).await;
+    assert_eq!(
+        first.status(),
+        402,
+        "{}",
+        SEED.at(65, "Over the free allowance")
+    );
+    let response = get(&proxy, "/pricing.md", None).await;
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        SEED.at(66, "see https://botvisibility.com/pricing.md")
+    );
 }
 
 // ---- Errors ------------------------------------------------------------------------
 
 #[tokio::test]
 async fn every_error_is_the_typed_json_envelope() {
-    let (proxy, log) = start().await;
+    let (proxy, scanner) = start(CONFIG).await;
     // Unknown path, wrong method, a bad credential, two credentials, a bad token
     // request, a payment that is not one: all {error, code, message, docs}.
-    let response = client()
-        .get(proxy.url("/api/unknown"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/api/unknown", None).await;
     assert_error(response, 404, "NOT_FOUND", 78).await;
     let response = client().post(proxy.url(SCAN)).send().await.unwrap();
     assert_eq!(
         response.headers()["allow"],
         "GET, HEAD",
         "{}",
-        bv(9, "GET /api/scan")
+        SEED.at(9, "GET /api/scan")
     );
     assert_error(response, 405, "METHOD_NOT_ALLOWED", 9).await;
     let response = scan(&proxy, &[("authorization", "Bearer not-a-token")]).await;
@@ -1282,31 +1184,22 @@ async fn every_error_is_the_typed_json_envelope() {
     )
     .await;
     assert_error(response, 400, "INVALID_REQUEST", 78).await;
-    let response = client()
-        .post(proxy.url(TOKEN))
-        .json(&json!({"scope": "scan:read"}))
-        .send()
-        .await
-        .unwrap();
+    let response = post_json(&proxy, TOKEN, r#"{"scope":"scan:read"}"#).await;
     assert_error(response, 400, "INVALID_REQUEST", 78).await;
-    let response = client()
-        .get(proxy.url("/api/scan?url=a%2Fb&format=json"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/api/scan?url=a%2Fb&format=json", None).await;
     assert_eq!(
         response.status(),
         200,
         "{}",
-        bv(9, "an encoded query is the API's business")
+        SEED.at(9, "an encoded query is the API's business")
     );
-    let response = client().get(proxy.url("/api%2Fscan")).send().await.unwrap();
+    let response = get(&proxy, "/api%2Fscan", None).await;
     assert_error(response, 400, "INVALID_PATH", 78).await;
     assert_eq!(
-        received(&log).await.len(),
+        scanner.count(),
         1,
         "{}",
-        bv(78, "refused requests never reach the API")
+        SEED.at(78, "refused requests never reach the API")
     );
 }
 
@@ -1314,16 +1207,16 @@ async fn every_error_is_the_typed_json_envelope() {
 
 #[tokio::test]
 async fn the_generated_auth_md_describes_the_same_methods_endpoints_scopes_limits_and_errors() {
-    let (proxy, _) = start().await;
-    let response = client().get(proxy.url("/auth.md")).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{}", bv(1, "auth.md"));
+    let (proxy, _) = start(CONFIG).await;
+    let response = get(&proxy, "/auth.md", None).await;
+    assert_eq!(response.status(), 200, "{}", SEED.at(1, "auth.md"));
     let md = response.text().await.unwrap();
 
     for (line, original, generated) in METHODS {
         assert!(
             md.contains(generated),
             "{}: the generated auth.md lacks {generated:?}:\n{md}",
-            bv(*line, original)
+            SEED.at(*line, original)
         );
     }
     for (line, path) in ENDPOINTS {
@@ -1332,14 +1225,14 @@ async fn the_generated_auth_md_describes_the_same_methods_endpoints_scopes_limit
                 || md.contains(&format!("`{path}`"))
                 || md.contains(&format!("https://botvisibility.com{path}")),
             "{}: the generated auth.md does not name {path}:\n{md}",
-            bv(*line, path)
+            SEED.at(*line, path)
         );
     }
     for (line, text) in LIMITS.iter().chain(ERRORS).chain(LIFECYCLE) {
         assert!(
             md.contains(text),
             "{}: the generated auth.md lacks {text:?}:\n{md}",
-            bv(*line, text)
+            SEED.at(*line, text)
         );
     }
     // The daily allowances of each method, in the rate-limits table.
@@ -1352,27 +1245,18 @@ async fn the_generated_auth_md_describes_the_same_methods_endpoints_scopes_limit
         assert!(
             md.contains(&row),
             "{}: the generated auth.md lacks {row:?}:\n{md}",
-            bv(31, "A higher daily allowance")
+            SEED.at(31, "A higher daily allowance")
         );
     }
 
     // Scopes: the same set, and none the original lacks.
-    let section = md
-        .split("## Scopes")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .unwrap_or_else(|| panic!("{}: no Scopes section:\n{md}", bv(23, "scopes")));
-    let generated: Vec<&str> = section
-        .lines()
-        .filter_map(|line| line.strip_prefix("| `"))
-        .filter_map(|rest| rest.split('`').next())
-        .collect();
+    let generated = scope_table(&md, &SEED.at(23, "scopes"));
     let original: Vec<&str> = SCOPES.iter().map(|(_, s)| *s).collect();
     assert_eq!(
         generated,
         original,
         "{}: the generated auth.md's scopes",
-        bv(23, "scopes_supported: scan:read")
+        SEED.at(23, "scopes_supported: scan:read")
     );
     for line in md.lines().filter(|l| l.contains("scopes `")) {
         for scope in line.split("scopes `").skip(1) {
@@ -1380,7 +1264,7 @@ async fn the_generated_auth_md_describes_the_same_methods_endpoints_scopes_limit
             assert!(
                 original.contains(&scope),
                 "{}: the generated auth.md names the scope {scope:?}: {line}",
-                bv(23, "scopes_supported: scan:read")
+                SEED.at(23, "scopes_supported: scan:read")
             );
         }
     }

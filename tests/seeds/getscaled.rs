@@ -13,27 +13,18 @@
 //! with a `verified_email` (line 57). The tests check that the proxy does not claim
 //! to offer the first.
 
-use std::sync::Arc;
-
-use tokio::sync::Mutex;
-
 use authmd_proxy::body::Body;
-use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::{Request, Response};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
-use super::support::{self, TestProxy, client};
+use super::common::{
+    Idp, Refused, Seed, Seen, Upstream, get, get_json, header, json_response, ok_json, post_form,
+    post_json, scope_table,
+};
+use super::support::{TestProxy, client};
 
 /// The config under test.
 const CONFIG: &str = include_str!("getscaled.yaml");
-
-/// The config's trusted issuer, and the JWKS address the tests replace with the
-/// local identity provider's.
-const ISSUER: &str = "https://idp.example.com";
-const JWKS_PLACEHOLDER: &str = "https://idp.example.com/.well-known/jwks.json";
+const SEED: Seed = Seed::new("GetScaled");
 
 /// The portal key of the config (`keys: portal-admin`, scopes `admin:*`): a test
 /// fixture published in the config's comment.
@@ -127,152 +118,34 @@ const NOT_YET_SUPPORTED: &[(u32, &str)] = &[
     (60, "authorization_code"),
 ];
 
-/// "GetScaled auth.md line N (`what`)": the message of every assertion (a Markdown
-/// double-backtick span when `what` quotes the document's own backticks).
-fn seed(line: u32, what: &str) -> String {
-    if what.contains('`') {
-        format!("GetScaled auth.md line {line} (`` {what} ``)")
-    } else {
-        format!("GetScaled auth.md line {line} (`{what}`)")
-    }
-}
-
 // ---------------------------------------------------------------------------
 // The world around the proxy: the upstream and the identity provider
 // ---------------------------------------------------------------------------
 
-/// One request the upstream received.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    headers: http::HeaderMap,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
+/// GetScaled's API with no authentication of its own (the upstream records every
+/// request): answers JSON; `POST /mcp` answers a JSON-RPC message as a Streamable
+/// HTTP MCP server does (the result of `initialize`, with a session id).
+fn api(request: &Seen) -> http::Response<Body> {
+    if request.path != "/mcp" || request.method != "POST" {
+        let answer =
+            json!({"upstream": "getscaled", "method": request.method, "path": request.path});
+        return json_response(200, answer.to_string());
     }
-}
-
-/// GetScaled's API with no authentication of its own: records every request and
-/// answers JSON; `POST /mcp` answers a JSON-RPC message as a Streamable HTTP MCP
-/// server does (the result of `initialize`, with a session id).
-#[derive(Debug)]
-struct Upstream {
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Upstream {
-    async fn start() -> (Upstream, std::net::SocketAddr) {
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let log = seen.clone();
-        let addr = support::upstream(move |request: Request<Incoming>| {
-            let log = log.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let bytes = body.collect().await.unwrap().to_bytes();
-                log.lock().await.push(Seen {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_owned(),
-                    headers: parts.headers.clone(),
-                });
-                let mcp = parts.uri.path() == "/mcp" && parts.method == http::Method::POST;
-                let answer = if mcp {
-                    let message: Value = serde_json::from_slice(&bytes).unwrap();
-                    json!({
-                        "jsonrpc": "2.0",
-                        "id": message["id"],
-                        "result": {
-                            "protocolVersion": message["params"]["protocolVersion"],
-                            "capabilities": {"tools": {}},
-                            "serverInfo": {"name": "getscaled-mcp", "version": "1.0.0"},
-                        },
-                    })
-                } else {
-                    json!({"upstream": "getscaled", "method": parts.method.as_str(), "path": parts.uri.path()})
-                };
-                let mut response = Response::new(Body::full(answer.to_string()));
-                let headers = response.headers_mut();
-                headers.insert("content-type", "application/json".parse().unwrap());
-                if mcp {
-                    headers.insert("mcp-session-id", "session-1".parse().unwrap());
-                }
-                response
-            }
-        })
-        .await;
-        (Upstream { seen }, addr)
-    }
-
-    async fn count(&self) -> usize {
-        self.seen.lock().await.len()
-    }
-
-    async fn last(&self) -> Seen {
-        self.seen.lock().await.last().cloned().unwrap()
-    }
-}
-
-/// The identity provider: an Ed25519 key, its JWKS served over HTTP.
-struct Idp {
-    pem: String,
-    jwks_uri: String,
-}
-
-impl Idp {
-    async fn start() -> Idp {
-        let (key, pem) = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
-        let jwks: Value =
-            serde_json::from_slice(SigningKeys::new(vec![key]).unwrap().jwks()).unwrap();
-        let mut jwk = jwks["keys"][0].clone();
-        jwk["kid"] = json!("idp-1");
-        let body = json!({ "keys": [jwk] }).to_string();
-        let addr = support::upstream(move |_| {
-            let body = body.clone();
-            async move {
-                let mut response = Response::new(Body::full(body));
-                response
-                    .headers_mut()
-                    .insert("content-type", "application/json".parse().unwrap());
-                response
-            }
-        })
-        .await;
-        Idp {
-            pem,
-            jwks_uri: format!("http://{addr}/.well-known/jwks.json"),
-        }
-    }
-
-    /// An ID-JAG (`typ: oauth-id-jag+jwt`) naming the proxy as its audience, for
-    /// user `sub`, usable once.
-    fn id_jag(&self, proxy: &TestProxy, sub: &str) -> String {
-        let now = authmd_proxy::store::unix_now();
-        let claims = json!({
-            "iss": ISSUER, "sub": sub, "aud": proxy.url, "client_id": "my-agent",
-            "jti": unique(), "iat": now, "exp": now + 300, "email": format!("{sub}@getscaled.test"),
-        });
-        let mut header = Header::new(Algorithm::EdDSA);
-        header.typ = Some("oauth-id-jag+jwt".into());
-        header.kid = Some("idp-1".into());
-        jsonwebtoken::encode(
-            &header,
-            &claims,
-            &EncodingKey::from_ed_pem(self.pem.as_bytes()).unwrap(),
-        )
-        .unwrap()
-    }
-}
-
-fn unique() -> String {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    format!("jti-{nanos}-{n}")
+    let message = request.json();
+    let answer = json!({
+        "jsonrpc": "2.0",
+        "id": message["id"],
+        "result": {
+            "protocolVersion": message["params"]["protocolVersion"],
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "getscaled-mcp", "version": "1.0.0"},
+        },
+    });
+    let mut response = json_response(200, answer.to_string());
+    response
+        .headers_mut()
+        .insert("mcp-session-id", "session-1".parse().unwrap());
+    response
 }
 
 /// The proxy from `getscaled.yaml`, its upstream and its identity provider.
@@ -284,17 +157,12 @@ struct World {
 
 async fn world() -> World {
     let idp = Idp::start().await;
-    let (upstream, addr) = Upstream::start().await;
-    assert!(
-        CONFIG.contains(JWKS_PLACEHOLDER),
-        "{}",
-        seed(
-            61,
-            "id-jag assertions are accepted: the config names a trusted issuer"
-        )
+    let upstream = Upstream::with(|request| async move { api(&request) }).await;
+    let at = SEED.at(
+        61,
+        "id-jag assertions are accepted: the config names a trusted issuer",
     );
-    let yaml = CONFIG.replace(JWKS_PLACEHOLDER, &idp.jwks_uri);
-    let proxy = TestProxy::start(&yaml, Some(addr)).await;
+    let proxy = upstream.proxy(&idp.trusted_by(CONFIG, &at)).await;
     World {
         proxy,
         upstream,
@@ -302,17 +170,20 @@ async fn world() -> World {
     }
 }
 
+impl World {
+    /// An ID-JAG from the identity provider naming the proxy as its audience, for
+    /// user `sub`, usable once.
+    fn id_jag(&self, sub: &str) -> String {
+        let claims = json!({
+            "sub": sub, "client_id": "my-agent", "email": format!("{sub}@getscaled.test"),
+        });
+        self.idp.id_jag(&self.proxy.url, &claims)
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Requests
 // ---------------------------------------------------------------------------
-
-async fn get(proxy: &TestProxy, path: &str, key: Option<&str>) -> reqwest::Response {
-    let mut request = client().get(proxy.url(path));
-    if let Some(key) = key {
-        request = request.bearer_auth(key);
-    }
-    request.send().await.unwrap()
-}
 
 async fn send(proxy: &TestProxy, method: &str, path: &str, key: &str) -> reqwest::Response {
     client()
@@ -325,68 +196,22 @@ async fn send(proxy: &TestProxy, method: &str, path: &str, key: &str) -> reqwest
         .unwrap()
 }
 
-/// `POST path` with `Content-Type: application/json` and `body` as written.
-async fn post_json(proxy: &TestProxy, path: &str, body: &str) -> reqwest::Response {
-    client()
-        .post(proxy.url(path))
-        .header("content-type", "application/json")
-        .body(body.to_owned())
-        .send()
-        .await
-        .unwrap()
+/// The JSON-RPC request `tools/list`.
+fn tools_list() -> Value {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
 }
 
-/// The JSON body of a 200 answer.
-async fn ok_json(response: reqwest::Response, why: &str) -> Value {
-    let status = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(status, 200, "{why}: {text}");
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{why}: not JSON ({e}): {text}"))
-}
-
-/// Checks the refusal envelope `{"error","code","message","docs"}`: status, `error`,
-/// `code`, a message and a link into `/auth.md`. Returns the headers and the body.
-async fn envelope(
-    response: reqwest::Response,
-    status: u16,
-    error: &str,
-    code: &str,
-    why: &str,
-) -> (reqwest::header::HeaderMap, Value) {
-    let headers = response.headers().clone();
-    let seen = response.status().as_u16();
-    let text = response.text().await.unwrap();
-    assert_eq!(seen, status, "{why}: status; body {text}");
-    assert_eq!(
-        headers.get("content-type").and_then(|v| v.to_str().ok()),
-        Some("application/json"),
-        "{why}: a JSON envelope"
-    );
-    let body: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{why}: not JSON ({e}): {text}"));
-    assert_eq!(body["error"], error, "{why}: `error` of {body}");
-    assert_eq!(body["code"], code, "{why}: `code` of {body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{why}: a message in {body}"
-    );
-    assert!(
-        body["docs"]
-            .as_str()
-            .is_some_and(|d| d.starts_with(&format!("{}/auth.md#", origin_of(&body)))),
-        "{why}: `docs` links the auth.md in {body}"
-    );
-    (headers, body)
-}
-
-/// The origin part of an envelope's `docs` link.
-fn origin_of(body: &Value) -> String {
-    let docs = body["docs"].as_str().unwrap_or_default();
-    docs.split("/auth.md").next().unwrap_or_default().to_owned()
-}
-
-fn header<'a>(headers: &'a reqwest::header::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+/// `POST /mcp` with the JSON-RPC `message`, as a Streamable HTTP client sends it, with
+/// `Authorization: Bearer <bearer>` when given.
+async fn mcp(proxy: &TestProxy, bearer: Option<&str>, message: &Value) -> reqwest::Response {
+    let mut request = client()
+        .post(proxy.url("/mcp"))
+        .header("accept", "application/json, text/event-stream")
+        .json(message);
+    if let Some(bearer) = bearer {
+        request = request.bearer_auth(bearer);
+    }
+    request.send().await.unwrap()
 }
 
 /// Registers with the body of line 44 and returns the answer.
@@ -396,12 +221,12 @@ async fn register(proxy: &TestProxy) -> Value {
         header(response.headers(), "cache-control"),
         Some("no-store"),
         "{}",
-        seed(
+        SEED.at(
             38,
             "the register answer carries the credential: never cached"
         )
     );
-    ok_json(response, &seed(44, REGISTER_BODY)).await
+    ok_json(response, &SEED.at(44, REGISTER_BODY)).await
 }
 
 fn credential(answer: &Value) -> String {
@@ -427,57 +252,45 @@ async fn the_discovery_documents_say_where_and_how_to_authenticate() {
     let origin = &w.proxy.url;
 
     // Line 13: the protected-resource metadata.
-    let why = seed(
+    let why = SEED.at(
         13,
         "GET https://api.getscaled.com/.well-known/oauth-protected-resource",
     );
-    let prm = ok_json(
-        get(&w.proxy, "/.well-known/oauth-protected-resource", None).await,
-        &why,
-    )
-    .await;
+    let prm = get_json(&w.proxy, "/.well-known/oauth-protected-resource", &why).await;
     assert_eq!(prm["resource"], json!(origin), "{why}: resource");
     assert_eq!(
         prm["authorization_servers"],
         json!([origin]),
         "{}",
-        seed(22, "the authorization server, discovered from the resource")
+        SEED.at(22, "the authorization server, discovered from the resource")
     );
     assert_eq!(
         prm["bearer_methods_supported"],
         json!(["header"]),
         "{}",
-        seed(66, "Send the credential as a Bearer token")
+        SEED.at(66, "Send the credential as a Bearer token")
     );
     let supported = names(&prm["scopes_supported"]);
     for scope in SCOPES {
         assert!(
             supported.iter().any(|s| s == scope),
             "{}: {supported:?}",
-            seed(97, scope)
+            SEED.at(97, scope)
         );
     }
 
     // The MCP server (line 73) is a protected resource of its own on this origin.
-    let why = seed(73, "The same key authenticates the MCP server");
-    let mcp = ok_json(
-        get(&w.proxy, "/.well-known/oauth-protected-resource/mcp", None).await,
-        &why,
-    )
-    .await;
+    let why = SEED.at(73, "The same key authenticates the MCP server");
+    let mcp = get_json(&w.proxy, "/.well-known/oauth-protected-resource/mcp", &why).await;
     assert_eq!(mcp["resource"], json!(format!("{origin}/mcp")), "{why}");
     assert_eq!(mcp["authorization_servers"], json!([origin]), "{why}");
 
     // Line 26: the authorization-server metadata, with the agent_auth block (line 6).
-    let why = seed(
+    let why = SEED.at(
         26,
         "GET https://api.getscaled.com/.well-known/oauth-authorization-server",
     );
-    let asm = ok_json(
-        get(&w.proxy, "/.well-known/oauth-authorization-server", None).await,
-        &why,
-    )
-    .await;
+    let asm = get_json(&w.proxy, "/.well-known/oauth-authorization-server", &why).await;
     assert_eq!(asm["issuer"], json!(origin), "{why}: issuer");
     let agent_auth = &asm["agent_auth"];
     for (line, field, path) in [
@@ -489,25 +302,25 @@ async fn the_discovery_documents_say_where_and_how_to_authenticate() {
             agent_auth[field],
             json!(format!("{origin}{path}")),
             "{}: {agent_auth}",
-            seed(line, field)
+            SEED.at(line, field)
         );
     }
     let types = names(&agent_auth["identity_types_supported"]);
     assert!(
         types.iter().any(|t| t == "anonymous"),
         "{}: {types:?}",
-        seed(33, "API key (`gsk_`) | `anonymous`")
+        SEED.at(33, "API key (`gsk_`) | `anonymous`")
     );
     assert!(
         types.iter().any(|t| t == "identity_assertion"),
         "{}: {types:?}",
-        seed(34, "`identity_assertion`")
+        SEED.at(34, "`identity_assertion`")
     );
     assert_eq!(
         agent_auth["identity_assertion"]["assertion_types_supported"],
         json!(["urn:ietf:params:oauth:token-type:id-jag"]),
         "{}",
-        seed(
+        SEED.at(
             61,
             "`urn:ietf:params:oauth:token-type:id-jag` assertions are accepted"
         )
@@ -517,7 +330,7 @@ async fn the_discovery_documents_say_where_and_how_to_authenticate() {
         assert!(
             scopes.iter().any(|s| s == scope),
             "{}: {scopes:?}",
-            seed(97, scope)
+            SEED.at(97, scope)
         );
     }
     // Line 6: access tokens from this authorization server (not by authorization
@@ -528,17 +341,17 @@ async fn the_discovery_documents_say_where_and_how_to_authenticate() {
             .iter()
             .any(|g| g == "urn:ietf:params:oauth:grant-type:jwt-bearer"),
         "{}: {grants:?}",
-        seed(
+        SEED.at(
             6,
             "an OAuth 2.1 access token issued by our authorization server"
         )
     );
 
     assert_eq!(
-        w.upstream.count().await,
+        w.upstream.count(),
         0,
         "{}",
-        seed(10, "discovery is answered by the proxy, not the API")
+        SEED.at(10, "discovery is answered by the proxy, not the API")
     );
 }
 
@@ -549,15 +362,11 @@ async fn the_discovery_documents_say_where_and_how_to_authenticate() {
 #[tokio::test]
 async fn authorization_code_with_pkce_is_not_offered_and_not_advertised() {
     let w = world().await;
-    let why = seed(
+    let why = SEED.at(
         23,
         "code_challenge_methods_supported: [\"S256\"] (not yet supported)",
     );
-    let asm = ok_json(
-        get(&w.proxy, "/.well-known/oauth-authorization-server", None).await,
-        &why,
-    )
-    .await;
+    let asm = get_json(&w.proxy, "/.well-known/oauth-authorization-server", &why).await;
     assert!(
         asm.get("code_challenge_methods_supported").is_none(),
         "{why}: {asm}"
@@ -568,7 +377,7 @@ async fn authorization_code_with_pkce_is_not_offered_and_not_advertised() {
         !grants.iter().any(|g| g == "authorization_code"),
         "{why}: {grants:?}"
     );
-    let why = seed(
+    let why = SEED.at(
         60,
         "complete the authorization-code + PKCE flow (not yet supported)",
     );
@@ -583,11 +392,7 @@ async fn authorization_code_with_pkce_is_not_offered_and_not_advertised() {
     assert_eq!(response.status().as_u16(), 400, "{why}");
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["error"], "unsupported_response_type", "{why}: {body}");
-    assert_eq!(
-        w.upstream.count().await,
-        0,
-        "{why}: nothing reached the API"
-    );
+    assert_eq!(w.upstream.count(), 0, "{why}: nothing reached the API");
 }
 
 // ---------------------------------------------------------------------------
@@ -602,38 +407,42 @@ async fn an_unauthenticated_request_is_401_with_the_discovery_hint() {
         format!("Bearer resource_metadata=\"{origin}/.well-known/oauth-protected-resource\"");
 
     // Lines 16-19 and 79: no credential.
-    let why = seed(
+    let why = SEED.at(
         19,
         "WWW-Authenticate: Bearer resource_metadata=\"https://api.getscaled.com/.well-known/oauth-protected-resource\"",
     );
     let response = get(&w.proxy, "/api/v1/campaigns", None).await;
-    let (headers, _) = envelope(
-        response,
-        401,
-        "unauthorized",
-        "UNAUTHORIZED",
-        &seed(79, "401 UNAUTHORIZED | Missing/invalid credential"),
-    )
-    .await;
+    let headers = SEED
+        .refusal(
+            response,
+            401,
+            "unauthorized",
+            "UNAUTHORIZED",
+            &SEED.at(79, "401 UNAUTHORIZED | Missing/invalid credential"),
+        )
+        .await
+        .headers;
     let challenge = header(&headers, "www-authenticate").unwrap();
     assert!(challenge.starts_with(&hint), "{why}: {challenge}");
     assert!(
         challenge.contains("scope=\"campaigns:read\""),
         "{}: {challenge}",
-        seed(79, "Re-read `WWW-Authenticate`")
+        SEED.at(79, "Re-read `WWW-Authenticate`")
     );
 
     // Line 79: an invalid credential, e.g. the document's placeholder key (line 70).
     // The status and the challenge are the document's; the proxy's code for a key it
     // does not know is INVALID_API_KEY (the document uses UNAUTHORIZED for both).
-    let why = seed(70, "Authorization: Bearer gsk_your_key_here");
+    let why = SEED.at(70, "Authorization: Bearer gsk_your_key_here");
     let response = get(&w.proxy, "/api/v1/campaigns", Some("gsk_your_key_here")).await;
-    let (headers, body) = envelope(response, 401, "invalid_token", "INVALID_API_KEY", &why).await;
+    let Refused { headers, body } = SEED
+        .refusal(response, 401, "invalid_token", "INVALID_API_KEY", &why)
+        .await;
     let challenge = header(&headers, "www-authenticate").unwrap();
     assert!(
         challenge.starts_with(&hint),
         "{}: {challenge}",
-        seed(79, "Re-read `WWW-Authenticate`")
+        SEED.at(79, "Re-read `WWW-Authenticate`")
     );
     assert!(
         !body.to_string().contains("gsk_your_key_here"),
@@ -641,16 +450,12 @@ async fn an_unauthenticated_request_is_401_with_the_discovery_hint() {
     );
 
     // Line 73: the MCP endpoint, without a credential, points at its own metadata.
-    let why = seed(73, "The same key authenticates the MCP server");
-    let response = client()
-        .post(w.proxy.url("/mcp"))
-        .header("content-type", "application/json")
-        .header("accept", "application/json, text/event-stream")
-        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
-        .send()
+    let why = SEED.at(73, "The same key authenticates the MCP server");
+    let response = mcp(&w.proxy, None, &tools_list()).await;
+    let headers = SEED
+        .refusal(response, 401, "unauthorized", "UNAUTHORIZED", &why)
         .await
-        .unwrap();
-    let (headers, _) = envelope(response, 401, "unauthorized", "UNAUTHORIZED", &why).await;
+        .headers;
     let challenge = header(&headers, "www-authenticate").unwrap();
     assert!(
         challenge.starts_with(&format!(
@@ -660,10 +465,10 @@ async fn an_unauthenticated_request_is_401_with_the_discovery_hint() {
     );
 
     assert_eq!(
-        w.upstream.count().await,
+        w.upstream.count(),
         0,
         "{}",
-        seed(16, "an unauthenticated request never reaches the API")
+        SEED.at(16, "an unauthenticated request never reaches the API")
     );
 }
 
@@ -675,19 +480,19 @@ async fn an_unauthenticated_request_is_401_with_the_discovery_hint() {
 async fn a_registered_key_works_as_a_bearer_token_within_its_scopes() {
     let w = world().await;
     let registered = register(&w.proxy).await;
-    let why = seed(44, REGISTER_BODY);
+    let why = SEED.at(44, REGISTER_BODY);
     assert!(
         registered["registration_id"]
             .as_str()
             .is_some_and(|id| id.starts_with("reg_")),
         "{}: {registered}",
-        seed(57, "registration_id <from register>")
+        SEED.at(57, "registration_id <from register>")
     );
     let key = credential(&registered);
     assert!(
         key.starts_with("gsk_"),
         "{}: {registered}",
-        seed(5, "`gsk_` prefix")
+        SEED.at(5, "`gsk_` prefix")
     );
     assert_eq!(
         names(&registered["scopes"]),
@@ -700,16 +505,12 @@ async fn a_registered_key_works_as_a_bearer_token_within_its_scopes() {
             .as_str()
             .is_some_and(|t| t.starts_with("clm_")),
         "{}: {registered}",
-        seed(51, "a registration handle to claim")
+        SEED.at(51, "a registration handle to claim")
     );
-    assert_eq!(
-        w.upstream.count().await,
-        0,
-        "{why}: registration is the proxy's"
-    );
+    assert_eq!(w.upstream.count(), 0, "{why}: registration is the proxy's");
 
     // Lines 66-71: the key as a Bearer token.
-    let why = seed(
+    let why = SEED.at(
         69,
         "GET https://api.getscaled.com/api/v1/campaigns + Authorization: Bearer gsk_...",
     );
@@ -739,7 +540,7 @@ async fn a_registered_key_works_as_a_bearer_token_within_its_scopes() {
     );
 
     // Line 80: a scope the key lacks, named in the body (and the challenge).
-    let before = w.upstream.count().await;
+    let before = w.upstream.count();
     for (method, path, scope) in [
         ("POST", "/api/v1/campaigns", "campaigns:write"),
         ("POST", "/api/v1/campaigns/c1/launch", "campaigns:launch"),
@@ -747,13 +548,14 @@ async fn a_registered_key_works_as_a_bearer_token_within_its_scopes() {
         ("GET", "/api/v1/journeys", "journeys:read"),
         ("GET", "/api/v1/admin/api-keys", "admin:keys"),
     ] {
-        let why = seed(
+        let why = SEED.at(
             80,
             &format!("403 FORBIDDEN: the scope named in the body ({method} {path})"),
         );
         let response = send(&w.proxy, method, path, &key).await;
-        let (headers, body) =
-            envelope(response, 403, "insufficient_scope", "FORBIDDEN", &why).await;
+        let Refused { headers, body } = SEED
+            .refusal(response, 403, "insufficient_scope", "FORBIDDEN", &why)
+            .await;
         assert!(
             body["message"].as_str().unwrap().contains(scope),
             "{why}: {scope} named in {body}"
@@ -765,10 +567,10 @@ async fn a_registered_key_works_as_a_bearer_token_within_its_scopes() {
         );
     }
     assert_eq!(
-        w.upstream.count().await,
+        w.upstream.count(),
         before,
         "{}",
-        seed(80, "a refused request never reaches the API")
+        SEED.at(80, "a refused request never reaches the API")
     );
 
     // Line 44: a key asking for a scope the API does not have gets nothing.
@@ -778,12 +580,12 @@ async fn a_registered_key_works_as_a_bearer_token_within_its_scopes() {
         r#"{"client_name":"my-agent","identity_type":"anonymous","scopes":["campaigns:delete"]}"#,
     )
     .await;
-    envelope(
+    SEED.refusal(
         response,
         400,
         "invalid_scope",
         "INVALID_SCOPE",
-        &seed(44, "\"scopes\": only the document's scopes (line 97)"),
+        &SEED.at(44, "\"scopes\": only the document's scopes (line 97)"),
     )
     .await;
 }
@@ -798,7 +600,7 @@ async fn the_same_key_and_its_oauth_token_authenticate_the_mcp_server() {
     let registered = register(&w.proxy).await;
     let key = credential(&registered);
     let principal = format!("key:{}", registered["key_id"].as_str().unwrap());
-    let why = seed(
+    let why = SEED.at(
         73,
         "The same key authenticates the MCP server (Streamable HTTP)",
     );
@@ -811,14 +613,7 @@ async fn the_same_key_and_its_oauth_token_authenticate_the_mcp_server() {
             "clientInfo": {"name": "my-agent", "version": "1.0.0"},
         },
     });
-    let response = client()
-        .post(w.proxy.url("/mcp"))
-        .bearer_auth(&key)
-        .header("accept", "application/json, text/event-stream")
-        .json(&initialize)
-        .send()
-        .await
-        .unwrap();
+    let response = mcp(&w.proxy, Some(&key), &initialize).await;
     assert_eq!(
         header(response.headers(), "mcp-session-id"),
         Some("session-1"),
@@ -863,31 +658,24 @@ async fn the_same_key_and_its_oauth_token_authenticate_the_mcp_server() {
 
     // Lines 5-6: an OAuth access token from this authorization server, for MCP
     // clients that only speak OAuth: the key as client credentials.
-    let why = seed(
+    let why = SEED.at(
         6,
         "an OAuth 2.1 access token issued by our authorization server",
     );
-    let response = client()
-        .post(w.proxy.url("/oauth2/token"))
-        .form(&[
+    let response = post_form(
+        &w.proxy,
+        "/oauth2/token",
+        &[
             ("grant_type", "client_credentials"),
             ("client_id", registered["key_id"].as_str().unwrap()),
             ("client_secret", key.as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     let issued = ok_json(response, &why).await;
     assert_eq!(issued["token_type"], "Bearer", "{why}: {issued}");
     let token = issued["access_token"].as_str().unwrap();
-    let response = client()
-        .post(w.proxy.url("/mcp"))
-        .bearer_auth(token)
-        .header("accept", "application/json, text/event-stream")
-        .json(&initialize)
-        .send()
-        .await
-        .unwrap();
+    let response = mcp(&w.proxy, Some(token), &initialize).await;
     ok_json(response, &why).await;
     assert_eq!(
         w.upstream.last().await.header("x-authmd-principal"),
@@ -910,17 +698,17 @@ async fn a_claim_with_an_id_jag_raises_the_registration_in_place() {
         header(response.headers(), "ratelimit-limit"),
         Some("60"),
         "{}",
-        seed(81, "before the claim: the `agent` tier's limit")
+        SEED.at(81, "before the claim: the `agent` tier's limit")
     );
 
     // Line 57, with an ID-JAG (line 61) inside `identity_assertion`.
-    let why = seed(
+    let why = SEED.at(
         57,
         "{ \"registration_id\": \"<from register>\", \"identity_assertion\": \"<id-jag>\" }",
     );
     let body = json!({
         "registration_id": registered["registration_id"],
-        "identity_assertion": w.idp.id_jag(&w.proxy, "ada"),
+        "identity_assertion": w.id_jag("ada"),
     });
     let claimed = ok_json(
         post_json(&w.proxy, "/agent/auth/claim", &body.to_string()).await,
@@ -941,11 +729,11 @@ async fn a_claim_with_an_id_jag_raises_the_registration_in_place() {
         names(&claimed["scopes"]),
         ["campaigns:read", "contacts:read"],
         "{}",
-        seed(44, "the scopes asked for at registration are kept")
+        SEED.at(44, "the scopes asked for at registration are kept")
     );
 
     // The credential is active at the claimed tier, from the next request on.
-    let why = seed(51, "an active credential");
+    let why = SEED.at(51, "an active credential");
     let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
     assert_eq!(
         header(response.headers(), "ratelimit-limit"),
@@ -962,21 +750,21 @@ async fn a_claim_with_an_id_jag_raises_the_registration_in_place() {
     // A registration is claimed once.
     let again = json!({
         "registration_id": registered["registration_id"],
-        "identity_assertion": w.idp.id_jag(&w.proxy, "ada"),
+        "identity_assertion": w.id_jag("ada"),
     });
     let response = post_json(&w.proxy, "/agent/auth/claim", &again.to_string()).await;
-    envelope(
+    SEED.refusal(
         response,
         409,
         "invalid_grant",
         "PREVIOUSLY_CLAIMED",
-        &seed(51, "a registration handle is exchanged once"),
+        &SEED.at(51, "a registration handle is exchanged once"),
     )
     .await;
 
     // Line 57: the assertion is optional. Without one, the handle is the one-time
     // claim token the registration answered with.
-    let why = seed(
+    let why = SEED.at(
         57,
         "\"identity_assertion\": \"<optional ...>\": a claim without an assertion",
     );
@@ -993,7 +781,7 @@ async fn a_claim_with_an_id_jag_raises_the_registration_in_place() {
         before.status().as_u16(),
         403,
         "{}",
-        seed(80, "campaigns:launch is not in the `agent` tier")
+        SEED.at(80, "campaigns:launch is not in the `agent` tier")
     );
     let body = json!({ "claim_token": second["claim_token"] });
     let claimed = ok_json(
@@ -1018,11 +806,11 @@ async fn a_claim_with_an_id_jag_raises_the_registration_in_place() {
 async fn an_identity_assertion_registers_for_user_delegated_access() {
     let w = world().await;
     // Line 34: identity_type `identity_assertion`, with an ID-JAG (lines 61-62).
-    let why = seed(
+    let why = SEED.at(
         34,
         "identity_type `identity_assertion` (with an id-jag, line 61)",
     );
-    let jag = w.idp.id_jag(&w.proxy, "grace");
+    let jag = w.id_jag("grace");
     let body = json!({
         "client_name": "my-agent",
         "identity_type": "identity_assertion",
@@ -1035,7 +823,7 @@ async fn an_identity_assertion_registers_for_user_delegated_access() {
     .await;
     assert_eq!(registered["tier"], "verified", "{why}: {registered}");
     let key = credential(&registered);
-    assert!(key.starts_with("gsk_"), "{}", seed(5, "`gsk_` prefix"));
+    assert!(key.starts_with("gsk_"), "{}", SEED.at(5, "`gsk_` prefix"));
     let response = send(&w.proxy, "POST", "/api/v1/campaigns/c2/launch", &key).await;
     ok_json(response, &why).await;
     let principal = w
@@ -1048,30 +836,31 @@ async fn an_identity_assertion_registers_for_user_delegated_access() {
 
     // Each assertion works once.
     let response = post_json(&w.proxy, "/agent/auth/register", &body.to_string()).await;
-    envelope(
+    SEED.refusal(
         response,
         401,
         "invalid_grant",
         "REPLAY_DETECTED",
-        &seed(61, "an id-jag is used once"),
+        &SEED.at(61, "an id-jag is used once"),
     )
     .await;
 
     // Lines 5-6: an OAuth access token from this authorization server for the same
     // user (the jwt-bearer grant redeeming an ID-JAG), as Bearer on the API.
-    let why = seed(
+    let why = SEED.at(
         6,
         "an OAuth 2.1 access token issued by our authorization server",
     );
-    let response = client()
-        .post(w.proxy.url("/oauth2/token"))
-        .form(&[
+    let jag = w.id_jag("grace");
+    let response = post_form(
+        &w.proxy,
+        "/oauth2/token",
+        &[
             ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
-            ("assertion", w.idp.id_jag(&w.proxy, "grace").as_str()),
-        ])
-        .send()
-        .await
-        .unwrap();
+            ("assertion", &jag),
+        ],
+    )
+    .await;
     let issued = ok_json(response, &why).await;
     let token = issued["access_token"].as_str().unwrap();
     let response = get(&w.proxy, "/api/v1/campaigns", Some(token)).await;
@@ -1093,7 +882,7 @@ async fn an_identity_assertion_registers_for_user_delegated_access() {
 async fn past_the_rate_limit_the_answer_is_429_with_retry_after() {
     let w = world().await;
     let key = credential(&register(&w.proxy).await);
-    let why = seed(81, "429 | Rate limited | Back off and honor `Retry-After`");
+    let why = SEED.at(81, "429 | Rate limited | Back off and honor `Retry-After`");
     // The config's `agent` tier: 60 a minute (the seed gives no figure).
     for i in 0..60 {
         let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
@@ -1105,14 +894,16 @@ async fn past_the_rate_limit_the_answer_is_429_with_retry_after() {
         );
     }
     let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
-    let (headers, _) = envelope(
-        response,
-        429,
-        "rate_limit_exceeded",
-        "RATE_LIMIT_EXCEEDED",
-        &why,
-    )
-    .await;
+    let headers = SEED
+        .refusal(
+            response,
+            429,
+            "rate_limit_exceeded",
+            "RATE_LIMIT_EXCEEDED",
+            &why,
+        )
+        .await
+        .headers;
     let retry_after: u64 = header(&headers, "retry-after")
         .unwrap_or_else(|| panic!("{why}: no Retry-After"))
         .parse()
@@ -1131,7 +922,7 @@ async fn past_the_rate_limit_the_answer_is_429_with_retry_after() {
         "{why}"
     );
     assert_eq!(
-        w.upstream.count().await,
+        w.upstream.count(),
         60,
         "{why}: the refused request never reached the API"
     );
@@ -1146,42 +937,34 @@ async fn a_revoked_key_stops_working_on_the_next_request() {
     let w = world().await;
     let key = credential(&register(&w.proxy).await);
     let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
-    ok_json(response, &seed(69, "GET /api/v1/campaigns")).await;
+    ok_json(response, &SEED.at(69, "GET /api/v1/campaigns")).await;
 
-    let why = seed(91, "{ \"credential\": \"gsk_your_key_here\" }");
+    let why = SEED.at(91, "{ \"credential\": \"gsk_your_key_here\" }");
     let body = json!({ "credential": key }).to_string();
     let response = post_json(&w.proxy, "/agent/auth/revoke", &body).await;
     let answer = ok_json(response, &why).await;
     assert_eq!(answer, json!({"revoked": 1}), "{why}");
 
-    let before = w.upstream.count().await;
-    let why = seed(88, "POST https://api.getscaled.com/agent/auth/revoke");
+    let before = w.upstream.count();
+    let why = SEED.at(88, "POST https://api.getscaled.com/agent/auth/revoke");
     for path in ["/api/v1/campaigns", "/mcp"] {
         let response = if path == "/mcp" {
-            client()
-                .post(w.proxy.url(path))
-                .bearer_auth(&key)
-                .header("accept", "application/json, text/event-stream")
-                .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-                .send()
-                .await
-                .unwrap()
+            mcp(&w.proxy, Some(&key), &tools_list()).await
         } else {
             get(&w.proxy, path, Some(&key)).await
         };
-        let (headers, _) = envelope(response, 401, "invalid_token", "INVALID_API_KEY", &why).await;
+        let headers = SEED
+            .refusal(response, 401, "invalid_token", "INVALID_API_KEY", &why)
+            .await
+            .headers;
         assert!(
             header(&headers, "www-authenticate")
                 .is_some_and(|c| c.starts_with("Bearer resource_metadata=")),
             "{}",
-            seed(79, "Re-read `WWW-Authenticate`, re-register, retry")
+            SEED.at(79, "Re-read `WWW-Authenticate`, re-register, retry")
         );
     }
-    assert_eq!(
-        w.upstream.count().await,
-        before,
-        "{why}: nothing reached the API"
-    );
+    assert_eq!(w.upstream.count(), before, "{why}: nothing reached the API");
 
     // Revoking again changes nothing.
     let response = post_json(&w.proxy, "/agent/auth/revoke", &body).await;
@@ -1191,7 +974,7 @@ async fn a_revoked_key_stops_working_on_the_next_request() {
     // Line 79: re-register, retry.
     let fresh = credential(&register(&w.proxy).await);
     let response = get(&w.proxy, "/api/v1/campaigns", Some(&fresh)).await;
-    ok_json(response, &seed(79, "re-register, retry")).await;
+    ok_json(response, &SEED.at(79, "re-register, retry")).await;
 }
 
 // ---------------------------------------------------------------------------
@@ -1201,7 +984,7 @@ async fn a_revoked_key_stops_working_on_the_next_request() {
 #[tokio::test]
 async fn a_key_granted_admin_wildcard_reaches_every_admin_route_and_nothing_else() {
     let w = world().await;
-    let why = seed(97, "admin:*");
+    let why = SEED.at(97, "admin:*");
     for (method, path) in [
         ("GET", "/api/v1/admin/api-keys"),
         ("POST", "/api/v1/admin/api-keys/k1"),
@@ -1220,7 +1003,7 @@ async fn a_key_granted_admin_wildcard_reaches_every_admin_route_and_nothing_else
             seen.header("x-authmd-principal"),
             Some("key:portal-admin"),
             "{}",
-            seed(47, "a key issued in the portal")
+            SEED.at(47, "a key issued in the portal")
         );
         let scopes: Vec<&str> = seen.header("x-authmd-scopes").unwrap().split(' ').collect();
         for covered in ["admin:keys", "admin:users"] {
@@ -1232,14 +1015,16 @@ async fn a_key_granted_admin_wildcard_reaches_every_admin_route_and_nothing_else
     }
     // The wildcard covers the admin scopes only.
     let response = get(&w.proxy, "/api/v1/campaigns", Some(PORTAL_ADMIN_KEY)).await;
-    let (_, body) = envelope(
-        response,
-        403,
-        "insufficient_scope",
-        "FORBIDDEN",
-        &seed(80, "403 FORBIDDEN: admin:* does not grant campaigns:read"),
-    )
-    .await;
+    let body = SEED
+        .refusal(
+            response,
+            403,
+            "insufficient_scope",
+            "FORBIDDEN",
+            &SEED.at(80, "403 FORBIDDEN: admin:* does not grant campaigns:read"),
+        )
+        .await
+        .body;
     assert!(
         body["message"].as_str().unwrap().contains("campaigns:read"),
         "{why}: {body}"
@@ -1261,7 +1046,7 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
         assert!(
             md.contains(generated),
             "{}: the generated auth.md lacks {generated:?}",
-            seed(*line, original)
+            SEED.at(*line, original)
         );
     }
     for (line, path) in ENDPOINTS {
@@ -1273,14 +1058,14 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
         assert!(
             md.contains(&needle),
             "{}: the generated auth.md lacks {needle:?}",
-            seed(*line, path)
+            SEED.at(*line, path)
         );
     }
     for (line, field) in FIELDS {
         assert!(
             md.contains(field),
             "{}: the generated auth.md lacks {field:?}",
-            seed(*line, field)
+            SEED.at(*line, field)
         );
     }
     let challenge = format!(
@@ -1289,45 +1074,37 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
     assert!(
         md.contains(&challenge),
         "{}",
-        seed(19, "WWW-Authenticate: Bearer resource_metadata=...")
+        SEED.at(19, "WWW-Authenticate: Bearer resource_metadata=...")
     );
     for (line, status, code) in ERRORS {
         let row = format!("| {status} | `{code}` |");
         assert!(
             md.contains(&row),
             "{}: the generated auth.md lacks {row:?}",
-            seed(*line, &format!("{status} {code}"))
+            SEED.at(*line, &format!("{status} {code}"))
         );
     }
     for (line, text) in LIMITS {
         assert!(
             md.contains(text),
             "{}: the generated auth.md lacks {text:?}",
-            seed(*line, text)
+            SEED.at(*line, text)
         );
     }
 
     // Scopes: every original scope is in the generated Scopes table, and the table
     // names no scope the original lacks, except the concrete admin scopes the
     // original's wildcard `admin:*` covers.
-    let table: Vec<&str> = md
-        .split("## Scopes")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .unwrap_or_else(|| panic!("{}: no Scopes section", seed(97, "Scopes")))
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split('`').next())
-        .collect();
+    let table = scope_table(&md, &SEED.at(97, "Scopes"));
     for scope in SCOPES {
-        assert!(table.contains(scope), "{}: {table:?}", seed(97, scope));
+        assert!(table.contains(scope), "{}: {table:?}", SEED.at(97, scope));
     }
     let wildcards: Vec<&str> = SCOPES.iter().filter_map(|s| s.strip_suffix('*')).collect();
     for scope in &table {
         assert!(
             SCOPES.contains(scope) || wildcards.iter().any(|w| scope.starts_with(w)),
             "{}: the generated auth.md names `{scope}`, which the original lacks",
-            seed(97, "Scopes: ...")
+            SEED.at(97, "Scopes: ...")
         );
     }
 
@@ -1336,7 +1113,7 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
         assert!(
             !md.contains(text),
             "{}: not supported yet, but the generated auth.md says {text:?}",
-            seed(*line, text)
+            SEED.at(*line, text)
         );
     }
 }

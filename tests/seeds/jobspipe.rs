@@ -12,45 +12,32 @@
 //! revocation taking effect on the next request. Every assertion names the line of
 //! the original document it checks.
 
-use super::support::{self, TestProxy, client, www};
-
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use authmd_proxy::body::Body;
-use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
 use futures_util::StreamExt;
-use http_body_util::BodyExt;
-use hyper::Response;
-use serde_json::{Value, json};
-use tokio::sync::Mutex;
+use reqwest::Method;
+use serde_json::json;
+
+use super::common::{
+    Idp, Seed, Upstream, get, get_json, header, json_response, ok_json, post_json, scope_table,
+};
+use super::support::{self, TestProxy, client, www};
 
 /// The reproduction's config.
 const CONFIG: &str = include_str!("jobspipe.yaml");
+const SEED: Seed = Seed::new("JobsPipe");
 
 /// The example account key the config declares by hash (its secret is published in
 /// the config's comment, as `config.example.yaml` does with its own).
 const KEY: &str = "jp_live_CBARn5VXXyawoH37e6Q6H6JDid2qzNyFs3vnq5h";
-
-/// The identity provider the config trusts, and where the config says its JWKS is
-/// (the tests serve that JWKS from a local server instead).
-const ISSUER: &str = "https://idp.example.com";
-const ISSUER_JWKS: &str = "https://idp.example.com/.well-known/jwks.json";
 
 const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 
 /// The body of seed lines 60-63.
 const SEARCH: &str = r#"{"job_title_or":["software engineer"],"limit":5}"#;
 
-/// "JobsPipe auth.md line 47 (`...`)": what every assertion message starts with.
-fn seed(service: &str, line: u32, what: &str) -> String {
-    format!("{service} auth.md line {line} (`{what}`)")
-}
-
-fn jp(line: u32, what: &str) -> String {
-    seed("JobsPipe", line, what)
-}
+/// What the Jobs API behind the proxy answers to every request.
+const JOBS: &str = r#"{"jobs":[]}"#;
 
 // ---------------------------------------------------------------------------------
 // The original document's sets, for the comparison with the generated /auth.md.
@@ -118,122 +105,20 @@ const ERRORS: &[(u32, u16, &str)] = &[
 // The API behind the proxy, the identity provider, and the proxy itself.
 // ---------------------------------------------------------------------------------
 
-/// One request as the upstream received it.
-#[derive(Debug, Clone)]
-struct Seen {
-    method: String,
-    path: String,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
-}
-
-impl Seen {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).map(|v| v.to_str().unwrap())
-    }
-}
-
-/// The Jobs API: answers every request with `200 {"jobs": []}` and records it. It
-/// knows nothing about keys.
-struct Api {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl Api {
-    async fn start() -> Api {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let log = seen.clone();
-        let addr = support::upstream(move |request: hyper::Request<hyper::body::Incoming>| {
-            let log = log.clone();
-            async move {
-                let (parts, body) = request.into_parts();
-                let body = body.collect().await.unwrap().to_bytes().to_vec();
-                log.lock().await.push(Seen {
-                    method: parts.method.to_string(),
-                    path: parts.uri.path().to_owned(),
-                    headers: parts.headers,
-                    body,
-                });
-                let mut response = Response::new(Body::full(r#"{"jobs":[]}"#));
-                response
-                    .headers_mut()
-                    .insert("content-type", "application/json".parse().unwrap());
-                response
-            }
-        })
-        .await;
-        Api { addr, seen }
-    }
-
-    async fn count(&self) -> usize {
-        self.seen.lock().await.len()
-    }
-
-    async fn last(&self) -> Seen {
-        self.seen.lock().await.last().cloned().unwrap()
-    }
-}
-
-/// The identity provider: an Ed25519 key, its JWKS served by a local server.
-struct Idp {
-    key: SigningKey,
-    jwks_uri: String,
-}
-
-impl Idp {
-    async fn start() -> Idp {
-        let (key, pem) = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
-        let published = SigningKey::from_pem(pem.as_bytes(), "idp").unwrap();
-        let jwks = SigningKeys::new(vec![published]).unwrap().jwks().clone();
-        let addr = support::upstream(move |_| {
-            let jwks = jwks.clone();
-            async move {
-                let mut response = Response::new(Body::full(jwks));
-                response
-                    .headers_mut()
-                    .insert("content-type", "application/json".parse().unwrap());
-                response
-            }
-        })
-        .await;
-        Idp {
-            key,
-            jwks_uri: format!("http://{addr}/.well-known/jwks.json"),
-        }
-    }
-
-    /// A fresh ID-JAG (`typ: oauth-id-jag+jwt`) for the authorization server at `aud`.
-    fn id_jag(&self, aud: &str, subject: &str) -> String {
-        static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let now = authmd_proxy::store::unix_now();
-        let claims = json!({
-            "iss": ISSUER, "sub": subject, "aud": aud, "client_id": "jobs-agent",
-            "jti": format!("jti-{now}-{}", COUNTER.fetch_add(1, Ordering::SeqCst)),
-            "iat": now, "exp": now + 300, "email": "ops@example.com", "email_verified": true,
-        });
-        self.key.sign("oauth-id-jag+jwt", &claims).unwrap()
-    }
-}
-
 /// The proxy with `yaml` (the seed config, or one derived from its text) in front of
 /// `upstream`, trusting `idp` where the config names its identity provider.
 async fn proxy(yaml: &str, upstream: SocketAddr, idp: &Idp) -> TestProxy {
-    assert!(
-        yaml.contains(ISSUER_JWKS),
-        "{}: the config names the IdP's JWKS",
-        jp(
-            38,
-            "`identity_assertion` - assertion types `urn:ietf:params:oauth:token-type:id-jag`"
-        )
+    let at = SEED.at(
+        38,
+        "`identity_assertion` - assertion types `urn:ietf:params:oauth:token-type:id-jag`",
     );
-    let yaml = yaml.replace(ISSUER_JWKS, &idp.jwks_uri);
-    TestProxy::start(&yaml, Some(upstream)).await
+    TestProxy::start(&idp.trusted_by(yaml, &at), Some(upstream)).await
 }
 
-/// The seed config in front of the Jobs API.
-async fn jobspipe() -> (TestProxy, Api, Idp) {
-    let api = Api::start().await;
+/// The seed config in front of the Jobs API: a plain upstream answering every request
+/// `200 {"jobs": []}` (it knows nothing about keys) and recording it.
+async fn jobspipe() -> (TestProxy, Upstream, Idp) {
+    let api = Upstream::answering(JOBS).await;
     let idp = Idp::start().await;
     let proxy = proxy(CONFIG, api.addr, &idp).await;
     (proxy, api, idp)
@@ -252,61 +137,64 @@ async fn search(proxy: &TestProxy, key: Option<&str>) -> reqwest::Response {
     request.send().await.unwrap()
 }
 
-/// `GET path`, which must answer 200 with JSON; `what` names the seed line.
-async fn get_json(proxy: &TestProxy, path: &str, what: &str) -> Value {
-    let response = client().get(proxy.url(path)).send().await.unwrap();
-    assert_eq!(response.status(), 200, "{what}: GET {path}");
-    support::json(response).await
+/// Seed line 70: `response` carries the headers `expected` (`at` names the seed line).
+fn assert_headers(response: &reqwest::Response, expected: &[(&str, &str)], at: &str) {
+    for (name, value) in expected {
+        assert_eq!(
+            header(response.headers(), name),
+            Some(*value),
+            "{at}: {name}"
+        );
+    }
 }
 
-async fn post_json(proxy: &TestProxy, path: &str, body: &Value) -> reqwest::Response {
-    client()
-        .post(proxy.url(path))
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+/// Seed line 70: the `RateLimit-*` headers of the config's tightest window (10 a
+/// second), with `remaining` left.
+fn assert_per_second_headers(response: &reqwest::Response, remaining: &str, at: &str) {
+    let expected = [
+        ("ratelimit-limit", "10"),
+        ("ratelimit-remaining", remaining),
+        ("ratelimit-reset", "1"),
+        ("ratelimit-policy", "10;w=1, 5000;w=2592000"),
+    ];
+    assert_headers(response, &expected, at);
 }
 
-fn header<'r>(response: &'r reqwest::Response, name: &str) -> Option<&'r str> {
-    response.headers().get(name).map(|v| v.to_str().unwrap())
-}
-
-/// Asserts a refusal of the proxy, every check naming `what` (the seed line): the
-/// status, the JSON envelope `{"error","code","message","docs"}` with this `error`
-/// and `code`, and `docs` linking into the proxy's auth.md. Returns the body.
-async fn refusal(
+/// Seed lines 68 and 75-76: a refusal past a limit (`at` names the seed line), whose
+/// `docs` link the `## Rate limits` section.
+async fn assert_over_limit(
+    proxy: &TestProxy,
     response: reqwest::Response,
     status: u16,
     error: &str,
     code: &str,
-    what: &str,
-) -> Value {
-    assert_eq!(response.status().as_u16(), status, "{what}: status");
+    at: &str,
+) {
+    let body = SEED.refusal(response, status, error, code, at).await.body;
     assert_eq!(
-        header(&response, "content-type"),
-        Some("application/json"),
-        "{what}: a JSON envelope"
+        body["docs"],
+        json!(proxy.url("/auth.md#rate-limits")),
+        "{}",
+        SEED.at(68, "## Rate limits")
     );
-    let body = support::json(response).await;
-    assert_eq!(body["error"], error, "{what}: {body}");
-    assert_eq!(body["code"], code, "{what}: {body}");
-    assert!(
-        body["message"].as_str().is_some_and(|m| !m.is_empty()),
-        "{what}: {body}"
-    );
-    assert!(
-        body["docs"]
-            .as_str()
-            .is_some_and(|d| d.contains("/auth.md#")),
-        "{what}: {body}"
-    );
-    assert_eq!(
-        body.as_object().map(serde_json::Map::len),
-        Some(4),
-        "{what}: exactly four fields: {body}"
-    );
-    body
+}
+
+/// Seed line 82: a request of the account's key (`Authorization: Bearer <KEY>`) to the
+/// key management below `/api/v1/auth/keys` (the dashboard's API).
+fn dashboard(proxy: &TestProxy, method: Method, below: &str) -> reqwest::RequestBuilder {
+    client()
+        .request(method, proxy.url(&format!("/api/v1/auth/keys{below}")))
+        .bearer_auth(KEY)
+}
+
+/// Seed line 82: a search with `key` is refused as an invalid key (`at` names the
+/// seed line), and the API sees nothing of it.
+async fn assert_key_refused(proxy: &TestProxy, api: &Upstream, key: &str, at: &str) {
+    let before = api.count();
+    let refused = search(proxy, Some(key)).await;
+    SEED.refusal(refused, 401, "invalid_token", "INVALID_API_KEY", at)
+        .await;
+    assert_eq!(api.count(), before, "{at}");
 }
 
 // ---------------------------------------------------------------------------------
@@ -324,17 +212,17 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         www(&response),
         format!("Bearer resource_metadata=\"{prm_url}\""),
         "{}",
-        jp(
+        SEED.at(
             29,
             "401 with WWW-Authenticate: Bearer resource_metadata=\"https://api.jobspipe.dev/.well-known/oauth-protected-resource\""
         )
     );
-    refusal(
+    SEED.refusal(
         response,
         401,
         "unauthorized",
         "UNAUTHORIZED",
-        &jp(74, "401 - missing ... API key"),
+        &SEED.at(74, "401 - missing ... API key"),
     )
     .await;
     // Seed line 74: an invalid key is a 401 whose challenge points at the same place.
@@ -344,24 +232,24 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         challenge.starts_with(&format!("Bearer resource_metadata=\"{prm_url}\""))
             && challenge.contains("error=\"invalid_token\""),
         "{}: {challenge}",
-        jp(
+        SEED.at(
             74,
             "401 - missing or invalid API key. The WWW-Authenticate header points at the protected-resource metadata"
         )
     );
-    refusal(
+    SEED.refusal(
         response,
         401,
         "invalid_token",
         "INVALID_API_KEY",
-        &jp(74, "401 - ... invalid API key"),
+        &SEED.at(74, "401 - ... invalid API key"),
     )
     .await;
     assert_eq!(
-        api.count().await,
+        api.count(),
         0,
         "{}",
-        jp(
+        SEED.at(
             29,
             "a protected endpoint: nothing reaches the API without a key"
         )
@@ -371,49 +259,49 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
     let prm = get_json(
         &proxy,
         "/.well-known/oauth-protected-resource",
-        &jp(23, "Protected-resource metadata (RFC 9728)"),
+        &SEED.at(23, "Protected-resource metadata (RFC 9728)"),
     )
     .await;
     assert_eq!(
         prm["resource"],
         json!(proxy.url),
         "{}",
-        jp(23, "Protected-resource metadata (RFC 9728)")
+        SEED.at(23, "Protected-resource metadata (RFC 9728)")
     );
     assert_eq!(
         prm["authorization_servers"],
         json!([proxy.url]),
         "{}",
-        jp(24, "Authorization-server metadata (RFC 8414)")
+        SEED.at(24, "Authorization-server metadata (RFC 8414)")
     );
     assert_eq!(
         prm["bearer_methods_supported"],
         json!(["header"]),
         "{}",
-        jp(53, "Send the API key as a Bearer token")
+        SEED.at(53, "Send the API key as a Bearer token")
     );
     assert_eq!(
         prm["scopes_supported"],
         json!([]),
         "{}",
-        jp(15, "one credential type, no scopes named")
+        SEED.at(15, "one credential type, no scopes named")
     );
 
     // Seed lines 24, 33-38: the authorization-server metadata and its agent_auth block.
     let asm = get_json(
         &proxy,
         "/.well-known/oauth-authorization-server",
-        &jp(24, "Authorization-server metadata (RFC 8414)"),
+        &SEED.at(24, "Authorization-server metadata (RFC 8414)"),
     )
     .await;
     assert_eq!(
         asm["issuer"],
         json!(proxy.url),
         "{}",
-        jp(24, "Authorization-server metadata (RFC 8414)")
+        SEED.at(24, "Authorization-server metadata (RFC 8414)")
     );
     // Seed line 25: the JWKS, where the metadata says it is.
-    let at = jp(25, "JWKS: https://api.jobspipe.dev/api/auth/jwks");
+    let at = SEED.at(25, "JWKS: https://api.jobspipe.dev/api/auth/jwks");
     assert_eq!(asm["jwks_uri"], proxy.url("/api/auth/jwks"), "{at}");
     let jwks = get_json(&proxy, "/api/auth/jwks", &at).await;
     let keys = jwks["keys"].as_array().unwrap();
@@ -433,14 +321,14 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
             agent_auth[field],
             json!(proxy.url(path)),
             "{}: {agent_auth}",
-            jp(line, &format!("`{field}`: https://api.jobspipe.dev{path}"))
+            SEED.at(line, &format!("`{field}`: https://api.jobspipe.dev{path}"))
         );
     }
     assert_eq!(
         agent_auth["identity_types_supported"],
         json!(["identity_assertion"]),
         "{}: {agent_auth}",
-        jp(38, "`identity_types_supported`: `identity_assertion`")
+        SEED.at(38, "`identity_types_supported`: `identity_assertion`")
     );
     let assertion = &agent_auth["identity_assertion"];
     assert!(
@@ -448,7 +336,7 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
             .as_array()
             .is_some_and(|types| types.contains(&json!(ID_JAG))),
         "{}: {agent_auth}",
-        jp(
+        SEED.at(
             38,
             "assertion types `urn:ietf:params:oauth:token-type:id-jag`"
         )
@@ -457,12 +345,12 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         assertion["credential_types_supported"],
         json!(["api_key"]),
         "{}: {agent_auth}",
-        jp(38, "credential type `api_key`")
+        SEED.at(38, "credential type `api_key`")
     );
     assert!(
         agent_auth.get("anonymous").is_none(),
         "{}: {agent_auth}",
-        jp(49, "rather than minting anonymous credentials")
+        SEED.at(49, "rather than minting anonymous credentials")
     );
     // The limits the document states, in the block's `limits` extension.
     let free = &agent_auth["limits"]["tiers"][0];
@@ -470,44 +358,40 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         free["tier"],
         "free",
         "{}: {agent_auth}",
-        jp(15, "Free tier")
+        SEED.at(15, "Free tier")
     );
     assert_eq!(
         free["quota"],
         json!({"requests": 5000, "period": "month"}),
         "{}",
-        jp(15, "Free tier: 5,000 requests/month")
+        SEED.at(15, "Free tier: 5,000 requests/month")
     );
     assert_eq!(
         free["rate_limits"],
         json!([{"requests": 10, "window_seconds": 1}]),
         "{}",
-        jp(76, "per-second rate limit")
+        SEED.at(76, "per-second rate limit")
     );
     assert_eq!(
         agent_auth["limits"]["over_quota"],
         "402",
         "{}",
-        jp(75, "402 - monthly request quota exceeded")
+        SEED.at(75, "402 - monthly request quota exceeded")
     );
 
     // Seed lines 26-27: the API catalog and the OpenAPI spec it links.
-    let response = client()
-        .get(proxy.url("/.well-known/api-catalog"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/.well-known/api-catalog", None).await;
     assert_eq!(
         response.status(),
         200,
         "{}",
-        jp(27, "API catalog (RFC 9727)")
+        SEED.at(27, "API catalog (RFC 9727)")
     );
     assert!(
-        header(&response, "content-type")
+        header(response.headers(), "content-type")
             .is_some_and(|t| t.starts_with("application/linkset+json")),
         "{}",
-        jp(27, "API catalog (RFC 9727)")
+        SEED.at(27, "API catalog (RFC 9727)")
     );
     let catalog = support::json(response).await;
     let entry = &catalog["linkset"][0];
@@ -515,13 +399,13 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         entry["anchor"],
         json!(proxy.url),
         "{}",
-        jp(27, "API catalog")
+        SEED.at(27, "API catalog")
     );
     assert_eq!(
         entry["service-desc"][0]["href"],
         "https://jobspipe.dev/openapi.json",
         "{}: {catalog}",
-        jp(26, "OpenAPI spec: https://jobspipe.dev/openapi.json")
+        SEED.at(26, "OpenAPI spec: https://jobspipe.dev/openapi.json")
     );
     let docs: Vec<&str> = entry["service-doc"]
         .as_array()
@@ -532,7 +416,7 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
     assert!(
         docs.contains(&"https://jobspipe.dev/developers"),
         "{}: {catalog}",
-        jp(
+        SEED.at(
             3,
             "Developer resources hub: https://jobspipe.dev/developers"
         )
@@ -541,7 +425,7 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         entry["service-meta"][0]["href"],
         json!(prm_url),
         "{}",
-        jp(23, "Protected-resource metadata")
+        SEED.at(23, "Protected-resource metadata")
     );
     let head = client()
         .head(proxy.url("/.well-known/api-catalog"))
@@ -549,7 +433,7 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
         .await
         .unwrap();
     assert_eq!(
-        header(&head, "link"),
+        header(head.headers(), "link"),
         Some(
             format!(
                 "<{}>; rel=\"api-catalog\"",
@@ -558,7 +442,7 @@ async fn one_401_leads_to_the_metadata_the_document_lists() {
             .as_str()
         ),
         "{}",
-        jp(27, "API catalog (RFC 9727)")
+        SEED.at(27, "API catalog (RFC 9727)")
     );
 }
 
@@ -574,52 +458,41 @@ async fn a_jp_live_bearer_key_reaches_the_api_with_its_identity() {
         response.status(),
         200,
         "{}",
-        jp(61, "-H \"Authorization: Bearer jp_live_YOUR_KEY\"")
+        SEED.at(61, "-H \"Authorization: Bearer jp_live_YOUR_KEY\"")
     );
     // Seed line 70: the RFC RateLimit headers, for the tightest window (the second).
-    for (name, value) in [
-        ("ratelimit-limit", "10"),
-        ("ratelimit-remaining", "9"),
-        ("ratelimit-reset", "1"),
-        ("ratelimit-policy", "10;w=1, 5000;w=2592000"),
-    ] {
-        assert_eq!(
-            header(&response, name),
-            Some(value),
-            "{}",
-            jp(
-                70,
-                "`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, `RateLimit-Policy`"
-            )
-        );
-    }
+    let at = SEED.at(
+        70,
+        "`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Reset`, `RateLimit-Policy`",
+    );
+    assert_per_second_headers(&response, "9", &at);
     assert_eq!(
         support::json(response).await,
         json!({"jobs": []}),
         "{}",
-        jp(60, "the API's own answer")
+        SEED.at(60, "the API's own answer")
     );
 
     // What the API received: the request as the agent sent it, minus the key, plus
     // who sent it.
     let seen = api.last().await;
     assert_eq!(
-        api.count().await,
+        api.count(),
         1,
         "{}",
-        jp(60, "one search, forwarded once")
+        SEED.at(60, "one search, forwarded once")
     );
     assert_eq!(
         (seen.method.as_str(), seen.path.as_str()),
         ("POST", "/v1/jobs/search"),
         "{}",
-        jp(60, "curl -s https://api.jobspipe.dev/v1/jobs/search ... -d")
+        SEED.at(60, "curl -s https://api.jobspipe.dev/v1/jobs/search ... -d")
     );
     assert_eq!(
         seen.body,
         SEARCH.as_bytes(),
         "{}",
-        jp(
+        SEED.at(
             63,
             r#"-d '{"job_title_or":["software engineer"],"limit":5}'"#
         )
@@ -628,24 +501,24 @@ async fn a_jp_live_bearer_key_reaches_the_api_with_its_identity() {
         seen.header("content-type"),
         Some("application/json"),
         "{}",
-        jp(62, "-H \"Content-Type: application/json\"")
+        SEED.at(62, "-H \"Content-Type: application/json\"")
     );
     assert!(
         seen.header("authorization").is_none(),
         "{}: the key is consumed by the proxy",
-        jp(61, "Authorization: Bearer jp_live_YOUR_KEY")
+        SEED.at(61, "Authorization: Bearer jp_live_YOUR_KEY")
     );
     assert_eq!(
         seen.header("x-authmd-principal"),
         Some("key:jobspipe-example"),
         "{}",
-        jp(15, "API key issued from the dashboard")
+        SEED.at(15, "API key issued from the dashboard")
     );
     assert_eq!(
         seen.header("x-authmd-tier"),
         Some("free"),
         "{}",
-        jp(15, "Free tier")
+        SEED.at(15, "Free tier")
     );
 
     // Seed line 56: only `Authorization: Bearer` carries a key here.
@@ -657,12 +530,12 @@ async fn a_jp_live_bearer_key_reaches_the_api_with_its_identity() {
         .send()
         .await
         .unwrap();
-    refusal(
+    SEED.refusal(
         elsewhere,
         401,
         "unauthorized",
         "UNAUTHORIZED",
-        &jp(56, "Authorization: Bearer jp_live_YOUR_KEY"),
+        &SEED.at(56, "Authorization: Bearer jp_live_YOUR_KEY"),
     )
     .await;
     // Seed line 15: the `jp_live_` prefix is what makes a value a key; a key of
@@ -676,13 +549,13 @@ async fn a_jp_live_bearer_key_reaches_the_api_with_its_identity() {
         foreign.status(),
         401,
         "{}",
-        jp(15, "a Bearer token prefixed `jp_live_`")
+        SEED.at(15, "a Bearer token prefixed `jp_live_`")
     );
     assert_eq!(
-        api.count().await,
+        api.count(),
         1,
         "{}",
-        jp(74, "missing or invalid API key")
+        SEED.at(74, "missing or invalid API key")
     );
 }
 
@@ -695,31 +568,22 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
     let (proxy, api, idp) = jobspipe().await;
 
     // Seed lines 43-46, exactly: the body names the identity type and nothing else.
-    let response = client()
-        .post(proxy.url("/agent/auth"))
-        .header("content-type", "application/json")
-        .body(r#"{ "identity_type": "identity_assertion" }"#)
-        .send()
+    let body = r#"{ "identity_type": "identity_assertion" }"#;
+    let response = post_json(&proxy, "/agent/auth", body).await;
+    let body = SEED
+        .refusal(
+            response,
+            400,
+            "invalid_request",
+            "INVALID_REQUEST",
+            &SEED.at(46, r#"{ "identity_type": "identity_assertion" }"#),
+        )
         .await
-        .unwrap();
-    assert_eq!(
-        response.status(),
-        400,
-        "{}",
-        jp(46, r#"{ "identity_type": "identity_assertion" }"#)
-    );
-    let body = refusal(
-        response,
-        400,
-        "invalid_request",
-        "INVALID_REQUEST",
-        &jp(46, r#"{ "identity_type": "identity_assertion" }"#),
-    )
-    .await;
+        .body;
     assert!(
         body["message"].as_str().unwrap().contains("assertion"),
         "{}: {body}",
-        jp(49, "no key is minted without an identity")
+        SEED.at(49, "no key is minted without an identity")
     );
     assert!(
         body["message"]
@@ -727,7 +591,7 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
             .unwrap()
             .contains("get a key at https://jobspipe.dev/signup"),
         "{}: {body}",
-        jp(
+        SEED.at(
             49,
             "the response directs you to https://jobspipe.dev/signup"
         )
@@ -736,40 +600,23 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
     assert!(
         docs.starts_with(&proxy.url("/auth.md#")),
         "{}: {body}",
-        jp(49, "the response directs you")
+        SEED.at(49, "the response directs you")
     );
-    let guide = client()
-        .get(&docs)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let guide = get(&proxy, &docs[proxy.url.len()..], None).await;
+    let guide = guide.text().await.unwrap();
     assert!(
         guide.contains("https://jobspipe.dev/signup"),
         "{}",
-        jp(49, "directs you to https://jobspipe.dev/signup")
+        SEED.at(49, "directs you to https://jobspipe.dev/signup")
     );
     // Seed line 49: "rather than minting anonymous credentials".
-    let anonymous = post_json(
-        &proxy,
-        "/agent/auth",
-        &json!({"identity_type": "anonymous"}),
-    )
-    .await;
-    assert_eq!(
-        anonymous.status(),
-        403,
-        "{}",
-        jp(49, "rather than minting anonymous credentials")
-    );
-    refusal(
+    let anonymous = post_json(&proxy, "/agent/auth", r#"{"identity_type":"anonymous"}"#).await;
+    SEED.refusal(
         anonymous,
         403,
         "access_denied",
         "ANONYMOUS_NOT_ENABLED",
-        &jp(49, "rather than minting anonymous credentials"),
+        &SEED.at(49, "rather than minting anonymous credentials"),
     )
     .await;
 
@@ -777,61 +624,65 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
     let register = json!({
         "identity_type": "identity_assertion",
         "assertion_type": ID_JAG,
-        "identity_assertion": idp.id_jag(&proxy.url, "user-7"),
-    });
+        "identity_assertion": idp.id_jag(&proxy.url, &json!({
+            "sub": "user-7", "client_id": "jobs-agent",
+            "email": "ops@example.com", "email_verified": true,
+        })),
+    })
+    .to_string();
     let response = post_json(&proxy, "/agent/auth", &register).await;
     assert_eq!(
         response.status(),
         200,
         "{}",
-        jp(
+        SEED.at(
             38,
             "assertion types `urn:ietf:params:oauth:token-type:id-jag`"
         )
     );
     assert_eq!(
-        header(&response, "cache-control"),
+        header(response.headers(), "cache-control"),
         Some("no-store"),
         "{}",
-        jp(49, "create or bind a key: the secret is not cached")
+        SEED.at(49, "create or bind a key: the secret is not cached")
     );
     let issued = support::json(response).await;
     assert_eq!(
         issued["credential_type"],
         "api_key",
         "{}: {issued}",
-        jp(38, "credential type `api_key`")
+        SEED.at(38, "credential type `api_key`")
     );
     let key = issued["credential"].as_str().unwrap().to_owned();
     let key_id = issued["key_id"].as_str().unwrap().to_owned();
     assert!(
         key.starts_with("jp_live_"),
         "{}: {issued}",
-        jp(15, "a Bearer token prefixed `jp_live_`")
+        SEED.at(15, "a Bearer token prefixed `jp_live_`")
     );
-    assert_eq!(issued["tier"], "free", "{}", jp(15, "Free tier"));
+    assert_eq!(issued["tier"], "free", "{}", SEED.at(15, "Free tier"));
     // Seed line 49: "Once you hold a key, use it as the Bearer credential below."
     let used = search(&proxy, Some(&key)).await;
     assert_eq!(
         used.status(),
         200,
         "{}",
-        jp(49, "Once you hold a key, use it as the Bearer credential")
+        SEED.at(49, "Once you hold a key, use it as the Bearer credential")
     );
     assert_eq!(
         api.last().await.header("x-authmd-principal"),
         Some(format!("key:{key_id}").as_str()),
         "{}",
-        jp(49, "use it as the Bearer credential")
+        SEED.at(49, "use it as the Bearer credential")
     );
     // The same assertion twice registers nothing.
     let replay = post_json(&proxy, "/agent/auth", &register).await;
-    refusal(
+    SEED.refusal(
         replay,
         401,
         "invalid_grant",
         "REPLAY_DETECTED",
-        &jp(38, "an id-jag assertion registers once"),
+        &SEED.at(38, "an id-jag assertion registers once"),
     )
     .await;
 
@@ -840,32 +691,27 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
     let claim = post_json(
         &proxy,
         "/agent/auth/claim",
-        &json!({"claim_token": "clm_unknown"}),
+        r#"{"claim_token":"clm_unknown"}"#,
     )
     .await;
-    assert_eq!(
-        claim.status(),
-        401,
-        "{}",
-        jp(36, "`claim_uri`: https://api.jobspipe.dev/agent/auth/claim")
-    );
-    refusal(
+    SEED.refusal(
         claim,
         401,
         "invalid_grant",
         "INVALID_CLAIM_TOKEN",
-        &jp(36, "`claim_uri`"),
+        &SEED.at(36, "`claim_uri`: https://api.jobspipe.dev/agent/auth/claim"),
     )
     .await;
 
     // Seed lines 37, 82: the key gives itself up at revocation_uri, and is refused
     // from the next request on, before the API sees it.
-    let revoked = post_json(&proxy, "/agent/auth/revoke", &json!({"credential": key})).await;
+    let revoke = json!({"credential": key}).to_string();
+    let revoked = post_json(&proxy, "/agent/auth/revoke", &revoke).await;
     assert_eq!(
         revoked.status(),
         200,
         "{}",
-        jp(
+        SEED.at(
             37,
             "`revocation_uri`: https://api.jobspipe.dev/agent/auth/revoke"
         )
@@ -874,30 +720,10 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
         support::json(revoked).await,
         json!({"revoked": 1}),
         "{}",
-        jp(37, "`revocation_uri`")
+        SEED.at(37, "`revocation_uri`")
     );
-    let before = api.count().await;
-    let refused = search(&proxy, Some(&key)).await;
-    assert_eq!(
-        refused.status(),
-        401,
-        "{}",
-        jp(82, "Revoked keys stop working immediately")
-    );
-    refusal(
-        refused,
-        401,
-        "invalid_token",
-        "INVALID_API_KEY",
-        &jp(82, "Revoked keys stop working immediately"),
-    )
-    .await;
-    assert_eq!(
-        api.count().await,
-        before,
-        "{}",
-        jp(82, "Revoked keys stop working immediately")
-    );
+    let at = SEED.at(82, "Revoked keys stop working immediately");
+    assert_key_refused(&proxy, &api, &key, &at).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -907,13 +733,10 @@ async fn registration_at_agent_auth_takes_an_identity_assertion() {
 #[tokio::test]
 async fn rotated_and_revoked_keys_stop_working_immediately() {
     let (proxy, api, _idp) = jobspipe().await;
-    let keys = proxy.url("/api/v1/auth/keys");
 
     // The account's key creates a key for a job (the dashboard's "create key"); the
     // secret is in this answer only.
-    let created = client()
-        .post(&keys)
-        .bearer_auth(KEY)
+    let created = dashboard(&proxy, Method::POST, "")
         .json(&json!({"name": "ci"}))
         .send()
         .await
@@ -922,7 +745,7 @@ async fn rotated_and_revoked_keys_stop_working_immediately() {
         created.status(),
         201,
         "{}",
-        jp(82, "an API key from the dashboard")
+        SEED.at(82, "an API key from the dashboard")
     );
     let created = support::json(created).await;
     let id = created["id"].as_str().unwrap().to_owned();
@@ -930,120 +753,82 @@ async fn rotated_and_revoked_keys_stop_working_immediately() {
     assert!(
         first.starts_with("jp_live_"),
         "{}: {created}",
-        jp(15, "a Bearer token prefixed `jp_live_`")
+        SEED.at(15, "a Bearer token prefixed `jp_live_`")
     );
-    assert_eq!(created["tier"], "free", "{}", jp(15, "Free tier"));
-    let listed = client().get(&keys).bearer_auth(KEY).send().await.unwrap();
+    assert_eq!(created["tier"], "free", "{}", SEED.at(15, "Free tier"));
+    let listed = dashboard(&proxy, Method::GET, "").send().await.unwrap();
     let listed = support::json(listed).await;
     assert_eq!(
         listed["keys"][0]["id"],
         json!(id),
         "{}: {listed}",
-        jp(82, "the dashboard lists the account's keys")
+        SEED.at(82, "the dashboard lists the account's keys")
     );
     assert!(
         listed["keys"][0].get("key").is_none(),
         "{}: the secret is shown once: {listed}",
-        jp(82, "the dashboard lists the account's keys")
+        SEED.at(82, "the dashboard lists the account's keys")
     );
     assert_eq!(
         search(&proxy, Some(&first)).await.status(),
         200,
         "{}",
-        jp(56, "Authorization: Bearer jp_live_YOUR_KEY")
+        SEED.at(56, "Authorization: Bearer jp_live_YOUR_KEY")
     );
 
     // Rotate: the new secret works, the old one is refused on the very next request.
-    let rotated = client()
-        .post(format!("{keys}/{id}/rotate"))
-        .bearer_auth(KEY)
+    let rotated = dashboard(&proxy, Method::POST, &format!("/{id}/rotate"))
         .send()
         .await
         .unwrap();
-    assert_eq!(rotated.status(), 200, "{}", jp(82, "rotate an API key"));
-    let second = support::json(rotated).await["key"]
+    let second = ok_json(rotated, &SEED.at(82, "rotate an API key")).await["key"]
         .as_str()
         .unwrap()
         .to_owned();
-    assert_ne!(second, first, "{}", jp(82, "rotate an API key"));
-    let old = search(&proxy, Some(&first)).await;
-    assert_eq!(
-        old.status(),
-        401,
-        "{}",
-        jp(
-            82,
-            "Revoke or rotate an API key ... stop working immediately"
-        )
+    assert_ne!(second, first, "{}", SEED.at(82, "rotate an API key"));
+    let at = SEED.at(
+        82,
+        "Revoke or rotate an API key ... stop working immediately",
     );
-    refusal(
-        old,
-        401,
-        "invalid_token",
-        "INVALID_API_KEY",
-        &jp(82, "rotate ... stop working immediately"),
-    )
-    .await;
+    assert_key_refused(&proxy, &api, &first, &at).await;
     assert_eq!(
         search(&proxy, Some(&second)).await.status(),
         200,
         "{}",
-        jp(82, "rotate an API key")
+        SEED.at(82, "rotate an API key")
     );
 
     // Revoke: refused from the next request on; the API never sees it again.
-    let revoked = client()
-        .delete(format!("{keys}/{id}"))
-        .bearer_auth(KEY)
+    let revoked = dashboard(&proxy, Method::DELETE, &format!("/{id}"))
         .send()
         .await
         .unwrap();
-    assert_eq!(revoked.status(), 200, "{}", jp(82, "Revoke ... an API key"));
-    let revoked = support::json(revoked).await;
+    let revoked = ok_json(revoked, &SEED.at(82, "Revoke ... an API key")).await;
     assert!(
         revoked["revoked_at"].is_string(),
         "{}: {revoked}",
-        jp(82, "Revoke ... an API key")
+        SEED.at(82, "Revoke ... an API key")
     );
-    let before = api.count().await;
-    let refused = search(&proxy, Some(&second)).await;
-    assert_eq!(
-        refused.status(),
-        401,
-        "{}",
-        jp(82, "Revoked keys stop working immediately")
-    );
-    refusal(
-        refused,
-        401,
-        "invalid_token",
-        "INVALID_API_KEY",
-        &jp(82, "Revoked keys stop working immediately"),
-    )
-    .await;
-    assert_eq!(
-        api.count().await,
-        before,
-        "{}",
-        jp(82, "Revoked keys stop working immediately")
-    );
+    let at = SEED.at(82, "Revoked keys stop working immediately");
+    assert_key_refused(&proxy, &api, &second, &at).await;
 
     // A key declared in the config belongs to the operator: it is not revoked over
     // the API, and keeps working.
-    let declared = post_json(&proxy, "/agent/auth/revoke", &json!({"credential": KEY})).await;
-    refusal(
+    let declared = json!({"credential": KEY}).to_string();
+    let declared = post_json(&proxy, "/agent/auth/revoke", &declared).await;
+    SEED.refusal(
         declared,
         409,
         "invalid_request",
         "KEY_NOT_MANAGED",
-        &jp(15, "issued from the dashboard: the operator's key"),
+        &SEED.at(15, "issued from the dashboard: the operator's key"),
     )
     .await;
     assert_eq!(
         search(&proxy, Some(KEY)).await.status(),
         200,
         "{}",
-        jp(15, "issued from the dashboard: the operator's key")
+        SEED.at(15, "issued from the dashboard: the operator's key")
     );
 }
 
@@ -1066,60 +851,45 @@ async fn past_the_per_second_limit_is_429_with_retry_after() {
             match response.status().as_u16() {
                 200 => allowed += 1,
                 429 => a_refusal = Some(response),
-                other => panic!("{}: status {other}", jp(76, "per-second rate limit")),
+                other => panic!("{}: status {other}", SEED.at(76, "per-second rate limit")),
             }
         }
         if a_refusal.is_some() {
             break;
         }
     }
-    let refused = a_refusal.unwrap_or_else(|| panic!("{}: never refused", jp(76, "429")));
+    let refused = a_refusal.unwrap_or_else(|| panic!("{}: never refused", SEED.at(76, "429")));
     assert!(
         allowed >= 10,
         "{}: {allowed} allowed",
-        jp(76, "per-second rate limit: the first 10 pass")
+        SEED.at(76, "per-second rate limit: the first 10 pass")
     );
     assert_eq!(
-        header(&refused, "retry-after"),
+        header(refused.headers(), "retry-after"),
         Some("1"),
         "{}",
-        jp(76, "429 - ... retry after `Retry-After`")
+        SEED.at(76, "429 - ... retry after `Retry-After`")
     );
-    for (name, value) in [
-        ("ratelimit-limit", "10"),
-        ("ratelimit-remaining", "0"),
-        ("ratelimit-reset", "1"),
-        ("ratelimit-policy", "10;w=1, 5000;w=2592000"),
-    ] {
-        assert_eq!(
-            header(&refused, name),
-            Some(value),
-            "{}",
-            jp(
-                70,
-                "On `429`, a `Retry-After` header tells you when to retry"
-            )
-        );
-    }
-    let body = refusal(
+    let at = SEED.at(
+        70,
+        "On `429`, a `Retry-After` header tells you when to retry",
+    );
+    assert_per_second_headers(&refused, "0", &at);
+    let at = SEED.at(76, "429 - per-second rate limit exceeded");
+    assert_over_limit(
+        &proxy,
         refused,
         429,
         "rate_limit_exceeded",
         "RATE_LIMIT_EXCEEDED",
-        &jp(76, "429 - per-second rate limit exceeded"),
+        &at,
     )
     .await;
     assert_eq!(
-        body["docs"],
-        json!(proxy.url("/auth.md#rate-limits")),
-        "{}",
-        jp(68, "## Rate limits")
-    );
-    assert_eq!(
-        api.count().await,
+        api.count(),
         allowed,
         "{}",
-        jp(76, "a refused request never reaches the API")
+        SEED.at(76, "a refused request never reaches the API")
     );
 }
 
@@ -1132,10 +902,10 @@ async fn the_five_thousandth_request_of_the_month_is_the_last_then_402() {
     assert!(
         CONFIG.contains(per_second) && CONFIG.contains("    quota: 5000/month "),
         "{}",
-        jp(15, "Free tier: 5,000 requests/month")
+        SEED.at(15, "Free tier: 5,000 requests/month")
     );
     let monthly_only = CONFIG.replace(per_second, "");
-    let api = Api::start().await;
+    let api = Upstream::answering(JOBS).await;
     let idp = Idp::start().await;
     let proxy = proxy(&monthly_only, api.addr, &idp).await;
     let http = client();
@@ -1153,9 +923,9 @@ async fn the_five_thousandth_request_of_the_month_is_the_last_then_402() {
                     response.status(),
                     200,
                     "{}",
-                    jp(15, "Free tier: 5,000 requests/month")
+                    SEED.at(15, "Free tier: 5,000 requests/month")
                 );
-                header(&response, "ratelimit-remaining")
+                header(response.headers(), "ratelimit-remaining")
                     .unwrap()
                     .parse::<u64>()
                     .unwrap()
@@ -1170,59 +940,44 @@ async fn the_five_thousandth_request_of_the_month_is_the_last_then_402() {
         sorted,
         (0..5000).collect::<Vec<u64>>(),
         "{}",
-        jp(15, "5,000 requests/month, each counted once")
+        SEED.at(15, "5,000 requests/month, each counted once")
     );
     assert_eq!(
-        api.count().await,
+        api.count(),
         5000,
         "{}",
-        jp(15, "5,000 requests/month reach the API")
+        SEED.at(15, "5,000 requests/month reach the API")
     );
 
     let refused = search(&proxy, Some(KEY)).await;
-    assert_eq!(
-        refused.status(),
-        402,
-        "{}",
-        jp(75, "402 - monthly request quota exceeded for your plan")
+    let at = SEED.at(
+        70,
+        "`RateLimit-Limit`, `RateLimit-Remaining`, `RateLimit-Policy`",
     );
-    assert_eq!(
-        header(&refused, "ratelimit-limit"),
-        Some("5000"),
-        "{}",
-        jp(70, "`RateLimit-Limit`")
+    assert_headers(
+        &refused,
+        &[
+            ("ratelimit-limit", "5000"),
+            ("ratelimit-remaining", "0"),
+            ("ratelimit-policy", "5000;w=2592000"),
+        ],
+        &at,
     );
-    assert_eq!(
-        header(&refused, "ratelimit-remaining"),
-        Some("0"),
-        "{}",
-        jp(70, "`RateLimit-Remaining`")
-    );
-    assert_eq!(
-        header(&refused, "ratelimit-policy"),
-        Some("5000;w=2592000"),
-        "{}",
-        jp(70, "`RateLimit-Policy`")
-    );
-    let body = refusal(
+    let at = SEED.at(75, "402 - monthly request quota exceeded for your plan");
+    assert_over_limit(
+        &proxy,
         refused,
         402,
         "quota_exceeded",
         "QUOTA_EXCEEDED",
-        &jp(75, "402 - monthly request quota exceeded for your plan"),
+        &at,
     )
     .await;
     assert_eq!(
-        body["docs"],
-        json!(proxy.url("/auth.md#rate-limits")),
-        "{}",
-        jp(68, "## Rate limits")
-    );
-    assert_eq!(
-        api.count().await,
+        api.count(),
         5000,
         "{}",
-        jp(75, "over quota, nothing reaches the API")
+        SEED.at(75, "over quota, nothing reaches the API")
     );
 }
 
@@ -1241,43 +996,38 @@ async fn a_failing_api_is_502_and_a_silent_one_504() {
     };
     let proxy_closed = proxy(CONFIG, closed, &idp).await;
     let response = search(&proxy_closed, Some(KEY)).await;
-    assert_eq!(response.status(), 502, "{}", jp(77, "502 ... retry"));
-    refusal(
+    SEED.refusal(
         response,
         502,
         "bad_gateway",
         "UPSTREAM_UNAVAILABLE",
-        &jp(77, "502 ... retry"),
+        &SEED.at(77, "502 ... retry"),
     )
     .await;
 
     // Seed line 77, from the API: its own 502 ("tech-stack scanner failed") reaches
     // the agent unchanged.
-    let failing = support::upstream(|_| async {
-        let mut response = Response::new(Body::full(
+    let failing = Upstream::with(|_| async {
+        json_response(
+            502,
             r#"{"error":"scan_failed","message":"tech-stack scanner failed; retry or request mode: \"render\""}"#,
-        ));
-        *response.status_mut() = http::StatusCode::BAD_GATEWAY;
-        response
-            .headers_mut()
-            .insert("content-type", "application/json".parse().unwrap());
-        response
+        )
     })
     .await;
-    let proxy_failing = proxy(CONFIG, failing, &idp).await;
+    let proxy_failing = proxy(CONFIG, failing.addr, &idp).await;
     let response = search(&proxy_failing, Some(KEY)).await;
     assert_eq!(
         response.status(),
         502,
         "{}",
-        jp(77, "502 - tech-stack scanner failed")
+        SEED.at(77, "502 - tech-stack scanner failed")
     );
     let body = support::json(response).await;
     assert_eq!(
         body["error"],
         "scan_failed",
         "{}: {body}",
-        jp(
+        SEED.at(
             77,
             "502 - tech-stack scanner failed; retry or request `mode: \"render\"`"
         )
@@ -1285,39 +1035,29 @@ async fn a_failing_api_is_502_and_a_silent_one_504() {
 
     // Seed line 78: an API that never answers. The config's response_timeout,
     // shortened in its text so the test does not wait 30 s.
-    let (reached_tx, mut reached) = tokio::sync::mpsc::unbounded_channel();
-    let silent = support::upstream(move |_| {
-        let _ = reached_tx.send(());
-        std::future::pending::<Response<Body>>()
-    })
-    .await;
+    let silent = Upstream::with(|_| std::future::pending()).await;
     let timeout = "  response_timeout: 30s\n";
     assert!(
         CONFIG.contains(timeout),
         "{}",
-        jp(78, "504 - upstream timed out")
+        SEED.at(78, "504 - upstream timed out")
     );
     let impatient = CONFIG.replace(timeout, "  response_timeout: 1s\n");
-    let proxy_silent = proxy(&impatient, silent, &idp).await;
+    let proxy_silent = proxy(&impatient, silent.addr, &idp).await;
     let response = search(&proxy_silent, Some(KEY)).await;
-    assert_eq!(
-        response.status(),
-        504,
-        "{}",
-        jp(78, "504 - upstream timed out; retry")
-    );
-    refusal(
+    SEED.refusal(
         response,
         504,
         "gateway_timeout",
         "UPSTREAM_TIMEOUT",
-        &jp(78, "504 - upstream timed out; retry"),
+        &SEED.at(78, "504 - upstream timed out; retry"),
     )
     .await;
-    assert!(
-        reached.try_recv().is_ok(),
+    assert_eq!(
+        silent.count(),
+        1,
         "{}: the request reached the API, which stayed silent",
-        jp(78, "upstream timed out")
+        SEED.at(78, "upstream timed out")
     );
 }
 
@@ -1328,49 +1068,49 @@ async fn a_failing_api_is_502_and_a_silent_one_504() {
 #[tokio::test]
 async fn the_generated_auth_md_describes_what_the_original_does() {
     let (proxy, _api, _idp) = jobspipe().await;
-    let response = client().get(proxy.url("/auth.md")).send().await.unwrap();
-    let what = jp(1, "JobsPipe API authentication & agent auth (auth.md)");
+    let response = get(&proxy, "/auth.md", None).await;
+    let what = SEED.at(1, "JobsPipe API authentication & agent auth (auth.md)");
     assert_eq!(response.status(), 200, "{what}");
     assert!(
-        header(&response, "content-type").is_some_and(|t| t.starts_with("text/markdown")),
+        header(response.headers(), "content-type").is_some_and(|t| t.starts_with("text/markdown")),
         "{what}: markdown"
     );
     let md = response.text().await.unwrap();
 
     for (line, method) in METHODS {
-        assert!(md.contains(method), "{}", jp(*line, method));
+        assert!(md.contains(method), "{}", SEED.at(*line, method));
     }
     for (line, path) in ENDPOINTS {
         let url = proxy.url(path);
         assert!(
             md.contains(&url),
             "{}: `{url}` is not in\n{md}",
-            jp(*line, path)
+            SEED.at(*line, path)
         );
     }
     for (line, method, path) in ROUTES {
         let row = format!("| {method} | `{path}` | credential |");
-        assert!(md.contains(&row), "{}: no row {row}", jp(*line, path));
+        assert!(md.contains(&row), "{}: no row {row}", SEED.at(*line, path));
     }
     for (line, url) in URLS {
-        assert!(md.contains(url), "{}", jp(*line, url));
+        assert!(md.contains(url), "{}", SEED.at(*line, url));
     }
     for (line, limit) in LIMITS {
-        assert!(md.contains(limit), "{}", jp(*line, limit));
+        assert!(md.contains(limit), "{}", SEED.at(*line, limit));
     }
     for (line, status, code) in ERRORS {
         let row = format!("| {status} | `{code}` |");
         assert!(
             md.contains(&row),
             "{}: no row {row}",
-            jp(*line, &status.to_string())
+            SEED.at(*line, &status.to_string())
         );
     }
     // Seed line 38: registration by identity assertion with an ID-JAG.
     assert!(
         md.contains("identity_assertion") && md.contains(ID_JAG),
         "{}",
-        jp(
+        SEED.at(
             38,
             "`identity_assertion` - assertion types `urn:ietf:params:oauth:token-type:id-jag`"
         )
@@ -1382,28 +1122,19 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
             proxy.url("/.well-known/oauth-protected-resource")
         )),
         "{}",
-        jp(29, "WWW-Authenticate: Bearer resource_metadata=...")
+        SEED.at(29, "WWW-Authenticate: Bearer resource_metadata=...")
     );
 
     // Scopes: the generated Scopes table names exactly the original's (none).
-    let section = md
-        .split("## Scopes\n")
-        .nth(1)
-        .and_then(|rest| rest.split("\n## ").next())
-        .unwrap_or_else(|| panic!("no Scopes section in\n{md}"));
-    let generated: Vec<&str> = section
-        .lines()
-        .filter_map(|l| l.strip_prefix("| `"))
-        .filter_map(|l| l.split('`').next())
-        .collect();
+    let generated = scope_table(&md, &SEED.at(15, "the original names no scope"));
     for (line, scope) in SCOPES {
-        assert!(generated.contains(scope), "{}", jp(*line, scope));
+        assert!(generated.contains(scope), "{}", SEED.at(*line, scope));
     }
     for scope in &generated {
         assert!(
             SCOPES.iter().any(|(_, s)| s == scope),
             "{}: the generated document names `{scope}`",
-            jp(15, "the original names no scope")
+            SEED.at(15, "the original names no scope")
         );
     }
 }

@@ -5,72 +5,37 @@
 //! tokens, the legacy register behind a shared secret, and the session headers.
 //! Each assertion names the line of Toromarket's auth.md it checks.
 
-use base64::Engine;
 use serde_json::{Value, json};
 
-use super::common::{Seed, Upstream};
+use super::common::{Seed, decode_jwt, get, post_form, post_json, start};
 use super::support::{TestProxy, client};
 
 const CONFIG: &str = include_str!("toromarket.yaml");
-const SEED: Seed = Seed("Toromarket");
+const SEED: Seed = Seed::new("Toromarket");
 /// The legacy register's shared secret (its hash is in the config).
 const SHARED_SECRET: &str = "tm_live_PmHz3njCst7iyRqqTcCyZvwgJ2QUGT3mX7BgLGP";
 
-async fn proxy() -> (TestProxy, Upstream) {
-    let upstream = Upstream::start().await;
-    (
-        TestProxy::start(CONFIG, Some(upstream.addr)).await,
-        upstream,
-    )
-}
-
 /// Self-registers, as line 8 describes; returns the answer.
 async fn self_register(proxy: &TestProxy) -> Value {
-    let response = client()
-        .post(proxy.url("/api/v1/agents/self-register"))
-        .json(&json!({"client_name": "momentum-bot"}))
-        .send()
-        .await
-        .unwrap();
+    let body = json!({"client_name": "momentum-bot"}).to_string();
+    let response = post_json(proxy, "/api/v1/agents/self-register", &body).await;
     let at = SEED.at(8, "POST to /api/v1/agents/self-register ...");
     assert_eq!(response.status(), 200, "{at}");
     response.json().await.unwrap()
 }
 
-/// The claims of a JWT (its signature is the proxy's to check, not the test's).
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .unwrap();
-    serde_json::from_slice(&bytes).unwrap()
-}
-
-async fn get(proxy: &TestProxy, path: &str, bearer: &str) -> reqwest::Response {
-    client()
-        .get(proxy.url(path))
-        .bearer_auth(bearer)
-        .send()
-        .await
-        .unwrap()
-}
-
 async fn login(proxy: &TestProxy, key_id: &str, key: &str) -> reqwest::Response {
-    client()
-        .post(proxy.url("/api/v1/auth/login"))
-        .form(&[
-            ("grant_type", "client_credentials"),
-            ("client_id", key_id),
-            ("client_secret", key),
-        ])
-        .send()
-        .await
-        .unwrap()
+    let credentials = [
+        ("grant_type", "client_credentials"),
+        ("client_id", key_id),
+        ("client_secret", key),
+    ];
+    post_form(proxy, "/api/v1/auth/login", &credentials).await
 }
 
 #[tokio::test]
 async fn self_registration_gives_a_jwt_at_once_that_every_authenticated_endpoint_accepts() {
-    let (proxy, upstream) = proxy().await;
+    let (proxy, upstream) = start(CONFIG).await;
     let registered = self_register(&proxy).await;
     let at = SEED.at(
         8,
@@ -80,7 +45,7 @@ async fn self_registration_gives_a_jwt_at_once_that_every_authenticated_endpoint
     assert_eq!(token.split('.').count(), 3, "{at}: a JWT");
     assert_eq!(registered["token_type"], "Bearer", "{at}");
     let key_id = registered["key_id"].as_str().unwrap();
-    let claims = claims(token);
+    let (_, claims) = decode_jwt(token);
     assert_eq!(claims["sub"], format!("key:{key_id}"), "{at}: {claims}");
     assert_eq!(claims["tier"], "unclaimed", "{at}: {claims}");
     assert!(
@@ -96,17 +61,17 @@ async fn self_registration_gives_a_jwt_at_once_that_every_authenticated_endpoint
         4,
         "Pass your JWT in the Authorization header on every authenticated request",
     );
-    let response = get(&proxy, "/api/v1/portfolio", token).await;
+    let response = get(&proxy, "/api/v1/portfolio", Some(token)).await;
     assert_eq!(response.status(), 200, "{at}");
     let seen = upstream.last().await;
     assert_eq!(
-        seen["headers"]["x-authmd-principal"],
-        format!("key:{key_id}"),
+        seen.header("x-authmd-principal"),
+        Some(format!("key:{key_id}").as_str()),
         "{at}"
     );
-    assert_eq!(seen["headers"]["x-authmd-tier"], "unclaimed", "{at}");
+    assert_eq!(seen.header("x-authmd-tier"), Some("unclaimed"), "{at}");
     assert!(
-        seen["headers"].get("authorization").is_none(),
+        seen.header("authorization").is_none(),
         "{at}: the token stays with the proxy"
     );
 
@@ -126,11 +91,7 @@ async fn self_registration_gives_a_jwt_at_once_that_every_authenticated_endpoint
     );
 
     // Line 2: without a token, an authenticated endpoint says where to start.
-    let response = client()
-        .get(proxy.url("/api/v1/portfolio"))
-        .send()
-        .await
-        .unwrap();
+    let response = get(&proxy, "/api/v1/portfolio", None).await;
     let at = SEED.at(
         2,
         "Every authenticated endpoint accepts a JWT Bearer token.",
@@ -144,22 +105,10 @@ async fn self_registration_gives_a_jwt_at_once_that_every_authenticated_endpoint
         challenge.contains("resource_metadata="),
         "{at}: {challenge}"
     );
-    SEED.envelope(
-        response,
-        401,
-        "UNAUTHORIZED",
-        2,
-        "Every authenticated endpoint accepts a JWT Bearer token.",
-    )
-    .await;
+    SEED.envelope(response, 401, "UNAUTHORIZED", &at).await;
     // Public market data needs nothing.
     assert_eq!(
-        client()
-            .get(proxy.url("/api/v1/markets"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        get(&proxy, "/api/v1/markets", None).await.status(),
         200,
         "{at}"
     );
@@ -167,7 +116,7 @@ async fn self_registration_gives_a_jwt_at_once_that_every_authenticated_endpoint
 
 #[tokio::test]
 async fn logging_in_again_gives_a_new_token_and_the_old_one_lasts_until_invalidated() {
-    let (proxy, _upstream) = proxy().await;
+    let (proxy, _upstream) = start(CONFIG).await;
     let registered = self_register(&proxy).await;
     let old = registered["access_token"].as_str().unwrap().to_owned();
     let key_id = registered["key_id"].as_str().unwrap();
@@ -194,34 +143,28 @@ async fn logging_in_again_gives_a_new_token_and_the_old_one_lasts_until_invalida
         "log in again to get a new one — the old token stays valid until you explicitly invalidate it",
     );
     assert_eq!(
-        get(&proxy, "/api/v1/portfolio", &old).await.status(),
+        get(&proxy, "/api/v1/portfolio", Some(&old)).await.status(),
         200,
         "{at}"
     );
     assert_eq!(
-        get(&proxy, "/api/v1/portfolio", &new).await.status(),
+        get(&proxy, "/api/v1/portfolio", Some(&new)).await.status(),
         200,
         "{at}"
     );
 
     // Explicit invalidation (RFC 7009 at the logout path).
-    let response = client()
-        .post(proxy.url("/api/v1/auth/logout"))
-        .form(&[("token", old.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let response = post_form(&proxy, "/api/v1/auth/logout", &[("token", &old)]).await;
     assert_eq!(response.status(), 200, "{at}");
     SEED.envelope(
-        get(&proxy, "/api/v1/portfolio", &old).await,
+        get(&proxy, "/api/v1/portfolio", Some(&old)).await,
         401,
         "TOKEN_REVOKED",
-        5,
-        "until you explicitly invalidate it",
+        &SEED.at(5, "until you explicitly invalidate it"),
     )
     .await;
     assert_eq!(
-        get(&proxy, "/api/v1/portfolio", &new).await.status(),
+        get(&proxy, "/api/v1/portfolio", Some(&new)).await.status(),
         200,
         "{at}"
     );
@@ -238,13 +181,13 @@ async fn logging_in_again_gives_a_new_token_and_the_old_one_lasts_until_invalida
 
 #[tokio::test]
 async fn the_operator_claims_from_the_claim_url_and_the_tier_and_limits_rise() {
-    let (proxy, upstream) = proxy().await;
+    let (proxy, upstream) = start(CONFIG).await;
     let registered = self_register(&proxy).await;
     let key_id = registered["key_id"].as_str().unwrap();
     let key = registered["credential"].as_str().unwrap();
     let claim_url = registered["claim_url"].as_str().unwrap();
     let token = registered["access_token"].as_str().unwrap();
-    let before = get(&proxy, "/api/v1/portfolio", token).await;
+    let before = get(&proxy, "/api/v1/portfolio", Some(token)).await;
     assert_eq!(
         before.headers()["ratelimit-limit"],
         "60",
@@ -272,12 +215,8 @@ async fn the_operator_claims_from_the_claim_url_and_the_tier_and_limits_rise() {
 
     // ... and confirms: the form posts the claim token.
     let claim_token = claim_url.split("token=").nth(1).unwrap();
-    let response = client()
-        .post(proxy.url("/api/v1/agents/claim"))
-        .form(&[("claim_token", claim_token)])
-        .send()
-        .await
-        .unwrap();
+    let confirm = [("claim_token", claim_token)];
+    let response = post_form(&proxy, "/api/v1/agents/claim", &confirm).await;
     let at = SEED.at(
         14,
         "claiming is what links it to a real human operator and moves it to a higher trust tier",
@@ -286,12 +225,8 @@ async fn the_operator_claims_from_the_claim_url_and_the_tier_and_limits_rise() {
     let page = response.text().await.unwrap();
     assert!(page.contains("Claimed"), "{at}: {page}");
     let at = SEED.at(17, "attaches the operator ... to the agent's user record");
-    let keys: Value = client()
-        .get(proxy.url("/api/v1/api-keys"))
-        .bearer_auth(key)
-        .send()
+    let keys: Value = get(&proxy, "/api/v1/api-keys", Some(key))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -300,26 +235,21 @@ async fn the_operator_claims_from_the_claim_url_and_the_tier_and_limits_rise() {
 
     // The same key, and a token from logging in again, now carry the higher tier.
     let at = SEED.at(18, "rate limits + trust tier reflect the claim");
-    let response = get(&proxy, "/api/v1/portfolio", key).await;
+    let response = get(&proxy, "/api/v1/portfolio", Some(key)).await;
     assert_eq!(response.headers()["ratelimit-limit"], "600", "{at}");
     assert_eq!(
-        upstream.last().await["headers"]["x-authmd-tier"],
-        "claimed",
+        upstream.last().await.header("x-authmd-tier"),
+        Some("claimed"),
         "{at}"
     );
     let fresh: Value = login(&proxy, key_id, key).await.json().await.unwrap();
     let fresh = fresh["access_token"].as_str().unwrap();
-    assert_eq!(claims(fresh)["tier"], "claimed", "{at}");
-    let response = get(&proxy, "/api/v1/portfolio", fresh).await;
+    assert_eq!(decode_jwt(fresh).1["tier"], "claimed", "{at}");
+    let response = get(&proxy, "/api/v1/portfolio", Some(fresh)).await;
     assert_eq!(response.headers()["ratelimit-limit"], "600", "{at}");
 
     // A claim link works once.
-    let again = client()
-        .post(proxy.url("/api/v1/agents/claim"))
-        .form(&[("claim_token", claim_token)])
-        .send()
-        .await
-        .unwrap();
+    let again = post_form(&proxy, "/api/v1/agents/claim", &confirm).await;
     assert_eq!(
         again.status(),
         409,
@@ -330,7 +260,7 @@ async fn the_operator_claims_from_the_claim_url_and_the_tier_and_limits_rise() {
 
 #[tokio::test]
 async fn api_keys_work_instead_of_tokens_and_are_managed_at_api_keys() {
-    let (proxy, upstream) = proxy().await;
+    let (proxy, upstream) = start(CONFIG).await;
     let registered = self_register(&proxy).await;
     let key = registered["credential"].as_str().unwrap().to_owned();
     let token = registered["access_token"].as_str().unwrap().to_owned();
@@ -348,7 +278,7 @@ async fn api_keys_work_instead_of_tokens_and_are_managed_at_api_keys() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{at}");
-    assert_eq!(upstream.last().await["path"], "/mcp", "{at}");
+    assert_eq!(upstream.last().await.path, "/mcp", "{at}");
 
     // Manage keys via /api/v1/api-keys.
     let at = SEED.at(20, "Manage keys via /api/v1/api-keys");
@@ -364,16 +294,14 @@ async fn api_keys_work_instead_of_tokens_and_are_managed_at_api_keys() {
     let second = created["key"].as_str().unwrap().to_owned();
     let second_id = created["id"].as_str().unwrap().to_owned();
     assert_eq!(
-        get(&proxy, "/api/v1/portfolio", &second).await.status(),
+        get(&proxy, "/api/v1/portfolio", Some(&second))
+            .await
+            .status(),
         200,
         "{at}"
     );
-    let list: Value = client()
-        .get(proxy.url("/api/v1/api-keys"))
-        .bearer_auth(&key)
-        .send()
+    let list: Value = get(&proxy, "/api/v1/api-keys", Some(&key))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -383,98 +311,68 @@ async fn api_keys_work_instead_of_tokens_and_are_managed_at_api_keys() {
         "{at}: no secret in the list"
     );
 
-    // Revoking a key ends it at once, and the tokens minted from it.
-    let response = client()
-        .delete(proxy.url(&format!("/api/v1/api-keys/{second_id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{at}");
-    SEED.envelope(
-        get(&proxy, "/api/v1/portfolio", &second).await,
-        401,
-        "INVALID_API_KEY",
-        20,
-        "revoke_api_key",
-    )
-    .await;
+    // Revoking a key ends it at once (the second key), and the tokens minted from it
+    // (the agent's own key, and its first token).
     let own_id = registered["key_id"].as_str().unwrap();
-    let response = client()
-        .delete(proxy.url(&format!("/api/v1/api-keys/{own_id}")))
-        .bearer_auth(&key)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{at}");
-    SEED.envelope(
-        get(&proxy, "/api/v1/portfolio", &token).await,
-        401,
-        "TOKEN_REVOKED",
-        20,
-        "revoke_api_key: the key's tokens end with it",
-    )
-    .await;
+    for (id, credential, code, text) in [
+        (&*second_id, &*second, "INVALID_API_KEY", "revoke_api_key"),
+        (
+            own_id,
+            &*token,
+            "TOKEN_REVOKED",
+            "revoke_api_key: the key's tokens end with it",
+        ),
+    ] {
+        let response = client()
+            .delete(proxy.url(&format!("/api/v1/api-keys/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{at}");
+        let response = get(&proxy, "/api/v1/portfolio", Some(credential)).await;
+        SEED.envelope(response, 401, code, &SEED.at(20, text)).await;
+    }
 }
 
 #[tokio::test]
 async fn the_legacy_register_needs_the_shared_secret_and_nothing_else_accepts_it() {
-    let (proxy, upstream) = proxy().await;
+    let (proxy, upstream) = start(CONFIG).await;
     let at = SEED.at(
         12,
         "It requires a shared secret header and is gated on operator pre-approval",
     );
     let body = json!({"name": "old-client"});
-    let response = client()
-        .post(proxy.url("/api/v1/agents/register"))
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    SEED.envelope(
-        response,
-        401,
-        "UNAUTHORIZED",
-        12,
-        "It requires a shared secret header",
-    )
-    .await;
+    // The legacy register, with the shared secret when given.
+    let register = |secret: Option<&str>| {
+        let mut request = client().post(proxy.url("/api/v1/agents/register"));
+        if let Some(secret) = secret {
+            request = request.header("X-Shared-Secret", secret);
+        }
+        request.json(&body).send()
+    };
+    let needed = SEED.at(12, "It requires a shared secret header");
+    let response = register(None).await.unwrap();
+    SEED.envelope(response, 401, "UNAUTHORIZED", &needed).await;
     let forged = SHARED_SECRET.replace("PmHz", "PmHy");
-    let response = client()
-        .post(proxy.url("/api/v1/agents/register"))
-        .header("X-Shared-Secret", &forged)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    SEED.envelope(
-        response,
-        401,
-        "INVALID_API_KEY",
-        12,
-        "It requires a shared secret header",
-    )
-    .await;
+    let response = register(Some(&forged)).await.unwrap();
+    SEED.envelope(response, 401, "INVALID_API_KEY", &needed)
+        .await;
     assert_eq!(upstream.count(), 0, "{at}");
 
-    let response = client()
-        .post(proxy.url("/api/v1/agents/register"))
-        .header("X-Shared-Secret", SHARED_SECRET)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let response = register(Some(SHARED_SECRET)).await.unwrap();
     assert_eq!(response.status(), 200, "{at}");
     let seen = upstream.last().await;
     assert_eq!(
-        seen["headers"]["x-authmd-principal"], "key:legacy-register",
+        seen.header("x-authmd-principal"),
+        Some("key:legacy-register"),
         "{at}"
     );
     assert!(
-        seen["headers"].get("x-shared-secret").is_none(),
+        seen.header("x-shared-secret").is_none(),
         "{at}: the secret stays with the proxy"
     );
-    assert_eq!(seen["body"], body.to_string(), "{at}");
+    assert_eq!(seen.text(), body.to_string(), "{at}");
 
     // The shared secret opens the legacy flow only.
     let response = client()
@@ -487,15 +385,14 @@ async fn the_legacy_register_needs_the_shared_secret_and_nothing_else_accepts_it
         response,
         403,
         "FORBIDDEN",
-        12,
-        "gated on operator pre-approval",
+        &SEED.at(12, "gated on operator pre-approval"),
     )
     .await;
 }
 
 #[tokio::test]
 async fn session_headers_reach_the_api_and_are_not_needed_for_authentication() {
-    let (proxy, upstream) = proxy().await;
+    let (proxy, upstream) = start(CONFIG).await;
     let token = self_register(&proxy).await["access_token"]
         .as_str()
         .unwrap()
@@ -514,17 +411,13 @@ async fn session_headers_reach_the_api_and_are_not_needed_for_authentication() {
     );
     assert_eq!(response.status(), 200, "{at}");
     let seen = upstream.last().await;
-    assert_eq!(seen["headers"]["user-agent"], "momentum-bot/2.1", "{at}");
+    assert_eq!(seen.header("user-agent"), Some("momentum-bot/2.1"), "{at}");
     assert_eq!(
-        seen["headers"]["x-toromarket-client"], "momentum-bot",
+        seen.header("x-toromarket-client"),
+        Some("momentum-bot"),
         "{at}"
     );
-    let bare = client()
-        .get(proxy.url("/api/v1/portfolio"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
+    let bare = get(&proxy, "/api/v1/portfolio", Some(&token)).await;
     assert_eq!(
         bare.status(),
         200,
@@ -549,15 +442,8 @@ const DOCUMENT: &[(u32, &str)] = &[
 
 #[tokio::test]
 async fn the_generated_auth_md_describes_what_the_original_does() {
-    let (proxy, _upstream) = proxy().await;
-    let text = client()
-        .get(proxy.url("/auth.md"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (proxy, _upstream) = start(CONFIG).await;
+    let text = get(&proxy, "/auth.md", None).await.text().await.unwrap();
     // The original names no scope; the reproduction's own are not compared.
     SEED.same_document(&text, DOCUMENT, []);
 }
