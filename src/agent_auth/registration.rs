@@ -183,21 +183,18 @@ impl AgentAuth {
         self.apply(&key).await;
         tracing::info!(registration = %registration_id, key = %key.id, "anonymous agent registered");
         let post_claim = narrow(settings.claimed_scopes, requested);
-        let mut answer = serde_json::json!({
-                "registration_id": registration_id,
-                "registration_type": "anonymous",
-                "credential_type": "api_key",
-                "credential": new.secret,
-                "credential_expires": null,
-                "key_id": key.id,
-                "scopes": key.scopes,
-                "tier": key.tier,
-                "claim_url": format!("{origin}{}?token={claim_token}", config.endpoints.claim),
-                "claim_token": claim_token,
-                "claim_token_expires": rfc3339(claim_expires_at),
-                "post_claim_scopes": config.scopes.names(&post_claim).split_whitespace().collect::<Vec<_>>(),
-                "post_claim_tier": config.tiers.get(settings.claimed_tier).name,
-        });
+        let mut answer = issued(&registration_id, "anonymous", &new.secret, &key);
+        answer["claim_url"] =
+            format!("{origin}{}?token={claim_token}", config.endpoints.claim).into();
+        answer["claim_token"] = claim_token.into();
+        answer["claim_token_expires"] = rfc3339(claim_expires_at).into();
+        answer["post_claim_scopes"] = config
+            .scopes
+            .names(&post_claim)
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .into();
+        answer["post_claim_tier"] = config.tiers.get(settings.claimed_tier).name.clone().into();
         self.add_access_token(config, &mut answer, &key, granted, origin);
         Ok(json(StatusCode::OK, &answer))
     }
@@ -239,16 +236,7 @@ impl AgentAuth {
         self.store.insert_registration(&registration, &key).await?;
         self.apply(&key).await;
         tracing::info!(registration = %registration_id, key = %key.id, issuer = %verified.issuer, "agent registered with an identity assertion");
-        let mut answer = serde_json::json!({
-            "registration_id": registration_id,
-            "registration_type": "agent-provider",
-            "credential_type": "api_key",
-            "credential": new.secret,
-            "credential_expires": null,
-            "key_id": key.id,
-            "scopes": key.scopes,
-            "tier": key.tier,
-        });
+        let mut answer = issued(&registration_id, "agent-provider", &new.secret, &key);
         self.add_access_token(config, &mut answer, &key, granted, origin);
         Ok(json(StatusCode::OK, &answer))
     }
@@ -565,6 +553,26 @@ impl AgentAuth {
         };
         Ok(page(status, config, title, &format!("{facts}{action}")))
     }
+}
+
+/// The fields every registration answer has: the registration and its new key, with
+/// the secret (shown this once).
+fn issued(
+    registration_id: &str,
+    registration_type: &str,
+    secret: &str,
+    key: &KeyRecord,
+) -> serde_json::Value {
+    serde_json::json!({
+        "registration_id": registration_id,
+        "registration_type": registration_type,
+        "credential_type": "api_key",
+        "credential": secret,
+        "credential_expires": null,
+        "key_id": key.id,
+        "scopes": key.scopes,
+        "tier": key.tier,
+    })
 }
 
 fn check_assertion_type(assertion_type: Option<&str>) -> Result<(), Failure> {
