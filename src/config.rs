@@ -230,6 +230,57 @@ pub struct ServerSettings {
     /// How often the config file is checked for a change (`None`: never; SIGHUP
     /// always reloads).
     pub watch_interval: Option<Duration>,
+    /// Open client connections at most; past it a new connection is closed at once.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+    /// What one request may carry before it is refused (414, 431, 413).
+    pub request_limits: RequestLimits,
+}
+
+/// The size limits of a request, checked before anything else looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Bytes of the request target (path and query).
+    pub uri: usize,
+    /// Header fields.
+    pub headers: usize,
+    /// Bytes of all header names and values.
+    pub header_bytes: usize,
+    /// Bytes of a body that declares its length (`Content-Length`).
+    pub body: u64,
+}
+
+impl RequestLimits {
+    /// The refusal of a request beyond a limit, if it is.
+    pub fn check<B>(&self, request: &http::Request<B>) -> Result<(), crate::rejection::Oversize> {
+        use crate::rejection::Oversize;
+        let uri = request.uri();
+        let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + uri.authority().map_or(0, |a| a.as_str().len());
+        if target > self.uri {
+            return Err(Oversize::Uri);
+        }
+        let headers = request.headers();
+        if headers.len() > self.headers {
+            return Err(Oversize::Headers);
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if bytes > self.header_bytes {
+            return Err(Oversize::Headers);
+        }
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.body) {
+            return Err(Oversize::Body);
+        }
+        Ok(())
+    }
 }
 
 /// `tls:`: HTTPS on the proxy listener.
@@ -736,6 +787,41 @@ impl Loader {
         }
     }
 
+    /// A size in bytes: `4096`, `64KiB`, `16MiB` or `1GiB`.
+    fn size(&mut self, value: Option<raw::RawSize>, path: &str, default: usize) -> usize {
+        let text = match value {
+            None => return default,
+            Some(raw::RawSize::Bytes(n)) if n > 0 => {
+                return usize::try_from(n).unwrap_or(usize::MAX);
+            }
+            Some(raw::RawSize::Bytes(n)) => n.to_string(),
+            Some(raw::RawSize::Text(text)) => text,
+        };
+        let trimmed = text.trim();
+        let (digits, unit) = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .map_or((trimmed, ""), |at| trimmed.split_at(at));
+        let unit = match unit.trim() {
+            "" | "B" => Some(1usize),
+            "KiB" => Some(1 << 10),
+            "MiB" => Some(1 << 20),
+            "GiB" => Some(1 << 30),
+            _ => None,
+        };
+        match (digits.parse::<usize>().ok(), unit) {
+            (Some(n), Some(unit)) if n > 0 => n.saturating_mul(unit),
+            _ => {
+                self.error(
+                    path,
+                    format!(
+                        "`{text}` is not a size; write e.g. `8KiB`, `16MiB` or a number of bytes"
+                    ),
+                );
+                default
+            }
+        }
+    }
+
     fn address(&mut self, text: &str, path: &str) -> Option<SocketAddr> {
         match text.parse() {
             Ok(addr) => Some(addr),
@@ -801,6 +887,19 @@ impl Loader {
                 Duration::from_secs(2),
             ))
             .filter(|d| !d.is_zero()),
+            max_connections: s.server.max_connections.unwrap_or(10_000).max(1),
+            max_streams: s.server.max_streams.unwrap_or(100).max(1),
+            request_limits: RequestLimits {
+                uri: self.size(s.server.max_uri, "server.max_uri", 8 << 10),
+                headers: s.server.max_headers.unwrap_or(100).max(1),
+                header_bytes: self.size(
+                    s.server.max_header_bytes,
+                    "server.max_header_bytes",
+                    32 << 10,
+                ),
+                body: u64::try_from(self.size(s.server.max_body, "server.max_body", 16 << 20))
+                    .unwrap_or(u64::MAX),
+            },
         };
         let tls = s.tls.map(|raw| self.tls(raw));
         let raw_upstream = match (s.upstream, &overrides.upstream) {

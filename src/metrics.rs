@@ -53,6 +53,7 @@ pub struct Metrics {
     tls_reloads: IntCounterVec,
     connections_open: IntGaugeVec,
     connections: IntCounterVec,
+    connections_refused: IntCounterVec,
 }
 
 /// How a request ended, for the `decision` label.
@@ -235,6 +236,11 @@ impl Metrics {
                 "Client connections accepted, by listener.",
                 &["listener"],
             )?,
+            connections_refused: b.counter(
+                "authmd_connections_refused_total",
+                "Client connections closed at once because `server.max_connections` were open.",
+                &["listener"],
+            )?,
             registry: b.registry,
         })
     }
@@ -337,6 +343,11 @@ impl Metrics {
             PaymentEvent::Unavailable => "unavailable",
         };
         inc(&self.payments, &[outcome]);
+    }
+
+    /// Counts a connection closed at the connection ceiling.
+    pub fn connection_refused(&self) {
+        inc(&self.connections_refused, &[Listener::Proxy.label()]);
     }
 
     /// A connection was accepted; it counts as open until the guard drops.

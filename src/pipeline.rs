@@ -633,6 +633,9 @@ impl Generation {
             let challenges = refusal.route.and_then(|r| r.challenges(host));
             responder(config, host).respond(refusal.rejection, challenges)
         };
+        if let Err(oversize) = config.server.request_limits.check(&request) {
+            return respond(Rejection::TooLarge(oversize).into());
+        }
         let path = match normalize_path(request.uri().path()) {
             Ok(path) => path,
             Err(e) => return respond(Rejection::InvalidPath(e).into()),

@@ -70,6 +70,20 @@ pub enum Rejection {
     UpstreamUnavailable,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The request is larger than `server:` allows.
+    TooLarge(Oversize),
+}
+
+/// Which part of a request is beyond its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// The request target (`server.max_uri`): 414.
+    Uri,
+    /// The header fields, by count or bytes (`server.max_headers`,
+    /// `server.max_header_bytes`): 431.
+    Headers,
+    /// The declared body (`server.max_body`): 413.
+    Body,
 }
 
 /// Why a request that needs (or offers) an x402 payment was not served.
@@ -108,6 +122,24 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         code: "INVALID_PATH",
         meaning: "The path has an encoded separator, a `;` parameter, a backslash or a malformed escape.",
         action: "Send the plain path.",
+    },
+    ErrorDoc {
+        status: 414,
+        code: "URI_TOO_LONG",
+        meaning: "The request target is longer than this API accepts.",
+        action: "Send large input in the body.",
+    },
+    ErrorDoc {
+        status: 431,
+        code: "HEADERS_TOO_LARGE",
+        meaning: "More or larger header fields than this API accepts.",
+        action: "Send fewer or smaller headers.",
+    },
+    ErrorDoc {
+        status: 413,
+        code: "BODY_TOO_LARGE",
+        meaning: "The declared body is larger than this API accepts.",
+        action: "Send a smaller body.",
     },
     ErrorDoc {
         status: 400,
@@ -523,6 +555,7 @@ impl Responder {
             }
             Rejection::QuotaExceeded | Rejection::Payment(_) => {}
             Rejection::InvalidPath(_)
+            | Rejection::TooLarge(_)
             | Rejection::RouteNotFound
             | Rejection::InsufficientTier(_)
             | Rejection::UpstreamUnavailable
@@ -761,6 +794,33 @@ fn describe(
                 Section::Errors,
             ),
         ),
+        R::TooLarge(Oversize::Uri) => (
+            StatusCode::URI_TOO_LONG,
+            "uri_too_long",
+            "URI_TOO_LONG",
+            text(
+                "the request target is longer than this API accepts; send large input in the body",
+                Section::Errors,
+            ),
+        ),
+        R::TooLarge(Oversize::Headers) => (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request_header_fields_too_large",
+            "HEADERS_TOO_LARGE",
+            text(
+                "the request has more or larger header fields than this API accepts",
+                Section::Errors,
+            ),
+        ),
+        R::TooLarge(Oversize::Body) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "BODY_TOO_LARGE",
+            text(
+                "the request body is larger than this API accepts",
+                Section::Errors,
+            ),
+        ),
     }
 }
 
@@ -862,6 +922,24 @@ mod tests {
                 None,
             ),
             (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
+            (
+                Rejection::TooLarge(Oversize::Uri),
+                414,
+                "URI_TOO_LONG",
+                None,
+            ),
+            (
+                Rejection::TooLarge(Oversize::Headers),
+                431,
+                "HEADERS_TOO_LARGE",
+                None,
+            ),
+            (
+                Rejection::TooLarge(Oversize::Body),
+                413,
+                "BODY_TOO_LARGE",
+                None,
+            ),
             (
                 Rejection::RateLimited { retry_after: 7 },
                 429,

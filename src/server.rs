@@ -140,15 +140,35 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let config = gateway.config();
+    let server = &config.server;
+    let limits = server.request_limits;
+    // hyper's own parser limits sit above the proxy's, which answer with an envelope
+    // (431); past twice the configured size hyper closes with its bare 431.
+    let header_buffer = limits
+        .header_bytes
+        .saturating_mul(2)
+        .saturating_add(limits.uri)
+        .max(8192);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(config.server.header_read_timeout)
+        .header_read_timeout(server.header_read_timeout)
+        .max_headers(limits.headers.saturating_mul(2))
+        .max_buf_size(header_buffer)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(server.max_streams)
+        .max_header_list_size(u32::try_from(header_buffer).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams a client opens and cancels before
+        // they are served, and streams reset for protocol errors, are bounded.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(256));
     let builder = Arc::new(builder);
-    let grace = config.server.shutdown_grace;
+    let grace = server.shutdown_grace;
+    let ceiling = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     drop(config);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
@@ -163,6 +183,14 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // At the connection ceiling a new connection is closed at once: a flood
+        // costs one accept each, never a task, a buffer or an upstream connection.
+        let Ok(slot) = ceiling.clone().try_acquire_owned() else {
+            gateway.metrics().connection_refused();
+            tracing::debug!(%peer, "connection ceiling reached; closing a new connection");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let open = gateway.metrics().connection(Listener::Proxy);
         let gateway = gateway.clone();
@@ -171,7 +199,7 @@ pub async fn serve(
         match &tls {
             None => {
                 let conn = ClientConn::plain(peer);
-                serve_connection(&builder, watcher, gateway, conn, stream, open);
+                serve_connection(&builder, watcher, gateway, conn, stream, (open, slot));
             }
             Some(acceptor) => {
                 let accept = acceptor.accept(stream);
@@ -192,7 +220,7 @@ pub async fn serve(
                     };
                     metrics.tls_handshake(true, stream.get_ref().1.alpn_protocol());
                     let conn = ClientConn::tls(peer);
-                    serve_connection(&builder, watcher, gateway, conn, stream, open);
+                    serve_connection(&builder, watcher, gateway, conn, stream, (open, slot));
                 });
             }
         }
@@ -208,7 +236,10 @@ fn serve_connection<S>(
     gateway: Arc<Gateway>,
     conn: ClientConn,
     stream: S,
-    open: Option<crate::metrics::OpenConnection>,
+    held: (
+        Option<crate::metrics::OpenConnection>,
+        tokio::sync::OwnedSemaphorePermit,
+    ),
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -227,7 +258,7 @@ fn serve_connection<S>(
         if let Err(error) = connection.await {
             tracing::debug!(%error, %peer, "connection ended with an error");
         }
-        drop(open);
+        drop(held);
     });
 }
 

@@ -57,6 +57,20 @@ pub(crate) struct RawServer {
     pub(crate) shutdown_grace: Option<String>,
     pub(crate) shutdown_delay: Option<String>,
     pub(crate) watch_interval: Option<String>,
+    pub(crate) max_connections: Option<usize>,
+    pub(crate) max_streams: Option<u32>,
+    pub(crate) max_uri: Option<RawSize>,
+    pub(crate) max_headers: Option<usize>,
+    pub(crate) max_header_bytes: Option<RawSize>,
+    pub(crate) max_body: Option<RawSize>,
+}
+
+/// A size: a number of bytes, or text such as `64KiB`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawSize {
+    Bytes(u64),
+    Text(String),
 }
 
 /// `tls:`: HTTPS on the proxy listener.

@@ -181,3 +181,20 @@ key_management:
         Some(TierId(1))
     );
 }
+
+#[test]
+fn request_limits_take_sizes_and_name_a_bad_one() {
+    let good =
+        GOOD.to_owned() + "server: {max_uri: 2KiB, max_body: 1MiB, max_header_bytes: 4096}\n";
+    let limits = load(&good).unwrap().server.request_limits;
+    assert_eq!(
+        (limits.uri, limits.body, limits.header_bytes),
+        (2048, 1 << 20, 4096)
+    );
+    let bad = GOOD.to_owned() + "server: {max_body: 10 MB}\n";
+    let rendered = load(&bad).unwrap_err().to_string();
+    assert!(
+        rendered.contains("server.max_body: `10 MB` is not a size"),
+        "{rendered}"
+    );
+}
