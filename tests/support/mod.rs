@@ -407,6 +407,12 @@ impl Binary {
         self.log.try_iter().collect()
     }
 
+    /// Every line not yet read, to the end of its output: call it after the process
+    /// has exited (it blocks until the output is closed).
+    pub fn remaining_log_lines(&self) -> Vec<String> {
+        self.log.iter().collect()
+    }
+
     /// Sends a signal (`"HUP"`, `"TERM"`, ...) to the process.
     pub fn signal(&self, name: &str) {
         let status = std::process::Command::new("kill")
