@@ -7,7 +7,8 @@
 //! was sent.
 //!
 //! The scan proves it can see: a canary sent in a request path (which the proxy
-//! logs at debug when it refuses the request) must be found by the same scan.
+//! logs at debug when it refuses the request) must be found by the same scan. The
+//! store's files on disk are scanned for the same secrets at the end.
 
 #![allow(
     clippy::unwrap_used,
@@ -358,4 +359,21 @@ async fn no_secret_reaches_a_log_line_or_a_metric() {
             panic!("a secret is in a log line: {secret}\n{line}");
         }
     }
+
+    // At rest: the store's files (the database and its write-ahead log) hold hashes,
+    // never a secret.
+    let mut stored = 0;
+    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        stored += bytes.len();
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(secret) = secrets.found_in(&text) {
+            panic!("a secret is stored in {}: {secret}", path.display());
+        }
+    }
+    assert!(stored > 0, "the store wrote its files");
 }
