@@ -636,6 +636,9 @@ impl Generation {
         if let Err(oversize) = config.server.request_limits.check(&request) {
             return respond(Rejection::TooLarge(oversize).into());
         }
+        if let Some(ambiguity) = crate::proxy::headers::ambiguity(&request) {
+            return respond(Rejection::Ambiguous(ambiguity).into());
+        }
         let path = match normalize_path(request.uri().path()) {
             Ok(path) => path,
             Err(e) => return respond(Rejection::InvalidPath(e).into()),

@@ -72,6 +72,19 @@ pub enum Rejection {
     UpstreamTimeout,
     /// The request is larger than `server:` allows.
     TooLarge(Oversize),
+    /// The request could be read in more than one way.
+    Ambiguous(Ambiguity),
+}
+
+/// What makes a request ambiguous: a front end and a back end could each read it
+/// differently, so it is refused rather than forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// A `Transfer-Encoding` other than exactly one `chunked`: a coding the proxy
+    /// does not decode, or chunked applied twice.
+    TransferCoding,
+    /// An HTTP/2 request whose `Host` names another host than its `:authority`.
+    Host,
 }
 
 /// Which part of a request is beyond its limit.
@@ -122,6 +135,18 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         code: "INVALID_PATH",
         meaning: "The path has an encoded separator, a `;` parameter, a backslash or a malformed escape.",
         action: "Send the plain path.",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "AMBIGUOUS_FRAMING",
+        meaning: "A `Transfer-Encoding` other than exactly one `chunked`.",
+        action: "Send `Content-Length`, or `Transfer-Encoding: chunked` alone.",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "AMBIGUOUS_HOST",
+        meaning: "An HTTP/2 request whose `Host` differs from its `:authority`.",
+        action: "Send the same host in both, or only `:authority`.",
     },
     ErrorDoc {
         status: 414,
@@ -556,6 +581,7 @@ impl Responder {
             Rejection::QuotaExceeded | Rejection::Payment(_) => {}
             Rejection::InvalidPath(_)
             | Rejection::TooLarge(_)
+            | Rejection::Ambiguous(_)
             | Rejection::RouteNotFound
             | Rejection::InsufficientTier(_)
             | Rejection::UpstreamUnavailable
@@ -794,6 +820,24 @@ fn describe(
                 Section::Errors,
             ),
         ),
+        R::Ambiguous(Ambiguity::TransferCoding) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AMBIGUOUS_FRAMING",
+            text(
+                "`Transfer-Encoding` must be exactly `chunked`, once",
+                Section::Errors,
+            ),
+        ),
+        R::Ambiguous(Ambiguity::Host) => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "AMBIGUOUS_HOST",
+            text(
+                "`Host` and `:authority` name different hosts; send one, or the same",
+                Section::Errors,
+            ),
+        ),
         R::TooLarge(Oversize::Uri) => (
             StatusCode::URI_TOO_LONG,
             "uri_too_long",
@@ -922,6 +966,18 @@ mod tests {
                 None,
             ),
             (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
+            (
+                Rejection::Ambiguous(Ambiguity::TransferCoding),
+                400,
+                "AMBIGUOUS_FRAMING",
+                None,
+            ),
+            (
+                Rejection::Ambiguous(Ambiguity::Host),
+                400,
+                "AMBIGUOUS_HOST",
+                None,
+            ),
             (
                 Rejection::TooLarge(Oversize::Uri),
                 414,

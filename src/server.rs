@@ -30,6 +30,8 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+mod first_bytes;
+
 use crate::body::Body;
 use crate::metrics::Listener;
 use crate::pipeline::Gateway;
@@ -165,9 +167,14 @@ pub async fn serve(
         // Rapid reset (CVE-2023-44487): streams a client opens and cancels before
         // they are served, and streams reset for protocol errors, are bounded.
         .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(256));
+        .max_local_error_reset_streams(Some(256))
+        // A client that stops answering pings (one stuck inside a header block
+        // cannot answer) loses its connection.
+        .keep_alive_interval(server.header_read_timeout)
+        .keep_alive_timeout(server.header_read_timeout);
     let builder = Arc::new(builder);
     let grace = server.shutdown_grace;
+    let first_bytes = server.header_read_timeout;
     let ceiling = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     drop(config);
     let graceful = GracefulShutdown::new();
@@ -199,6 +206,7 @@ pub async fn serve(
         match &tls {
             None => {
                 let conn = ClientConn::plain(peer);
+                let stream = first_bytes::FirstBytes::new(stream, first_bytes);
                 serve_connection(&builder, watcher, gateway, conn, stream, (open, slot));
             }
             Some(acceptor) => {
@@ -220,6 +228,7 @@ pub async fn serve(
                     };
                     metrics.tls_handshake(true, stream.get_ref().1.alpn_protocol());
                     let conn = ClientConn::tls(peer);
+                    let stream = first_bytes::FirstBytes::new(stream, first_bytes);
                     serve_connection(&builder, watcher, gateway, conn, stream, (open, slot));
                 });
             }

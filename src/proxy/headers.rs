@@ -25,10 +25,49 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// True when the request asks to switch protocols (HTTP/1.1 `Upgrade`, e.g. WebSocket).
+/// What makes a request ambiguous, if anything: a `Transfer-Encoding` other than
+/// exactly one `chunked` (hyper decodes a final `chunked` and would pass any other
+/// coding, or a second `chunked`, on undecoded), or an HTTP/2 `Host` that disagrees
+/// with `:authority` (RFC 9113 section 8.3.1).
+#[must_use]
+pub fn ambiguity<B>(request: &http::Request<B>) -> Option<crate::rejection::Ambiguity> {
+    use crate::rejection::Ambiguity;
+    let headers = request.headers();
+    let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    if let Some(first) = codings.next() {
+        let only_chunked = first
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("chunked"));
+        if !only_chunked || codings.next().is_some() {
+            return Some(Ambiguity::TransferCoding);
+        }
+    }
+    if request.version() == http::Version::HTTP_2 {
+        if let (Some(authority), Some(host)) = (request.uri().authority(), headers.get(HOST)) {
+            if !host
+                .as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+            {
+                return Some(Ambiguity::Host);
+            }
+        }
+    }
+    None
+}
+
+/// True when the request asks to switch to WebSocket (HTTP/1.1 `Upgrade`), the one
+/// protocol the proxy tunnels. Any other upgrade (`h2c` above all: a tunnel the proxy
+/// could not see into) is not one: its `Upgrade` header is dropped as hop-by-hop and
+/// the request is served as a plain one.
 #[must_use]
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && connection_has(headers, "upgrade")
+    let mut upgrades = headers.get_all(UPGRADE).iter();
+    let websocket = upgrades.next().is_some_and(|value| {
+        value
+            .to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+    });
+    websocket && upgrades.next().is_none() && connection_has(headers, "upgrade")
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {

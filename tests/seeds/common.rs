@@ -176,6 +176,7 @@ impl Seed {
         let spans = generated.split('`').skip(1).step_by(2);
         for span in spans.filter(|_| !original.is_empty()) {
             let looks_like_scope = span.contains(':')
+                && !span.starts_with(':')
                 && !span.contains(' ')
                 && !span.contains('/')
                 && !span.contains('"')
