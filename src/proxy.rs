@@ -243,7 +243,7 @@ impl Upstream {
                     if is_timeout(&error) {
                         Rejection::UpstreamTimeout
                     } else {
-                        Rejection::UpstreamUnavailable
+                        failure(&error)
                     }
                 })
             })
@@ -281,7 +281,7 @@ impl Upstream {
         let Ok(mut slot) = conn.affinity.0.try_lock() else {
             return http.client.request(request).await.map_err(|error| {
                 tracing::warn!(error = %error_chain(&error), "upstream request failed");
-                Rejection::UpstreamUnavailable
+                failure(&error)
             });
         };
         if !request.headers().contains_key(HOST) {
@@ -321,7 +321,7 @@ impl Upstream {
                         *slot = None;
                         let error = error.into_error();
                         tracing::warn!(error = %error_chain(&error), "upstream request failed");
-                        return Err(Rejection::UpstreamUnavailable);
+                        return Err(failure(&error));
                     }
                 },
             }
@@ -474,6 +474,26 @@ fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+/// The refusal for a failed upstream request: the client's fault when its own
+/// request body broke off or was malformed (hyper reports a failed outgoing body as
+/// a user error whose cause is the incoming body's error), the upstream's otherwise.
+fn failure(error: &(dyn std::error::Error + 'static)) -> Rejection {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
+            let from_client_body = hyper.is_user()
+                && hyper
+                    .source()
+                    .is_some_and(|cause| cause.downcast_ref::<hyper::Error>().is_some());
+            if from_client_body {
+                return Rejection::ClientBody;
+            }
+        }
+        source = e.source();
+    }
+    Rejection::UpstreamUnavailable
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

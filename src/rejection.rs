@@ -74,6 +74,9 @@ pub enum Rejection {
     TooLarge(Oversize),
     /// The request could be read in more than one way.
     Ambiguous(Ambiguity),
+    /// The client's request body broke off or was malformed while it was being
+    /// forwarded (the upstream never got a complete request).
+    ClientBody,
 }
 
 /// What makes a request ambiguous: a front end and a back end could each read it
@@ -135,6 +138,12 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         code: "INVALID_PATH",
         meaning: "The path has an encoded separator, a `;` parameter, a backslash or a malformed escape.",
         action: "Send the plain path.",
+    },
+    ErrorDoc {
+        status: 400,
+        code: "MALFORMED_BODY",
+        meaning: "The request body ended early or its chunked framing is malformed.",
+        action: "Send the whole body, correctly framed.",
     },
     ErrorDoc {
         status: 400,
@@ -582,6 +591,7 @@ impl Responder {
             Rejection::InvalidPath(_)
             | Rejection::TooLarge(_)
             | Rejection::Ambiguous(_)
+            | Rejection::ClientBody
             | Rejection::RouteNotFound
             | Rejection::InsufficientTier(_)
             | Rejection::UpstreamUnavailable
@@ -820,6 +830,15 @@ fn describe(
                 Section::Errors,
             ),
         ),
+        R::ClientBody => (
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "MALFORMED_BODY",
+            text(
+                "the request body ended early or its chunked framing is malformed; nothing was completed upstream",
+                Section::Errors,
+            ),
+        ),
         R::Ambiguous(Ambiguity::TransferCoding) => (
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -966,6 +985,7 @@ mod tests {
                 None,
             ),
             (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
+            (Rejection::ClientBody, 400, "MALFORMED_BODY", None),
             (
                 Rejection::Ambiguous(Ambiguity::TransferCoding),
                 400,
