@@ -466,6 +466,7 @@ impl Config {
             locations: Locations::index(text),
             errors: Vec::new(),
             secret_paths: HashSet::new(),
+            secret_values: Vec::new(),
         };
         let config = loader.load(text, overrides, env);
         let mut errors = loader.errors;
@@ -510,6 +511,10 @@ struct Loader {
     errors: Vec<ConfigError>,
     /// Paths whose values came from the environment: never echoed.
     secret_paths: HashSet<String>,
+    /// The values that came from the environment: never echoed either, not even
+    /// in an error about another field (a route conflict naming another route's
+    /// id, a "did you mean" suggesting another tier's name).
+    secret_values: Vec<String>,
 }
 
 /// The top-level sections, each deserialized on its own.
@@ -555,7 +560,13 @@ impl Loader {
         let message = if self.is_secret(path) {
             "invalid value (not shown: it may be a secret)".to_owned()
         } else {
-            message.into()
+            let mut message = message.into();
+            for value in &self.secret_values {
+                if message.contains(value.as_str()) {
+                    message = message.replace(value.as_str(), "(a value from the environment)");
+                }
+            }
+            message
         };
         self.errors.push(ConfigError {
             path: path.to_owned(),
@@ -629,7 +640,12 @@ impl Loader {
                         return;
                     }
                     match env(name) {
-                        Some(v) => out.push_str(&v),
+                        Some(v) => {
+                            out.push_str(&v);
+                            if !v.is_empty() {
+                                self.secret_values.push(v);
+                            }
+                        }
                         None => {
                             self.error(path, format!("environment variable `{name}` is not set"));
                             return;

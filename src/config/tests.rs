@@ -198,3 +198,21 @@ fn request_limits_take_sizes_and_name_a_bad_one() {
         "{rendered}"
     );
 }
+
+#[test]
+fn a_value_from_the_environment_is_never_echoed_in_another_fields_error() {
+    // Found by the `config` fuzz target: a route conflict names the other route's id,
+    // and "did you mean" suggests another tier's name.
+    let text = "upstream: {url: builtin:echo}\ntiers:\n  - name: anonymous\n  - name: ${TIER}\nroutes:\n  - id: ${ROUTE_ID}\n    path: /a\n  - path: /a\n  - path: /b\n    min_tier: hunter3-db-passwordd\n";
+    let env = |name: &str| match name {
+        "ROUTE_ID" => Some("hunter2-db-password".to_owned()),
+        "TIER" => Some("hunter3-db-password".to_owned()),
+        _ => None,
+    };
+    let rendered = Config::from_yaml_str(text, "test.yaml", &Overrides::default(), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(rendered.contains("repeats"), "{rendered}");
+    assert!(!rendered.contains("hunter2"), "{rendered}");
+    assert!(!rendered.contains("hunter3-db-password`"), "{rendered}");
+}
