@@ -503,6 +503,9 @@ impl Config {
     }
 }
 
+/// The shortest value from the environment that is hidden wherever it appears.
+const MIN_SECRET_LEN: usize = 4;
+
 /// Collects errors while the document is taken apart.
 struct Loader {
     /// Directory that relative file names in the config are resolved against.
@@ -513,7 +516,10 @@ struct Loader {
     secret_paths: HashSet<String>,
     /// The values that came from the environment: never echoed either, not even
     /// in an error about another field (a route conflict naming another route's
-    /// id, a "did you mean" suggesting another tier's name).
+    /// id, a "did you mean" suggesting another tier's name). Values shorter than
+    /// [`MIN_SECRET_LEN`] are left out: hiding a `2` would garble every message
+    /// that says `HTTP/2`, and no secret is that short (their own field is still
+    /// never shown).
     secret_values: Vec<String>,
 }
 
@@ -642,7 +648,7 @@ impl Loader {
                     match env(name) {
                         Some(v) => {
                             out.push_str(&v);
-                            if !v.is_empty() {
+                            if v.len() >= MIN_SECRET_LEN {
                                 self.secret_values.push(v);
                             }
                         }

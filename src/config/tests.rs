@@ -216,3 +216,13 @@ fn a_value_from_the_environment_is_never_echoed_in_another_fields_error() {
     assert!(!rendered.contains("hunter2"), "{rendered}");
     assert!(!rendered.contains("hunter3-db-password`"), "{rendered}");
 }
+
+#[test]
+fn a_short_value_from_the_environment_does_not_garble_other_messages() {
+    let text = "upstream: {url: builtin:echo}\nserver: {worker_threads: \"${WORKERS}\"}\nroutes:\n  - path: /a\n    methods: [FETCH2]\n";
+    let env = |name: &str| (name == "WORKERS").then(|| "2".to_owned());
+    let rendered = Config::from_yaml_str(text, "test.yaml", &Overrides::default(), &env)
+        .unwrap_err()
+        .to_string();
+    assert!(rendered.contains("FETCH2"), "{rendered}");
+}
