@@ -287,6 +287,18 @@ fn forward_headers(c: &mut Criterion) {
         )
     });
     group.finish();
+
+    // What every request passes before routing: its size limits, and that it can
+    // be read only one way.
+    let limits = config().server.request_limits;
+    let mut group = c.benchmark_group("request_checks");
+    group.bench_function("size_limits", |b| {
+        b.iter(|| limits.check(black_box(&typical)))
+    });
+    group.bench_function("ambiguity", |b| {
+        b.iter(|| headers::ambiguity(black_box(&typical)))
+    });
+    group.finish();
 }
 
 /// The JSON envelopes of the common refusals, with their headers.
