@@ -724,12 +724,15 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
         .admin_addr
         .map(|a| format!(" (admin http://{a})"))
         .unwrap_or_default();
+    // Listening for signals before saying so: a SIGTERM sent as soon as the line is
+    // seen must drain, never meet the default, fatal disposition.
+    let stop = shutdown_signal();
     tracing::info!(
         public_url = %public_url,
         "authmd-proxy listening on {scheme}://{}{admin}",
         running.addr
     );
-    shutdown_signal().await;
+    stop.await;
     reloading.abort();
     if let Some(watching) = watching {
         watching.abort();
@@ -740,26 +743,33 @@ async fn serve(path: &Path, mut config: Config, mut overrides: Overrides) -> Res
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Resolves at the first SIGINT or SIGTERM. The handlers are installed when it is
+/// called, not when it is first polled (call it inside the runtime).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(term) => term,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let handlers = signal(SignalKind::terminate())
+            .and_then(|term| signal(SignalKind::interrupt()).map(|interrupt| (term, interrupt)));
+        async move {
+            match handlers {
+                Ok((mut term, mut interrupt)) => {
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = term.recv() => {}
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -780,8 +790,9 @@ fn serve_injector(
         let listener = server::bind(listen).await.map_err(|e| e.to_string())?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
         let watching = tokio::spawn(tls.clone().watch(RELOAD_INTERVAL, |_| ()));
+        let stop = shutdown_signal();
         tracing::info!("authmd-proxy injector listening on https://{bound}");
-        injector::serve(listener, tls, Arc::new(injector), shutdown_signal()).await;
+        injector::serve(listener, tls, Arc::new(injector), stop).await;
         watching.abort();
         tracing::info!("stopped");
         Ok(())
