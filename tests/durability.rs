@@ -12,6 +12,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::relay::Relay;
 use support::{Binary, WRITER_KEY, client, json};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
@@ -130,21 +131,6 @@ async fn a_revocation_survives_sigkill() {
 
 /// A config for PostgreSQL replicas, in a schema of its own; `None` (skipped) when
 /// no server is configured.
-/// Replicas on PostgreSQL share a signing key (the config requires it): one
-/// written into `dir`, named in `tokens.signing_keys`.
-fn shared_signing_key(yaml: &str, dir: &std::path::Path) -> String {
-    let (_, pem) = authmd_proxy::tokens::signing::SigningKey::generate(
-        authmd_proxy::tokens::signing::SigningAlgorithm::EdDsa,
-    )
-    .unwrap();
-    let path = dir.join("signing.pem");
-    std::fs::write(&path, pem).unwrap();
-    yaml.replace(
-        "\ntokens:\n",
-        &format!("\ntokens:\n  signing_keys: [{}]\n", path.display()),
-    )
-}
-
 fn postgres_config(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)> {
     let Ok(url) = std::env::var("AUTHMD_TEST_POSTGRES_URL") else {
         eprintln!("skipped: AUTHMD_TEST_POSTGRES_URL is not set");
@@ -163,7 +149,7 @@ fn postgres_config(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)
     );
     let yaml = yaml.replace("  data_dir: data ", "  # data_dir: data ");
     let yaml = yaml.replace("  resync_interval: 10s", "");
-    let yaml = shared_signing_key(&yaml, dir);
+    let yaml = support::shared_signing_key(&yaml, dir);
     // Replicas behind one load balancer share one public URL (the token issuer).
     let yaml = yaml.replace(
         "# public_url: https://api.example.com",
@@ -248,59 +234,6 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
     }
 }
 
-/// A TCP relay to PostgreSQL that the test can cut and restore, standing in for a
-/// database that goes away.
-struct Relay {
-    port: u16,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    generation: tokio::sync::watch::Sender<u64>,
-}
-
-impl Relay {
-    async fn start(target: &str) -> Relay {
-        use std::sync::atomic::Ordering;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
-        let (generation, _) = tokio::sync::watch::channel(0u64);
-        let target = target.to_owned();
-        let (flag, cuts) = (up.clone(), generation.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !flag.load(Ordering::SeqCst) {
-                    continue; // dropped: the connection is refused at once
-                }
-                let target = target.clone();
-                let mut cut = cuts.subscribe();
-                tokio::spawn(async move {
-                    let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
-                        return;
-                    };
-                    tokio::select! {
-                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                        _ = cut.changed() => {}
-                    }
-                });
-            }
-        });
-        Relay {
-            port,
-            up,
-            generation,
-        }
-    }
-
-    /// Drops every relayed connection and refuses new ones.
-    fn cut(&self) {
-        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
-        self.generation.send_modify(|g| *g += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-}
-
 #[tokio::test]
 async fn while_the_store_is_down_keys_verify_from_memory_and_writes_get_503() {
     let Ok(url) = std::env::var("AUTHMD_TEST_POSTGRES_URL") else {
@@ -327,7 +260,7 @@ async fn while_the_store_is_down_keys_verify_from_memory_and_writes_get_503() {
     )
     .replace("  data_dir: data ", "  # data_dir: data ");
     let keys = tempfile::tempdir().unwrap();
-    let yaml = shared_signing_key(&yaml, keys.path());
+    let yaml = support::shared_signing_key(&yaml, keys.path());
     let proxy = support::TestProxy::start(&yaml, None).await;
     let create = || async {
         client()

@@ -11,6 +11,7 @@
 
 pub mod kube;
 pub mod node;
+pub mod relay;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -490,4 +491,19 @@ pub async fn oauth_error(
         "{body}"
     );
     headers
+}
+
+/// Replicas on PostgreSQL share a signing key (the config requires it): one written
+/// into `dir`, named in `tokens.signing_keys` of `yaml`.
+pub fn shared_signing_key(yaml: &str, dir: &std::path::Path) -> String {
+    let (_, pem) = authmd_proxy::tokens::signing::SigningKey::generate(
+        authmd_proxy::tokens::signing::SigningAlgorithm::EdDsa,
+    )
+    .unwrap();
+    let path = dir.join("signing.pem");
+    std::fs::write(&path, pem).unwrap();
+    yaml.replace(
+        "\ntokens:\n",
+        &format!("\ntokens:\n  signing_keys: [{}]\n", path.display()),
+    )
 }
