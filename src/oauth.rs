@@ -15,7 +15,7 @@ mod client;
 use std::sync::Arc;
 
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
-use http::{HeaderValue, Method, Request, Response};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
@@ -421,17 +421,8 @@ async fn read(request: Request<Incoming>) -> Result<(ClientAuth, Form), Rejectio
     if request.method() != Method::POST {
         return Err(Rejection::MethodNotAllowed(MethodSet::of(&["POST"])));
     }
-    let header = client::from_header(request.headers())?;
-    let json = request
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim_start()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    let body = Limited::new(request.into_body(), MAX_FORM)
+    let (parts, body) = request.into_parts();
+    let body = Limited::new(body, MAX_FORM)
         .collect()
         .await
         .map_err(|_| {
@@ -440,8 +431,23 @@ async fn read(request: Request<Incoming>) -> Result<(ClientAuth, Form), Rejectio
             ))
         })?
         .to_bytes();
+    parse(&parts.headers, &body)
+}
+
+/// The client authentication and parameters of a token or revocation request
+/// whose body has been read.
+fn parse(headers: &HeaderMap, body: &[u8]) -> Result<(ClientAuth, Form), Rejection> {
+    let header = client::from_header(headers)?;
+    let json = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/json")
+        });
     let form: Form = if json {
-        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&body)
+        let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(body)
             .map_err(|_| {
                 Rejection::OAuth(OAuthError::InvalidRequest("the body is not a JSON object"))
             })?;
@@ -450,7 +456,7 @@ async fn read(request: Request<Incoming>) -> Result<(ClientAuth, Form), Rejectio
             .filter_map(|(k, v)| v.as_str().map(|s| (k, s.to_owned())))
             .collect()
     } else {
-        form_urlencoded::parse(&body).into_owned().collect()
+        form_urlencoded::parse(body).into_owned().collect()
     };
     // RFC 6749 section 3.2: parameters must not be repeated (`resource` may be, by
     // RFC 8707; more than one is refused as `invalid_target` later).
@@ -463,6 +469,38 @@ async fn read(request: Request<Incoming>) -> Result<(ClientAuth, Form), Rejectio
     }
     let auth = client::combine(header, &form)?;
     Ok((auth, form))
+}
+
+/// What a token or revocation request said, once parsed (for the fuzz targets).
+#[doc(hidden)]
+#[derive(Debug, PartialEq, Eq)]
+pub struct ParsedRequest {
+    /// `client_id`, from HTTP Basic or the body.
+    pub client_id: Option<String>,
+    /// `client_secret`, from HTTP Basic or the body.
+    pub client_secret: Option<String>,
+    /// The client authenticated with HTTP Basic.
+    pub basic: bool,
+    /// The body's parameters, in order.
+    pub form: Vec<(String, String)>,
+}
+
+/// Parses a token or revocation request as the endpoints do, once its body is
+/// read. For the fuzz targets; not part of the API.
+#[doc(hidden)]
+pub fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<ParsedRequest, Rejection> {
+    let (auth, form) = parse(headers, body)?;
+    let (client_id, client_secret, basic) = match auth {
+        ClientAuth::None => (None, None, false),
+        ClientAuth::IdOnly(id) => (Some(id), None, false),
+        ClientAuth::Secret { id, secret, basic } => (Some(id), Some(secret), basic),
+    };
+    Ok(ParsedRequest {
+        client_id,
+        client_secret,
+        basic,
+        form,
+    })
 }
 
 fn field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {

@@ -60,7 +60,7 @@ impl<'a> KeyView<'a> {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(super) struct CreateBody {
     name: Option<String>,
     scopes: Option<ScopeNames>,
 }

@@ -34,7 +34,7 @@ pub const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RegisterBody {
+pub(super) struct RegisterBody {
     #[serde(rename = "type", alias = "identity_type")]
     kind: Option<String>,
     client_name: Option<String>,
@@ -49,7 +49,7 @@ struct RegisterBody {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ClaimBody {
+pub(super) struct ClaimBody {
     claim_token: Option<String>,
     registration_id: Option<String>,
     #[serde(alias = "assertion")]

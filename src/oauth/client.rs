@@ -105,9 +105,12 @@ fn form_decode(text: &str) -> Option<String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3)?;
-                let hex = std::str::from_utf8(hex).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits, exactly: `u8::from_str_radix` alone would also
+                // take a sign (`%+1`).
+                let [high, low] = *bytes.get(i + 1..i + 3)? else {
+                    return None;
+                };
+                out.push(hex_digit(high)? << 4 | hex_digit(low)?);
                 i += 2;
             }
             b => out.push(b),
@@ -115,6 +118,13 @@ fn form_decode(text: &str) -> Option<String> {
         i += 1;
     }
     String::from_utf8(out).ok()
+}
+
+/// The value of one hexadecimal digit.
+fn hex_digit(digit: u8) -> Option<u8> {
+    char::from(digit)
+        .to_digit(16)
+        .and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -137,7 +147,14 @@ mod tests {
 
     #[test]
     fn malformed_basic_is_invalid_client_with_a_challenge() {
-        for raw in ["no-colon", ":secret", "id:%zz", "id:%4"] {
+        for raw in [
+            "no-colon",
+            ":secret",
+            "id:%zz",
+            "id:%4",
+            "id:%+1",
+            "%-1:secret",
+        ] {
             let error = from_header(&basic(raw)).unwrap_err();
             assert!(
                 matches!(
