@@ -758,6 +758,7 @@ impl Generation {
                 (false, true) => &x402::PAYMENT_HEADERS,
                 (false, false) => &[],
             },
+            body_limit: config.server.request_limits.body,
         };
         let forwarded = Instant::now();
         let mut response = match self.upstream.forward(request, outbound, conn).await {

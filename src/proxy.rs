@@ -17,6 +17,8 @@ use std::time::Duration;
 use http::header::HOST;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::LengthLimitError;
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::client::legacy::Client;
@@ -25,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
 use crate::config::{HealthCheck, UpstreamSettings, UpstreamTarget};
-use crate::rejection::Rejection;
+use crate::rejection::{Oversize, Rejection};
 use crate::tls::{TlsError, UpstreamFiles};
 
 /// What the proxy knows about the client connection a request came on.
@@ -49,7 +51,7 @@ pub struct ClientConn {
 #[derive(Debug, Default)]
 /// The connection is tagged with the [`Upstream`] it belongs to: after a config
 /// reload, a client connection's next request goes to the new upstream.
-struct Affinity(tokio::sync::Mutex<Option<(u64, http1::SendRequest<Incoming>)>>);
+struct Affinity(tokio::sync::Mutex<Option<(u64, http1::SendRequest<Forwarded>)>>);
 
 impl ClientConn {
     /// Connection info for a plain-TCP peer.
@@ -96,6 +98,9 @@ pub struct Outbound<'a> {
     pub identity: Option<Identity>,
     /// Credential headers to remove.
     pub consumed: &'a [http::HeaderName],
+    /// Bytes of body forwarded at most (`server.max_body`); past them the request
+    /// fails, with 413 if the upstream has not answered yet.
+    pub body_limit: u64,
 }
 
 /// The upstream: an HTTP origin behind a connection pool, or the built-in echo.
@@ -117,12 +122,18 @@ enum Target {
     Http(Box<HttpTarget>),
 }
 
+/// The body sent upstream: the client's, cut off with an error past
+/// `server.max_body`. A body that declares its length is refused before this when it
+/// declares too much (and hyper holds it to what it declares); this bounds the
+/// others, chunked or HTTP/2, as they stream.
+type Forwarded = Limited<Incoming>;
+
 /// Dials the upstream: plain TCP, or TLS for an `https://` upstream.
 type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 
 #[derive(Debug)]
 struct HttpTarget {
-    client: Client<Connector, Incoming>,
+    client: Client<Connector, Forwarded>,
     /// The pool's connector, also used for the per-client-connection HTTP/1.1
     /// connections and health probes.
     connector: Connector,
@@ -230,8 +241,10 @@ impl Upstream {
         // concurrent streams) and upgrades go through the shared pool.
         let affine = !self.http2 && !upgrade && request.version() < Version::HTTP_2;
         self.rewrite(&mut request, &outbound, conn, upgrade, !affine);
+        let limit = usize::try_from(outbound.body_limit).unwrap_or(usize::MAX);
+        let request = request.map(|body| Limited::new(body, limit));
         let Target::Http(http) = &self.target else {
-            return Ok(Box::pin(echo::answer(request)).await);
+            return Box::pin(echo::answer(request)).await;
         };
         let sent = if affine {
             tokio::time::timeout(self.response_timeout, self.send_affine(http, conn, request)).await
@@ -276,7 +289,7 @@ impl Upstream {
         &self,
         http: &HttpTarget,
         conn: &ClientConn,
-        mut request: Request<Incoming>,
+        mut request: Request<Forwarded>,
     ) -> Result<Response<Incoming>, Rejection> {
         let Ok(mut slot) = conn.affinity.0.try_lock() else {
             return http.client.request(request).await.map_err(|error| {
@@ -362,7 +375,7 @@ impl Upstream {
     }
 
     /// Opens an HTTP/1.1 connection to the upstream.
-    async fn connect(&self, http: &HttpTarget) -> Result<http1::SendRequest<Incoming>, Rejection> {
+    async fn connect(&self, http: &HttpTarget) -> Result<http1::SendRequest<Forwarded>, Rejection> {
         let stream = self.dial(http).await?;
         let (sender, connection) =
             http1::Builder::new()
@@ -478,10 +491,14 @@ fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
 
 /// The refusal for a failed upstream request: the client's fault when its own
 /// request body broke off or was malformed (hyper reports a failed outgoing body as
-/// a user error whose cause is the incoming body's error), the upstream's otherwise.
+/// a user error whose cause is the incoming body's error) or grew past
+/// `server.max_body`, the upstream's otherwise.
 fn failure(error: &(dyn std::error::Error + 'static)) -> Rejection {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
+        if e.is::<LengthLimitError>() {
+            return Rejection::TooLarge(Oversize::Body);
+        }
         if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
             let from_client_body = hyper.is_user()
                 && hyper

@@ -48,7 +48,16 @@ routes:
   - {path: "/{*rest}", access: public}
 "#;
 
-/// The same, speaking HTTP/2 (prior knowledge) to the upstream.
+/// The same, taking bodies of any size the bulk tests send (`server.max_body` is
+/// 16 MiB by default, and holds streamed bodies too).
+const PUBLIC_BULK: &str = r#"
+upstream: {url: '{upstream}'}
+server: {max_body: 1GiB}
+routes:
+  - {path: "/{*rest}", access: public}
+"#;
+
+/// The same as `PUBLIC`, speaking HTTP/2 (prior knowledge) to the upstream.
 const PUBLIC_H2: &str = r#"
 upstream: {url: '{upstream}', http2: true}
 routes:
@@ -391,7 +400,7 @@ async fn bulk_upstream() -> SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_100_mib_upload_streams_through_to_the_upstream() {
     let upstream = bulk_upstream().await;
-    let proxy = TestProxy::start(PUBLIC, Some(upstream)).await;
+    let proxy = TestProxy::start(PUBLIC_BULK, Some(upstream)).await;
     let response = within(
         BULK_GUARD,
         "100 MiB upload",
@@ -428,8 +437,8 @@ mod binary {
     use crate::support::Binary;
 
     use super::{
-        BULK, BULK_GUARD, PUBLIC, bulk_upstream, client, count_response, generated_upload, guard,
-        within,
+        BULK, BULK_GUARD, PUBLIC_BULK, bulk_upstream, client, count_response, generated_upload,
+        guard, within,
     };
 
     /// Starts the real binary on `config` (port 0, one worker thread).
@@ -466,7 +475,7 @@ mod binary {
         let config = dir.path().join("forward.yaml");
         std::fs::write(
             &config,
-            PUBLIC.replace("{upstream}", &format!("http://{upstream}")),
+            PUBLIC_BULK.replace("{upstream}", &format!("http://{upstream}")),
         )
         .unwrap();
         let child = start_binary(&config).await;

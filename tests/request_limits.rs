@@ -1,6 +1,8 @@
 //! Oversized requests and connection floods: a request target, header set or
 //! declared body beyond `server:`'s limits is refused with its envelope (414, 431,
-//! 413) before anything else looks at it and before the upstream sees it; far beyond,
+//! 413) before anything else looks at it and before the upstream sees it; a streamed
+//! body (no declared length) is cut off where it passes the limit, and answered 413
+//! if the upstream has not answered yet; far beyond,
 //! hyper's parser closes the connection; past `server.max_connections`, a new
 //! connection is closed at once. After each, normal traffic is served again.
 
@@ -147,6 +149,72 @@ async fn a_declared_body_beyond_the_limit_is_413_without_reaching_the_api() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "a body at the limit passes");
+}
+
+/// An upstream that reads each request's whole body before answering, and records
+/// the length of each body it received complete (a body that broke off is not one).
+async fn reading_upstream() -> (
+    std::net::SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<usize>,
+) {
+    use http_body_util::BodyExt;
+    let (seen, complete) = tokio::sync::mpsc::unbounded_channel();
+    let addr = support::upstream(move |request: http::Request<hyper::body::Incoming>| {
+        let seen = seen.clone();
+        async move {
+            if let Ok(body) = request.into_body().collect().await {
+                let _ = seen.send(body.to_bytes().len());
+            }
+            http::Response::new(Body::full("ok"))
+        }
+    })
+    .await;
+    (addr, complete)
+}
+
+/// A body with no declared length: `size` bytes in 4 KiB chunks.
+fn streamed(size: usize) -> reqwest::Body {
+    let chunks = (0..size.div_ceil(4096)).map(move |i| {
+        let len = (size - i * 4096).min(4096);
+        Ok::<_, std::io::Error>(bytes::Bytes::from(vec![b'x'; len]))
+    });
+    reqwest::Body::wrap_stream(futures_util::stream::iter(chunks))
+}
+
+#[tokio::test]
+async fn a_streamed_body_growing_past_the_limit_is_413_and_never_reaches_the_api_whole() {
+    let (upstream, mut complete) = reading_upstream().await;
+    let proxy = TestProxy::start(CONFIG, Some(upstream)).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for (client, version) in [(client(), "HTTP/1.1 chunked"), (h2, "HTTP/2")] {
+        let response = client
+            .post(proxy.url("/echo"))
+            .body(streamed((64 << 10) + 1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            response.version() == http::Version::HTTP_2,
+            version == "HTTP/2"
+        );
+        assert_envelope(response, 413, "payload_too_large", "BODY_TOO_LARGE").await;
+        assert!(
+            complete.try_recv().is_err(),
+            "{version}: the upstream got a whole body"
+        );
+        // At the limit exactly, it streams through whole.
+        let response = client
+            .post(proxy.url("/echo"))
+            .body(streamed(64 << 10))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{version}");
+        assert_eq!(complete.recv().await, Some(64 << 10), "{version}");
+    }
 }
 
 /// Opens a connection and completes one keep-alive request on it, so that the

@@ -4,18 +4,20 @@
 
 use http::header::CONTENT_TYPE;
 use http::{HeaderValue, Request, Response};
-use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use http_body_util::{BodyExt, LengthLimitError};
 use serde_json::{Map, Value, json};
 
+use super::Forwarded;
 use crate::body::Body;
+use crate::rejection::{Oversize, Rejection};
 
 /// How much of the request body is echoed back as text; the rest is only counted.
 const ECHOED_BODY: usize = 64 * 1024;
 
 /// The echo answer for a rewritten request. The body is read frame by frame and
-/// counted, never held beyond [`ECHOED_BODY`].
-pub(super) async fn answer(request: Request<Incoming>) -> Response<Body> {
+/// counted, never held beyond [`ECHOED_BODY`]; one past `server.max_body` is
+/// refused, as a real upstream's request would fail.
+pub(super) async fn answer(request: Request<Forwarded>) -> Result<Response<Body>, Rejection> {
     let (parts, mut body) = request.into_parts();
     let mut headers = Map::new();
     for name in parts.headers.keys() {
@@ -31,9 +33,15 @@ pub(super) async fn answer(request: Request<Incoming>) -> Response<Body> {
     let mut kept = Vec::new();
     let mut complete = true;
     while let Some(frame) = body.frame().await {
-        let Ok(frame) = frame else {
-            complete = false;
-            break;
+        let frame = match frame {
+            Ok(frame) => frame,
+            Err(error) if error.is::<LengthLimitError>() => {
+                return Err(Rejection::TooLarge(Oversize::Body));
+            }
+            Err(_) => {
+                complete = false;
+                break;
+            }
         };
         if let Ok(data) = frame.into_data() {
             length += data.len() as u64;
@@ -57,5 +65,5 @@ pub(super) async fn answer(request: Request<Incoming>) -> Response<Body> {
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    response
+    Ok(response)
 }
