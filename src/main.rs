@@ -301,7 +301,7 @@ fn main() -> ExitCode {
             rotate_key(&config, data_dir)
         }
         Command::Keys(KeysCommand::Generate { prefix }) => match api_key::mint(&prefix) {
-            Ok(key) => out(&format!("key:  {}\nhash: {}\n", key.secret, key.hash)),
+            Ok(key) => out(&format!("key:  {}\nhash: {}\n", key.secret.as_str(), key.hash)),
             Err(error) => fail(&error.to_string(), EX_USAGE),
         },
         Command::Keys(KeysCommand::Create {
@@ -498,7 +498,7 @@ async fn create_key(
     Ok(format!(
         "id:     {}\nkey:    {}\nscopes: {}\ntier:   {}\n(the key is shown once; store it now)\n",
         record.id,
-        new.secret,
+        new.secret.as_str(),
         record.scopes.join(" "),
         record.tier
     ))

@@ -31,6 +31,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig, SupportedProtocolVersion
 use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::time::MissedTickBehavior;
+use zeroize::Zeroizing;
 
 /// The protocol versions offered, both ways.
 static VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];
@@ -402,8 +403,9 @@ fn read(file: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Vec<u8>), TlsError> {
-    Ok((read(cert)?, read(key)?))
+/// A certificate and its private key; the key's bytes are zeroed when dropped.
+fn read_pair(cert: &Path, key: &Path) -> Result<(Vec<u8>, Zeroizing<Vec<u8>>), TlsError> {
+    Ok((read(cert)?, Zeroizing::new(read(key)?)))
 }
 
 /// One hash over both files, each prefixed with its length so that bytes moving

@@ -97,7 +97,8 @@ async fn bad_keys_and_tokens_are_401_invalid_token() {
     let proxy = TestProxy::example(None).await;
     let unknown = authmd_proxy::credentials::api_key::mint("ak_live")
         .unwrap()
-        .secret;
+        .secret
+        .to_string();
     let mut bad_checksum = WRITER_KEY.to_owned();
     bad_checksum.pop();
     bad_checksum.push('2');

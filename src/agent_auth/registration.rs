@@ -157,7 +157,7 @@ impl AgentAuth {
         let granted = narrow(settings.scopes, requested);
         let new = mint(config)?;
         let registration_id = random_id("reg")?;
-        let claim_token = random_id("clm")?;
+        let claim_token = zeroize::Zeroizing::new(random_id("clm")?);
         let claim_expires_at =
             now + i64::try_from(settings.claim_ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let key = self.issued_key(
@@ -185,8 +185,8 @@ impl AgentAuth {
         let post_claim = narrow(settings.claimed_scopes, requested);
         let mut answer = issued(&registration_id, "anonymous", &new.secret, &key);
         answer["claim_url"] =
-            format!("{origin}{}?token={claim_token}", config.endpoints.claim).into();
-        answer["claim_token"] = claim_token.into();
+            format!("{origin}{}?token={}", config.endpoints.claim, claim_token.as_str()).into();
+        answer["claim_token"] = claim_token.as_str().into();
         answer["claim_token_expires"] = rfc3339(claim_expires_at).into();
         answer["post_claim_scopes"] = config
             .scopes

@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use zeroize::Zeroizing;
+
 /// Bytes of randomness in a key.
 const RANDOM_BYTES: usize = 24;
 /// Base58 digits of the checksum.
@@ -30,8 +32,19 @@ const IS_BASE58: [bool; 256] = {
 };
 
 /// The BLAKE3 hash of a key: what the table and the store hold.
-#[derive(Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+///
+/// Compared in constant time (as `blake3::Hash` is): a table probe that matched
+/// more leading bytes of a stored hash takes no longer than one that matched fewer.
+/// Such a leak would reveal only digests, which BLAKE3 does not let anyone invert,
+/// but costs nothing to close.
+#[derive(Clone, Copy, Default, Eq, PartialOrd, Ord)]
 pub struct KeyHash(pub [u8; 32]);
+
+impl PartialEq for KeyHash {
+    fn eq(&self, other: &KeyHash) -> bool {
+        blake3::Hash::from_bytes(self.0) == blake3::Hash::from_bytes(other.0)
+    }
+}
 
 impl std::hash::Hash for KeyHash {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
@@ -67,10 +80,11 @@ impl fmt::Debug for KeyHash {
     }
 }
 
-/// A newly minted key. Its `Debug` never shows the secret.
+/// A newly minted key. Its `Debug` never shows the secret, and its memory is zeroed
+/// when it is dropped.
 pub struct NewKey {
     /// The full secret, to be shown to its owner exactly once.
-    pub secret: String,
+    pub secret: Zeroizing<String>,
     /// Its hash.
     pub hash: KeyHash,
 }
@@ -120,9 +134,18 @@ pub fn mint(prefix: &str) -> Result<NewKey, MintError> {
     if !is_valid_prefix(prefix) {
         return Err(MintError::BadPrefix(prefix.to_owned()));
     }
-    let mut random = [0u8; RANDOM_BYTES];
-    getrandom::fill(&mut random).map_err(MintError::Random)?;
-    let mut secret = format!("{prefix}_{}", bs58::encode(random).into_string());
+    // Every buffer that holds the secret, or the randomness it encodes, is zeroed
+    // when dropped; the secret's is sized up front so that no push reallocates it
+    // (leaving a copy behind).
+    let mut random = Zeroizing::new([0u8; RANDOM_BYTES]);
+    getrandom::fill(random.as_mut()).map_err(MintError::Random)?;
+    let encoded = Zeroizing::new(bs58::encode(random.as_ref()).into_string());
+    let mut secret = Zeroizing::new(String::with_capacity(
+        prefix.len() + 1 + encoded.len() + CHECK_LEN,
+    ));
+    secret.push_str(prefix);
+    secret.push('_');
+    secret.push_str(&encoded);
     let check = checksum(&secret);
     secret.push_str(std::str::from_utf8(&check).unwrap_or_default());
     let hash = KeyHash::of(&secret);
@@ -177,7 +200,7 @@ mod tests {
     fn any_single_change_breaks_the_checksum() {
         let key = mint("gsk").unwrap().secret;
         for i in "gsk_".len()..key.len() {
-            let mut bytes = key.clone().into_bytes();
+            let mut bytes = key.as_bytes().to_vec();
             bytes[i] = if bytes[i] == b'2' { b'3' } else { b'2' };
             let changed = String::from_utf8(bytes).unwrap();
             assert!(!checksum_ok(&changed, "gsk"), "{i}");

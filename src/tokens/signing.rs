@@ -23,6 +23,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use rustls_pki_types::PrivatePkcs8KeyDer;
 use rustls_pki_types::pem::PemObject;
 use serde::Serialize;
+use zeroize::Zeroizing;
 
 /// Which algorithm new keys use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,9 +101,10 @@ impl SigningKey {
     }
 
     /// Generates a key and returns it with its PEM encoding.
+    /// (The DER is zeroed here; the PEM is the caller's to write out, and to zero.)
     pub fn generate(algorithm: SigningAlgorithm) -> Result<(SigningKey, String), KeyError> {
         let rng = SystemRandom::new();
-        let der = match algorithm {
+        let der = Zeroizing::new(match algorithm {
             SigningAlgorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng)
                 .map_err(|_| KeyError::Generate)?
                 .as_ref()
@@ -113,7 +115,7 @@ impl SigningKey {
                     .as_ref()
                     .to_vec()
             }
-        };
+        });
         let key = SigningKey::from_pkcs8(&der).ok_or(KeyError::Generate)?;
         Ok((key, pem("PRIVATE KEY", &der)))
     }
@@ -216,7 +218,7 @@ impl SigningKeys {
         let mut keys = Vec::with_capacity(files.len());
         for file in files {
             let label = file.display().to_string();
-            let pem = std::fs::read(file).map_err(|error| KeyError::Io {
+            let pem = std::fs::read(file).map(Zeroizing::new).map_err(|error| KeyError::Io {
                 path: label.clone(),
                 error,
             })?;
@@ -330,7 +332,7 @@ fn read_dir(dir: &Path) -> Result<Vec<(i64, SigningKey, PathBuf)>, KeyError> {
             continue;
         };
         let label = path.display().to_string();
-        let pem = std::fs::read(&path).map_err(|error| KeyError::Io {
+        let pem = std::fs::read(&path).map(Zeroizing::new).map_err(|error| KeyError::Io {
             path: label.clone(),
             error,
         })?;
@@ -361,6 +363,7 @@ fn current(
 /// Generates a key and writes it as `key-<now>.pem` (mode 0600), durably.
 fn write_key(dir: &Path, algorithm: SigningAlgorithm, now: i64) -> Result<String, KeyError> {
     let (key, pem) = SigningKey::generate(algorithm)?;
+    let pem = Zeroizing::new(pem);
     create_private_dir(dir).map_err(|error| KeyError::Io {
         path: dir.display().to_string(),
         error,
