@@ -692,7 +692,15 @@ impl Generation {
                 };
                 match again {
                     Ok(grant) => grant,
-                    Err(refusal) => {
+                    Err(mut refusal) => {
+                        let unknown_key = matches!(
+                            refusal.rejection,
+                            Rejection::InvalidToken(TokenError::UnknownKey)
+                        );
+                        if unknown_key && token.is_some_and(|t| self.tokens.issuer_keys_missing(t))
+                        {
+                            refusal.rejection = Rejection::IssuerKeysUnavailable;
+                        }
                         trace.meter = meter_of(refusal.route);
                         return respond(refusal);
                     }

@@ -77,6 +77,9 @@ pub enum Rejection {
     /// The client's request body broke off or was malformed while it was being
     /// forwarded (the upstream never got a complete request).
     ClientBody,
+    /// The token's issuer is trusted, but none of its signing keys could be fetched
+    /// yet: the token may be fine, so this is retryable, not a bad token.
+    IssuerKeysUnavailable,
 }
 
 /// What makes a request ambiguous: a front end and a back end could each read it
@@ -138,6 +141,12 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         code: "INVALID_PATH",
         meaning: "The path has an encoded separator, a `;` parameter, a backslash or a malformed escape.",
         action: "Send the plain path.",
+    },
+    ErrorDoc {
+        status: 503,
+        code: "ISSUER_JWKS_UNAVAILABLE",
+        meaning: "The token's issuer is trusted, but its signing keys could not be fetched yet.",
+        action: "Wait `Retry-After` seconds, then retry with the same token.",
     },
     ErrorDoc {
         status: 400,
@@ -584,7 +593,7 @@ impl Responder {
             Rejection::RateLimited { retry_after } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
-            Rejection::Payment(PaymentError::Unavailable) => {
+            Rejection::Payment(PaymentError::Unavailable) | Rejection::IssuerKeysUnavailable => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Rejection::QuotaExceeded | Rejection::Payment(_) => {}
@@ -830,6 +839,15 @@ fn describe(
                 Section::Errors,
             ),
         ),
+        R::IssuerKeysUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "ISSUER_JWKS_UNAVAILABLE",
+            text(
+                "the token's issuer's signing keys could not be fetched yet; retry later with the same token",
+                Section::Errors,
+            ),
+        ),
         R::ClientBody => (
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -986,6 +1004,12 @@ mod tests {
             ),
             (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
             (Rejection::ClientBody, 400, "MALFORMED_BODY", None),
+            (
+                Rejection::IssuerKeysUnavailable,
+                503,
+                "ISSUER_JWKS_UNAVAILABLE",
+                Some(("retry-after", "5")),
+            ),
             (
                 Rejection::Ambiguous(Ambiguity::TransferCoding),
                 400,

@@ -347,6 +347,18 @@ impl Tokens {
         }
     }
 
+    /// True when `token` names a trusted issuer none of whose keys has been fetched
+    /// yet: its "unknown key" then says nothing about the token.
+    #[must_use]
+    pub fn issuer_keys_missing(&self, token: &str) -> bool {
+        peek_issuer(token).is_some_and(|issuer| {
+            self.trusted
+                .iter()
+                .find(|i| i.settings.issuer == issuer)
+                .is_some_and(|i| !i.keys.is_loaded())
+        })
+    }
+
     fn verify_fresh(&self, token: &str, now: i64) -> Result<TokenGrant, TokenError> {
         let header = header_of(token)?;
         let issuer = peek_issuer(token).ok_or(TokenError::Malformed)?;

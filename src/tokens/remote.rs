@@ -10,13 +10,16 @@
 //! time: forged `kid`s cannot turn the proxy into an amplifier against the issuer.
 //!
 //! Keys are filtered on arrival: symmetric keys (an HMAC "public key" is the classic
-//! confusion attack), keys not for signatures, and keys whose algorithm the operator
-//! did not accept are dropped. The algorithm is the key's, never the token's.
+//! confusion attack), keys not for signatures, RSA keys under 2048 bits, and keys
+//! whose algorithm the operator did not accept are dropped. The algorithm is the
+//! key's, never the token's. A key set with no usable key left counts as a failed
+//! fetch: an issuer serving junk never takes away the last good keys.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use base64::Engine as _;
 use bytes::Bytes;
 use http::Uri;
 use http_body_util::{BodyExt, Empty, Limited};
@@ -38,6 +41,11 @@ pub const REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest JWKS read.
 const MAX_JWKS: usize = 256 * 1024;
+/// Smallest RSA modulus accepted, in bytes (2048 bits).
+const MIN_RSA_MODULUS: usize = 256;
+/// The first retry after a failed background fetch; it doubles up to
+/// [`REFRESH_EVERY`].
+const FIRST_RETRY: Duration = Duration::from_secs(5);
 
 /// The HTTP(S) client that fetches key sets.
 pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -83,6 +91,14 @@ pub enum Refetch {
     Failed,
 }
 
+/// When the last fetch ended, how it went, and how many there have been.
+#[derive(Debug, Clone, Copy)]
+struct LastFetch {
+    ended: Option<Instant>,
+    outcome: Refetch,
+    count: u64,
+}
+
 /// One issuer's keys.
 #[derive(Debug)]
 pub struct RemoteKeys {
@@ -91,8 +107,11 @@ pub struct RemoteKeys {
     refetch_interval: Duration,
     client: HttpsClient,
     current: ArcSwap<Snapshot>,
-    /// When the last fetch started; held while fetching, so fetches never overlap.
-    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// The last fetch; held while fetching, so fetches never overlap.
+    last_fetch: tokio::sync::Mutex<LastFetch>,
+    /// [`LastFetch::count`], readable without the lock: a caller that saw it change
+    /// while it waited for the lock takes that fetch's outcome as its own.
+    fetches: std::sync::atomic::AtomicU64,
     /// Where fetch outcomes are counted, once the gateway's metrics are known.
     counters: std::sync::OnceLock<crate::metrics::FetchCounters>,
 }
@@ -113,7 +132,12 @@ impl RemoteKeys {
             refetch_interval,
             client,
             current: ArcSwap::from_pointee(Snapshot::default()),
-            last_fetch: tokio::sync::Mutex::new(None),
+            last_fetch: tokio::sync::Mutex::new(LastFetch {
+                ended: None,
+                outcome: Refetch::Failed,
+                count: 0,
+            }),
+            fetches: std::sync::atomic::AtomicU64::new(0),
             counters: std::sync::OnceLock::new(),
         }
     }
@@ -144,15 +168,37 @@ impl RemoteKeys {
         self.current.load().loaded
     }
 
-    /// Fetches the key set now, unless a fetch started less than the refetch
-    /// interval ago. Concurrent callers wait for one fetch.
+    /// Fetches the key set now, unless a fetch ended less than the refetch interval
+    /// ago. Concurrent callers wait for one fetch and share its outcome, however
+    /// long it took.
     pub async fn refetch(&self) -> Refetch {
+        self.fetch_unless(true).await
+    }
+
+    /// Fetches now, or shares the outcome of a fetch that ended while this caller
+    /// waited for the lock; `throttled`: not within the refetch interval of the last.
+    async fn fetch_unless(&self, throttled: bool) -> Refetch {
+        use std::sync::atomic::Ordering;
+        let seen = self.fetches.load(Ordering::Acquire);
         let mut last = self.last_fetch.lock().await;
-        if last.is_some_and(|at| at.elapsed() < self.refetch_interval) {
+        if last.count != seen {
+            return last.outcome;
+        }
+        if throttled
+            && last
+                .ended
+                .is_some_and(|at| at.elapsed() < self.refetch_interval)
+        {
             return Refetch::Throttled;
         }
-        *last = Some(Instant::now());
-        self.fetch().await
+        let outcome = self.fetch().await;
+        *last = LastFetch {
+            ended: Some(Instant::now()),
+            outcome,
+            count: last.count + 1,
+        };
+        self.fetches.store(last.count, Ordering::Release);
+        outcome
     }
 
     async fn fetch(&self) -> Refetch {
@@ -168,14 +214,19 @@ impl RemoteKeys {
                 .to_bytes();
             serde_json::from_slice::<JwkSet>(&body).ok()
         };
-        match tokio::time::timeout(FETCH_TIMEOUT, request).await {
-            Ok(Some(set)) => {
-                let keys: Vec<Arc<RemoteKey>> = set
-                    .keys
-                    .iter()
-                    .filter_map(|jwk| self.usable(jwk))
-                    .map(Arc::new)
-                    .collect();
+        let keys: Option<Vec<Arc<RemoteKey>>> =
+            match tokio::time::timeout(FETCH_TIMEOUT, request).await {
+                Ok(Some(set)) => Some(
+                    set.keys
+                        .iter()
+                        .filter_map(|jwk| self.usable(jwk))
+                        .map(Arc::new)
+                        .collect(),
+                ),
+                _ => None,
+            };
+        match keys {
+            Some(keys) if !keys.is_empty() => {
                 tracing::debug!(jwks_uri = %self.uri, keys = keys.len(), "fetched an issuer's keys");
                 self.current
                     .store(Arc::new(Snapshot { keys, loaded: true }));
@@ -185,7 +236,7 @@ impl RemoteKeys {
                 Refetch::Fetched
             }
             _ => {
-                tracing::warn!(jwks_uri = %self.uri, "cannot fetch a trusted issuer's JWKS; keeping the last good keys");
+                tracing::warn!(jwks_uri = %self.uri, "cannot fetch a trusted issuer's JWKS, or it has no usable key; keeping the last good keys");
                 if let Some(counters) = self.counters.get() {
                     counters.record(false);
                 }
@@ -202,6 +253,15 @@ impl RemoteKeys {
         if !self.accepted.contains(&algorithm) {
             return None;
         }
+        if let AlgorithmParameters::RSA(rsa) = &jwk.algorithm {
+            let modulus = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(rsa.n.trim_end_matches('='))
+                .ok()?;
+            let significant = modulus.iter().skip_while(|b| **b == 0).count();
+            if significant < MIN_RSA_MODULUS {
+                return None;
+            }
+        }
         Some(RemoteKey {
             kid: jwk.common.key_id.clone(),
             algorithm,
@@ -209,19 +269,17 @@ impl RemoteKeys {
         })
     }
 
-    /// Keeps the key set fresh: fetches now (unless a verification just did), then
-    /// every [`REFRESH_EVERY`]; until a fetch succeeds, retries sooner (5 s,
-    /// doubling).
+    /// Keeps the key set fresh: fetches now, then every [`REFRESH_EVERY`]; after a
+    /// failure, retries sooner ([`FIRST_RETRY`], doubling). These fetches are not
+    /// throttled by the refetch interval, which bounds only those that tokens cause.
     pub async fn refresh_forever(self: Arc<Self>) {
-        let mut retry = Duration::from_secs(5);
+        let mut retry = FIRST_RETRY;
         loop {
-            let wait = match self.refetch().await {
-                Refetch::Fetched => {
-                    retry = Duration::from_secs(5);
+            let wait = match self.fetch_unless(false).await {
+                Refetch::Fetched | Refetch::Throttled => {
+                    retry = FIRST_RETRY;
                     REFRESH_EVERY
                 }
-                Refetch::Throttled if self.is_loaded() => REFRESH_EVERY,
-                Refetch::Throttled => retry,
                 Refetch::Failed => {
                     let wait = retry;
                     retry = (retry * 2).min(REFRESH_EVERY);
@@ -255,7 +313,9 @@ pub fn algorithm_of(jwk: &Jwk) -> Option<Algorithm> {
         };
         // The declared algorithm must fit the key type.
         let fits = match (&jwk.algorithm, algorithm) {
-            (AlgorithmParameters::OctetKeyPair(_), Algorithm::EdDSA) => true,
+            (AlgorithmParameters::OctetKeyPair(okp), Algorithm::EdDSA) => {
+                okp.curve == EllipticCurve::Ed25519
+            }
             (AlgorithmParameters::EllipticCurve(ec), Algorithm::ES256) => {
                 ec.curve == EllipticCurve::P256
             }
