@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use support::relay::Relay;
-use support::{Binary, WRITER_KEY, client, json};
+use support::{Binary, WRITER_KEY, client, eventually, json};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
 
@@ -61,24 +61,6 @@ async fn write_with(proxy: &Binary, key: &str) -> u16 {
         .unwrap()
         .status()
         .as_u16()
-}
-
-/// Polls until `check` holds, for at most `within` (a bound on propagation, not a
-/// readiness sleep: the first check usually passes).
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    tokio::time::timeout(within, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the condition did not hold within {within:?}"));
-    start.elapsed()
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::relay::Relay;
-use support::{Binary, WRITER_KEY, assert_envelope, client, json};
+use support::{Binary, WRITER_KEY, assert_envelope, client, eventually, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
@@ -119,24 +119,6 @@ async fn assert_store_unavailable(response: reqwest::Response) {
         "STORE_UNAVAILABLE",
     )
     .await;
-}
-
-/// Polls `check` until it holds, for at most `within`: a bound on recovery, not a
-/// readiness sleep (each poll is a real request).
-async fn eventually<F, Fut>(within: Duration, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = tokio::time::Instant::now();
-    tokio::time::timeout(within, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the condition did not hold within {within:?}"));
-    start.elapsed()
 }
 
 /// Creates a key, retrying while the store refuses with 503 (each refusal checked),

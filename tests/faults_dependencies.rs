@@ -35,13 +35,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use authmd_proxy::body::Body;
-use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use hyper::Response;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::{TestProxy, WRITER_KEY, assert_envelope, client};
+use support::{IssuerKey as Key, TestProxy, WRITER_KEY, assert_envelope, client, eventually};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
@@ -169,21 +168,6 @@ async fn answer_one(
     }
 }
 
-/// Polls `check` (every 20 ms) until it holds; panics after `within`.
-async fn eventually<F, Fut>(within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    tokio::time::timeout(within, async {
-        while !check().await {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("the condition did not hold within {within:?}"));
-}
-
 /// An upstream that counts the requests it receives and answers with the
 /// principal the proxy attached.
 async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
@@ -216,30 +200,6 @@ async fn counting_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
 // ---------------------------------------------------------------------------
 
 const ISSUER: &str = "https://idp.test";
-
-/// An Ed25519 key of the IdP: the PEM it signs with and the public JWK it
-/// publishes, under a `kid` the test chooses.
-struct Key {
-    kid: String,
-    pem: String,
-    jwk: Value,
-}
-
-impl Key {
-    fn new(kid: &str) -> Key {
-        let (key, pem) = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
-        let jwks: Value =
-            serde_json::from_slice(SigningKeys::new(vec![key]).unwrap().jwks()).unwrap();
-        let mut jwk = jwks["keys"][0].clone();
-        jwk["kid"] = json!(kid);
-        Key {
-            kid: kid.to_owned(),
-            // (`as_str`: the PEM may come wrapped in `Zeroizing`.)
-            pem: pem.as_str().to_owned(),
-            jwk,
-        }
-    }
-}
 
 /// A good JWKS answer publishing exactly `keys`.
 fn key_set(keys: &[&Key]) -> Answer {

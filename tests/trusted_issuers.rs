@@ -16,45 +16,16 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use authmd_proxy::body::Body;
-use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
+use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hyper::Response;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::{TestProxy, assert_envelope, client};
+use support::{IssuerKey as Key, TestProxy, assert_envelope, client};
 
 const ISSUER: &str = "https://idp.test";
 const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-
-/// An Ed25519 key of the IdP: the PEM it signs with and the public JWK it
-/// publishes, under a `kid` the test chooses.
-struct Key {
-    kid: String,
-    pem: String,
-    jwk: Value,
-}
-
-impl Key {
-    fn new(kid: &str) -> Key {
-        let (key, pem) = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
-        let jwks: Value =
-            serde_json::from_slice(SigningKeys::new(vec![key]).unwrap().jwks()).unwrap();
-        let mut jwk = jwks["keys"][0].clone();
-        assert_eq!(jwk["kty"], "OKP", "{jwk}");
-        jwk["kid"] = json!(kid);
-        Key {
-            kid: kid.to_owned(),
-            pem,
-            jwk,
-        }
-    }
-
-    /// The public key bytes as the JWK carries them (`x`).
-    fn x(&self) -> &str {
-        self.jwk["x"].as_str().unwrap()
-    }
-}
 
 /// The identity provider: serves whichever keys it holds now, answers 503 while
 /// `down`, and counts every fetch.

@@ -507,3 +507,52 @@ pub fn shared_signing_key(yaml: &str, dir: &std::path::Path) -> String {
         &format!("\ntokens:\n  signing_keys: [{}]\n", path.display()),
     )
 }
+
+/// Polls `check` until it holds, for at most `within` (a bound on propagation or
+/// recovery, not a readiness sleep: each poll is a real request, and the first
+/// usually passes); returns how long it took.
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut check: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    tokio::time::timeout(within, async {
+        while !check().await {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the condition did not hold within {within:?}"));
+    start.elapsed()
+}
+
+/// An Ed25519 key of a test identity provider: the PEM it signs with and the public
+/// JWK it publishes, under a `kid` the test chooses.
+pub struct IssuerKey {
+    pub kid: String,
+    pub pem: String,
+    pub jwk: serde_json::Value,
+}
+
+impl IssuerKey {
+    pub fn new(kid: &str) -> IssuerKey {
+        use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
+        let (key, pem) = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
+        let jwks: serde_json::Value =
+            serde_json::from_slice(SigningKeys::new(vec![key]).unwrap().jwks()).unwrap();
+        let mut jwk = jwks["keys"][0].clone();
+        assert_eq!(jwk["kty"], "OKP", "{jwk}");
+        jwk["kid"] = serde_json::json!(kid);
+        IssuerKey {
+            kid: kid.to_owned(),
+            pem,
+            jwk,
+        }
+    }
+
+    /// The public key bytes as the JWK carries them (`x`).
+    pub fn x(&self) -> &str {
+        self.jwk["x"].as_str().unwrap()
+    }
+}
