@@ -301,7 +301,11 @@ fn main() -> ExitCode {
             rotate_key(&config, data_dir)
         }
         Command::Keys(KeysCommand::Generate { prefix }) => match api_key::mint(&prefix) {
-            Ok(key) => out(&format!("key:  {}\nhash: {}\n", key.secret.as_str(), key.hash)),
+            Ok(key) => out(&format!(
+                "key:  {}\nhash: {}\n",
+                key.secret.as_str(),
+                key.hash
+            )),
             Err(error) => fail(&error.to_string(), EX_USAGE),
         },
         Command::Keys(KeysCommand::Create {

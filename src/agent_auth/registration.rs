@@ -184,8 +184,12 @@ impl AgentAuth {
         tracing::info!(registration = %registration_id, key = %key.id, "anonymous agent registered");
         let post_claim = narrow(settings.claimed_scopes, requested);
         let mut answer = issued(&registration_id, "anonymous", &new.secret, &key);
-        answer["claim_url"] =
-            format!("{origin}{}?token={}", config.endpoints.claim, claim_token.as_str()).into();
+        answer["claim_url"] = format!(
+            "{origin}{}?token={}",
+            config.endpoints.claim,
+            claim_token.as_str()
+        )
+        .into();
         answer["claim_token"] = claim_token.as_str().into();
         answer["claim_token_expires"] = rfc3339(claim_expires_at).into();
         answer["post_claim_scopes"] = config

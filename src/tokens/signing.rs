@@ -218,10 +218,12 @@ impl SigningKeys {
         let mut keys = Vec::with_capacity(files.len());
         for file in files {
             let label = file.display().to_string();
-            let pem = std::fs::read(file).map(Zeroizing::new).map_err(|error| KeyError::Io {
-                path: label.clone(),
-                error,
-            })?;
+            let pem = std::fs::read(file)
+                .map(Zeroizing::new)
+                .map_err(|error| KeyError::Io {
+                    path: label.clone(),
+                    error,
+                })?;
             keys.push(SigningKey::from_pem(&pem, &label)?);
         }
         SigningKeys::new(keys).ok_or_else(|| KeyError::NotAKey("tokens.signing_keys".into()))
@@ -332,10 +334,12 @@ fn read_dir(dir: &Path) -> Result<Vec<(i64, SigningKey, PathBuf)>, KeyError> {
             continue;
         };
         let label = path.display().to_string();
-        let pem = std::fs::read(&path).map(Zeroizing::new).map_err(|error| KeyError::Io {
-            path: label.clone(),
-            error,
-        })?;
+        let pem = std::fs::read(&path)
+            .map(Zeroizing::new)
+            .map_err(|error| KeyError::Io {
+                path: label.clone(),
+                error,
+            })?;
         found.push((created, SigningKey::from_pem(&pem, &label)?, path));
     }
     found.sort_by_key(|k| std::cmp::Reverse(k.0));
