@@ -184,6 +184,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_minted_secret_is_zeroed_on_drop_and_was_never_reallocated() {
+        fn zeroed_on_drop<T: zeroize::ZeroizeOnDrop>(_: &T) {}
+        for prefix in ["ak_live", "gsk", "a"] {
+            let key = mint(prefix).unwrap();
+            zeroed_on_drop(&key.secret);
+            // Sized up front: a push that outgrew the buffer would have left a
+            // copy of the secret's beginning in freed memory.
+            assert_eq!(key.secret.capacity(), key.secret.len(), "{prefix}");
+        }
+    }
+
+    #[test]
+    fn key_hashes_are_equal_only_when_every_byte_is() {
+        let a = KeyHash::of("ak_live_a");
+        assert_eq!(a, KeyHash(a.0));
+        for i in [0, 15, 31] {
+            let mut b = a;
+            b.0[i] ^= 1;
+            assert_ne!(a, b, "byte {i}");
+        }
+    }
+
+    #[test]
     fn minted_keys_carry_a_valid_checksum_and_enough_entropy() {
         let a = mint("ak_live").unwrap();
         let b = mint("ak_live_").unwrap();
