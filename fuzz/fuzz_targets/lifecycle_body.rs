@@ -61,6 +61,17 @@ fn canaried(value: &Value) -> Value {
     }
 }
 
+/// True when an object key anywhere in `value` contains the canary.
+fn names_hold_canary(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.iter().any(names_hold_canary),
+        Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.contains(CANARY) || names_hold_canary(v)),
+        _ => false,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, body)) = data.split_first() else {
         return;
@@ -89,6 +100,11 @@ fuzz_target!(|data: &[u8]| {
     let Ok(value) = parsed else {
         return;
     };
+    // libFuzzer learns the canary from the comparison below and writes it into
+    // inputs, as a field name say, which the check would then blame on the proxy.
+    if names_hold_canary(&value) {
+        return;
+    }
     let rewritten = serde_json::to_vec(&value).expect("a Value serialises");
     let Ok(reparsed) = serde_json::from_slice::<Value>(&rewritten) else {
         return;

@@ -13,9 +13,10 @@
 //!   is the same id;
 //! - without Basic, the id and secret are the body's `client_id` and
 //!   `client_secret`, and a secret never comes without an id;
-//! - no parameter but `resource` is accepted twice (section 3.2);
-//! - a refusal's description is one of the endpoint's fixed sentences: it never
-//!   repeats what the client sent.
+//! - no parameter but `resource` is accepted twice (section 3.2).
+//!
+//! (A refusal cannot repeat what the client sent: its texts are `&'static str` by
+//! type.)
 #![no_main]
 
 use authmd_proxy::oauth::parse_request;
@@ -59,17 +60,9 @@ fuzz_target!(|data: &[u8]| {
     let headers = header_lines(head.split(|b| *b == b'\n'), "");
     let parsed = match parse_request(&headers, body) {
         Ok(parsed) => parsed,
-        Err(rejection) => {
-            let text = format!("{rejection:?}");
-            for value in headers.values() {
-                let value = String::from_utf8_lossy(value.as_bytes());
-                let value = value.trim();
-                if value.len() >= 12 {
-                    assert!(!text.contains(value), "a refusal repeated {value:?}: {text}");
-                }
-            }
-            return;
-        }
+        // A refusal cannot repeat what the client sent: its texts are `&'static str`
+        // by type (`OAuthError`), so there is nothing to check at run time.
+        Err(_) => return,
     };
     for (i, (name, _)) in parsed.form.iter().enumerate() {
         assert!(
