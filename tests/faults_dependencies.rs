@@ -746,26 +746,9 @@ async fn with_the_jwks_down_at_start_the_background_retry_picks_the_keys_up() {
 /// The proxy's longest wait for the facilitator, as configured below.
 const FACILITATOR_TIMEOUT: Duration = Duration::from_secs(1);
 
-const PAYMENTS_CONFIG: &str = r#"
-upstream: {url: "{upstream}"}
-credentials:
-  headers: [{name: X-Agent-Key}]
-  key_prefixes: [ak_live]
-scopes:
-  offers:read: Read offers
-tiers:
-  - name: anonymous
-  - name: metered
-    scopes: [offers:read]
-    quota: 1/day
-keys:
-  - id: writer
-    hash: blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14
-    scopes: [offers:read]
-    tier: metered
-routes:
-  - {path: /offers, methods: [GET], scopes: [offers:read]}
-payments:
+const PAYMENTS_CONFIG: &str = concat!(
+    support::metered_api!(),
+    r#"payments:
   facilitator: {facilitator}
   requests_per_payment: 1
   description: Offer search
@@ -777,7 +760,8 @@ payments:
       asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
       pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
       extra: {name: USDC, version: "2"}
-"#;
+"#
+);
 
 /// A facilitator that follows the x402 protocol (`/verify`: valid unless the
 /// signature is `0xbad`; `/settle`: success), unless told to answer an endpoint

@@ -25,26 +25,9 @@ use serde_json::{Value, json};
 use support::{TestProxy, WRITER_KEY, assert_envelope, client};
 use tokio::sync::Mutex;
 
-const CONFIG: &str = r#"
-upstream: {url: "{upstream}"}
-credentials:
-  headers: [{name: X-Agent-Key}]
-  key_prefixes: [ak_live]
-scopes:
-  offers:read: Read offers
-tiers:
-  - name: anonymous
-  - name: metered
-    scopes: [offers:read]
-    quota: 1/day
-keys:
-  - id: writer
-    hash: blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14
-    scopes: [offers:read]
-    tier: metered
-routes:
-  - {path: /offers, methods: [GET], scopes: [offers:read]}
-  - {path: /fail, methods: [GET], scopes: [offers:read]}
+const CONFIG: &str = concat!(
+    support::metered_api!(),
+    r#"  - {path: /fail, methods: [GET], scopes: [offers:read]}
 payments:
   facilitator: {facilitator}
   requests_per_payment: {per_payment}
@@ -56,7 +39,8 @@ payments:
       asset: "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
       pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
       extra: {name: USDC, version: "2"}
-"#;
+"#
+);
 
 /// What the facilitator was asked: endpoint and body.
 type Calls = Arc<Mutex<Vec<(String, Value)>>>;

@@ -36,26 +36,9 @@ const PACKAGES: [&str; 3] = ["@x402/core", "@x402/evm", "viem"];
 /// The transaction hash the facilitator reports for every settlement.
 const TRANSACTION: &str = "0x5e771ed000000000000000000000000000000000000000000000000000000001";
 
-const CONFIG: &str = r#"
-upstream: {url: "{upstream}"}
-credentials:
-  headers: [{name: X-Agent-Key}]
-  key_prefixes: [ak_live]
-scopes:
-  offers:read: Read offers
-tiers:
-  - name: anonymous
-  - name: metered
-    scopes: [offers:read]
-    quota: 1/day
-keys:
-  - id: writer
-    hash: blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14
-    scopes: [offers:read]
-    tier: metered
-routes:
-  - {path: /offers, methods: [GET], scopes: [offers:read]}
-payments:
+const CONFIG: &str = concat!(
+    support::metered_api!(),
+    r#"payments:
   facilitator: {facilitator}
   requests_per_payment: 1
   description: Offer search
@@ -69,7 +52,8 @@ payments:
       pay_to: "0x209693Bc6afc0C5328bA36FaF03C514EF312287C"
       max_timeout_seconds: 60
       extra: {name: USDC, version: "2"}
-"#;
+"#
+);
 
 /// The configured requirement, as x402 v2 writes it.
 fn requirement() -> Value {

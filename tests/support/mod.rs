@@ -556,3 +556,34 @@ impl IssuerKey {
         self.jwk["x"].as_str().unwrap()
     }
 }
+
+/// The metered API of the payment tests, as YAML text for `concat!`: `WRITER_KEY` in a
+/// tier allowed one `GET /offers` a day, `{upstream}` to be replaced. The routes list
+/// is last: append more routes, then a `payments:` block.
+#[allow(unused_macros, reason = "used by the payment tests only")]
+macro_rules! metered_api {
+    () => {
+        r#"
+upstream: {url: "{upstream}"}
+credentials:
+  headers: [{name: X-Agent-Key}]
+  key_prefixes: [ak_live]
+scopes:
+  offers:read: Read offers
+tiers:
+  - name: anonymous
+  - name: metered
+    scopes: [offers:read]
+    quota: 1/day
+keys:
+  - id: writer
+    hash: blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14
+    scopes: [offers:read]
+    tier: metered
+routes:
+  - {path: /offers, methods: [GET], scopes: [offers:read]}
+"#
+    };
+}
+#[allow(unused_imports, reason = "used by the payment tests only")]
+pub(crate) use metered_api;
