@@ -278,7 +278,9 @@ async fn no_secret_reaches_a_log_line_or_a_metric() {
 
     // Refusals: a revoked token and key, forged and malformed credentials, a wrong
     // client secret. Each is refused, and none may be logged either.
-    let forged = format!("{}X", &key[..key.len() - 1]);
+    // The key with its last character changed (never to itself: keys are random).
+    let changed = if key.ends_with('X') { 'Y' } else { 'X' };
+    let forged = format!("{}{changed}", &key[..key.len() - 1]);
     let wrong_secret = format!("ak_live_{}", "Z".repeat(35));
     secrets.add(&forged);
     secrets.add(&wrong_secret);
