@@ -711,6 +711,18 @@ async fn with_no_key_ever_fetched_a_token_is_a_retryable_503_not_a_bad_token() {
     let response = create_offer(&proxy, &token(&proxy, &k1)).await;
     assert_refused_for_want_of_keys(response, "no key ever fetched").await;
     assert_eq!(served.load(Ordering::SeqCst), 0);
+    // The agent can look the code up: auth.md documents it wherever issuers' access
+    // tokens are accepted (and only there: see
+    // `discovery::auth_md_is_complete_and_its_examples_are_true`).
+    let md = client()
+        .get(proxy.url("/auth.md"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(md.contains("| 503 | `ISSUER_JWKS_UNAVAILABLE` |"), "{md}");
     proxy.shutdown().await;
 }
 

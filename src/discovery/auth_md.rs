@@ -606,9 +606,11 @@ fn errors(md: &mut String, config: &Config) {
     );
     let (rated, quota) = limit_kinds(config);
     let pays = config.limits.payments.is_some();
+    let issuer_tokens = config.trusted_issuers.iter().any(|i| i.access_tokens);
     for e in ERROR_CODES {
         let applies = match e.code {
             "RATE_LIMIT_EXCEEDED" => rated,
+            "ISSUER_JWKS_UNAVAILABLE" => issuer_tokens,
             "QUOTA_EXCEEDED" => quota && !pays,
             c if c.starts_with("PAYMENT_") => quota && pays,
             _ => true,
@@ -622,7 +624,7 @@ fn errors(md: &mut String, config: &Config) {
             e.status, e.code, e.meaning, e.action
         );
     }
-    if config.tokens.enabled || config.trusted_issuers.iter().any(|i| i.access_tokens) {
+    if config.tokens.enabled || issuer_tokens {
         for e in crate::tokens::TokenError::ALL {
             let _ = writeln!(
                 md,
