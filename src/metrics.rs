@@ -79,12 +79,6 @@ impl Decision {
     }
 }
 
-/// A rejection's envelope code, carried on the response as an extension by the one
-/// place that renders rejections, so the metrics and the access log see it without
-/// the pipeline threading it through.
-#[derive(Debug, Clone, Copy)]
-pub struct Rejected(pub &'static str);
-
 /// Payment events.
 #[derive(Debug, Clone, Copy)]
 pub enum PaymentEvent {

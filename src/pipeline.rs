@@ -310,10 +310,7 @@ impl Gateway {
         let mut trace = Trace::default();
         let response = generation.handle(request, conn, &mut trace).await;
         let elapsed = started.elapsed();
-        let code = response
-            .extensions()
-            .get::<crate::metrics::Rejected>()
-            .map(|r| r.0);
+        let code = response.body().refusal_code();
         generation.meters.request(
             trace.meter,
             &method,

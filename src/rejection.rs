@@ -550,11 +550,8 @@ impl Responder {
             (Rejection::InvalidApiKey, None) => self.invalid_api_key.clone(),
             _ => self.render(&rejection, detail, accepts),
         };
-        let mut response = Response::new(Body::full(body));
+        let mut response = Response::new(Body::refusal(body, code));
         *response.status_mut() = status;
-        response
-            .extensions_mut()
-            .insert(crate::metrics::Rejected(code));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));

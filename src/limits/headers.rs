@@ -15,6 +15,7 @@
 //! the window is full again, or, when nothing is left, until one more request
 //! passes, which is also the `Retry-After` of a 429.
 
+use std::cell::RefCell;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
@@ -132,7 +133,14 @@ pub fn write(headers: &mut HeaderMap, verdict: &Verdict<'_>, styles: Styles, uni
         return;
     };
     let limits: &LimitSet = verdict.limits;
-    let limit = || match limits
+    // Room for every field at once: the upstream's map is sized for its own
+    // headers, and growing it insert by insert would rehash it more than once.
+    headers.reserve(
+        4 * usize::from(styles.draft)
+            + 2 * usize::from(styles.structured)
+            + 3 * usize::from(styles.legacy),
+    );
+    let limit = match limits
         .limit_values
         .iter()
         .find(|(l, _)| *l == tightest.limit)
@@ -141,7 +149,7 @@ pub fn write(headers: &mut HeaderMap, verdict: &Verdict<'_>, styles: Styles, uni
         None => number(tightest.limit),
     };
     if styles.draft {
-        headers.insert(LIMIT, limit());
+        headers.insert(LIMIT, limit.clone());
         headers.insert(REMAINING, number(tightest.remaining));
         headers.insert(RESET, number(tightest.reset_secs));
         if let Some(policy) = &limits.draft_policy {
@@ -168,11 +176,30 @@ pub fn write(headers: &mut HeaderMap, verdict: &Verdict<'_>, styles: Styles, uni
         }
     }
     if styles.legacy {
-        headers.insert(X_LIMIT, limit());
+        headers.insert(X_LIMIT, limit);
         headers.insert(X_REMAINING, number(tightest.remaining));
         let reset = u64::try_from(unix_now).unwrap_or(0) + tightest.reset_secs;
-        headers.insert(X_RESET, number(reset));
+        headers.insert(X_RESET, unix_time(reset));
     }
+}
+
+thread_local! {
+    /// The last `X-RateLimit-Reset` value this thread made. A unix time in seconds
+    /// is past the table of [`number`]; most responses in a second carry the same
+    /// one, and share it rather than each formatting and allocating its own.
+    static LAST_UNIX_TIME: RefCell<Option<(u64, HeaderValue)>> = const { RefCell::new(None) };
+}
+
+/// The header value of the unix time `at`, from this thread's last one when equal.
+fn unix_time(at: u64) -> HeaderValue {
+    LAST_UNIX_TIME.with_borrow_mut(|last| match last {
+        Some((time, value)) if *time == at => value.clone(),
+        _ => {
+            let value = number(at);
+            *last = Some((at, value.clone()));
+            value
+        }
+    })
 }
 
 /// The windows of a verdict in policy order (rates, then the quota).
@@ -256,6 +283,27 @@ mod tests {
             "\"free-1s\";r=9;t=1, \"free-60s\";r=4;t=59, \"free-month\";r=120;t=600000"
         );
         assert!(!headers.contains_key("ratelimit-limit"));
+    }
+
+    #[test]
+    fn the_reset_time_shared_within_a_second_moves_with_the_clock() {
+        let limits = set();
+        let mut windows = [None; MAX_WINDOWS + 1];
+        windows[0] = window(10, 1, 9, 1);
+        let verdict = Verdict {
+            limits: &limits,
+            windows,
+            exceeded: None,
+        };
+        let reset_at = |unix_now| {
+            let mut headers = HeaderMap::new();
+            write(&mut headers, &verdict, Styles::default(), unix_now);
+            headers["x-ratelimit-reset"].to_str().unwrap().to_owned()
+        };
+        assert_eq!(reset_at(1_795_428_000), "1795428001");
+        assert_eq!(reset_at(1_795_428_000), "1795428001");
+        assert_eq!(reset_at(1_795_428_001), "1795428002");
+        assert_eq!(reset_at(1_795_427_999), "1795428000");
     }
 
     #[test]
