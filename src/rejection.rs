@@ -145,8 +145,8 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
     ErrorDoc {
         status: 503,
         code: "ISSUER_JWKS_UNAVAILABLE",
-        meaning: "The token's issuer is trusted, but its signing keys could not be fetched yet.",
-        action: "Wait `Retry-After` seconds, then retry with the same token.",
+        meaning: "The issuer of the token or identity assertion is trusted, but its signing keys could not be fetched yet.",
+        action: "Wait `Retry-After` seconds, then retry with the same token or assertion.",
     },
     ErrorDoc {
         status: 400,

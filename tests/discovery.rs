@@ -456,8 +456,8 @@ async fn auth_md_is_complete_and_its_examples_are_true() {
         assert!(md.contains(&format!("| `{scope}` |")), "{scope}");
     }
     for code in authmd_proxy::rejection::ERROR_CODES {
-        // The example configures no x402 payments and no trusted issuer whose
-        // access tokens are accepted: those codes are not listed.
+        // The example configures no x402 payments and no trusted issuer: those
+        // codes are not listed.
         if code.code.starts_with("PAYMENT_") || code.code == "ISSUER_JWKS_UNAVAILABLE" {
             assert!(!md.contains(&format!("`{}`", code.code)), "{}", code.code);
             continue;

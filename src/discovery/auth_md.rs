@@ -606,11 +606,14 @@ fn errors(md: &mut String, config: &Config) {
     );
     let (rated, quota) = limit_kinds(config);
     let pays = config.limits.payments.is_some();
+    // Every trusted issuer is trusted for access tokens, identity assertions or
+    // both (the config refuses one trusted for nothing); both answer this code.
+    let issuers = !config.trusted_issuers.is_empty();
     let issuer_tokens = config.trusted_issuers.iter().any(|i| i.access_tokens);
     for e in ERROR_CODES {
         let applies = match e.code {
             "RATE_LIMIT_EXCEEDED" => rated,
-            "ISSUER_JWKS_UNAVAILABLE" => issuer_tokens,
+            "ISSUER_JWKS_UNAVAILABLE" => issuers,
             "QUOTA_EXCEEDED" => quota && !pays,
             c if c.starts_with("PAYMENT_") => quota && pays,
             _ => true,
