@@ -13,7 +13,7 @@ mod support;
 use std::time::Duration;
 
 use support::relay::Relay;
-use support::{Binary, WRITER_KEY, client, eventually, json};
+use support::{Binary, WRITER_KEY, client, eventually, json, write_status};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
 
@@ -50,19 +50,6 @@ async fn create_key(proxy: &Binary) -> (String, String) {
     )
 }
 
-/// The status of a write that needs `offers:write`, made with `key`.
-async fn write_with(proxy: &Binary, key: &str) -> u16 {
-    client()
-        .post(format!("{}/api/v1/offers", proxy.url))
-        .header("authorization", format!("Bearer {key}"))
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
 #[tokio::test]
 async fn a_key_acknowledged_before_sigkill_works_after_restart() {
     let data = tempfile::tempdir().unwrap();
@@ -84,9 +71,9 @@ async fn a_key_acknowledged_before_sigkill_works_after_restart() {
     proxy.kill();
 
     let proxy = start(EXAMPLE, Some(dir)).await;
-    assert_eq!(write_with(&proxy, &created).await, 200);
-    assert_eq!(write_with(&proxy, &registered).await, 200);
-    assert_eq!(write_with(&proxy, "ak_live_unknown").await, 401);
+    assert_eq!(write_status(&proxy.url, &created).await, 200);
+    assert_eq!(write_status(&proxy.url, &registered).await, 200);
+    assert_eq!(write_status(&proxy.url, "ak_live_unknown").await, 401);
 }
 
 #[tokio::test]
@@ -102,13 +89,13 @@ async fn a_revocation_survives_sigkill() {
         .await
         .unwrap();
     assert_eq!(revoked.status(), 200);
-    assert_eq!(write_with(&proxy, &secret).await, 401);
+    assert_eq!(write_status(&proxy.url, &secret).await, 401);
     proxy.kill();
     let proxy = start(EXAMPLE, Some(dir)).await;
     // The writer key (from the config) works as soon as the proxy listens; the
     // revoked one must never work again.
-    assert_eq!(write_with(&proxy, WRITER_KEY).await, 200);
-    assert_eq!(write_with(&proxy, &secret).await, 401);
+    assert_eq!(write_status(&proxy.url, WRITER_KEY).await, 200);
+    assert_eq!(write_status(&proxy.url, &secret).await, 401);
 }
 
 /// A config for PostgreSQL replicas, in a schema of its own; `None` (skipped) when
@@ -153,9 +140,13 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
     let b = start(config, None).await;
 
     let (id, secret) = create_key(&a).await;
-    assert_eq!(write_with(&a, &secret).await, 200, "at once on the writer");
+    assert_eq!(
+        write_status(&a.url, &secret).await,
+        200,
+        "at once on the writer"
+    );
     let seen = eventually(Duration::from_secs(1), || async {
-        write_with(&b, &secret).await == 200
+        write_status(&b.url, &secret).await == 200
     })
     .await;
     eprintln!("creation reached the other replica in {seen:?}");
@@ -167,9 +158,13 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
         .await
         .unwrap();
     assert_eq!(revoked.status(), 200);
-    assert_eq!(write_with(&a, &secret).await, 401, "at once on the writer");
+    assert_eq!(
+        write_status(&a.url, &secret).await,
+        401,
+        "at once on the writer"
+    );
     let gone = eventually(Duration::from_secs(1), || async {
-        write_with(&b, &secret).await == 401
+        write_status(&b.url, &secret).await == 401
     })
     .await;
     eprintln!("revocation reached the other replica in {gone:?}");
@@ -188,7 +183,7 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
         .unwrap();
     let token = issued["access_token"].as_str().unwrap().to_owned();
     assert_eq!(
-        write_with(&b, &token).await,
+        write_status(&b.url, &token).await,
         200,
         "the other replica verifies it"
     );
@@ -199,9 +194,13 @@ async fn two_replicas_on_postgres_see_each_others_changes_within_a_second() {
         .await
         .unwrap();
     assert_eq!(revoked.status(), 200);
-    assert_eq!(write_with(&a, &token).await, 401, "at once on the revoker");
+    assert_eq!(
+        write_status(&a.url, &token).await,
+        401,
+        "at once on the revoker"
+    );
     let denied = eventually(Duration::from_secs(1), || async {
-        write_with(&b, &token).await == 401
+        write_status(&b.url, &token).await == 401
     })
     .await;
     eprintln!("token revocation reached the other replica in {denied:?}");

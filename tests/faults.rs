@@ -30,7 +30,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use support::relay::Relay;
-use support::{Binary, WRITER_KEY, assert_envelope, client, eventually, json};
+use support::{Binary, WRITER_KEY, assert_envelope, client, eventually, json, write_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
@@ -76,19 +76,6 @@ async fn create(url: &str) -> reqwest::Response {
 async fn created(response: reqwest::Response) -> String {
     assert_eq!(response.status(), 201);
     json(response).await["key"].as_str().unwrap().to_owned()
-}
-
-/// The status of a write (scope `offers:write`) made with `key`.
-async fn write_with(url: &str, key: &str) -> u16 {
-    client()
-        .post(format!("{url}/api/v1/offers"))
-        .bearer_auth(key)
-        .body("{}")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
 }
 
 /// The ids of the writer's keys, as the list endpoint gives them.
@@ -200,7 +187,7 @@ async fn an_unwritable_sqlite_file_refuses_writes_with_503_and_loses_nothing() {
         assert_store_unavailable(create(&proxy.url).await).await;
     }
     assert_eq!(
-        write_with(&proxy.url, &acknowledged[0]).await,
+        write_status(&proxy.url, &acknowledged[0]).await,
         200,
         "keys already issued verify from memory"
     );
@@ -216,7 +203,7 @@ async fn an_unwritable_sqlite_file_refuses_writes_with_503_and_loses_nothing() {
     proxy.kill();
     let proxy = start(&config, &data).await;
     for key in &acknowledged {
-        assert_eq!(write_with(&proxy.url, key).await, 200);
+        assert_eq!(write_status(&proxy.url, key).await, 200);
     }
     assert_eq!(listed(&proxy.url).await.len(), acknowledged.len());
 }
@@ -299,7 +286,7 @@ async fn a_full_data_directory_refuses_writes_with_503_and_recovers_when_space_r
         refused >= 10,
         "a full disk refused only {refused} of 20 writes"
     );
-    assert_eq!(write_with(&proxy.url, &acknowledged[0]).await, 200);
+    assert_eq!(write_status(&proxy.url, &acknowledged[0]).await, 200);
     assert_eq!(
         client()
             .get(format!("{}/api/v1/offers", proxy.url))
@@ -321,7 +308,7 @@ async fn a_full_data_directory_refuses_writes_with_503_and_recovers_when_space_r
     let mut proxy = start(&config, data).await;
     for key in &acknowledged {
         assert_eq!(
-            write_with(&proxy.url, key).await,
+            write_status(&proxy.url, key).await,
             200,
             "acknowledged, then lost"
         );
@@ -436,7 +423,7 @@ async fn store_fault_under_load(name: &str, fault: impl FnOnce(&Relay)) {
     fault(&relay);
     // While the store is away: issued keys verify from memory, and key writes are
     // refused (each one checked inside the load) instead of hanging or failing 500.
-    assert_eq!(write_with(&proxy.url, &first).await, 200);
+    assert_eq!(write_status(&proxy.url, &first).await, 200);
     assert_store_unavailable(create(&proxy.url).await).await;
 
     relay.restore();
@@ -462,7 +449,7 @@ async fn store_fault_under_load(name: &str, fault: impl FnOnce(&Relay)) {
     let replica = start(&config, &data).await;
     for key in acknowledged.iter().chain([&first]) {
         assert_eq!(
-            write_with(&replica.url, key).await,
+            write_status(&replica.url, key).await,
             200,
             "acknowledged, then lost"
         );

@@ -711,8 +711,8 @@ async fn with_no_key_ever_fetched_a_token_is_a_retryable_503_not_a_bad_token() {
     let response = create_offer(&proxy, &token(&proxy, &k1)).await;
     assert_refused_for_want_of_keys(response, "no key ever fetched").await;
     assert_eq!(served.load(Ordering::SeqCst), 0);
-    // The agent can look the code up: auth.md documents it wherever issuers' access
-    // tokens are accepted (and only there: see
+    // The agent can look the code up: auth.md documents it wherever an issuer is
+    // trusted (and only there: see
     // `discovery::auth_md_is_complete_and_its_examples_are_true`).
     let md = client()
         .get(proxy.url("/auth.md"))
@@ -897,9 +897,17 @@ fn payment(signature: &str, nonce: u32) -> String {
     STANDARD.encode(payload.to_string())
 }
 
-/// Asserts 503 `PAYMENT_UNAVAILABLE` with `Retry-After: 5`, no settlement header
-/// and nothing of the upstream's answer.
-async fn assert_payment_unavailable(response: reqwest::Response, context: &str) {
+/// Sends the paid request while the facilitator is at `fault`, and asserts 503
+/// `PAYMENT_UNAVAILABLE` within the facilitator timeout, with `Retry-After: 5`, no
+/// settlement header and nothing of the upstream's answer.
+async fn assert_payment_unavailable(proxy: &TestProxy, payment: &str, context: &str) {
+    let started = Instant::now();
+    let response = get_offers(proxy, Some(payment)).await;
+    let took = started.elapsed();
+    assert!(
+        took < FACILITATOR_TIMEOUT + SLACK,
+        "{context}: answered after {took:?}"
+    );
     assert_eq!(response.status().as_u16(), 503, "{context}");
     let headers = response.headers().clone();
     assert_eq!(headers["retry-after"], "5", "{context}");
@@ -997,8 +1005,7 @@ async fn a_facilitator_that_goes_down_and_comes_back_serves_the_same_payment_exa
         facilitator.verify_answers(Some(answer.clone()));
         facilitator.settle_answers(Some(answer));
         let (verified, _) = facilitator.calls();
-        let response = get_offers(&proxy, Some(&paid)).await;
-        assert_payment_unavailable(response, down).await;
+        assert_payment_unavailable(&proxy, &paid, down).await;
         assert_eq!(
             facilitator.calls(),
             (verified + 1, 0),
@@ -1047,14 +1054,7 @@ async fn a_facilitator_answering_garbage_to_verify_is_503_never_a_free_pass() {
     ] {
         facilitator.verify_answers(Some(answer));
         let (verified, settled) = facilitator.calls();
-        let started = Instant::now();
-        let response = get_offers(&proxy, Some(&paid)).await;
-        let took = started.elapsed();
-        assert_payment_unavailable(response, garbage).await;
-        assert!(
-            took < FACILITATOR_TIMEOUT + SLACK,
-            "{garbage}: answered after {took:?}"
-        );
+        assert_payment_unavailable(&proxy, &paid, garbage).await;
         assert_eq!(facilitator.calls(), (verified + 1, settled), "{garbage}");
         assert_eq!(
             served.load(Ordering::SeqCst),
@@ -1093,15 +1093,8 @@ async fn a_facilitator_failing_at_settlement_charges_nothing_delivers_nothing_th
         facilitator.settle_answers(Some(answer));
         let (verified, settled) = facilitator.calls();
         let forwarded = served.load(Ordering::SeqCst);
-        let started = Instant::now();
-        let response = get_offers(&proxy, Some(&paid)).await;
-        let took = started.elapsed();
         // Verified, forwarded, not settled: the upstream's answer is dropped.
-        assert_payment_unavailable(response, garbage).await;
-        assert!(
-            took < FACILITATOR_TIMEOUT + SLACK,
-            "{garbage}: answered after {took:?}"
-        );
+        assert_payment_unavailable(&proxy, &paid, garbage).await;
         assert_eq!(
             facilitator.calls(),
             (verified + 1, settled + 1),

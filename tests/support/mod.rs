@@ -454,6 +454,21 @@ impl Drop for Binary {
     }
 }
 
+/// The status of a write (`POST /api/v1/offers`, which needs `offers:write` in the
+/// example config) made with `key` as a bearer credential, through the proxy at
+/// `base`.
+pub async fn write_status(base: &str, key: &str) -> u16 {
+    client()
+        .post(format!("{base}/api/v1/offers"))
+        .bearer_auth(key)
+        .body("{}")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 /// The `WWW-Authenticate` header of a response.
 pub fn www(response: &reqwest::Response) -> String {
     response.headers()["www-authenticate"]
