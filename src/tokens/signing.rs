@@ -218,13 +218,7 @@ impl SigningKeys {
         let mut keys = Vec::with_capacity(files.len());
         for file in files {
             let label = file.display().to_string();
-            let pem = std::fs::read(file)
-                .map(Zeroizing::new)
-                .map_err(|error| KeyError::Io {
-                    path: label.clone(),
-                    error,
-                })?;
-            keys.push(SigningKey::from_pem(&pem, &label)?);
+            keys.push(SigningKey::from_pem(&read_private(file, &label)?, &label)?);
         }
         SigningKeys::new(keys).ok_or_else(|| KeyError::NotAKey("tokens.signing_keys".into()))
     }
@@ -334,13 +328,8 @@ fn read_dir(dir: &Path) -> Result<Vec<(i64, SigningKey, PathBuf)>, KeyError> {
             continue;
         };
         let label = path.display().to_string();
-        let pem = std::fs::read(&path)
-            .map(Zeroizing::new)
-            .map_err(|error| KeyError::Io {
-                path: label.clone(),
-                error,
-            })?;
-        found.push((created, SigningKey::from_pem(&pem, &label)?, path));
+        let key = SigningKey::from_pem(&read_private(&path, &label)?, &label)?;
+        found.push((created, key, path));
     }
     found.sort_by_key(|k| std::cmp::Reverse(k.0));
     Ok(found)
@@ -362,6 +351,17 @@ fn current(
         successor = Some(created);
     }
     keep
+}
+
+/// Reads a private key file (named `label` in errors); its bytes are zeroed when
+/// dropped.
+fn read_private(path: &Path, label: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
+    std::fs::read(path)
+        .map(Zeroizing::new)
+        .map_err(|error| KeyError::Io {
+            path: label.to_owned(),
+            error,
+        })
 }
 
 /// Generates a key and writes it as `key-<now>.pem` (mode 0600), durably.
