@@ -714,14 +714,7 @@ async fn with_no_key_ever_fetched_a_token_is_a_retryable_503_not_a_bad_token() {
     // The agent can look the code up: auth.md documents it wherever an issuer is
     // trusted (and only there: see
     // `discovery::auth_md_is_complete_and_its_examples_are_true`).
-    let md = client()
-        .get(proxy.url("/auth.md"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = proxy.auth_md().await;
     assert!(md.contains("| 503 | `ISSUER_JWKS_UNAVAILABLE` |"), "{md}");
     proxy.shutdown().await;
 }

@@ -307,13 +307,6 @@ async fn an_unreachable_jwks_is_a_retryable_503() {
     .await;
     // An issuer trusted for identity assertions alone: auth.md still lists the
     // code the agent just got.
-    let md = client()
-        .get(proxy.url("/auth.md"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let md = proxy.auth_md().await;
     assert!(md.contains("| 503 | `ISSUER_JWKS_UNAVAILABLE` |"), "{md}");
 }

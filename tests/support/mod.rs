@@ -130,6 +130,18 @@ impl TestProxy {
         format!("{}{path}", self.url)
     }
 
+    /// The `/auth.md` this proxy serves.
+    pub async fn auth_md(&self) -> String {
+        client()
+            .get(self.url("/auth.md"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().unwrap()
     }
