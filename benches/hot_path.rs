@@ -57,7 +57,7 @@ fn tokens(config: &Config, algorithm: SigningAlgorithm) -> (Tokens, tempfile::Te
 }
 
 fn now() -> i64 {
-    authmd_proxy::store::unix_now()
+    authmd_proxy::clock::unix_now()
 }
 
 fn token(config: &Config, tokens: &Tokens) -> String {

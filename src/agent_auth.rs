@@ -27,13 +27,14 @@ use serde::de::DeserializeOwned;
 
 use crate::assertion::AssertionVerifier;
 use crate::body::Body;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::credentials::{KeyEntry, KeyHash, KeyTable, Presented, Principal, api_key};
 use crate::limits::AddressLimiter;
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::store::sync::Compiler;
-use crate::store::{KeyRecord, Store, StoreError, unix_now};
+use crate::store::{KeyRecord, Store, StoreError};
 use crate::tokens::Tokens;
 
 /// Largest request body the endpoints read.

@@ -220,7 +220,7 @@ impl CredentialRules {
             }
             Presented::Token(token) => tokens
                 .ok_or(TokenError::UntrustedIssuer)
-                .and_then(|tokens| tokens.verify(token, crate::store::unix_now()))
+                .and_then(|tokens| tokens.verify(token, crate::clock::unix_now()))
                 .map(Principal::Token)
                 .map_err(Rejection::InvalidToken),
             Presented::Unrecognised => Err(Rejection::InvalidApiKey),

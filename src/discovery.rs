@@ -22,25 +22,13 @@ use serde_json::{Value, json};
 use crate::body::Body;
 use crate::config::Config;
 use crate::policy::{HostId, MethodSet};
-use crate::rejection::{PROTECTED_RESOURCE, Rejection};
-
-/// RFC 8414 metadata path.
-pub const AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-server";
-/// OpenID Connect discovery path (served as an alias when configured).
-pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
-/// RFC 9727 api-catalog path.
-pub const API_CATALOG: &str = "/.well-known/api-catalog";
-/// The generated (or operator-supplied) auth.md.
-pub const AUTH_MD: &str = "/auth.md";
-/// MCP server card (SEP-1649 location, as the seeds use it) and its alias.
-pub const MCP_SERVER_CARD: [&str; 2] =
-    ["/.well-known/mcp/server-card.json", "/.well-known/mcp.json"];
-/// A2A agent card.
-pub const AGENT_CARD: &str = "/.well-known/agent-card.json";
-/// The proxy's signing keys (`jwks_uri`), when it issues tokens.
-pub const JWKS: &str = "/.well-known/jwks.json";
-/// The RFC 7523 jwt-bearer grant type.
-pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+use crate::protocol::{
+    AGENT_CARD, API_CATALOG, AUTH_MD, AUTHORIZATION_SERVER, ID_JAG, JWT_BEARER, MCP_SERVER_CARD,
+    OPENID_CONFIGURATION, PROTECTED_RESOURCE,
+};
+use crate::rejection::Rejection;
+// Until the config names the protocol module itself.
+pub use crate::protocol::JWKS;
 
 const API_CATALOG_TYPE: &str =
     "application/linkset+json; profile=\"https://www.rfc-editor.org/info/rfc9727\"";
@@ -416,7 +404,7 @@ fn agent_auth(config: &Config, origin: &str) -> Value {
             map.insert(
                 "identity_assertion".into(),
                 json!({
-                    "assertion_types_supported": [crate::agent_auth::registration::ID_JAG],
+                    "assertion_types_supported": [ID_JAG],
                     "credential_types_supported": ["api_key"],
                 }),
             );

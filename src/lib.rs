@@ -65,6 +65,7 @@
 pub mod agent_auth;
 pub mod assertion;
 pub mod body;
+pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod discovery;
@@ -75,6 +76,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
 pub mod policy;
+pub mod protocol;
 pub mod proxy;
 pub mod rejection;
 pub mod reload;

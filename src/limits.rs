@@ -624,7 +624,7 @@ pub async fn sweep_forever(limiter: Arc<Limiter>, every: Duration) {
         since += every.min(Duration::from_secs(1));
         if since >= every || limiter.wants_sweep() {
             since = Duration::ZERO;
-            let left = limiter.sweep(crate::store::unix_now());
+            let left = limiter.sweep(crate::clock::unix_now());
             tracing::debug!(left, "swept idle rate buckets");
         }
     }
@@ -633,7 +633,7 @@ pub async fn sweep_forever(limiter: Arc<Limiter>, every: Duration) {
 /// Reads the current periods' quota rows changed at or after `since_ms` into the
 /// counters; returns the store clock to read from next time.
 pub async fn read_quotas(quotas: &Quotas, store: &Store, since_ms: i64) -> Result<i64, StoreError> {
-    let now = crate::store::unix_now();
+    let now = crate::clock::unix_now();
     let periods = vec![
         quota::label(quota::Period::Day.word(now)),
         quota::label(quota::Period::Month.word(now)),

@@ -276,8 +276,8 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
     },
 ];
 
-/// Path of the protected-resource metadata (RFC 9728), before any path insertion.
-pub const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
+// Until the config names the protocol module itself.
+pub use crate::protocol::PROTECTED_RESOURCE;
 
 /// The OAuth errors the proxy's OAuth endpoints answer with (RFC 6749 section 5.2,
 /// RFC 7009, RFC 8707).

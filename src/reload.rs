@@ -17,9 +17,9 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::clock::unix_now;
 use crate::config::{Config, Overrides};
 use crate::pipeline::Gateway;
-use crate::store::unix_now;
 
 /// Reloads one gateway's config from its file.
 #[derive(Debug)]

@@ -22,6 +22,9 @@ pub mod postgres;
 pub mod sqlite;
 pub mod sync;
 
+// Until every caller names the clock module itself.
+pub use crate::clock::{unix_now, unix_now_ms};
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -477,20 +480,4 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         dispatch!(self.ping())
     }
-}
-
-/// The current unix time in seconds.
-#[must_use]
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// The current unix time in milliseconds.
-#[must_use]
-pub fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

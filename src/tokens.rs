@@ -33,14 +33,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TrustedIssuer};
 use crate::credentials::KeyTable;
+use crate::protocol::ACCESS_TOKEN_TYPE;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::sync::Compiler;
 use crate::tier::{TierId, Tiers};
 use remote::{HttpsClient, RemoteKeys};
 use signing::SigningKeys;
 
-/// `typ` of the access tokens the proxy signs (RFC 9068).
-pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 /// Clock skew allowed for other issuers' tokens.
 const LEEWAY: i64 = 60;
 /// Verified tokens kept in the cache at most.

@@ -278,7 +278,7 @@ fn unique() -> String {
 }
 
 fn now() -> i64 {
-    authmd_proxy::store::unix_now()
+    authmd_proxy::clock::unix_now()
 }
 
 /// A fresh `offers.write` access token for this proxy, signed with `pem` (EdDSA)

@@ -59,7 +59,7 @@ async fn proxy(jwks_uri: &str, extra: &str) -> TestProxy {
 }
 
 fn now() -> i64 {
-    authmd_proxy::store::unix_now()
+    authmd_proxy::clock::unix_now()
 }
 
 /// An ID-JAG for `aud`, with `edit` applied to the claims and the header.

@@ -36,7 +36,7 @@ fn replaced(text: &str, from: &str, to: &str) -> String {
 }
 
 fn now() -> i64 {
-    authmd_proxy::store::unix_now()
+    authmd_proxy::clock::unix_now()
 }
 
 /// `Authorization: Basic` with the id and secret form-urlencoded (RFC 6749 2.3.1).

@@ -121,7 +121,7 @@ trusted_issuers:
 }
 
 fn now() -> i64 {
-    authmd_proxy::store::unix_now()
+    authmd_proxy::clock::unix_now()
 }
 
 /// A value no other call returns (token texts must differ, or the proxy's cache of

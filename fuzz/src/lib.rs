@@ -25,7 +25,8 @@ use authmd_proxy::credentials::KeyTable;
 use authmd_proxy::store::sync::Compiler;
 use authmd_proxy::tier::TierId;
 use authmd_proxy::tokens::signing::{SigningKey, SigningKeys};
-use authmd_proxy::tokens::{ACCESS_TOKEN_TYPE, Issue, OwnClaims, Tokens};
+use authmd_proxy::protocol::ACCESS_TOKEN_TYPE;
+use authmd_proxy::tokens::{Issue, OwnClaims, Tokens};
 use aws_lc_rs::signature::{ED25519, Ed25519KeyPair, UnparsedPublicKey};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -123,7 +124,7 @@ fn build() -> Fixture {
         .expect("x is base64url");
     let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
     let tokens = Tokens::new(&config, Some(own), &[], compiler, keys.clone());
-    let now = authmd_proxy::store::unix_now();
+    let now = authmd_proxy::clock::unix_now();
     let fresh_token = issue_writer(&config, &tokens, now);
     let fixture = Fixture {
         config,

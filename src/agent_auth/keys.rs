@@ -16,12 +16,13 @@ use super::{
     AgentAuth, Answer, Failure, ScopeNames, authenticate, json, limit, mint, random_id, read_json,
     requested_scopes, rfc3339,
 };
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::credentials::{KeyEntry, KeyTable, Presented};
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::scope::ScopeSet;
-use crate::store::{KeyRecord, Rotation, unix_now};
+use crate::store::{KeyRecord, Rotation};
 use crate::tier::TierId;
 
 /// A key as the API shows it; `key` only when it was just minted.

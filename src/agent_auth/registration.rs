@@ -21,16 +21,13 @@ use super::{
 };
 use crate::assertion::VerifiedAssertion;
 use crate::body::Body;
+use crate::clock::unix_now;
 use crate::config::Config;
 use crate::policy::MethodSet;
+use crate::protocol::ID_JAG;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::scope::ScopeSet;
-use crate::store::{
-    Claim, ClaimOutcome, KeyRecord, RegistrationKind, RegistrationRecord, unix_now,
-};
-
-/// The ID-JAG token type, the one assertion type accepted.
-pub const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+use crate::store::{Claim, ClaimOutcome, KeyRecord, RegistrationKind, RegistrationRecord};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]

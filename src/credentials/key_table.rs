@@ -112,7 +112,7 @@ impl KeyEntry {
     /// that expire.
     #[must_use]
     pub fn is_live(&self) -> bool {
-        self.expires_at == i64::MAX || crate::store::unix_now() < self.expires_at
+        self.expires_at == i64::MAX || crate::clock::unix_now() < self.expires_at
     }
 
     /// The compiled scopes.

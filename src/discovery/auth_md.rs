@@ -8,10 +8,12 @@ use std::fmt::Write as _;
 
 use crate::config::Config;
 use crate::policy::{Access, Route};
-use crate::rejection::{ERROR_CODES, PROTECTED_RESOURCE};
+use crate::protocol::{
+    AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, ID_JAG, JWT_BEARER, MCP_SERVER_CARD,
+    PROTECTED_RESOURCE,
+};
+use crate::rejection::ERROR_CODES;
 use crate::tier::TierId;
-
-use super::{AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, JWT_BEARER, MCP_SERVER_CARD};
 
 /// Renders the auth.md of `config` as seen from `origin`.
 #[must_use]
@@ -390,7 +392,7 @@ fn register(md: &mut String, config: &Config, origin: &str) {
              trusted issuer ({}) as `{{\"type\": \"identity_assertion\", \"assertion_type\": \"{}\", \"assertion\": \"<JWT>\"}}`. \
              The key comes with the `{}` tier. Each assertion works once (`jti`).\n",
             issuers.join(", "),
-            crate::agent_auth::registration::ID_JAG,
+            ID_JAG,
             config.tiers.get(registration.claimed_tier).name,
         );
     }

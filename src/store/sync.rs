@@ -15,7 +15,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use super::{KeyRecord, Notice, Store, StoreError, unix_now};
+use super::{KeyRecord, Notice, Store, StoreError};
+use crate::clock::unix_now;
 use http::HeaderValue;
 
 use crate::credentials::key_table::{Change, KeyProfile, scopes_header};

@@ -211,7 +211,7 @@ fn number(headers: &reqwest::header::HeaderMap, name: &str, line: u32) -> u64 {
 /// `remaining` left. The reset of a daily allowance is the next UTC midnight (a
 /// request may straddle a second, so one second of tolerance).
 fn assert_daily_headers(headers: &reqwest::header::HeaderMap, limit: u64, remaining: u64) {
-    let now = u64::try_from(authmd_proxy::store::unix_now()).unwrap();
+    let now = u64::try_from(authmd_proxy::clock::unix_now()).unwrap();
     let midnight = 86_400 - now % 86_400;
     assert_eq!(
         number(headers, "ratelimit-limit", 64),

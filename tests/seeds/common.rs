@@ -444,7 +444,7 @@ impl Idp {
     /// minutes on.
     pub(crate) fn id_jag(&self, aud: &str, claims: &Value) -> String {
         static COUNTER: AtomicUsize = AtomicUsize::new(0);
-        let now = authmd_proxy::store::unix_now();
+        let now = authmd_proxy::clock::unix_now();
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()

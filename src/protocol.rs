@@ -1,0 +1,31 @@
+//! The protocol constants every layer names: well-known paths, grant and token
+//! type URNs, token `typ` values.
+//!
+//! Kept in one place, below everything else, so that the documents that advertise a
+//! name and the endpoints that answer it cannot spell it differently.
+
+/// Path of the protected-resource metadata (RFC 9728), before any path insertion.
+pub const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";
+/// RFC 8414 metadata path.
+pub const AUTHORIZATION_SERVER: &str = "/.well-known/oauth-authorization-server";
+/// OpenID Connect discovery path (served as an alias when configured).
+pub const OPENID_CONFIGURATION: &str = "/.well-known/openid-configuration";
+/// RFC 9727 api-catalog path.
+pub const API_CATALOG: &str = "/.well-known/api-catalog";
+/// The generated (or operator-supplied) auth.md.
+pub const AUTH_MD: &str = "/auth.md";
+/// MCP server card (SEP-1649 location, as the seeds use it) and its alias.
+pub const MCP_SERVER_CARD: [&str; 2] =
+    ["/.well-known/mcp/server-card.json", "/.well-known/mcp.json"];
+/// A2A agent card.
+pub const AGENT_CARD: &str = "/.well-known/agent-card.json";
+/// The proxy's signing keys (`jwks_uri`), when it issues tokens.
+pub const JWKS: &str = "/.well-known/jwks.json";
+
+/// The RFC 7523 jwt-bearer grant type.
+pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+/// The ID-JAG token type (draft-ietf-oauth-identity-assertion-authz-grant), the one
+/// identity assertion type accepted.
+pub const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+/// `typ` of the access tokens the proxy signs (RFC 9068).
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
