@@ -26,8 +26,7 @@ use authmd_proxy::pipeline::admit;
 use authmd_proxy::policy::normalize_path;
 use authmd_proxy::proxy::headers;
 use authmd_proxy::rejection::Rejection;
-use authmd_proxy::scope::ScopeSet;
-use authmd_proxy::store::sync::Compiler;
+use authmd_proxy::scope::{ScopeHeaders, ScopeSet};
 use authmd_proxy::tier::TierId;
 use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKeys};
 use authmd_proxy::tokens::{Issue, Tokens};
@@ -51,9 +50,8 @@ fn config() -> Config {
 fn tokens(config: &Config, algorithm: SigningAlgorithm) -> (Tokens, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let keys = SigningKeys::from_dir(dir.path(), algorithm, 3600, now()).unwrap();
-    let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
-    let table = Arc::new(table_with(config, 0));
-    (Tokens::new(config, Some(keys), &[], compiler, table), dir)
+    let headers = Arc::new(ScopeHeaders::new(config.scopes.clone()));
+    (Tokens::new(config, Some(keys), &[], headers), dir)
 }
 
 fn now() -> i64 {

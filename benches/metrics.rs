@@ -21,7 +21,7 @@ use authmd_proxy::credentials::KeyTable;
 use authmd_proxy::metrics::{MeterId, Meters, Metrics};
 use authmd_proxy::pipeline::admit;
 use authmd_proxy::policy::normalize_path;
-use authmd_proxy::store::sync::Compiler;
+use authmd_proxy::scope::ScopeHeaders;
 use authmd_proxy::tokens::Tokens;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Request, StatusCode};
@@ -55,8 +55,8 @@ fn overhead(c: &mut Criterion) {
     for entry in &config.keys {
         table.insert_static(entry.clone());
     }
-    let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
-    let tokens = Tokens::new(&config, None, &[], compiler, Arc::new(KeyTable::default()));
+    let headers = Arc::new(ScopeHeaders::new(config.scopes.clone()));
+    let tokens = Tokens::new(&config, None, &[], headers);
     let meters = meters(&config);
     let request = Request::builder()
         .method(Method::POST)

@@ -218,11 +218,21 @@ impl CredentialRules {
                 keys.touch(&entry);
                 Ok(Principal::Key(entry))
             }
-            Presented::Token(token) => tokens
-                .ok_or(TokenError::UntrustedIssuer)
-                .and_then(|tokens| tokens.verify(token, crate::clock::unix_now()))
-                .map(Principal::Token)
-                .map_err(Rejection::InvalidToken),
+            Presented::Token(token) => {
+                let grant = tokens
+                    .ok_or(TokenError::UntrustedIssuer)
+                    .and_then(|tokens| tokens.verify(token, crate::clock::unix_now()))
+                    .map_err(Rejection::InvalidToken)?;
+                // A token minted from a key ends with the key.
+                if grant
+                    .key_id
+                    .as_deref()
+                    .is_some_and(|id| !keys.is_live_id(id))
+                {
+                    return Err(Rejection::InvalidToken(TokenError::Revoked));
+                }
+                Ok(Principal::Token(grant))
+            }
             Presented::Unrecognised => Err(Rejection::InvalidApiKey),
         }
     }

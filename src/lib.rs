@@ -78,6 +78,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod protocol;
 pub mod proxy;
+pub mod random;
 pub mod rejection;
 pub mod reload;
 pub mod scope;

@@ -395,7 +395,7 @@ impl Generation {
             .iter()
             .map(|issuer| tokio::spawn(issuer.keys.clone().refresh_forever()))
             .collect();
-        let mut tokens = Tokens::new(&config, own, &issuers, compiler.clone(), keys.clone());
+        let mut tokens = Tokens::new(&config, own, &issuers, compiler.scope_headers().clone());
         if let Some(previous) = previous {
             tokens.share_revocations(&previous.tokens);
         }

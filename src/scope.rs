@@ -7,6 +7,9 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Arc;
+
+use http::HeaderValue;
 
 /// The most scopes one config may declare (the width of [`ScopeSet`]).
 pub const MAX_SCOPES: usize = 256;
@@ -214,6 +217,49 @@ impl ScopeRegistry {
             }
         }
         out
+    }
+}
+
+impl ScopeRegistry {
+    /// The `X-Authmd-Scopes` value of a scope set: its names, space-separated.
+    #[must_use]
+    pub fn header_value(&self, set: &ScopeSet) -> HeaderValue {
+        HeaderValue::from_str(&self.names(set)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    }
+}
+
+/// The `X-Authmd-Scopes` value of each scope set, rendered once and shared by every
+/// key and token that holds the set (a clone of a shared value, never a new string on
+/// the request path).
+#[derive(Debug)]
+pub struct ScopeHeaders {
+    registry: Arc<ScopeRegistry>,
+    values: papaya::HashMap<ScopeSet, HeaderValue>,
+}
+
+impl ScopeHeaders {
+    /// The headers of the scopes of `registry`.
+    #[must_use]
+    pub fn new(registry: Arc<ScopeRegistry>) -> ScopeHeaders {
+        ScopeHeaders {
+            registry,
+            values: papaya::HashMap::new(),
+        }
+    }
+
+    /// The value for `set`.
+    #[must_use]
+    pub fn get(&self, set: ScopeSet) -> HeaderValue {
+        self.values
+            .pin()
+            .get_or_insert_with(set, || self.registry.header_value(&set))
+            .clone()
+    }
+
+    /// The registry the names come from.
+    #[must_use]
+    pub fn registry(&self) -> &Arc<ScopeRegistry> {
+        &self.registry
     }
 }
 

@@ -32,10 +32,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TrustedIssuer};
-use crate::credentials::KeyTable;
 use crate::protocol::ACCESS_TOKEN_TYPE;
-use crate::scope::{ScopeRegistry, ScopeSet};
-use crate::store::sync::Compiler;
+use crate::scope::{ScopeHeaders, ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 use remote::{HttpsClient, RemoteKeys};
 use signing::SigningKeys;
@@ -234,9 +232,8 @@ pub struct Tokens {
     trusted: Vec<Arc<Issuer>>,
     scopes: Arc<ScopeRegistry>,
     tiers: Arc<Tiers>,
-    compiler: Arc<Compiler>,
-    /// The key table, for tokens minted from a key.
-    keys: Arc<KeyTable>,
+    /// The `X-Authmd-Scopes` values, shared with the keys.
+    scope_headers: Arc<ScopeHeaders>,
     /// Verified tokens by their full text (a fast seeded hash; only verified tokens
     /// are ever inserted, so the keys are not the attacker's to choose).
     cache: papaya::HashMap<Box<str>, Arc<TokenGrant>, foldhash::fast::RandomState>,
@@ -253,15 +250,14 @@ struct Peek {
 
 impl Tokens {
     /// Builds the verifier for a config: `own` are the proxy's signing keys (when it
-    /// issues tokens); `issuers` every trusted issuer with its keys; `keys` the key
-    /// table, whose revocations end the tokens minted from a key.
+    /// issues tokens); `issuers` every trusted issuer with its keys; `scope_headers`
+    /// the scope header values shared with the keys.
     #[must_use]
     pub fn new(
         config: &Config,
         own: Option<SigningKeys>,
         issuers: &[Arc<Issuer>],
-        compiler: Arc<Compiler>,
-        keys: Arc<KeyTable>,
+        scope_headers: Arc<ScopeHeaders>,
     ) -> Tokens {
         Tokens {
             issuer: config.public_url.clone(),
@@ -275,8 +271,7 @@ impl Tokens {
                 .collect(),
             scopes: config.scopes.clone(),
             tiers: config.tiers.clone(),
-            compiler,
-            keys,
+            scope_headers,
             cache: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             revoked: Arc::default(),
             any_revoked: Arc::default(),
@@ -319,11 +314,6 @@ impl Tokens {
         if grant.valid_until <= now {
             cache.remove(token);
             return Err(TokenError::Expired);
-        }
-        if let Some(id) = &grant.key_id {
-            if !self.keys.is_live_id(id) {
-                return Err(TokenError::Revoked);
-            }
         }
         if let Some(jti) = &grant.jti {
             if self.any_revoked.load(Ordering::Acquire) && self.revoked.pin().contains_key(jti) {
@@ -404,7 +394,7 @@ impl Tokens {
         Ok(TokenGrant {
             principal_header: HeaderValue::from_str(&claims.sub)
                 .map_err(|_| TokenError::Malformed)?,
-            scopes_header: self.compiler.scopes_header(scopes),
+            scopes_header: self.scope_headers.get(scopes),
             scopes,
             tier,
             valid_until: claims.exp,
@@ -490,7 +480,7 @@ impl Tokens {
         Ok(TokenGrant {
             principal_header: HeaderValue::from_str(&format!("{}:{subject}", settings.name))
                 .map_err(|_| TokenError::Malformed)?,
-            scopes_header: self.compiler.scopes_header(scopes),
+            scopes_header: self.scope_headers.get(scopes),
             scopes,
             tier: settings.tier.unwrap_or(TierId(1)),
             valid_until: exp + LEEWAY,
@@ -510,7 +500,7 @@ impl Tokens {
             scope: scope.clone(),
             exp: now + self.ttl,
             iat: now,
-            jti: crate::credentials::api_key::public_id("at").ok()?,
+            jti: crate::random::public_id("at").ok()?,
             client_id: issue.client_id.map(str::to_owned),
             tier: self.tiers.get(issue.tier).name.clone(),
         };

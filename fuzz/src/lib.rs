@@ -22,7 +22,7 @@ use std::sync::{Arc, OnceLock};
 
 use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::credentials::KeyTable;
-use authmd_proxy::store::sync::Compiler;
+use authmd_proxy::scope::ScopeHeaders;
 use authmd_proxy::tier::TierId;
 use authmd_proxy::tokens::signing::{SigningKey, SigningKeys};
 use authmd_proxy::protocol::ACCESS_TOKEN_TYPE;
@@ -122,8 +122,8 @@ fn build() -> Fixture {
     let public_key = URL_SAFE_NO_PAD
         .decode(jwks["keys"][0]["x"].as_str().expect("an OKP key has x"))
         .expect("x is base64url");
-    let compiler = Arc::new(Compiler::new(config.scopes.clone(), config.tiers.clone()));
-    let tokens = Tokens::new(&config, Some(own), &[], compiler, keys.clone());
+    let headers = Arc::new(ScopeHeaders::new(config.scopes.clone()));
+    let tokens = Tokens::new(&config, Some(own), &[], headers);
     let now = authmd_proxy::clock::unix_now();
     let fresh_token = issue_writer(&config, &tokens, now);
     let fixture = Fixture {

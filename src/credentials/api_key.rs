@@ -108,12 +108,9 @@ pub enum MintError {
     Random(getrandom::Error),
 }
 
-/// A public id such as `key_...` or `reg_...`: 128 bits from the OS random source,
-/// in base58. Not a secret; unguessable so that ids reveal nothing.
+/// A public id such as `key_...` or `reg_...` (see [`crate::random::public_id`]).
 pub fn public_id(prefix: &str) -> Result<String, MintError> {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(MintError::Random)?;
-    Ok(format!("{prefix}_{}", bs58::encode(bytes).into_string()))
+    crate::random::public_id(prefix).map_err(MintError::Random)
 }
 
 /// Checks a prefix: lowercase ASCII words joined by `_` (`ak_live`, `gsk`).

@@ -382,7 +382,7 @@ impl Hasher for PrefixState {
 /// The `X-Authmd-Scopes` value of a scope set.
 #[must_use]
 pub fn scopes_header(registry: &crate::scope::ScopeRegistry, scopes: &ScopeSet) -> HeaderValue {
-    HeaderValue::from_str(&registry.names(scopes)).unwrap_or_else(|_| HeaderValue::from_static(""))
+    registry.header_value(scopes)
 }
 
 #[cfg(test)]

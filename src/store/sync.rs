@@ -17,11 +17,10 @@ use tokio::task::JoinHandle;
 
 use super::{KeyRecord, Notice, Store, StoreError};
 use crate::clock::unix_now;
-use http::HeaderValue;
 
-use crate::credentials::key_table::{Change, KeyProfile, scopes_header};
+use crate::credentials::key_table::{Change, KeyProfile};
 use crate::credentials::{KeyEntry, KeyHash, KeyTable};
-use crate::scope::{ScopeRegistry, ScopeSet};
+use crate::scope::{ScopeHeaders, ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 use crate::tokens::Tokens;
 
@@ -42,7 +41,7 @@ const SWEEP: Duration = Duration::from_secs(60);
 pub struct Compiler {
     scopes: Arc<ScopeRegistry>,
     tiers: Arc<Tiers>,
-    headers: papaya::HashMap<ScopeSet, HeaderValue>,
+    headers: Arc<ScopeHeaders>,
     profiles: papaya::HashMap<(ScopeSet, TierId), Arc<KeyProfile>>,
 }
 
@@ -51,20 +50,17 @@ impl Compiler {
     #[must_use]
     pub fn new(scopes: Arc<ScopeRegistry>, tiers: Arc<Tiers>) -> Compiler {
         Compiler {
+            headers: Arc::new(ScopeHeaders::new(scopes.clone())),
             scopes,
             tiers,
-            headers: papaya::HashMap::new(),
             profiles: papaya::HashMap::new(),
         }
     }
 
-    /// The `X-Authmd-Scopes` value of a scope set, shared by every holder of it.
+    /// The `X-Authmd-Scopes` values it gives keys, to share with the tokens.
     #[must_use]
-    pub fn scopes_header(&self, granted: ScopeSet) -> HeaderValue {
-        self.headers
-            .pin()
-            .get_or_insert_with(granted, || scopes_header(&self.scopes, &granted))
-            .clone()
+    pub fn scope_headers(&self) -> &Arc<ScopeHeaders> {
+        &self.headers
     }
 
     /// The profile of stored keys with these scopes and tier and no limits of their
@@ -76,7 +72,7 @@ impl Compiler {
                 Arc::new(KeyProfile {
                     scopes,
                     tier,
-                    scopes_header: self.scopes_header(scopes),
+                    scopes_header: self.headers.get(scopes),
                     limits: None,
                     is_static: false,
                 })
@@ -116,7 +112,7 @@ impl Compiler {
             Some(limits) => Arc::new(KeyProfile {
                 scopes: granted,
                 tier,
-                scopes_header: self.scopes_header(granted),
+                scopes_header: self.headers.get(granted),
                 limits: Some(limits),
                 is_static: false,
             }),
