@@ -72,7 +72,7 @@ fn contended(limits: &LimitSet, principal: &Principal, threads: usize, iters: u6
     // A fresh limiter per sample: however many requests the other threads make,
     // the bucket never runs dry.
     let limiter = Limiter::new(CAPACITY);
-    let subject = Subject::of(Some(principal), ADDRESS, limits);
+    let subject = principal.subject(ADDRESS, limits);
     let stop = AtomicBool::new(false);
     let ready = AtomicUsize::new(0);
     thread::scope(|s| {
@@ -110,7 +110,7 @@ fn checks(c: &mut Criterion) {
 
     {
         let limiter = Limiter::new(CAPACITY);
-        let subject = Subject::of(Some(&principal), ADDRESS, &one);
+        let subject = principal.subject(ADDRESS, &one);
         group.bench_function("check_uncontended", |b| {
             b.iter(|| black_box(limiter.check(black_box(&subject), NOW)))
         });
@@ -119,7 +119,7 @@ fn checks(c: &mut Criterion) {
 
     {
         let limiter = Limiter::new(CAPACITY);
-        let subject = Subject::of(Some(&principal), ADDRESS, &two);
+        let subject = principal.subject(ADDRESS, &two);
         group.bench_function("check_two_windows_and_quota", |b| {
             b.iter(|| black_box(limiter.check(black_box(&subject), NOW)))
         });
@@ -129,7 +129,7 @@ fn checks(c: &mut Criterion) {
     {
         let limits = LimitSet::new("bench", vec![rate(1, HOUR)], None);
         let limiter = Limiter::new(CAPACITY);
-        let subject = Subject::of(Some(&principal), ADDRESS, &limits);
+        let subject = principal.subject(ADDRESS, &limits);
         assert!(limiter.check(&subject, NOW).exceeded.is_none());
         assert!(limiter.check(&subject, NOW).exceeded.is_some());
         group.bench_function("check_refused", |b| {
@@ -148,7 +148,7 @@ fn checks(c: &mut Criterion) {
         let subjects: Vec<Subject<'_>> = (0..DISTINCT)
             .map(|i| {
                 let address = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
-                Subject::of(None, address, &one)
+                Subject::address(address, &one)
             })
             .collect();
         // Every subject has its bucket before timing starts: only lookups are timed.
@@ -173,7 +173,7 @@ fn checks(c: &mut Criterion) {
 
     {
         let limiter = Limiter::new(CAPACITY);
-        let subject = Subject::of(Some(&principal), ADDRESS, &two);
+        let subject = principal.subject(ADDRESS, &two);
         let verdict = limiter.check(&subject, NOW);
         assert!(verdict.exceeded.is_none());
         group.bench_function("headers_write", |b| {

@@ -29,7 +29,9 @@ use crate::assertion::AssertionVerifier;
 use crate::body::Body;
 use crate::clock::unix_now;
 use crate::config::Config;
-use crate::credentials::{KeyEntry, KeyHash, KeyTable, Presented, Principal, api_key};
+use crate::credentials::{
+    CredentialError, KeyEntry, KeyHash, KeyTable, Presented, Principal, api_key,
+};
 use crate::limits::AddressLimiter;
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
@@ -69,6 +71,12 @@ impl From<Rejection> for Failure {
             rejection,
             detail: None,
         }
+    }
+}
+
+impl From<CredentialError> for Failure {
+    fn from(error: CredentialError) -> Self {
+        Rejection::from(error).into()
     }
 }
 

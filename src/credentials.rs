@@ -10,17 +10,32 @@
 pub mod api_key;
 pub mod key_table;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderName};
 
-use crate::rejection::Rejection;
+use crate::limits::{LimitSet, Subject};
 use crate::scope::ScopeSet;
 use crate::tier::{TierId, Tiers};
 use crate::tokens::{TokenError, TokenGrant, Tokens};
 pub use api_key::KeyHash;
 pub use key_table::{KeyEntry, KeyTable};
+
+/// Why the credentials of a request were refused. Carries nothing the client sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialError {
+    /// Several different credentials, or one credential header sent twice.
+    Ambiguous,
+    /// A credential header that is not visible ASCII.
+    Malformed,
+    /// The API key is malformed, unknown or revoked (or the value is of no known
+    /// kind).
+    InvalidApiKey,
+    /// The token cannot be verified, and why.
+    InvalidToken(TokenError),
+}
 
 /// A header that may carry a credential, besides `Authorization: Bearer`.
 #[derive(Debug, Clone)]
@@ -129,6 +144,24 @@ impl Principal {
         }
     }
 
+    /// Who this principal counts against, from `address`, limited by `tier_limits`
+    /// unless its key has limits of its own. An anonymous agent that sent no
+    /// identifier counts as its address.
+    #[must_use]
+    pub fn subject<'a>(&'a self, address: IpAddr, tier_limits: &'a LimitSet) -> Subject<'a> {
+        match self {
+            Principal::Key(entry) => Subject::named(
+                entry.principal_header.as_bytes(),
+                entry.profile.limits.as_deref().unwrap_or(tier_limits),
+            ),
+            Principal::Token(grant) => {
+                Subject::named(grant.principal_header.as_bytes(), tier_limits)
+            }
+            Principal::Anonymous(Some(id)) => Subject::anonymous(id.0, tier_limits),
+            Principal::Anonymous(None) => Subject::address(address, tier_limits),
+        }
+    }
+
     /// True when a credential was verified.
     #[must_use]
     pub fn is_authenticated(&self) -> bool {
@@ -140,7 +173,7 @@ impl CredentialRules {
     /// Reads the credential headers. Several credentials that disagree, or a header
     /// sent twice, are refused: which one would count is exactly what an attacker
     /// wants to be ambiguous.
-    pub fn extract<'a>(&self, headers: &'a HeaderMap) -> Result<Presented<'a>, Rejection> {
+    pub fn extract<'a>(&self, headers: &'a HeaderMap) -> Result<Presented<'a>, CredentialError> {
         let mut found: Option<&'a str> = None;
         let mut anonymous: Option<&'a str> = None;
         if self.bearer {
@@ -157,13 +190,13 @@ impl CredentialRules {
             let value = value.trim();
             if header.anonymous && self.classify(value) == Presented::Unrecognised {
                 if anonymous.is_some_and(|a| a != value) {
-                    return Err(Rejection::AmbiguousCredentials);
+                    return Err(CredentialError::Ambiguous);
                 }
                 anonymous = Some(value);
                 continue;
             }
             if found.is_some_and(|f| f != value) {
-                return Err(Rejection::AmbiguousCredentials);
+                return Err(CredentialError::Ambiguous);
             }
             found = Some(value);
         }
@@ -198,7 +231,7 @@ impl CredentialRules {
         presented: Presented<'_>,
         keys: &KeyTable,
         tokens: Option<&Tokens>,
-    ) -> Result<Principal, Rejection> {
+    ) -> Result<Principal, CredentialError> {
         match presented {
             Presented::Nothing => Ok(Principal::Anonymous(None)),
             Presented::Anonymous(id) => Ok(Principal::Anonymous(Some(AnonymousId::of(id)))),
@@ -209,12 +242,12 @@ impl CredentialRules {
                         .iter()
                         .any(|prefix| api_key::checksum_ok(key, prefix))
                 {
-                    return Err(Rejection::InvalidApiKey);
+                    return Err(CredentialError::InvalidApiKey);
                 }
                 let entry = keys
                     .get(&KeyHash::of(key))
                     .filter(|entry| entry.is_live())
-                    .ok_or(Rejection::InvalidApiKey)?;
+                    .ok_or(CredentialError::InvalidApiKey)?;
                 keys.touch(&entry);
                 Ok(Principal::Key(entry))
             }
@@ -222,18 +255,18 @@ impl CredentialRules {
                 let grant = tokens
                     .ok_or(TokenError::UntrustedIssuer)
                     .and_then(|tokens| tokens.verify(token, crate::clock::unix_now()))
-                    .map_err(Rejection::InvalidToken)?;
+                    .map_err(CredentialError::InvalidToken)?;
                 // A token minted from a key ends with the key.
                 if grant
                     .key_id
                     .as_deref()
                     .is_some_and(|id| !keys.is_live_id(id))
                 {
-                    return Err(Rejection::InvalidToken(TokenError::Revoked));
+                    return Err(CredentialError::InvalidToken(TokenError::Revoked));
                 }
                 Ok(Principal::Token(grant))
             }
-            Presented::Unrecognised => Err(Rejection::InvalidApiKey),
+            Presented::Unrecognised => Err(CredentialError::InvalidApiKey),
         }
     }
 
@@ -248,18 +281,21 @@ impl CredentialRules {
 }
 
 /// The value of a header sent at most once (`None` if absent).
-fn single<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Result<Option<&'a str>, Rejection> {
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+) -> Result<Option<&'a str>, CredentialError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Rejection::AmbiguousCredentials);
+        return Err(CredentialError::Ambiguous);
     }
     first
         .to_str()
         .map(Some)
-        .map_err(|_| Rejection::MalformedCredential)
+        .map_err(|_| CredentialError::Malformed)
 }
 
 /// The credential of an `Authorization: Bearer <credential>` value (scheme
@@ -381,10 +417,7 @@ mod tests {
             ]),
             headers(&[("x-agent-key", "one"), ("x-agent-key", "two")]),
         ] {
-            assert!(matches!(
-                r.extract(&h),
-                Err(Rejection::AmbiguousCredentials)
-            ));
+            assert!(matches!(r.extract(&h), Err(CredentialError::Ambiguous)));
         }
     }
 
@@ -398,11 +431,11 @@ mod tests {
         bad.push('z');
         assert!(matches!(
             r.authenticate(Presented::Key(&bad), &table, None),
-            Err(Rejection::InvalidApiKey)
+            Err(CredentialError::InvalidApiKey)
         ));
         assert!(matches!(
             r.authenticate(Presented::Key(&key.secret), &table, None),
-            Err(Rejection::InvalidApiKey)
+            Err(CredentialError::InvalidApiKey)
         ));
     }
 }

@@ -28,8 +28,6 @@ use std::time::Duration;
 use http::HeaderMap;
 use ipnet::IpNet;
 
-use crate::credentials::Principal;
-use crate::store::{Store, StoreError};
 use buckets::{Buckets, MAX_WINDOWS};
 use gcra::{Clock, Rate, Standing};
 use quota::{Quota, QuotaStanding, Quotas};
@@ -327,35 +325,33 @@ fn address_key(ip: IpAddr) -> u64 {
 }
 
 impl<'a> Subject<'a> {
-    /// The subject of a request by `principal` (`None` on public routes) from
-    /// `address`, limited by `tier_limits` unless its key has limits of its own.
+    /// A subject known by a stable name: `key:<id>`, or a token's subject.
     #[must_use]
-    pub fn of(
-        principal: Option<&'a Principal>,
-        address: IpAddr,
-        tier_limits: &'a LimitSet,
-    ) -> Subject<'a> {
-        match principal {
-            Some(Principal::Key(entry)) => Subject {
-                key: stable_hash(0, entry.principal_header.as_bytes()),
-                limits: entry.profile.limits.as_deref().unwrap_or(tier_limits),
-                who: Who::Named(entry.principal_header.as_bytes()),
-            },
-            Some(Principal::Token(grant)) => Subject {
-                key: stable_hash(0, grant.principal_header.as_bytes()),
-                limits: tier_limits,
-                who: Who::Named(grant.principal_header.as_bytes()),
-            },
-            Some(Principal::Anonymous(Some(id))) => Subject {
-                key: stable_hash(1, &id.0.to_le_bytes()),
-                limits: tier_limits,
-                who: Who::Anonymous(id.0),
-            },
-            Some(Principal::Anonymous(None)) | None => Subject {
-                key: address_key(address),
-                limits: tier_limits,
-                who: Who::Address(address.to_canonical()),
-            },
+    pub fn named(name: &'a [u8], limits: &'a LimitSet) -> Subject<'a> {
+        Subject {
+            key: stable_hash(0, name),
+            limits,
+            who: Who::Named(name),
+        }
+    }
+
+    /// An anonymous agent, by the digest of the identifier it sent.
+    #[must_use]
+    pub fn anonymous(id: u64, limits: &'a LimitSet) -> Subject<'a> {
+        Subject {
+            key: stable_hash(1, &id.to_le_bytes()),
+            limits,
+            who: Who::Anonymous(id),
+        }
+    }
+
+    /// A client known only by its address.
+    #[must_use]
+    pub fn address(address: IpAddr, limits: &'a LimitSet) -> Subject<'a> {
+        Subject {
+            key: address_key(address),
+            limits,
+            who: Who::Address(address.to_canonical()),
         }
     }
 }
@@ -630,65 +626,6 @@ pub async fn sweep_forever(limiter: Arc<Limiter>, every: Duration) {
     }
 }
 
-/// Reads the current periods' quota rows changed at or after `since_ms` into the
-/// counters; returns the store clock to read from next time.
-pub async fn read_quotas(quotas: &Quotas, store: &Store, since_ms: i64) -> Result<i64, StoreError> {
-    let now = crate::clock::unix_now();
-    let periods = vec![
-        quota::label(quota::Period::Day.word(now)),
-        quota::label(quota::Period::Month.word(now)),
-    ];
-    let (rows, clock) = store.quota_usage_since(since_ms, periods).await?;
-    for (subject, period, used) in rows {
-        quotas.absorb(&subject, &period, used, now);
-    }
-    Ok(clock)
-}
-
-/// Keeps quota counters and the store in step: every `every`, adds the pending
-/// usage to the store and reads back the rows other replicas changed since
-/// `since_ms`. Runs until aborted; a store outage only delays the writes (usage
-/// accumulates in memory and is written when the store returns).
-pub async fn sync_quotas_forever(
-    limiter: Arc<Limiter>,
-    store: Store,
-    every: Duration,
-    mut since_ms: i64,
-) {
-    let quotas = limiter.quotas();
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tick.tick().await;
-        flush_quotas(quotas, &store).await;
-        // Rows committed while the last read ran may carry an earlier clock: read
-        // with a margin (taking a row twice is harmless).
-        match read_quotas(quotas, &store, since_ms - 5_000).await {
-            Ok(clock) => since_ms = clock,
-            Err(error) => tracing::warn!(%error, "could not read quota usage from the store"),
-        }
-    }
-}
-
-/// Adds every pending quota count to the store.
-pub async fn flush_quotas(quotas: &Quotas, store: &Store) {
-    let pending = quotas.pending();
-    if pending.is_empty() {
-        return;
-    }
-    match store.add_quota_usage(pending.clone()).await {
-        Ok(totals) => {
-            for (usage, total) in pending.iter().zip(totals) {
-                quotas.flushed(usage, total);
-            }
-        }
-        Err(error) => {
-            tracing::warn!(%error, subjects = pending.len(), "could not write quota usage to the store; will retry")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -760,7 +697,7 @@ mod tests {
         let minute = Rate::new(3, Duration::from_secs(60)).unwrap();
         let limits = LimitSet::new("t", vec![second, minute], None);
         let limiter = Limiter::new(10);
-        let subject = Subject::of(None, "192.0.2.1".parse().unwrap(), &limits);
+        let subject = Subject::address("192.0.2.1".parse().unwrap(), &limits);
         let check = || {
             let v = limiter.check(&subject, 0);
             let w = |i: usize| {
@@ -836,11 +773,10 @@ mod tests {
     fn subject_names_hash_to_their_keys() {
         let limits = LimitSet::default();
         let address: IpAddr = "192.0.2.7".parse().unwrap();
-        let subject = Subject::of(None, address, &limits);
+        let subject = Subject::address(address, &limits);
         assert_eq!(subject.name(), "addr:192.0.2.7");
         assert_eq!(key_of_name(&subject.name()), subject.key);
-        let anonymous = Principal::Anonymous(Some(crate::credentials::AnonymousId(0xabc)));
-        let subject = Subject::of(Some(&anonymous), address, &limits);
+        let subject = Subject::anonymous(0xabc, &limits);
         assert_eq!(subject.name(), "anonymous:0000000000000abc");
         assert_eq!(key_of_name(&subject.name()), subject.key);
     }

@@ -29,13 +29,12 @@ use crate::clock::unix_now;
 use crate::config::{Config, HealthCheck, SigningSource};
 use crate::credentials::{KeyTable, Presented, Principal};
 use crate::discovery::{self, Documents};
-use crate::limits::x402::{self, Payment, Refused, X402};
+use crate::limits::x402::{self, Payment, PaymentError, Refused, X402};
 use crate::limits::{self, Exceeded, Limiter, Subject, Verdict};
 use crate::metrics::{self, LocalEndpoint, MeterId, Meters, Metrics, PaymentEvent};
 use crate::oauth::{self, Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
 use crate::proxy::{ClientConn, Identity, Outbound, Upstream};
-use crate::rejection::PaymentError;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::store::Store;
 use crate::store::sync::{self, Compiler, Follower, SyncState};
@@ -198,9 +197,11 @@ impl Gateway {
             crate::store::observe(&metrics);
             // Quota usage is read before the first request: a restart must not give
             // a used-up quota back.
-            let read =
-                tokio::time::timeout(PRELOAD, limits::read_quotas(limiter.quotas(), store, 0))
-                    .await;
+            let read = tokio::time::timeout(
+                PRELOAD,
+                crate::store::quotas::read_quotas(limiter.quotas(), store, 0),
+            )
+            .await;
             let since = match read {
                 Ok(Ok(clock)) => clock,
                 Ok(Err(error)) => {
@@ -209,7 +210,7 @@ impl Gateway {
                 }
                 Err(_) => 0,
             };
-            background.push(tokio::spawn(limits::sync_quotas_forever(
+            background.push(tokio::spawn(crate::store::quotas::sync_quotas_forever(
                 limiter.clone(),
                 store.clone(),
                 config.limits.quota_flush,
@@ -275,7 +276,7 @@ impl Gateway {
     /// listeners have drained, so that a restart loses nothing.
     pub async fn flush(&self) {
         if let Some(store) = &self.shared.store {
-            limits::flush_quotas(self.shared.limiter.quotas(), store).await;
+            crate::store::quotas::flush_quotas(self.shared.limiter.quotas(), store).await;
         }
     }
 
@@ -769,7 +770,7 @@ impl Generation {
         let forwarded = Instant::now();
         let mut response = match self.upstream.forward(request, outbound, conn).await {
             Ok(response) => response,
-            Err(rejection) => responder(config, host).respond(rejection, None),
+            Err(error) => responder(config, host).respond(error.into(), None),
         };
         trace.upstream = Some(forwarded.elapsed());
         if let (Some((payment, resource)), Some(x402)) = (payment, &self.x402) {
@@ -900,11 +901,14 @@ impl Generation {
         if !grant.route.metered {
             // Counted against nothing: the limiter answers at once, and no
             // RateLimit headers are written.
-            let subject = Subject::of(None, address, &self.shared.unmetered);
+            let subject = Subject::address(address, &self.shared.unmetered);
             return (subject, self.shared.limiter.check(&subject, unix));
         }
         let tier_limits = &config.tiers.get(tier_of(grant)).limits;
-        let subject = Subject::of(grant.principal.as_ref(), address, tier_limits);
+        let subject = match &grant.principal {
+            Some(principal) => principal.subject(address, tier_limits),
+            None => Subject::address(address, tier_limits),
+        };
         let verdict = self.shared.limiter.check(&subject, unix);
         (subject, verdict)
     }
@@ -1119,26 +1123,31 @@ pub fn admit<'c, B>(
     request: &Request<B>,
     path: &str,
 ) -> Result<Grant<'c>, Refusal<'c>> {
-    let route = config.policy.find(request.method(), path)?;
+    let route = config
+        .policy
+        .find(request.method(), path)
+        .map_err(|e| Refusal::from(Rejection::from(e)))?;
     if route.access == Access::Public {
         return Ok(Grant {
             route,
             principal: None,
         });
     }
-    let refuse = |rejection| Refusal {
+    let refuse = |rejection: Rejection| Refusal {
         rejection,
         route: Some(route),
     };
     let presented = config
         .credentials
         .extract(request.headers())
-        .map_err(refuse)?;
+        .map_err(|e| refuse(e.into()))?;
     let principal = config
         .credentials
         .authenticate(presented, keys, Some(tokens))
-        .map_err(refuse)?;
-    route.authorize(&principal, &config.tiers).map_err(refuse)?;
+        .map_err(|e| refuse(e.into()))?;
+    route
+        .authorize(&principal, &config.tiers)
+        .map_err(|e| refuse(e.into()))?;
     Ok(Grant {
         route,
         principal: Some(principal),

@@ -10,6 +10,7 @@
 //! refuses any set of routes where some request would have no single most specific
 //! route ([`RouteTable::build`]).
 
+mod challenges;
 mod path;
 mod template;
 
@@ -18,9 +19,9 @@ use std::fmt;
 use http::Method;
 
 use crate::credentials::Principal;
-use crate::rejection::{Challenges, Rejection};
 use crate::scope::ScopeSet;
 use crate::tier::{TierId, Tiers};
+pub use challenges::Challenges;
 pub use path::{PathError, normalize_path};
 pub(crate) use template::Template;
 
@@ -130,6 +131,25 @@ impl fmt::Display for MethodSet {
     }
 }
 
+/// Why the policy refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyError {
+    /// No route matches and the default rule denies.
+    RouteNotFound,
+    /// A route matches the path but not the method; these are the methods it takes.
+    MethodNotAllowed(MethodSet),
+    /// The route needs a credential, or more than anonymous agents hold, and none
+    /// was presented.
+    MissingCredential,
+    /// The credential lacks scopes the route requires.
+    InsufficientScope {
+        /// The scopes the credential lacks.
+        missing: ScopeSet,
+    },
+    /// The principal's tier is below the route's minimum.
+    InsufficientTier(TierId),
+}
+
 /// One route of the policy.
 #[derive(Debug, Clone)]
 pub struct Route {
@@ -160,25 +180,25 @@ pub struct Route {
 impl Route {
     /// Checks a principal against the route. An anonymous principal that falls short
     /// is told to authenticate (401); an authenticated one is refused (403).
-    pub fn authorize(&self, principal: &Principal, tiers: &Tiers) -> Result<(), Rejection> {
+    pub fn authorize(&self, principal: &Principal, tiers: &Tiers) -> Result<(), PolicyError> {
         let authenticated = principal.is_authenticated();
         if self.access == Access::Credential && !authenticated {
-            return Err(Rejection::MissingCredential);
+            return Err(PolicyError::MissingCredential);
         }
         let missing = self.scopes.missing_from(&principal.scopes(tiers));
         if !missing.is_empty() {
             return Err(if authenticated {
-                Rejection::InsufficientScope { missing }
+                PolicyError::InsufficientScope { missing }
             } else {
-                Rejection::MissingCredential
+                PolicyError::MissingCredential
             });
         }
         if let Some(min) = self.min_tier {
             if principal.tier() < min {
                 return Err(if authenticated {
-                    Rejection::InsufficientTier(min)
+                    PolicyError::InsufficientTier(min)
                 } else {
-                    Rejection::MissingCredential
+                    PolicyError::MissingCredential
                 });
             }
         }
@@ -319,10 +339,10 @@ impl RouteTable {
     }
 
     /// The route for a request, given its normalised path.
-    pub fn find(&self, method: &Method, path: &str) -> Result<&Route, Rejection> {
+    pub fn find(&self, method: &Method, path: &str) -> Result<&Route, PolicyError> {
         let Some(group) = self.groups.iter().find(|g| g.template.matches(path)) else {
             return match &self.default {
-                DefaultRule::Deny => Err(Rejection::RouteNotFound),
+                DefaultRule::Deny => Err(PolicyError::RouteNotFound),
                 DefaultRule::Public(route) => Ok(route),
             };
         };
@@ -335,7 +355,7 @@ impl RouteTable {
                 for route in &group.routes {
                     allowed.insert(route.methods);
                 }
-                Rejection::MethodNotAllowed(allowed)
+                PolicyError::MethodNotAllowed(allowed)
             })
     }
 
@@ -401,8 +421,8 @@ mod tests {
     fn found(t: &RouteTable, method: &Method, path: &str) -> String {
         match t.find(method, path) {
             Ok(r) => r.id.clone(),
-            Err(Rejection::RouteNotFound) => "404".into(),
-            Err(Rejection::MethodNotAllowed(m)) => format!("405 {m}"),
+            Err(PolicyError::RouteNotFound) => "404".into(),
+            Err(PolicyError::MethodNotAllowed(m)) => format!("405 {m}"),
             Err(other) => format!("{other:?}"),
         }
     }

@@ -27,7 +27,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
 use crate::config::{HealthCheck, UpstreamSettings, UpstreamTarget};
-use crate::rejection::{Oversize, Rejection};
 use crate::tls::{TlsError, UpstreamFiles};
 
 /// What the proxy knows about the client connection a request came on.
@@ -101,6 +100,20 @@ pub struct Outbound<'a> {
     /// Bytes of body forwarded at most (`server.max_body`); past them the request
     /// fails, with 413 if the upstream has not answered yet.
     pub body_limit: u64,
+}
+
+/// Why a request could not be forwarded, or its answer not relayed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    /// The upstream refused or dropped the connection, or answered garbage.
+    Unavailable,
+    /// The upstream did not answer in time.
+    Timeout,
+    /// The client's body grew past `server.max_body` while it was streamed.
+    BodyTooLarge,
+    /// The client's request body broke off or was malformed while it was being
+    /// forwarded (the upstream never got a complete request).
+    ClientBody,
 }
 
 /// The upstream: an HTTP origin behind a connection pool, or the built-in echo.
@@ -210,18 +223,18 @@ impl Upstream {
     async fn dial(
         &self,
         http: &HttpTarget,
-    ) -> Result<hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>, Rejection> {
+    ) -> Result<hyper_rustls::MaybeHttpsStream<TokioIo<tokio::net::TcpStream>>, ForwardError> {
         let mut connector = http.connector.clone();
         let dial = tower_service::Service::call(&mut connector, http.origin.clone());
         match tokio::time::timeout(self.connect_timeout, dial).await {
             Ok(Ok(stream)) => Ok(stream),
             Ok(Err(error)) => {
                 tracing::warn!(error = %error_chain(&*error), upstream = %http.authority, "cannot connect to the upstream");
-                Err(Rejection::UpstreamUnavailable)
+                Err(ForwardError::Unavailable)
             }
             Err(_) => {
                 tracing::warn!(upstream = %http.authority, "connecting to the upstream timed out");
-                Err(Rejection::UpstreamTimeout)
+                Err(ForwardError::Timeout)
             }
         }
     }
@@ -232,7 +245,7 @@ impl Upstream {
         mut request: Request<Incoming>,
         outbound: Outbound<'_>,
         conn: &ClientConn,
-    ) -> Result<Response<Body>, Rejection> {
+    ) -> Result<Response<Body>, ForwardError> {
         let upgrade = !self.http2
             && request.version() == Version::HTTP_11
             && headers::is_upgrade(request.headers());
@@ -254,7 +267,7 @@ impl Upstream {
                 sent.await.map_err(|error| {
                     tracing::warn!(error = %error_chain(&error), "upstream request failed");
                     if is_timeout(&error) {
-                        Rejection::UpstreamTimeout
+                        ForwardError::Timeout
                     } else {
                         failure(&error)
                     }
@@ -267,7 +280,7 @@ impl Upstream {
             Ok(Err(rejection)) => return Err(rejection),
             Err(_) => {
                 tracing::warn!(timeout = ?self.response_timeout, "upstream did not answer in time");
-                return Err(Rejection::UpstreamTimeout);
+                return Err(ForwardError::Timeout);
             }
         };
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -290,7 +303,7 @@ impl Upstream {
         http: &HttpTarget,
         conn: &ClientConn,
         mut request: Request<Forwarded>,
-    ) -> Result<Response<Incoming>, Rejection> {
+    ) -> Result<Response<Incoming>, ForwardError> {
         let Ok(mut slot) = conn.affinity.0.try_lock() else {
             return http.client.request(request).await.map_err(|error| {
                 tracing::warn!(error = %error_chain(&error), "upstream request failed");
@@ -317,7 +330,7 @@ impl Upstream {
             if sender.ready().await.is_err() {
                 *slot = None;
                 if retried {
-                    return Err(Rejection::UpstreamUnavailable);
+                    return Err(ForwardError::Unavailable);
                 }
                 retried = true;
                 continue;
@@ -375,7 +388,10 @@ impl Upstream {
     }
 
     /// Opens an HTTP/1.1 connection to the upstream.
-    async fn connect(&self, http: &HttpTarget) -> Result<http1::SendRequest<Forwarded>, Rejection> {
+    async fn connect(
+        &self,
+        http: &HttpTarget,
+    ) -> Result<http1::SendRequest<Forwarded>, ForwardError> {
         let stream = self.dial(http).await?;
         let (sender, connection) =
             http1::Builder::new()
@@ -383,7 +399,7 @@ impl Upstream {
                 .await
                 .map_err(|error| {
                     tracing::warn!(%error, "upstream handshake failed");
-                    Rejection::UpstreamUnavailable
+                    ForwardError::Unavailable
                 })?;
         tokio::spawn(async move {
             if let Err(error) = connection.await {
@@ -493,11 +509,11 @@ fn is_timeout(error: &hyper_util::client::legacy::Error) -> bool {
 /// request body broke off or was malformed (hyper reports a failed outgoing body as
 /// a user error whose cause is the incoming body's error) or grew past
 /// `server.max_body`, the upstream's otherwise.
-fn failure(error: &(dyn std::error::Error + 'static)) -> Rejection {
+fn failure(error: &(dyn std::error::Error + 'static)) -> ForwardError {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
         if e.is::<LengthLimitError>() {
-            return Rejection::TooLarge(Oversize::Body);
+            return ForwardError::BodyTooLarge;
         }
         if let Some(hyper) = e.downcast_ref::<hyper::Error>() {
             let from_client_body = hyper.is_user()
@@ -505,12 +521,12 @@ fn failure(error: &(dyn std::error::Error + 'static)) -> Rejection {
                     .source()
                     .is_some_and(|cause| cause.downcast_ref::<hyper::Error>().is_some());
             if from_client_body {
-                return Rejection::ClientBody;
+                return ForwardError::ClientBody;
             }
         }
         source = e.source();
     }
-    Rejection::UpstreamUnavailable
+    ForwardError::Unavailable
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {

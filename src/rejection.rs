@@ -21,7 +21,15 @@ mod lifecycle;
 
 use crate::assertion::AssertionError;
 use crate::body::Body;
-use crate::policy::{MethodSet, PathError};
+use crate::credentials::CredentialError;
+use crate::limits::x402::PaymentError;
+use crate::policy::{MethodSet, PathError, PolicyError};
+use crate::proxy::ForwardError;
+use crate::proxy::headers::Ambiguity;
+// Named here by the config until it names their owners itself.
+pub use crate::policy::Challenges;
+pub use crate::protocol::PROTECTED_RESOURCE;
+pub use crate::proxy::headers::Oversize;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 use crate::tokens::TokenError;
@@ -82,42 +90,38 @@ pub enum Rejection {
     IssuerKeysUnavailable,
 }
 
-/// What makes a request ambiguous: a front end and a back end could each read it
-/// differently, so it is refused rather than forwarded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ambiguity {
-    /// A `Transfer-Encoding` other than exactly one `chunked`: a coding the proxy
-    /// does not decode, or chunked applied twice.
-    TransferCoding,
-    /// An HTTP/2 request whose `Host` names another host than its `:authority`.
-    Host,
+impl From<PolicyError> for Rejection {
+    fn from(error: PolicyError) -> Rejection {
+        match error {
+            PolicyError::RouteNotFound => Rejection::RouteNotFound,
+            PolicyError::MethodNotAllowed(allowed) => Rejection::MethodNotAllowed(allowed),
+            PolicyError::MissingCredential => Rejection::MissingCredential,
+            PolicyError::InsufficientScope { missing } => Rejection::InsufficientScope { missing },
+            PolicyError::InsufficientTier(min) => Rejection::InsufficientTier(min),
+        }
+    }
 }
 
-/// Which part of a request is beyond its limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Oversize {
-    /// The request target (`server.max_uri`): 414.
-    Uri,
-    /// The header fields, by count or bytes (`server.max_headers`,
-    /// `server.max_header_bytes`): 431.
-    Headers,
-    /// The declared body (`server.max_body`): 413.
-    Body,
+impl From<CredentialError> for Rejection {
+    fn from(error: CredentialError) -> Rejection {
+        match error {
+            CredentialError::Ambiguous => Rejection::AmbiguousCredentials,
+            CredentialError::Malformed => Rejection::MalformedCredential,
+            CredentialError::InvalidApiKey => Rejection::InvalidApiKey,
+            CredentialError::InvalidToken(error) => Rejection::InvalidToken(error),
+        }
+    }
 }
 
-/// Why a request that needs (or offers) an x402 payment was not served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PaymentError {
-    /// The quota is used up; the 402 carries the payment requirements.
-    Required,
-    /// The `PAYMENT-SIGNATURE` / `X-PAYMENT` header is not base64 JSON of a payment
-    /// payload for this API.
-    Malformed,
-    /// The facilitator found the payment invalid (402 with the requirements again).
-    Rejected,
-    /// The facilitator could not be reached or did not settle: nothing was charged
-    /// and nothing was served.
-    Unavailable,
+impl From<ForwardError> for Rejection {
+    fn from(error: ForwardError) -> Rejection {
+        match error {
+            ForwardError::Unavailable => Rejection::UpstreamUnavailable,
+            ForwardError::Timeout => Rejection::UpstreamTimeout,
+            ForwardError::BodyTooLarge => Rejection::TooLarge(Oversize::Body),
+            ForwardError::ClientBody => Rejection::ClientBody,
+        }
+    }
 }
 
 /// One row of the error table in `/auth.md`.
@@ -275,9 +279,6 @@ pub const ERROR_CODES: &[ErrorDoc] = &[
         action: "Retry with exponential backoff.",
     },
 ];
-
-// Until the config names the protocol module itself.
-pub use crate::protocol::PROTECTED_RESOURCE;
 
 /// The OAuth errors the proxy's OAuth endpoints answer with (RFC 6749 section 5.2,
 /// RFC 7009, RFC 8707).
@@ -444,46 +445,6 @@ impl Section {
             Section::UseTheCredential => "#use-the-credential",
             Section::Scopes => "#scopes",
             Section::RateLimits => "#rate-limits",
-        }
-    }
-}
-
-/// The `WWW-Authenticate` values of one protected resource as seen from one host,
-/// built once per config. `Bearer` comes first (MCP clients only read a leading
-/// Bearer challenge), then `resource_metadata`, then the error and the resource's
-/// `scope` where they apply.
-#[derive(Debug, Clone)]
-pub struct Challenges {
-    /// 401 without a credential: `resource_metadata` and `scope`.
-    pub missing: HeaderValue,
-    /// 401 with a bad credential: `error="invalid_token"`.
-    pub invalid_token: HeaderValue,
-    /// 400: `error="invalid_request"`.
-    pub invalid_request: HeaderValue,
-    /// 403: `error="insufficient_scope"` and `scope`.
-    pub insufficient_scope: HeaderValue,
-}
-
-impl Challenges {
-    /// The challenges for a resource whose metadata is at `metadata_url`, with the
-    /// space-separated `scope` it requires (may be empty).
-    #[must_use]
-    pub fn new(metadata_url: &str, scope: &str) -> Challenges {
-        let build = |error: Option<&str>, with_scope: bool| {
-            let mut value = format!("Bearer resource_metadata=\"{metadata_url}\"");
-            if let Some(error) = error {
-                value.push_str(&format!(", error=\"{error}\""));
-            }
-            if with_scope && !scope.is_empty() {
-                value.push_str(&format!(", scope=\"{scope}\""));
-            }
-            HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
-        };
-        Challenges {
-            missing: build(None, true),
-            invalid_token: build(Some("invalid_token"), false),
-            invalid_request: build(Some("invalid_request"), false),
-            insufficient_scope: build(Some("insufficient_scope"), true),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! implementations.
 
 pub mod postgres;
+pub mod quotas;
 pub mod sqlite;
 pub mod sync;
 

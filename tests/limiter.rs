@@ -26,7 +26,7 @@ fn hammer(limiter: &Arc<Limiter>, limits: &Arc<LimitSet>) -> u64 {
         for _ in 0..THREADS {
             let (limiter, limits, admitted) = (limiter.clone(), limits.clone(), admitted.clone());
             scope.spawn(move || {
-                let subject = Subject::of(None, address, &limits);
+                let subject = Subject::address(address, &limits);
                 for _ in 0..ATTEMPTS {
                     if limiter.check(&subject, 1_795_428_000).exceeded.is_none() {
                         admitted.fetch_add(1, Ordering::Relaxed);
@@ -53,7 +53,7 @@ fn many_threads_on_one_bucket_get_exactly_its_limit() {
     let limiter = Arc::new(Limiter::new(1000));
     assert_eq!(hammer(&limiter, &limits), 1000);
     // The 159,000 refusals took nothing from the day window.
-    let subject = Subject::of(None, "192.0.2.1".parse().unwrap(), &limits);
+    let subject = Subject::address("192.0.2.1".parse().unwrap(), &limits);
     let verdict = limiter.check(&subject, 1_795_428_000);
     assert!(matches!(verdict.exceeded, Some(Exceeded::Rate { .. })));
     assert_eq!(verdict.windows[0].unwrap().remaining, 0);
@@ -70,7 +70,7 @@ fn many_threads_on_one_quota_get_exactly_the_quota() {
     let limiter = Arc::new(Limiter::new(1000));
     assert_eq!(hammer(&limiter, &limits), 700);
     // Requests the quota refused gave their rate token back.
-    let subject = Subject::of(None, "192.0.2.1".parse().unwrap(), &limits);
+    let subject = Subject::address("192.0.2.1".parse().unwrap(), &limits);
     let verdict = limiter.check(&subject, 1_795_428_000);
     assert_eq!(verdict.exceeded, Some(Exceeded::Quota));
     assert_eq!(verdict.windows[0].unwrap().remaining, 300);

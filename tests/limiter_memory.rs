@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use authmd_proxy::credentials::{AnonymousId, Principal};
 use authmd_proxy::limits::gcra::Rate;
-use authmd_proxy::limits::{LimitSet, Limiter, Subject};
+use authmd_proxy::limits::{LimitSet, Limiter};
 
 const CEILING: usize = 100_000;
 const FLOOD: u64 = 1_000_000;
@@ -37,7 +37,7 @@ fn a_million_random_identifiers_stay_under_the_ceiling_and_stay_limited() {
     let address: IpAddr = "192.0.2.1".parse().unwrap();
 
     let abuser = Principal::Anonymous(Some(AnonymousId(u64::MAX)));
-    let abuser = Subject::of(Some(&abuser), address, &limits);
+    let abuser = abuser.subject(address, &limits);
     assert!(limiter.check(&abuser, NOW).exceeded.is_none());
     assert!(limiter.check(&abuser, NOW).exceeded.is_some());
 
@@ -47,7 +47,7 @@ fn a_million_random_identifiers_stay_under_the_ceiling_and_stay_limited() {
         // Spread like real hashes of random identifiers.
         let id = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let principal = Principal::Anonymous(Some(AnonymousId(id)));
-        let subject = Subject::of(Some(&principal), address, &limits);
+        let subject = principal.subject(address, &limits);
         if limiter.check(&subject, NOW).exceeded.is_none() {
             admitted += 1;
         }

@@ -23,7 +23,7 @@
 #![no_main]
 
 use authmd_proxy::policy::normalize_path;
-use authmd_proxy::rejection::Rejection;
+use authmd_proxy::policy::PolicyError;
 use authmd_proxy_fuzz::fixture;
 use http::Method;
 use libfuzzer_sys::fuzz_target;
@@ -203,8 +203,8 @@ fuzz_target!(|raw: &str| {
                 Want::Route(id) if id == route.id => id,
                 _ => panic!("{method} {p:?} (from {raw:?}) routed to `{}`", route.id),
             }),
-            Err(Rejection::MethodNotAllowed(_)) => Want::MethodNotAllowed,
-            Err(Rejection::RouteNotFound) => Want::NotFound,
+            Err(PolicyError::MethodNotAllowed(_)) => Want::MethodNotAllowed,
+            Err(PolicyError::RouteNotFound) => Want::NotFound,
             Err(other) => panic!("{method} {p:?}: unexpected refusal {other:?}"),
         };
         assert_eq!(

@@ -18,7 +18,7 @@
 use std::sync::OnceLock;
 
 use authmd_proxy::limits::x402::{PAYMENT_REQUIRED, PAYMENT_SIGNATURE, X_PAYMENT, X402};
-use authmd_proxy::rejection::PaymentError;
+use authmd_proxy::limits::x402::PaymentError;
 use authmd_proxy_fuzz::{EXAMPLE, config_from};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;

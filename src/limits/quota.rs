@@ -472,7 +472,7 @@ mod tests {
     }
 
     fn subject(limits: &LimitSet) -> Subject<'_> {
-        Subject::of(None, "192.0.2.1".parse().unwrap(), limits)
+        Subject::address("192.0.2.1".parse().unwrap(), limits)
     }
 
     #[test]
@@ -568,7 +568,7 @@ mod tests {
             period: Period::Day,
         };
         let limits = LimitSet::default();
-        let first = Subject::of(None, "192.0.2.1".parse().unwrap(), &limits);
+        let first = Subject::address("192.0.2.1".parse().unwrap(), &limits);
         assert!(matches!(
             quotas.take(&first, &quota, NOW),
             QuotaStanding::Admitted { .. }
@@ -576,7 +576,7 @@ mod tests {
         let mut refused = 0;
         for i in 0..2000u32 {
             let ip = std::net::IpAddr::from(i.to_be_bytes());
-            let who = Subject::of(None, ip, &limits);
+            let who = Subject::address(ip, &limits);
             if matches!(
                 quotas.take(&who, &quota, NOW),
                 QuotaStanding::Exhausted { .. }

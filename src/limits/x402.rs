@@ -25,8 +25,6 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-use crate::rejection::PaymentError;
-
 /// `PAYMENT-REQUIRED`: the v2 requirements of a 402.
 pub const PAYMENT_REQUIRED: HeaderName = HeaderName::from_static("payment-required");
 /// `PAYMENT-SIGNATURE`: a v2 payment.
@@ -39,6 +37,21 @@ pub const PAYMENT_HEADERS: [HeaderName; 2] = [PAYMENT_SIGNATURE, X_PAYMENT];
 pub const PAYMENT_RESPONSE: HeaderName = HeaderName::from_static("payment-response");
 /// `X-PAYMENT-RESPONSE`: the v1 settlement.
 pub const X_PAYMENT_RESPONSE: HeaderName = HeaderName::from_static("x-payment-response");
+
+/// Why a request that needs (or offers) an x402 payment was not served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentError {
+    /// The quota is used up; the 402 carries the payment requirements.
+    Required,
+    /// The `PAYMENT-SIGNATURE` / `X-PAYMENT` header is not base64 JSON of a payment
+    /// payload for this API.
+    Malformed,
+    /// The facilitator found the payment invalid (402 with the requirements again).
+    Rejected,
+    /// The facilitator could not be reached or did not settle: nothing was charged
+    /// and nothing was served.
+    Unavailable,
+}
 
 /// Largest payment header or facilitator answer read.
 const MAX_MESSAGE: usize = 64 * 1024;

@@ -7,9 +7,8 @@ use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, LengthLimitError};
 use serde_json::{Map, Value, json};
 
-use super::Forwarded;
+use super::{ForwardError, Forwarded};
 use crate::body::Body;
-use crate::rejection::{Oversize, Rejection};
 
 /// How much of the request body is echoed back as text; the rest is only counted.
 const ECHOED_BODY: usize = 64 * 1024;
@@ -17,7 +16,7 @@ const ECHOED_BODY: usize = 64 * 1024;
 /// The echo answer for a rewritten request. The body is read frame by frame and
 /// counted, never held beyond [`ECHOED_BODY`]; one past `server.max_body` is
 /// refused, as a real upstream's request would fail.
-pub(super) async fn answer(request: Request<Forwarded>) -> Result<Response<Body>, Rejection> {
+pub(super) async fn answer(request: Request<Forwarded>) -> Result<Response<Body>, ForwardError> {
     let (parts, mut body) = request.into_parts();
     let mut headers = Map::new();
     for name in parts.headers.keys() {
@@ -36,7 +35,7 @@ pub(super) async fn answer(request: Request<Forwarded>) -> Result<Response<Body>
         let frame = match frame {
             Ok(frame) => frame,
             Err(error) if error.is::<LengthLimitError>() => {
-                return Err(Rejection::TooLarge(Oversize::Body));
+                return Err(ForwardError::BodyTooLarge);
             }
             Err(_) => {
                 complete = false;

@@ -1,5 +1,6 @@
 //! Header hygiene between client and upstream: hop-by-hop headers (RFC 9110 section
-//! 7.6.1), `X-Forwarded-*`, consumed credentials and the identity headers.
+//! 7.6.1), `X-Forwarded-*`, consumed credentials and the identity headers; and what
+//! makes a request too large or ambiguous to forward.
 
 use http::header::{CONNECTION, HOST, TE, TRAILER, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -25,13 +26,35 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// What makes a request ambiguous: a front end and a back end could each read it
+/// differently, so it is refused rather than forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ambiguity {
+    /// A `Transfer-Encoding` other than exactly one `chunked`: a coding the proxy
+    /// does not decode, or chunked applied twice.
+    TransferCoding,
+    /// An HTTP/2 request whose `Host` names another host than its `:authority`.
+    Host,
+}
+
+/// Which part of a request is beyond its limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Oversize {
+    /// The request target (`server.max_uri`): 414.
+    Uri,
+    /// The header fields, by count or bytes (`server.max_headers`,
+    /// `server.max_header_bytes`): 431.
+    Headers,
+    /// The declared body (`server.max_body`): 413.
+    Body,
+}
+
 /// What makes a request ambiguous, if anything: a `Transfer-Encoding` other than
 /// exactly one `chunked` (hyper decodes a final `chunked` and would pass any other
 /// coding, or a second `chunked`, on undecoded), or an HTTP/2 `Host` that disagrees
 /// with `:authority` (RFC 9113 section 8.3.1).
 #[must_use]
-pub fn ambiguity<B>(request: &http::Request<B>) -> Option<crate::rejection::Ambiguity> {
-    use crate::rejection::Ambiguity;
+pub fn ambiguity<B>(request: &http::Request<B>) -> Option<Ambiguity> {
     let headers = request.headers();
     let mut codings = headers.get_all(http::header::TRANSFER_ENCODING).iter();
     if let Some(first) = codings.next() {
