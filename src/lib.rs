@@ -69,6 +69,7 @@ pub mod clock;
 pub mod config;
 pub mod credentials;
 pub mod discovery;
+pub mod gateway;
 pub mod inject;
 pub mod injector;
 pub mod limits;

@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use authmd_proxy::config::{Config, Overrides, SigningSource};
 use authmd_proxy::credentials::{KeyHash, api_key};
+use authmd_proxy::gateway::Gateway;
 use authmd_proxy::injector::{self, FailurePolicy, Injector};
-use authmd_proxy::pipeline::Gateway;
 use authmd_proxy::reload::Reloader;
 use authmd_proxy::server::{self, Running};
 use authmd_proxy::store::{KeyRecord, Store, unix_now};

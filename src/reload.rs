@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use crate::clock::unix_now;
 use crate::config::{Config, Overrides};
-use crate::pipeline::Gateway;
+use crate::gateway::Gateway;
 
 /// Reloads one gateway's config from its file.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ pub enum ReloadError {
     Invalid(#[from] crate::config::ConfigErrors),
     /// The gateway could not be built from it.
     #[error("{0}")]
-    Start(#[from] crate::pipeline::StartError),
+    Start(#[from] crate::gateway::StartError),
 }
 
 /// The hash a config file's content is known by (in `authmd_config_info`).

@@ -33,8 +33,8 @@ use tokio_rustls::TlsAcceptor;
 mod first_bytes;
 
 use crate::body::Body;
+use crate::gateway::Gateway;
 use crate::metrics::Listener;
-use crate::pipeline::Gateway;
 use crate::proxy::ClientConn;
 
 /// How long a client may take to finish the TLS handshake.

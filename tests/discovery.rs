@@ -289,7 +289,7 @@ async fn documents_follow_the_host_only_when_it_is_configured() {
     )
     .unwrap();
     let running = authmd_proxy::server::Running::start(
-        authmd_proxy::pipeline::Gateway::start(config, None)
+        authmd_proxy::gateway::Gateway::start(config, None)
             .await
             .unwrap(),
         listener,

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use authmd_proxy::body::Body;
 use authmd_proxy::config::{Config, Overrides};
-use authmd_proxy::pipeline::Gateway;
+use authmd_proxy::gateway::Gateway;
 use authmd_proxy::server::Running;
 use authmd_proxy::store::Store;
 use hyper::body::Incoming;
