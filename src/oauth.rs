@@ -245,16 +245,14 @@ impl OAuth {
         let assertion = field(form, "assertion").ok_or(Rejection::OAuth(
             OAuthError::InvalidRequest("`assertion` is required"),
         ))?;
-        let verified = self
-            .assertions
-            .verify(assertion, now)
-            .await
-            .map_err(|e| match e {
-                AssertionError::JwksUnavailable => {
-                    Rejection::Lifecycle(LifecycleError::Assertion(e))
-                }
-                e => Rejection::OAuth(OAuthError::InvalidGrant(GrantError::Assertion(e))),
-            })?;
+        let verified = self.assertions.verify(assertion, now).await.map_err(|e| {
+            // A retryable outage of the issuer's keys, not a bad grant.
+            if e == AssertionError::JwksUnavailable {
+                Rejection::Lifecycle(LifecycleError::Assertion(e))
+            } else {
+                Rejection::OAuth(OAuthError::InvalidGrant(GrantError::Assertion(e)))
+            }
+        })?;
         let client = match auth {
             ClientAuth::Secret { id, secret, basic } => {
                 Some(self.client(config, id, secret, *basic)?.id().to_string())

@@ -380,7 +380,7 @@ impl Upstream {
         };
         match check {
             HealthCheck::None => true,
-            _ => matches!(
+            HealthCheck::Tcp | HealthCheck::Http(_) => matches!(
                 tokio::time::timeout(self.connect_timeout, probe).await,
                 Ok(Some(true))
             ),

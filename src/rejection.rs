@@ -18,8 +18,8 @@ use http::{HeaderName, HeaderValue, Response, StatusCode};
 use serde::Serialize;
 
 mod lifecycle;
+mod oauth;
 
-use crate::assertion::AssertionError;
 use crate::body::Body;
 use crate::credentials::CredentialError;
 use crate::limits::x402::PaymentError;
@@ -34,6 +34,7 @@ use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 use crate::tokens::TokenError;
 pub use lifecycle::LifecycleError;
+pub use oauth::{GrantError, OAuthError};
 
 /// Why a request was not forwarded.
 #[derive(Debug, Clone, Copy)]
@@ -137,280 +138,145 @@ pub struct ErrorDoc {
     pub action: &'static str,
 }
 
-/// Every code the proxy can answer, for the documentation. A unit test checks that
-/// each rejection's code is listed, so the document cannot fall behind the code.
-pub const ERROR_CODES: &[ErrorDoc] = &[
-    ErrorDoc {
-        status: 400,
-        code: "INVALID_PATH",
-        meaning: "The path has an encoded separator, a `;` parameter, a backslash or a malformed escape.",
-        action: "Send the plain path.",
-    },
-    ErrorDoc {
-        status: 503,
-        code: "ISSUER_JWKS_UNAVAILABLE",
-        meaning: "The issuer of the token or identity assertion is trusted, but its signing keys could not be fetched yet.",
-        action: "Wait `Retry-After` seconds, then retry with the same token or assertion.",
-    },
-    ErrorDoc {
-        status: 400,
-        code: "MALFORMED_BODY",
-        meaning: "The request body ended early or its chunked framing is malformed.",
-        action: "Send the whole body, correctly framed.",
-    },
-    ErrorDoc {
-        status: 400,
-        code: "AMBIGUOUS_FRAMING",
-        meaning: "A `Transfer-Encoding` other than exactly one `chunked`.",
-        action: "Send `Content-Length`, or `Transfer-Encoding: chunked` alone.",
-    },
-    ErrorDoc {
-        status: 400,
-        code: "AMBIGUOUS_HOST",
-        meaning: "An HTTP/2 request whose `Host` differs from its `:authority`.",
-        action: "Send the same host in both, or only `:authority`.",
-    },
-    ErrorDoc {
-        status: 414,
-        code: "URI_TOO_LONG",
-        meaning: "The request target is longer than this API accepts.",
-        action: "Send large input in the body.",
-    },
-    ErrorDoc {
-        status: 431,
-        code: "HEADERS_TOO_LARGE",
-        meaning: "More or larger header fields than this API accepts.",
-        action: "Send fewer or smaller headers.",
-    },
-    ErrorDoc {
-        status: 413,
-        code: "BODY_TOO_LARGE",
-        meaning: "The declared body is larger than this API accepts.",
-        action: "Send a smaller body.",
-    },
-    ErrorDoc {
-        status: 400,
-        code: "INVALID_REQUEST",
-        meaning: "More than one credential, or a credential header sent twice.",
-        action: "Send exactly one credential, once.",
-    },
-    ErrorDoc {
-        status: 401,
-        code: "UNAUTHORIZED",
-        meaning: "This route needs a credential and none was sent.",
-        action: "Follow `resource_metadata` in `WWW-Authenticate`, get a credential, retry with it.",
-    },
-    ErrorDoc {
-        status: 401,
-        code: "INVALID_API_KEY",
-        meaning: "The API key is malformed, unknown or revoked.",
-        action: "Do not retry with this key; get a new one.",
-    },
-    ErrorDoc {
-        status: 403,
-        code: "FORBIDDEN",
-        meaning: "The credential lacks a scope this route requires (named in the message and in `WWW-Authenticate`).",
-        action: "Use a credential that has the scope.",
-    },
-    ErrorDoc {
-        status: 403,
-        code: "INSUFFICIENT_TIER",
-        meaning: "The credential's tier is below what this route requires.",
-        action: "Use a credential of a higher tier.",
-    },
-    ErrorDoc {
-        status: 404,
-        code: "NOT_FOUND",
-        meaning: "No route matches this path.",
-        action: "Check the path against the API's documentation.",
-    },
-    ErrorDoc {
-        status: 405,
-        code: "METHOD_NOT_ALLOWED",
-        meaning: "The path exists but not with this method.",
-        action: "Use a method listed in `Allow`.",
-    },
-    ErrorDoc {
-        status: 429,
-        code: "RATE_LIMIT_EXCEEDED",
-        meaning: "Too many requests in a rate window (`RateLimit-*` headers say which, and when it refills).",
-        action: "Wait `Retry-After` seconds, then retry; or use a credential of a higher tier.",
-    },
-    ErrorDoc {
-        status: 402,
-        code: "QUOTA_EXCEEDED",
-        meaning: "The request quota of the period is used up.",
-        action: "Wait for the period to end (`RateLimit-Reset`), or use a credential of a higher tier.",
-    },
-    ErrorDoc {
-        status: 402,
-        code: "PAYMENT_REQUIRED",
-        meaning: "The quota is used up; the response carries x402 payment requirements (`PAYMENT-REQUIRED` header, v1 `accepts` in the body).",
-        action: "Pay with an x402 client: retry with `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1).",
-    },
-    ErrorDoc {
-        status: 400,
-        code: "PAYMENT_MALFORMED",
-        meaning: "The payment header is not base64 JSON of an x402 payment payload matching one of the offered requirements.",
-        action: "Build the payment from the requirements of the last 402.",
-    },
-    ErrorDoc {
-        status: 402,
-        code: "PAYMENT_REJECTED",
-        meaning: "The facilitator found the payment invalid (reason in the message and in `error`).",
-        action: "Fix what the reason names (funds, signature, network) and pay again.",
-    },
-    ErrorDoc {
-        status: 503,
-        code: "PAYMENT_UNAVAILABLE",
-        meaning: "The payment could not be verified or settled; nothing was charged.",
-        action: "Wait `Retry-After` seconds, then retry with a fresh payment.",
-    },
-    ErrorDoc {
-        status: 502,
-        code: "UPSTREAM_UNAVAILABLE",
-        meaning: "The API behind this server could not be reached.",
-        action: "Retry with exponential backoff.",
-    },
-    ErrorDoc {
-        status: 504,
-        code: "UPSTREAM_TIMEOUT",
-        meaning: "The API behind this server did not answer in time.",
-        action: "Retry with exponential backoff.",
-    },
-];
-
-/// The OAuth errors the proxy's OAuth endpoints answer with (RFC 6749 section 5.2,
-/// RFC 7009, RFC 8707).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OAuthError {
-    /// `invalid_request`, with what is wrong.
-    InvalidRequest(&'static str),
-    /// `invalid_client` (401); `basic` when the client used HTTP Basic, which then
-    /// gets a `WWW-Authenticate: Basic` challenge.
-    InvalidClient {
-        /// The client authenticated with the `Authorization` header.
-        basic: bool,
-    },
-    /// `invalid_grant`: the assertion was refused, and why.
-    InvalidGrant(GrantError),
-    /// `invalid_scope`: a requested scope is unknown or beyond what the client may
-    /// have.
-    InvalidScope,
-    /// `invalid_target` (RFC 8707): the `resource` is not this API.
-    InvalidTarget,
-    /// `unauthorized_client`: this grant is not offered to this client.
-    UnauthorizedClient(&'static str),
-    /// `unsupported_grant_type`.
-    UnsupportedGrantType,
-    /// `unsupported_response_type`.
-    UnsupportedResponseType,
-    /// `unsupported_token_type` (RFC 7009).
-    UnsupportedTokenType,
+/// Every code the proxy's own refusals can answer, for `/auth.md`'s error table:
+/// status and code from [`describe`], the same place the answers take them from.
+pub fn error_codes() -> impl Iterator<Item = ErrorDoc> {
+    documented()
+        .into_iter()
+        .map(|(rejection, meaning, action)| {
+            let (status, _, code, _) = describe(&rejection);
+            ErrorDoc {
+                status: status.as_u16(),
+                code,
+                meaning,
+                action,
+            }
+        })
 }
 
-/// Why an assertion grant was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantError {
-    /// The assertion did not verify.
-    Assertion(AssertionError),
-    /// Its `jti` was used before.
-    Replayed,
-    /// Its `client_id` is not the client that authenticated.
-    ClientMismatch,
-}
-
-impl OAuthError {
-    /// Every variant the token and revocation endpoints can answer, for the
-    /// documentation (assertion failures once, as one row).
-    pub const DOCUMENTED: &[OAuthError] = &[
-        OAuthError::InvalidRequest("the request is malformed"),
-        OAuthError::InvalidClient { basic: false },
-        OAuthError::InvalidGrant(GrantError::Replayed),
-        OAuthError::InvalidGrant(GrantError::ClientMismatch),
-        OAuthError::InvalidScope,
-        OAuthError::InvalidTarget,
-        OAuthError::UnauthorizedClient("this grant is not offered"),
-        OAuthError::UnsupportedGrantType,
-        OAuthError::UnsupportedResponseType,
-        OAuthError::UnsupportedTokenType,
-    ];
-
-    /// The RFC 6749 `error` value.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            OAuthError::InvalidRequest(_) => "invalid_request",
-            OAuthError::InvalidClient { .. } => "invalid_client",
-            OAuthError::InvalidGrant(_) => "invalid_grant",
-            OAuthError::InvalidScope => "invalid_scope",
-            OAuthError::InvalidTarget => "invalid_target",
-            OAuthError::UnauthorizedClient(_) => "unauthorized_client",
-            OAuthError::UnsupportedGrantType => "unsupported_grant_type",
-            OAuthError::UnsupportedResponseType => "unsupported_response_type",
-            OAuthError::UnsupportedTokenType => "unsupported_token_type",
-        }
-    }
-
-    /// The HTTP status.
-    #[must_use]
-    pub fn status(self) -> StatusCode {
-        match self {
-            OAuthError::InvalidClient { .. } => StatusCode::UNAUTHORIZED,
-            _ => StatusCode::BAD_REQUEST,
-        }
-    }
-
-    /// The envelope's `code`.
-    #[must_use]
-    pub fn code(self) -> &'static str {
-        match self {
-            OAuthError::InvalidRequest(_) => "INVALID_REQUEST",
-            OAuthError::InvalidClient { .. } => "INVALID_CLIENT",
-            OAuthError::InvalidGrant(GrantError::Assertion(e)) => e.code(),
-            OAuthError::InvalidGrant(GrantError::Replayed) => "ASSERTION_REPLAYED",
-            OAuthError::InvalidGrant(GrantError::ClientMismatch) => "ASSERTION_CLIENT_MISMATCH",
-            OAuthError::InvalidScope => "INVALID_SCOPE",
-            OAuthError::InvalidTarget => "INVALID_TARGET",
-            OAuthError::UnauthorizedClient(_) => "UNAUTHORIZED_CLIENT",
-            OAuthError::UnsupportedGrantType => "UNSUPPORTED_GRANT_TYPE",
-            OAuthError::UnsupportedResponseType => "UNSUPPORTED_RESPONSE_TYPE",
-            OAuthError::UnsupportedTokenType => "UNSUPPORTED_TOKEN_TYPE",
-        }
-    }
-
-    /// The `error_description`.
-    #[must_use]
-    pub fn description(self) -> &'static str {
-        match self {
-            OAuthError::InvalidRequest(what) | OAuthError::UnauthorizedClient(what) => what,
-            OAuthError::InvalidClient { .. } => {
-                "client authentication failed: the client_id must be the id of an API key of this API and the client_secret that key"
-            }
-            OAuthError::InvalidGrant(GrantError::Assertion(e)) => e.message(),
-            OAuthError::InvalidGrant(GrantError::Replayed) => {
-                "this assertion was used before (its jti); get a fresh one from the identity provider"
-            }
-            OAuthError::InvalidGrant(GrantError::ClientMismatch) => {
-                "the assertion's client_id is not the authenticated client"
-            }
-            OAuthError::InvalidScope => {
-                "a requested scope is unknown or beyond what this client may have; see scopes_supported"
-            }
-            OAuthError::InvalidTarget => {
-                "`resource` must be this API's resource identifier (the `resource` of its protected-resource metadata)"
-            }
-            OAuthError::UnsupportedGrantType => {
-                "this grant_type is not offered; see grant_types_supported in the authorization-server metadata"
-            }
-            OAuthError::UnsupportedResponseType => {
-                "interactive authorization is not offered; see the auth.md for the methods this API supports"
-            }
-            OAuthError::UnsupportedTokenType => {
-                "this credential is declared in the server's configuration and cannot be revoked here; ask the operator"
-            }
-        }
-    }
+/// One rejection of each code, with what it means and what an agent should do, in
+/// the table's order.
+fn documented() -> [(Rejection, &'static str, &'static str); 23] {
+    use Rejection as R;
+    [
+        (
+            R::InvalidPath(PathError::Semicolon),
+            "The path has an encoded separator, a `;` parameter, a backslash or a malformed escape.",
+            "Send the plain path.",
+        ),
+        (
+            R::IssuerKeysUnavailable,
+            "The issuer of the token or identity assertion is trusted, but its signing keys could not be fetched yet.",
+            "Wait `Retry-After` seconds, then retry with the same token or assertion.",
+        ),
+        (
+            R::ClientBody,
+            "The request body ended early or its chunked framing is malformed.",
+            "Send the whole body, correctly framed.",
+        ),
+        (
+            R::Ambiguous(Ambiguity::TransferCoding),
+            "A `Transfer-Encoding` other than exactly one `chunked`.",
+            "Send `Content-Length`, or `Transfer-Encoding: chunked` alone.",
+        ),
+        (
+            R::Ambiguous(Ambiguity::Host),
+            "An HTTP/2 request whose `Host` differs from its `:authority`.",
+            "Send the same host in both, or only `:authority`.",
+        ),
+        (
+            R::TooLarge(Oversize::Uri),
+            "The request target is longer than this API accepts.",
+            "Send large input in the body.",
+        ),
+        (
+            R::TooLarge(Oversize::Headers),
+            "More or larger header fields than this API accepts.",
+            "Send fewer or smaller headers.",
+        ),
+        (
+            R::TooLarge(Oversize::Body),
+            "The declared body is larger than this API accepts.",
+            "Send a smaller body.",
+        ),
+        (
+            R::AmbiguousCredentials,
+            "More than one credential, or a credential header sent twice.",
+            "Send exactly one credential, once.",
+        ),
+        (
+            R::MissingCredential,
+            "This route needs a credential and none was sent.",
+            "Follow `resource_metadata` in `WWW-Authenticate`, get a credential, retry with it.",
+        ),
+        (
+            R::InvalidApiKey,
+            "The API key is malformed, unknown or revoked.",
+            "Do not retry with this key; get a new one.",
+        ),
+        (
+            R::InsufficientScope {
+                missing: ScopeSet::EMPTY,
+            },
+            "The credential lacks a scope this route requires (named in the message and in `WWW-Authenticate`).",
+            "Use a credential that has the scope.",
+        ),
+        (
+            R::InsufficientTier(TierId::ANONYMOUS),
+            "The credential's tier is below what this route requires.",
+            "Use a credential of a higher tier.",
+        ),
+        (
+            R::RouteNotFound,
+            "No route matches this path.",
+            "Check the path against the API's documentation.",
+        ),
+        (
+            R::MethodNotAllowed(MethodSet::default()),
+            "The path exists but not with this method.",
+            "Use a method listed in `Allow`.",
+        ),
+        (
+            R::RateLimited { retry_after: 1 },
+            "Too many requests in a rate window (`RateLimit-*` headers say which, and when it refills).",
+            "Wait `Retry-After` seconds, then retry; or use a credential of a higher tier.",
+        ),
+        (
+            R::QuotaExceeded,
+            "The request quota of the period is used up.",
+            "Wait for the period to end (`RateLimit-Reset`), or use a credential of a higher tier.",
+        ),
+        (
+            R::Payment(PaymentError::Required),
+            "The quota is used up; the response carries x402 payment requirements (`PAYMENT-REQUIRED` header, v1 `accepts` in the body).",
+            "Pay with an x402 client: retry with `PAYMENT-SIGNATURE` (v2) or `X-PAYMENT` (v1).",
+        ),
+        (
+            R::Payment(PaymentError::Malformed),
+            "The payment header is not base64 JSON of an x402 payment payload matching one of the offered requirements.",
+            "Build the payment from the requirements of the last 402.",
+        ),
+        (
+            R::Payment(PaymentError::Rejected),
+            "The facilitator found the payment invalid (reason in the message and in `error`).",
+            "Fix what the reason names (funds, signature, network) and pay again.",
+        ),
+        (
+            R::Payment(PaymentError::Unavailable),
+            "The payment could not be verified or settled; nothing was charged.",
+            "Wait `Retry-After` seconds, then retry with a fresh payment.",
+        ),
+        (
+            R::UpstreamUnavailable,
+            "The API behind this server could not be reached.",
+            "Retry with exponential backoff.",
+        ),
+        (
+            R::UpstreamTimeout,
+            "The API behind this server did not answer in time.",
+            "Retry with exponential backoff.",
+        ),
+    ]
 }
 
 #[derive(Serialize)]
@@ -505,7 +371,7 @@ impl Responder {
         accepts: Option<&serde_json::Value>,
     ) -> Response<Body> {
         let challenges = challenges.unwrap_or(&self.challenges);
-        let (status, _, code, _) = describe(&rejection, &self.scopes, &self.tiers);
+        let (status, _, code, _) = describe(&rejection);
         let body = match (&rejection, detail) {
             (Rejection::MissingCredential, None) => self.missing_credential.clone(),
             (Rejection::InvalidApiKey, None) => self.invalid_api_key.clone(),
@@ -595,17 +461,28 @@ impl Responder {
         detail: Option<&str>,
         accepts: Option<&serde_json::Value>,
     ) -> Bytes {
-        let (_, error, code, (mut message, section)) =
-            describe(rejection, &self.scopes, &self.tiers);
+        let (_, error, code, (message, section)) = describe(rejection);
+        let mut message = match message {
+            Message::Text(text) => text,
+            Message::Lacks(missing) => Cow::Owned(format!(
+                "the credential lacks the scope(s) this route requires: {}",
+                self.scopes.names(&missing)
+            )),
+            Message::Below(required) => Cow::Owned(format!(
+                "this route needs the `{}` tier or higher; claim or upgrade the credential",
+                self.tiers.get(required).name
+            )),
+        };
         if let Some(detail) = detail {
             let message = message.to_mut();
             message.push_str(": ");
             message.push_str(detail);
         }
         let docs = format!("{}{}", self.docs_base, section.anchor());
-        let error_description = match rejection {
-            Rejection::OAuth(e) => Some(e.description()),
-            _ => None,
+        let error_description = if let Rejection::OAuth(e) = rejection {
+            Some(e.description())
+        } else {
+            None
         };
         let envelope = Envelope {
             error,
@@ -620,20 +497,21 @@ impl Responder {
     }
 }
 
+/// A rejection's message: a text, or one that names what this config calls a
+/// scope set or a tier (the responder knows the names).
+enum Message {
+    Text(Cow<'static, str>),
+    /// The route's scopes the credential lacks.
+    Lacks(ScopeSet),
+    /// The lowest tier the route admits.
+    Below(TierId),
+}
+
 /// Status, OAuth error name, code, message and docs section of each rejection.
-fn describe(
-    rejection: &Rejection,
-    scopes: &ScopeRegistry,
-    tiers: &Tiers,
-) -> (
-    StatusCode,
-    &'static str,
-    &'static str,
-    (Cow<'static, str>, Section),
-) {
+fn describe(rejection: &Rejection) -> (StatusCode, &'static str, &'static str, (Message, Section)) {
     use Rejection as R;
-    fn text(s: impl Into<Cow<'static, str>>, section: Section) -> (Cow<'static, str>, Section) {
-        (s.into(), section)
+    fn text(s: impl Into<Cow<'static, str>>, section: Section) -> (Message, Section) {
+        (Message::Text(s.into()), section)
     }
     match rejection {
         R::InvalidPath(e) => (
@@ -700,25 +578,13 @@ fn describe(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
             "FORBIDDEN",
-            text(
-                format!(
-                    "the credential lacks the scope(s) this route requires: {}",
-                    scopes.names(missing)
-                ),
-                Section::Scopes,
-            ),
+            (Message::Lacks(*missing), Section::Scopes),
         ),
         R::InsufficientTier(required) => (
             StatusCode::FORBIDDEN,
             "insufficient_tier",
             "INSUFFICIENT_TIER",
-            text(
-                format!(
-                    "this route needs the `{}` tier or higher; claim or upgrade the credential",
-                    tiers.get(*required).name
-                ),
-                Section::Errors,
-            ),
+            (Message::Below(*required), Section::Errors),
         ),
         R::OAuth(e) => (
             e.status(),
@@ -864,250 +730,4 @@ fn describe(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::scope::ScopeRegistry;
-    use crate::tier::Tier;
-    use http_body_util::BodyExt;
-
-    fn responder() -> Responder {
-        let mut scopes = ScopeRegistry::default();
-        scopes.declare("a:read", "");
-        let tier = |name: &'static str| Tier {
-            name: name.into(),
-            scopes: ScopeSet::EMPTY,
-            header: HeaderValue::from_static(name),
-            scopes_header: HeaderValue::from_static(""),
-            limits: Arc::default(),
-        };
-        let tiers = Tiers(vec![tier("anonymous"), tier("gold")]);
-        Responder::new("https://api.example.com", Arc::new(scopes), Arc::new(tiers))
-    }
-
-    /// Every variant: its status, its code, and the one header it must carry.
-    #[tokio::test]
-    async fn every_rejection_has_its_status_code_and_headers() {
-        let r = responder();
-        let missing = r.scopes.required(["a:read"]).unwrap();
-        type Case = (
-            Rejection,
-            u16,
-            &'static str,
-            Option<(&'static str, &'static str)>,
-        );
-        let cases: Vec<Case> = vec![
-            (
-                Rejection::InvalidPath(PathError::Semicolon),
-                400,
-                "INVALID_PATH",
-                None,
-            ),
-            (Rejection::RouteNotFound, 404, "NOT_FOUND", None),
-            (
-                Rejection::MethodNotAllowed(MethodSet::parse("POST").unwrap()),
-                405,
-                "METHOD_NOT_ALLOWED",
-                Some(("allow", "POST")),
-            ),
-            (
-                Rejection::AmbiguousCredentials,
-                400,
-                "INVALID_REQUEST",
-                Some(("www-authenticate", "error=\"invalid_request\"")),
-            ),
-            (
-                Rejection::MalformedCredential,
-                400,
-                "INVALID_REQUEST",
-                Some(("www-authenticate", "error=\"invalid_request\"")),
-            ),
-            (
-                Rejection::MissingCredential,
-                401,
-                "UNAUTHORIZED",
-                Some((
-                    "www-authenticate",
-                    "Bearer resource_metadata=\"https://api.example.com/.well-known/oauth-protected-resource\"",
-                )),
-            ),
-            (
-                Rejection::InvalidApiKey,
-                401,
-                "INVALID_API_KEY",
-                Some(("www-authenticate", "error=\"invalid_token\"")),
-            ),
-            (
-                Rejection::InvalidToken(TokenError::Expired),
-                401,
-                "TOKEN_EXPIRED",
-                Some(("www-authenticate", "error=\"invalid_token\"")),
-            ),
-            (
-                Rejection::InsufficientScope { missing },
-                403,
-                "FORBIDDEN",
-                Some(("www-authenticate", "error=\"insufficient_scope\"")),
-            ),
-            (
-                Rejection::InsufficientTier(TierId(1)),
-                403,
-                "INSUFFICIENT_TIER",
-                None,
-            ),
-            (
-                Rejection::UpstreamUnavailable,
-                502,
-                "UPSTREAM_UNAVAILABLE",
-                None,
-            ),
-            (Rejection::UpstreamTimeout, 504, "UPSTREAM_TIMEOUT", None),
-            (Rejection::ClientBody, 400, "MALFORMED_BODY", None),
-            (
-                Rejection::IssuerKeysUnavailable,
-                503,
-                "ISSUER_JWKS_UNAVAILABLE",
-                Some(("retry-after", "5")),
-            ),
-            (
-                Rejection::Ambiguous(Ambiguity::TransferCoding),
-                400,
-                "AMBIGUOUS_FRAMING",
-                None,
-            ),
-            (
-                Rejection::Ambiguous(Ambiguity::Host),
-                400,
-                "AMBIGUOUS_HOST",
-                None,
-            ),
-            (
-                Rejection::TooLarge(Oversize::Uri),
-                414,
-                "URI_TOO_LONG",
-                None,
-            ),
-            (
-                Rejection::TooLarge(Oversize::Headers),
-                431,
-                "HEADERS_TOO_LARGE",
-                None,
-            ),
-            (
-                Rejection::TooLarge(Oversize::Body),
-                413,
-                "BODY_TOO_LARGE",
-                None,
-            ),
-            (
-                Rejection::RateLimited { retry_after: 7 },
-                429,
-                "RATE_LIMIT_EXCEEDED",
-                Some(("retry-after", "7")),
-            ),
-            (Rejection::QuotaExceeded, 402, "QUOTA_EXCEEDED", None),
-            (
-                Rejection::Payment(PaymentError::Required),
-                402,
-                "PAYMENT_REQUIRED",
-                None,
-            ),
-            (
-                Rejection::Payment(PaymentError::Malformed),
-                400,
-                "PAYMENT_MALFORMED",
-                None,
-            ),
-            (
-                Rejection::Payment(PaymentError::Rejected),
-                402,
-                "PAYMENT_REJECTED",
-                None,
-            ),
-            (
-                Rejection::Payment(PaymentError::Unavailable),
-                503,
-                "PAYMENT_UNAVAILABLE",
-                Some(("retry-after", "5")),
-            ),
-        ];
-        let cases = cases.into_iter().chain([
-            (
-                Rejection::OAuth(OAuthError::InvalidRequest("x")),
-                400,
-                "INVALID_REQUEST",
-                Some(("pragma", "no-cache")),
-            ),
-            (
-                Rejection::OAuth(OAuthError::UnsupportedGrantType),
-                400,
-                "UNSUPPORTED_GRANT_TYPE",
-                None,
-            ),
-            (
-                Rejection::OAuth(OAuthError::UnsupportedResponseType),
-                400,
-                "UNSUPPORTED_RESPONSE_TYPE",
-                None,
-            ),
-            (
-                Rejection::OAuth(OAuthError::UnsupportedTokenType),
-                400,
-                "UNSUPPORTED_TOKEN_TYPE",
-                None,
-            ),
-            (
-                Rejection::OAuth(OAuthError::InvalidClient { basic: true }),
-                401,
-                "INVALID_CLIENT",
-                Some(("www-authenticate", "Basic realm=")),
-            ),
-            (
-                Rejection::OAuth(OAuthError::InvalidScope),
-                400,
-                "INVALID_SCOPE",
-                Some(("pragma", "no-cache")),
-            ),
-            (
-                Rejection::OAuth(OAuthError::InvalidTarget),
-                400,
-                "INVALID_TARGET",
-                None,
-            ),
-            (
-                Rejection::OAuth(OAuthError::InvalidGrant(GrantError::Replayed)),
-                400,
-                "ASSERTION_REPLAYED",
-                None,
-            ),
-        ]);
-        for (rejection, status, code, header) in cases {
-            let documented = ERROR_CODES
-                .iter()
-                .any(|d| d.code == code && d.status == status)
-                || OAuthError::DOCUMENTED
-                    .iter()
-                    .any(|e| e.code() == code && e.status().as_u16() == status)
-                || TokenError::ALL
-                    .iter()
-                    .any(|e| e.code() == code && status == 401);
-            assert!(documented, "{code} is not documented");
-            let response = r.respond(rejection, None);
-            assert_eq!(response.status().as_u16(), status, "{code}");
-            if let Some((name, contains)) = header {
-                let value = response.headers()[name].to_str().unwrap();
-                assert!(value.contains(contains), "{code}: {name}: {value}");
-            }
-            assert_eq!(response.headers()["cache-control"], "no-store");
-            let body = response.into_body().collect().await.unwrap().to_bytes();
-            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
-            assert_eq!(json["code"], code);
-            assert!(
-                json["docs"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("https://api.example.com/auth.md#")
-            );
-            assert!(!json["message"].as_str().unwrap().is_empty());
-        }
-    }
-}
+mod tests;

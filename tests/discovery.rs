@@ -455,7 +455,7 @@ async fn auth_md_is_complete_and_its_examples_are_true() {
     ] {
         assert!(md.contains(&format!("| `{scope}` |")), "{scope}");
     }
-    for code in authmd_proxy::rejection::ERROR_CODES {
+    for code in authmd_proxy::rejection::error_codes() {
         // The example configures no x402 payments and no trusted issuer: those
         // codes are not listed.
         if code.code.starts_with("PAYMENT_") || code.code == "ISSUER_JWKS_UNAVAILABLE" {

@@ -12,7 +12,7 @@ use crate::protocol::{
     AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, ID_JAG, JWT_BEARER, MCP_SERVER_CARD,
     PROTECTED_RESOURCE,
 };
-use crate::rejection::ERROR_CODES;
+use crate::rejection::error_codes;
 use crate::tier::TierId;
 
 /// Renders the auth.md of `config` as seen from `origin`.
@@ -612,7 +612,7 @@ fn errors(md: &mut String, config: &Config) {
     // both (the config refuses one trusted for nothing); both answer this code.
     let issuers = !config.trusted_issuers.is_empty();
     let issuer_tokens = config.trusted_issuers.iter().any(|i| i.access_tokens);
-    for e in ERROR_CODES {
+    for e in error_codes() {
         let applies = match e.code {
             "RATE_LIMIT_EXCEEDED" => rated,
             "ISSUER_JWKS_UNAVAILABLE" => issuers,
@@ -641,11 +641,12 @@ fn errors(md: &mut String, config: &Config) {
     }
     if config.tokens.enabled {
         for e in crate::rejection::OAuthError::DOCUMENTED {
-            let description = match e {
-                crate::rejection::OAuthError::InvalidClient { .. } if !config.tokens.api_keys => {
-                    "client authentication failed: this API issues tokens without client credentials"
-                }
-                _ => e.description(),
+            let keyless_client = matches!(e, crate::rejection::OAuthError::InvalidClient { .. })
+                && !config.tokens.api_keys;
+            let description = if keyless_client {
+                "client authentication failed: this API issues tokens without client credentials"
+            } else {
+                e.description()
             };
             let _ = writeln!(
                 md,

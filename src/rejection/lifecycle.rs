@@ -244,7 +244,27 @@ impl LifecycleError {
             LifecycleError::RateLimited { retry_after } => Some(retry_after),
             LifecycleError::StoreUnavailable
             | LifecycleError::Assertion(AssertionError::JwksUnavailable) => Some(5),
-            _ => None,
+            LifecycleError::InvalidBody
+            | LifecycleError::UnsupportedMediaType
+            | LifecycleError::BodyTooLarge
+            | LifecycleError::InvalidScope
+            | LifecycleError::ScopeEscalation
+            | LifecycleError::KeyNotFound
+            | LifecycleError::NotKeyOwner
+            | LifecycleError::KeyNotManaged
+            | LifecycleError::KeyLimitReached
+            | LifecycleError::AnonymousNotEnabled
+            | LifecycleError::IdentityAssertionNotEnabled
+            | LifecycleError::UnsupportedCredentialType
+            | LifecycleError::UnsupportedAssertionType
+            | LifecycleError::Assertion(_)
+            | LifecycleError::ReplayDetected
+            | LifecycleError::InvalidClaimToken
+            | LifecycleError::RegistrationNotFound
+            | LifecycleError::ClaimExpired
+            | LifecycleError::PreviouslyClaimed
+            | LifecycleError::IdentityRequired
+            | LifecycleError::RegistrationRevoked => None,
         }
     }
 }
