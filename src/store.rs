@@ -27,9 +27,8 @@ use std::time::Duration;
 
 use crate::credentials::KeyHash;
 
-/// One API key as stored. A new key names what it has and takes the rest from
-/// `..KeyRecord::default()`: no expiry, never used or revoked, no previous secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One API key as stored. A new key comes from [`KeyRecord::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
     /// Public id (`key_...`), used in URLs and as the principal id.
     pub id: String,
@@ -69,6 +68,44 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A new key: what it is and who has it, created at `created_at`. It does not
+    /// expire, was never used or revoked, has no previous secret and no registration,
+    /// and keeps its tier's limits; `updated_at` is the store's to set.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is something only the caller knows about a new key"
+    )]
+    #[must_use]
+    pub fn new(
+        id: String,
+        hash: KeyHash,
+        prefix: String,
+        name: String,
+        owner: String,
+        scopes: Vec<String>,
+        tier: String,
+        created_at: i64,
+    ) -> KeyRecord {
+        KeyRecord {
+            id,
+            hash,
+            prefix,
+            name,
+            owner,
+            scopes,
+            tier,
+            created_at,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            previous_hash: None,
+            previous_expires_at: None,
+            registration_id: None,
+            updated_at: 0,
+            limits: None,
+        }
+    }
+
     /// True when the key can authenticate at `now`.
     #[must_use]
     pub fn is_live(&self, now: i64) -> bool {
