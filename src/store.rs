@@ -19,6 +19,7 @@
 //! implementations.
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod sync;
 
