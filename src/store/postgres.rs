@@ -43,7 +43,9 @@ use super::rows::{
     self, Columns, KEY_COLUMNS, QUOTA_USAGE_COLUMNS, REGISTRATION_COLUMNS, REVOKED_TOKEN_COLUMNS,
     USED_ASSERTION_COLUMNS, Value,
 };
-use super::{Claim, ClaimOutcome, KeyRecord, Notice, RegistrationRecord, Rotation, StoreError};
+use super::{
+    Claim, ClaimOutcome, KeyRecord, MeterSlot, Notice, RegistrationRecord, Rotation, StoreError,
+};
 use crate::limits::quota::Usage;
 
 /// The schema, one entry per version; never edit an entry, append a new one.
@@ -134,6 +136,7 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
+    pub(super) meter: MeterSlot,
 }
 
 struct Inner {
@@ -314,6 +317,7 @@ impl PostgresStore {
                 state: Mutex::new(State::default()),
                 failures: AtomicU64::new(0),
             }),
+            meter: MeterSlot::default(),
         })
     }
 

@@ -22,7 +22,8 @@ use super::rows::{
     USED_ASSERTION_COLUMNS, Value,
 };
 use super::{
-    Claim, ClaimOutcome, KeyRecord, RegistrationRecord, Rotation, StoreError, unix_now_ms,
+    Claim, ClaimOutcome, KeyRecord, MeterSlot, RegistrationRecord, Rotation, StoreError,
+    unix_now_ms,
 };
 use crate::limits::quota::Usage;
 
@@ -88,6 +89,7 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    pub(super) meter: MeterSlot,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -140,7 +142,10 @@ impl SqliteStore {
         ready_rx
             .await
             .map_err(|_| unavailable("the store thread stopped"))??;
-        Ok(SqliteStore { jobs })
+        Ok(SqliteStore {
+            jobs,
+            meter: MeterSlot::default(),
+        })
     }
 
     /// Runs `work` on the store thread.
