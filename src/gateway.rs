@@ -115,7 +115,7 @@ impl Gateway {
             Duration::from_secs(10),
         ))];
         if let Some(store) = &store {
-            crate::store::observe(&metrics);
+            store.observe(&metrics);
             // Quota usage is read before the first request: a restart must not give
             // a used-up quota back.
             let quotas = limiter.quotas();

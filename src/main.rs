@@ -484,16 +484,17 @@ async fn create_key(
     };
     let new = api_key::mint(prefix).map_err(|e| (e.to_string(), 1))?;
     let record = KeyRecord {
-        id: api_key::public_id("key").map_err(|e| (e.to_string(), 1))?,
-        hash: new.hash,
-        prefix: prefix.clone(),
-        name,
-        owner,
-        scopes: names,
-        tier,
-        created_at: unix_now(),
         limits,
-        ..KeyRecord::default()
+        ..KeyRecord::new(
+            api_key::public_id("key").map_err(|e| (e.to_string(), 1))?,
+            new.hash,
+            prefix.clone(),
+            name,
+            owner,
+            names,
+            tier,
+            unix_now(),
+        )
     };
     store
         .insert_key(&record)

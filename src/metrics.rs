@@ -12,7 +12,7 @@
 //! so counting a request is a map read and two atomic adds, never a lock.
 
 use std::hash::{Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
@@ -54,6 +54,9 @@ pub struct Metrics {
     connections_open: IntGaugeVec,
     connections: IntCounterVec,
     connections_refused: IntCounterVec,
+    /// The credential store's meters, in the registry once a store is observed.
+    store: StoreMeter,
+    store_registered: Once,
 }
 
 /// How a request ended, for the `decision` label.
@@ -235,6 +238,8 @@ impl Metrics {
                 "Client connections closed at once because `server.max_connections` were open.",
                 &["listener"],
             )?,
+            store: StoreMeter::new()?,
+            store_registered: Once::new(),
             registry: b.registry,
         })
     }
@@ -266,11 +271,23 @@ impl Metrics {
         self.keys.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
-    /// Adds a collector owned elsewhere (the store's meters).
-    pub fn register(&self, collector: impl Collector + 'static) {
-        if let Err(error) = self.registry.register(Box::new(collector)) {
-            tracing::debug!(%error, "a collector is already registered");
-        }
+    /// The credential store's meters, added to `/metrics` by the first call: a
+    /// proxy without a store shows none of them.
+    #[must_use]
+    pub fn store_meter(&self) -> StoreMeter {
+        self.store_registered.call_once(|| {
+            let collectors: [Box<dyn Collector>; 3] = [
+                Box::new(self.store.writes.clone()),
+                Box::new(self.store.errors.clone()),
+                Box::new(self.store.up.clone()),
+            ];
+            for collector in collectors {
+                if let Err(error) = self.registry.register(collector) {
+                    tracing::debug!(%error, "a store meter could not be registered");
+                }
+            }
+        });
+        self.store.clone()
     }
 
     /// The counters of one trusted issuer's key fetches. `issuer` is the configured
@@ -360,6 +377,54 @@ impl Metrics {
 fn inc(vec: &IntCounterVec, labels: &[&str]) {
     if let Ok(c) = vec.get_metric_with_label_values(labels) {
         c.inc();
+    }
+}
+
+/// The credential store's meters: the time of each write and the failures, by
+/// operation, and whether the store answered its last query.
+#[derive(Debug, Clone)]
+pub struct StoreMeter {
+    writes: HistogramVec,
+    errors: IntCounterVec,
+    up: IntGauge,
+}
+
+impl StoreMeter {
+    fn new() -> prometheus::Result<StoreMeter> {
+        let writes = HistogramVec::new(
+            HistogramOpts::new(
+                "authmd_store_write_duration_seconds",
+                "Time of writes to the credential store, by operation.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["operation"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "authmd_store_errors_total",
+                "Credential store queries that failed, by operation.",
+            ),
+            &["operation"],
+        )?;
+        let up = IntGauge::new(
+            "authmd_store_up",
+            "1 when the credential store answered its last query, 0 when it failed.",
+        )?;
+        up.set(1);
+        Ok(StoreMeter { writes, errors, up })
+    }
+
+    /// Notes the outcome of one store query, and for a write, the time it took.
+    pub fn record(&self, operation: &str, write: Option<Duration>, ok: bool) {
+        if let Some(took) = write {
+            if let Ok(h) = self.writes.get_metric_with_label_values(&[operation]) {
+                h.observe(took.as_secs_f64());
+            }
+        }
+        self.up.set(i64::from(ok));
+        if !ok {
+            inc(&self.errors, &[operation]);
+        }
     }
 }
 
@@ -756,5 +821,32 @@ mod tests {
         assert!(om.contains("# HELP authmd_requests Requests answered"));
         assert!(om.contains("# TYPE authmd_request_duration_seconds histogram\n"));
         assert!(om.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn store_meters_show_once_observed_and_count_per_registry() {
+        let first = Metrics::new().unwrap();
+        let second = Metrics::new().unwrap();
+        let (_, text) = first.encode(&HeaderMap::new());
+        assert!(!text.contains("authmd_store_"), "{text}");
+
+        let meter = first.store_meter();
+        meter.record("insert_key", Some(Duration::from_millis(3)), true);
+        meter.record("key", None, false);
+        let (_, text) = first.encode(&HeaderMap::new());
+        assert!(
+            text.contains("authmd_store_write_duration_seconds_count{operation=\"insert_key\"} 1")
+        );
+        assert!(text.contains("authmd_store_errors_total{operation=\"key\"} 1"));
+        assert!(text.contains("authmd_store_up 0"));
+
+        second.store_meter().record("key", None, true);
+        let (_, text) = second.encode(&HeaderMap::new());
+        assert!(!text.contains("authmd_store_errors_total{"), "{text}");
+        assert!(text.contains("authmd_store_up 1"));
+        // Observing again adds nothing twice.
+        let (_, again) = first.encode(&HeaderMap::new());
+        let _ = first.store_meter();
+        assert_eq!(first.encode(&HeaderMap::new()).1, again);
     }
 }

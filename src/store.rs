@@ -20,20 +20,26 @@
 
 pub mod postgres;
 pub mod quotas;
+mod rows;
 pub mod sqlite;
 pub mod sync;
+#[cfg(test)]
+mod tests;
 
 // Until every caller names the clock module itself.
 pub use crate::clock::{unix_now, unix_now_ms};
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::credentials::KeyHash;
+use arc_swap::ArcSwapOption;
 
-/// One API key as stored. A new key names what it has and takes the rest from
-/// `..KeyRecord::default()`: no expiry, never used or revoked, no previous secret.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+use crate::credentials::KeyHash;
+use crate::metrics::{Metrics, StoreMeter};
+
+/// One API key as stored. A new key comes from [`KeyRecord::new`].
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
     /// Public id (`key_...`), used in URLs and as the principal id.
     pub id: String,
@@ -73,6 +79,44 @@ pub struct KeyRecord {
 }
 
 impl KeyRecord {
+    /// A new key: what it is and who has it, created at `created_at`. It does not
+    /// expire, was never used or revoked, has no previous secret and no registration,
+    /// and keeps its tier's limits; `updated_at` is the store's to set.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each is something only the caller knows about a new key"
+    )]
+    #[must_use]
+    pub fn new(
+        id: String,
+        hash: KeyHash,
+        prefix: String,
+        name: String,
+        owner: String,
+        scopes: Vec<String>,
+        tier: String,
+        created_at: i64,
+    ) -> KeyRecord {
+        KeyRecord {
+            id,
+            hash,
+            prefix,
+            name,
+            owner,
+            scopes,
+            tier,
+            created_at,
+            expires_at: None,
+            revoked_at: None,
+            last_used_at: None,
+            previous_hash: None,
+            previous_expires_at: None,
+            registration_id: None,
+            updated_at: 0,
+            limits: None,
+        }
+    }
+
     /// True when the key can authenticate at `now`.
     #[must_use]
     pub fn is_live(&self, now: i64) -> bool {
@@ -231,76 +275,23 @@ pub enum Store {
     Postgres(postgres::PostgresStore),
 }
 
-/// Store write timings and failures, and whether the store answered last time:
-/// the store is one per process, so these are too; [`observe`] registers them
-/// with a proxy's metrics.
-struct StoreMeter {
-    writes: prometheus::HistogramVec,
-    errors: prometheus::IntCounterVec,
-    up: prometheus::IntGauge,
-}
+/// Where a store's calls are counted: the [`StoreMeter`] of the proxy that observes
+/// it, shared by every clone of the store (the follower's, the lifecycle
+/// endpoints'). Until a proxy observes the store, calls are not counted.
+#[derive(Debug, Clone, Default)]
+struct MeterSlot(Arc<ArcSwapOption<StoreMeter>>);
 
-static METER: std::sync::LazyLock<Option<StoreMeter>> = std::sync::LazyLock::new(|| {
-    let writes = prometheus::HistogramVec::new(
-        prometheus::HistogramOpts::new(
-            "authmd_store_write_duration_seconds",
-            "Time of writes to the credential store, by operation.",
-        )
-        .buckets(crate::metrics::LATENCY_BUCKETS.to_vec()),
-        &["operation"],
-    )
-    .ok()?;
-    let errors = prometheus::IntCounterVec::new(
-        prometheus::Opts::new(
-            "authmd_store_errors_total",
-            "Credential store queries that failed, by operation.",
-        ),
-        &["operation"],
-    )
-    .ok()?;
-    let up = prometheus::IntGauge::new(
-        "authmd_store_up",
-        "1 when the credential store answered its last query, 0 when it failed.",
-    )
-    .ok()?;
-    up.set(1);
-    Some(StoreMeter { writes, errors, up })
-});
-
-/// Registers the store's metrics with `metrics`.
-pub fn observe(metrics: &crate::metrics::Metrics) {
-    if let Some(meter) = &*METER {
-        metrics.register(meter.writes.clone());
-        metrics.register(meter.errors.clone());
-        metrics.register(meter.up.clone());
-    }
-}
-
-/// Notes the outcome of a store query, and for a write, its time.
-fn observed<T>(
-    operation: &'static str,
-    write: Option<tokio::time::Instant>,
-    result: Result<T, StoreError>,
-) -> Result<T, StoreError> {
-    if let Some(meter) = &*METER {
-        if let Some(started) = write {
-            if let Ok(h) = meter.writes.get_metric_with_label_values(&[operation]) {
-                h.observe(started.elapsed().as_secs_f64());
-            }
-        }
-        meter.up.set(i64::from(result.is_ok()));
-        if result.is_err() {
-            if let Ok(c) = meter.errors.get_metric_with_label_values(&[operation]) {
-                c.inc();
-            }
+impl MeterSlot {
+    fn record(&self, operation: &str, write: Option<Duration>, ok: bool) {
+        if let Some(meter) = &*self.0.load() {
+            meter.record(operation, write, ok);
         }
     }
-    result
 }
 
 macro_rules! dispatch {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        observed(stringify!($method), None, match $self {
+        $self.observed(stringify!($method), None, match $self {
             Store::Sqlite(store) => store.$method($($arg),*).await,
             Store::Postgres(store) => store.$method($($arg),*).await,
         })
@@ -311,7 +302,7 @@ macro_rules! dispatch {
 macro_rules! write {
     ($self:ident . $method:ident ( $($arg:expr),* )) => {{
         let started = tokio::time::Instant::now();
-        observed(stringify!($method), Some(started), match $self {
+        $self.observed(stringify!($method), Some(started), match $self {
             Store::Sqlite(store) => store.$method($($arg),*).await,
             Store::Postgres(store) => store.$method($($arg),*).await,
         })
@@ -331,6 +322,31 @@ impl Store {
                 Some(Store::Postgres(postgres::PostgresStore::new(url, schema)?))
             }
         })
+    }
+
+    /// Counts this store's calls, and every clone's, in `metrics`: the registry of
+    /// the proxy that serves from it.
+    pub fn observe(&self, metrics: &Metrics) {
+        self.meter().0.store(Some(Arc::new(metrics.store_meter())));
+    }
+
+    fn meter(&self) -> &MeterSlot {
+        match self {
+            Store::Sqlite(store) => &store.meter,
+            Store::Postgres(store) => &store.meter,
+        }
+    }
+
+    /// Notes the outcome of a store query, and for a write, its time.
+    fn observed<T>(
+        &self,
+        operation: &'static str,
+        write: Option<tokio::time::Instant>,
+        result: Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let took = write.map(|started| started.elapsed());
+        self.meter().record(operation, took, result.is_ok());
+        result
     }
 
     /// Which implementation, for logs and metrics.

@@ -265,17 +265,16 @@ impl AgentAuth {
                 unique.push(scope);
             }
         }
-        let record = KeyRecord {
-            id: random_id("key")?,
-            hash: new.hash,
-            prefix: config.lifecycle.keys.prefix.clone(),
+        let record = KeyRecord::new(
+            random_id("key")?,
+            new.hash,
+            config.lifecycle.keys.prefix.clone(),
             name,
             owner,
-            scopes: unique,
-            tier: config.tiers.get(caller.tier()).name.clone(),
-            created_at: unix_now(),
-            ..KeyRecord::default()
-        };
+            unique,
+            config.tiers.get(caller.tier()).name.clone(),
+            unix_now(),
+        );
         self.store.insert_key(&record).await?;
         self.apply(&record).await;
         tracing::info!(key = %record.id, by = %caller.name(), "key created");

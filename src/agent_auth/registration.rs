@@ -287,18 +287,19 @@ impl AgentAuth {
         client_name: &Option<String>,
     ) -> Result<KeyRecord, Failure> {
         Ok(KeyRecord {
-            id: random_id("key")?,
-            hash,
-            prefix: config.lifecycle.keys.prefix.clone(),
-            name: client_name
-                .clone()
-                .unwrap_or_else(|| "registered agent".into()),
-            owner: format!("reg:{registration_id}"),
-            scopes: names_of(config, &scopes),
-            tier: config.tiers.get(tier).name.clone(),
-            created_at: unix_now(),
             registration_id: Some(registration_id.to_owned()),
-            ..KeyRecord::default()
+            ..KeyRecord::new(
+                random_id("key")?,
+                hash,
+                config.lifecycle.keys.prefix.clone(),
+                client_name
+                    .clone()
+                    .unwrap_or_else(|| "registered agent".into()),
+                format!("reg:{registration_id}"),
+                names_of(config, &scopes),
+                config.tiers.get(tier).name.clone(),
+                unix_now(),
+            )
         })
     }
 

@@ -33,16 +33,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use tokio::sync::{Mutex, MutexGuard, mpsc};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, ToSql};
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Row};
 
-use super::{
-    Claim, ClaimOutcome, KeyRecord, Notice, RegistrationKind, RegistrationRecord, Rotation,
-    StoreError,
+use super::rows::{
+    self, Columns, KEY_COLUMNS, QUOTA_USAGE_COLUMNS, REGISTRATION_COLUMNS, REVOKED_TOKEN_COLUMNS,
+    USED_ASSERTION_COLUMNS, Value,
 };
-use crate::credentials::KeyHash;
+use super::{
+    Claim, ClaimOutcome, KeyRecord, MeterSlot, Notice, RegistrationRecord, Rotation, StoreError,
+};
 use crate::limits::quota::Usage;
 
 /// The schema, one entry per version; never edit an entry, append a new one.
@@ -102,12 +105,6 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
 ];
 
-const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
-     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at, limits";
-
-const REGISTRATION_COLUMNS: &str =
-    "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at";
-
 /// The database clock in unix milliseconds: every replica stamps with the same clock.
 const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
 
@@ -139,6 +136,7 @@ const MAX_IDENTIFIER_BYTES: usize = 63;
 #[derive(Clone)]
 pub struct PostgresStore {
     inner: Arc<Inner>,
+    pub(super) meter: MeterSlot,
 }
 
 struct Inner {
@@ -177,7 +175,7 @@ impl fmt::Debug for PostgresStore {
 }
 
 /// Why an operation failed, before it is mapped to a [`StoreError`].
-enum Failure {
+pub(super) enum Failure {
     /// From the driver: the server refused it, or the connection failed.
     Db(tokio_postgres::Error),
     /// A stored value could not be read back (the connection is fine).
@@ -221,9 +219,6 @@ impl Failure {
     }
 }
 
-/// An error's text without anything secret: for a server error its message and
-/// SQLSTATE only (its DETAIL may quote the row, e.g. a hash); for any other its kind
-/// and cause (an I/O error says what failed, never the host or the password).
 /// Runs one PostgreSQL step within `limit`; a failure or a timeout becomes
 /// `Unavailable`, prefixed with `what`.
 async fn bounded<T>(
@@ -243,6 +238,9 @@ async fn bounded<T>(
     }
 }
 
+/// An error's text without anything secret: for a server error its message and
+/// SQLSTATE only (its DETAIL may quote the row, e.g. a hash); for any other its kind
+/// and cause (an I/O error says what failed, never the host or the password).
 fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());
@@ -319,6 +317,7 @@ impl PostgresStore {
                 state: Mutex::new(State::default()),
                 failures: AtomicU64::new(0),
             }),
+            meter: MeterSlot::default(),
         })
     }
 
@@ -503,7 +502,7 @@ impl PostgresStore {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let key = key_from_row(&row)?;
+            let key = rows::key(&row)?;
             announce(&tx, channel, &key.id).await?;
             tx.commit().await?;
             Ok(Some(key))
@@ -532,7 +531,7 @@ impl PostgresStore {
             let Some(row) = row else {
                 return Ok(None);
             };
-            let key = key_from_row(&row)?;
+            let key = rows::key(&row)?;
             announce(&tx, channel, &key.id).await?;
             tx.commit().await?;
             Ok(Some(key))
@@ -573,26 +572,14 @@ impl PostgresStore {
         key: &KeyRecord,
     ) -> Result<(), StoreError> {
         let channel = &self.inner.channel;
-        let claim_hash = registration.claim_hash.as_ref().map(|h| h.as_slice());
         self.run(async |c| {
             let tx = c.transaction().await?;
             insert_key(&tx, key).await?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO registrations ({REGISTRATION_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
-                ),
-                &[
-                    &registration.id,
-                    &registration.kind.as_str(),
-                    &registration.client_name,
-                    &registration.key_id,
-                    &claim_hash,
-                    &registration.claim_expires_at,
-                    &registration.claimed_at,
-                    &registration.subject,
-                    &registration.created_at,
-                ],
+            insert(
+                &tx,
+                "registrations",
+                REGISTRATION_COLUMNS,
+                &rows::registration_values(registration),
             )
             .await?;
             announce(&tx, channel, &key.id).await?;
@@ -613,7 +600,7 @@ impl PostgresStore {
             )
             .await?
             .as_ref()
-            .map(registration_from_row)
+            .map(rows::registration)
             .transpose()
         })
         .await
@@ -631,7 +618,7 @@ impl PostgresStore {
             )
             .await?
             .as_ref()
-            .map(registration_from_row)
+            .map(rows::registration)
             .transpose()
         })
         .await
@@ -639,7 +626,7 @@ impl PostgresStore {
 
     pub(super) async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         let channel = &self.inner.channel;
-        let scopes = claim.scopes.join(" ");
+        let scopes = rows::scopes_text(claim.scopes);
         self.run(async |c| {
             let tx = c.transaction().await?;
             // The row lock makes concurrent claims (from any replica) queue here; the
@@ -656,7 +643,7 @@ impl PostgresStore {
             let Some(row) = row else {
                 return Ok(ClaimOutcome::NotFound);
             };
-            let registration = registration_from_row(&row)?;
+            let registration = rows::registration(&row)?;
             if registration.claimed_at.is_some() {
                 return Ok(ClaimOutcome::AlreadyClaimed);
             }
@@ -679,7 +666,7 @@ impl PostgresStore {
             let Some(row) = row else {
                 return Ok(ClaimOutcome::KeyRevoked);
             };
-            let key = key_from_row(&row)?;
+            let key = rows::key(&row)?;
             tx.execute(
                 "UPDATE registrations SET claimed_at = $2, subject = $3 WHERE id = $1",
                 &[&claim.registration_id, &claim.now, &claim.subject],
@@ -705,8 +692,10 @@ impl PostgresStore {
                 .await?;
             let inserted = tx
                 .execute(
-                    "INSERT INTO used_assertions (issuer, jti, expires_at) VALUES ($1, $2, $3)
-                     ON CONFLICT DO NOTHING",
+                    &format!(
+                        "INSERT INTO used_assertions ({USED_ASSERTION_COLUMNS}) VALUES ($1, $2, $3)
+                         ON CONFLICT DO NOTHING"
+                    ),
                     &[&issuer, &jti, &expires_at],
                 )
                 .await?;
@@ -727,7 +716,7 @@ impl PostgresStore {
             .await?;
             tx.execute(
                 &format!(
-                    "INSERT INTO revoked_tokens (jti, expires_at, updated_at)
+                    "INSERT INTO revoked_tokens ({REVOKED_TOKEN_COLUMNS})
                      VALUES ($1, $2, {DB_NOW_MS}) ON CONFLICT (jti) DO NOTHING"
                 ),
                 &[&jti, &expires_at],
@@ -745,7 +734,7 @@ impl PostgresStore {
             let tx = c.transaction().await?;
             let statement = tx
                 .prepare(&format!(
-                    "INSERT INTO quota_usage (subject, period, used, updated_at)
+                    "INSERT INTO quota_usage ({QUOTA_USAGE_COLUMNS})
                      VALUES ($1, $2, $3, {DB_NOW_MS})
                      ON CONFLICT (subject, period) DO UPDATE
                      SET used = quota_usage.used + EXCLUDED.used, updated_at = EXCLUDED.updated_at
@@ -1064,34 +1053,37 @@ fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, Failure> 
     row.try_get(index).map_err(|e| decode(&e))
 }
 
-async fn insert_key(c: &impl GenericClient, key: &KeyRecord) -> Result<(), Failure> {
-    let scopes = key.scopes.join(" ");
-    let previous_hash = key.previous_hash.as_ref().map(|h| h.0.as_slice());
+/// Inserts one row of `values` into `table`'s `columns`; the store clock is the
+/// database's.
+async fn insert(
+    c: &impl GenericClient,
+    table: &str,
+    columns: &str,
+    values: &[Value<'_>],
+) -> Result<(), Failure> {
+    let mut placeholders = Vec::with_capacity(values.len());
+    let mut params: Vec<&(dyn ToSql + Sync)> = Vec::with_capacity(values.len());
+    for value in values {
+        if *value == Value::Clock {
+            placeholders.push(DB_NOW_MS.to_owned());
+        } else {
+            params.push(value);
+            placeholders.push(format!("${}", params.len()));
+        }
+    }
     c.execute(
         &format!(
-            "INSERT INTO keys ({KEY_COLUMNS})
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, {DB_NOW_MS}, $15)"
+            "INSERT INTO {table} ({columns}) VALUES ({})",
+            placeholders.join(", ")
         ),
-        &[
-            &key.id,
-            &key.hash.0.as_slice(),
-            &key.prefix,
-            &key.name,
-            &key.owner,
-            &scopes,
-            &key.tier,
-            &key.created_at,
-            &key.expires_at,
-            &key.revoked_at,
-            &key.last_used_at,
-            &previous_hash,
-            &key.previous_expires_at,
-            &key.registration_id,
-            &key.limits,
-        ],
+        &params,
     )
     .await?;
     Ok(())
+}
+
+async fn insert_key(c: &impl GenericClient, key: &KeyRecord) -> Result<(), Failure> {
+    insert(c, "keys", KEY_COLUMNS, &rows::key_values(key)).await
 }
 
 async fn key_by_id(c: &impl GenericClient, id: &str) -> Result<Option<KeyRecord>, Failure> {
@@ -1101,7 +1093,7 @@ async fn key_by_id(c: &impl GenericClient, id: &str) -> Result<Option<KeyRecord>
     )
     .await?
     .as_ref()
-    .map(key_from_row)
+    .map(rows::key)
     .transpose()
 }
 
@@ -1121,68 +1113,58 @@ async fn query_keys(
     sql: &str,
     params: &[&(dyn ToSql + Sync)],
 ) -> Result<Vec<KeyRecord>, Failure> {
-    c.query(sql, params)
-        .await?
-        .iter()
-        .map(key_from_row)
-        .collect()
+    c.query(sql, params).await?.iter().map(rows::key).collect()
 }
 
-fn hash_column(row: &Row, index: usize) -> Result<Option<[u8; 32]>, Failure> {
-    let bytes: Option<Vec<u8>> = column(row, index)?;
-    bytes
-        .map(|b| {
-            <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
-                Failure::Decode(format!(
-                    "a stored value cannot be read: column {index} is not a 32-byte hash"
-                ))
-            })
-        })
-        .transpose()
+impl ToSql for Value<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Integer(n) => n.to_sql_checked(ty, out),
+            Value::Text(text) => text.as_ref().to_sql_checked(ty, out),
+            Value::Bytes(bytes) => bytes.to_sql_checked(ty, out),
+            Value::Clock => Err("the store clock is written in the statement, not bound".into()),
+        }
+    }
+
+    /// Each value checks its column's type as it is written.
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
 }
 
-fn key_from_row(row: &Row) -> Result<KeyRecord, Failure> {
-    let scopes: String = column(row, 5)?;
-    Ok(KeyRecord {
-        id: column(row, 0)?,
-        hash: KeyHash(hash_column(row, 1)?.ok_or_else(|| {
-            Failure::Decode("a stored value cannot be read: a key has no hash".into())
-        })?),
-        prefix: column(row, 2)?,
-        name: column(row, 3)?,
-        owner: column(row, 4)?,
-        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-        tier: column(row, 6)?,
-        created_at: column(row, 7)?,
-        expires_at: column(row, 8)?,
-        revoked_at: column(row, 9)?,
-        last_used_at: column(row, 10)?,
-        previous_hash: hash_column(row, 11)?.map(KeyHash),
-        previous_expires_at: column(row, 12)?,
-        registration_id: column(row, 13)?,
-        updated_at: column(row, 14)?,
-        limits: column(row, 15)?,
-    })
-}
+impl Columns for Row {
+    type Error = Failure;
 
-fn registration_from_row(row: &Row) -> Result<RegistrationRecord, Failure> {
-    let kind: String = column(row, 1)?;
-    let claim_hash: Option<Vec<u8>> = column(row, 4)?;
-    Ok(RegistrationRecord {
-        id: column(row, 0)?,
-        kind: RegistrationKind::parse(&kind).ok_or_else(|| {
-            Failure::Decode(format!(
-                "a stored value cannot be read: unknown registration kind `{kind}`"
-            ))
-        })?,
-        client_name: column(row, 2)?,
-        key_id: column(row, 3)?,
-        claim_hash: claim_hash.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()),
-        claim_expires_at: column(row, 5)?,
-        claimed_at: column(row, 6)?,
-        subject: column(row, 7)?,
-        created_at: column(row, 8)?,
-    })
+    fn text(&self, index: usize) -> Result<String, Failure> {
+        column(self, index)
+    }
+
+    fn optional_text(&self, index: usize) -> Result<Option<String>, Failure> {
+        column(self, index)
+    }
+
+    fn integer(&self, index: usize) -> Result<i64, Failure> {
+        column(self, index)
+    }
+
+    fn optional_integer(&self, index: usize) -> Result<Option<i64>, Failure> {
+        column(self, index)
+    }
+
+    fn optional_bytes(&self, index: usize) -> Result<Option<Vec<u8>>, Failure> {
+        column(self, index)
+    }
+
+    fn invalid(&self, _index: usize, problem: String) -> Failure {
+        Failure::Decode(format!("a stored value cannot be read: {problem}"))
+    }
 }
 
 #[cfg(test)]

@@ -13,14 +13,18 @@ use std::fmt;
 use std::path::Path;
 use std::sync::mpsc;
 
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::{ToSqlOutput, Type, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
 use tokio::sync::oneshot;
 
+use super::rows::{
+    self, Columns, KEY_COLUMNS, QUOTA_USAGE_COLUMNS, REGISTRATION_COLUMNS, REVOKED_TOKEN_COLUMNS,
+    USED_ASSERTION_COLUMNS, Value,
+};
 use super::{
-    Claim, ClaimOutcome, KeyRecord, RegistrationKind, RegistrationRecord, Rotation, StoreError,
+    Claim, ClaimOutcome, KeyRecord, MeterSlot, RegistrationRecord, Rotation, StoreError,
     unix_now_ms,
 };
-use crate::credentials::KeyHash;
 use crate::limits::quota::Usage;
 
 /// The schema, one entry per version; never edit an entry, append a new one.
@@ -79,18 +83,13 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
 ];
 
-const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
-     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at, limits";
-
-const REGISTRATION_COLUMNS: &str =
-    "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at";
-
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// A handle to the store thread; cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    pub(super) meter: MeterSlot,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -143,7 +142,10 @@ impl SqliteStore {
         ready_rx
             .await
             .map_err(|_| unavailable("the store thread stopped"))??;
-        Ok(SqliteStore { jobs })
+        Ok(SqliteStore {
+            jobs,
+            meter: MeterSlot::default(),
+        })
     }
 
     /// Runs `work` on the store thread.
@@ -333,24 +335,12 @@ impl SqliteStore {
         self.call(move |c| {
             let tx = c.transaction().map_err(unavailable)?;
             insert_key(&tx, &key)?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO registrations ({REGISTRATION_COLUMNS})
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
-                ),
-                params![
-                    registration.id,
-                    registration.kind.as_str(),
-                    registration.client_name,
-                    registration.key_id,
-                    registration.claim_hash.as_ref().map(|h| h.as_slice()),
-                    registration.claim_expires_at,
-                    registration.claimed_at,
-                    registration.subject,
-                    registration.created_at,
-                ],
-            )
-            .map_err(classify)?;
+            insert(
+                &tx,
+                "registrations",
+                REGISTRATION_COLUMNS,
+                &rows::registration_values(&registration),
+            )?;
             tx.commit().map_err(unavailable)
         })
         .await
@@ -365,7 +355,7 @@ impl SqliteStore {
             c.query_row(
                 &format!("SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE id = ?1"),
                 params![id],
-                registration_from_row,
+                |row| rows::registration(row),
             )
             .optional()
             .map_err(unavailable)
@@ -382,7 +372,7 @@ impl SqliteStore {
             c.query_row(
                 &format!("SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE claim_hash = ?1"),
                 params![claim_hash.as_slice()],
-                registration_from_row,
+                |row| rows::registration(row),
             )
             .optional()
             .map_err(unavailable)
@@ -394,7 +384,7 @@ impl SqliteStore {
         let registration_id = claim.registration_id.to_owned();
         let subject = claim.subject.to_owned();
         let tier = claim.tier.to_owned();
-        let scopes = claim.scopes.join(" ");
+        let scopes = rows::scopes_text(claim.scopes);
         let now = claim.now;
         self.call(move |c| {
             let tx = c
@@ -404,7 +394,7 @@ impl SqliteStore {
                 .query_row(
                     &format!("SELECT {REGISTRATION_COLUMNS} FROM registrations WHERE id = ?1"),
                     params![registration_id],
-                    registration_from_row,
+                    |row| rows::registration(row),
                 )
                 .optional()
                 .map_err(unavailable)?
@@ -459,8 +449,10 @@ impl SqliteStore {
             .map_err(unavailable)?;
             let inserted = tx
                 .execute(
-                    "INSERT INTO used_assertions (issuer, jti, expires_at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT DO NOTHING",
+                    &format!(
+                        "INSERT INTO used_assertions ({USED_ASSERTION_COLUMNS}) VALUES (?1, ?2, ?3)
+                         ON CONFLICT DO NOTHING"
+                    ),
                     params![issuer, jti, expires_at],
                 )
                 .map_err(unavailable)?;
@@ -481,8 +473,10 @@ impl SqliteStore {
             )
             .map_err(unavailable)?;
             tx.execute(
-                "INSERT INTO revoked_tokens (jti, expires_at, updated_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (jti) DO NOTHING",
+                &format!(
+                    "INSERT INTO revoked_tokens ({REVOKED_TOKEN_COLUMNS}) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (jti) DO NOTHING"
+                ),
                 params![jti, expires_at, now_ms],
             )
             .map_err(unavailable)?;
@@ -517,13 +511,13 @@ impl SqliteStore {
             let mut totals = Vec::with_capacity(usage.len());
             {
                 let mut statement = tx
-                    .prepare_cached(
-                        "INSERT INTO quota_usage (subject, period, used, updated_at)
+                    .prepare_cached(&format!(
+                        "INSERT INTO quota_usage ({QUOTA_USAGE_COLUMNS})
                          VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (subject, period) DO UPDATE
                          SET used = used + excluded.used, updated_at = excluded.updated_at
-                         RETURNING used",
-                    )
+                         RETURNING used"
+                    ))
                     .map_err(unavailable)?;
                 for u in &usage {
                     let total = statement
@@ -613,40 +607,34 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
     tx.commit().map_err(unavailable)
 }
 
-fn insert_key(c: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
+/// Inserts one row of `values` into `table`'s `columns`.
+fn insert(
+    c: &Connection,
+    table: &str,
+    columns: &str,
+    values: &[Value<'_>],
+) -> Result<(), StoreError> {
+    let placeholders: Vec<String> = (1..=values.len()).map(|n| format!("?{n}")).collect();
     c.execute(
         &format!(
-            "INSERT INTO keys ({KEY_COLUMNS})
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
+            "INSERT INTO {table} ({columns}) VALUES ({})",
+            placeholders.join(", ")
         ),
-        params![
-            key.id,
-            key.hash.0.as_slice(),
-            key.prefix,
-            key.name,
-            key.owner,
-            key.scopes.join(" "),
-            key.tier,
-            key.created_at,
-            key.expires_at,
-            key.revoked_at,
-            key.last_used_at,
-            key.previous_hash.as_ref().map(|h| h.0.as_slice()),
-            key.previous_expires_at,
-            key.registration_id,
-            unix_now_ms(),
-            key.limits,
-        ],
+        rusqlite::params_from_iter(values),
     )
     .map_err(classify)?;
     Ok(())
+}
+
+fn insert_key(c: &Connection, key: &KeyRecord) -> Result<(), StoreError> {
+    insert(c, "keys", KEY_COLUMNS, &rows::key_values(key))
 }
 
 fn key_by_id(c: &Connection, id: &str) -> Result<Option<KeyRecord>, StoreError> {
     c.query_row(
         &format!("SELECT {KEY_COLUMNS} FROM keys WHERE id = ?1"),
         params![id],
-        key_from_row,
+        |row| rows::key(row),
     )
     .optional()
     .map_err(unavailable)
@@ -659,72 +647,81 @@ fn query_keys(
 ) -> Result<Vec<KeyRecord>, StoreError> {
     let mut statement = c.prepare_cached(sql).map_err(unavailable)?;
     let rows = statement
-        .query_map(params, key_from_row)
+        .query_map(params, |row| rows::key(row))
         .map_err(unavailable)?;
     rows.collect::<Result<Vec<_>, _>>().map_err(unavailable)
 }
 
-fn hash_column(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<KeyHash>> {
-    let bytes: Option<Vec<u8>> = row.get(index)?;
-    bytes
-        .map(|b| {
-            <[u8; 32]>::try_from(b.as_slice())
-                .map(KeyHash)
-                .map_err(|_| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        index,
-                        rusqlite::types::Type::Blob,
-                        "a hash must be 32 bytes".into(),
-                    )
-                })
+impl ToSql for Value<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Integer(n) => ToSqlOutput::from(*n),
+            Value::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Value::Bytes(bytes) => ToSqlOutput::Borrowed(ValueRef::Blob(bytes)),
+            // This process's clock, read as the statement is bound.
+            Value::Clock => ToSqlOutput::from(unix_now_ms()),
         })
-        .transpose()
+    }
 }
 
-fn key_from_row(row: &Row<'_>) -> rusqlite::Result<KeyRecord> {
-    let scopes: String = row.get(5)?;
-    Ok(KeyRecord {
-        id: row.get(0)?,
-        hash: hash_column(row, 1)?.ok_or(rusqlite::Error::InvalidColumnType(
-            1,
-            "hash".into(),
-            rusqlite::types::Type::Null,
-        ))?,
-        prefix: row.get(2)?,
-        name: row.get(3)?,
-        owner: row.get(4)?,
-        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-        tier: row.get(6)?,
-        created_at: row.get(7)?,
-        expires_at: row.get(8)?,
-        revoked_at: row.get(9)?,
-        last_used_at: row.get(10)?,
-        previous_hash: hash_column(row, 11)?,
-        previous_expires_at: row.get(12)?,
-        registration_id: row.get(13)?,
-        updated_at: row.get(14)?,
-        limits: row.get(15)?,
-    })
+impl Columns for Row<'_> {
+    type Error = rusqlite::Error;
+
+    fn text(&self, index: usize) -> rusqlite::Result<String> {
+        self.get(index)
+    }
+
+    fn optional_text(&self, index: usize) -> rusqlite::Result<Option<String>> {
+        self.get(index)
+    }
+
+    fn integer(&self, index: usize) -> rusqlite::Result<i64> {
+        self.get(index)
+    }
+
+    fn optional_integer(&self, index: usize) -> rusqlite::Result<Option<i64>> {
+        self.get(index)
+    }
+
+    fn optional_bytes(&self, index: usize) -> rusqlite::Result<Option<Vec<u8>>> {
+        self.get(index)
+    }
+
+    fn invalid(&self, index: usize, problem: String) -> rusqlite::Error {
+        let stored = self
+            .get_ref(index)
+            .map_or(Type::Null, |value| value.data_type());
+        rusqlite::Error::FromSqlConversionFailure(index, stored, problem.into())
+    }
 }
 
-fn registration_from_row(row: &Row<'_>) -> rusqlite::Result<RegistrationRecord> {
-    let kind: String = row.get(1)?;
-    let claim_hash: Option<Vec<u8>> = row.get(4)?;
-    Ok(RegistrationRecord {
-        id: row.get(0)?,
-        kind: RegistrationKind::parse(&kind).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                1,
-                rusqlite::types::Type::Text,
-                format!("unknown registration kind `{kind}`").into(),
-            )
-        })?,
-        client_name: row.get(2)?,
-        key_id: row.get(3)?,
-        claim_hash: claim_hash.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()),
-        claim_expires_at: row.get(5)?,
-        claimed_at: row.get(6)?,
-        subject: row.get(7)?,
-        created_at: row.get(8)?,
-    })
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_column_lists_are_the_migrated_tables() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate(&mut connection).unwrap();
+        for (table, columns) in [
+            ("keys", KEY_COLUMNS),
+            ("registrations", REGISTRATION_COLUMNS),
+            ("used_assertions", USED_ASSERTION_COLUMNS),
+            ("revoked_tokens", REVOKED_TOKEN_COLUMNS),
+            ("quota_usage", QUOTA_USAGE_COLUMNS),
+        ] {
+            let mut statement = connection
+                .prepare(&format!(
+                    "SELECT name FROM pragma_table_info('{table}') ORDER BY cid"
+                ))
+                .unwrap();
+            let names: Vec<String> = statement
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(names.join(", "), columns, "{table}");
+        }
+    }
 }
