@@ -1,6 +1,7 @@
 //! Listeners: the proxy listener (HTTP/1.1 and HTTP/2 with upgrades, over TCP or
 //! TLS), the admin listener (`/healthz`, `/readyz`, `/metrics`), and graceful
-//! shutdown.
+//! shutdown. All of them, and the injector webhook's, run the one accept loop of
+//! `server::accept`.
 //!
 //! Shutdown runs in this order, so that a Kubernetes rolling restart fails no
 //! request: `/readyz` starts failing (the endpoint is taken out of rotation), the
@@ -24,18 +25,19 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
 
+pub(crate) mod accept;
 mod first_bytes;
 
 use crate::body::Body;
 use crate::metrics::Listener;
 use crate::pipeline::Gateway;
 use crate::proxy::ClientConn;
+use accept::{Handshake, Serving, accept_loop};
 
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -172,124 +174,51 @@ pub async fn serve(
         // cannot answer) loses its connection.
         .keep_alive_interval(server.header_read_timeout)
         .keep_alive_timeout(server.header_read_timeout);
-    let builder = Arc::new(builder);
     let grace = server.shutdown_grace;
-    let first_bytes = server.header_read_timeout;
+    let https = tls.is_some();
+    let serving = Serving {
+        protocols: builder,
+        upgrades: true,
+        tls: tls.map(|acceptor| Handshake {
+            acceptor,
+            timeout: HANDSHAKE_TIMEOUT,
+            metrics: Some(gateway.metrics_handle()),
+        }),
+        first_bytes: Some(server.header_read_timeout),
+        grace,
+        log_errors: true,
+    };
     let ceiling = Arc::new(tokio::sync::Semaphore::new(server.max_connections));
     drop(config);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    accept_error(&error).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let admit = |stream: &TcpStream, peer: SocketAddr| {
         // At the connection ceiling a new connection is closed at once: a flood
         // costs one accept each, never a task, a buffer or an upstream connection.
         let Ok(slot) = ceiling.clone().try_acquire_owned() else {
             gateway.metrics().connection_refused();
             tracing::debug!(%peer, "connection ceiling reached; closing a new connection");
-            drop(stream);
-            continue;
+            return None;
         };
         let _ = stream.set_nodelay(true);
         let open = gateway.metrics().connection(Listener::Proxy);
+        let conn = Arc::new(if https {
+            ClientConn::tls(peer)
+        } else {
+            ClientConn::plain(peer)
+        });
         let gateway = gateway.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                let conn = ClientConn::plain(peer);
-                let stream = first_bytes::FirstBytes::new(stream, first_bytes);
-                serve_connection(&builder, watcher, gateway, conn, stream, (open, slot));
-            }
-            Some(acceptor) => {
-                let accept = acceptor.accept(stream);
-                tokio::spawn(async move {
-                    let metrics = gateway.metrics();
-                    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            metrics.tls_handshake(false, None);
-                            tracing::debug!(%error, %peer, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            metrics.tls_handshake(false, None);
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    metrics.tls_handshake(true, stream.get_ref().1.alpn_protocol());
-                    let conn = ClientConn::tls(peer);
-                    let stream = first_bytes::FirstBytes::new(stream, first_bytes);
-                    serve_connection(&builder, watcher, gateway, conn, stream, (open, slot));
-                });
-            }
-        }
-    }
-    drain(graceful, grace).await;
-}
-
-/// Serves one accepted connection (plain or TLS) on its own task, watched by the
-/// graceful shutdown.
-fn serve_connection<S>(
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: Watcher,
-    gateway: Arc<Gateway>,
-    conn: ClientConn,
-    stream: S,
-    held: (
-        Option<crate::metrics::OpenConnection>,
-        tokio::sync::OwnedSemaphorePermit,
-    ),
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = conn.peer;
-    let conn = Arc::new(conn);
-    let service = service_fn(move |request: Request<Incoming>| {
-        let gateway = gateway.clone();
-        let conn = conn.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(request, &conn).await) }
-    });
-    let connection = builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .into_owned();
-    let connection = watcher.watch(connection);
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, %peer, "connection ended with an error");
-        }
-        drop(held);
-    });
-}
-
-/// Waits for the watched connections to finish, for at most `grace`. A TLS
-/// handshake still running holds a watcher too, and ends within its own timeout.
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
+        let service = service_fn(move |request: Request<Incoming>| {
+            let gateway = gateway.clone();
+            let conn = conn.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(request, &conn).await) }
+        });
+        Some((service, (open, slot)))
+    };
+    if !accept_loop(listener, serving, admit, shutdown).await {
         tracing::warn!(
             ?grace,
             "connections still open after the shutdown grace period"
         );
     }
-}
-
-/// Accept fails when the process is out of file descriptors; back off briefly
-/// instead of spinning.
-pub(crate) async fn accept_error(error: &std::io::Error) {
-    tracing::warn!(%error, "accept failed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
 }
 
 /// Serves the admin endpoints: `GET /healthz` (the process is alive), `GET
@@ -299,40 +228,26 @@ pub async fn serve_admin(
     gateway: Arc<Gateway>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let stream: TcpStream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    accept_error(&error).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
+    let mut protocols = auto::Builder::new(TokioExecutor::new()).http1_only();
+    protocols
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5));
+    let serving = Serving {
+        protocols,
+        upgrades: false,
+        tls: None,
+        first_bytes: None,
+        grace: Duration::from_secs(1),
+        log_errors: false,
+    };
+    let admit = |_: &TcpStream, _: SocketAddr| {
         let open = gateway.metrics().connection(Listener::Admin);
-        let connection = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(5))
-            .serve_connection(
-                TokioIo::new(stream),
-                service_fn({
-                    let gateway = gateway.clone();
-                    move |request| admin(request, gateway.clone())
-                }),
-            );
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            let _ = connection.await;
-            drop(open);
-        });
-    }
-    if tokio::time::timeout(Duration::from_secs(1), graceful.shutdown())
-        .await
-        .is_err()
-    {
+        let gateway = gateway.clone();
+        let service = service_fn(move |request| admin(request, gateway.clone()));
+        Some((service, open))
+    };
+    if !accept_loop(listener, serving, admit, shutdown).await {
         tracing::debug!("admin connections still open at exit");
     }
 }
