@@ -38,16 +38,16 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt as _, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use json_patch::jsonptr::PointerBuf;
 use json_patch::{AddOperation, PatchOperation, RemoveOperation};
 use serde_json::{Map, Value, json};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::body::Body;
 use crate::inject::{Defaults, inject_document};
+use crate::server::accept::{Handshake, Serving, accept_loop};
 use crate::tls::ServerTls;
 
 /// Where the API server sends reviews.
@@ -326,58 +326,33 @@ pub async fn serve(
     injector: Arc<Injector>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
+    let mut protocols = auto::Builder::new(TokioExecutor::new());
+    protocols
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(CLIENT_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    crate::server::accept_error(&error).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let accept = tls.acceptor().accept(stream);
-        let builder = builder.clone();
+    protocols.http2().timer(TokioTimer::new());
+    let serving = Serving {
+        protocols,
+        upgrades: false,
+        tls: Some(Handshake {
+            acceptor: tls.acceptor(),
+            timeout: CLIENT_TIMEOUT,
+            metrics: None,
+        }),
+        first_bytes: None,
+        grace: SHUTDOWN_GRACE,
+        log_errors: true,
+    };
+    let admit = |_: &TcpStream, peer: SocketAddr| {
         let injector = injector.clone();
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(CLIENT_TIMEOUT, accept).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%error, %peer, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let service = service_fn(move |request| {
-                let injector = injector.clone();
-                async move { Ok::<_, Infallible>(handle(request, &injector, peer).await) }
-            });
-            let connection = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%error, %peer, "connection ended with an error");
-            }
+        let service = service_fn(move |request| {
+            let injector = injector.clone();
+            async move { Ok::<_, Infallible>(handle(request, &injector, peer).await) }
         });
-    }
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
-        .await
-        .is_err()
-    {
+        Some((service, ()))
+    };
+    if !accept_loop(listener, serving, admit, shutdown).await {
         tracing::warn!("reviews still in flight after the shutdown grace period");
     }
 }

@@ -11,7 +11,7 @@
 //!  client ──► server (accept, HTTP/1.1 + HTTP/2)
 //!               │
 //!               ▼
-//!  pipeline::Gateway::local   discovery documents, OAuth endpoints, and the
+//!  gateway::Gateway::local   discovery documents, OAuth endpoints, and the
 //!    credential lifecycle (agent_auth: register / claim / keys), answered here
 //!               │
 //!  pipeline::admit ─────────────────────────────────────────────┐
@@ -37,7 +37,7 @@
 //! - [`policy`]: path normalisation, templates, the route table, authorization.
 //! - [`credentials`]: credential extraction, API key format, the lock-free key table.
 //! - [`scope`] and [`tier`]: scope bit sets and trust tiers.
-//! - [`pipeline`]: the ordered checks ([`pipeline::Gateway`]).
+//! - [`pipeline`]: the ordered checks ([`gateway::Gateway`]).
 //! - [`rejection`]: the closed [`rejection::Rejection`] enum and its one responder.
 //! - [`proxy`]: upstream pool, header hygiene, streaming, upgrades, the echo upstream.
 //! - [`server`]: listeners, admin endpoints, graceful shutdown.

@@ -26,9 +26,6 @@ pub mod sync;
 #[cfg(test)]
 mod tests;
 
-// Until every caller names the clock module itself.
-pub use crate::clock::{unix_now, unix_now_ms};
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;

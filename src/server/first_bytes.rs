@@ -6,6 +6,8 @@
 //! sends nothing, or stops inside the preface, would hold the connection forever.
 //! [`FirstBytes`] fails any read still waiting when the deadline passes, until the
 //! first [`PREFACE_LEN`] bytes have arrived; then the protocol's own timeouts apply.
+//! Without a deadline (the admin listener, which speaks only HTTP/1.1, and the
+//! injector webhook) it passes reads and writes straight through.
 
 use std::future::Future;
 use std::io;
@@ -29,11 +31,12 @@ pub(crate) struct FirstBytes<S> {
 }
 
 impl<S> FirstBytes<S> {
-    /// `inner`, whose first bytes must arrive within `timeout` from now.
-    pub(crate) fn new(inner: S, timeout: Duration) -> FirstBytes<S> {
+    /// `inner`, whose first bytes must arrive within `timeout` from now (if there
+    /// is one).
+    pub(crate) fn new(inner: S, timeout: Option<Duration>) -> FirstBytes<S> {
         FirstBytes {
             inner,
-            deadline: Some(Box::pin(tokio::time::sleep(timeout))),
+            deadline: timeout.map(|timeout| Box::pin(tokio::time::sleep(timeout))),
             read: 0,
         }
     }
@@ -49,9 +52,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for FirstBytes<S> {
         let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(result) => {
-                this.read += buf.filled().len() - before;
-                if this.read >= PREFACE_LEN {
-                    this.deadline = None;
+                if this.deadline.is_some() {
+                    this.read += buf.filled().len() - before;
+                    if this.read >= PREFACE_LEN {
+                        this.deadline = None;
+                    }
                 }
                 Poll::Ready(result)
             }
@@ -111,14 +116,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_silent_peer_times_out_and_one_past_the_preface_does_not() {
         let (client, server) = tokio::io::duplex(64);
-        let mut silent = FirstBytes::new(server, Duration::from_secs(10));
+        let mut silent = FirstBytes::new(server, Some(Duration::from_secs(10)));
         let mut buf = [0u8; 8];
         let error = silent.read(&mut buf).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
         drop(client);
 
         let (mut client, server) = tokio::io::duplex(64);
-        let mut talking = FirstBytes::new(server, Duration::from_secs(10));
+        let mut talking = FirstBytes::new(server, Some(Duration::from_secs(10)));
         client
             .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
             .await
@@ -133,12 +138,21 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_peer_stalled_inside_the_preface_times_out() {
         let (mut client, server) = tokio::io::duplex(64);
-        let mut stalled = FirstBytes::new(server, Duration::from_secs(10));
+        let mut stalled = FirstBytes::new(server, Some(Duration::from_secs(10)));
         client.write_all(b"PRI * HTT").await.unwrap();
         let mut buf = [0u8; 24];
         let n = stalled.read(&mut buf).await.unwrap();
         assert_eq!(n, 9);
         let error = stalled.read(&mut buf).await.unwrap_err();
         assert_eq!(error.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_deadline_a_silent_peer_is_left_alone() {
+        let (_client, server) = tokio::io::duplex(64);
+        let mut silent = FirstBytes::new(server, None);
+        let mut buf = [0u8; 8];
+        let read = tokio::time::timeout(Duration::from_secs(60), silent.read(&mut buf)).await;
+        assert!(read.is_err(), "no deadline at all");
     }
 }

@@ -21,10 +21,8 @@ use super::rows::{
     self, Columns, KEY_COLUMNS, QUOTA_USAGE_COLUMNS, REGISTRATION_COLUMNS, REVOKED_TOKEN_COLUMNS,
     USED_ASSERTION_COLUMNS, Value,
 };
-use super::{
-    Claim, ClaimOutcome, KeyRecord, MeterSlot, RegistrationRecord, Rotation, StoreError,
-    unix_now_ms,
-};
+use super::{Claim, ClaimOutcome, KeyRecord, MeterSlot, RegistrationRecord, Rotation, StoreError};
+use crate::clock::unix_now_ms;
 use crate::limits::quota::Usage;
 
 /// The schema, one entry per version; never edit an entry, append a new one.

@@ -1,0 +1,269 @@
+//! `authmd-proxy keys`: mint and hash API keys, and manage the keys in the
+//! configured store.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use authmd_proxy::clock::unix_now;
+use authmd_proxy::config::{Config, Overrides};
+use authmd_proxy::credentials::{KeyHash, api_key};
+use authmd_proxy::store::{KeyRecord, Store};
+use clap::Subcommand;
+
+use super::{EX_USAGE, current_thread, fail, out};
+
+/// The `keys` commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Mint a key from the OS random source and print it with its hash.
+    Generate {
+        /// Key prefix, e.g. `ak_live`.
+        #[arg(long)]
+        prefix: String,
+    },
+    /// Print the BLAKE3 hash of a key read from standard input.
+    Hash,
+    /// Create a key in the configured store and print it (the secret is shown once).
+    Create {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+        /// A name for the key.
+        #[arg(long)]
+        name: String,
+        /// Scopes, comma- or space-separated.
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Tier (default: the lowest tier above `anonymous`).
+        #[arg(long)]
+        tier: Option<String>,
+        /// Owner account (keys of the same owner manage each other).
+        #[arg(long, default_value = "operator")]
+        owner: String,
+        /// Rate limits of its own instead of its tier's, e.g. `10/s,300/min`.
+        #[arg(long)]
+        rate_limits: Option<String>,
+        /// A quota of its own instead of its tier's, e.g. `5000/month`.
+        #[arg(long)]
+        quota: Option<String>,
+    },
+    /// List the keys in the configured store (never their secrets).
+    List {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+    },
+    /// Revoke a key in the configured store by id.
+    Revoke {
+        /// The YAML config file.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: PathBuf,
+        /// The key's id (`key_...`).
+        id: String,
+    },
+}
+
+/// Runs a `keys` command.
+pub(crate) fn keys(command: KeysCommand) -> ExitCode {
+    match command {
+        KeysCommand::Generate { prefix } => match api_key::mint(&prefix) {
+            Ok(key) => out(&format!(
+                "key:  {}\nhash: {}\n",
+                key.secret.as_str(),
+                key.hash
+            )),
+            Err(error) => fail(&error.to_string(), EX_USAGE),
+        },
+        KeysCommand::Hash => hash(),
+        KeysCommand::Create {
+            config,
+            name,
+            scopes,
+            tier,
+            owner,
+            rate_limits,
+            quota,
+        } => with_store(&config, |config, store| async move {
+            let limits = own_limits(rate_limits.as_deref(), quota.as_deref())?;
+            create_key(
+                &config,
+                &store,
+                name,
+                &scopes,
+                tier.as_deref(),
+                owner,
+                limits,
+            )
+            .await
+        }),
+        KeysCommand::List { config } => {
+            with_store(&config, |_, store| async move { list_keys(&store).await })
+        }
+        KeysCommand::Revoke { config, id } => with_store(&config, |_, store| async move {
+            match store.revoke_key(&id, unix_now()).await {
+                Ok(Some(_)) => Ok(format!("revoked {id}\n")),
+                Ok(None) => Err((format!("no live key `{id}` in the store"), 1)),
+                Err(error) => Err((error.to_string(), 1)),
+            }
+        }),
+    }
+}
+
+/// Prints the hash of the key on standard input.
+fn hash() -> ExitCode {
+    let mut input = String::new();
+    if let Err(error) = std::io::stdin().read_to_string(&mut input) {
+        return fail(&format!("cannot read standard input: {error}"), 1);
+    }
+    let key = input.trim_end_matches(['\r', '\n']);
+    if key.is_empty() {
+        return fail("no key on standard input", EX_USAGE);
+    }
+    out(&format!("{}\n", KeyHash::of(key)))
+}
+
+/// Runs an operator command against the configured store.
+fn with_store<F, Fut>(path: &Path, command: F) -> ExitCode
+where
+    F: FnOnce(Config, Store) -> Fut,
+    Fut: std::future::Future<Output = Result<String, (String, u8)>>,
+{
+    let config = match Config::load(path, &Overrides::default()) {
+        Ok(config) => config,
+        Err(errors) => return fail(&errors.to_string(), EX_USAGE),
+    };
+    let runtime = match current_thread() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let result = runtime.block_on(async {
+        let store = match Store::open(&config.lifecycle.store).await {
+            Ok(Some(store)) => store,
+            Ok(None) => {
+                return Err((
+                    "the config has `store: {kind: none}`; keys live in the config file".to_owned(),
+                    EX_USAGE,
+                ));
+            }
+            Err(error) => return Err((error.to_string(), 1)),
+        };
+        command(config, store).await
+    });
+    match result {
+        Ok(text) => out(&text),
+        Err((message, code)) => fail(&message, code),
+    }
+}
+
+/// The stored form of `--rate-limits` and `--quota` (checked here, so a key is
+/// never stored with limits the proxy would refuse).
+fn own_limits(rates: Option<&str>, quota: Option<&str>) -> Result<Option<String>, (String, u8)> {
+    if rates.is_none() && quota.is_none() {
+        return Ok(None);
+    }
+    let rates: Option<Vec<&str>> = rates.map(|text| {
+        text.split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .collect()
+    });
+    if let Some(rates) = &rates {
+        authmd_proxy::limits::parse_rates(rates).map_err(|errors| {
+            let messages: Vec<String> = errors.into_iter().map(|(_, m)| m).collect();
+            (messages.join("; "), EX_USAGE)
+        })?;
+    }
+    if let Some(quota) = quota {
+        authmd_proxy::limits::parse_quota(quota).map_err(|e| (e, EX_USAGE))?;
+    }
+    let mut own = serde_json::Map::new();
+    if let Some(rates) = rates {
+        own.insert("rate_limits".into(), serde_json::json!(rates));
+    }
+    if let Some(quota) = quota {
+        own.insert("quota".into(), serde_json::json!(quota));
+    }
+    Ok(Some(serde_json::Value::Object(own).to_string()))
+}
+
+async fn create_key(
+    config: &Config,
+    store: &Store,
+    name: String,
+    scopes: &str,
+    tier: Option<&str>,
+    owner: String,
+    limits: Option<String>,
+) -> Result<String, (String, u8)> {
+    let prefix = &config.lifecycle.keys.prefix;
+    if prefix.is_empty() {
+        return Err((
+            "declare `credentials.key_prefixes` first".to_owned(),
+            EX_USAGE,
+        ));
+    }
+    let names: Vec<String> = scopes
+        .split([',', ' '])
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if let Err((name, _)) = config.scopes.granted(names.iter().map(String::as_str)) {
+        return Err((format!("unknown scope `{name}`"), EX_USAGE));
+    }
+    let tier = match tier {
+        Some(name) => match config.tiers.find(name) {
+            Some(id) if id.0 > 0 => config.tiers.get(id).name.clone(),
+            _ => return Err((format!("`{name}` is not a tier a key can have"), EX_USAGE)),
+        },
+        None => config.tiers.get(authmd_proxy::tier::TierId(1)).name.clone(),
+    };
+    let new = api_key::mint(prefix).map_err(|e| (e.to_string(), 1))?;
+    let record = KeyRecord {
+        limits,
+        ..KeyRecord::new(
+            api_key::public_id("key").map_err(|e| (e.to_string(), 1))?,
+            new.hash,
+            prefix.clone(),
+            name,
+            owner,
+            names,
+            tier,
+            unix_now(),
+        )
+    };
+    store
+        .insert_key(&record)
+        .await
+        .map_err(|e| (e.to_string(), 1))?;
+    Ok(format!(
+        "id:     {}\nkey:    {}\nscopes: {}\ntier:   {}\n(the key is shown once; store it now)\n",
+        record.id,
+        new.secret.as_str(),
+        record.scopes.join(" "),
+        record.tier
+    ))
+}
+
+async fn list_keys(store: &Store) -> Result<String, (String, u8)> {
+    let keys = store.all_keys().await.map_err(|e| (e.to_string(), 1))?;
+    let mut text = String::from("ID\tNAME\tOWNER\tTIER\tSCOPES\tSTATE\n");
+    for key in keys {
+        let state = if key.revoked_at.is_some() {
+            "revoked"
+        } else if !key.is_live(unix_now()) {
+            "expired"
+        } else {
+            "live"
+        };
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{state}\n",
+            key.id,
+            key.name,
+            key.owner,
+            key.tier,
+            key.scopes.join(" ")
+        ));
+    }
+    Ok(text)
+}
