@@ -1,7 +1,9 @@
 //! Test support: a real proxy on port 0 in front of a real upstream on port 0.
 #![allow(
-    dead_code,
     unreachable_pub,
+    reason = "test support: public to the test modules of a crate that exports nothing"
+)]
+#![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
@@ -587,7 +589,6 @@ impl IssuerKey {
 /// The metered API of the payment tests, as YAML text for `concat!`: `WRITER_KEY` in a
 /// tier allowed one `GET /offers` a day, `{upstream}` to be replaced. The routes list
 /// is last: append more routes, then a `payments:` block.
-#[allow(unused_macros, reason = "used by the payment tests only")]
 macro_rules! metered_api {
     () => {
         r#"
@@ -612,5 +613,4 @@ routes:
 "#
     };
 }
-#[allow(unused_imports, reason = "used by the payment tests only")]
 pub(crate) use metered_api;

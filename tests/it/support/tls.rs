@@ -184,11 +184,6 @@ impl TlsResponse {
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
     }
-
-    /// The fingerprint of the server's leaf certificate.
-    pub fn fingerprint(&self) -> String {
-        fingerprint(&self.leaf)
-    }
 }
 
 enum Sender {
@@ -328,8 +323,6 @@ pub async fn get(addr: SocketAddr, config: Arc<ClientConfig>, path: &str) -> Tls
 pub enum ClientAuth<'a> {
     /// No client certificate is requested.
     Off,
-    /// A certificate from this CA is requested but not required.
-    Optional(&'a TestCa),
     /// A certificate from this CA is required.
     Required(&'a TestCa),
 }
@@ -343,15 +336,10 @@ pub async fn tls_upstream(identity: &Identity, client_auth: ClientAuth<'_>) -> S
         .unwrap();
     let builder = match client_auth {
         ClientAuth::Off => builder.with_no_client_auth(),
-        ClientAuth::Optional(ca) | ClientAuth::Required(ca) => {
+        ClientAuth::Required(ca) => {
             let mut roots = RootCertStore::empty();
             roots.add(ca.der()).unwrap();
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-            let verifier = if matches!(client_auth, ClientAuth::Optional(_)) {
-                verifier.allow_unauthenticated()
-            } else {
-                verifier
-            };
             builder.with_client_cert_verifier(verifier.build().unwrap())
         }
     };
