@@ -1,7 +1,12 @@
 //! Registration and claims with identity assertions (ID-JAG), against an identity
 //! provider played by a local server publishing its JWKS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed step fails the test"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

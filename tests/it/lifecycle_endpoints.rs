@@ -1,7 +1,12 @@
 //! The credential lifecycle endpoints over real sockets: what each does, and how each
 //! refuses bad input (a precise code in the JSON envelope, nothing changed).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed step fails the test"
+)]
 
 use serde_json::{Value, json};
 

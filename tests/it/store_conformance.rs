@@ -6,7 +6,8 @@
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::print_stderr,
-    clippy::panic
+    clippy::panic,
+    reason = "tests: a failed step fails the test"
 )]
 
 use std::path::PathBuf;

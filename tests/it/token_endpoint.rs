@@ -5,7 +5,12 @@
 //! refusal of a token claiming to be the proxy's own (forged with a signing key the
 //! test writes and configures), including a rotated-out key that still verifies.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed step fails the test"
+)]
 
 use std::path::PathBuf;
 

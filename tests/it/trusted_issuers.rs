@@ -6,7 +6,12 @@
 //! picked up on demand, forged `kid`s throttled, the last good keys kept while the
 //! IdP is down, and the jwt-bearer grant (RFC 7523) redeeming ID-JAGs once each.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed step fails the test"
+)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
