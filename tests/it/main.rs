@@ -1,0 +1,39 @@
+//! The integration tests, as one test binary: one module per area, all sharing
+//! `support`. One binary links once, where a binary per file linked the proxy and
+//! its dependencies once per file. The tests run side by side in threads of this
+//! one process, so none of them may rely on the process being its own: every
+//! listener is on port 0, every store in a directory or schema of its own, and
+//! nothing sets environment variables or the current directory. The one exception
+//! is `tests/limiter_memory.rs`, a binary of its own because it measures the
+//! resident memory of its process.
+
+mod support;
+
+mod auth;
+mod cli;
+mod deploy_manifests;
+mod discovery;
+mod durability;
+mod faults;
+mod faults_dependencies;
+mod forward;
+mod hostile_http;
+mod identity;
+mod image;
+mod inject;
+mod injector;
+mod lifecycle_endpoints;
+mod limiter;
+mod operations;
+mod payments;
+mod postgres_store;
+mod rate_limits;
+mod request_limits;
+mod secret_hygiene;
+mod seeds;
+mod store_conformance;
+mod third_party_clients;
+mod tls;
+mod token_endpoint;
+mod trusted_issuers;
+mod x402_client;

@@ -1,0 +1,452 @@
+//! Toromarket, reproduced: `tests/seeds/toromarket.yaml` in front of a plain
+//! upstream, and every step Toromarket's auth.md describes taken against it: JWT
+//! Bearer tokens from self-registration, logging in again for a new token, explicit
+//! invalidation, the operator's claim raising the trust tier, API keys instead of
+//! tokens, the legacy register behind a shared secret, and the session headers.
+//! Each assertion names the line of Toromarket's auth.md it checks.
+
+use serde_json::{Value, json};
+
+use super::common::{Seed, decode_jwt, get, post_form, post_json, start};
+use crate::support::{TestProxy, client};
+
+const CONFIG: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/seeds/toromarket.yaml"
+));
+const SEED: Seed = Seed::new("Toromarket");
+/// The legacy register's shared secret (its hash is in the config).
+const SHARED_SECRET: &str = "tm_live_PmHz3njCst7iyRqqTcCyZvwgJ2QUGT3mX7BgLGP";
+
+/// Self-registers, as line 8 describes; returns the answer.
+async fn self_register(proxy: &TestProxy) -> Value {
+    let body = json!({"client_name": "momentum-bot"}).to_string();
+    let response = post_json(proxy, "/api/v1/agents/self-register", &body).await;
+    let at = SEED.at(8, "POST to /api/v1/agents/self-register ...");
+    assert_eq!(response.status(), 200, "{at}");
+    response.json().await.unwrap()
+}
+
+async fn login(proxy: &TestProxy, key_id: &str, key: &str) -> reqwest::Response {
+    let credentials = [
+        ("grant_type", "client_credentials"),
+        ("client_id", key_id),
+        ("client_secret", key),
+    ];
+    post_form(proxy, "/api/v1/auth/login", &credentials).await
+}
+
+#[tokio::test]
+async fn self_registration_gives_a_jwt_at_once_that_every_authenticated_endpoint_accepts() {
+    let (proxy, upstream) = start(CONFIG).await;
+    let registered = self_register(&proxy).await;
+    let at = SEED.at(
+        8,
+        "You get a token back immediately, plus a claimUrl for your operator.",
+    );
+    let token = registered["access_token"].as_str().unwrap();
+    assert_eq!(token.split('.').count(), 3, "{at}: a JWT");
+    assert_eq!(registered["token_type"], "Bearer", "{at}");
+    let key_id = registered["key_id"].as_str().unwrap();
+    let (_, claims) = decode_jwt(token);
+    assert_eq!(claims["sub"], format!("key:{key_id}"), "{at}: {claims}");
+    assert_eq!(claims["tier"], "unclaimed", "{at}: {claims}");
+    assert!(
+        registered["claim_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&proxy.url("/api/v1/agents/claim?token=")),
+        "{at}: {registered}"
+    );
+
+    // Line 4: the JWT in the Authorization header, on every authenticated request.
+    let at = SEED.at(
+        4,
+        "Pass your JWT in the Authorization header on every authenticated request",
+    );
+    let response = get(&proxy, "/api/v1/portfolio", Some(token)).await;
+    assert_eq!(response.status(), 200, "{at}");
+    let seen = upstream.last().await;
+    assert_eq!(
+        seen.header("x-authmd-principal"),
+        Some(format!("key:{key_id}").as_str()),
+        "{at}"
+    );
+    assert_eq!(seen.header("x-authmd-tier"), Some("unclaimed"), "{at}");
+    assert!(
+        seen.header("authorization").is_none(),
+        "{at}: the token stays with the proxy"
+    );
+
+    // Line 14: "Your agent can trade immediately".
+    let response = client()
+        .post(proxy.url("/api/v1/orders"))
+        .bearer_auth(token)
+        .json(&json!({"market": "BTC-USD", "side": "buy", "size": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        response.status(),
+        200,
+        "{}",
+        SEED.at(14, "Your agent can trade immediately")
+    );
+
+    // Line 2: without a token, an authenticated endpoint says where to start.
+    let response = get(&proxy, "/api/v1/portfolio", None).await;
+    let at = SEED.at(
+        2,
+        "Every authenticated endpoint accepts a JWT Bearer token.",
+    );
+    let challenge = response.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(challenge.starts_with("Bearer "), "{at}: {challenge}");
+    assert!(
+        challenge.contains("resource_metadata="),
+        "{at}: {challenge}"
+    );
+    SEED.envelope(response, 401, "UNAUTHORIZED", &at).await;
+    // Public market data needs nothing.
+    assert_eq!(
+        get(&proxy, "/api/v1/markets", None).await.status(),
+        200,
+        "{at}"
+    );
+}
+
+#[tokio::test]
+async fn logging_in_again_gives_a_new_token_and_the_old_one_lasts_until_invalidated() {
+    let (proxy, _upstream) = start(CONFIG).await;
+    let registered = self_register(&proxy).await;
+    let old = registered["access_token"].as_str().unwrap().to_owned();
+    let key_id = registered["key_id"].as_str().unwrap();
+    let key = registered["credential"].as_str().unwrap();
+
+    let response = login(&proxy, key_id, key).await;
+    let at = SEED.at(
+        10,
+        "If you already have credentials ..., use the standard login endpoint",
+    );
+    assert_eq!(response.status(), 200, "{at}");
+    let body: Value = response.json().await.unwrap();
+    let new = body["access_token"].as_str().unwrap().to_owned();
+    assert_ne!(new, old, "{at}");
+    assert_eq!(
+        body["expires_in"],
+        86_400,
+        "{}",
+        SEED.at(5, "Tokens are long-lived but rotating-friendly.")
+    );
+
+    let at = SEED.at(
+        5,
+        "log in again to get a new one — the old token stays valid until you explicitly invalidate it",
+    );
+    assert_eq!(
+        get(&proxy, "/api/v1/portfolio", Some(&old)).await.status(),
+        200,
+        "{at}"
+    );
+    assert_eq!(
+        get(&proxy, "/api/v1/portfolio", Some(&new)).await.status(),
+        200,
+        "{at}"
+    );
+
+    // Explicit invalidation (RFC 7009 at the logout path).
+    let response = post_form(&proxy, "/api/v1/auth/logout", &[("token", &old)]).await;
+    assert_eq!(response.status(), 200, "{at}");
+    SEED.envelope(
+        get(&proxy, "/api/v1/portfolio", Some(&old)).await,
+        401,
+        "TOKEN_REVOKED",
+        &SEED.at(5, "until you explicitly invalidate it"),
+    )
+    .await;
+    assert_eq!(
+        get(&proxy, "/api/v1/portfolio", Some(&new)).await.status(),
+        200,
+        "{at}"
+    );
+
+    // Wrong credentials log nobody in.
+    let response = login(&proxy, key_id, SHARED_SECRET).await;
+    assert_eq!(
+        response.status(),
+        401,
+        "{}",
+        SEED.at(10, "use the standard login endpoint")
+    );
+}
+
+#[tokio::test]
+async fn the_operator_claims_from_the_claim_url_and_the_tier_and_limits_rise() {
+    let (proxy, upstream) = start(CONFIG).await;
+    let registered = self_register(&proxy).await;
+    let key_id = registered["key_id"].as_str().unwrap();
+    let key = registered["credential"].as_str().unwrap();
+    let claim_url = registered["claim_url"].as_str().unwrap();
+    let token = registered["access_token"].as_str().unwrap();
+    let before = get(&proxy, "/api/v1/portfolio", Some(token)).await;
+    assert_eq!(
+        before.headers()["ratelimit-limit"],
+        "60",
+        "{}",
+        SEED.at(18, "rate limits + trust tier reflect the claim")
+    );
+
+    // The operator opens the URL in a browser.
+    let page = client().get(claim_url).send().await.unwrap();
+    let at = SEED.at(16, "The operator opens the URL in a browser");
+    assert_eq!(page.status(), 200, "{at}");
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"),
+        "{at}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("momentum-bot"),
+        "{at}: the page names the agent"
+    );
+    assert!(html.contains("<form method=\"post\""), "{at}: {html}");
+
+    // ... and confirms: the form posts the claim token.
+    let claim_token = claim_url.split("token=").nth(1).unwrap();
+    let confirm = [("claim_token", claim_token)];
+    let response = post_form(&proxy, "/api/v1/agents/claim", &confirm).await;
+    let at = SEED.at(
+        14,
+        "claiming is what links it to a real human operator and moves it to a higher trust tier",
+    );
+    assert_eq!(response.status(), 200, "{at}");
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Claimed"), "{at}: {page}");
+    let at = SEED.at(17, "attaches the operator ... to the agent's user record");
+    let keys: Value = get(&proxy, "/api/v1/api-keys", Some(key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(keys["keys"][0]["id"], key_id, "{at}: the same agent's key");
+    assert_eq!(keys["keys"][0]["tier"], "claimed", "{at}: {keys}");
+
+    // The same key, and a token from logging in again, now carry the higher tier.
+    let at = SEED.at(18, "rate limits + trust tier reflect the claim");
+    let response = get(&proxy, "/api/v1/portfolio", Some(key)).await;
+    assert_eq!(response.headers()["ratelimit-limit"], "600", "{at}");
+    assert_eq!(
+        upstream.last().await.header("x-authmd-tier"),
+        Some("claimed"),
+        "{at}"
+    );
+    let fresh: Value = login(&proxy, key_id, key).await.json().await.unwrap();
+    let fresh = fresh["access_token"].as_str().unwrap();
+    assert_eq!(decode_jwt(fresh).1["tier"], "claimed", "{at}");
+    let response = get(&proxy, "/api/v1/portfolio", Some(fresh)).await;
+    assert_eq!(response.headers()["ratelimit-limit"], "600", "{at}");
+
+    // A claim link works once.
+    let again = post_form(&proxy, "/api/v1/agents/claim", &confirm).await;
+    assert_eq!(
+        again.status(),
+        409,
+        "{}",
+        SEED.at(15, "Your agent sends the claim URL to its operator")
+    );
+}
+
+#[tokio::test]
+async fn api_keys_work_instead_of_tokens_and_are_managed_at_api_keys() {
+    let (proxy, upstream) = start(CONFIG).await;
+    let registered = self_register(&proxy).await;
+    let key = registered["credential"].as_str().unwrap().to_owned();
+    let token = registered["access_token"].as_str().unwrap().to_owned();
+    let at = SEED.at(
+        20,
+        "Long-lived API keys ... can be used instead of JWT Bearer tokens for certain clients (including the MCP server)",
+    );
+    assert!(key.starts_with("tm_live_"), "{at}");
+    let response = client()
+        .post(proxy.url("/mcp"))
+        .bearer_auth(&key)
+        .header("Content-Type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{at}");
+    assert_eq!(upstream.last().await.path, "/mcp", "{at}");
+
+    // Manage keys via /api/v1/api-keys.
+    let at = SEED.at(20, "Manage keys via /api/v1/api-keys");
+    let response = client()
+        .post(proxy.url("/api/v1/api-keys"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "mcp-client", "scopes": ["markets:read"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201, "{at}");
+    let created: Value = response.json().await.unwrap();
+    let second = created["key"].as_str().unwrap().to_owned();
+    let second_id = created["id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        get(&proxy, "/api/v1/portfolio", Some(&second))
+            .await
+            .status(),
+        200,
+        "{at}"
+    );
+    let list: Value = get(&proxy, "/api/v1/api-keys", Some(&key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["keys"].as_array().unwrap().len(), 2, "{at}: {list}");
+    assert!(
+        !list.to_string().contains(&second),
+        "{at}: no secret in the list"
+    );
+
+    // Revoking a key ends it at once (the second key), and the tokens minted from it
+    // (the agent's own key, and its first token).
+    let own_id = registered["key_id"].as_str().unwrap();
+    for (id, credential, code, text) in [
+        (&*second_id, &*second, "INVALID_API_KEY", "revoke_api_key"),
+        (
+            own_id,
+            &*token,
+            "TOKEN_REVOKED",
+            "revoke_api_key: the key's tokens end with it",
+        ),
+    ] {
+        let response = client()
+            .delete(proxy.url(&format!("/api/v1/api-keys/{id}")))
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{at}");
+        let response = get(&proxy, "/api/v1/portfolio", Some(credential)).await;
+        SEED.envelope(response, 401, code, &SEED.at(20, text)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_legacy_register_needs_the_shared_secret_and_nothing_else_accepts_it() {
+    let (proxy, upstream) = start(CONFIG).await;
+    let at = SEED.at(
+        12,
+        "It requires a shared secret header and is gated on operator pre-approval",
+    );
+    let body = json!({"name": "old-client"});
+    // The legacy register, with the shared secret when given.
+    let register = |secret: Option<&str>| {
+        let mut request = client().post(proxy.url("/api/v1/agents/register"));
+        if let Some(secret) = secret {
+            request = request.header("X-Shared-Secret", secret);
+        }
+        request.json(&body).send()
+    };
+    let needed = SEED.at(12, "It requires a shared secret header");
+    let response = register(None).await.unwrap();
+    SEED.envelope(response, 401, "UNAUTHORIZED", &needed).await;
+    let forged = SHARED_SECRET.replace("PmHz", "PmHy");
+    let response = register(Some(&forged)).await.unwrap();
+    SEED.envelope(response, 401, "INVALID_API_KEY", &needed)
+        .await;
+    assert_eq!(upstream.count(), 0, "{at}");
+
+    let response = register(Some(SHARED_SECRET)).await.unwrap();
+    assert_eq!(response.status(), 200, "{at}");
+    let seen = upstream.last().await;
+    assert_eq!(
+        seen.header("x-authmd-principal"),
+        Some("key:legacy-register"),
+        "{at}"
+    );
+    assert!(
+        seen.header("x-shared-secret").is_none(),
+        "{at}: the secret stays with the proxy"
+    );
+    assert_eq!(seen.text(), body.to_string(), "{at}");
+
+    // The shared secret opens the legacy flow only.
+    let response = client()
+        .post(proxy.url("/api/v1/orders"))
+        .header("X-Shared-Secret", SHARED_SECRET)
+        .send()
+        .await
+        .unwrap();
+    SEED.envelope(
+        response,
+        403,
+        "FORBIDDEN",
+        &SEED.at(12, "gated on operator pre-approval"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn session_headers_reach_the_api_and_are_not_needed_for_authentication() {
+    let (proxy, upstream) = start(CONFIG).await;
+    let token = self_register(&proxy).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let response = client()
+        .get(proxy.url("/api/v1/portfolio"))
+        .bearer_auth(&token)
+        .header("User-Agent", "momentum-bot/2.1")
+        .header("x-toromarket-client", "momentum-bot")
+        .send()
+        .await
+        .unwrap();
+    let at = SEED.at(
+        22,
+        "Every request should include a User-Agent ... and may include an x-toromarket-client header",
+    );
+    assert_eq!(response.status(), 200, "{at}");
+    let seen = upstream.last().await;
+    assert_eq!(seen.header("user-agent"), Some("momentum-bot/2.1"), "{at}");
+    assert_eq!(
+        seen.header("x-toromarket-client"),
+        Some("momentum-bot"),
+        "{at}"
+    );
+    let bare = get(&proxy, "/api/v1/portfolio", Some(&token)).await;
+    assert_eq!(
+        bare.status(),
+        200,
+        "{}",
+        SEED.at(22, "Neither is required for authentication")
+    );
+}
+
+/// What Toromarket's auth.md names, each with its line.
+const DOCUMENT: &[(u32, &str)] = &[
+    (2, "Bearer"),
+    (4, "Authorization"),
+    (5, "/api/v1/auth/logout"),
+    (8, "/api/v1/agents/self-register"),
+    (8, "access_token"),
+    (8, "claim_url"),
+    (10, "/api/v1/auth/login"),
+    (14, "`claimed`"),
+    (20, "/api/v1/api-keys"),
+    (20, "/mcp"),
+];
+
+#[tokio::test]
+async fn the_generated_auth_md_describes_what_the_original_does() {
+    let (proxy, _upstream) = start(CONFIG).await;
+    let text = get(&proxy, "/auth.md", None).await.text().await.unwrap();
+    // The original names no scope; the reproduction's own are not compared.
+    SEED.same_document(&text, DOCUMENT, []);
+}
