@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Loader, raw};
+use super::load::Loader;
+use super::raw;
 use crate::credentials::CredentialRules;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::Uri;
 use jsonwebtoken::Algorithm;
 
-use super::{Loader, join, raw};
+use super::load::Loader;
+use super::locate::join;
+use super::raw;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
 use crate::tier::{TierId, Tiers};
