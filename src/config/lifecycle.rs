@@ -95,7 +95,10 @@ pub struct KeyManagement {
 }
 
 impl Loader {
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the sections it is checked against, each one argument"
+    )]
     pub(super) fn lifecycle(
         &mut self,
         store: raw::RawStore,

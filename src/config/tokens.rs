@@ -202,7 +202,10 @@ impl Loader {
         issuers
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the sections it is checked against, each one argument"
+    )]
     pub(super) fn tokens(
         &mut self,
         raw: Option<raw::RawTokens>,
