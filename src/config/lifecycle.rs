@@ -4,7 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Loader, raw};
+use super::load::Loader;
+use super::raw;
 use crate::credentials::CredentialRules;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
@@ -94,7 +95,10 @@ pub struct KeyManagement {
 }
 
 impl Loader {
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the sections it is checked against, each one argument"
+    )]
     pub(super) fn lifecycle(
         &mut self,
         store: raw::RawStore,

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use super::{Loader, join, raw};
+use super::load::Loader;
+use super::locate::join;
+use super::raw;
 use crate::limits::gcra::Rate;
 use crate::limits::headers::Styles;
 use crate::limits::quota::Quota;

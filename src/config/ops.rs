@@ -1,13 +1,267 @@
-//! The operational sections: `tls`, `upstream.tls`, `upstream.health_check` and
-//! `log.access`.
+//! The operational sections: `server`, `tls`, `upstream` and `log`: how the proxy
+//! listens, where it forwards, and what it logs.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::raw::{RawTls, RawUpstreamTls};
-use super::{HealthCheck, Loader, TlsSettings, UpstreamTarget, UpstreamTls};
+use http::Uri;
+use http::uri::{Authority, Scheme};
+
+use super::load::Loader;
+use super::raw::{self, RawLogFormat, RawTls, RawUpstreamTls};
+
+/// `server:`.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Runtime worker threads; 0 means one per core, 1 a single-threaded runtime.
+    pub worker_threads: usize,
+    /// How long a client may take to send request headers.
+    pub header_read_timeout: Duration,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+    /// How long the proxy keeps accepting after SIGTERM while `/readyz` fails, so
+    /// that load balancers stop routing to it before it stops listening.
+    pub shutdown_delay: Duration,
+    /// How often the config file is checked for a change (`None`: never; SIGHUP
+    /// always reloads).
+    pub watch_interval: Option<Duration>,
+    /// Open client connections at most; past it a new connection is closed at once.
+    pub max_connections: usize,
+    /// Concurrent HTTP/2 streams per connection.
+    pub max_streams: u32,
+    /// What one request may carry before it is refused (414, 431, 413).
+    pub request_limits: RequestLimits,
+}
+
+/// The size limits of a request, checked before anything else looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLimits {
+    /// Bytes of the request target (path and query).
+    pub uri: usize,
+    /// Header fields.
+    pub headers: usize,
+    /// Bytes of all header names and values.
+    pub header_bytes: usize,
+    /// Bytes of a body that declares its length (`Content-Length`).
+    pub body: u64,
+}
+
+impl RequestLimits {
+    /// The refusal of a request beyond a limit, if it is.
+    pub fn check<B>(&self, request: &http::Request<B>) -> Result<(), crate::rejection::Oversize> {
+        use crate::rejection::Oversize;
+        let uri = request.uri();
+        let target = uri.path_and_query().map_or(0, |p| p.as_str().len())
+            + uri.authority().map_or(0, |a| a.as_str().len());
+        if target > self.uri {
+            return Err(Oversize::Uri);
+        }
+        let headers = request.headers();
+        if headers.len() > self.headers {
+            return Err(Oversize::Headers);
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum();
+        if bytes > self.header_bytes {
+            return Err(Oversize::Headers);
+        }
+        let declared = headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|length| length > self.body) {
+            return Err(Oversize::Body);
+        }
+        Ok(())
+    }
+}
+
+/// `tls:`: HTTPS on the proxy listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: std::path::PathBuf,
+    /// PEM private key.
+    pub key_file: std::path::PathBuf,
+    /// PEM CA bundle: when set, clients must present a certificate it signed.
+    pub client_ca_file: Option<std::path::PathBuf>,
+    /// How often the files are checked for a new certificate.
+    pub reload_interval: Duration,
+}
+
+/// `upstream.tls:`: how the proxy trusts an `https://` upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTls {
+    /// PEM CA bundle trusted instead of the public roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate chain presented to the upstream (with `key_file`).
+    pub cert_file: Option<std::path::PathBuf>,
+    /// PEM private key of the client certificate.
+    pub key_file: Option<std::path::PathBuf>,
+}
+
+/// How `/readyz` decides that the upstream is reachable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthCheck {
+    /// It does not check.
+    None,
+    /// A TCP connection to the upstream opens.
+    Tcp,
+    /// `GET <path>` answers below 500.
+    Http(String),
+}
+
+/// Where the upstream is.
+#[derive(Debug, Clone)]
+pub enum UpstreamTarget {
+    /// The built-in echo server: answers with what it received.
+    Echo,
+    /// An HTTP server.
+    Http {
+        /// `http` or `https`.
+        scheme: Scheme,
+        /// `host:port`.
+        authority: Authority,
+    },
+}
+
+/// `upstream:`.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// Target.
+    pub target: UpstreamTarget,
+    /// TCP connect timeout.
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream's response headers.
+    pub response_timeout: Duration,
+    /// How long an idle pooled connection is kept.
+    pub idle_timeout: Duration,
+    /// Send the client's `Host` rather than the upstream's authority.
+    pub preserve_host: bool,
+    /// Speak HTTP/2 (prior knowledge over plain TCP; by ALPN over TLS).
+    pub http2: bool,
+    /// TLS settings of an `https://` upstream.
+    pub tls: UpstreamTls,
+    /// How readiness checks the upstream.
+    pub health_check: HealthCheck,
+}
+
+/// `log:`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A tracing filter, e.g. `info` or `authmd_proxy=debug`.
+    pub level: String,
+    /// JSON lines instead of text.
+    pub json: bool,
+    /// The level of the per-request access log line (target
+    /// `authmd_proxy::access`); `None` for no access log.
+    pub access: Option<tracing::Level>,
+}
 
 impl Loader {
+    /// `server:`.
+    pub(super) fn server(&mut self, raw: raw::RawServer) -> ServerSettings {
+        ServerSettings {
+            worker_threads: raw.worker_threads.unwrap_or(0),
+            header_read_timeout: self.duration(
+                raw.header_read_timeout,
+                "server.header_read_timeout",
+                Duration::from_secs(10),
+            ),
+            shutdown_grace: self.duration(
+                raw.shutdown_grace,
+                "server.shutdown_grace",
+                Duration::from_secs(30),
+            ),
+            shutdown_delay: self.duration(
+                raw.shutdown_delay,
+                "server.shutdown_delay",
+                Duration::ZERO,
+            ),
+            watch_interval: Some(self.duration(
+                raw.watch_interval,
+                "server.watch_interval",
+                Duration::from_secs(2),
+            ))
+            .filter(|d| !d.is_zero()),
+            max_connections: raw.max_connections.unwrap_or(10_000).max(1),
+            max_streams: raw.max_streams.unwrap_or(100).max(1),
+            request_limits: RequestLimits {
+                uri: self.size(raw.max_uri, "server.max_uri", 8 << 10),
+                headers: raw.max_headers.unwrap_or(100).max(1),
+                header_bytes: self.size(raw.max_header_bytes, "server.max_header_bytes", 32 << 10),
+                body: u64::try_from(self.size(raw.max_body, "server.max_body", 16 << 20))
+                    .unwrap_or(u64::MAX),
+            },
+        }
+    }
+
+    pub(super) fn upstream(&mut self, raw: raw::RawUpstream) -> Option<UpstreamSettings> {
+        let target = if raw.url == "builtin:echo" {
+            Some(UpstreamTarget::Echo)
+        } else {
+            let parsed = raw.url.parse::<Uri>().ok();
+            match parsed
+                .as_ref()
+                .map(|u| (u.scheme_str(), u.authority(), u.path()))
+            {
+                Some((Some("http"), Some(authority), "" | "/")) => Some(UpstreamTarget::Http {
+                    scheme: Scheme::HTTP,
+                    authority: authority.clone(),
+                }),
+                Some((Some("https"), Some(authority), "" | "/")) => Some(UpstreamTarget::Http {
+                    scheme: Scheme::HTTPS,
+                    authority: authority.clone(),
+                }),
+                _ => {
+                    self.error(
+                        "upstream.url",
+                        format!("`{}` is not `builtin:echo` or an origin such as `http://127.0.0.1:3000`", raw.url),
+                    );
+                    None
+                }
+            }
+        };
+        let settings = UpstreamSettings {
+            target: target.clone()?,
+            connect_timeout: self.duration(
+                raw.connect_timeout,
+                "upstream.connect_timeout",
+                Duration::from_secs(5),
+            ),
+            response_timeout: self.duration(
+                raw.response_timeout,
+                "upstream.response_timeout",
+                Duration::from_secs(60),
+            ),
+            idle_timeout: self.duration(
+                raw.idle_timeout,
+                "upstream.idle_timeout",
+                Duration::from_secs(90),
+            ),
+            preserve_host: raw.preserve_host,
+            http2: raw.http2,
+            tls: self.upstream_tls(raw.tls, target.as_ref()),
+            health_check: self.health_check(raw.health_check.as_deref()),
+        };
+        Some(settings)
+    }
+
+    /// `log:`; the level must be a filter `tracing` accepts.
+    pub(super) fn log(&mut self, raw: raw::RawLog) -> LogSettings {
+        let log = LogSettings {
+            level: raw.level.unwrap_or_else(|| "info".into()),
+            json: matches!(raw.format, Some(RawLogFormat::Json)),
+            access: self.access_level(raw.access.as_deref()),
+        };
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log.level) {
+            self.error("log.level", format!("not a valid log filter: {e}"));
+        }
+        log
+    }
+
     /// `tls:`. The files must be readable now; their contents are checked when the
     /// listener starts (and on every reload, which keeps the old certificate when
     /// the new one is not valid).

@@ -1,6 +1,7 @@
 //! The YAML file as written: serde structs that mirror it one to one, with
 //! `deny_unknown_fields` so a typo is an error, not a silently ignored setting.
-//! Nothing here is validated beyond its YAML type; that is [`super::validate`]'s job.
+//! Nothing here is validated beyond its YAML type; that is the job of the section
+//! modules beside this one.
 
 use serde::Deserialize;
 

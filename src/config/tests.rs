@@ -1,4 +1,8 @@
+//! Tests of loading whole config documents: what loads, and every problem reported
+//! with its place, its message and nothing secret in it.
+
 use super::*;
+use crate::tier::TierId;
 
 const GOOD: &str = r#"
 listen: 127.0.0.1:8080
@@ -225,4 +229,13 @@ fn a_short_value_from_the_environment_does_not_garble_other_messages() {
         .unwrap_err()
         .to_string();
     assert!(rendered.contains("FETCH2"), "{rendered}");
+}
+
+#[test]
+fn an_unspecified_listen_address_is_published_as_localhost() {
+    let url = |addr: &str| default_public_url(addr.parse().unwrap_or_else(|_| unreachable!()));
+    assert_eq!(url("0.0.0.0:8080"), "http://localhost:8080");
+    assert_eq!(url("[::]:9000"), "http://localhost:9000");
+    assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
+    assert_eq!(url("[::1]:8080"), "http://[::1]:8080");
 }

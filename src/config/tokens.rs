@@ -8,7 +8,9 @@ use std::time::Duration;
 use http::Uri;
 use jsonwebtoken::Algorithm;
 
-use super::{Loader, join, raw};
+use super::load::Loader;
+use super::locate::join;
+use super::raw;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
 use crate::tier::{TierId, Tiers};
@@ -200,7 +202,10 @@ impl Loader {
         issuers
     }
 
-    #[allow(clippy::too_many_arguments)]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the sections it is checked against, each one argument"
+    )]
     pub(super) fn tokens(
         &mut self,
         raw: Option<raw::RawTokens>,
