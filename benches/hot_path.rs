@@ -25,7 +25,7 @@ use authmd_proxy::credentials::{KeyEntry, KeyHash, KeyTable, api_key};
 use authmd_proxy::pipeline::admit;
 use authmd_proxy::policy::normalize_path;
 use authmd_proxy::proxy::headers;
-use authmd_proxy::rejection::Rejection;
+use authmd_proxy::rejection::{Rejection, Responder};
 use authmd_proxy::scope::{ScopeHeaders, ScopeSet};
 use authmd_proxy::tier::TierId;
 use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKeys};
@@ -302,7 +302,11 @@ fn forward_headers(c: &mut Criterion) {
 /// The JSON envelopes of the common refusals, with their headers.
 fn rejections(c: &mut Criterion) {
     let config = config();
-    let responder = &config.responders[0];
+    let responder = &Responder::new(
+        &config.public_url,
+        config.scopes.clone(),
+        config.tiers.clone(),
+    );
     let missing = config.scopes.granted(["offers:delete"]).unwrap();
     let mut group = c.benchmark_group("respond");
     group.bench_function("invalid_api_key_401", |b| {

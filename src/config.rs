@@ -27,19 +27,18 @@ mod scopes;
 mod tokens;
 mod values;
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::credentials::{CredentialRules, KeyEntry};
 use crate::policy::RouteTable;
-use crate::rejection::Responder;
 use crate::scope::ScopeRegistry;
 use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
 pub use lifecycle::{KeyManagement, Lifecycle, Registration};
+pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};
 pub use ops::{
     HealthCheck, LogSettings, RequestLimits, ServerSettings, TlsSettings, UpstreamSettings,
@@ -92,8 +91,6 @@ pub struct Config {
     pub keys: Vec<Arc<KeyEntry>>,
     /// The compiled policy.
     pub policy: RouteTable,
-    /// Rejection answers, one responder per public origin (indexed by [`HostId`]).
-    pub responders: Vec<Responder>,
     /// The well-known documents' settings.
     pub discovery: Discovery,
     /// Paths of the proxy's own endpoints.
@@ -109,48 +106,6 @@ pub struct Config {
     /// How rate limits and quotas are applied and reported.
     pub limits: crate::limits::LimitSettings,
 }
-
-/// One problem in a config file.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    /// Field path, e.g. `routes[3].scopes[0]`; empty for the whole document.
-    pub path: String,
-    /// Line and column (1-based), when known.
-    pub position: Option<(usize, usize)>,
-    /// What is wrong.
-    pub message: String,
-}
-
-/// Every problem found in a config file.
-#[derive(Debug, Clone)]
-pub struct ConfigErrors {
-    /// The file (or label) they were found in.
-    pub file: String,
-    /// The problems, in document order.
-    pub errors: Vec<ConfigError>,
-}
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, e) in self.errors.iter().enumerate() {
-            if i > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{}", self.file)?;
-            if let Some((line, column)) = e.position {
-                write!(f, ":{line}:{column}")?;
-            }
-            if e.path.is_empty() {
-                write!(f, ": {}", e.message)?;
-            } else {
-                write!(f, ": {}: {}", e.path, e.message)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-impl std::error::Error for ConfigErrors {}
 
 impl Config {
     /// Reads and validates a config file, substituting `${VAR}` from the process
@@ -316,11 +271,6 @@ impl Loader {
         if !self.errors.is_empty() {
             return None;
         }
-        let responders = discovery
-            .origins
-            .iter()
-            .map(|origin| Responder::new(origin, registry.clone(), tiers.clone()))
-            .collect();
         Some(Config {
             listen,
             admin_listen,
@@ -335,7 +285,6 @@ impl Loader {
             tiers,
             keys,
             policy,
-            responders,
             discovery,
             endpoints,
             lifecycle,

@@ -27,8 +27,6 @@ use crate::protocol::{
     OPENID_CONFIGURATION, PROTECTED_RESOURCE,
 };
 use crate::rejection::Rejection;
-// Until the config names the protocol module itself.
-pub use crate::protocol::JWKS;
 
 const API_CATALOG_TYPE: &str =
     "application/linkset+json; profile=\"https://www.rfc-editor.org/info/rfc9727\"";

@@ -9,6 +9,7 @@
 
 mod echo;
 pub mod headers;
+mod settings;
 
 use std::error::Error as _;
 use std::net::SocketAddr;
@@ -26,8 +27,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use crate::body::Body;
-use crate::config::{HealthCheck, UpstreamSettings, UpstreamTarget};
 use crate::tls::{TlsError, UpstreamFiles};
+pub use settings::{HealthCheck, RequestLimits, UpstreamSettings, UpstreamTarget, UpstreamTls};
 
 /// What the proxy knows about the client connection a request came on.
 #[derive(Debug)]

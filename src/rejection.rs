@@ -23,13 +23,12 @@ mod oauth;
 use crate::body::Body;
 use crate::credentials::CredentialError;
 use crate::limits::x402::PaymentError;
+use crate::policy::Challenges;
 use crate::policy::{MethodSet, PathError, PolicyError};
+use crate::protocol::PROTECTED_RESOURCE;
 use crate::proxy::ForwardError;
 use crate::proxy::headers::Ambiguity;
-// Named here by the config until it names their owners itself.
-pub use crate::policy::Challenges;
-pub use crate::protocol::PROTECTED_RESOURCE;
-pub use crate::proxy::headers::Oversize;
+use crate::proxy::headers::Oversize;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 use crate::tokens::TokenError;
@@ -330,7 +329,8 @@ pub struct Responder {
 
 impl Responder {
     /// Builds the responder for a public origin (no trailing slash).
-    pub(crate) fn new(public_url: &str, scopes: Arc<ScopeRegistry>, tiers: Arc<Tiers>) -> Self {
+    #[must_use]
+    pub fn new(public_url: &str, scopes: Arc<ScopeRegistry>, tiers: Arc<Tiers>) -> Self {
         let mut responder = Responder {
             challenges: Challenges::new(&format!("{public_url}{PROTECTED_RESOURCE}"), ""),
             docs_base: format!("{public_url}/auth.md"),

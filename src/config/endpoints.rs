@@ -64,7 +64,7 @@ impl Loader {
             ),
             keys: endpoint(self, &raw.keys, "keys", "/api/v1/auth/keys"),
             scopes: endpoint(self, &raw.scopes, "scopes", "/api/v1/auth/scopes"),
-            jwks: endpoint(self, &raw.jwks, "jwks", crate::discovery::JWKS),
+            jwks: endpoint(self, &raw.jwks, "jwks", crate::protocol::JWKS),
         }
     }
 }

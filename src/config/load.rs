@@ -6,15 +6,57 @@
 //! environment, or a field named like a secret, is never echoed in any message.
 
 use std::collections::HashSet;
+use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
-use super::ConfigError;
 use super::locate::{Locations, join};
 use super::raw::{self, RawDefault};
 use crate::scope;
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Field path, e.g. `routes[3].scopes[0]`; empty for the whole document.
+    pub path: String,
+    /// Line and column (1-based), when known.
+    pub position: Option<(usize, usize)>,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone)]
+pub struct ConfigErrors {
+    /// The file (or label) they were found in.
+    pub file: String,
+    /// The problems, in document order.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{}", self.file)?;
+            if let Some((line, column)) = e.position {
+                write!(f, ":{line}:{column}")?;
+            }
+            if e.path.is_empty() {
+                write!(f, ": {}", e.message)?;
+            } else {
+                write!(f, ": {}: {}", e.path, e.message)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
 
 const TOP_LEVEL: &[&str] = &[
     "listen",

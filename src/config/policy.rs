@@ -4,12 +4,13 @@
 
 use std::collections::HashSet;
 
-use super::Discovery;
+use super::discovery::Discovery;
 use super::load::Loader;
 use super::locate::join;
 use super::raw::{self, RawAccess, RawDefault};
+use crate::policy::Challenges;
 use crate::policy::{Access, DefaultRule, MethodSet, Route, RouteSpec, RouteTable, Template};
-use crate::rejection::{Challenges, PROTECTED_RESOURCE};
+use crate::protocol::PROTECTED_RESOURCE;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::tier::Tiers;
 
