@@ -523,88 +523,12 @@ fn read_roots(file: &Path) -> Result<RootCertStore, TlsError> {
 // notAfter, for the log line
 // ---------------------------------------------------------------------------------
 
-/// Splits one DER element off `input`: its tag, its contents, and what follows.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, mut rest) = rest.split_first()?;
-    let len = if first < 0x80 {
-        usize::from(first)
-    } else {
-        let count = usize::from(first & 0x7f);
-        if count == 0 || count > 4 {
-            return None;
-        }
-        let (bytes, after) = rest.split_at_checked(count)?;
-        rest = after;
-        bytes
-            .iter()
-            .fold(0usize, |len, byte| (len << 8) | usize::from(*byte))
-    };
-    let (contents, rest) = rest.split_at_checked(len)?;
-    Some((tag, contents, rest))
-}
-
-/// The notAfter of a DER certificate (X.509: Certificate -> TBSCertificate ->
-/// [version] serial signature issuer validity{notBefore notAfter}).
+/// The notAfter of a DER certificate; `None` when the certificate cannot be parsed
+/// or the time is before 1970.
 fn not_after(cert: &[u8]) -> Option<SystemTime> {
-    const SEQUENCE: u8 = 0x30;
-    const VERSION: u8 = 0xa0;
-    const UTC_TIME: u8 = 0x17;
-    const GENERALIZED_TIME: u8 = 0x18;
-    let (SEQUENCE, certificate, _) = der_element(cert)? else {
-        return None;
-    };
-    let (SEQUENCE, tbs, _) = der_element(certificate)? else {
-        return None;
-    };
-    let mut rest = tbs;
-    if let (VERSION, _, after) = der_element(rest)? {
-        rest = after;
-    }
-    for _ in ["serial", "signature", "issuer"] {
-        rest = der_element(rest)?.2;
-    }
-    let (SEQUENCE, validity, _) = der_element(rest)? else {
-        return None;
-    };
-    let after_not_before = der_element(validity)?.2;
-    let (tag, time, _) = der_element(after_not_before)?;
-    let time = std::str::from_utf8(time).ok()?;
-    let digits = time.strip_suffix('Z')?;
-    if !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (year, rest) = match (tag, digits.len()) {
-        (UTC_TIME, 12) => {
-            let yy: i64 = digits.get(..2)?.parse().ok()?;
-            (
-                if yy >= 50 { 1900 + yy } else { 2000 + yy },
-                digits.get(2..)?,
-            )
-        }
-        (GENERALIZED_TIME, 14) => (digits.get(..4)?.parse().ok()?, digits.get(4..)?),
-        _ => return None,
-    };
-    let field = |at: usize| -> Option<i64> { rest.get(at..at + 2)?.parse().ok() };
-    let (month, day) = (field(0)?, field(2)?);
-    let (hour, minute, second) = (field(4)?, field(6)?, field(8)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || minute > 59 {
-        return None;
-    }
-    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second;
-    let seconds = u64::try_from(seconds).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    let seconds = u64::try_from(cert.validity().not_after.timestamp()).ok()?;
     SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs(seconds))
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
-fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let month_from_march = (month + 9) % 12;
-    let day_of_year = (153 * month_from_march + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::ServerName;
+use x509_parser::der_parser::ber::BerObjectContent;
 
 /// A test CA.
 struct Ca {
@@ -205,11 +206,10 @@ async fn pkcs1_and_sec1_keys_load() {
     // PKCS#1 (`RSA PRIVATE KEY`): the RSAPrivateKey inside a PKCS#8 PrivateKeyInfo
     // (SEQUENCE { version, algorithm, OCTET STRING { RSAPrivateKey } }).
     let key = KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048).unwrap();
-    let (_, info, _) = der_element(key.serialized_der()).unwrap();
-    let rest = der_element(info).unwrap().2;
-    let rest = der_element(rest).unwrap().2;
-    let (tag, pkcs1, _) = der_element(rest).unwrap();
-    assert_eq!(tag, 0x04);
+    let (_, info) = x509_parser::der_parser::parse_der(key.serialized_der()).unwrap();
+    let BerObjectContent::OctetString(pkcs1) = info.as_sequence().unwrap()[2].content else {
+        panic!("the third field of a PrivateKeyInfo is an OCTET STRING");
+    };
     let pkcs1 = pem_encode("RSA PRIVATE KEY", pkcs1);
     let leaf = ca.leaf_with(&key, |_| {});
     let files = ServerFiles {
