@@ -273,7 +273,7 @@ async fn build(
         None
     };
     let metrics = &shared.metrics;
-    let client = tokens::remote::https_client();
+    let client = crate::http_client::https_client();
     let issuers = tokens::issuers(&config.trusted_issuers, &client);
     for issuer in &issuers {
         if let Some(counters) = metrics.jwks_counters(&issuer.settings.issuer) {

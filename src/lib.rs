@@ -70,6 +70,7 @@ pub mod config;
 pub mod credentials;
 pub mod discovery;
 pub mod gateway;
+pub mod http_client;
 pub mod inject;
 pub mod injector;
 pub mod limits;

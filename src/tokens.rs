@@ -32,10 +32,11 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, TrustedIssuer};
+use crate::http_client::HttpsClient;
 use crate::protocol::ACCESS_TOKEN_TYPE;
 use crate::scope::{ScopeHeaders, ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
-use remote::{HttpsClient, RemoteKeys};
+use remote::RemoteKeys;
 use signing::SigningKeys;
 
 /// Clock skew allowed for other issuers' tokens.

@@ -20,10 +20,9 @@ use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
+
+use crate::http_client::{HttpsClient, https_client};
 
 /// `PAYMENT-REQUIRED`: the v2 requirements of a 402.
 pub const PAYMENT_REQUIRED: HeaderName = HeaderName::from_static("payment-required");
@@ -173,15 +172,13 @@ impl Refused {
     }
 }
 
-type PostClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
 /// The payment side of the limiter: requirements, the facilitator, replay refusal.
 #[derive(Debug)]
 pub struct X402 {
     payments: Payments,
     /// The facilitator's host, for log lines (its URL may carry credentials).
     facilitator_host: String,
-    client: PostClient,
+    client: HttpsClient,
     /// Fingerprints of payment headers already used, with when they expire.
     seen: Arc<papaya::HashMap<u64, i64>>,
 }
@@ -196,11 +193,6 @@ impl X402 {
     /// The payment side for `payments`.
     #[must_use]
     pub fn new(payments: Payments) -> X402 {
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
-            .https_or_http()
-            .enable_http1()
-            .build();
         let facilitator_host = payments
             .facilitator
             .parse::<http::Uri>()
@@ -210,7 +202,7 @@ impl X402 {
         X402 {
             facilitator_host,
             payments,
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: https_client(),
             seen: Arc::default(),
         }
     }

@@ -20,17 +20,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use base64::Engine as _;
-use bytes::Bytes;
 use http::Uri;
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::{BodyExt, Limited};
 use jsonwebtoken::jwk::{
     AlgorithmParameters, EllipticCurve, Jwk, JwkSet, KeyAlgorithm, PublicKeyUse,
 };
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::time::Instant;
+
+use crate::http_client::HttpsClient;
 
 /// How often a key set is refetched when nothing asks sooner.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(600);
@@ -46,20 +44,6 @@ const MIN_RSA_MODULUS: usize = 256;
 /// The first retry after a failed background fetch; it doubles up to
 /// [`REFRESH_EVERY`].
 const FIRST_RETRY: Duration = Duration::from_secs(5);
-
-/// The HTTP(S) client that fetches key sets.
-pub type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
-
-/// A client for fetching key sets (HTTPS with the web PKI roots, or plain HTTP).
-#[must_use]
-pub fn https_client() -> HttpsClient {
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Client::builder(TokioExecutor::new()).build(connector)
-}
 
 /// One usable key.
 #[derive(Debug)]
