@@ -51,7 +51,16 @@ fn tokens(config: &Config, algorithm: SigningAlgorithm) -> (Tokens, tempfile::Te
     let dir = tempfile::tempdir().unwrap();
     let keys = SigningKeys::from_dir(dir.path(), algorithm, 3600, now()).unwrap();
     let headers = Arc::new(ScopeHeaders::new(config.scopes.clone()));
-    (Tokens::new(config, Some(keys), &[], headers), dir)
+    (
+        Tokens::new(
+            config.own_tokens(),
+            Some(keys),
+            &[],
+            config.tiers.clone(),
+            headers,
+        ),
+        dir,
+    )
 }
 
 fn now() -> i64 {

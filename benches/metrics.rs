@@ -56,7 +56,13 @@ fn overhead(c: &mut Criterion) {
         table.insert_static(entry.clone());
     }
     let headers = Arc::new(ScopeHeaders::new(config.scopes.clone()));
-    let tokens = Tokens::new(&config, None, &[], headers);
+    let tokens = Tokens::new(
+        config.own_tokens(),
+        None,
+        &[],
+        config.tiers.clone(),
+        headers,
+    );
     let meters = meters(&config);
     let request = Request::builder()
         .method(Method::POST)

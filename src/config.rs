@@ -155,6 +155,31 @@ impl Config {
         }
     }
 
+    /// The resource identifiers of this API: each public origin, and each origin with
+    /// each protected-resource prefix (`https://api.example.com/mcp`).
+    #[must_use]
+    pub fn resource_identifiers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for origin in &self.discovery.origins {
+            out.push(origin.clone());
+            for prefix in &self.discovery.resources {
+                out.push(format!("{origin}{prefix}"));
+            }
+        }
+        out
+    }
+
+    /// What the proxy's own tokens say: this API as issuer and audience, and their
+    /// lifetime.
+    #[must_use]
+    pub fn own_tokens(&self) -> crate::tokens::OwnTokens {
+        crate::tokens::OwnTokens {
+            issuer: self.public_url.clone(),
+            audiences: self.resource_identifiers(),
+            ttl: self.tokens.ttl,
+        }
+    }
+
     /// The trusted issuers whose identity assertions are accepted.
     pub fn identity_issuers(&self) -> impl Iterator<Item = &TrustedIssuer> {
         self.trusted_issuers

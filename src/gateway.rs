@@ -285,7 +285,13 @@ async fn build(
         .map(|issuer| tokio::spawn(issuer.keys.clone().refresh_forever()))
         .collect();
     let scope_headers = compiler.scope_headers().clone();
-    let mut tokens = Tokens::new(&config, own, &issuers, scope_headers);
+    let mut tokens = Tokens::new(
+        config.own_tokens(),
+        own,
+        &issuers,
+        config.tiers.clone(),
+        scope_headers,
+    );
     if let Some(previous) = previous {
         tokens.share_revocations(&previous.tokens);
     }

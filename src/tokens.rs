@@ -24,14 +24,14 @@ pub mod signing;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::HeaderValue;
+use http::{HeaderValue, Uri};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, TrustedIssuer};
 use crate::http_client::HttpsClient;
 use crate::protocol::ACCESS_TOKEN_TYPE;
 use crate::scope::{ScopeHeaders, ScopeRegistry, ScopeSet};
@@ -161,6 +161,53 @@ impl TokenError {
     }
 }
 
+/// One trusted issuer.
+#[derive(Debug, Clone)]
+pub struct TrustedIssuer {
+    /// The exact `iss` value.
+    pub issuer: String,
+    /// Where its signing keys are published.
+    pub jwks_uri: Uri,
+    /// Prefix of `X-Authmd-Principal` for its subjects (`<name>:<sub>`).
+    pub name: String,
+    /// Its ID-JAG assertions register, claim and redeem at the token endpoint.
+    pub identity_assertions: bool,
+    /// Its access tokens are accepted as Bearer credentials.
+    pub access_tokens: bool,
+    /// Algorithms its keys may use.
+    pub algorithms: Vec<Algorithm>,
+    /// `aud` values its access tokens must carry one of (empty: this API's
+    /// resource identifiers).
+    pub audiences: Vec<String>,
+    /// `typ` values its access tokens may have (lower-case); `None` accepts `at+jwt`,
+    /// `jwt` and none.
+    pub token_types: Option<Vec<String>>,
+    /// The claim that carries scopes (`scope` string or `scp` array).
+    pub scope_claim: String,
+    /// Issuer scope -> this API's scopes; empty: issuer scopes that name declared
+    /// scopes are taken as they are.
+    pub scope_map: Vec<(String, ScopeSet)>,
+    /// Scopes every access token of this issuer has.
+    pub scopes: ScopeSet,
+    /// Tier of its principals (`None`: the lowest keyed tier for access tokens,
+    /// `registration.claimed_tier` for identity assertions).
+    pub tier: Option<TierId>,
+    /// Shortest time between two fetches of its JWKS caused by unknown `kid`s.
+    pub refetch_interval: Duration,
+}
+
+/// What the proxy's own tokens say: who issues them, for which resources, and for
+/// how long.
+#[derive(Debug, Clone)]
+pub struct OwnTokens {
+    /// The `iss` (the public URL).
+    pub issuer: String,
+    /// The resource identifiers they may name in `aud`.
+    pub audiences: Vec<String>,
+    /// Their lifetime.
+    pub ttl: Duration,
+}
+
 /// A trusted issuer, with its keys.
 #[derive(Debug)]
 pub struct Issuer {
@@ -255,23 +302,24 @@ impl Tokens {
     /// the scope header values shared with the keys.
     #[must_use]
     pub fn new(
-        config: &Config,
+        settings: OwnTokens,
         own: Option<SigningKeys>,
         issuers: &[Arc<Issuer>],
+        tiers: Arc<Tiers>,
         scope_headers: Arc<ScopeHeaders>,
     ) -> Tokens {
         Tokens {
-            issuer: config.public_url.clone(),
-            audiences: resource_identifiers(config),
-            ttl: i64::try_from(config.tokens.ttl.as_secs()).unwrap_or(3600),
+            issuer: settings.issuer,
+            audiences: settings.audiences,
+            ttl: i64::try_from(settings.ttl.as_secs()).unwrap_or(3600),
             own,
             trusted: issuers
                 .iter()
                 .filter(|i| i.settings.access_tokens)
                 .cloned()
                 .collect(),
-            scopes: config.scopes.clone(),
-            tiers: config.tiers.clone(),
+            scopes: scope_headers.registry().clone(),
+            tiers,
             scope_headers,
             cache: papaya::HashMap::with_hasher(foldhash::fast::RandomState::default()),
             revoked: Arc::default(),
@@ -557,20 +605,6 @@ impl Tokens {
     pub fn revoked_len(&self) -> usize {
         self.revoked.len()
     }
-}
-
-/// The resource identifiers of this API: each public origin, and each origin with
-/// each protected-resource prefix (`https://api.example.com/mcp`).
-#[must_use]
-pub fn resource_identifiers(config: &Config) -> Vec<String> {
-    let mut out = Vec::new();
-    for origin in &config.discovery.origins {
-        out.push(origin.clone());
-        for prefix in &config.discovery.resources {
-            out.push(format!("{origin}{prefix}"));
-        }
-    }
-    out
 }
 
 /// Decodes a JWT's header, telling `none` apart from garbage.

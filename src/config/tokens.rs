@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::Uri;
-use jsonwebtoken::Algorithm;
 
 use super::load::Loader;
 use super::locate::join;
@@ -14,6 +13,7 @@ use super::raw;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
 use crate::tier::{TierId, Tiers};
+pub use crate::tokens::TrustedIssuer;
 use crate::tokens::remote::{REFETCH_INTERVAL, parse_algorithm};
 use crate::tokens::signing::SigningAlgorithm;
 
@@ -58,41 +58,6 @@ pub struct AnonymousGrant {
     pub scopes: ScopeSet,
     /// Tokens per client address per hour (0: no limit).
     pub per_hour: u32,
-}
-
-/// One trusted issuer.
-#[derive(Debug, Clone)]
-pub struct TrustedIssuer {
-    /// The exact `iss` value.
-    pub issuer: String,
-    /// Where its signing keys are published.
-    pub jwks_uri: Uri,
-    /// Prefix of `X-Authmd-Principal` for its subjects (`<name>:<sub>`).
-    pub name: String,
-    /// Its ID-JAG assertions register, claim and redeem at the token endpoint.
-    pub identity_assertions: bool,
-    /// Its access tokens are accepted as Bearer credentials.
-    pub access_tokens: bool,
-    /// Algorithms its keys may use.
-    pub algorithms: Vec<Algorithm>,
-    /// `aud` values its access tokens must carry one of (empty: this API's
-    /// resource identifiers).
-    pub audiences: Vec<String>,
-    /// `typ` values its access tokens may have (lower-case); `None` accepts `at+jwt`,
-    /// `jwt` and none.
-    pub token_types: Option<Vec<String>>,
-    /// The claim that carries scopes (`scope` string or `scp` array).
-    pub scope_claim: String,
-    /// Issuer scope -> this API's scopes; empty: issuer scopes that name declared
-    /// scopes are taken as they are.
-    pub scope_map: Vec<(String, ScopeSet)>,
-    /// Scopes every access token of this issuer has.
-    pub scopes: ScopeSet,
-    /// Tier of its principals (`None`: the lowest keyed tier for access tokens,
-    /// `registration.claimed_tier` for identity assertions).
-    pub tier: Option<TierId>,
-    /// Shortest time between two fetches of its JWKS caused by unknown `kid`s.
-    pub refetch_interval: Duration,
 }
 
 impl Loader {
