@@ -4,7 +4,12 @@
 //!
 //! `cargo bench --bench key_memory` (N defaults to 1,000,000; set KEYS to change it).
 
-#![allow(clippy::unwrap_used, clippy::print_stdout, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stdout,
+    missing_docs,
+    reason = "a benchmark harness: a failure is a bug to see at once, and its report is its output"
+)]
 
 use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::credentials::{KeyHash, KeyTable};

@@ -5,31 +5,49 @@
 //! enforces a route -> scope policy, and forwards what is allowed to the upstream,
 //! streaming, with the verified identity attached.
 //!
+//! ## Layers
+//!
+//! Each line imports only from the lines below it; nothing points back up.
+//!
+//! ```text
+//! main, cli/                 the commands: run, check, keys, tokens, inject, render
+//! server, reload, injector   listeners and the accept loop, hot reload, webhook
+//! gateway                    generations: built from a config, swapped, ready or not
+//! pipeline                   one request's way through the checks, in order
+//! oauth, discovery           token and revocation endpoints; documents and auth.md
+//! agent_auth                 registration, claims, key management
+//! config, rejection          YAML -> typed settings; every refusal -> its answer
+//! store, policy              durable records and their follower; routes and scopes
+//! credentials, assertion     who the caller is: keys, tokens, anonymous ids; ID-JAGs
+//! tokens, proxy              access tokens and issuers' keys; forwarding upstream
+//! tier, limits               trust tiers; rate buckets, quotas, x402 payments
+//! clock protocol random scope body metrics tls http_client inject   (the ground)
+//! ```
+//!
 //! ## The request path
 //!
 //! ```text
-//!  client ──► server (accept, HTTP/1.1 + HTTP/2)
+//!  client ──► server (accept, TLS, HTTP/1.1 + HTTP/2) ──► gateway (current generation)
 //!               │
-//!               ▼
-//!  gateway::Gateway::local   discovery documents, OAuth endpoints, and the
-//!    credential lifecycle (agent_auth: register / claim / keys), answered here
+//!  pipeline::Generation::handle ────────────────────────────────────┐
+//!    size limits, framing      too large / ambiguous  -> 413/414/431/400
+//!    policy::normalize_path    ambiguous path         -> 400        │
+//!    local endpoints           documents, token, register, keys (answered here)
+//!    RouteTable::find          no route / method      -> 404/405    │ Rejection
+//!    CredentialRules::extract  conflicting creds      -> 400        │   │
+//!    ...::authenticate         bad key / token        -> 401 (503: issuer keys)
+//!    Route::authorize          scope / tier           -> 401/403    │   ▼
+//!    Limiter::check            rate window, quota     -> 429 / 402  │ Responder
+//!    x402 pay (over quota)     no / bad payment       -> 402/400/503│ (JSON envelope,
+//!    Upstream::forward         refused / slow         -> 502/504    │  WWW-Authenticate)
+//!    x402 settle               not settled            -> 402/503 ───┘
+//!    + RateLimit headers, metrics, access log
 //!               │
-//!  pipeline::admit ─────────────────────────────────────────────┐
-//!    1. policy::normalize_path   ambiguous path        -> 400   │
-//!    2. RouteTable::find         no route / method     -> 404/405│ Rejection
-//!    3. CredentialRules::extract conflicting creds     -> 400   │   │
-//!    4. CredentialRules::authenticate  bad key/token   -> 401   │   ▼
-//!       (keys: KeyTable; tokens: Tokens::verify, cached)       │
-//!    5. Route::authorize         scope / tier          -> 401/403│ Responder::respond
-//!               │ Grant { route, principal, path }              │ (JSON envelope,
-//!               ▼                                               │  WWW-Authenticate)
-//!  proxy::Upstream::forward     refused / slow        -> 502/504┘
-//!    strip hop-by-hop, consumed credentials, spoofed X-Authmd-*;
-//!    add X-Forwarded-*, X-Authmd-Principal/Scopes/Tier; stream both ways
-//!               │
-//!               ▼
 //!  upstream (HTTP/1.1 or HTTP/2 pool, or builtin:echo)
 //! ```
+//!
+//! Forwarding strips hop-by-hop headers, the consumed credential and any spoofed
+//! `X-Authmd-*`, adds `X-Forwarded-*` and the verified identity, and streams both ways.
 //!
 //! ## Modules
 //!
@@ -37,13 +55,16 @@
 //! - [`policy`]: path normalisation, templates, the route table, authorization.
 //! - [`credentials`]: credential extraction, API key format, the lock-free key table.
 //! - [`scope`] and [`tier`]: scope bit sets and trust tiers.
-//! - [`pipeline`]: the ordered checks ([`gateway::Gateway`]).
+//! - [`gateway`]: the current [`pipeline::Generation`], built and swapped on reload;
+//!   readiness, metrics and the access log of each request.
+//! - [`pipeline`]: the ordered checks of one request.
 //! - [`rejection`]: the closed [`rejection::Rejection`] enum and its one responder.
 //! - [`proxy`]: upstream pool, header hygiene, streaming, upgrades, the echo upstream.
-//! - [`server`]: listeners, admin endpoints, graceful shutdown.
+//! - [`server`]: listeners, the accept loop, admin endpoints, graceful shutdown.
 //! - [`body`]: the response body type.
-//! - [`store`]: the durable credential store (SQLite, PostgreSQL) and the follower
-//!   that keeps the key table in step with it; never on the request path.
+//! - [`store`]: the durable credential store (SQLite, PostgreSQL), the follower that
+//!   keeps the key table in step with it, and the quota sync; never on the request
+//!   path.
 //! - [`agent_auth`]: registration, claims, revocation and key management endpoints.
 //! - [`assertion`]: ID-JAG identity assertions verified against trusted JWKS.
 //! - [`tokens`]: access tokens: the proxy's own (signing keys, issue, verify,
@@ -51,12 +72,14 @@
 //!   with a cache of verified tokens for the request path.
 //! - [`oauth`]: the token endpoint (client_credentials, jwt-bearer), revocation
 //!   (RFC 7009) and the authorization endpoint.
+//! - [`discovery`]: the well-known documents and auth.md, rendered once per config.
 //! - [`limits`]: lock-free GCRA rate limits, quotas, and x402 payments for used-up
 //!   quotas.
 //! - [`metrics`]: the Prometheus registry and what the request path records.
 //! - [`reload`]: config hot reload (content-hash polling and SIGHUP).
 //! - [`tls`]: HTTPS on the listener (certificates reloaded in place) and to the
-//!   upstream.
+//!   upstream; [`http_client`]: the client for other services (JWKS, facilitator).
+//! - [`clock`], [`protocol`], [`random`]: unix time, protocol constants, public ids.
 //! - [`inject`]: the Kubernetes sidecar injection of `authmd-proxy inject`, and
 //!   [`injector`], the same as a mutating admission webhook.
 
