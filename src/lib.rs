@@ -7,11 +7,13 @@
 //!
 //! ## Layers
 //!
-//! Each line imports only from the lines below it; nothing points back up.
+//! Each line imports only from the lines below it: no import cycle, no arrow back up
+//! (`tests/it/layers.rs` reads this picture and holds the code to it).
 //!
 //! ```text
 //! main, cli/                 the commands: run, check, keys, tokens, inject, render
-//! server, reload, injector   listeners and the accept loop, hot reload, webhook
+//! injector                   the sidecar injector as an admission webhook
+//! server, reload             listeners and the accept loop; config hot reload
 //! gateway                    generations: built from a config, swapped, ready or not
 //! pipeline                   one request's way through the checks, in order
 //! oauth, discovery           token and revocation endpoints; documents and auth.md
@@ -20,8 +22,9 @@
 //! store, policy              durable records and their follower; routes and scopes
 //! credentials, assertion     who the caller is: keys, tokens, anonymous ids; ID-JAGs
 //! tokens, proxy              access tokens and issuers' keys; forwarding upstream
-//! tier, limits               trust tiers; rate buckets, quotas, x402 payments
-//! clock protocol random scope body metrics tls http_client inject   (the ground)
+//! tier                       trust tiers
+//! limits                     rate buckets, quotas, x402 payments
+//! clock, protocol, random, scope, body, metrics, tls, http_client, inject
 //! ```
 //!
 //! ## The request path

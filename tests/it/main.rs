@@ -22,6 +22,7 @@ mod identity;
 mod image;
 mod inject;
 mod injector;
+mod layers;
 mod lifecycle_endpoints;
 mod limiter;
 mod operations;
