@@ -6,14 +6,15 @@
 //! - **Announcements.** Every write that changes a key also runs `pg_notify` in the
 //!   same transaction (so it is delivered on commit only) on the channel
 //!   `authmd_keys_<schema>`, with the key id as payload; [`PostgresStore::listen`]
-//!   turns them into [`Notice`]s on a dedicated `LISTEN` connection.
+//!   turns them into [`Notice`]s on a dedicated `LISTEN` connection. Both halves
+//!   live in the `notify` module.
 //! - **One clock.** `updated_at` and the clock [`changed_since`] returns come from
 //!   the database (`clock_timestamp()`, milliseconds), so replicas whose clocks
 //!   disagree still agree on the order of changes.
 //! - **Safe concurrent start.** Migrations are numbered in `schema_migrations` and
 //!   applied in one transaction that first takes an advisory lock derived from the
 //!   schema name: replicas starting together wait for the first, then find nothing
-//!   left to do.
+//!   left to do. The schema and this procedure live in the `migrations` module.
 //!
 //! The connection is made lazily, by the first call, and remade by the first call
 //! after it is lost; while the server is down every call fails quickly with
@@ -26,6 +27,10 @@
 //!
 //! [`changed_since`]: super::Store::changed_since
 
+mod failure;
+mod migrations;
+mod notify;
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
@@ -35,9 +40,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::{Mutex, MutexGuard, mpsc};
-use tokio_postgres::error::SqlState;
-use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{AsyncMessage, Client, Config, GenericClient, NoTls, Row};
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
 
 use super::rows::{
     self, Columns, KEY_COLUMNS, QUOTA_USAGE_COLUMNS, REGISTRATION_COLUMNS, REVOKED_TOKEN_COLUMNS,
@@ -47,63 +51,8 @@ use super::{
     Claim, ClaimOutcome, KeyRecord, MeterSlot, Notice, RegistrationRecord, Rotation, StoreError,
 };
 use crate::limits::quota::Usage;
-
-/// The schema, one entry per version; never edit an entry, append a new one.
-/// Statements run with `search_path` set to the store's schema.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE keys (
-        id TEXT PRIMARY KEY,
-        hash BYTEA NOT NULL UNIQUE,
-        prefix TEXT NOT NULL,
-        name TEXT NOT NULL,
-        owner TEXT NOT NULL,
-        scopes TEXT NOT NULL,
-        tier TEXT NOT NULL,
-        created_at BIGINT NOT NULL,
-        expires_at BIGINT,
-        revoked_at BIGINT,
-        last_used_at BIGINT,
-        previous_hash BYTEA,
-        previous_expires_at BIGINT,
-        registration_id TEXT,
-        updated_at BIGINT NOT NULL
-    );
-    CREATE INDEX keys_owner ON keys (owner);
-    CREATE INDEX keys_updated_at ON keys (updated_at);
-    CREATE TABLE registrations (
-        id TEXT PRIMARY KEY,
-        kind TEXT NOT NULL,
-        client_name TEXT,
-        key_id TEXT NOT NULL REFERENCES keys (id),
-        claim_hash BYTEA UNIQUE,
-        claim_expires_at BIGINT,
-        claimed_at BIGINT,
-        subject TEXT,
-        created_at BIGINT NOT NULL
-    );
-    CREATE TABLE used_assertions (
-        issuer TEXT NOT NULL,
-        jti TEXT NOT NULL,
-        expires_at BIGINT NOT NULL,
-        PRIMARY KEY (issuer, jti)
-    );
-    CREATE INDEX used_assertions_expires_at ON used_assertions (expires_at);",
-    "CREATE TABLE revoked_tokens (
-        jti TEXT PRIMARY KEY,
-        expires_at BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL
-    );
-    CREATE INDEX revoked_tokens_updated_at ON revoked_tokens (updated_at);",
-    "CREATE TABLE quota_usage (
-        subject TEXT NOT NULL,
-        period TEXT NOT NULL,
-        used BIGINT NOT NULL,
-        updated_at BIGINT NOT NULL,
-        PRIMARY KEY (subject, period)
-    );
-    CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
-    "ALTER TABLE keys ADD COLUMN limits TEXT;",
-];
+use failure::{Failure, bounded, column, describe};
+use notify::{NOTICE_CAPACITY, TOKEN_REVOKED, announce, channel_of};
 
 /// The database clock in unix milliseconds: every replica stamps with the same clock.
 const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -116,21 +65,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// a row lock held by another replica). Past it the connection is dropped: its state
 /// is unknown, and closing it rolls back whatever it had open.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Reconnection backoff of the `LISTEN` connection.
-const LISTEN_BACKOFF_MIN: Duration = Duration::from_millis(100);
-const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// How often the idle `LISTEN` connection proves it is still alive, so that a
-/// silently dead one (a network partition) is noticed and remade.
-const LISTEN_HEARTBEAT: Duration = Duration::from_secs(30);
-
-/// Room for announcements not yet taken by the receiver; past it they are dropped and
-/// a [`Notice::Resync`] follows instead.
-const NOTICE_CAPACITY: usize = 1024;
-
-/// PostgreSQL's identifier length limit (`NAMEDATALEN - 1`).
-const MAX_IDENTIFIER_BYTES: usize = 63;
 
 /// A handle to a PostgreSQL store; cheap to clone (clones share the connection).
 #[derive(Clone)]
@@ -149,8 +83,6 @@ struct Inner {
     quoted_schema: String,
     /// The `NOTIFY` channel of this schema.
     channel: String,
-    /// The advisory lock that serialises migrations of this schema.
-    migration_lock: i64,
     /// The query connection.
     state: Mutex<State>,
     /// Failed connection attempts so far: a call that waited for the lock while an
@@ -174,112 +106,9 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
-/// Why an operation failed, before it is mapped to a [`StoreError`].
-pub(super) enum Failure {
-    /// From the driver: the server refused it, or the connection failed.
-    Db(tokio_postgres::Error),
-    /// A stored value could not be read back (the connection is fine).
-    Decode(String),
-    /// A clear, prepared message (the connection is fine).
-    Refused(String),
-}
-
-impl From<tokio_postgres::Error> for Failure {
-    fn from(error: tokio_postgres::Error) -> Failure {
-        Failure::Db(error)
-    }
-}
-
-impl Failure {
-    /// True when the connection can no longer be trusted: the server went away, an
-    /// I/O error, a protocol error. A statement the server merely refused (a
-    /// constraint, a syntax error) leaves the connection usable.
-    fn breaks_connection(&self) -> bool {
-        match self {
-            Failure::Db(error) => error.as_db_error().is_none_or(|db| {
-                let code = db.code().code();
-                // 08: connection exception; 57P: operator intervention (shutdown,
-                // terminated backend); XX: internal error.
-                code.starts_with("08") || code.starts_with("57P") || code.starts_with("XX")
-            }),
-            Failure::Decode(_) | Failure::Refused(_) => false,
-        }
-    }
-
-    fn into_store_error(self) -> StoreError {
-        match self {
-            Failure::Db(error) if error.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                StoreError::Duplicate
-            }
-            Failure::Db(error) => StoreError::Unavailable(describe(&error)),
-            Failure::Decode(message) | Failure::Refused(message) => {
-                StoreError::Unavailable(message)
-            }
-        }
-    }
-}
-
-/// Runs one PostgreSQL step within `limit`; a failure or a timeout becomes
-/// `Unavailable`, prefixed with `what`.
-async fn bounded<T>(
-    limit: Duration,
-    what: &str,
-    step: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
-) -> Result<T, StoreError> {
-    match tokio::time::timeout(limit, step).await {
-        Ok(Ok(value)) => Ok(value),
-        Ok(Err(error)) => Err(StoreError::Unavailable(format!(
-            "{what}: {}",
-            describe(&error)
-        ))),
-        Err(_) => Err(StoreError::Unavailable(format!(
-            "{what}: no answer within {limit:?}"
-        ))),
-    }
-}
-
-/// An error's text without anything secret: for a server error its message and
-/// SQLSTATE only (its DETAIL may quote the row, e.g. a hash); for any other its kind
-/// and cause (an I/O error says what failed, never the host or the password).
-fn describe(error: &tokio_postgres::Error) -> String {
-    if let Some(db) = error.as_db_error() {
-        return format!("{} (SQLSTATE {})", db.message(), db.code().code());
-    }
-    match std::error::Error::source(error) {
-        Some(cause) => format!("{error}: {cause}"),
-        None => error.to_string(),
-    }
-}
-
 /// Quotes an SQL identifier.
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// The first `max` bytes of `text`, cut at a character boundary.
-fn truncate_bytes(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
-/// The `NOTIFY` channel of a schema, so stores in different schemas never hear each
-/// other.
-fn channel_of(schema: &str) -> String {
-    truncate_bytes(&format!("authmd_keys_{schema}"), MAX_IDENTIFIER_BYTES).to_owned()
-}
-
-/// The advisory lock id that serialises migrations of a schema.
-fn migration_lock_of(schema: &str) -> i64 {
-    let hash = blake3::hash(format!("authmd-proxy migrations {schema}").as_bytes());
-    let mut bytes = [0u8; 8];
-    bytes.copy_from_slice(&hash.as_bytes()[..8]);
-    i64::from_be_bytes(bytes)
 }
 
 impl PostgresStore {
@@ -313,7 +142,6 @@ impl PostgresStore {
                 schema: schema.to_owned(),
                 quoted_schema: quote_identifier(schema),
                 channel: channel_of(schema),
-                migration_lock: migration_lock_of(schema),
                 state: Mutex::new(State::default()),
                 failures: AtomicU64::new(0),
             }),
@@ -330,7 +158,12 @@ impl PostgresStore {
     /// Must be called within a Tokio runtime.
     pub fn listen(&self) -> mpsc::Receiver<Notice> {
         let (notices, receiver) = mpsc::channel(NOTICE_CAPACITY);
-        tokio::spawn(listen_forever(Arc::clone(&self.inner), notices));
+        tokio::spawn(notify::listen_forever(
+            self.inner.config.clone(),
+            self.inner.connect_timeout,
+            quote_identifier(&self.inner.channel),
+            notices,
+        ));
         receiver
     }
 
@@ -836,7 +669,7 @@ impl Inner {
                 .batch_execute(&format!("SET search_path TO {}", self.quoted_schema))
                 .await?;
             if !migrated {
-                self.migrate(&mut client).await?;
+                migrations::migrate(&mut client, &self.schema, &self.quoted_schema).await?;
             }
             Ok::<_, Failure>(())
         };
@@ -856,201 +689,6 @@ impl Inner {
             )),
         }
     }
-
-    /// Creates the schema if needed and applies pending migrations, all in one
-    /// transaction under an advisory lock: concurrent starters wait, then find
-    /// nothing pending.
-    async fn migrate(&self, client: &mut Client) -> Result<(), Failure> {
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&self.migration_lock])
-            .await?;
-        // Created only when missing: `CREATE SCHEMA IF NOT EXISTS` would require the
-        // CREATE privilege on the database even when an operator made the schema.
-        let exists = tx
-            .query_opt(
-                "SELECT 1 FROM pg_namespace WHERE nspname = $1",
-                &[&self.schema],
-            )
-            .await?
-            .is_some();
-        if !exists {
-            tx.batch_execute(&format!("CREATE SCHEMA {}", self.quoted_schema))
-                .await?;
-        }
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {}.schema_migrations (version INT PRIMARY KEY)",
-            self.quoted_schema
-        ))
-        .await?;
-        let row = tx
-            .query_one(
-                &format!(
-                    "SELECT max(version) FROM {}.schema_migrations",
-                    self.quoted_schema
-                ),
-                &[],
-            )
-            .await?;
-        let version: Option<i32> = column(&row, 0)?;
-        let version = usize::try_from(version.unwrap_or(0))
-            .map_err(|_| Failure::Refused("a negative schema version is recorded".into()))?;
-        if version > MIGRATIONS.len() {
-            return Err(Failure::Refused(format!(
-                "the database has schema version {version}, newer than this build knows ({}); upgrade authmd-proxy",
-                MIGRATIONS.len()
-            )));
-        }
-        for (i, migration) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.batch_execute(migration).await?;
-            let next =
-                i32::try_from(i + 1).map_err(|_| Failure::Refused("too many migrations".into()))?;
-            tx.execute(
-                &format!(
-                    "INSERT INTO {}.schema_migrations (version) VALUES ($1)",
-                    self.quoted_schema
-                ),
-                &[&next],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-}
-
-/// Keeps a `LISTEN` connection, reconnecting with backoff, until the receiver goes.
-async fn listen_forever(inner: Arc<Inner>, notices: mpsc::Sender<Notice>) {
-    let mut backoff = LISTEN_BACKOFF_MIN;
-    loop {
-        match listen_once(&inner, &notices, &mut backoff).await {
-            Ok(()) => return,
-            // Loud once when announcements stop (the backoff is at its minimum only
-            // at the start and after a working session), quiet while retrying.
-            Err(error) if backoff == LISTEN_BACKOFF_MIN => {
-                tracing::warn!(%error, retry_in = ?backoff, "PostgreSQL change announcements interrupted; resyncs still run");
-            }
-            Err(error) => {
-                tracing::debug!(%error, retry_in = ?backoff, "PostgreSQL change announcements still interrupted");
-            }
-        }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = notices.closed() => return,
-        }
-        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
-    }
-}
-
-/// One `LISTEN` session: `Ok` when the receiver is gone, `Err` when the connection
-/// is lost. Resets `backoff` once listening.
-async fn listen_once(
-    inner: &Inner,
-    notices: &mpsc::Sender<Notice>,
-    backoff: &mut Duration,
-) -> Result<(), StoreError> {
-    let connect = async {
-        let (client, mut connection) = inner.config.connect(NoTls).await?;
-        // The connection's own task forwards notifications; it ends (closing the
-        // channel) when the connection does, or once the client is dropped.
-        let (payloads, received) = mpsc::unbounded_channel::<String>();
-        tokio::spawn(async move {
-            loop {
-                match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                    Some(Ok(AsyncMessage::Notification(notification))) => {
-                        if payloads.send(notification.payload().to_owned()).is_err() {
-                            return;
-                        }
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(error)) => {
-                        tracing::debug!(error = %describe(&error), "PostgreSQL LISTEN connection ended");
-                        return;
-                    }
-                    None => return,
-                }
-            }
-        });
-        client
-            .batch_execute(&format!("LISTEN {}", quote_identifier(&inner.channel)))
-            .await?;
-        Ok::<_, tokio_postgres::Error>((client, received))
-    };
-    let (client, mut received) = tokio::select! {
-        connected = bounded(inner.connect_timeout, "cannot listen for changes", connect) => connected?,
-        () = notices.closed() => return Ok(()),
-    };
-    *backoff = LISTEN_BACKOFF_MIN;
-    // Listening now: whatever changed while not listening is found by a resync.
-    let mut resync_owed = true;
-    let mut heartbeat = tokio::time::interval(LISTEN_HEARTBEAT);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    heartbeat.reset();
-    loop {
-        tokio::select! {
-            permit = notices.reserve(), if resync_owed => match permit {
-                Ok(permit) => {
-                    permit.send(Notice::Resync);
-                    resync_owed = false;
-                }
-                Err(_) => return Ok(()),
-            },
-            payload = received.recv() => match payload {
-                Some(id) => {
-                    if resync_owed {
-                        // The resync still to come covers this change.
-                        continue;
-                    }
-                    let notice = if id == TOKEN_REVOKED {
-                        Notice::TokenRevoked
-                    } else {
-                        Notice::Key(id)
-                    };
-                    match notices.try_send(notice) {
-                        Ok(()) => {}
-                        // The receiver is behind: drop announcements, resync instead.
-                        Err(mpsc::error::TrySendError::Full(_)) => resync_owed = true,
-                        Err(mpsc::error::TrySendError::Closed(_)) => return Ok(()),
-                    }
-                }
-                None => {
-                    return Err(StoreError::Unavailable(
-                        "the LISTEN connection was lost".into(),
-                    ));
-                }
-            },
-            _ = heartbeat.tick() => {
-                let ping = client.simple_query("SELECT 1");
-                bounded(inner.connect_timeout, "the LISTEN connection failed", ping).await?;
-            }
-            () = notices.closed() => return Ok(()),
-        }
-    }
-}
-
-/// The announcement of a token revocation (key ids never take this form).
-const TOKEN_REVOKED: &str = "revoked-token";
-
-/// Announces a changed key; delivered when the surrounding transaction commits.
-async fn announce(
-    c: &impl GenericClient,
-    channel: &str,
-    key_id: &str,
-) -> Result<(), tokio_postgres::Error> {
-    c.execute("SELECT pg_notify($1, $2)", &[&channel, &key_id])
-        .await
-        .map(drop)
-}
-
-fn decode(error: &tokio_postgres::Error) -> Failure {
-    Failure::Decode(format!(
-        "a stored value cannot be read: {}",
-        describe(error)
-    ))
-}
-
-/// One column of a row.
-fn column<'a, T: FromSql<'a>>(row: &'a Row, index: usize) -> Result<T, Failure> {
-    row.try_get(index).map_err(|e| decode(&e))
 }
 
 /// Inserts one row of `values` into `table`'s `columns`; the store clock is the
@@ -1168,36 +806,4 @@ impl Columns for Row {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_bad_url_is_refused_without_echoing_it() {
-        let error = PostgresStore::new("postgres://u:s3cret@host:notaport/db", "authmd")
-            .map(|_| ())
-            .unwrap_err();
-        assert_eq!(
-            error,
-            StoreError::Unavailable("the PostgreSQL URL is not valid".into())
-        );
-    }
-
-    #[test]
-    fn debug_never_shows_the_url() {
-        let store = PostgresStore::new("postgres://u:s3cret@127.0.0.1:1/x", "authmd").unwrap();
-        let text = format!("{store:?}");
-        assert!(!text.contains("s3cret"), "{text}");
-        assert!(text.contains("authmd"), "{text}");
-    }
-
-    #[test]
-    fn channels_and_locks_are_per_schema() {
-        assert_eq!(channel_of("authmd"), "authmd_keys_authmd");
-        let long = "s".repeat(63);
-        assert_eq!(channel_of(&long).len(), MAX_IDENTIFIER_BYTES);
-        assert_ne!(migration_lock_of("a"), migration_lock_of("b"));
-        assert_eq!(migration_lock_of("a"), migration_lock_of("a"));
-        assert_eq!(quote_identifier("a\"b"), "\"a\"\"b\"");
-        assert_eq!(truncate_bytes("aé", 2), "a");
-    }
-}
+mod tests;
