@@ -252,6 +252,18 @@ pub enum StoreSettings {
     },
 }
 
+impl StoreSettings {
+    /// True when several instances of the proxy may share this store (PostgreSQL):
+    /// they then share keys and quotas, but each keeps its own rate windows.
+    #[must_use]
+    pub fn is_shared(&self) -> bool {
+        match self {
+            StoreSettings::Postgres { .. } => true,
+            StoreSettings::None | StoreSettings::Sqlite { .. } => false,
+        }
+    }
+}
+
 /// A change another writer made, as announced by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Notice {

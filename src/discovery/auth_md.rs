@@ -591,7 +591,9 @@ fn scopes(md: &mut String, config: &Config) {
         Some(prefix) => {
             let _ = writeln!(
                 md,
-                "\nA wildcard such as `{prefix}:*` grants every scope under its prefix. A route requires all the scopes it lists.\n"
+                "\nA wildcard such as `{prefix}:*` grants every scope declared under its prefix (a wildcard cannot be \
+                 asked for unless it is declared in the table above: an undeclared one is refused with \
+                 `INVALID_SCOPE`). A route requires all the scopes it lists.\n"
             );
         }
         None => {
@@ -722,7 +724,14 @@ fn rate_limits(md: &mut String, config: &Config) {
     let _ = writeln!(
         md,
         "Requests count against the credential that sent them: the API key, the token's subject, the anonymous \
-         identifier, or, with none of these, the client address.\n\n| Tier | Rate limits | Quota |\n|---|---|---|"
+         identifier, or, with none of these, the client address.{}\n\n| Tier | Rate limits | Quota |\n|---|---|---|",
+        if config.lifecycle.store.is_shared() {
+            " Rate windows are counted by each instance of this server separately (requests spread over \
+             several instances may together pass more than one window allows); quotas are counted across all \
+             of them."
+        } else {
+            ""
+        }
     );
     for tier in &limited {
         let rates = rate_texts(&tier.limits);

@@ -3,6 +3,11 @@
 //! import of a module names a module on a lower line. A new arrow back up, or a
 //! module left out of the picture, fails here with the file and the names.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "tests: a source file that cannot be read fails the test"
+)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

@@ -10,6 +10,7 @@
 mod support;
 
 mod auth;
+mod auth_md_text;
 mod cli;
 mod deploy_manifests;
 mod discovery;
