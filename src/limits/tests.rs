@@ -1,5 +1,5 @@
 //! Unit tests of the limiter: parsing, buckets on the paused clock, client
-//! addresses and subject names.
+//! addresses, subject names, and the address budget of anonymous identifiers.
 
 use super::*;
 
@@ -152,4 +152,153 @@ fn subject_names_hash_to_their_keys() {
     let subject = Subject::anonymous(0xabc, &limits);
     assert_eq!(subject.name(), "anonymous:0000000000000abc");
     assert_eq!(key_of_name(&subject.name()), subject.key);
+}
+
+/// The anonymous tier of the budget tests: 5 a minute, and 5 from one address
+/// shared by all its identifiers at `factor` times that.
+fn anonymous(factor: u32) -> (LimitSet, Option<LimitSet>) {
+    let tier = LimitSet::new(
+        "anonymous",
+        vec![Rate::new(5, Duration::from_secs(60)).unwrap()],
+        None,
+    );
+    let budget = LimitSet::per_address(&tier, factor);
+    (tier, budget)
+}
+
+#[test]
+fn the_address_budget_multiplies_every_window_and_can_be_off() {
+    let tier = LimitSet::new(
+        "anonymous",
+        vec![
+            Rate::new(2, Duration::from_secs(1)).unwrap(),
+            Rate::new(60, Duration::from_secs(60)).unwrap(),
+        ],
+        Some(Quota {
+            limit: 100,
+            period: quota::Period::Day,
+        }),
+    );
+    let budget = LimitSet::per_address(&tier, 4).unwrap();
+    let windows: Vec<_> = budget.rates.iter().map(|r| (r.limit, r.window)).collect();
+    assert_eq!(
+        windows,
+        [(8, Duration::from_secs(1)), (240, Duration::from_secs(60))]
+    );
+    assert_eq!(budget.quota, None, "the budget is of rates only");
+    assert_eq!(budget.name, "anonymous-per-address");
+    assert!(LimitSet::per_address(&tier, 0).is_none());
+    assert!(LimitSet::per_address(&LimitSet::default(), 4).is_none());
+    let huge = LimitSet::per_address(&tier, u32::MAX).unwrap();
+    assert_eq!(huge.rates[0].limit, u32::MAX, "saturates");
+}
+
+#[tokio::test(start_paused = true)]
+async fn made_up_identifiers_share_the_budget_of_their_address() {
+    let (tier, budget) = anonymous(4);
+    let limiter = Limiter::new(1000);
+    let address: IpAddr = "192.0.2.1".parse().unwrap();
+    let other: IpAddr = "192.0.2.2".parse().unwrap();
+    let check = |id: u64, from: IpAddr| {
+        let subject = Subject::anonymous(id, &tier).sharing_address_budget(from, budget.as_ref());
+        limiter.check(&subject, 0)
+    };
+    let admitted = (0..20u64)
+        .flat_map(|id| [id; 5])
+        .filter(|&id| check(id, address).exceeded.is_none())
+        .count();
+    assert_eq!(admitted, 20, "four identifiers' worth, not a hundred");
+    // A fresh identifier is refused by the budget, and the verdict says so.
+    let refused = check(99, address);
+    assert_eq!(refused.exceeded, Some(Exceeded::Rate { retry_after: 3 }));
+    assert_eq!(refused.limits.name, "anonymous-per-address");
+    let tightest = refused.tightest().unwrap();
+    assert_eq!((tightest.limit, tightest.remaining), (20, 0));
+    // The refusal took nothing from the identifier's own window...
+    let own = Subject::anonymous(99, &tier);
+    let standing = limiter.buckets.bucket(own.key, |b| {
+        tier.rates[0].standing(b.0[0].load(Ordering::Relaxed), limiter.clock.now())
+    });
+    assert_eq!(standing.remaining, 5);
+    // ...and another address has a budget of its own.
+    assert!(check(99, other).exceeded.is_none());
+    // Three seconds refill one request of the budget (20 a minute).
+    tokio::time::advance(Duration::from_secs(3)).await;
+    assert!(check(99, address).exceeded.is_none());
+    assert!(check(98, address).exceeded.is_some());
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_budget_leaves_keys_and_address_subjects_alone_and_reports_when_tighter() {
+    let (tier, budget) = anonymous(2);
+    let limiter = Limiter::new(1000);
+    let address: IpAddr = "192.0.2.1".parse().unwrap();
+    // Only anonymous identifiers share the budget.
+    let key = Subject::named(b"key:writer", &tier).sharing_address_budget(address, budget.as_ref());
+    let bare = Subject::address(address, &tier).sharing_address_budget(address, budget.as_ref());
+    for _ in 0..5 {
+        assert!(limiter.check(&key, 0).exceeded.is_none());
+        assert!(limiter.check(&bare, 0).exceeded.is_none());
+    }
+    let check = |id: u64| {
+        let subject =
+            Subject::anonymous(id, &tier).sharing_address_budget(address, budget.as_ref());
+        limiter.check(&subject, 0)
+    };
+    // The budget (10) is whole: the first identifier is told its own window.
+    let first = check(1);
+    assert_eq!(first.limits.name, "anonymous");
+    assert_eq!(first.tightest().unwrap().remaining, 4);
+    for _ in 0..4 {
+        check(1);
+    }
+    assert!(check(2).exceeded.is_none());
+    // After 7 of 10, a third identifier has 4 of its own left but the budget 3:
+    // the headers tell the budget.
+    let second = check(3);
+    assert!(second.exceeded.is_none());
+    assert_eq!(second.limits.name, "anonymous-per-address");
+    let tightest = second.tightest().unwrap();
+    assert_eq!((tightest.limit, tightest.remaining), (10, 3));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_used_up_quota_gives_the_budget_back_its_request() {
+    let tier = LimitSet::new(
+        "anonymous",
+        vec![Rate::new(5, Duration::from_secs(60)).unwrap()],
+        Some(Quota {
+            limit: 1,
+            period: quota::Period::Day,
+        }),
+    );
+    let budget = LimitSet::per_address(&tier, 1);
+    let limiter = Limiter::new(1000);
+    let address: IpAddr = "192.0.2.1".parse().unwrap();
+    let check = |id: u64| {
+        let subject =
+            Subject::anonymous(id, &tier).sharing_address_budget(address, budget.as_ref());
+        limiter.check(&subject, 1_795_428_000)
+    };
+    assert!(check(1).exceeded.is_none());
+    for _ in 0..10 {
+        assert_eq!(check(1).exceeded, Some(Exceeded::Quota));
+    }
+    // The budget of 5 lost only the one request that passed.
+    let passed = (2..10u64)
+        .filter(|&id| check(id).exceeded.is_none())
+        .count();
+    assert_eq!(passed, 4);
+}
+
+#[test]
+fn the_budget_buckets_stay_under_the_ceiling() {
+    let (tier, budget) = anonymous(4);
+    let limiter = Limiter::new(100);
+    for n in 0..10_000u64 {
+        let address = IpAddr::from(std::net::Ipv4Addr::from(u32::try_from(n).unwrap()));
+        let subject = Subject::anonymous(n, &tier).sharing_address_budget(address, budget.as_ref());
+        limiter.check(&subject, 0);
+    }
+    assert!(limiter.tracked() <= 100, "{}", limiter.tracked());
 }

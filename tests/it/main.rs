@@ -9,6 +9,7 @@
 
 mod support;
 
+mod anonymous_budget;
 mod auth;
 mod cli;
 mod deploy_manifests;
