@@ -283,7 +283,7 @@ impl Loader {
                 "the proxy signs access tokens only with a `tokens:` section",
             );
         }
-        let mut limits = self.limits(s.limits);
+        let mut limits = self.limits(s.limits, &tiers);
         limits.payments = s.payments.and_then(|raw| self.payments(raw));
         let log = self.log(s.log);
         let service = Service::new(s.service);

@@ -12,6 +12,12 @@
 //! buckets ([`gcra`]) in a bounded map ([`buckets`]); quotas are per-day or
 //! per-month counters ([`quota`]) flushed to the store in batches. [`headers`]
 //! writes what the verdict says onto every response.
+//!
+//! An anonymous identifier is whatever the caller chose to send, so a client that
+//! makes up a new one per request would get a fresh allowance each time. The
+//! identifiers seen from one address therefore also share an *address budget*
+//! (`limits.anonymous_per_address` times the anonymous tier's windows), taken in
+//! the same all-or-nothing way as the identifier's own windows.
 
 pub mod buckets;
 pub mod gcra;
@@ -106,6 +112,26 @@ impl LimitSet {
     #[must_use]
     pub fn is_unlimited(&self) -> bool {
         self.rates.is_empty() && self.quota.is_none()
+    }
+
+    /// The budget one address shares among all the anonymous identifiers it sends:
+    /// `base`'s rate windows, each `factor` times as large, and no quota. `None`
+    /// when `factor` is 0 (no budget) or `base` has no rate windows.
+    #[must_use]
+    pub fn per_address(base: &LimitSet, factor: u32) -> Option<LimitSet> {
+        if factor == 0 || base.rates.is_empty() {
+            return None;
+        }
+        let rates = base
+            .rates
+            .iter()
+            .filter_map(|r| Rate::new(r.limit.saturating_mul(factor), r.window))
+            .collect();
+        Some(LimitSet::new(
+            &format!("{}-per-address", base.name),
+            rates,
+            None,
+        ))
     }
 }
 
@@ -209,7 +235,15 @@ pub struct LimitSettings {
     pub quota_flush: Duration,
     /// x402 payment past a used-up quota, when configured.
     pub payments: Option<x402::Payments>,
+    /// What every anonymous identifier seen from one address shares (see
+    /// [`LimitSet::per_address`]); `None` when it is off.
+    pub anonymous_budget: Option<LimitSet>,
 }
+
+/// How many identifiers' worth of the anonymous tier's windows one address may use
+/// when nothing is configured: a few honest agents behind one NAT each get their own
+/// allowance, while a client rotating identifiers gets at most four allowances.
+pub const ANONYMOUS_PER_ADDRESS: u32 = 4;
 
 impl Default for LimitSettings {
     fn default() -> LimitSettings {
@@ -219,6 +253,7 @@ impl Default for LimitSettings {
             headers: headers::Styles::default(),
             quota_flush: Duration::from_secs(5),
             payments: None,
+            anonymous_budget: None,
         }
     }
 }
@@ -271,6 +306,18 @@ pub struct Subject<'a> {
     /// Its limits.
     pub limits: &'a LimitSet,
     who: Who<'a>,
+    /// The budget it shares with others, checked after its own windows.
+    shared: Option<Shared<'a>>,
+}
+
+/// A rate budget a subject shares with others: an anonymous identifier's, with
+/// every identifier sent from the same address.
+#[derive(Debug, Clone, Copy)]
+struct Shared<'a> {
+    /// The key of the shared bucket.
+    key: u64,
+    /// Its rate windows (a quota, if any, is not used).
+    limits: &'a LimitSet,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -318,9 +365,19 @@ pub fn key_of_name(name: &str) -> u64 {
 }
 
 fn address_key(ip: IpAddr) -> u64 {
+    address_hash(2, ip)
+}
+
+/// The key of the budget anonymous identifiers from `ip` share: apart from the
+/// address's own bucket, whose windows are the tier's and not the budget's.
+fn budget_key(ip: IpAddr) -> u64 {
+    address_hash(3, ip)
+}
+
+fn address_hash(kind: u8, ip: IpAddr) -> u64 {
     match ip.to_canonical() {
-        IpAddr::V4(v4) => stable_hash(2, &v4.octets()),
-        IpAddr::V6(v6) => stable_hash(2, &v6.octets()),
+        IpAddr::V4(v4) => stable_hash(kind, &v4.octets()),
+        IpAddr::V6(v6) => stable_hash(kind, &v6.octets()),
     }
 }
 
@@ -332,6 +389,7 @@ impl<'a> Subject<'a> {
             key: stable_hash(0, name),
             limits,
             who: Who::Named(name),
+            shared: None,
         }
     }
 
@@ -342,6 +400,7 @@ impl<'a> Subject<'a> {
             key: stable_hash(1, &id.to_le_bytes()),
             limits,
             who: Who::Anonymous(id),
+            shared: None,
         }
     }
 
@@ -352,6 +411,29 @@ impl<'a> Subject<'a> {
             key: address_key(address),
             limits,
             who: Who::Address(address.to_canonical()),
+            shared: None,
+        }
+    }
+
+    /// The same subject, and when it is an anonymous identifier, also counted
+    /// against `budget`, which every identifier from `address` shares. Other
+    /// subjects are returned as they are: a key or token is not made up per request,
+    /// and a subject without an identifier is already the address.
+    #[must_use]
+    pub fn sharing_address_budget(
+        self,
+        address: IpAddr,
+        budget: Option<&'a LimitSet>,
+    ) -> Subject<'a> {
+        match (self.who, budget) {
+            (Who::Anonymous(_), Some(limits)) => Subject {
+                shared: Some(Shared {
+                    key: budget_key(address),
+                    limits,
+                }),
+                ..self
+            },
+            _ => self,
         }
     }
 }
@@ -452,8 +534,10 @@ impl Limiter {
         self.buckets.len()
     }
 
-    /// Counts one request against `subject`: every rate window, then the quota at
-    /// unix time `unix_now`. Nothing is taken unless everything admits it.
+    /// Counts one request against `subject`: every rate window, then those of the
+    /// budget it shares, if any, then the quota at unix time `unix_now`. Nothing is
+    /// taken unless everything admits it. The verdict reports the subject's own
+    /// limits, or the shared budget's when that refused or has fewer requests left.
     pub fn check<'a>(&self, subject: &Subject<'a>, unix_now: i64) -> Verdict<'a> {
         let limits = subject.limits;
         let mut verdict = Verdict {
@@ -465,14 +549,85 @@ impl Limiter {
             return verdict;
         }
         let now = self.clock.now();
-        let rates = &limits.rates[..limits.rates.len().min(MAX_WINDOWS)];
-        let refused = self.buckets.bucket(subject.key, |bucket| {
+        let rates = rates_of(limits);
+        if self
+            .take_rates(subject.key, rates, now, &mut verdict.windows)
+            .is_some()
+        {
+            if let Some(quota) = &limits.quota {
+                let standing = self.quotas.peek(subject, quota, unix_now);
+                verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
+            }
+            verdict.exceeded = Some(Exceeded::Rate {
+                retry_after: retry_after(&verdict.windows),
+            });
+            return verdict;
+        }
+        let mut shared = None;
+        if let Some(budget) = &subject.shared {
+            let mut windows = [None; MAX_WINDOWS + 1];
+            let budget_rates = rates_of(budget.limits);
+            if self
+                .take_rates(budget.key, budget_rates, now, &mut windows)
+                .is_some()
+            {
+                // The address has used its budget: the identifier's own windows
+                // give back what they took, and the answer tells the budget.
+                self.give_back(subject.key, rates, now, &mut verdict.windows);
+                return Verdict {
+                    limits: budget.limits,
+                    exceeded: Some(Exceeded::Rate {
+                        retry_after: retry_after(&windows),
+                    }),
+                    windows,
+                };
+            }
+            shared = Some((budget, budget_rates, windows));
+        }
+        if let Some(quota) = &limits.quota {
+            let standing = self.quotas.take(subject, quota, unix_now);
+            verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
+            if let QuotaStanding::Exhausted { .. } = standing {
+                // The request does not pass: give the rate windows back their token.
+                self.give_back(subject.key, rates, now, &mut verdict.windows);
+                if let Some((budget, budget_rates, mut windows)) = shared {
+                    self.give_back(budget.key, budget_rates, now, &mut windows);
+                }
+                verdict.exceeded = Some(Exceeded::Quota);
+                return verdict;
+            }
+        }
+        if let Some((budget, _, windows)) = shared {
+            let left =
+                |windows: &[Option<Window>]| windows.iter().flatten().map(|w| w.remaining).min();
+            if left(&windows) < left(&verdict.windows) {
+                return Verdict {
+                    limits: budget.limits,
+                    windows,
+                    exceeded: None,
+                };
+            }
+        }
+        verdict
+    }
+
+    /// Takes one request from every window `rates` of the bucket `key`, noting in
+    /// `windows` where each stands. Returns the index of the window that refused,
+    /// having given back what the earlier ones took; `None` when all admitted.
+    fn take_rates(
+        &self,
+        key: u64,
+        rates: &[Rate],
+        now: u64,
+        windows: &mut [Option<Window>; MAX_WINDOWS + 1],
+    ) -> Option<usize> {
+        self.buckets.bucket(key, |bucket| {
             let mut refused = None;
             for (i, rate) in rates.iter().enumerate() {
                 match rate.take(&bucket.0[i], now) {
-                    Ok(standing) => verdict.windows[i] = Some(Window::of_rate(rate, standing)),
+                    Ok(standing) => windows[i] = Some(Window::of_rate(rate, standing)),
                     Err(standing) => {
-                        verdict.windows[i] = Some(Window::of_rate(rate, standing));
+                        windows[i] = Some(Window::of_rate(rate, standing));
                         refused = Some(i);
                         break;
                     }
@@ -489,42 +644,29 @@ impl Limiter {
                         continue;
                     }
                     let standing = rate.standing(bucket.0[i].load(Ordering::Relaxed), now);
-                    verdict.windows[i] = Some(Window::of_rate(rate, standing));
+                    windows[i] = Some(Window::of_rate(rate, standing));
                 }
             }
             refused
+        })
+    }
+
+    /// Gives back the request [`Limiter::take_rates`] took from every window of
+    /// the bucket `key` (a later check refused it), noting where each stands.
+    fn give_back(
+        &self,
+        key: u64,
+        rates: &[Rate],
+        now: u64,
+        windows: &mut [Option<Window>; MAX_WINDOWS + 1],
+    ) {
+        self.buckets.bucket(key, |bucket| {
+            for (i, (rate, word)) in rates.iter().zip(&bucket.0).enumerate() {
+                rate.give_back(word);
+                let standing = rate.standing(word.load(Ordering::Relaxed), now);
+                windows[i] = Some(Window::of_rate(rate, standing));
+            }
         });
-        if refused.is_some() {
-            if let Some(quota) = &limits.quota {
-                let standing = self.quotas.peek(subject, quota, unix_now);
-                verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
-            }
-            let retry_after = verdict.windows[..MAX_WINDOWS]
-                .iter()
-                .flatten()
-                .filter(|w| w.remaining == 0)
-                .map(|w| w.reset_secs)
-                .max()
-                .unwrap_or(1);
-            verdict.exceeded = Some(Exceeded::Rate { retry_after });
-            return verdict;
-        }
-        if let Some(quota) = &limits.quota {
-            let standing = self.quotas.take(subject, quota, unix_now);
-            verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
-            if let QuotaStanding::Exhausted { .. } = standing {
-                // The request does not pass: give the rate windows back their token.
-                self.buckets.bucket(subject.key, |bucket| {
-                    for (i, (rate, word)) in rates.iter().zip(&bucket.0).enumerate() {
-                        rate.give_back(word);
-                        let standing = rate.standing(word.load(Ordering::Relaxed), now);
-                        verdict.windows[i] = Some(Window::of_rate(rate, standing));
-                    }
-                });
-                verdict.exceeded = Some(Exceeded::Quota);
-            }
-        }
-        verdict
     }
 
     /// Drops the buckets that hold no state (full again); returns how many are left.
@@ -538,6 +680,22 @@ impl Limiter {
     pub fn wants_sweep(&self) -> bool {
         self.buckets.wants_sweep()
     }
+}
+
+/// The rate windows of `limits` the buckets hold.
+fn rates_of(limits: &LimitSet) -> &[Rate] {
+    &limits.rates[..limits.rates.len().min(MAX_WINDOWS)]
+}
+
+/// The `Retry-After` of a refusal: when every empty rate window admits again.
+fn retry_after(windows: &[Option<Window>; MAX_WINDOWS + 1]) -> u64 {
+    windows[..MAX_WINDOWS]
+        .iter()
+        .flatten()
+        .filter(|w| w.remaining == 0)
+        .map(|w| w.reset_secs)
+        .max()
+        .unwrap_or(1)
 }
 
 /// A single rate limit per client address, for the proxy's own endpoints
@@ -627,157 +785,4 @@ pub async fn sweep_forever(limiter: Arc<Limiter>, every: Duration) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rates_and_quotas_parse() {
-        let r = parse_rate("10/s").unwrap();
-        assert_eq!((r.limit, r.window), (10, Duration::from_secs(1)));
-        assert_eq!(
-            parse_rate("300/min").unwrap().window,
-            Duration::from_secs(60)
-        );
-        assert_eq!(
-            parse_rate("100 / 10s").unwrap().window,
-            Duration::from_secs(10)
-        );
-        assert!(parse_rate("0/s").is_err());
-        assert!(parse_rate("10/ms").is_err());
-        assert!(parse_rate("10/month").is_err());
-        assert!(parse_rate("ten/s").is_err());
-        assert_eq!(
-            parse_quota("5000/month").unwrap(),
-            Quota {
-                limit: 5000,
-                period: quota::Period::Month
-            }
-        );
-        assert_eq!(parse_quota("1/day").unwrap().period, quota::Period::Day);
-        assert!(parse_quota("5/week").is_err());
-        assert!(parse_quota("0/day").is_err());
-    }
-
-    #[test]
-    fn rate_lists_are_sorted_and_checked_whole() {
-        let rates = parse_rates(&["300/min", "10/s"]).unwrap();
-        assert_eq!(rates[0].window, Duration::from_secs(1));
-        let errors = parse_rates(&["1/s", "2/1s", "x", "1/m", "1/h", "1/d", "1/10s"]).unwrap_err();
-        assert_eq!(errors[0].0, Some(1), "{errors:?}");
-        assert!(errors[0].1.contains("same window"));
-        assert_eq!(errors[1].0, Some(2));
-        assert_eq!(errors[2], (None, "at most 4 rates per tier or key".into()));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn address_limiter_burst_then_one_per_interval() {
-        let limiter = AddressLimiter::new(5, Duration::from_secs(3600)).unwrap();
-        let a: IpAddr = "192.0.2.1".parse().unwrap();
-        let b: IpAddr = "192.0.2.2".parse().unwrap();
-        for _ in 0..5 {
-            assert_eq!(limiter.check(a), Ok(()));
-        }
-        assert_eq!(
-            limiter.check(a),
-            Err(720),
-            "the next one is 12 minutes away"
-        );
-        assert_eq!(limiter.check(b), Ok(()), "addresses are independent");
-        tokio::time::advance(Duration::from_secs(719)).await;
-        assert_eq!(limiter.check(a), Err(1));
-        tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(limiter.check(a), Ok(()));
-        assert_eq!(limiter.check(a), Err(720));
-        assert!(AddressLimiter::new(0, Duration::from_secs(1)).is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn several_windows_burst_refill_and_report_on_the_paused_clock() {
-        let second = Rate::new(2, Duration::from_secs(1)).unwrap();
-        let minute = Rate::new(3, Duration::from_secs(60)).unwrap();
-        let limits = LimitSet::new("t", vec![second, minute], None);
-        let limiter = Limiter::new(10);
-        let subject = Subject::address("192.0.2.1".parse().unwrap(), &limits);
-        let check = || {
-            let v = limiter.check(&subject, 0);
-            let w = |i: usize| {
-                let w: Window = v.windows[i].unwrap();
-                (w.remaining, w.reset_secs)
-            };
-            (v.exceeded, w(0), w(1))
-        };
-        // A burst of two: the second window is the per-second one's limit.
-        assert_eq!(check(), (None, (1, 1), (2, 20)));
-        assert_eq!(check(), (None, (0, 1), (1, 40)));
-        // The third is refused by the second; the minute window is untouched.
-        let refused = Some(Exceeded::Rate { retry_after: 1 });
-        assert_eq!(check(), (refused, (0, 1), (1, 40)));
-        // Half a second refills one request of the per-second window.
-        tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(check(), (None, (0, 1), (0, 20)));
-        // A second later the per-second window is full, but the minute window is
-        // empty for 18.5 s more: refused, and the per-second window gets its request
-        // back (it reports full).
-        tokio::time::advance(Duration::from_secs(1)).await;
-        let refused = Some(Exceeded::Rate { retry_after: 19 });
-        assert_eq!(check(), (refused, (2, 0), (0, 19)));
-        tokio::time::advance(Duration::from_millis(18_500)).await;
-        assert_eq!(check(), (None, (1, 1), (0, 20)));
-    }
-
-    fn settings(trusted: &[&str]) -> LimitSettings {
-        LimitSettings {
-            trusted_proxies: trusted.iter().map(|n| n.parse().unwrap()).collect(),
-            ..LimitSettings::default()
-        }
-    }
-
-    #[test]
-    fn forwarded_for_is_read_only_from_trusted_proxies() {
-        let mut headers = HeaderMap::new();
-        headers.append("x-forwarded-for", "203.0.113.9, 10.0.0.7".parse().unwrap());
-        let peer: IpAddr = "10.0.0.1".parse().unwrap();
-        let untrusted = settings(&[]);
-        assert_eq!(untrusted.client_address(peer, &headers), peer);
-        let trusted = settings(&["10.0.0.0/8"]);
-        assert_eq!(
-            trusted.client_address(peer, &headers),
-            "203.0.113.9".parse::<IpAddr>().unwrap(),
-            "the rightmost address that is not a trusted proxy"
-        );
-        // A client cannot hide behind a forged entry to the left of its own.
-        headers.insert(
-            "x-forwarded-for",
-            "198.51.100.1, 203.0.113.9".parse().unwrap(),
-        );
-        assert_eq!(
-            trusted.client_address(peer, &headers),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-        // Garbage stops the walk at the last good hop.
-        headers.insert("x-forwarded-for", "nonsense, 10.0.0.8".parse().unwrap());
-        assert_eq!(
-            trusted.client_address(peer, &headers),
-            "10.0.0.8".parse::<IpAddr>().unwrap()
-        );
-        // An IPv4-mapped peer matches an IPv4 network.
-        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        headers.insert("x-forwarded-for", "203.0.113.9".parse().unwrap());
-        assert_eq!(
-            trusted.client_address(mapped, &headers),
-            "203.0.113.9".parse::<IpAddr>().unwrap()
-        );
-    }
-
-    #[test]
-    fn subject_names_hash_to_their_keys() {
-        let limits = LimitSet::default();
-        let address: IpAddr = "192.0.2.7".parse().unwrap();
-        let subject = Subject::address(address, &limits);
-        assert_eq!(subject.name(), "addr:192.0.2.7");
-        assert_eq!(key_of_name(&subject.name()), subject.key);
-        let subject = Subject::anonymous(0xabc, &limits);
-        assert_eq!(subject.name(), "anonymous:0000000000000abc");
-        assert_eq!(key_of_name(&subject.name()), subject.key);
-    }
-}
+mod tests;

@@ -325,6 +325,10 @@ impl Generation {
             Some(principal) => principal.subject(address, tier_limits),
             None => Subject::address(address, tier_limits),
         };
+        // Anonymous identifiers are the caller's to make up: those from one address
+        // also share its budget, so a new identifier per request earns nothing.
+        let budget = self.config.limits.anonymous_budget.as_ref();
+        let subject = subject.sharing_address_budget(address, budget);
         let verdict = self.limiter.check(&subject, unix);
         (subject, verdict)
     }

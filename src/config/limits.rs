@@ -12,7 +12,8 @@ use crate::limits::gcra::Rate;
 use crate::limits::headers::Styles;
 use crate::limits::quota::Quota;
 use crate::limits::x402::{Accept, Payments};
-use crate::limits::{LimitSet, LimitSettings, parse_quota, parse_rates};
+use crate::limits::{ANONYMOUS_PER_ADDRESS, LimitSet, LimitSettings, parse_quota, parse_rates};
+use crate::tier::{TierId, Tiers};
 
 impl Loader {
     /// The limit set named `name` from its `rate_limits` and `quota` fields at `path`.
@@ -49,8 +50,9 @@ impl Loader {
             .ok()
     }
 
-    /// `limits:`.
-    pub(super) fn limits(&mut self, raw: raw::RawLimits) -> LimitSettings {
+    /// `limits:`; `tiers` gives the anonymous tier's windows the address budget
+    /// multiplies.
+    pub(super) fn limits(&mut self, raw: raw::RawLimits, tiers: &Tiers) -> LimitSettings {
         let defaults = LimitSettings::default();
         let mut trusted_proxies = Vec::new();
         for (i, text) in raw.trusted_proxies.iter().enumerate() {
@@ -102,12 +104,16 @@ impl Loader {
         if quota_flush < Duration::from_millis(100) || quota_flush > Duration::from_secs(300) {
             self.error("limits.quota_flush", "must be between 100ms and 5m");
         }
+        let per_address = raw.anonymous_per_address.unwrap_or(ANONYMOUS_PER_ADDRESS);
+        let anonymous_budget =
+            LimitSet::per_address(&tiers.get(TierId::ANONYMOUS).limits, per_address);
         LimitSettings {
             trusted_proxies,
             max_principals,
             headers,
             quota_flush,
             payments: None,
+            anonymous_budget,
         }
     }
 

@@ -212,6 +212,9 @@ pub(crate) struct RawLimits {
     pub(crate) max_principals: Option<usize>,
     pub(crate) headers: Option<Vec<String>>,
     pub(crate) quota_flush: Option<String>,
+    /// How many identifiers' worth of the anonymous tier's windows the anonymous
+    /// identifiers from one address share; 0 turns the budget off.
+    pub(crate) anonymous_per_address: Option<u32>,
 }
 
 /// One statically declared key.

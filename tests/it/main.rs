@@ -9,6 +9,7 @@
 
 mod support;
 
+mod anonymous_budget;
 mod auth;
 mod auth_md_text;
 mod cli;
