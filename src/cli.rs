@@ -11,6 +11,7 @@ pub(crate) mod inject;
 pub(crate) mod keys;
 pub(crate) mod render;
 pub(crate) mod run;
+pub(crate) mod source;
 pub(crate) mod tokens;
 
 /// Exit status for a bad configuration or usage (sysexits EX_USAGE).

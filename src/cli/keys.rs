@@ -2,15 +2,16 @@
 //! configured store.
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+
 use std::process::ExitCode;
 
 use authmd_proxy::clock::unix_now;
-use authmd_proxy::config::{Config, Overrides};
+use authmd_proxy::config::Config;
 use authmd_proxy::credentials::{KeyHash, api_key};
 use authmd_proxy::store::{KeyRecord, Store};
 use clap::Subcommand;
 
+use super::source::Source;
 use super::{EX_USAGE, current_thread, fail, out};
 
 /// The `keys` commands.
@@ -26,9 +27,9 @@ pub(crate) enum KeysCommand {
     Hash,
     /// Create a key in the configured store and print it (the secret is shown once).
     Create {
-        /// The YAML config file.
-        #[arg(long, short, env = "AUTHMD_CONFIG")]
-        config: PathBuf,
+        /// The config file and the data directory, as `run` takes them.
+        #[command(flatten)]
+        source: Source,
         /// A name for the key.
         #[arg(long)]
         name: String,
@@ -50,15 +51,15 @@ pub(crate) enum KeysCommand {
     },
     /// List the keys in the configured store (never their secrets).
     List {
-        /// The YAML config file.
-        #[arg(long, short, env = "AUTHMD_CONFIG")]
-        config: PathBuf,
+        /// The config file and the data directory, as `run` takes them.
+        #[command(flatten)]
+        source: Source,
     },
     /// Revoke a key in the configured store by id.
     Revoke {
-        /// The YAML config file.
-        #[arg(long, short, env = "AUTHMD_CONFIG")]
-        config: PathBuf,
+        /// The config file and the data directory, as `run` takes them.
+        #[command(flatten)]
+        source: Source,
         /// The key's id (`key_...`).
         id: String,
     },
@@ -77,14 +78,14 @@ pub(crate) fn keys(command: KeysCommand) -> ExitCode {
         },
         KeysCommand::Hash => hash(),
         KeysCommand::Create {
-            config,
+            source,
             name,
             scopes,
             tier,
             owner,
             rate_limits,
             quota,
-        } => with_store(&config, |config, store| async move {
+        } => with_store(&source, |config, store| async move {
             let limits = own_limits(rate_limits.as_deref(), quota.as_deref())?;
             create_key(
                 &config,
@@ -97,10 +98,10 @@ pub(crate) fn keys(command: KeysCommand) -> ExitCode {
             )
             .await
         }),
-        KeysCommand::List { config } => {
-            with_store(&config, |_, store| async move { list_keys(&store).await })
+        KeysCommand::List { source } => {
+            with_store(&source, |_, store| async move { list_keys(&store).await })
         }
-        KeysCommand::Revoke { config, id } => with_store(&config, |_, store| async move {
+        KeysCommand::Revoke { source, id } => with_store(&source, |_, store| async move {
             match store.revoke_key(&id, unix_now()).await {
                 Ok(Some(_)) => Ok(format!("revoked {id}\n")),
                 Ok(None) => Err((format!("no live key `{id}` in the store"), 1)),
@@ -124,12 +125,12 @@ fn hash() -> ExitCode {
 }
 
 /// Runs an operator command against the configured store.
-fn with_store<F, Fut>(path: &Path, command: F) -> ExitCode
+fn with_store<F, Fut>(source: &Source, command: F) -> ExitCode
 where
     F: FnOnce(Config, Store) -> Fut,
     Fut: std::future::Future<Output = Result<String, (String, u8)>>,
 {
-    let config = match Config::load(path, &Overrides::default()) {
+    let config = match source.load() {
         Ok(config) => config,
         Err(errors) => return fail(&errors.to_string(), EX_USAGE),
     };

@@ -1,13 +1,13 @@
 //! `authmd-proxy tokens`: the keys that sign the proxy's access tokens.
 
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use authmd_proxy::clock::unix_now;
-use authmd_proxy::config::{Config, Overrides, SigningSource};
+use authmd_proxy::config::SigningSource;
 use authmd_proxy::tokens::signing::{SigningAlgorithm, SigningKey, SigningKeys};
 use clap::Subcommand;
 
+use super::source::Source;
 use super::{EX_USAGE, fail, out};
 
 /// The `tokens` commands.
@@ -26,12 +26,9 @@ pub(crate) enum TokensCommand {
     /// Running proxies pick the new key up when restarted.
     #[command(name = "rotate-key")]
     RotateKey {
-        /// The YAML config file.
-        #[arg(long, short, env = "AUTHMD_CONFIG")]
-        config: PathBuf,
-        /// Data directory, overriding `store.data_dir`.
-        #[arg(long, env = "AUTHMD_DATA_DIR")]
-        data_dir: Option<PathBuf>,
+        /// The config file and the data directory, as `run` takes them.
+        #[command(flatten)]
+        source: Source,
     },
 }
 
@@ -39,7 +36,7 @@ pub(crate) enum TokensCommand {
 pub(crate) fn tokens(command: TokensCommand) -> ExitCode {
     match command {
         TokensCommand::GenerateKey { algorithm } => generate_key(&algorithm),
-        TokensCommand::RotateKey { config, data_dir } => rotate_key(&config, data_dir),
+        TokensCommand::RotateKey { source } => rotate_key(&source),
     }
 }
 
@@ -55,12 +52,8 @@ fn generate_key(algorithm: &str) -> ExitCode {
     }
 }
 
-fn rotate_key(path: &Path, data_dir: Option<PathBuf>) -> ExitCode {
-    let overrides = Overrides {
-        data_dir,
-        ..Overrides::default()
-    };
-    let config = match Config::load(path, &overrides) {
+fn rotate_key(source: &Source) -> ExitCode {
+    let config = match source.load() {
         Ok(config) => config,
         Err(errors) => return fail(&errors.to_string(), EX_USAGE),
     };

@@ -11,6 +11,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod cli_store;
 mod deploy_manifests;
 mod discovery;
 mod durability;

@@ -1,0 +1,193 @@
+//! The operator's commands find the store and the settings `run` uses, driven
+//! through the real binary: `keys create`, `list` and `revoke` under `--data-dir`
+//! and `AUTHMD_DATA_DIR` reach the running proxy's store; `run` reads
+//! `AUTHMD_WORKERS`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests: a failed step should fail loudly"
+)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use crate::support::{Binary, client, eventually, write_status};
+
+const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+/// How long a revocation may take to reach the proxy: its resync is every 100 ms.
+const RESYNC_BOUND: Duration = Duration::from_secs(10);
+
+/// The example config in `dir`, its store left at `data` (relative to the file:
+/// `dir/data`) and resynced every 100 ms; the commands under test are pointed at
+/// another directory, so a command that ignored the flag would miss the store.
+fn example_config(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(format!("{ROOT}/config.example.yaml")).unwrap();
+    assert!(text.contains("  data_dir: data "), "the example's data_dir");
+    let text = text.replace("  resync_interval: 10s", "  resync_interval: 100ms");
+    let path = dir.join("config.yaml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// The binary with `args`, none of the variables under test inherited.
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .env_remove("AUTHMD_DATA_DIR")
+        .env_remove("AUTHMD_CONFIG")
+        .env_remove("AUTHMD_WORKERS");
+    command
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Runs `command` and asserts it succeeded; its standard output.
+fn succeeds(command: &mut Command) -> String {
+    let out = command.output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{command:?}: {stderr}");
+    stdout
+}
+
+/// A field (`id:`, `key:`, `scopes:`) of `keys create`'s output.
+fn field(out: &str, name: &str) -> String {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no `{name}` in {out}"))
+        .trim()
+        .to_owned()
+}
+
+/// The status of `GET /api/v1/offers` (an anonymous route needing `offers:read`)
+/// with `key`, or with no credential.
+async fn read_status(base: &str, key: Option<&str>) -> u16 {
+    let mut request = client().get(format!("{base}/api/v1/offers"));
+    if let Some(key) = key {
+        request = request.bearer_auth(key);
+    }
+    request.send().await.unwrap().status().as_u16()
+}
+
+/// `run` on free ports, with `env` set on its process.
+async fn run(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Binary {
+    let mut command = command(&[
+        "run",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
+    command.args(extra).env("RUST_LOG", "info");
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    Binary::launch(command).await
+}
+
+#[tokio::test]
+async fn keys_commands_under_data_dir_reach_the_store_run_serves_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let data = dir.path().join("elsewhere");
+    let flag = ["--data-dir", data.to_str().unwrap()];
+    let c = config.to_str().unwrap();
+
+    let created = succeeds(
+        command(&["keys", "create", "--config", c, "--name", "ops"])
+            .args(["--scopes", "offers:write"])
+            .args(flag),
+    );
+    let (id, secret) = (field(&created, "id:"), field(&created, "key:"));
+    let listed = succeeds(command(&["keys", "list", "--config", c]).args(flag));
+    assert!(listed.contains(&id), "{listed}");
+
+    let proxy = run(&config, &flag, &[]).await;
+    assert_eq!(write_status(&proxy.url, &secret).await, 200);
+
+    let revoked = succeeds(command(&["keys", "revoke", "--config", c, &id]).args(flag));
+    assert!(revoked.contains("revoked"), "{revoked}");
+    eventually(RESYNC_BOUND, || async {
+        write_status(&proxy.url, &secret).await == 401
+    })
+    .await;
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing went to the config's own data_dir"
+    );
+}
+
+#[tokio::test]
+async fn keys_commands_under_authmd_data_dir_reach_the_store_run_serves_from() {
+    // The container image sets AUTHMD_DATA_DIR, and so does a sidecar made from it.
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let data = dir.path().join("volume");
+    let c = config.to_str().unwrap();
+    let keys = |args: &[&str]| {
+        let mut command = command(&["keys"]);
+        command
+            .args(args)
+            .args(["--config", c])
+            .env("AUTHMD_DATA_DIR", &data);
+        succeeds(&mut command)
+    };
+
+    let created = keys(&["create", "--name", "ops", "--scopes", "offers:write"]);
+    let (id, secret) = (field(&created, "id:"), field(&created, "key:"));
+    let proxy = run(&config, &[], &[("AUTHMD_DATA_DIR", data.to_str().unwrap())]).await;
+    assert_eq!(write_status(&proxy.url, &secret).await, 200);
+    assert!(keys(&["list"]).contains(&id));
+
+    assert!(keys(&["revoke", &id]).contains("revoked"));
+    eventually(RESYNC_BOUND, || async {
+        write_status(&proxy.url, &secret).await == 401
+    })
+    .await;
+    assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test]
+async fn run_reads_its_worker_count_from_authmd_workers() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let mut child = command(&["run", "--config", config.to_str().unwrap()])
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .env("AUTHMD_DATA_DIR", dir.path())
+        .env("AUTHMD_WORKERS", "many")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Refused at once; a proxy that ignored the variable would be serving instead.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`run` ignored AUTHMD_WORKERS=many and kept serving");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let out = child.wait_with_output().unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--workers"), "{stderr}");
+
+    let proxy = run(&config, &[], &[("AUTHMD_WORKERS", "1")]).await;
+    assert_eq!(read_status(&proxy.url, None).await, 200);
+}
