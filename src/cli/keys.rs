@@ -2,13 +2,13 @@
 //! configured store.
 
 use std::io::Read;
-
 use std::process::ExitCode;
 
 use authmd_proxy::clock::unix_now;
 use authmd_proxy::config::Config;
 use authmd_proxy::credentials::{KeyHash, api_key};
 use authmd_proxy::store::{KeyRecord, Store};
+use authmd_proxy::tier::TierId;
 use clap::Subcommand;
 
 use super::source::Source;
@@ -33,9 +33,9 @@ pub(crate) enum KeysCommand {
         /// A name for the key.
         #[arg(long)]
         name: String,
-        /// Scopes, comma- or space-separated.
-        #[arg(long, default_value = "")]
-        scopes: String,
+        /// Scopes, comma- or space-separated (default: the tier's scopes).
+        #[arg(long)]
+        scopes: Option<String>,
         /// Tier (default: the lowest tier above `anonymous`).
         #[arg(long)]
         tier: Option<String>,
@@ -91,7 +91,7 @@ pub(crate) fn keys(command: KeysCommand) -> ExitCode {
                 &config,
                 &store,
                 name,
-                &scopes,
+                scopes.as_deref(),
                 tier.as_deref(),
                 owner,
                 limits,
@@ -192,7 +192,7 @@ async fn create_key(
     config: &Config,
     store: &Store,
     name: String,
-    scopes: &str,
+    scopes: Option<&str>,
     tier: Option<&str>,
     owner: String,
     limits: Option<String>,
@@ -204,21 +204,47 @@ async fn create_key(
             EX_USAGE,
         ));
     }
-    let names: Vec<String> = scopes
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if let Err((name, _)) = config.scopes.granted(names.iter().map(String::as_str)) {
-        return Err((format!("unknown scope `{name}`"), EX_USAGE));
-    }
     let tier = match tier {
         Some(name) => match config.tiers.find(name) {
-            Some(id) if id.0 > 0 => config.tiers.get(id).name.clone(),
+            Some(id) if id.0 > 0 => id,
             _ => return Err((format!("`{name}` is not a tier a key can have"), EX_USAGE)),
         },
-        None => config.tiers.get(authmd_proxy::tier::TierId(1)).name.clone(),
+        None => TierId(1),
     };
+    let tier = config.tiers.get(tier);
+    // Without `--scopes`, the key holds its tier's scopes, as a registered agent's
+    // key does: a key of no scopes would be refused where an anonymous caller is not.
+    let (names, whence) = match scopes {
+        Some(scopes) => {
+            let names: Vec<String> = scopes
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if names.is_empty() {
+                return Err((
+                    "`--scopes` names no scope; leave it out for the tier's scopes".to_owned(),
+                    EX_USAGE,
+                ));
+            }
+            if let Err((name, _)) = config.scopes.granted(names.iter().map(String::as_str)) {
+                return Err((format!("unknown scope `{name}`"), EX_USAGE));
+            }
+            (names, String::new())
+        }
+        None => {
+            let names: Vec<String> = config
+                .scopes
+                .names(&tier.scopes)
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let whence = format!(" (the `{}` tier's, as no `--scopes` was given)", tier.name);
+            (names, whence)
+        }
+    };
+    let tier = tier.name.clone();
     let new = api_key::mint(prefix).map_err(|e| (e.to_string(), 1))?;
     let record = KeyRecord {
         limits,
@@ -238,7 +264,7 @@ async fn create_key(
         .await
         .map_err(|e| (e.to_string(), 1))?;
     Ok(format!(
-        "id:     {}\nkey:    {}\nscopes: {}\ntier:   {}\n(the key is shown once; store it now)\n",
+        "id:     {}\nkey:    {}\nscopes: {}{whence}\ntier:   {}\n(the key is shown once; store it now)\n",
         record.id,
         new.secret.as_str(),
         record.scopes.join(" "),

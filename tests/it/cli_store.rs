@@ -1,7 +1,7 @@
 //! The operator's commands find the store and the settings `run` uses, driven
 //! through the real binary: `keys create`, `list` and `revoke` under `--data-dir`
-//! and `AUTHMD_DATA_DIR` reach the running proxy's store; `run` reads
-//! `AUTHMD_WORKERS`.
+//! and `AUTHMD_DATA_DIR` reach the running proxy's store; a key created without
+//! `--scopes` holds its tier's scopes; `run` reads `AUTHMD_WORKERS`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -156,6 +156,43 @@ async fn keys_commands_under_authmd_data_dir_reach_the_store_run_serves_from() {
     })
     .await;
     assert!(!dir.path().join("data").exists());
+}
+
+#[tokio::test]
+async fn a_key_created_without_scopes_holds_its_tier_s_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = example_config(dir.path());
+    let c = config.to_str().unwrap();
+    let created = succeeds(&mut command(&[
+        "keys", "create", "--config", c, "--name", "plain",
+    ]));
+    assert_eq!(
+        field(&created, "scopes:"),
+        "offers:read offers:write (the `free` tier's, as no `--scopes` was given)"
+    );
+    let secret = field(&created, "key:");
+    let verified = succeeds(&mut command(&[
+        "keys", "create", "--config", c, "--name", "v", "--tier", "verified",
+    ]));
+    assert!(
+        field(&verified, "scopes:").starts_with(
+            "offers:read offers:write offers:delete contacts:reveal (the `verified` tier's"
+        ),
+        "{verified}"
+    );
+    // An explicitly empty list is refused rather than making a key of no scopes.
+    let out = command(&[
+        "keys", "create", "--config", c, "--name", "x", "--scopes", "",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out).1);
+
+    let proxy = run(&config, &[], &[]).await;
+    // Where an anonymous caller gets 200, the key does too; and it may write.
+    assert_eq!(read_status(&proxy.url, None).await, 200);
+    assert_eq!(read_status(&proxy.url, Some(&secret)).await, 200);
+    assert_eq!(write_status(&proxy.url, &secret).await, 200);
 }
 
 #[tokio::test]
