@@ -2,14 +2,16 @@
 //! configured store.
 
 use std::io::Read;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use authmd_proxy::clock::unix_now;
-use authmd_proxy::config::Config;
+use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::credentials::{KeyHash, api_key};
 use authmd_proxy::store::{KeyRecord, Store};
 use authmd_proxy::tier::TierId;
 use clap::Subcommand;
+use zeroize::Zeroizing;
 
 use super::source::Source;
 use super::{EX_USAGE, current_thread, fail, out};
@@ -23,8 +25,18 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         prefix: String,
     },
-    /// Print the BLAKE3 hash of a key read from standard input.
-    Hash,
+    /// Print the BLAKE3 hash of a key read from standard input, for the config's
+    /// `keys:`. A value that is not a well-formed key (a known prefix, and a valid
+    /// checksum where the config requires one) is refused: the proxy would refuse it.
+    Hash {
+        /// The prefixes a key may have (repeatable); without it, the config's
+        /// `credentials.key_prefixes`, or, with no config either, any well-formed one.
+        #[arg(long = "prefix", value_name = "PREFIX")]
+        prefixes: Vec<String>,
+        /// The YAML config file, for its key prefixes and `require_checksum`.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Create a key in the configured store and print it (the secret is shown once).
     Create {
         /// The config file and the data directory, as `run` takes them.
@@ -76,7 +88,7 @@ pub(crate) fn keys(command: KeysCommand) -> ExitCode {
             )),
             Err(error) => fail(&error.to_string(), EX_USAGE),
         },
-        KeysCommand::Hash => hash(),
+        KeysCommand::Hash { prefixes, config } => hash(prefixes, config.as_deref()),
         KeysCommand::Create {
             source,
             name,
@@ -111,9 +123,37 @@ pub(crate) fn keys(command: KeysCommand) -> ExitCode {
     }
 }
 
-/// Prints the hash of the key on standard input.
-fn hash() -> ExitCode {
-    let mut input = String::new();
+/// Prints the hash of the key on standard input, once it is a key the proxy
+/// would accept.
+fn hash(prefixes: Vec<String>, config: Option<&Path>) -> ExitCode {
+    let (prefixes, require_checksum) = match config {
+        Some(path) => match Config::load(path, &Overrides::default()) {
+            Ok(config) if prefixes.is_empty() => (
+                config.credentials.key_prefixes.clone(),
+                config.credentials.require_checksum,
+            ),
+            Ok(config) => (prefixes, config.credentials.require_checksum),
+            Err(errors) => return fail(&errors.to_string(), EX_USAGE),
+        },
+        None => (prefixes, true),
+    };
+    let prefixes: Vec<String> = prefixes
+        .iter()
+        .map(|p| p.strip_suffix('_').unwrap_or(p).to_owned())
+        .collect();
+    if config.is_some() && prefixes.is_empty() {
+        return fail(
+            "the config declares no `credentials.key_prefixes`, so the proxy would recognise no key",
+            EX_USAGE,
+        );
+    }
+    if let Some(bad) = prefixes.iter().find(|p| !api_key::is_valid_prefix(p)) {
+        return fail(
+            &format!("`{bad}` is not a key prefix (lowercase words joined by `_`, e.g. `ak_live`)"),
+            EX_USAGE,
+        );
+    }
+    let mut input = Zeroizing::new(String::new());
     if let Err(error) = std::io::stdin().read_to_string(&mut input) {
         return fail(&format!("cannot read standard input: {error}"), 1);
     }
@@ -121,7 +161,50 @@ fn hash() -> ExitCode {
     if key.is_empty() {
         return fail("no key on standard input", EX_USAGE);
     }
-    out(&format!("{}\n", KeyHash::of(key)))
+    match key_problem(key, &prefixes, require_checksum) {
+        Some(problem) => fail(
+            &format!("the value on standard input is refused: {problem}"),
+            EX_USAGE,
+        ),
+        None => out(&format!("{}\n", KeyHash::of(key))),
+    }
+}
+
+/// Why the proxy would refuse `key`, in words that never repeat it (only the
+/// prefixes, which are not secret); `None` when it would accept it. With no
+/// `prefixes`, any well-formed prefix is known.
+fn key_problem(key: &str, prefixes: &[String], require_checksum: bool) -> Option<String> {
+    const FORMAT: &str = "a key reads `<prefix>_<body><checksum>`, as `keys generate` mints it";
+    let candidates: Vec<&str> = if prefixes.is_empty() {
+        match key.rsplit_once('_') {
+            Some((prefix, _)) if api_key::is_valid_prefix(prefix) => vec![prefix],
+            _ => return Some(format!("it is not an API key ({FORMAT})")),
+        }
+    } else {
+        prefixes
+            .iter()
+            .map(String::as_str)
+            .filter(|p| {
+                key.strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with('_'))
+            })
+            .collect()
+    };
+    if candidates.is_empty() {
+        let known: Vec<String> = prefixes.iter().map(|p| format!("`{p}_`")).collect();
+        return Some(format!(
+            "it does not start with a known key prefix ({}), so the proxy would not recognise it as a key",
+            known.join(", ")
+        ));
+    }
+    if require_checksum && !candidates.iter().any(|p| api_key::checksum_ok(key, p)) {
+        return Some(format!(
+            "after `{}_`, its body or its checksum is wrong (mistyped or cut short?), and \
+             `require_checksum: true` refuses it before any lookup; {FORMAT}",
+            candidates[0]
+        ));
+    }
+    None
 }
 
 /// Runs an operator command against the configured store.

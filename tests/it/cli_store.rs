@@ -1,7 +1,8 @@
 //! The operator's commands find the store and the settings `run` uses, driven
 //! through the real binary: `keys create`, `list` and `revoke` under `--data-dir`
 //! and `AUTHMD_DATA_DIR` reach the running proxy's store; a key created without
-//! `--scopes` holds its tier's scopes; `run` reads `AUTHMD_WORKERS`.
+//! `--scopes` holds its tier's scopes; `keys hash` refuses what the proxy would
+//! refuse; `run` reads `AUTHMD_WORKERS`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -9,6 +10,7 @@
     reason = "tests: a failed step should fail loudly"
 )]
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -193,6 +195,62 @@ async fn a_key_created_without_scopes_holds_its_tier_s_and_says_so() {
     assert_eq!(read_status(&proxy.url, None).await, 200);
     assert_eq!(read_status(&proxy.url, Some(&secret)).await, 200);
     assert_eq!(write_status(&proxy.url, &secret).await, 200);
+}
+
+/// `keys hash` with `args`, `value` on its standard input.
+fn hash(args: &[&str], value: &str) -> Output {
+    let mut child = command(&["keys", "hash"])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{value}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Asserts `keys hash` refused `value` with exit 64, saying `why` and never
+/// repeating the value.
+fn refused(args: &[&str], value: &str, why: &str) {
+    let out = hash(args, value);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{args:?}: {stderr}");
+    assert!(stdout.is_empty(), "{stdout}");
+    assert!(stderr.contains(why), "{args:?}: {stderr}");
+    assert!(
+        !stderr.contains(value),
+        "the value is never echoed: {stderr}"
+    );
+}
+
+#[test]
+fn keys_hash_refuses_what_the_proxy_would_refuse() {
+    let example = format!("{ROOT}/config.example.yaml");
+    let example = example.as_str();
+    let key = authmd_proxy::credentials::api_key::mint("ak_live").unwrap();
+    let key = key.secret.as_str();
+    refused(&[], "notakey", "is not an API key");
+    refused(
+        &["--config", example],
+        "notakey",
+        "known key prefix (`ak_live_`)",
+    );
+    // One character changed: the checksum no longer matches.
+    let last = if key.ends_with('2') { '3' } else { '2' };
+    let mistyped = format!("{}{last}", &key[..key.len() - 1]);
+    refused(&[], &mistyped, "checksum is wrong");
+    refused(&["--config", example], &mistyped, "checksum is wrong");
+    refused(&["--prefix", "gsk"], key, "known key prefix (`gsk_`)");
+
+    for args in [&[][..], &["--config", example], &["--prefix", "ak_live"]] {
+        let out = hash(args, key);
+        assert!(out.status.success(), "{args:?}: {}", text(&out).1);
+        assert_eq!(
+            text(&out).0.trim(),
+            authmd_proxy::credentials::KeyHash::of(key).to_string()
+        );
+    }
 }
 
 #[tokio::test]
