@@ -35,6 +35,11 @@ fn fail(message: &str, code: u8) -> ExitCode {
     ExitCode::from(code)
 }
 
+/// Writes a warning to standard error; the command goes on.
+fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "authmd-proxy: warning: {message}");
+}
+
 /// A single-threaded runtime for a command, or the exit code of its failure.
 fn current_thread() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()

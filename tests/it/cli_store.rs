@@ -2,7 +2,8 @@
 //! through the real binary: `keys create`, `list` and `revoke` under `--data-dir`
 //! and `AUTHMD_DATA_DIR` reach the running proxy's store; a key created without
 //! `--scopes` holds its tier's scopes; `keys hash` refuses what the proxy would
-//! refuse; `run` reads `AUTHMD_WORKERS`.
+//! refuse; `tokens generate-key --out` writes a file only its owner can read;
+//! `run` reads `AUTHMD_WORKERS`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,6 +12,7 @@
 )]
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -251,6 +253,55 @@ fn keys_hash_refuses_what_the_proxy_would_refuse() {
             authmd_proxy::credentials::KeyHash::of(key).to_string()
         );
     }
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn tokens_generate_key_out_writes_a_file_only_its_owner_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("signing.pem");
+    let f = file.to_str().unwrap();
+    succeeds(&mut command(&["tokens", "generate-key", "--out", f]));
+    assert_eq!(mode(&file), 0o600);
+    let first = std::fs::read_to_string(&file).unwrap();
+    assert!(first.starts_with("-----BEGIN PRIVATE KEY-----"), "{first}");
+
+    // Never over an existing file, unless told to.
+    let out = command(&["tokens", "generate-key", "--out", f])
+        .output()
+        .unwrap();
+    let (_, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+
+    // Replaced, and 0600 even where the old file was readable by all.
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    succeeds(&mut command(&[
+        "tokens",
+        "generate-key",
+        "--algorithm",
+        "ES256",
+        "--out",
+        f,
+        "--force",
+    ]));
+    assert_eq!(mode(&file), 0o600);
+    assert_ne!(std::fs::read_to_string(&file).unwrap(), first);
+
+    // On standard output the key comes with a warning about the file's mode.
+    let out = command(&["tokens", "generate-key"]).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success());
+    assert!(stdout.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(
+        stderr.contains("0600") && stderr.contains("--out"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("PRIVATE KEY"), "{stderr}");
 }
 
 #[tokio::test]
