@@ -3,7 +3,8 @@
 //! and `AUTHMD_DATA_DIR` reach the running proxy's store; a key created without
 //! `--scopes` holds its tier's scopes; `keys hash` refuses what the proxy would
 //! refuse; `tokens generate-key --out` writes a file only its owner can read;
-//! `run` reads `AUTHMD_WORKERS`.
+//! `run` reads `AUTHMD_WORKERS`; `deploy/build-image.sh` takes the binary from
+//! `CARGO_TARGET_DIR`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -336,4 +337,52 @@ async fn run_reads_its_worker_count_from_authmd_workers() {
 
     let proxy = run(&config, &[], &[("AUTHMD_WORKERS", "1")]).await;
     assert_eq!(read_status(&proxy.url, None).await, 200);
+}
+
+/// `deploy/build-image.sh` with `CARGO_TARGET_DIR` set: the release binary is
+/// taken from there and the build context assembled there. `cargo` and `buildah`
+/// are stand-ins on `PATH` (a release build and an image build are CI's work, see
+/// `image.rs`); the stand-in binary is a copy of `/bin/true`, which `ldd` and
+/// `strip` treat as they treat the proxy.
+#[test]
+fn build_image_takes_the_binary_from_cargo_target_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    let target = dir.path().join("target");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::fs::create_dir_all(target.join("release")).unwrap();
+    std::fs::copy("/bin/true", target.join("release/authmd-proxy")).unwrap();
+    let log = dir.path().join("buildah.log");
+    let stand_in = |name: &str, body: &str| {
+        let path = bin.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    stand_in("cargo", "exit 0");
+    stand_in(
+        "buildah",
+        &format!(
+            "for a in \"$@\"; do last=$a; done\necho \"$last\" > {}\n\
+             test -x \"$last/rootfs/usr/local/bin/authmd-proxy\"",
+            log.display()
+        ),
+    );
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = Command::new(format!("{ROOT}/deploy/build-image.sh"))
+        .arg("authmd-proxy:test")
+        .env("PATH", path)
+        .env("BUILDER", "buildah")
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("built authmd-proxy:test"), "{stdout}");
+    let context = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(Path::new(context.trim()), target.join("image"));
+    assert!(target.join("image/rootfs/etc/authmd/config.yaml").is_file());
 }
