@@ -16,8 +16,9 @@ use super::{EX_USAGE, fail, out, warn};
 /// The `tokens` commands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum TokensCommand {
-    /// Print a new PKCS#8 PEM signing key (for `tokens.signing_keys`, e.g. a
-    /// Kubernetes Secret shared by every replica).
+    /// Print a new PKCS#8 PEM signing key, or write it to a file of mode 0600 with
+    /// `--out` (for `tokens.signing_keys`, e.g. a Kubernetes Secret shared by every
+    /// replica).
     #[command(name = "generate-key")]
     GenerateKey {
         /// `EdDSA` (Ed25519) or `ES256` (P-256).
@@ -25,7 +26,7 @@ pub(crate) enum TokensCommand {
         algorithm: String,
         /// Write the key to this new file, readable by its owner only (mode 0600),
         /// instead of standard output.
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: Option<PathBuf>,
         /// Replace the `--out` file if it exists.
         #[arg(long, requires = "out")]
