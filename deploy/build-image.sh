@@ -22,15 +22,19 @@ builder="${BUILDER:-$(command -v buildah >/dev/null && echo buildah || echo dock
 
 cargo build --release --locked
 
-context=target/image
+# Where cargo put the binary: CARGO_TARGET_DIR when it is set (relative to this
+# checkout, as cargo takes it from here), ./target otherwise.
+target_dir="${CARGO_TARGET_DIR:-target}"
+context="$target_dir/image"
 rm -rf "$context"
 # rootfs/var/lib is root's; only data/, copied to /var/lib/authmd, is the user's.
 mkdir -p "$context/rootfs/var/lib" "$context/data"
 root="$context/rootfs"
 
-binary=target/release/authmd-proxy
+binary="$target_dir/release/authmd-proxy"
 install -D -m 0755 "$binary" "$root/usr/local/bin/authmd-proxy"
-# Line tables stay in target/release for profiling; the image does without them.
+# Line tables stay in the target directory's release/ for profiling; the image
+# does without them.
 strip --strip-debug "$root/usr/local/bin/authmd-proxy"
 
 # The libraries and the loader, at the paths the binary asks for.

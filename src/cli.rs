@@ -11,6 +11,7 @@ pub(crate) mod inject;
 pub(crate) mod keys;
 pub(crate) mod render;
 pub(crate) mod run;
+pub(crate) mod source;
 pub(crate) mod tokens;
 
 /// Exit status for a bad configuration or usage (sysexits EX_USAGE).
@@ -32,6 +33,11 @@ fn out(text: &str) -> ExitCode {
 fn fail(message: &str, code: u8) -> ExitCode {
     let _ = writeln!(std::io::stderr().lock(), "authmd-proxy: {message}");
     ExitCode::from(code)
+}
+
+/// Writes a warning to standard error; the command goes on.
+fn warn(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "authmd-proxy: warning: {message}");
 }
 
 /// A single-threaded runtime for a command, or the exit code of its failure.

@@ -9,8 +9,11 @@ use authmd_proxy::clock::unix_now;
 use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::credentials::{KeyHash, api_key};
 use authmd_proxy::store::{KeyRecord, Store};
+use authmd_proxy::tier::TierId;
 use clap::Subcommand;
+use zeroize::Zeroizing;
 
+use super::source::Source;
 use super::{EX_USAGE, current_thread, fail, out};
 
 /// The `keys` commands.
@@ -22,19 +25,29 @@ pub(crate) enum KeysCommand {
         #[arg(long)]
         prefix: String,
     },
-    /// Print the BLAKE3 hash of a key read from standard input.
-    Hash,
+    /// Print the BLAKE3 hash of a key read from standard input, for the config's
+    /// `keys:`. A value that is not a well-formed key (a known prefix, and a valid
+    /// checksum where the config requires one) is refused: the proxy would refuse it.
+    Hash {
+        /// The prefixes a key may have (repeatable); without it, the config's
+        /// `credentials.key_prefixes`, or, with no config either, any well-formed one.
+        #[arg(long = "prefix", value_name = "PREFIX")]
+        prefixes: Vec<String>,
+        /// The YAML config file, for its key prefixes and `require_checksum`.
+        #[arg(long, short, env = "AUTHMD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Create a key in the configured store and print it (the secret is shown once).
     Create {
-        /// The YAML config file.
-        #[arg(long, short, env = "AUTHMD_CONFIG")]
-        config: PathBuf,
+        /// The config file and the data directory, as `run` takes them.
+        #[command(flatten)]
+        source: Source,
         /// A name for the key.
         #[arg(long)]
         name: String,
-        /// Scopes, comma- or space-separated.
-        #[arg(long, default_value = "")]
-        scopes: String,
+        /// Scopes, comma- or space-separated (default: the tier's scopes).
+        #[arg(long)]
+        scopes: Option<String>,
         /// Tier (default: the lowest tier above `anonymous`).
         #[arg(long)]
         tier: Option<String>,
@@ -50,15 +63,15 @@ pub(crate) enum KeysCommand {
     },
     /// List the keys in the configured store (never their secrets).
     List {
-        /// The YAML config file.
-        #[arg(long, short, env = "AUTHMD_CONFIG")]
-        config: PathBuf,
+        /// The config file and the data directory, as `run` takes them.
+        #[command(flatten)]
+        source: Source,
     },
     /// Revoke a key in the configured store by id.
     Revoke {
-        /// The YAML config file.
-        #[arg(long, short, env = "AUTHMD_CONFIG")]
-        config: PathBuf,
+        /// The config file and the data directory, as `run` takes them.
+        #[command(flatten)]
+        source: Source,
         /// The key's id (`key_...`).
         id: String,
     },
@@ -75,32 +88,32 @@ pub(crate) fn keys(command: KeysCommand) -> ExitCode {
             )),
             Err(error) => fail(&error.to_string(), EX_USAGE),
         },
-        KeysCommand::Hash => hash(),
+        KeysCommand::Hash { prefixes, config } => hash(prefixes, config.as_deref()),
         KeysCommand::Create {
-            config,
+            source,
             name,
             scopes,
             tier,
             owner,
             rate_limits,
             quota,
-        } => with_store(&config, |config, store| async move {
+        } => with_store(&source, |config, store| async move {
             let limits = own_limits(rate_limits.as_deref(), quota.as_deref())?;
             create_key(
                 &config,
                 &store,
                 name,
-                &scopes,
+                scopes.as_deref(),
                 tier.as_deref(),
                 owner,
                 limits,
             )
             .await
         }),
-        KeysCommand::List { config } => {
-            with_store(&config, |_, store| async move { list_keys(&store).await })
+        KeysCommand::List { source } => {
+            with_store(&source, |_, store| async move { list_keys(&store).await })
         }
-        KeysCommand::Revoke { config, id } => with_store(&config, |_, store| async move {
+        KeysCommand::Revoke { source, id } => with_store(&source, |_, store| async move {
             match store.revoke_key(&id, unix_now()).await {
                 Ok(Some(_)) => Ok(format!("revoked {id}\n")),
                 Ok(None) => Err((format!("no live key `{id}` in the store"), 1)),
@@ -110,9 +123,37 @@ pub(crate) fn keys(command: KeysCommand) -> ExitCode {
     }
 }
 
-/// Prints the hash of the key on standard input.
-fn hash() -> ExitCode {
-    let mut input = String::new();
+/// Prints the hash of the key on standard input, once it is a key the proxy
+/// would accept.
+fn hash(prefixes: Vec<String>, config: Option<&Path>) -> ExitCode {
+    let (prefixes, require_checksum) = match config {
+        Some(path) => match Config::load(path, &Overrides::default()) {
+            Ok(config) if prefixes.is_empty() => (
+                config.credentials.key_prefixes.clone(),
+                config.credentials.require_checksum,
+            ),
+            Ok(config) => (prefixes, config.credentials.require_checksum),
+            Err(errors) => return fail(&errors.to_string(), EX_USAGE),
+        },
+        None => (prefixes, true),
+    };
+    let prefixes: Vec<String> = prefixes
+        .iter()
+        .map(|p| p.strip_suffix('_').unwrap_or(p).to_owned())
+        .collect();
+    if config.is_some() && prefixes.is_empty() {
+        return fail(
+            "the config declares no `credentials.key_prefixes`, so the proxy would recognise no key",
+            EX_USAGE,
+        );
+    }
+    if let Some(bad) = prefixes.iter().find(|p| !api_key::is_valid_prefix(p)) {
+        return fail(
+            &format!("`{bad}` is not a key prefix (lowercase words joined by `_`, e.g. `ak_live`)"),
+            EX_USAGE,
+        );
+    }
+    let mut input = Zeroizing::new(String::new());
     if let Err(error) = std::io::stdin().read_to_string(&mut input) {
         return fail(&format!("cannot read standard input: {error}"), 1);
     }
@@ -120,16 +161,59 @@ fn hash() -> ExitCode {
     if key.is_empty() {
         return fail("no key on standard input", EX_USAGE);
     }
-    out(&format!("{}\n", KeyHash::of(key)))
+    match key_problem(key, &prefixes, require_checksum) {
+        Some(problem) => fail(
+            &format!("the value on standard input is refused: {problem}"),
+            EX_USAGE,
+        ),
+        None => out(&format!("{}\n", KeyHash::of(key))),
+    }
+}
+
+/// Why the proxy would refuse `key`, in words that never repeat it (only the
+/// prefixes, which are not secret); `None` when it would accept it. With no
+/// `prefixes`, any well-formed prefix is known.
+fn key_problem(key: &str, prefixes: &[String], require_checksum: bool) -> Option<String> {
+    const FORMAT: &str = "a key reads `<prefix>_<body><checksum>`, as `keys generate` mints it";
+    let candidates: Vec<&str> = if prefixes.is_empty() {
+        match key.rsplit_once('_') {
+            Some((prefix, _)) if api_key::is_valid_prefix(prefix) => vec![prefix],
+            _ => return Some(format!("it is not an API key ({FORMAT})")),
+        }
+    } else {
+        prefixes
+            .iter()
+            .map(String::as_str)
+            .filter(|p| {
+                key.strip_prefix(p)
+                    .is_some_and(|rest| rest.starts_with('_'))
+            })
+            .collect()
+    };
+    if candidates.is_empty() {
+        let known: Vec<String> = prefixes.iter().map(|p| format!("`{p}_`")).collect();
+        return Some(format!(
+            "it does not start with a known key prefix ({}), so the proxy would not recognise it as a key",
+            known.join(", ")
+        ));
+    }
+    if require_checksum && !candidates.iter().any(|p| api_key::checksum_ok(key, p)) {
+        return Some(format!(
+            "after `{}_`, its body or its checksum is wrong (mistyped or cut short?), and \
+             `require_checksum: true` refuses it before any lookup; {FORMAT}",
+            candidates[0]
+        ));
+    }
+    None
 }
 
 /// Runs an operator command against the configured store.
-fn with_store<F, Fut>(path: &Path, command: F) -> ExitCode
+fn with_store<F, Fut>(source: &Source, command: F) -> ExitCode
 where
     F: FnOnce(Config, Store) -> Fut,
     Fut: std::future::Future<Output = Result<String, (String, u8)>>,
 {
-    let config = match Config::load(path, &Overrides::default()) {
+    let config = match source.load() {
         Ok(config) => config,
         Err(errors) => return fail(&errors.to_string(), EX_USAGE),
     };
@@ -191,7 +275,7 @@ async fn create_key(
     config: &Config,
     store: &Store,
     name: String,
-    scopes: &str,
+    scopes: Option<&str>,
     tier: Option<&str>,
     owner: String,
     limits: Option<String>,
@@ -203,21 +287,47 @@ async fn create_key(
             EX_USAGE,
         ));
     }
-    let names: Vec<String> = scopes
-        .split([',', ' '])
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect();
-    if let Err((name, _)) = config.scopes.granted(names.iter().map(String::as_str)) {
-        return Err((format!("unknown scope `{name}`"), EX_USAGE));
-    }
     let tier = match tier {
         Some(name) => match config.tiers.find(name) {
-            Some(id) if id.0 > 0 => config.tiers.get(id).name.clone(),
+            Some(id) if id.0 > 0 => id,
             _ => return Err((format!("`{name}` is not a tier a key can have"), EX_USAGE)),
         },
-        None => config.tiers.get(authmd_proxy::tier::TierId(1)).name.clone(),
+        None => TierId(1),
     };
+    let tier = config.tiers.get(tier);
+    // Without `--scopes`, the key holds its tier's scopes, as a registered agent's
+    // key does: a key of no scopes would be refused where an anonymous caller is not.
+    let (names, whence) = match scopes {
+        Some(scopes) => {
+            let names: Vec<String> = scopes
+                .split([',', ' '])
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            if names.is_empty() {
+                return Err((
+                    "`--scopes` names no scope; leave it out for the tier's scopes".to_owned(),
+                    EX_USAGE,
+                ));
+            }
+            if let Err((name, _)) = config.scopes.granted(names.iter().map(String::as_str)) {
+                return Err((format!("unknown scope `{name}`"), EX_USAGE));
+            }
+            (names, String::new())
+        }
+        None => {
+            let names: Vec<String> = config
+                .scopes
+                .names(&tier.scopes)
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect();
+            let whence = format!(" (the `{}` tier's, as no `--scopes` was given)", tier.name);
+            (names, whence)
+        }
+    };
+    let tier = tier.name.clone();
     let new = api_key::mint(prefix).map_err(|e| (e.to_string(), 1))?;
     let record = KeyRecord {
         limits,
@@ -237,7 +347,7 @@ async fn create_key(
         .await
         .map_err(|e| (e.to_string(), 1))?;
     Ok(format!(
-        "id:     {}\nkey:    {}\nscopes: {}\ntier:   {}\n(the key is shown once; store it now)\n",
+        "id:     {}\nkey:    {}\nscopes: {}{whence}\ntier:   {}\n(the key is shown once; store it now)\n",
         record.id,
         new.secret.as_str(),
         record.scopes.join(" "),

@@ -2,7 +2,7 @@
 //! a graceful shutdown on SIGINT or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,14 +14,16 @@ use authmd_proxy::store::Store;
 use authmd_proxy::tls::{ServerFiles, ServerTls};
 use clap::Args;
 
+use super::source::Source;
 use super::{EX_USAGE, fail, init_logging};
 
 /// The arguments of `run`.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {
-    /// The YAML config file.
-    #[arg(long, short, env = "AUTHMD_CONFIG")]
-    config: PathBuf,
+    /// The config file and the data directory (shared with the commands that open
+    /// the store, so they open this one).
+    #[command(flatten)]
+    source: Source,
     /// Listen address, overriding `listen`.
     #[arg(long, env = "AUTHMD_LISTEN")]
     listen: Option<SocketAddr>,
@@ -32,11 +34,8 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "AUTHMD_PUBLIC_URL")]
     public_url: Option<String>,
     /// Runtime worker threads, overriding `server.worker_threads` (1 = single-threaded).
-    #[arg(long)]
+    #[arg(long, env = "AUTHMD_WORKERS")]
     workers: Option<usize>,
-    /// Data directory of the SQLite store, overriding `store.data_dir`.
-    #[arg(long, env = "AUTHMD_DATA_DIR")]
-    data_dir: Option<PathBuf>,
     /// Upstream URL, overriding `upstream.url` (a sidecar's is on localhost).
     #[arg(long, env = "AUTHMD_UPSTREAM")]
     upstream: Option<String>,
@@ -45,21 +44,21 @@ pub(crate) struct RunArgs {
 /// Loads the config, starts the runtime and serves until SIGINT or SIGTERM.
 pub(crate) fn run(args: RunArgs) -> ExitCode {
     let RunArgs {
-        config: path,
+        source,
         listen,
         admin_listen,
         public_url,
         workers,
-        data_dir,
         upstream,
     } = args;
     let overrides = Overrides {
         listen,
         admin_listen,
         public_url,
-        data_dir,
         upstream,
+        ..source.overrides()
     };
+    let path = source.config;
     let config = match Config::load(&path, &overrides) {
         Ok(config) => config,
         Err(errors) => {

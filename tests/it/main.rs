@@ -13,6 +13,7 @@ mod anonymous_budget;
 mod auth;
 mod auth_md_text;
 mod cli;
+mod cli_store;
 mod deploy_manifests;
 mod discovery;
 mod durability;
