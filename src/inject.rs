@@ -7,6 +7,12 @@
 //! `restartPolicy: Always`, unless asked for a regular container), its config and
 //! data volumes, and the Prometheus annotations. Injecting twice changes nothing.
 //!
+//! The proxy only protects what reaches it: a Service of the same input that
+//! selects an injected workload and sends traffic to the API's own port is pointed
+//! at the proxy's port instead ([`services`]). What cannot be fixed from the input
+//! (no such Service, no public URL, a guessed API port) comes back as a
+//! [`Warning`], which `authmd-proxy inject` prints on standard error.
+//!
 //! Annotations, on the workload or its pod template (the template's win):
 //!
 //! | annotation | default |
@@ -14,13 +20,18 @@
 //! | `authmd.dev/inject` | `enabled` (or `true`) turns injection on |
 //! | `authmd.dev/port` | `8080`: the pod port agents reach the API on |
 //! | `authmd.dev/admin-port` | `9090`: health and metrics |
-//! | `authmd.dev/upstream-port` | the first container's first port, else `3000` |
+//! | `authmd.dev/upstream-port` | the first container's first port, else `3000` (with a warning) |
+//! | `authmd.dev/public-url` | none (with a warning): the URL agents use, the proxy's `--public-url` |
 //! | `authmd.dev/config` | `authmd-proxy`: the ConfigMap holding `config.yaml` |
 //! | `authmd.dev/secret` | none: a Secret mounted at `/etc/authmd-secrets` (signing keys), whose `database-url` becomes `AUTHMD_DATABASE_URL` |
 //! | `authmd.dev/image` | the `--image` of the command |
 //! | `authmd.dev/native-sidecar` | `true`; `false` for clusters before 1.29 |
 
+use std::fmt;
+
 use serde_norway::{Mapping, Value};
+
+mod services;
 
 /// The image a sidecar runs unless told otherwise.
 pub const DEFAULT_IMAGE: &str = concat!("authmd-proxy:", env!("CARGO_PKG_VERSION"));
@@ -84,11 +95,101 @@ pub enum InjectError {
     Write(String),
 }
 
-/// Injects every annotated workload of a multi-document YAML text.
-pub fn inject(text: &str, defaults: &Defaults) -> Result<String, InjectError> {
-    let mut out = String::with_capacity(text.len() + 2048);
-    for (index, document) in documents(text).into_iter().enumerate() {
-        out.push_str(document.separator);
+/// Something about an injected workload that leaves its API less protected than
+/// it looks, and that the input alone cannot fix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Warning {
+    /// No Service of the input selects the workload: its Service, wherever it is,
+    /// must target the proxy's port, or traffic skips the proxy.
+    NoService {
+        /// `Kind/name`.
+        workload: String,
+        /// The proxy's port.
+        proxy: u16,
+        /// The API's port.
+        api: u16,
+    },
+    /// A Service port reaches a port of an injected pod that the proxy does not
+    /// front.
+    Bypass {
+        /// `Service/name`.
+        service: String,
+        /// The Service port, with its name when it has one.
+        port: String,
+        /// The container port it reaches.
+        target: u16,
+        /// `Kind/name` of the workload.
+        workload: String,
+    },
+    /// No `authmd.dev/public-url`: the proxy names a localhost URL in its
+    /// challenges and discovery documents unless its config sets `public_url`.
+    NoPublicUrl {
+        /// `Kind/name`.
+        workload: String,
+        /// The proxy's port.
+        proxy: u16,
+    },
+    /// No `authmd.dev/upstream-port` and no declared container port: the proxy
+    /// forwards to a guessed port.
+    AssumedApiPort {
+        /// `Kind/name`.
+        workload: String,
+        /// The port it forwards to.
+        api: u16,
+    },
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Warning::NoService {
+                workload,
+                proxy,
+                api,
+            } => write!(
+                f,
+                "{workload}: no Service in this input selects it; its Service must use targetPort {proxy} (the proxy), not {api} (the API), or traffic skips the proxy"
+            ),
+            Warning::Bypass {
+                service,
+                port,
+                target,
+                workload,
+            } => write!(
+                f,
+                "{service}: port {port} reaches port {target} of {workload} directly: the proxy does not front it, so that traffic skips it"
+            ),
+            Warning::NoPublicUrl { workload, proxy } => write!(
+                f,
+                "{workload}: no `{PREFIX}public-url` annotation: unless the proxy's config sets `public_url`, its challenges and discovery documents send agents to http://localhost:{proxy}"
+            ),
+            Warning::AssumedApiPort { workload, api } => write!(
+                f,
+                "{workload}: no container declares a port, so the proxy forwards to {api}; set `{PREFIX}upstream-port` to the port the API listens on"
+            ),
+        }
+    }
+}
+
+/// The injected text and what to warn about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Injected {
+    /// The input with every annotated workload injected and its Services pointed
+    /// at the proxy; other documents byte for byte.
+    pub yaml: String,
+    /// The workloads' own, in the order of the input; then the Services'.
+    pub warnings: Vec<Warning>,
+}
+
+/// Injects every annotated workload of a multi-document YAML text, and points the
+/// text's Services that select one at its proxy.
+pub fn inject(text: &str, defaults: &Defaults) -> Result<Injected, InjectError> {
+    let documents = documents(text);
+    // Each document's value, with whether it was changed.
+    let mut values: Vec<(Value, bool)> = Vec::with_capacity(documents.len());
+    let mut workloads = Vec::new();
+    let mut warnings = Vec::new();
+    for (index, document) in documents.iter().enumerate() {
         let value: Value = match serde_norway::from_str(document.body) {
             Ok(value) => value,
             Err(error) => {
@@ -105,15 +206,39 @@ pub fn inject(text: &str, defaults: &Defaults) -> Result<String, InjectError> {
             }
         };
         let mut value = value;
-        if inject_document(&mut value, defaults)? {
-            let written =
-                serde_norway::to_string(&value).map_err(|e| InjectError::Write(e.to_string()))?;
-            out.push_str(&written);
-        } else {
-            out.push_str(document.body);
+        let injected = inject_workload(&mut value, defaults, &mut warnings)?;
+        let changed = injected.is_some();
+        workloads.extend(injected);
+        values.push((value, changed));
+    }
+    let mut selected = vec![false; workloads.len()];
+    for (value, changed) in &mut values {
+        if value.get("kind").and_then(Value::as_str) == Some("Service") {
+            *changed |= services::retarget(value, &workloads, &mut selected, &mut warnings);
         }
     }
-    Ok(out)
+    for (workload, selected) in workloads.iter().zip(selected) {
+        if !selected {
+            warnings.push(Warning::NoService {
+                workload: workload.name.clone(),
+                proxy: workload.proxy,
+                api: workload.api,
+            });
+        }
+    }
+
+    let mut yaml = String::with_capacity(text.len() + 2048);
+    for (document, (value, changed)) in documents.iter().zip(values) {
+        yaml.push_str(document.separator);
+        if changed {
+            let written =
+                serde_norway::to_string(&value).map_err(|e| InjectError::Write(e.to_string()))?;
+            yaml.push_str(&written);
+        } else {
+            yaml.push_str(document.body);
+        }
+    }
+    Ok(Injected { yaml, warnings })
 }
 
 /// One document of a YAML stream: its `---` line (if any) and what follows it.
@@ -155,8 +280,20 @@ fn documents(text: &str) -> Vec<Document<'_>> {
     documents
 }
 
-/// Injects one document; false when it is left as it was.
+/// Injects one document; false when it is left as it was. The admission webhook's
+/// way in: a pod under admission has no Service beside it, so there is nothing to
+/// retarget, and no one reads warnings about pods that controllers create.
 pub fn inject_document(document: &mut Value, defaults: &Defaults) -> Result<bool, InjectError> {
+    Ok(inject_workload(document, defaults, &mut Vec::new())?.is_some())
+}
+
+/// Injects one document; what a Service needs to know about the workload when it
+/// was injected, `None` when it is left as it was.
+fn inject_workload(
+    document: &mut Value,
+    defaults: &Defaults,
+    warnings: &mut Vec<Warning>,
+) -> Result<Option<services::Workload>, InjectError> {
     let kind = document
         .get("kind")
         .and_then(Value::as_str)
@@ -175,9 +312,13 @@ pub fn inject_document(document: &mut Value, defaults: &Defaults) -> Result<bool
         (None, None) => "<unnamed>".to_owned(),
     };
     let workload = format!("{kind}/{name}");
+    let namespace = metadata
+        .and_then(|m| m.get("namespace"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let mut annotations = annotations_of(document);
     let Some(template) = pod_template(document, &kind) else {
-        return Ok(false);
+        return Ok(None);
     };
     annotations.extend(annotations_of(template));
     let enabled = annotations
@@ -185,9 +326,26 @@ pub fn inject_document(document: &mut Value, defaults: &Defaults) -> Result<bool
         .find(|(k, _)| k == "authmd.dev/inject")
         .is_some_and(|(_, v)| v == "enabled" || v == "true");
     if !enabled {
-        return Ok(false);
+        return Ok(None);
     }
-    inject_template(template, &annotations, defaults, &workload)
+    let Some(settings) = inject_template(template, &annotations, defaults, &workload)? else {
+        return Ok(None);
+    };
+    if settings.assumed_upstream {
+        warnings.push(Warning::AssumedApiPort {
+            workload: workload.clone(),
+            api: settings.upstream_port,
+        });
+    }
+    if settings.public_url.is_none() {
+        warnings.push(Warning::NoPublicUrl {
+            workload: workload.clone(),
+            proxy: settings.port,
+        });
+    }
+    Ok(Some(services::Workload::of(
+        workload, namespace, template, &settings,
+    )))
 }
 
 /// The `authmd.dev/*` annotations of a value's `metadata`.
@@ -232,6 +390,9 @@ struct Settings {
     port: u16,
     admin_port: u16,
     upstream_port: u16,
+    /// No annotation and no declared port said where the API listens.
+    assumed_upstream: bool,
+    public_url: Option<String>,
     config: String,
     secret: Option<String>,
     image: String,
@@ -270,6 +431,18 @@ fn settings(
         port: port("port", 8080)?,
         admin_port: port("admin-port", 9090)?,
         upstream_port: port("upstream-port", first_port.unwrap_or(3000))?,
+        assumed_upstream: get("upstream-port").is_none() && first_port.is_none(),
+        public_url: match get("public-url") {
+            None => None,
+            Some(text) => Some(
+                origin(text).ok_or_else(|| {
+                    bad(
+                        "public-url",
+                        format!("`{text}` is not an origin such as `https://api.example.com` (no path, query or fragment)"),
+                    )
+                })?,
+            ),
+        },
         config: get("config").unwrap_or("authmd-proxy").to_owned(),
         secret: get("secret").map(str::to_owned),
         image: get("image").unwrap_or(&defaults.image).to_owned(),
@@ -312,14 +485,27 @@ fn settings(
     Ok(settings)
 }
 
-/// Adds the sidecar to a pod template (a value with `metadata` and `spec`); false
-/// when it already has one.
+/// `text` without its trailing `/` when it is an http(s) origin, as the proxy's
+/// `--public-url` wants it: the pod would not start otherwise.
+fn origin(text: &str) -> Option<String> {
+    let trimmed = text.trim_end_matches('/');
+    let uri = trimmed.parse::<http::Uri>().ok()?;
+    let origin = matches!(uri.scheme_str(), Some("http" | "https"))
+        && uri.authority().is_some()
+        && uri
+            .path_and_query()
+            .is_none_or(|pq| pq.as_str().is_empty() || pq.as_str() == "/");
+    origin.then(|| trimmed.to_owned())
+}
+
+/// Adds the sidecar to a pod template (a value with `metadata` and `spec`); its
+/// settings, or `None` when it already has one.
 fn inject_template(
     template: &mut Value,
     annotations: &[(String, String)],
     defaults: &Defaults,
     workload: &str,
-) -> Result<bool, InjectError> {
+) -> Result<Option<Settings>, InjectError> {
     let shape = |message: &str| InjectError::Workload {
         workload: workload.to_owned(),
         message: message.to_owned(),
@@ -339,7 +525,7 @@ fn inject_template(
         })
     };
     if named(spec.get("containers")) || named(spec.get("initContainers")) {
-        return Ok(false);
+        return Ok(None);
     }
     let first_port = containers
         .first()
@@ -415,7 +601,7 @@ fn inject_template(
             .entry(Value::from(key))
             .or_insert_with(|| Value::from(value));
     }
-    Ok(true)
+    Ok(Some(settings))
 }
 
 /// The sidecar container, in the order a person would write it.
@@ -432,7 +618,7 @@ fn sidecar(settings: &Settings) -> Result<Value, InjectError> {
     let yaml = format!(
         "name: {SIDECAR}
 image: {image}
-args: [run, --config, /etc/authmd/config.yaml, --listen, \"0.0.0.0:{port}\", --admin-listen, \"0.0.0.0:{admin}\", --upstream, \"http://127.0.0.1:{upstream}\", --data-dir, /var/lib/authmd]
+args: [run, --config, /etc/authmd/config.yaml, --listen, \"0.0.0.0:{port}\", --admin-listen, \"0.0.0.0:{admin}\", --upstream, \"http://127.0.0.1:{upstream}\", --data-dir, /var/lib/authmd{public_url}]
 {env}{restart}ports:
   - {{name: authmd, containerPort: {port}, protocol: TCP}}
   - {{name: authmd-admin, containerPort: {admin}, protocol: TCP}}
@@ -458,6 +644,10 @@ volumeMounts:
   - {{name: authmd-data, mountPath: /var/lib/authmd}}
 {secret_mount}",
         image = quote(&settings.image),
+        public_url = match &settings.public_url {
+            Some(url) => format!(", --public-url, {}", quote(url)),
+            None => String::new(),
+        },
         secret_mount = if settings.secret.is_some() {
             "  - {name: authmd-secrets, mountPath: /etc/authmd-secrets, readOnly: true}\n"
         } else {

@@ -2,14 +2,14 @@
 //! injector`, which serves the same transformation as a Kubernetes admission
 //! webhook.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use authmd_proxy::inject::{DEFAULT_IMAGE, Defaults};
+use authmd_proxy::inject::{DEFAULT_IMAGE, Defaults, Injected, Warning};
 use authmd_proxy::injector::{self, FailurePolicy, Injector};
 use authmd_proxy::server;
 use authmd_proxy::tls::{ServerFiles, ServerTls};
@@ -90,7 +90,11 @@ pub(crate) fn inject(args: InjectArgs) -> ExitCode {
             Err(error) => return fail(&format!("cannot read {name}: {error}"), 1),
         };
         match authmd_proxy::inject::inject(&text, &defaults) {
-            Ok(out) => {
+            Ok(Injected {
+                yaml: out,
+                warnings,
+            }) => {
+                warn(&name, &warnings);
                 if !output.is_empty() {
                     if !output.ends_with('\n') {
                         output.push('\n');
@@ -105,6 +109,15 @@ pub(crate) fn inject(args: InjectArgs) -> ExitCode {
         }
     }
     out(&output)
+}
+
+/// Prints what the injection of input `name` could not make safe, one line each,
+/// on standard error: standard output is the manifest, meant for `kubectl apply`.
+fn warn(name: &str, warnings: &[Warning]) {
+    let mut stderr = std::io::stderr().lock();
+    for warning in warnings {
+        let _ = writeln!(stderr, "authmd-proxy: warning: {name}: {warning}");
+    }
 }
 
 /// Serves the admission webhook until SIGINT or SIGTERM.

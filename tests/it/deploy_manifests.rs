@@ -775,7 +775,8 @@ fn the_hand_written_sidecar_has_the_shape_inject_writes() {
             &serde_norway::to_string(&bare).unwrap(),
             &Defaults::default(),
         )
-        .unwrap(),
+        .unwrap()
+        .yaml,
     )
     .unwrap();
     let injected_pod = &injected["spec"]["template"]["spec"];

@@ -126,7 +126,9 @@ async fn a_pod_gets_the_golden_patch_which_does_what_inject_does_and_only_once()
     // The patched pod is exactly what `authmd-proxy inject` writes for it.
     let patched = apply(&pod, &patch);
     let yaml = serde_norway::to_string(&pod).unwrap();
-    let injected = authmd_proxy::inject::inject(&yaml, &Default::default()).unwrap();
+    let injected = authmd_proxy::inject::inject(&yaml, &Default::default())
+        .unwrap()
+        .yaml;
     let injected: Value = serde_norway::from_str(&injected).unwrap();
     assert_eq!(patched, injected);
     assert_eq!(patched["spec"]["initContainers"][0]["name"], "authmd-proxy");
