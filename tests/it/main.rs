@@ -9,6 +9,7 @@
 
 mod support;
 
+mod audience;
 mod auth;
 mod cli;
 mod deploy_manifests;
