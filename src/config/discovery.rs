@@ -188,7 +188,12 @@ impl Loader {
                         && !trimmed.is_empty()
                         && !trimmed.contains(['{', '}', '%']) =>
                 {
-                    resources.push(trimmed.to_owned());
+                    // One resource, one identifier: a token names it by position.
+                    if resources.iter().any(|r| r == trimmed) {
+                        self.error(&path, format!("`{trimmed}` is listed twice"));
+                    } else {
+                        resources.push(trimmed.to_owned());
+                    }
                 }
                 _ => self.error(
                     &path,

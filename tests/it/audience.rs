@@ -203,3 +203,23 @@ async fn a_resource_identifier_names_its_origin_too() {
     );
     proxy.shutdown().await;
 }
+
+#[test]
+fn a_resource_listed_twice_is_a_config_error() {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
+    let from = "  resources: [/mcp] ";
+    assert!(
+        text.contains(from),
+        "the example config no longer has {from:?}"
+    );
+    let text = text.replace(from, "  resources: [/mcp, /mcp/] ");
+    let overrides = authmd_proxy::config::Overrides::default();
+    let error =
+        authmd_proxy::config::Config::from_yaml_str(&text, "test.yaml", &overrides, &|_| None)
+            .unwrap_err()
+            .to_string();
+    assert!(error.contains("discovery.resources[1]"), "{error}");
+    assert!(error.contains("`/mcp` is listed twice"), "{error}");
+    assert!(error.contains("test.yaml:"), "{error}");
+}
