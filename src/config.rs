@@ -159,14 +159,7 @@ impl Config {
     /// each protected-resource prefix (`https://api.example.com/mcp`).
     #[must_use]
     pub fn resource_identifiers(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for origin in &self.discovery.origins {
-            out.push(origin.clone());
-            for prefix in &self.discovery.resources {
-                out.push(format!("{origin}{prefix}"));
-            }
-        }
-        out
+        self.discovery.resource_identifiers()
     }
 
     /// What the proxy's own tokens say: this API as issuer and audience, and their

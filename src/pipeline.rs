@@ -438,8 +438,9 @@ pub fn admit<'c, B>(
         .credentials
         .authenticate(presented, keys, Some(tokens))
         .map_err(|e| refuse(e.into()))?;
+    let host = config.discovery.host_of(request);
     route
-        .authorize(&principal, &config.tiers)
+        .authorize(&principal, &config.tiers, host)
         .map_err(|e| refuse(e.into()))?;
     Ok(Grant {
         route,

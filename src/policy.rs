@@ -21,6 +21,7 @@ use http::Method;
 use crate::credentials::Principal;
 use crate::scope::ScopeSet;
 use crate::tier::{TierId, Tiers};
+use crate::tokens::ResourceId;
 pub use challenges::Challenges;
 pub use path::{PathError, normalize_path};
 pub(crate) use template::Template;
@@ -148,6 +149,8 @@ pub enum PolicyError {
     },
     /// The principal's tier is below the route's minimum.
     InsufficientTier(TierId),
+    /// The token was issued for another resource of this API than the route's.
+    WrongResource,
 }
 
 /// One route of the policy.
@@ -175,12 +178,29 @@ pub struct Route {
     /// origin (indexed by [`HostId`]): they name the protected resource the route
     /// belongs to and the scopes it requires.
     pub challenges: Box<[Challenges]>,
+    /// The resource it belongs to, one per public origin (indexed by [`HostId`]):
+    /// a token whose `aud` names another resource of this API is refused here.
+    pub resources: Box<[ResourceId]>,
 }
 
 impl Route {
-    /// Checks a principal against the route. An anonymous principal that falls short
-    /// is told to authenticate (401); an authenticated one is refused (403).
-    pub fn authorize(&self, principal: &Principal, tiers: &Tiers) -> Result<(), PolicyError> {
+    /// Checks a principal, on a request to the origin `host`, against the route. A
+    /// token for another resource is refused (401) before anything else; an
+    /// anonymous principal that falls short is told to authenticate (401); an
+    /// authenticated one is refused (403).
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        tiers: &Tiers,
+        host: HostId,
+    ) -> Result<(), PolicyError> {
+        if let Principal::Token(grant) = principal {
+            if let Some(resource) = self.resources.get(host.0) {
+                if !grant.opens(*resource) {
+                    return Err(PolicyError::WrongResource);
+                }
+            }
+        }
         let authenticated = principal.is_authenticated();
         if self.access == Access::Credential && !authenticated {
             return Err(PolicyError::MissingCredential);
@@ -404,6 +424,7 @@ mod tests {
             min_tier: None,
             metered: true,
             challenges: Box::new([]),
+            resources: Box::new([]),
         }
     }
 

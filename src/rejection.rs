@@ -98,6 +98,7 @@ impl From<PolicyError> for Rejection {
             PolicyError::MissingCredential => Rejection::MissingCredential,
             PolicyError::InsufficientScope { missing } => Rejection::InsufficientScope { missing },
             PolicyError::InsufficientTier(min) => Rejection::InsufficientTier(min),
+            PolicyError::WrongResource => Rejection::InvalidToken(TokenError::WrongResource),
         }
     }
 }

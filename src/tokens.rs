@@ -12,7 +12,10 @@
 //! - `typ` must be that of an access token (`at+jwt`; an ID-JAG or other JWT is not
 //!   an access token);
 //! - `iss`, `aud` (this API, RFC 8707), `exp` and `nbf` are checked; own tokens with
-//!   no leeway (the proxy is their clock), others with a minute.
+//!   no leeway (the proxy is their clock), others with a minute;
+//! - the grant keeps which resources of this API `aud` names ([`ResourceId`]s), and
+//!   a route of another resource refuses it
+//!   ([`Route::authorize`](crate::policy::Route::authorize)).
 //!
 //! Own tokens are revocable: their `jti` goes on a deny-list, kept in the store
 //! and followed by every replica, until the token would have expired anyway. A
@@ -62,7 +65,27 @@ pub struct TokenGrant {
     pub jti: Option<Box<str>>,
     /// The API key it was minted from: revoking the key ends the token too.
     pub key_id: Option<Box<str>>,
+    /// The resources of this API its `aud` names. Empty when it names none of them
+    /// (a trusted issuer's token for an audience the operator configured), and then
+    /// it is not bound to a resource here.
+    pub resources: Box<[ResourceId]>,
 }
+
+impl TokenGrant {
+    /// True when the token may be used on a route of `resource`: its `aud` names
+    /// that resource, or none of this API's (RFC 8707: a token for the MCP server is
+    /// no key to the rest of the API).
+    #[must_use]
+    pub fn opens(&self, resource: ResourceId) -> bool {
+        self.resources.is_empty() || self.resources.contains(&resource)
+    }
+}
+
+/// A resource of this API, as its position in the resource identifiers
+/// ([`OwnTokens::audiences`]): one per public origin and protected-resource prefix.
+/// Routes and tokens compare these, never the identifiers' text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResourceId(pub u32);
 
 /// Why a token was refused. Carries nothing from the token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -94,6 +117,9 @@ pub enum TokenError {
     /// `aud` does not name this API.
     #[error("the token is for another audience")]
     WrongAudience,
+    /// `aud` names another resource of this API than the one the route belongs to.
+    #[error("the token is for another resource of this API")]
+    WrongResource,
     /// Revoked through the revocation endpoint.
     #[error("the token has been revoked")]
     Revoked,
@@ -111,6 +137,7 @@ impl TokenError {
         TokenError::Expired,
         TokenError::NotYetValid,
         TokenError::WrongAudience,
+        TokenError::WrongResource,
         TokenError::Revoked,
     ];
 
@@ -127,6 +154,7 @@ impl TokenError {
             TokenError::Expired => "TOKEN_EXPIRED",
             TokenError::NotYetValid => "TOKEN_NOT_YET_VALID",
             TokenError::WrongAudience => "TOKEN_AUDIENCE_MISMATCH",
+            TokenError::WrongResource => "TOKEN_WRONG_RESOURCE",
             TokenError::Revoked => "TOKEN_REVOKED",
         }
     }
@@ -155,6 +183,9 @@ impl TokenError {
             TokenError::NotYetValid => "the token is not valid yet (nbf or iat in the future)",
             TokenError::WrongAudience => {
                 "the token was issued for another resource; request one with `resource` set to this API"
+            }
+            TokenError::WrongResource => {
+                "the token was issued for another resource of this API; request one with `resource` set to the `resource` of the document at `resource_metadata`"
             }
             TokenError::Revoked => "the token has been revoked; get a new one",
         }
@@ -438,6 +469,9 @@ impl Tokens {
         if claims.iat > now + LEEWAY {
             return Err(TokenError::NotYetValid);
         }
+        let resource = self
+            .resource_named(&claims.aud)
+            .ok_or(TokenError::WrongAudience)?;
         let scopes = self.scopes.granted_known(claims.scope.split_whitespace());
         let tier = self.tiers.find(&claims.tier).unwrap_or(TierId::ANONYMOUS);
         Ok(TokenGrant {
@@ -454,6 +488,7 @@ impl Tokens {
                 .then_some(claims.client_id)
                 .flatten()
                 .map(String::into_boxed_str),
+            resources: Box::new([resource]),
         })
     }
 
@@ -509,6 +544,15 @@ impl Tokens {
             .get("exp")
             .and_then(serde_json::Value::as_i64)
             .ok_or(TokenError::Malformed)?;
+        let resources = match claims.get("aud") {
+            Some(serde_json::Value::String(aud)) => self.resource_named(aud).into_iter().collect(),
+            Some(serde_json::Value::Array(auds)) => auds
+                .iter()
+                .filter_map(serde_json::Value::as_str)
+                .filter_map(|aud| self.resource_named(aud))
+                .collect(),
+            _ => Box::default(),
+        };
         let named: Vec<&str> = match claims.get(&settings.scope_claim) {
             Some(serde_json::Value::String(s)) => s.split_whitespace().collect(),
             Some(serde_json::Value::Array(items)) => {
@@ -535,7 +579,14 @@ impl Tokens {
             valid_until: exp + LEEWAY,
             jti: None,
             key_id: None,
+            resources,
         })
+    }
+
+    /// The resource of this API an `aud` value names, if any.
+    fn resource_named(&self, aud: &str) -> Option<ResourceId> {
+        let at = self.audiences.iter().position(|a| a == aud)?;
+        u32::try_from(at).ok().map(ResourceId)
     }
 
     /// Signs a token for `issue` at `now`.

@@ -11,6 +11,7 @@ use serde_norway::Value;
 use super::load::Loader;
 use super::raw;
 use crate::policy::{HostId, Template, normalize_path};
+use crate::tokens::ResourceId;
 
 /// `discovery:`.
 #[derive(Debug, Clone)]
@@ -62,19 +63,57 @@ impl Discovery {
 }
 
 impl Discovery {
+    /// The resource identifiers of this API: each public origin, and each origin with
+    /// each protected-resource prefix (`https://api.example.com/mcp`). A token's
+    /// [`ResourceId`] is a position in this list.
+    #[must_use]
+    pub fn resource_identifiers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for origin in &self.origins {
+            out.push(origin.clone());
+            for prefix in &self.resources {
+                out.push(format!("{origin}{prefix}"));
+            }
+        }
+        out
+    }
+
+    /// The resource a route of `template` belongs to, as seen from each public
+    /// origin (indexed by [`HostId`]): its position in
+    /// [`resource_identifiers`](Discovery::resource_identifiers).
+    pub(super) fn resource_ids_of(&self, template: &Template) -> Box<[ResourceId]> {
+        let per_origin = 1 + self.resources.len();
+        let within = self.prefix_of(template).map_or(0, |i| i + 1);
+        (0..self.origins.len())
+            .map(|origin| {
+                // Past u32::MAX no token names it: refused, never opened.
+                ResourceId(u32::try_from(origin * per_origin + within).unwrap_or(u32::MAX))
+            })
+            .collect()
+    }
+
     /// The protected resource a route belongs to: the longest configured resource
     /// prefix its literal prefix starts with (`""` for the root resource).
     pub(super) fn resource_of(&self, template: &Template) -> &str {
+        self.prefix_of(template)
+            .and_then(|i| self.resources.get(i))
+            .map_or("", String::as_str)
+    }
+
+    /// The index in `resources` of the longest prefix `template`'s literal prefix
+    /// starts with; `None` for the root resource.
+    fn prefix_of(&self, template: &Template) -> Option<usize> {
         let literal = template.literal_prefix();
         self.resources
             .iter()
-            .filter(|prefix| {
+            .enumerate()
+            .filter(|(_, prefix)| {
                 literal
                     .strip_prefix(prefix.as_str())
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
-            .max_by_key(|prefix| prefix.len())
-            .map_or("", String::as_str)
+            .max_by_key(|(_, prefix)| prefix.len())
+            .map(|(i, _)| i)
     }
 }
 
@@ -149,7 +188,12 @@ impl Loader {
                         && !trimmed.is_empty()
                         && !trimmed.contains(['{', '}', '%']) =>
                 {
-                    resources.push(trimmed.to_owned());
+                    // One resource, one identifier: a token names it by position.
+                    if resources.iter().any(|r| r == trimmed) {
+                        self.error(&path, format!("`{trimmed}` is listed twice"));
+                    } else {
+                        resources.push(trimmed.to_owned());
+                    }
                 }
                 _ => self.error(
                     &path,

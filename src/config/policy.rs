@@ -1,6 +1,6 @@
 //! The `routes:`, `default:` and `paths:` sections: the compiled route table,
-//! each route with the scopes and tier it needs and the challenges its
-//! rejections carry.
+//! each route with the scopes and tier it needs, the resource it belongs to and
+//! the challenges its rejections carry.
 
 use std::collections::HashSet;
 
@@ -93,6 +93,7 @@ impl Loader {
                 self.error(&join(&path, "id"), format!("route id `{id}` is used twice"));
                 continue;
             }
+            let resources = discovery.resource_ids_of(&template);
             let scope_names = registry.names(&required);
             let resource = discovery.resource_of(&template);
             let challenges = discovery
@@ -117,6 +118,7 @@ impl Loader {
                     min_tier,
                     metered: route.metered.unwrap_or(true),
                     challenges,
+                    resources,
                 },
             });
             paths.push(path);
@@ -133,6 +135,7 @@ impl Loader {
                 min_tier: None,
                 metered: true,
                 challenges: Box::new([]),
+                resources: Box::new([]),
             })),
         };
         match RouteTable::build(specs, default) {

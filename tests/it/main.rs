@@ -10,6 +10,7 @@
 mod support;
 
 mod anonymous_budget;
+mod audience;
 mod auth;
 mod auth_md_text;
 mod cli;

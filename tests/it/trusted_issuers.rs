@@ -277,10 +277,14 @@ async fn an_issuers_access_token_is_admitted_with_mapped_scopes_tier_and_princip
     let echo = forwarded(create_offer(&proxy, &access_token(&k1, &claims)).await).await;
     assert!(header_of(&echo, "x-authmd-scopes").contains("offers:write"));
 
-    // The `/mcp` resource identifier is an accepted audience too.
+    // The `/mcp` resource identifier is an accepted audience too, for the routes of
+    // `/mcp` only (RFC 8707).
     let mut claims = access_claims(&proxy, "offers.read offers.write");
     claims["aud"] = json!(format!("{}/mcp", proxy.url));
-    forwarded(create_offer(&proxy, &access_token(&k1, &claims)).await).await;
+    let for_mcp = access_token(&k1, &claims);
+    let mcp = client().get(proxy.url("/mcp")).bearer_auth(&for_mcp);
+    forwarded(mcp.send().await.unwrap()).await;
+    assert_refused(&proxy, &for_mcp, "TOKEN_WRONG_RESOURCE").await;
     proxy.shutdown().await;
 }
 

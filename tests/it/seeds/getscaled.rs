@@ -660,11 +660,13 @@ async fn the_same_key_and_its_oauth_token_authenticate_the_mcp_server() {
     assert_eq!(seen.header("mcp-session-id"), Some("session-1"), "{why}");
 
     // Lines 5-6: an OAuth access token from this authorization server, for MCP
-    // clients that only speak OAuth: the key as client credentials.
+    // clients that only speak OAuth: the key as client credentials, and the MCP
+    // server as the `resource` (RFC 8707, as MCP clients send it).
     let why = SEED.at(
         6,
         "an OAuth 2.1 access token issued by our authorization server",
     );
+    let resource = w.proxy.url("/mcp");
     let response = post_form(
         &w.proxy,
         "/oauth2/token",
@@ -672,6 +674,7 @@ async fn the_same_key_and_its_oauth_token_authenticate_the_mcp_server() {
             ("grant_type", "client_credentials"),
             ("client_id", registered["key_id"].as_str().unwrap()),
             ("client_secret", key.as_str()),
+            ("resource", resource.as_str()),
         ],
     )
     .await;
