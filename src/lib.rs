@@ -39,7 +39,7 @@
 //!    RouteTable::find          no route / method      -> 404/405    │ Rejection
 //!    CredentialRules::extract  conflicting creds      -> 400        │   │
 //!    ...::authenticate         bad key / token        -> 401 (503: issuer keys)
-//!    Route::authorize          scope / tier           -> 401/403    │   ▼
+//!    Route::authorize          resource, scope, tier  -> 401/403    │   ▼
 //!    Limiter::check            rate window, quota     -> 429 / 402  │ Responder
 //!    x402 pay (over quota)     no / bad payment       -> 402/400/503│ (JSON envelope,
 //!    Upstream::forward         refused / slow         -> 502/504    │  WWW-Authenticate)
