@@ -232,6 +232,22 @@ fn a_short_value_from_the_environment_does_not_garble_other_messages() {
 }
 
 #[test]
+fn durations_keep_to_their_range_and_defaults_are_inside_it() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(
+        config.upstream.connect_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let bad = GOOD.to_owned() + "server: {watch_interval: 2d, shutdown_delay: 0s}\n";
+    let rendered = load(&bad).unwrap_err().to_string();
+    assert!(
+        rendered.contains("server.watch_interval: `2d` is out of range: must be at most 1day"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("shutdown_delay"), "{rendered}");
+}
+
+#[test]
 fn an_unspecified_listen_address_is_published_as_localhost() {
     let url = |addr: &str| default_public_url(addr.parse().unwrap_or_else(|_| unreachable!()));
     assert_eq!(url("0.0.0.0:8080"), "http://localhost:8080");

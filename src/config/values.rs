@@ -2,6 +2,7 @@
 //! origins, each parsed with the error message that tells how to write it.
 
 use std::net::SocketAddr;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use http::Uri;
@@ -9,18 +10,42 @@ use http::Uri;
 use super::load::Loader;
 use super::raw;
 
+/// One millisecond, the unit the shortest duration ranges are written in.
+pub(super) const MILLISECOND: Duration = Duration::from_millis(1);
+/// One second.
+pub(super) const SECOND: Duration = Duration::from_secs(1);
+/// One minute.
+pub(super) const MINUTE: Duration = Duration::from_secs(60);
+/// One hour.
+pub(super) const HOUR: Duration = Duration::from_secs(3600);
+/// One day.
+pub(super) const DAY: Duration = Duration::from_secs(24 * 3600);
+
 impl Loader {
+    /// A duration such as `5s` or `250ms`, which must lie in `allowed`: every
+    /// duration field has a range, because a value far outside it (`0s` for a
+    /// timeout, `1y` for a token, `99999999999h` for anything) is a mistake that
+    /// would otherwise be accepted silently, and a huge one overflows the clock
+    /// arithmetic that uses it.
     pub(super) fn duration(
         &mut self,
         value: Option<String>,
         path: &str,
         default: Duration,
+        allowed: RangeInclusive<Duration>,
     ) -> Duration {
         let Some(text) = value else {
             return default;
         };
         match humantime::parse_duration(&text) {
-            Ok(d) => d,
+            Ok(d) if allowed.contains(&d) => d,
+            Ok(_) => {
+                self.error(
+                    path,
+                    format!("`{text}` is out of range: {}", describe(&allowed)),
+                );
+                default
+            }
             Err(_) => {
                 self.error(
                     path,
@@ -101,5 +126,16 @@ impl Loader {
             return None;
         }
         Some(trimmed.to_owned())
+    }
+}
+
+/// "must be from 1ms to 1h", or "must be at most 1h" when zero is allowed.
+fn describe(allowed: &RangeInclusive<Duration>) -> String {
+    let max = humantime::format_duration(*allowed.end());
+    if allowed.start().is_zero() {
+        format!("must be at most {max}")
+    } else {
+        let min = humantime::format_duration(*allowed.start());
+        format!("must be from {min} to {max}")
     }
 }

@@ -11,6 +11,7 @@ mod support;
 
 mod auth;
 mod cli;
+mod config_errors;
 mod deploy_manifests;
 mod discovery;
 mod durability;
