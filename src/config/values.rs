@@ -96,17 +96,24 @@ impl Loader {
         }
     }
 
+    /// A socket address; the message says which part is wrong, so that a value
+    /// from the environment, which is not shown, still gets a reason.
     pub(super) fn address(&mut self, text: &str, path: &str) -> Option<SocketAddr> {
-        match text.parse() {
-            Ok(addr) => Some(addr),
-            Err(_) => {
-                self.error(
-                    path,
-                    format!("`{text}` is not an address such as `127.0.0.1:8080`"),
-                );
-                None
-            }
+        if let Ok(addr) = text.parse() {
+            return Some(addr);
         }
+        let why = match text.rsplit_once(':') {
+            None => "it has no port",
+            Some((_, port)) if port.parse::<u16>().is_err() => {
+                "its port is not a number between 0 and 65535"
+            }
+            Some(_) => "its host is not an IP address (`[::1]` for IPv6)",
+        };
+        self.error(
+            path,
+            format!("`{text}` is not an address: {why}; write e.g. `127.0.0.1:8080`"),
+        );
+        None
     }
 
     pub(super) fn public_url(&mut self, text: &str, path: &str) -> Option<String> {

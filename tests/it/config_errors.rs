@@ -42,6 +42,26 @@ fn assert_lines(output: &str, expected: &[&str]) {
 }
 
 #[test]
+fn an_integer_for_the_upstream_names_the_field_and_the_type_expected() {
+    let output = check_fails("upstream: 3000\n", &[]);
+    assert_lines(
+        &output,
+        &[
+            "FILE:1:1: upstream: expected a mapping such as `{url: http://127.0.0.1:3000}`, found integer `3000`",
+        ],
+    );
+    assert!(!output.contains("missing section"), "{output}");
+
+    let output = check_fails("upstream:\n  url: 3000\n", &[]);
+    assert_lines(
+        &output,
+        &["FILE:2:3: upstream.url: expected a string, found integer `3000`"],
+    );
+    assert!(!output.contains("missing section"), "{output}");
+    assert!(output.contains("1 problem(s)"), "{output}");
+}
+
+#[test]
 fn durations_out_of_their_range_are_refused_with_the_range() {
     let yaml = "\
 upstream:
@@ -77,4 +97,32 @@ discovery:
             "FILE:17:3: discovery.max_age: `1y` is out of range: must be at most 7days",
         ],
     );
+}
+
+#[test]
+fn a_bad_value_from_the_environment_says_why_without_showing_it() {
+    let yaml = "\
+listen: 127.0.0.1:${PORT}
+upstream:
+  url: http://127.0.0.1:3000
+  connect_timeout: ${CONNECT_TIMEOUT}
+server:
+  max_streams: ${STREAMS}
+";
+    let secrets = [
+        ("PORT", "hunter2-port-s3cret"),
+        ("CONNECT_TIMEOUT", "hunter2-timeout-s3cret"),
+        ("STREAMS", "hunter2-streams-s3cret"),
+    ];
+    let output = check_fails(yaml, &secrets);
+    assert_lines(
+        &output,
+        &[
+            "FILE:1:1: listen: the value from the environment (not shown) is not an address: its port is not a number between 0 and 65535",
+            "FILE:4:3: upstream.connect_timeout: the value from the environment (not shown) is not a duration",
+            "FILE:6:3: server.max_streams: expected a whole number from 0 to 4294967295, found the value from the environment (not shown)",
+        ],
+    );
+    assert!(!output.contains("hunter2"), "a secret leaked:\n{output}");
+    assert!(!output.contains("s3cret"), "a secret leaked:\n{output}");
 }
