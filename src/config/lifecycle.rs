@@ -300,7 +300,7 @@ impl Loader {
             Ok(set) => Some(set),
             Err((name, e)) => {
                 let at = names.iter().position(|s| s == name).unwrap_or(0);
-                self.unknown_scope(&format!("{path}[{at}]"), name, &e);
+                self.unknown_scope(&format!("{path}[{at}]"), name, &e, registry);
                 None
             }
         }

@@ -126,3 +126,55 @@ server:
     assert!(!output.contains("hunter2"), "a secret leaked:\n{output}");
     assert!(!output.contains("s3cret"), "a secret leaked:\n{output}");
 }
+
+#[test]
+fn an_unknown_tier_lists_the_known_ones() {
+    let yaml = "\
+upstream: {url: http://127.0.0.1:3000}
+tiers:
+  - name: free
+  - name: pro
+routes:
+  - path: /a
+    min_tier: pros
+  - path: /b
+    min_tier: gold
+";
+    let output = check_fails(yaml, &[]);
+    assert_lines(
+        &output,
+        &[
+            "FILE:7:5: routes[0].min_tier: unknown tier `pros`; did you mean `pro`? (known: `anonymous`, `free`, `pro`)",
+            "FILE:9:5: routes[1].min_tier: unknown tier `gold` (known: `anonymous`, `free`, `pro`)",
+        ],
+    );
+}
+
+#[test]
+fn every_problem_of_a_route_is_reported_at_once() {
+    let yaml = "\
+upstream: {url: http://127.0.0.1:3000}
+scopes:
+  offers:read: Read offers
+tiers:
+  - name: free
+routes:
+  - id: authmd.mine
+    path: /a
+    methods: [GTE]
+    scopes: [ofers:read, nope]
+    min_tier: fre
+";
+    let output = check_fails(yaml, &[]);
+    assert_lines(
+        &output,
+        &[
+            "FILE:7:5: routes[0].id: route id `authmd.mine`",
+            "FILE:9:15: routes[0].methods[0]: `GTE` is not an HTTP method",
+            "FILE:10:14: routes[0].scopes[0]: unknown scope `ofers:read`; did you mean `offers:read`? (declared: `offers:read`)",
+            "FILE:10:26: routes[0].scopes[1]: unknown scope `nope` (declared: `offers:read`)",
+            "FILE:11:5: routes[0].min_tier: unknown tier `fre`; did you mean `free`?",
+            "5 problem(s)",
+        ],
+    );
+}
