@@ -222,6 +222,8 @@ impl Loader {
         };
         let upstream = match raw_upstream {
             Some(raw) => self.upstream(raw),
+            // Its own error says what is wrong with it.
+            None if s.upstream_written => None,
             None => {
                 self.error(
                     "upstream",

@@ -106,7 +106,7 @@ impl Loader {
                 Ok(set) => set,
                 Err((name, e)) => {
                     let at = key.scopes.iter().position(|s| s == name).unwrap_or(0);
-                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e);
+                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e, registry);
                     continue;
                 }
             };

@@ -10,6 +10,7 @@ use serde_norway::Value;
 
 use super::load::Loader;
 use super::raw;
+use super::values::DAY;
 use crate::policy::{HostId, Template, normalize_path};
 use crate::tokens::ResourceId;
 
@@ -239,7 +240,13 @@ impl Loader {
             openid_configuration: raw.openid_configuration,
             openapi_url,
             auth_md,
-            max_age: self.duration(raw.max_age, "discovery.max_age", Duration::from_secs(3600)),
+            // A cache may keep the documents this long after a reload changed them.
+            max_age: self.duration(
+                raw.max_age,
+                "discovery.max_age",
+                Duration::from_secs(3600),
+                Duration::ZERO..=DAY * 7,
+            ),
             mcp_server_card,
             agent_card,
         }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::load::Loader;
 use super::raw;
+use super::values::{DAY, MILLISECOND, MINUTE};
 use crate::credentials::CredentialRules;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
@@ -146,6 +147,7 @@ impl Loader {
                 keys.rotation_grace,
                 "key_management.rotation_grace",
                 Duration::ZERO,
+                Duration::ZERO..=DAY * 30,
             ),
         };
         let registration = self.registration(registration, registry, tiers);
@@ -161,10 +163,8 @@ impl Loader {
             raw.resync_interval,
             "store.resync_interval",
             Duration::from_secs(10),
+            MILLISECOND * 100..=DAY,
         );
-        if resync < Duration::from_millis(100) {
-            self.error("store.resync_interval", "must be at least 100ms");
-        }
         let kind = raw.kind.unwrap_or(match raw.url {
             Some(_) => raw::RawStoreKind::Postgres,
             None => raw::RawStoreKind::Sqlite,
@@ -257,6 +257,7 @@ impl Loader {
                 raw.claim_ttl,
                 "registration.claim_ttl",
                 Duration::from_secs(24 * 3600),
+                MINUTE..=DAY * 30,
             ),
             require_identity_to_claim: raw.require_identity_to_claim.unwrap_or(true),
             per_hour: raw.per_hour.unwrap_or(5),
@@ -299,7 +300,7 @@ impl Loader {
             Ok(set) => Some(set),
             Err((name, e)) => {
                 let at = names.iter().position(|s| s == name).unwrap_or(0);
-                self.unknown_scope(&format!("{path}[{at}]"), name, &e);
+                self.unknown_scope(&format!("{path}[{at}]"), name, &e, registry);
                 None
             }
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::load::Loader;
 use super::locate::join;
 use super::raw;
+use super::values::{MILLISECOND, MINUTE};
 use crate::limits::gcra::Rate;
 use crate::limits::headers::Styles;
 use crate::limits::quota::Quota;
@@ -99,11 +100,12 @@ impl Loader {
         if max_principals == 0 {
             self.error("limits.max_principals", "must be at least 1");
         }
-        let quota_flush =
-            self.duration(raw.quota_flush, "limits.quota_flush", defaults.quota_flush);
-        if quota_flush < Duration::from_millis(100) || quota_flush > Duration::from_secs(300) {
-            self.error("limits.quota_flush", "must be between 100ms and 5m");
-        }
+        let quota_flush = self.duration(
+            raw.quota_flush,
+            "limits.quota_flush",
+            defaults.quota_flush,
+            MILLISECOND * 100..=MINUTE * 5,
+        );
         let per_address = raw.anonymous_per_address.unwrap_or(ANONYMOUS_PER_ADDRESS);
         let anonymous_budget =
             LimitSet::per_address(&tiers.get(TierId::ANONYMOUS).limits, per_address);
@@ -188,7 +190,12 @@ impl Loader {
         if requests_per_payment == 0 {
             self.error("payments.requests_per_payment", "must be at least 1");
         }
-        let timeout = self.duration(raw.timeout, "payments.timeout", Duration::from_secs(10));
+        let timeout = self.duration(
+            raw.timeout,
+            "payments.timeout",
+            Duration::from_secs(10),
+            MILLISECOND..=MINUTE * 5,
+        );
         Some(Payments {
             facilitator,
             requests_per_payment,

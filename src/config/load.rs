@@ -5,7 +5,7 @@
 //! Secrets are masked here, where errors are recorded: a value that came from the
 //! environment, or a field named like a secret, is never echoed in any message.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -94,8 +94,9 @@ pub(super) struct Loader {
     base: PathBuf,
     locations: Locations,
     pub(super) errors: Vec<ConfigError>,
-    /// Paths whose values came from the environment: never echoed.
-    secret_paths: HashSet<String>,
+    /// Paths whose values came from the environment, with the value they ended up
+    /// with: never echoed, though an error there still says what is wrong.
+    secret_paths: HashMap<String, String>,
     /// The values that came from the environment: never echoed either, not even
     /// in an error about another field (a route conflict naming another route's
     /// id, a "did you mean" suggesting another tier's name). Values shorter than
@@ -114,6 +115,9 @@ pub(super) struct Sections {
     pub(super) service: raw::RawService,
     pub(super) server: raw::RawServer,
     pub(super) upstream: Option<raw::RawUpstream>,
+    /// The file has an `upstream:` section, even one that failed to parse (whose
+    /// error is then reported instead of "missing section").
+    pub(super) upstream_written: bool,
     pub(super) credentials: raw::RawCredentials,
     pub(super) scopes: Vec<(String, String)>,
     pub(super) tiers: Vec<(String, raw::RawTier)>,
@@ -145,7 +149,7 @@ impl Loader {
                 .unwrap_or_default(),
             locations: Locations::index(text),
             errors: Vec::new(),
-            secret_paths: HashSet::new(),
+            secret_paths: HashMap::new(),
             secret_values: Vec::new(),
         }
     }
@@ -160,17 +164,7 @@ impl Loader {
         {
             return;
         }
-        let message = if self.is_secret(path) {
-            "invalid value (not shown: it may be a secret)".to_owned()
-        } else {
-            let mut message = message.into();
-            for value in &self.secret_values {
-                if message.contains(value.as_str()) {
-                    message = message.replace(value.as_str(), "(a value from the environment)");
-                }
-            }
-            message
-        };
+        let message = self.mask(path, message.into());
         self.errors.push(ConfigError {
             path: path.to_owned(),
             position: self.locations.find(path),
@@ -178,16 +172,45 @@ impl Loader {
         });
     }
 
-    fn is_secret(&self, path: &str) -> bool {
+    /// The message with every value from the environment taken out. The field's
+    /// own value, where the message quotes it, becomes "the value from the
+    /// environment (not shown)", so that the reason it is wrong still shows; a
+    /// message that would still contain it is replaced as a whole.
+    fn mask(&self, path: &str, mut message: String) -> String {
         let field = path.rsplit(['.', '[']).next().unwrap_or(path);
-        ["secret", "password", "private"]
+        if ["secret", "password", "private"]
             .iter()
             .any(|word| field.contains(word))
-            || self.secret_paths.iter().any(|p| {
-                path == p
-                    || path.starts_with(&format!("{p}."))
-                    || path.starts_with(&format!("{p}["))
-            })
+        {
+            return "invalid value (not shown: it may be a secret)".to_owned();
+        }
+        let own = self.secret_paths.iter().find_map(|(p, value)| {
+            let inside = path == p
+                || path.starts_with(&format!("{p}."))
+                || path.starts_with(&format!("{p}["));
+            inside.then_some(value.as_str())
+        });
+        if let Some(value) = own {
+            let escaped = format!("{value:?}");
+            for quoted in [
+                format!("string {escaped}"),
+                escaped.clone(),
+                format!("`{value}`"),
+            ] {
+                message = message.replace(&quoted, "the value from the environment (not shown)");
+            }
+            let inner = escaped.trim_matches('"');
+            if value.len() >= MIN_SECRET_LEN && (message.contains(value) || message.contains(inner))
+            {
+                return "invalid value from the environment (not shown)".to_owned();
+            }
+        }
+        for value in &self.secret_values {
+            if message.contains(value.as_str()) {
+                message = message.replace(value.as_str(), "(a value from the environment)");
+            }
+        }
+        message
     }
 
     /// Parses the document, substitutes the environment and splits it into its
@@ -259,7 +282,7 @@ impl Loader {
                 }
                 out.push_str(rest);
                 if substituted {
-                    self.secret_paths.insert(path.to_owned());
+                    self.secret_paths.insert(path.to_owned(), out.clone());
                 }
                 *s = out;
             }
@@ -299,7 +322,7 @@ impl Loader {
                         serde_path_to_error::Segment::Unknown => {}
                     }
                 }
-                self.error(&full, e.into_inner().to_string());
+                self.error(&full, plain(&e.into_inner().to_string()));
                 None
             }
         }
@@ -345,7 +368,10 @@ impl Loader {
                 "public_url" => s.public_url = self.take(value, path),
                 "service" => s.service = self.take(value, path).unwrap_or_default(),
                 "server" => s.server = self.take(value, path).unwrap_or_default(),
-                "upstream" => s.upstream = self.take(value, path),
+                "upstream" => {
+                    s.upstream_written = true;
+                    s.upstream = self.take(value, path);
+                }
                 "credentials" => s.credentials = self.take(value, path).unwrap_or_default(),
                 "scopes" => {
                     if let Some(map) = self.take::<serde_norway::Mapping>(value, path) {
@@ -398,4 +424,31 @@ impl Loader {
         }
         self.base.join(path)
     }
+}
+
+/// A deserializer's message in the file's terms: what the field expects first, in
+/// YAML words (a mapping, a list, a whole number up to its limit) rather than the
+/// Rust type's name, then what was found.
+fn plain(message: &str) -> String {
+    if message.starts_with("data did not match any variant of untagged enum RawSize") {
+        return "expected a size such as `16MiB` or a number of bytes".to_owned();
+    }
+    let rest = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "));
+    let Some((found, expected)) = rest.and_then(|rest| rest.rsplit_once(", expected ")) else {
+        return message.to_owned();
+    };
+    let expected = match expected {
+        "struct RawUpstream" => "a mapping such as `{url: http://127.0.0.1:3000}`",
+        e if e.starts_with("struct ") => "a mapping of settings",
+        "a sequence" => "a list",
+        "a boolean" => "`true` or `false`",
+        "u8" => "a whole number from 0 to 255",
+        "u16" => "a whole number from 0 to 65535",
+        "u32" => "a whole number from 0 to 4294967295",
+        "u64" | "usize" => "a whole number, 0 or more",
+        e => e,
+    };
+    format!("expected {expected}, found {found}")
 }

@@ -9,6 +9,7 @@ use http::uri::Scheme;
 
 use super::load::Loader;
 use super::raw::{self, RawLogFormat, RawTls, RawUpstreamTls};
+use super::values::{DAY, HOUR, MILLISECOND, MINUTE};
 pub use crate::proxy::{HealthCheck, RequestLimits, UpstreamSettings, UpstreamTarget, UpstreamTls};
 
 /// `server:`.
@@ -68,21 +69,25 @@ impl Loader {
                 raw.header_read_timeout,
                 "server.header_read_timeout",
                 Duration::from_secs(10),
+                MILLISECOND * 100..=MINUTE * 10,
             ),
             shutdown_grace: self.duration(
                 raw.shutdown_grace,
                 "server.shutdown_grace",
                 Duration::from_secs(30),
+                Duration::ZERO..=HOUR,
             ),
             shutdown_delay: self.duration(
                 raw.shutdown_delay,
                 "server.shutdown_delay",
                 Duration::ZERO,
+                Duration::ZERO..=MINUTE * 10,
             ),
             watch_interval: Some(self.duration(
                 raw.watch_interval,
                 "server.watch_interval",
                 Duration::from_secs(2),
+                Duration::ZERO..=DAY,
             ))
             .filter(|d| !d.is_zero()),
             max_connections: raw.max_connections.unwrap_or(10_000).max(1),
@@ -129,16 +134,19 @@ impl Loader {
                 raw.connect_timeout,
                 "upstream.connect_timeout",
                 Duration::from_secs(5),
+                MILLISECOND..=MINUTE * 5,
             ),
             response_timeout: self.duration(
                 raw.response_timeout,
                 "upstream.response_timeout",
                 Duration::from_secs(60),
+                MILLISECOND..=HOUR,
             ),
             idle_timeout: self.duration(
                 raw.idle_timeout,
                 "upstream.idle_timeout",
                 Duration::from_secs(90),
+                MILLISECOND..=HOUR,
             ),
             preserve_host: raw.preserve_host,
             http2: raw.http2,
@@ -191,6 +199,7 @@ impl Loader {
                 raw.reload_interval,
                 "tls.reload_interval",
                 Duration::from_secs(10),
+                MILLISECOND * 100..=DAY,
             ),
         }
     }

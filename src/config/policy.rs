@@ -28,11 +28,14 @@ impl Loader {
         let mut paths = Vec::new();
         let mut ids: HashSet<String> = HashSet::new();
         for (path, route) in raw {
+            // Every field of the route is checked before a bad one drops it, so that
+            // one mistake does not hide the next in the same route.
+            let before = self.errors.len();
             let template = match Template::parse(&route.path, ignore_case) {
-                Ok(t) => t,
+                Ok(t) => Some(t),
                 Err(message) => {
                     self.error(&join(&path, "path"), format!("`{}` {message}", route.path));
-                    continue;
+                    None
                 }
             };
             let mut methods = MethodSet::default();
@@ -48,30 +51,22 @@ impl Loader {
             if route.methods.is_empty() {
                 methods = MethodSet::ANY;
             }
-            let required = match registry.required(route.scopes.iter().map(String::as_str)) {
-                Ok(set) => set,
-                Err((name, e)) => {
-                    let at = route.scopes.iter().position(|s| s == name).unwrap_or(0);
-                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e);
-                    continue;
-                }
-            };
+            let required = self.required_scopes(&join(&path, "scopes"), &route.scopes, registry);
             let access = match route.access {
                 RawAccess::Public => Access::Public,
                 RawAccess::Anonymous => Access::Anonymous,
                 RawAccess::Credential => Access::Credential,
             };
-            if access == Access::Public && (!required.is_empty() || route.min_tier.is_some()) {
+            if access == Access::Public && (!route.scopes.is_empty() || route.min_tier.is_some()) {
                 self.error(&join(&path, "access"), "a public route cannot require scopes or a tier; use `anonymous` or `credential`");
-                continue;
             }
             let min_tier = match &route.min_tier {
-                None => None,
+                None => Some(None),
                 Some(name) => match tiers.find(name) {
-                    Some(id) => Some(id),
+                    Some(id) => Some(Some(id)),
                     None => {
                         self.unknown_tier(&join(&path, "min_tier"), name, tiers);
-                        continue;
+                        None
                     }
                 },
             };
@@ -87,10 +82,14 @@ impl Loader {
                     &join(&path, "id"),
                     format!("route id `{id}`: ids starting with `authmd.` name the proxy's own endpoints in metrics"),
                 );
-                continue;
-            }
-            if !ids.insert(id.clone()) {
+            } else if !ids.insert(id.clone()) {
                 self.error(&join(&path, "id"), format!("route id `{id}` is used twice"));
+            }
+            let (Some(template), Some(required), Some(min_tier)) = (template, required, min_tier)
+            else {
+                continue;
+            };
+            if self.errors.len() != before {
                 continue;
             }
             let resources = discovery.resource_ids_of(&template);

@@ -68,7 +68,7 @@ impl Loader {
                 Ok(set) => set,
                 Err((name, e)) => {
                     let at = tier.scopes.iter().position(|s| s == name).unwrap_or(0);
-                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e);
+                    self.unknown_scope(&format!("{path}.scopes[{at}]"), name, &e, registry);
                     ScopeSet::EMPTY
                 }
             };
@@ -96,21 +96,80 @@ impl Loader {
         Tiers(tiers)
     }
 
-    pub(super) fn unknown_scope(&mut self, path: &str, name: &str, error: &ScopeError) {
-        let ScopeError::Unknown { suggestion } = error;
-        let hint = suggestion
-            .as_ref()
-            .map(|s| format!("; did you mean `{s}`?"))
-            .unwrap_or_else(|| "; declare it under `scopes:`".into());
-        self.error(path, format!("unknown scope `{name}`{hint}"));
+    /// The scopes a route requires, each unknown one reported at its own place in
+    /// the list at `path`; `None` when any is unknown.
+    pub(super) fn required_scopes(
+        &mut self,
+        path: &str,
+        names: &[String],
+        registry: &ScopeRegistry,
+    ) -> Option<ScopeSet> {
+        let mut set = Some(ScopeSet::EMPTY);
+        for (i, name) in names.iter().enumerate() {
+            match registry.required([name.as_str()]) {
+                Ok(one) => set = set.map(|s| s.union(&one)),
+                Err((name, e)) => {
+                    self.unknown_scope(&format!("{path}[{i}]"), name, &e, registry);
+                    set = None;
+                }
+            }
+        }
+        set
     }
 
+    /// An unknown scope: the closest declared name, and all of them, so that the
+    /// right one can be picked without opening the file's `scopes:` section.
+    pub(super) fn unknown_scope(
+        &mut self,
+        path: &str,
+        name: &str,
+        error: &ScopeError,
+        registry: &ScopeRegistry,
+    ) {
+        let ScopeError::Unknown { suggestion } = error;
+        let hint = match suggestion {
+            Some(s) => format!("; did you mean `{s}`?"),
+            None => String::new(),
+        };
+        let known = if registry.is_empty() {
+            "; declare it under `scopes:`".to_owned()
+        } else {
+            format!(
+                " (declared: {})",
+                listed(registry.all().iter().map(|s| s.name.as_str()))
+            )
+        };
+        self.error(path, format!("unknown scope `{name}`{hint}{known}"));
+    }
+
+    /// An unknown tier: the closest name, and every tier there is.
     pub(super) fn unknown_tier(&mut self, path: &str, name: &str, tiers: &Tiers) {
-        let hint = scope::closest(name, tiers.all().iter().map(|t| t.name.as_str()))
+        let names = || tiers.all().iter().map(|t| t.name.as_str());
+        let hint = scope::closest(name, names())
             .map(|c| format!("; did you mean `{c}`?"))
             .unwrap_or_default();
-        self.error(path, format!("unknown tier `{name}`{hint}"));
+        self.error(
+            path,
+            format!("unknown tier `{name}`{hint} (known: {})", listed(names())),
+        );
     }
+}
+
+/// The most names a message lists before it says how many more there are.
+const LISTED: usize = 20;
+
+/// `` `a`, `b`, `c` ``, and "and N more" past [`LISTED`].
+fn listed<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    let total = names.len();
+    let mut out = names
+        .take(LISTED)
+        .map(|n| format!("`{n}`"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    if total > LISTED {
+        out.push_str(&format!(" and {} more", total - LISTED));
+    }
+    out
 }
 
 fn make_tier(name: &str, scopes: ScopeSet, registry: &ScopeRegistry, limits: LimitSet) -> Tier {

@@ -86,7 +86,7 @@ tires: []
         "routes[1].acess: unknown field `acess`",
         "routes[2].path: `/c/{id` ",
         "test.yaml:16:5: keys[0].hash: not a BLAKE3 hash",
-        "test.yaml:18:5: keys[1].hash: invalid value (not shown: it may be a secret)",
+        "test.yaml:18:5: keys[1].hash: not a BLAKE3 hash",
         "keys[2].hash: environment variable `MISSING_VAR` is not set",
         "tires: unknown section `tires`; did you mean `tiers`?",
     ];
@@ -229,6 +229,50 @@ fn a_short_value_from_the_environment_does_not_garble_other_messages() {
         .unwrap_err()
         .to_string();
     assert!(rendered.contains("FETCH2"), "{rendered}");
+}
+
+#[test]
+fn a_bad_value_from_the_environment_is_masked_wherever_it_is_quoted() {
+    // Quoted by a deserializer (escaped, in double quotes), by our own messages (in
+    // backticks), and as part of a longer value the rest of which is in the file.
+    let text = "upstream:\n  url: http://${HOST}:3000/x\nserver:\n  max_connections: ${CONNS}\nstore:\n  kind: ${KIND}\n";
+    let env = |name: &str| match name {
+        "HOST" => Some("hunter2-host".to_owned()),
+        "CONNS" => Some("hunter2\"quoted\\".to_owned()),
+        "KIND" => Some("hunter2-kind".to_owned()),
+        _ => None,
+    };
+    let rendered = Config::from_yaml_str(text, "test.yaml", &Overrides::default(), &env)
+        .unwrap_err()
+        .to_string();
+    let expect = [
+        "upstream.url: the value from the environment (not shown) is not `builtin:echo`",
+        "server.max_connections: expected a whole number, 0 or more, found the value from the environment (not shown)",
+        "store.kind: unknown variant the value from the environment (not shown), expected one of",
+    ];
+    for line in expect {
+        assert!(rendered.contains(line), "missing {line:?} in\n{rendered}");
+    }
+    assert!(
+        !rendered.contains("hunter2"),
+        "a secret leaked:\n{rendered}"
+    );
+}
+
+#[test]
+fn durations_keep_to_their_range_and_defaults_are_inside_it() {
+    let config = load(GOOD).unwrap();
+    assert_eq!(
+        config.upstream.connect_timeout,
+        std::time::Duration::from_secs(5)
+    );
+    let bad = GOOD.to_owned() + "server: {watch_interval: 2d, shutdown_delay: 0s}\n";
+    let rendered = load(&bad).unwrap_err().to_string();
+    assert!(
+        rendered.contains("server.watch_interval: `2d` is out of range: must be at most 1day"),
+        "{rendered}"
+    );
+    assert!(!rendered.contains("shutdown_delay"), "{rendered}");
 }
 
 #[test]

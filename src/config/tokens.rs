@@ -10,6 +10,7 @@ use http::Uri;
 use super::load::Loader;
 use super::locate::join;
 use super::raw;
+use super::values::{DAY, SECOND};
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
 use crate::tier::{TierId, Tiers};
@@ -161,6 +162,7 @@ impl Loader {
                     raw.refetch_interval,
                     &join(&path, "refetch_interval"),
                     REFETCH_INTERVAL,
+                    Duration::ZERO..=DAY,
                 ),
             });
         }
@@ -194,10 +196,12 @@ impl Loader {
                 SigningAlgorithm::EdDsa
             }
         };
-        let ttl = self.duration(raw.ttl, "tokens.ttl", Duration::from_secs(3600));
-        if ttl < Duration::from_secs(10) || ttl > MAX_TTL {
-            self.error("tokens.ttl", "must be between 10s and 24h");
-        }
+        let ttl = self.duration(
+            raw.ttl,
+            "tokens.ttl",
+            Duration::from_secs(3600),
+            SECOND * 10..=MAX_TTL,
+        );
         let signing = if raw.signing_keys.is_empty() {
             if enabled && matches!(store, StoreSettings::Postgres { .. }) {
                 self.error(

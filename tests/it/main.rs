@@ -15,6 +15,7 @@ mod auth;
 mod auth_md_text;
 mod cli;
 mod cli_store;
+mod config_errors;
 mod deploy_manifests;
 mod discovery;
 mod durability;
