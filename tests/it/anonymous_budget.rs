@@ -252,7 +252,7 @@ async fn a_bad_budget_is_a_config_error_naming_the_field() {
         .to_string();
         assert!(errors.starts_with("limits.yaml:"), "{errors}");
         assert!(
-            errors.contains(": limits.anonymous_per_address: invalid "),
+            errors.contains(": limits.anonymous_per_address: expected a whole number"),
             "{bad}: {errors}"
         );
     }
