@@ -1,16 +1,16 @@
-//! Configuration: YAML file -> raw structs ([`raw`]) -> a validated [`Config`].
+//! Configuration: YAML file -> raw structs (`raw`) -> a validated [`Config`].
 //!
 //! Loading never stops at the first problem. The document is parsed once into a YAML
 //! value; `${VAR}` references in strings are substituted from the environment; each
 //! top-level section and each list item is then deserialized and validated on its own,
-//! so one mistake does not hide the next ([`load`] does the taking apart). Every
+//! so one mistake does not hide the next (`load` does the taking apart). Every
 //! problem becomes a [`ConfigError`] with file, line, column and field path
-//! ([`locate`] maps paths to positions). Values that came from the environment, and
+//! (`locate` maps paths to positions). Values that came from the environment, and
 //! fields named like secrets, are never echoed.
 //!
-//! Each section is validated in its own module: [`discovery`], [`endpoints`],
-//! [`scopes`] (and tiers), [`credentials`] (and keys), [`policy`] (the routes),
-//! [`lifecycle`], [`tokens`], [`limits`] and [`ops`] (server, TLS, upstream, log).
+//! Each section is validated in its own module: `discovery`, `endpoints`,
+//! `scopes` (and tiers), `credentials` (and keys), `policy` (the routes),
+//! `lifecycle`, `tokens`, `limits` and `ops` (server, TLS, upstream, log).
 //! This module puts the sections together into a [`Config`].
 
 mod credentials;

@@ -139,7 +139,7 @@ pub struct ErrorDoc {
 }
 
 /// Every code the proxy's own refusals can answer, for `/auth.md`'s error table:
-/// status and code from [`describe`], the same place the answers take them from.
+/// status and code from `describe`, the same place the answers take them from.
 pub fn error_codes() -> impl Iterator<Item = ErrorDoc> {
     documented()
         .into_iter()
