@@ -14,9 +14,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use http::header::AUTHORIZATION;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use crate::limits::{LimitSet, Subject};
+use crate::proxy::Identity;
 use crate::scope::ScopeSet;
 use crate::tier::{TierId, Tiers};
 use crate::tokens::{TokenError, TokenGrant, Tokens};
@@ -159,6 +160,36 @@ impl Principal {
             }
             Principal::Anonymous(Some(id)) => Subject::anonymous(id.0, tier_limits),
             Principal::Anonymous(None) => Subject::address(address, tier_limits),
+        }
+    }
+
+    /// The identity headers the upstream receives for this principal.
+    #[must_use]
+    pub fn identity(&self, tiers: &Tiers) -> Identity {
+        match self {
+            Principal::Key(entry) => Identity {
+                principal: entry.principal_header.clone(),
+                scopes: entry.profile.scopes_header.clone(),
+                tier: tiers.get(entry.tier()).header.clone(),
+            },
+            Principal::Token(grant) => Identity {
+                principal: grant.principal_header.clone(),
+                scopes: grant.scopes_header.clone(),
+                tier: tiers.get(grant.tier).header.clone(),
+            },
+            Principal::Anonymous(id) => {
+                let principal = match id {
+                    Some(id) => HeaderValue::from_str(&format!("anonymous:{:016x}", id.0))
+                        .unwrap_or_else(|_| HeaderValue::from_static("anonymous")),
+                    None => HeaderValue::from_static("anonymous"),
+                };
+                let anonymous = tiers.get(TierId::ANONYMOUS);
+                Identity {
+                    principal,
+                    scopes: anonymous.scopes_header.clone(),
+                    tier: anonymous.header.clone(),
+                }
+            }
         }
     }
 

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use http::{HeaderName, HeaderValue, Request, Response};
+use http::{HeaderName, Request, Response};
 use hyper::body::Incoming;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -39,10 +39,10 @@ use crate::limits::{self, Exceeded, LimitSet, Limiter, Subject, Verdict};
 use crate::metrics::{MeterId, Meters};
 use crate::oauth::{Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
-use crate::proxy::{ClientConn, Identity, Outbound, Upstream};
+use crate::proxy::{ClientConn, Outbound, Upstream};
 use crate::rejection::{Rejection, Responder};
 use crate::store::sync::SyncState;
-use crate::tier::{TierId, Tiers};
+use crate::tier::TierId;
 use crate::tokens::{TokenError, Tokens};
 use local::Local;
 use payment::Payments;
@@ -193,7 +193,7 @@ impl Generation {
                 }
             };
         }
-        let grant = match self.admit_refetching(&request, &path).await {
+        let grant = match self.admit_refetching(&request, &path, host).await {
             Ok(grant) => grant,
             Err(refusal) => {
                 trace.meter = meter_of(refusal.route);
@@ -247,7 +247,7 @@ impl Generation {
         };
         let outbound = Outbound {
             path: rewritten,
-            identity: grant.principal.as_ref().map(|p| identity(p, &config.tiers)),
+            identity: grant.principal.as_ref().map(|p| p.identity(&config.tiers)),
             consumed: match (grant.principal.is_some(), self.x402.is_some()) {
                 (true, true) => &self.consumed_paid,
                 (true, false) => &self.consumed,
@@ -278,6 +278,7 @@ impl Generation {
         &'c self,
         request: &Request<Incoming>,
         path: &str,
+        host: HostId,
     ) -> Result<Grant<'c>, Refusal<'c>> {
         let unknown_key = |refusal: &Refusal<'_>| {
             matches!(
@@ -286,7 +287,7 @@ impl Generation {
             )
         };
         let config = &*self.config;
-        let refusal = match admit(config, &self.keys, &self.tokens, request, path) {
+        let refusal = match admit_at(config, &self.keys, &self.tokens, request, path, host) {
             Err(refusal) if unknown_key(&refusal) => refusal,
             admitted => return admitted,
         };
@@ -294,7 +295,7 @@ impl Generation {
             return Err(refusal);
         };
         let again = if Box::pin(self.tokens.refetch_keys_for(token)).await {
-            admit(config, &self.keys, &self.tokens, request, path)
+            admit_at(config, &self.keys, &self.tokens, request, path, host)
         } else {
             Err(refusal)
         };
@@ -362,35 +363,6 @@ impl Generation {
     }
 }
 
-/// The identity headers the upstream receives for `principal`.
-fn identity(principal: &Principal, tiers: &Tiers) -> Identity {
-    match principal {
-        Principal::Key(entry) => Identity {
-            principal: entry.principal_header.clone(),
-            scopes: entry.profile.scopes_header.clone(),
-            tier: tiers.get(entry.tier()).header.clone(),
-        },
-        Principal::Token(grant) => Identity {
-            principal: grant.principal_header.clone(),
-            scopes: grant.scopes_header.clone(),
-            tier: tiers.get(grant.tier).header.clone(),
-        },
-        Principal::Anonymous(id) => {
-            let principal = match id {
-                Some(id) => HeaderValue::from_str(&format!("anonymous:{:016x}", id.0))
-                    .unwrap_or_else(|_| HeaderValue::from_static("anonymous")),
-                None => HeaderValue::from_static("anonymous"),
-            };
-            let anonymous = tiers.get(TierId::ANONYMOUS);
-            Identity {
-                principal,
-                scopes: anonymous.scopes_header.clone(),
-                tier: anonymous.header.clone(),
-            }
-        }
-    }
-}
-
 /// The meter of a refused request: its route's, or the unmatched one.
 fn meter_of(route: Option<&Route>) -> MeterId {
     route.map_or(
@@ -416,6 +388,20 @@ pub fn admit<'c, B>(
     request: &Request<B>,
     path: &str,
 ) -> Result<Grant<'c>, Refusal<'c>> {
+    let host = config.discovery.host_of(request);
+    admit_at(config, keys, tokens, request, path, host)
+}
+
+/// [`admit`] for a request addressed to the public origin `host` (the pipeline
+/// knows it already).
+fn admit_at<'c, B>(
+    config: &'c Config,
+    keys: &KeyTable,
+    tokens: &Tokens,
+    request: &Request<B>,
+    path: &str,
+    host: HostId,
+) -> Result<Grant<'c>, Refusal<'c>> {
     let route = config
         .policy
         .find(request.method(), path)
@@ -438,7 +424,6 @@ pub fn admit<'c, B>(
         .credentials
         .authenticate(presented, keys, Some(tokens))
         .map_err(|e| refuse(e.into()))?;
-    let host = config.discovery.host_of(request);
     route
         .authorize(&principal, &config.tiers, host)
         .map_err(|e| refuse(e.into()))?;
