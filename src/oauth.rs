@@ -11,6 +11,9 @@
 //! issued, and its `client_id` the key's id.
 
 mod client;
+pub mod pkce;
+pub mod redirect;
+pub mod resource;
 
 use std::sync::Arc;
 
@@ -148,11 +151,7 @@ impl OAuth {
         if resources.next().is_some() {
             return Err(Rejection::OAuth(OAuthError::InvalidTarget));
         }
-        let trimmed = resource.strip_suffix('/').unwrap_or(resource);
-        self.tokens
-            .audiences()
-            .iter()
-            .find(|a| *a == trimmed)
+        resource::find(resource, self.tokens.audiences())
             .cloned()
             .ok_or(Rejection::OAuth(OAuthError::InvalidTarget))
     }
