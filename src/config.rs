@@ -16,6 +16,7 @@
 mod credentials;
 mod discovery;
 mod endpoints;
+mod interactive;
 mod lifecycle;
 mod limits;
 mod load;
@@ -37,6 +38,7 @@ use crate::scope::ScopeRegistry;
 use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
+pub use interactive::{ClientRegistration, DeclaredClient, Interactive, MetadataDocuments};
 pub use lifecycle::{KeyManagement, Lifecycle, Registration};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};
@@ -101,6 +103,8 @@ pub struct Config {
     pub tokens: TokenSettings,
     /// Issuers whose access tokens or identity assertions are accepted.
     pub trusted_issuers: Vec<TrustedIssuer>,
+    /// The interactive flow: authorization code with PKCE, for people and MCP clients.
+    pub interactive: Interactive,
     /// Logging.
     pub log: LogSettings,
     /// How rate limits and quotas are applied and reported.
@@ -278,6 +282,7 @@ impl Loader {
                 "the proxy signs access tokens only with a `tokens:` section",
             );
         }
+        let interactive = self.interactive(s.oauth, &registry);
         let mut limits = self.limits(s.limits, &tiers);
         limits.payments = s.payments.and_then(|raw| self.payments(raw));
         let log = self.log(s.log);
@@ -310,6 +315,7 @@ impl Loader {
             lifecycle,
             tokens,
             trusted_issuers,
+            interactive,
             log,
             limits,
         })

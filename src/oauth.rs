@@ -12,7 +12,6 @@
 
 mod client;
 pub mod pkce;
-pub mod redirect;
 pub mod resource;
 
 use std::sync::Arc;

@@ -1,8 +1,14 @@
 //! The protocol constants every layer names: well-known paths, grant and token
 //! type URNs, token `typ` values.
 //!
+//! [`redirect`] holds the redirect-URI rules of OAuth 2.1 and RFC 8252, which the
+//! config (declared clients), client registration and the authorization endpoint
+//! all apply.
+//!
 //! Kept in one place, below everything else, so that the documents that advertise a
 //! name and the endpoints that answer it cannot spell it differently.
+
+pub mod redirect;
 
 /// Path of the protected-resource metadata (RFC 9728), before any path insertion.
 pub const PROTECTED_RESOURCE: &str = "/.well-known/oauth-protected-resource";

@@ -78,6 +78,7 @@ const TOP_LEVEL: &[&str] = &[
     "store",
     "registration",
     "key_management",
+    "oauth",
     "tokens",
     "trusted_issuers",
     "limits",
@@ -131,6 +132,7 @@ pub(super) struct Sections {
     pub(super) store: raw::RawStore,
     pub(super) registration: raw::RawRegistration,
     pub(super) key_management: raw::RawKeyManagement,
+    pub(super) oauth: raw::RawInteractive,
     pub(super) tokens: Option<raw::RawTokens>,
     pub(super) trusted_issuers: Vec<(String, raw::RawTrustedIssuer)>,
     pub(super) limits: raw::RawLimits,
@@ -400,6 +402,7 @@ impl Loader {
                 "key_management" => {
                     s.key_management = self.take(value, path).unwrap_or_default();
                 }
+                "oauth" => s.oauth = self.take(value, path).unwrap_or_default(),
                 "tokens" => s.tokens = Some(self.take(value, path).unwrap_or_default()),
                 "trusted_issuers" => s.trusted_issuers = self.take_list(value, path),
                 "limits" => s.limits = self.take(value, path).unwrap_or_default(),

@@ -390,3 +390,52 @@ pub(crate) struct RawKeyManagement {
     pub(crate) rotation_grace: Option<String>,
     pub(crate) anonymous_tier: Option<String>,
 }
+
+/// `oauth:`: the interactive flow (authorization code with PKCE) for people and
+/// MCP clients.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawInteractive {
+    pub(crate) code_ttl: Option<String>,
+    pub(crate) refresh_ttl: Option<String>,
+    pub(crate) refresh_reuse_grace: Option<String>,
+    pub(crate) consent_ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) clients: Vec<RawDeclaredClient>,
+    #[serde(default)]
+    pub(crate) registration: RawClientRegistration,
+    #[serde(default)]
+    pub(crate) client_id_metadata_documents: RawMetadataDocuments,
+}
+
+/// One of `oauth.clients`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDeclaredClient {
+    pub(crate) client_id: Option<String>,
+    pub(crate) client_name: Option<String>,
+    #[serde(default)]
+    pub(crate) redirect_uris: Vec<String>,
+    pub(crate) scopes: Option<Vec<String>>,
+    pub(crate) client_secret_hash: Option<String>,
+}
+
+/// `oauth.registration`: RFC 7591 dynamic client registration.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientRegistration {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) per_hour: Option<u32>,
+    pub(crate) unused_ttl: Option<String>,
+}
+
+/// `oauth.client_id_metadata_documents`: clients named by an https URL.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetadataDocuments {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) max_bytes: Option<RawSize>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) max_cache: Option<String>,
+    pub(crate) allow_private_addresses: Option<bool>,
+}

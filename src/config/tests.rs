@@ -283,3 +283,43 @@ fn an_unspecified_listen_address_is_published_as_localhost() {
     assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
     assert_eq!(url("[::1]:8080"), "http://[::1]:8080");
 }
+
+#[test]
+fn the_oauth_section_has_defaults_and_checks_each_declared_client() {
+    let config = load(GOOD).unwrap();
+    let interactive = &config.interactive;
+    assert_eq!(interactive.code_ttl, std::time::Duration::from_secs(60));
+    assert!(interactive.clients.is_empty());
+    assert!(interactive.registration.enabled);
+    assert_eq!(interactive.metadata_documents.max_bytes, 5 * 1024);
+    assert!(!interactive.metadata_documents.allow_private_addresses);
+
+    let good = format!(
+        "{GOOD}oauth:\n  clients:\n    - client_id: cli\n      redirect_uris: [http://127.0.0.1/cb, cursor://x/cb]\n      scopes: [offers:read]\n"
+    );
+    let config = load(&good).unwrap();
+    let client = &config.interactive.clients[0];
+    assert_eq!(client.client_id, "cli");
+    assert_eq!(config.scopes.names(&client.scopes), "offers:read");
+    assert!(client.secret_hash.is_none());
+
+    let bad = format!(
+        "{GOOD}oauth:\n  code_ttl: 1h\n  clients:\n    - client_id: cli\n      redirect_uris: [http://app.example.com/cb, javascript:x]\n      scopes: [offers:nope]\n      client_secret_hash: plain\n    - client_id: cli\n      redirect_uris: []\n    - redirect_uris: [https://a.example/cb]\n"
+    );
+    let errors = load(&bad).unwrap_err().to_string();
+    for expected in [
+        "oauth.code_ttl",
+        "oauth.clients[0].redirect_uris[0]",
+        "loopback",
+        "oauth.clients[0].redirect_uris[1]",
+        "oauth.clients[0].scopes[0]",
+        "oauth.clients[0].client_secret_hash",
+        "oauth.clients[1].redirect_uris",
+        "oauth.clients[2].client_id",
+    ] {
+        assert!(
+            errors.contains(expected),
+            "{expected} missing from:\n{errors}"
+        );
+    }
+}
