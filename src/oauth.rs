@@ -10,7 +10,9 @@
 //! challenge when the client used HTTP Basic. A client secret is an API key this API
 //! issued, and its `client_id` the key's id.
 
+pub mod authorize;
 mod client;
+pub mod clients;
 pub mod pkce;
 pub mod resource;
 

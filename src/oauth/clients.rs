@@ -1,0 +1,93 @@
+//! The clients of the interactive flow, in three kinds: declared in the config,
+//! registered at the registration endpoint (RFC 7591), and named by the URL of
+//! their Client ID Metadata Document. Whatever its kind, the authorization and
+//! token endpoints see one [`Client`].
+
+use crate::config::{Config, DeclaredClient};
+use crate::credentials::KeyHash;
+use crate::scope::ScopeSet;
+
+/// Where a client's registration comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientKind {
+    /// `oauth.clients` in the config.
+    Declared,
+    /// RFC 7591 dynamic registration.
+    Registered,
+    /// A Client ID Metadata Document at the `client_id` URL.
+    MetadataDocument,
+}
+
+/// A client of the interactive flow.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// Its `client_id`.
+    pub client_id: String,
+    /// The name it gave, shown on the consent page beside its host.
+    pub name: Option<String>,
+    /// Its home page (`client_uri`), when it gave one.
+    pub uri: Option<String>,
+    /// Where it may be redirected.
+    pub redirect_uris: Vec<String>,
+    /// The most it may be granted.
+    pub scopes: ScopeSet,
+    /// A confidential client's secret, hashed; `None` for a public client.
+    pub secret_hash: Option<KeyHash>,
+    /// Its kind.
+    pub kind: ClientKind,
+}
+
+impl Client {
+    /// A client declared in the config.
+    #[must_use]
+    pub fn declared(declared: &DeclaredClient) -> Client {
+        Client {
+            client_id: declared.client_id.clone(),
+            name: declared.client_name.clone(),
+            uri: None,
+            redirect_uris: declared.redirect_uris.clone(),
+            scopes: declared.scopes,
+            secret_hash: declared.secret_hash,
+            kind: ClientKind::Declared,
+        }
+    }
+
+    /// The registered redirect URI that `presented` matches, or, when none was
+    /// presented and exactly one is registered, that one (OAuth 2.1 section
+    /// 4.1.1).
+    #[must_use]
+    pub fn redirect<'a>(&'a self, presented: Option<&'a str>) -> Option<&'a str> {
+        match presented {
+            Some(uri) => self
+                .redirect_uris
+                .iter()
+                .any(|r| crate::protocol::redirect::matches(r, uri))
+                .then_some(uri),
+            None => match self.redirect_uris.as_slice() {
+                [only] => Some(only.as_str()),
+                _ => None,
+            },
+        }
+    }
+
+    /// True when every registered redirect is to the loopback interface: the
+    /// client runs on the person's own machine, and the consent page says so.
+    #[must_use]
+    pub fn is_local_only(&self) -> bool {
+        self.redirect_uris.iter().all(|r| {
+            crate::protocol::redirect::classify(r)
+                == Ok(crate::protocol::redirect::RedirectKind::Loopback)
+        })
+    }
+}
+
+/// The declared client `client_id`, if there is one.
+#[must_use]
+pub fn declared(config: &Config, client_id: &str) -> Option<Client> {
+    config
+        .interactive
+        .clients
+        .iter()
+        .find(|c| c.client_id == client_id)
+        .map(Client::declared)
+}
