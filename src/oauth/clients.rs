@@ -3,6 +3,8 @@
 //! their Client ID Metadata Document. Whatever its kind, the authorization and
 //! token endpoints see one [`Client`].
 
+pub mod dynamic;
+
 use crate::config::{Config, DeclaredClient};
 use crate::credentials::KeyHash;
 use crate::scope::ScopeSet;
