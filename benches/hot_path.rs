@@ -78,6 +78,7 @@ fn token(config: &Config, tokens: &Tokens) -> String {
         scopes,
         tier: TierId(1),
         client_id: Some("example-writer"),
+        family: None,
     };
     tokens.issue(&issue, now()).unwrap().token
 }

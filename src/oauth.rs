@@ -122,6 +122,7 @@ impl OAuth {
             scopes,
             tier,
             client_id: client_id.as_deref(),
+            family: None,
         };
         let issued = self
             .tokens

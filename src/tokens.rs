@@ -285,6 +285,9 @@ pub struct Issue<'a> {
     pub tier: TierId,
     /// The authenticated client, if any.
     pub client_id: Option<&'a str>,
+    /// The refresh family it was issued from (interactive grants): its `jti` is
+    /// `<family>.<id>`, so that revoking the family denies it too.
+    pub family: Option<&'a str>,
 }
 
 /// A signed token.
@@ -396,8 +399,13 @@ impl Tokens {
             return Err(TokenError::Expired);
         }
         if let Some(jti) = &grant.jti {
-            if self.any_revoked.load(Ordering::Acquire) && self.revoked.pin().contains_key(jti) {
-                return Err(TokenError::Revoked);
+            if self.any_revoked.load(Ordering::Acquire) {
+                let revoked = self.revoked.pin();
+                // A token of a refresh family is denied with its family, too.
+                let family = jti.split_once('.').map(|(family, _)| family);
+                if revoked.contains_key(jti) || family.is_some_and(|f| revoked.contains_key(f)) {
+                    return Err(TokenError::Revoked);
+                }
             }
         }
         Ok(grant)
@@ -600,7 +608,10 @@ impl Tokens {
             scope: scope.clone(),
             exp: now + self.ttl,
             iat: now,
-            jti: crate::random::public_id("at").ok()?,
+            jti: match issue.family {
+                Some(family) => format!("{family}.{}", crate::random::public_id("at").ok()?),
+                None => crate::random::public_id("at").ok()?,
+            },
             client_id: issue.client_id.map(str::to_owned),
             tier: self.tiers.get(issue.tier).name.clone(),
         };

@@ -156,6 +156,7 @@ pub fn issue_writer(config: &Config, tokens: &Tokens, at: i64) -> String {
         scopes,
         tier: TierId(1),
         client_id: Some("example-writer"),
+        family: None,
     };
     tokens.issue(&issue, at).expect("the harness signs").token
 }
@@ -218,6 +219,7 @@ impl Fixture {
                     .expect("scopes"),
                 tier: TierId(tier),
                 client_id: None,
+                family: None,
             };
             self.tokens.issue(&issue, at).expect("signs").token
         };

@@ -266,6 +266,7 @@ impl AgentAuth {
                 .find(&key.tier)
                 .unwrap_or(crate::tier::TierId(1)),
             client_id: Some(&key.id),
+            family: None,
         };
         // The key is stored already: an answer without a token still gives the agent
         // a working credential, which the token endpoint exchanges for one.
