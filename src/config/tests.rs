@@ -283,3 +283,60 @@ fn an_unspecified_listen_address_is_published_as_localhost() {
     assert_eq!(url("127.0.0.1:8080"), "http://127.0.0.1:8080");
     assert_eq!(url("[::1]:8080"), "http://[::1]:8080");
 }
+
+#[test]
+fn resources_no_route_is_under_are_left_out_and_the_others_keep_their_routes() {
+    // `/mcp` has no route of its own (the catch-all is the API's as a whole), and
+    // `/files/v2/x` none either (the `/files` route is not under it); `/files` has.
+    let text = format!(
+        "{GOOD}  - path: /files/{{*rest}}\n    scopes: [offers:read]\n  - path: /{{*rest}}\n    scopes: [offers:read]\n\
+         discovery:\n  resources: [/mcp, /files, /files/v2/x]\n"
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(config.discovery.resources, ["/files"]);
+    assert_eq!(
+        config.resource_identifiers(),
+        ["https://api.example.com", "https://api.example.com/files"]
+    );
+    // A route's resource is its position in that list.
+    let files = config
+        .policy
+        .routes()
+        .find(|r| r.path == "/files/{*rest}")
+        .unwrap();
+    assert_eq!(&*files.resources, [crate::tokens::ResourceId(1)]);
+    let rest = config
+        .policy
+        .routes()
+        .find(|r| r.path == "/{*rest}")
+        .unwrap();
+    assert_eq!(&*rest.resources, [crate::tokens::ResourceId(0)]);
+    assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with("test.yaml:"),
+        "{:?}",
+        config.warnings
+    );
+    assert!(config.warnings[0].contains("discovery.resources[0]: no route is under `/mcp`"));
+    assert!(config.warnings[1].contains("discovery.resources[2]: no route is under `/files/v2/x`"));
+}
+
+#[test]
+fn a_warning_never_echoes_a_value_from_the_environment() {
+    let text = format!("{GOOD}discovery:\n  resources: [\"${{SECRET_HASH}}\"]\n");
+    // Not a path: an error, masked.
+    let error = load(&text).unwrap_err().to_string();
+    assert!(!error.contains("hunter2"), "{error}");
+    let text = format!("{GOOD}discovery:\n  resources: [\"/${{PREFIX}}\"]\n");
+    let config = Config::from_yaml_str(&text, "test.yaml", &Overrides::default(), &|name| {
+        (name == "PREFIX").then(|| "internal-mcp".to_owned())
+    })
+    .unwrap();
+    assert!(config.discovery.resources.is_empty());
+    assert_eq!(config.warnings.len(), 1);
+    assert!(
+        !config.warnings[0].contains("internal-mcp"),
+        "{:?}",
+        config.warnings
+    );
+}
