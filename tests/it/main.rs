@@ -27,6 +27,7 @@ mod identity;
 mod image;
 mod inject;
 mod injector;
+mod key_names;
 mod layers;
 mod lifecycle_endpoints;
 mod limiter;
