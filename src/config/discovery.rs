@@ -170,9 +170,7 @@ impl Served {
 /// absolute URL on one of its public origins (`authorities`). `None` for another
 /// host's URL, or one that is not a URL at all: not this policy's to judge.
 fn local_path(endpoint: &str, authorities: &[String]) -> Option<String> {
-    let path = if endpoint.starts_with('/') {
-        endpoint
-    } else {
+    if !endpoint.starts_with('/') {
         let uri = endpoint.parse::<Uri>().ok()?;
         let authority = uri.authority()?.as_str().to_ascii_lowercase();
         let ours = uri.scheme().is_some()
@@ -182,11 +180,9 @@ fn local_path(endpoint: &str, authorities: &[String]) -> Option<String> {
         if !ours {
             return None;
         }
-        let start = endpoint.find("://").map_or(0, |i| i + 3);
-        let rest = endpoint.get(start..).unwrap_or_default();
-        rest.find('/').and_then(|i| rest.get(i..)).unwrap_or("/")
-    };
-    let path = path.split(['?', '#']).next().unwrap_or(path);
+        return normalize_path(uri.path()).ok().map(|p| p.into_owned());
+    }
+    let path = endpoint.split(['?', '#']).next().unwrap_or(endpoint);
     normalize_path(path).ok().map(|p| p.into_owned())
 }
 

@@ -340,3 +340,42 @@ fn a_warning_never_echoes_a_value_from_the_environment() {
         config.warnings
     );
 }
+
+#[test]
+fn a_card_is_served_only_when_its_endpoint_on_this_api_is_served() {
+    let card = |endpoint: &str| {
+        let text = format!(
+            "{GOOD}discovery:\n  mcp_server_card:\n    transport: {{type: streamable-http, endpoint: \"{endpoint}\"}}\n"
+        );
+        load(&text).unwrap()
+    };
+    // A route serves it: as a path, or as a URL on the public origin.
+    for endpoint in [
+        "/api/v1/offers",
+        "https://api.example.com/api/v1/offers?x=1",
+    ] {
+        let config = card(endpoint);
+        assert!(config.discovery.mcp_server_card.is_some(), "{endpoint}");
+        assert!(
+            config.warnings.is_empty(),
+            "{endpoint}: {:?}",
+            config.warnings
+        );
+    }
+    // Another host's endpoint is not this policy's to judge.
+    let config = card("https://mcp.example.net/mcp");
+    assert!(config.discovery.mcp_server_card.is_some());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // On this API, and no route serves it: no card, and a warning at its field.
+    for endpoint in ["/mcp", "https://API.example.com:443/mcp"] {
+        let config = card(endpoint);
+        assert!(config.discovery.mcp_server_card.is_none(), "{endpoint}");
+        assert_eq!(config.warnings.len(), 1, "{endpoint}");
+        assert!(
+            config.warnings[0]
+                .contains("discovery.mcp_server_card.transport.endpoint: no route serves"),
+            "{:?}",
+            config.warnings
+        );
+    }
+}
