@@ -176,7 +176,7 @@ impl AgentAuth {
         }
     }
 
-    /// `POST agent_revoke` with `{"credential": "..."}`.
+    /// `POST agent_revoke` with `{"credential": "..."}` (or `{"key": "..."}`).
     pub async fn agent_revoke(&self, config: &Config, request: Request<Incoming>) -> Answer {
         let body: RevokeBody = read_json(request, &Method::POST).await?;
         let revoked = self.revoke_credential(config, &body.credential).await?;
@@ -187,10 +187,12 @@ impl AgentAuth {
     }
 }
 
-/// The body of `POST agent_revoke`.
+/// The body of `POST agent_revoke`: the key's secret as `credential`, or as `key`,
+/// the key management API's former name for it.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RevokeBody {
+    #[serde(alias = "key")]
     credential: String,
 }
 

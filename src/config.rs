@@ -109,6 +109,10 @@ pub struct Config {
     pub log: LogSettings,
     /// How rate limits and quotas are applied and reported.
     pub limits: crate::limits::LimitSettings,
+    /// What the file does that is allowed but probably not meant, one line each
+    /// (`file:line:column: field: message`), in document order: `check` prints
+    /// them, `run` and each reload log them.
+    pub warnings: Vec<String>,
 }
 
 impl Config {
@@ -141,7 +145,12 @@ impl Config {
             .and_then(|sections| loader.validate(sections, overrides));
         let mut errors = loader.errors;
         match config {
-            Some(config) if errors.is_empty() => Ok(config),
+            Some(mut config) if errors.is_empty() => {
+                let mut warnings = loader.warnings;
+                warnings.sort_by_key(|w| w.position.unwrap_or((usize::MAX, 0)));
+                config.warnings = warnings.iter().map(|w| w.located(file)).collect();
+                Ok(config)
+            }
             _ => {
                 errors.sort_by_key(|e| e.position.unwrap_or((usize::MAX, 0)));
                 if errors.is_empty() {
@@ -242,7 +251,8 @@ impl Loader {
         let tiers = Arc::new(self.tiers(&s.tiers, &registry));
         let credentials = self.credentials(&s.credentials);
         let keys = self.keys(s.keys, &registry, &tiers);
-        let discovery = self.discovery(s.discovery, public_url.as_deref());
+        let served = discovery::Served::of(&s.routes, &s.default, s.paths.case_insensitive);
+        let discovery = self.discovery(s.discovery, public_url.as_deref(), &served);
         let policy = self.policy(
             s.routes,
             s.default,
@@ -318,6 +328,7 @@ impl Loader {
             interactive,
             log,
             limits,
+            warnings: Vec::new(),
         })
     }
 }

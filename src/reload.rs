@@ -105,6 +105,9 @@ impl Reloader {
             std::env::var(name).ok()
         }) {
             Ok(config) => {
+                for warning in &config.warnings {
+                    tracing::warn!("{warning}");
+                }
                 self.warn_restart_only(&config);
                 self.gateway.reload(config).await.map_err(ReloadError::from)
             }

@@ -1,9 +1,13 @@
-//! Key management: `POST keys` (create), `GET keys` (list own), `POST keys/{id}/rotate`,
-//! `DELETE keys/{id}` (revoke), and `GET scopes`.
+//! Key management: `POST keys` (create), `GET keys` (list own),
+//! `POST keys/{key_id}/rotate`, `DELETE keys/{key_id}` (revoke), and `GET scopes`.
 //!
 //! A key manages the keys of its own owner (the account it belongs to): it can
 //! create keys with a subset of its own scopes, list them, rotate and revoke them.
 //! A secret appears in exactly one answer: the one that created (or rotated) it.
+//!
+//! Answers name the secret `credential` and its id `key_id`, as registration does
+//! (the auth.md spec's names); `key` and `id`, the names of earlier versions, are
+//! kept beside them with the same values, as deprecated aliases.
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
@@ -25,9 +29,12 @@ use crate::scope::ScopeSet;
 use crate::store::{KeyRecord, Rotation};
 use crate::tier::TierId;
 
-/// A key as the API shows it; `key` only when it was just minted.
+/// A key as the API shows it; `credential` (and its alias `key`) only when it
+/// was just minted.
 #[derive(Debug, Serialize)]
 pub(super) struct KeyView<'a> {
+    key_id: &'a str,
+    /// Deprecated alias of `key_id`.
     id: &'a str,
     name: &'a str,
     prefix: &'a str,
@@ -39,12 +46,16 @@ pub(super) struct KeyView<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     revoked_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    credential: Option<&'a str>,
+    /// Deprecated alias of `credential`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
 }
 
 impl<'a> KeyView<'a> {
     pub(super) fn of(record: &'a KeyRecord, secret: Option<&'a str>) -> KeyView<'a> {
         KeyView {
+            key_id: &record.id,
             id: &record.id,
             name: &record.name,
             prefix: &record.prefix,
@@ -54,6 +65,7 @@ impl<'a> KeyView<'a> {
             expires_at: record.expires_at.map(rfc3339),
             last_used_at: record.last_used_at.map(rfc3339),
             revoked_at: record.revoked_at.map(rfc3339),
+            credential: secret,
             key: secret,
         }
     }
@@ -149,7 +161,7 @@ impl AgentAuth {
         }
     }
 
-    /// `DELETE keys/{id}` and `POST keys/{id}/rotate`.
+    /// `DELETE keys/{key_id}` and `POST keys/{key_id}/rotate`.
     pub async fn key(
         &self,
         config: &Config,

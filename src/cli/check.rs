@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use authmd_proxy::config::{Config, Overrides};
 use clap::Args;
 
-use super::{EX_USAGE, fail, out};
+use super::{EX_USAGE, fail, out, warn};
 
 /// The arguments of `check`.
 #[derive(Debug, Args)]
@@ -16,17 +16,28 @@ pub(crate) struct CheckArgs {
     config: PathBuf,
 }
 
-/// Exits 0 with a summary, or prints every problem and exits 64.
+/// Exits 0 with a summary (and its warnings on standard error), or prints every
+/// problem and exits 64.
 pub(crate) fn check(args: &CheckArgs) -> ExitCode {
     let path = &args.config;
     match Config::load(path, &Overrides::default()) {
-        Ok(config) => out(&format!(
-            "{}: ok ({} routes, {} scopes, {} keys)\n",
-            path.display(),
-            config.route_count(),
-            config.scopes.len(),
-            config.keys.len()
-        )),
+        Ok(config) => {
+            for warning in &config.warnings {
+                warn(warning);
+            }
+            let warnings = match config.warnings.len() {
+                0 => String::new(),
+                1 => "; 1 warning".to_owned(),
+                n => format!("; {n} warnings"),
+            };
+            out(&format!(
+                "{}: ok ({} routes, {} scopes, {} keys{warnings})\n",
+                path.display(),
+                config.route_count(),
+                config.scopes.len(),
+                config.keys.len()
+            ))
+        }
         Err(errors) => {
             let count = errors.errors.len();
             fail(

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use authmd_proxy::config::{Config, Overrides};
 use clap::Subcommand;
 
-use super::{EX_USAGE, fail, out};
+use super::{EX_USAGE, fail, out, warn};
 
 /// The documents `render` prints.
 #[derive(Debug, Subcommand)]
@@ -33,6 +33,9 @@ pub(crate) fn render(command: RenderCommand) -> ExitCode {
             };
             match Config::load(&config, &overrides) {
                 Ok(config) => {
+                    for warning in &config.warnings {
+                        warn(warning);
+                    }
                     let text = config.discovery.auth_md.clone().unwrap_or_else(|| {
                         authmd_proxy::discovery::auth_md::render(&config, &config.public_url)
                     });

@@ -70,6 +70,9 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
         }
     };
     init_logging(&config.log.level, config.log.json);
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let threads = workers.unwrap_or(config.server.worker_threads);
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()

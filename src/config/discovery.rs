@@ -1,6 +1,12 @@
 //! The `discovery:` and `service:` sections: the public origins and protected
 //! resources the well-known documents are built for, and how the API presents
 //! itself in them.
+//!
+//! Documents only name what the policy serves: a `discovery.resources` prefix no
+//! route is under, and a card whose endpoint no route (nor `default: public`)
+//! serves, are left out of every document with a warning, not refused, so that a
+//! config whose `/mcp` route was removed still starts (or reloads) and simply stops
+//! advertising `/mcp`.
 
 use std::time::Duration;
 
@@ -9,7 +15,7 @@ use http::uri::Authority;
 use serde_norway::Value;
 
 use super::load::Loader;
-use super::raw;
+use super::raw::{self, RawDefault, RawRoute};
 use super::values::DAY;
 use crate::policy::{HostId, Template, normalize_path};
 use crate::tokens::ResourceId;
@@ -23,7 +29,8 @@ pub struct Discovery {
     /// `host[:port]` of each origin, lower-case, default port omitted.
     authorities: Vec<String>,
     /// Path prefixes that are protected resources of their own (such as `/mcp`), with
-    /// path-inserted metadata.
+    /// path-inserted metadata: those of `discovery.resources` that some route is
+    /// under (the others are left out, with a warning).
     pub resources: Vec<String>,
     /// Also serve the authorization-server metadata at
     /// `/.well-known/openid-configuration`.
@@ -34,9 +41,11 @@ pub struct Discovery {
     pub auth_md: Option<String>,
     /// `Cache-Control: max-age` of the documents.
     pub max_age: Duration,
-    /// MCP server card, served at `/.well-known/mcp/server-card.json`.
+    /// MCP server card, served at `/.well-known/mcp/server-card.json`; left out
+    /// (with a warning) when no route serves its `transport.endpoint`.
     pub mcp_server_card: Option<serde_json::Value>,
-    /// A2A agent card, served at `/.well-known/agent-card.json`.
+    /// A2A agent card, served at `/.well-known/agent-card.json`; left out (with a
+    /// warning) when no route serves its `url`.
     pub agent_card: Option<serde_json::Value>,
 }
 
@@ -104,24 +113,95 @@ impl Discovery {
     /// The index in `resources` of the longest prefix `template`'s literal prefix
     /// starts with; `None` for the root resource.
     fn prefix_of(&self, template: &Template) -> Option<usize> {
-        let literal = template.literal_prefix();
-        self.resources
-            .iter()
-            .enumerate()
-            .filter(|(_, prefix)| {
-                literal
-                    .strip_prefix(prefix.as_str())
-                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-            })
-            .max_by_key(|(_, prefix)| prefix.len())
-            .map(|(i, _)| i)
+        longest_prefix(&self.resources, &template.literal_prefix())
     }
+}
+
+/// The index of the longest of `prefixes` that `literal` (a route's literal prefix)
+/// starts with, at a segment boundary.
+fn longest_prefix(prefixes: &[String], literal: &str) -> Option<usize> {
+    prefixes
+        .iter()
+        .enumerate()
+        .filter(|(_, prefix)| {
+            literal
+                .strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+        .max_by_key(|(_, prefix)| prefix.len())
+        .map(|(i, _)| i)
+}
+
+/// What the policy serves, as far as the documents need to know: the routes' path
+/// templates (those that parse; a bad one is the policy's error to report) and
+/// whether unmatched requests are forwarded.
+pub(super) struct Served {
+    templates: Vec<Template>,
+    default_public: bool,
+}
+
+impl Served {
+    /// The paths of `routes:` and the `default:` rule.
+    pub(super) fn of(
+        routes: &[(String, RawRoute)],
+        default: &RawDefault,
+        ignore_case: bool,
+    ) -> Served {
+        Served {
+            templates: routes
+                .iter()
+                .filter_map(|(_, route)| Template::parse(&route.path, ignore_case).ok())
+                .collect(),
+            default_public: match default {
+                RawDefault::Public => true,
+                RawDefault::Deny => false,
+            },
+        }
+    }
+
+    /// True when a request to the normalised `path` reaches the upstream through a
+    /// route (for some method) or the public default rule.
+    fn serves(&self, path: &str) -> bool {
+        self.default_public || self.templates.iter().any(|t| t.matches(path))
+    }
+}
+
+/// The normalised path of a card's endpoint when it is on this API: a path, or an
+/// absolute URL on one of its public origins (`authorities`). `None` for another
+/// host's URL, or one that is not a URL at all: not this policy's to judge.
+fn local_path(endpoint: &str, authorities: &[String]) -> Option<String> {
+    if !endpoint.starts_with('/') {
+        let uri = endpoint.parse::<Uri>().ok()?;
+        let authority = uri.authority()?.as_str().to_ascii_lowercase();
+        let ours = uri.scheme().is_some()
+            && authorities
+                .iter()
+                .any(|a| *a == strip_default_port(&authority));
+        if !ours {
+            return None;
+        }
+        return normalize_path(uri.path()).ok().map(|p| p.into_owned());
+    }
+    let path = endpoint.split(['?', '#']).next().unwrap_or(endpoint);
+    normalize_path(path).ok().map(|p| p.into_owned())
 }
 
 fn strip_default_port(host: &str) -> &str {
     host.strip_suffix(":443")
         .or_else(|| host.strip_suffix(":80"))
         .unwrap_or(host)
+}
+
+/// A card of `discovery:` and where its endpoint is.
+struct Card<'a> {
+    /// Its field in the config.
+    path: &'a str,
+    /// What it is called in a warning.
+    name: &'a str,
+    /// The keys that lead to its endpoint in the card.
+    endpoint: &'a [&'a str],
+    /// It was given as the path of a JSON file.
+    from_file: bool,
 }
 
 /// `service:`.
@@ -160,6 +240,7 @@ impl Loader {
         &mut self,
         raw: raw::RawDiscovery,
         public_url: Option<&str>,
+        served: &Served,
     ) -> Discovery {
         let mut origins: Vec<String> = public_url.map(str::to_owned).into_iter().collect();
         for (i, host) in raw.hosts.iter().enumerate() {
@@ -172,14 +253,14 @@ impl Loader {
                 }
             }
         }
-        let authorities = origins
+        let authorities: Vec<String> = origins
             .iter()
             .map(|o| {
                 let authority = o.split_once("://").map_or(o.as_str(), |(_, a)| a);
                 strip_default_port(&authority.to_ascii_lowercase()).to_owned()
             })
             .collect();
-        let mut resources: Vec<String> = Vec::new();
+        let mut resources: Vec<(usize, String)> = Vec::new();
         for (i, prefix) in raw.resources.iter().enumerate() {
             let path = format!("discovery.resources[{i}]");
             let trimmed = prefix.trim_end_matches('/');
@@ -190,10 +271,10 @@ impl Loader {
                         && !trimmed.contains(['{', '}', '%']) =>
                 {
                     // One resource, one identifier: a token names it by position.
-                    if resources.iter().any(|r| r == trimmed) {
+                    if resources.iter().any(|(_, r)| r == trimmed) {
                         self.error(&path, format!("`{trimmed}` is listed twice"));
                     } else {
-                        resources.push(trimmed.to_owned());
+                        resources.push((i, trimmed.to_owned()));
                     }
                 }
                 _ => self.error(
@@ -202,6 +283,7 @@ impl Loader {
                 ),
             }
         }
+        let resources = self.served_resources(resources, served);
         let openapi_url = raw.openapi_url.filter(|url| {
             let ok = url
                 .parse::<Uri>()
@@ -227,12 +309,26 @@ impl Loader {
                 }
             }
         });
-        let mcp_server_card = raw
-            .mcp_server_card
-            .and_then(|v| self.card(v, "discovery.mcp_server_card"));
-        let agent_card = raw
-            .agent_card
-            .and_then(|v| self.card(v, "discovery.agent_card"));
+        let mcp_server_card = raw.mcp_server_card.and_then(|v| {
+            let card = Card {
+                path: "discovery.mcp_server_card",
+                name: "MCP server card",
+                endpoint: &["transport", "endpoint"],
+                from_file: matches!(v, Value::String(_)),
+            };
+            let json = self.card(v, card.path)?;
+            self.served_card(json, &card, &authorities, served)
+        });
+        let agent_card = raw.agent_card.and_then(|v| {
+            let card = Card {
+                path: "discovery.agent_card",
+                name: "agent card",
+                endpoint: &["url"],
+                from_file: matches!(v, Value::String(_)),
+            };
+            let json = self.card(v, card.path)?;
+            self.served_card(json, &card, &authorities, served)
+        });
         Discovery {
             origins,
             authorities,
@@ -249,6 +345,76 @@ impl Loader {
             ),
             mcp_server_card,
             agent_card,
+        }
+    }
+
+    /// The listed resource prefixes (with their index in the list) that some route
+    /// is under, the route's own resource; each other one is warned about and left
+    /// out. Leaving one out moves no route to another resource: none was in it.
+    fn served_resources(&mut self, listed: Vec<(usize, String)>, served: &Served) -> Vec<String> {
+        let prefixes: Vec<String> = listed.iter().map(|(_, p)| p.clone()).collect();
+        let mut used = vec![false; prefixes.len()];
+        for template in &served.templates {
+            if let Some(i) = longest_prefix(&prefixes, &template.literal_prefix()) {
+                if let Some(slot) = used.get_mut(i) {
+                    *slot = true;
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(listed.len());
+        for ((i, prefix), used) in listed.into_iter().zip(used) {
+            if used {
+                out.push(prefix);
+            } else {
+                self.warn(
+                    &format!("discovery.resources[{i}]"),
+                    format!(
+                        "no route is under `{prefix}`, so no document advertises it (no metadata at \
+                         `/.well-known/oauth-protected-resource{prefix}`, no token audience, not in \
+                         auth.md); add a route such as `{prefix}/{{*rest}}`, or remove it"
+                    ),
+                );
+            }
+        }
+        out
+    }
+
+    /// The card, unless its endpoint is on this API and no route serves it: then a
+    /// warning, and no card (a card naming a dead endpoint is worse than none).
+    fn served_card(
+        &mut self,
+        json: serde_json::Value,
+        card: &Card<'_>,
+        authorities: &[String],
+        served: &Served,
+    ) -> Option<serde_json::Value> {
+        let endpoint = card
+            .endpoint
+            .iter()
+            .try_fold(&json, |value, key| value.get(key))
+            .and_then(serde_json::Value::as_str);
+        let Some(endpoint) = endpoint else {
+            return Some(json);
+        };
+        match local_path(endpoint, authorities) {
+            Some(path) if !served.serves(&path) => {
+                let field = card.endpoint.join(".");
+                let at = if card.from_file {
+                    card.path.to_owned()
+                } else {
+                    format!("{}.{field}", card.path)
+                };
+                self.warn(
+                    &at,
+                    format!(
+                        "no route serves the {}'s `{field}` `{endpoint}`, so the card is not served; \
+                         add a route for it, or change or remove the card",
+                        card.name
+                    ),
+                );
+                None
+            }
+            _ => Some(json),
         }
     }
 

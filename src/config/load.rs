@@ -36,21 +36,31 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
 }
 
+impl ConfigError {
+    /// The problem as one line: `file:line:column: path: message`.
+    #[must_use]
+    pub fn located(&self, file: &str) -> String {
+        let mut line = file.to_owned();
+        if let Some((row, column)) = self.position {
+            line.push_str(&format!(":{row}:{column}"));
+        }
+        if !self.path.is_empty() {
+            line.push_str(": ");
+            line.push_str(&self.path);
+        }
+        line.push_str(": ");
+        line.push_str(&self.message);
+        line
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}", self.file)?;
-            if let Some((line, column)) = e.position {
-                write!(f, ":{line}:{column}")?;
-            }
-            if e.path.is_empty() {
-                write!(f, ": {}", e.message)?;
-            } else {
-                write!(f, ": {}: {}", e.path, e.message)?;
-            }
+            f.write_str(&e.located(&self.file))?;
         }
         Ok(())
     }
@@ -95,6 +105,9 @@ pub(super) struct Loader {
     base: PathBuf,
     locations: Locations,
     pub(super) errors: Vec<ConfigError>,
+    /// What the config does that is allowed but probably not meant (the config
+    /// still loads): `check` prints them, `run` and a reload log them.
+    pub(super) warnings: Vec<ConfigError>,
     /// Paths whose values came from the environment, with the value they ended up
     /// with: never echoed, though an error there still says what is wrong.
     secret_paths: HashMap<String, String>,
@@ -151,6 +164,7 @@ impl Loader {
                 .unwrap_or_default(),
             locations: Locations::index(text),
             errors: Vec::new(),
+            warnings: Vec::new(),
             secret_paths: HashMap::new(),
             secret_values: Vec::new(),
         }
@@ -168,6 +182,17 @@ impl Loader {
         }
         let message = self.mask(path, message.into());
         self.errors.push(ConfigError {
+            path: path.to_owned(),
+            position: self.locations.find(path),
+            message,
+        });
+    }
+
+    /// Records a warning at `path`: the config loads, but does something its
+    /// author probably did not mean. Masked as errors are.
+    pub(super) fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let message = self.mask(path, message.into());
+        self.warnings.push(ConfigError {
             path: path.to_owned(),
             position: self.locations.find(path),
             message,

@@ -323,3 +323,99 @@ fn the_oauth_section_has_defaults_and_checks_each_declared_client() {
         );
     }
 }
+
+#[test]
+fn resources_no_route_is_under_are_left_out_and_the_others_keep_their_routes() {
+    // `/mcp` has no route of its own (the catch-all is the API's as a whole), and
+    // `/files/v2/x` none either (the `/files` route is not under it); `/files` has.
+    let text = format!(
+        "{GOOD}  - path: /files/{{*rest}}\n    scopes: [offers:read]\n  - path: /{{*rest}}\n    scopes: [offers:read]\n\
+         discovery:\n  resources: [/mcp, /files, /files/v2/x]\n"
+    );
+    let config = load(&text).unwrap();
+    assert_eq!(config.discovery.resources, ["/files"]);
+    assert_eq!(
+        config.resource_identifiers(),
+        ["https://api.example.com", "https://api.example.com/files"]
+    );
+    // A route's resource is its position in that list.
+    let files = config
+        .policy
+        .routes()
+        .find(|r| r.path == "/files/{*rest}")
+        .unwrap();
+    assert_eq!(&*files.resources, [crate::tokens::ResourceId(1)]);
+    let rest = config
+        .policy
+        .routes()
+        .find(|r| r.path == "/{*rest}")
+        .unwrap();
+    assert_eq!(&*rest.resources, [crate::tokens::ResourceId(0)]);
+    assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+    assert!(
+        config.warnings[0].starts_with("test.yaml:"),
+        "{:?}",
+        config.warnings
+    );
+    assert!(config.warnings[0].contains("discovery.resources[0]: no route is under `/mcp`"));
+    assert!(config.warnings[1].contains("discovery.resources[2]: no route is under `/files/v2/x`"));
+}
+
+#[test]
+fn a_warning_never_echoes_a_value_from_the_environment() {
+    let text = format!("{GOOD}discovery:\n  resources: [\"${{SECRET_HASH}}\"]\n");
+    // Not a path: an error, masked.
+    let error = load(&text).unwrap_err().to_string();
+    assert!(!error.contains("hunter2"), "{error}");
+    let text = format!("{GOOD}discovery:\n  resources: [\"/${{PREFIX}}\"]\n");
+    let config = Config::from_yaml_str(&text, "test.yaml", &Overrides::default(), &|name| {
+        (name == "PREFIX").then(|| "internal-mcp".to_owned())
+    })
+    .unwrap();
+    assert!(config.discovery.resources.is_empty());
+    assert_eq!(config.warnings.len(), 1);
+    assert!(
+        !config.warnings[0].contains("internal-mcp"),
+        "{:?}",
+        config.warnings
+    );
+}
+
+#[test]
+fn a_card_is_served_only_when_its_endpoint_on_this_api_is_served() {
+    let card = |endpoint: &str| {
+        let text = format!(
+            "{GOOD}discovery:\n  mcp_server_card:\n    transport: {{type: streamable-http, endpoint: \"{endpoint}\"}}\n"
+        );
+        load(&text).unwrap()
+    };
+    // A route serves it: as a path, or as a URL on the public origin.
+    for endpoint in [
+        "/api/v1/offers",
+        "https://api.example.com/api/v1/offers?x=1",
+    ] {
+        let config = card(endpoint);
+        assert!(config.discovery.mcp_server_card.is_some(), "{endpoint}");
+        assert!(
+            config.warnings.is_empty(),
+            "{endpoint}: {:?}",
+            config.warnings
+        );
+    }
+    // Another host's endpoint is not this policy's to judge.
+    let config = card("https://mcp.example.net/mcp");
+    assert!(config.discovery.mcp_server_card.is_some());
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    // On this API, and no route serves it: no card, and a warning at its field.
+    for endpoint in ["/mcp", "https://API.example.com:443/mcp"] {
+        let config = card(endpoint);
+        assert!(config.discovery.mcp_server_card.is_none(), "{endpoint}");
+        assert_eq!(config.warnings.len(), 1, "{endpoint}");
+        assert!(
+            config.warnings[0]
+                .contains("discovery.mcp_server_card.transport.endpoint: no route serves"),
+            "{:?}",
+            config.warnings
+        );
+    }
+}

@@ -403,8 +403,11 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             md,
             "Manage keys with a key: `POST {keys}` with `{{\"name\", \"scopes\"}}` creates one (only scopes the \
              calling key holds; the secret is shown once), `GET {keys}` lists your keys (no secrets), \
-             `POST {keys}/{{id}}/rotate` returns a new secret (the old one stops working{}), `DELETE {keys}/{{id}}` \
-             revokes. `GET {origin}{}` lists every scope.\n",
+             `POST {keys}/{{key_id}}/rotate` returns a new secret (the old one stops working{}), \
+             `DELETE {keys}/{{key_id}}` revokes. `GET {origin}{}` lists every scope.\n\n\
+             In these answers a key's secret is `credential` and its id `key_id`, the names registration uses. \
+             They also carry `key` (the same secret) and `id` (the same id): deprecated aliases, kept for clients \
+             written against earlier versions; read `credential` and `key_id`.\n",
             if lifecycle.keys.rotation_grace.is_zero() {
                 " at once".to_owned()
             } else {
@@ -764,8 +767,8 @@ fn revocation(md: &mut String, config: &Config, origin: &str) {
     if config.lifecycle.self_service() {
         let _ = writeln!(
             md,
-            "## Revocation\n\nTo give up a key (or if it leaked), `POST {origin}{}` with `{{\"credential\": \"<key>\"}}`: \
-             the answer is `{{\"revoked\": 1}}` and the key is refused from the next request on. The OAuth revocation \
+            "## Revocation\n\nTo give up a key (or if it leaked), `POST {origin}{}` with `{{\"credential\": \"<key>\"}}` \
+             (`key` is accepted in its place): the answer is `{{\"revoked\": 1}}` and the key is refused from the next request on. The OAuth revocation \
              endpoint (RFC 7009), `POST {origin}{}` with `token=<key>`, does the same. Keys declared in the server's \
              configuration cannot be revoked this way.{tokens}\n",
             config.endpoints.agent_revoke, config.endpoints.revoke
