@@ -413,7 +413,7 @@ async fn follow(
     let config = &generation.config;
     let notices = match store {
         Store::Postgres(postgres) => Some(postgres.listen()),
-        Store::Sqlite(_) => None,
+        Store::Sqlite(sqlite) => Some(sqlite.watch()),
     };
     let resync = match &config.lifecycle.store {
         StoreSettings::Sqlite { resync, .. } | StoreSettings::Postgres { resync, .. } => *resync,
