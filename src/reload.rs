@@ -16,9 +16,9 @@
 //! until a restart.
 //!
 //! When the config itself is not reloaded, each poll also looks at the token signing
-//! key files ([`Gateway::refresh_signing_keys`]: names, sizes, modification times),
-//! so that `authmd-proxy tokens rotate-key` or an updated Secret signs the next token
-//! without a signal; a reloaded config reads them anyway.
+//! key files ([`Gateway::refresh_signing_keys`]: names, sizes, modification times,
+//! inodes), so that `authmd-proxy tokens rotate-key` or an updated Secret signs the
+//! next token without a signal; a reloaded config reads them anyway.
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -330,8 +330,9 @@ struct Peek {
 
 impl Tokens {
     /// Builds the verifier for a config: `own` are the proxy's signing keys (when it
-    /// issues tokens; `Some(keys.into())` for keys that never change); `issuers` every trusted issuer with its keys; `scope_headers`
-    /// the scope header values shared with the keys.
+    /// issues tokens; `Some(keys.into())` for keys that never change); `issuers`
+    /// every trusted issuer with its keys; `scope_headers` the scope header values
+    /// shared with the keys.
     #[must_use]
     pub fn new(
         settings: OwnTokens,
