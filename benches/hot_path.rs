@@ -54,7 +54,7 @@ fn tokens(config: &Config, algorithm: SigningAlgorithm) -> (Tokens, tempfile::Te
     (
         Tokens::new(
             config.own_tokens(),
-            Some(keys),
+            Some(keys.into()),
             &[],
             config.tiers.clone(),
             headers,

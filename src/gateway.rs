@@ -33,7 +33,7 @@ use crate::proxy::{ClientConn, Upstream};
 use crate::rejection::Responder;
 use crate::store::sync::{self, Compiler, Follower, SyncState};
 use crate::store::{Store, StoreSettings};
-use crate::tokens::signing::{KeyError, SigningKeys};
+use crate::tokens::signing::{KeyError, KeySource, LiveKeys};
 use crate::tokens::{self, Tokens};
 
 /// How long a start or reload waits for the store before going on without it
@@ -197,6 +197,18 @@ impl Gateway {
         }
     }
 
+    /// Reads the token signing keys again if their files changed since the current
+    /// generation read them (a `tokens rotate-key`, an updated Secret), off the
+    /// runtime's workers. `Some(kid)` of the key that signs from now on when they
+    /// changed; on an error the keys in use stay.
+    pub async fn refresh_signing_keys(&self) -> Result<Option<String>, KeyError> {
+        let tokens = self.current.load().tokens.clone();
+        tokio::task::spawn_blocking(move || tokens.refresh_signing_keys(unix_now()))
+            .await
+            // The blocking pool is shutting down: so is the proxy.
+            .unwrap_or(Ok(None))
+    }
+
     /// Marks the proxy as shutting down: `/readyz` fails from now on.
     pub fn drain(&self) {
         self.shared.draining.store(true, Ordering::Release);
@@ -263,12 +275,15 @@ async fn build(
     let settings = &config.tokens;
     let own = if settings.enabled {
         let ttl = i64::try_from(settings.ttl.as_secs()).unwrap_or(3600);
-        Some(match &settings.signing {
-            SigningSource::Files(files) => SigningKeys::from_files(files)?,
-            SigningSource::Dir(dir) => {
-                SigningKeys::from_dir(dir, settings.algorithm, ttl, unix_now())?
-            }
-        })
+        let source = match &settings.signing {
+            SigningSource::Files(files) => KeySource::Files(files.clone()),
+            SigningSource::Dir(dir) => KeySource::Dir {
+                dir: dir.clone(),
+                algorithm: settings.algorithm,
+                ttl,
+            },
+        };
+        Some(LiveKeys::load(source, unix_now())?)
     } else {
         None
     };
@@ -413,7 +428,7 @@ async fn follow(
     let config = &generation.config;
     let notices = match store {
         Store::Postgres(postgres) => Some(postgres.listen()),
-        Store::Sqlite(_) => None,
+        Store::Sqlite(sqlite) => Some(sqlite.watch()),
     };
     let resync = match &config.lifecycle.store {
         StoreSettings::Sqlite { resync, .. } | StoreSettings::Postgres { resync, .. } => *resync,

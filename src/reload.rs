@@ -1,4 +1,5 @@
-//! Config hot reload: on SIGHUP, and when the config file's content changes.
+//! Config hot reload: on SIGHUP, and when the config file's content changes; and on
+//! the same poll, the token signing keys when their files change.
 //!
 //! The file is polled (its BLAKE3 hash every `server.watch_interval`) rather than
 //! watched with inotify: Kubernetes updates a mounted ConfigMap by swapping a
@@ -13,6 +14,11 @@
 //! serving. Settings bound at start (listen addresses, TLS files, the store,
 //! worker threads, the limiter's size) are reported and keep their old values
 //! until a restart.
+//!
+//! When the config itself is not reloaded, each poll also looks at the token signing
+//! key files ([`Gateway::refresh_signing_keys`]: names, sizes, modification times,
+//! inodes), so that `authmd-proxy tokens rotate-key` or an updated Secret signs the
+//! next token without a signal; a reloaded config reads them anyway.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -175,11 +181,34 @@ impl Reloader {
                 () = next_hangup(&mut hangups) => true,
                 () = next_tick(&mut tick) => false,
             };
-            match self.reload(forced).await {
-                Ok(true) | Ok(false) => {}
+            let reloaded = match self.reload(forced).await {
+                Ok(reloaded) => reloaded,
                 Err(error) => {
                     tracing::warn!("config reload refused; the running config stays:\n{error}");
+                    false
                 }
+            };
+            if !reloaded {
+                self.refresh_signing_keys().await;
+            }
+        }
+    }
+
+    /// Reads the token signing keys again if their files changed, and logs what
+    /// came of it; true when new keys are in use.
+    pub async fn refresh_signing_keys(&self) -> bool {
+        match self.gateway.refresh_signing_keys().await {
+            Ok(Some(kid)) => {
+                tracing::info!(
+                    kid,
+                    "token signing keys reloaded; new tokens are signed with this key"
+                );
+                true
+            }
+            Ok(None) => false,
+            Err(error) => {
+                tracing::warn!(%error, "token signing keys not reloaded; the keys in use stay until the files change again");
+                false
             }
         }
     }

@@ -2,7 +2,9 @@
 //! assertion ids and revoked access-token ids, behind one interface with two implementations.
 //!
 //! - [`sqlite::SqliteStore`], the embedded default: one file in the data directory,
-//!   WAL, `synchronous=FULL`, so a write returns only once it is on disk;
+//!   WAL, `synchronous=FULL`, so a write returns only once it is on disk; a commit
+//!   by another process (the operator's CLI) is noticed within 250 ms through
+//!   `PRAGMA data_version`;
 //! - [`postgres::PostgresStore`], for several replicas: every write also sends a
 //!   `NOTIFY`, so each replica's in-memory key table follows within moments.
 //!
@@ -238,7 +240,8 @@ pub enum StoreSettings {
     Sqlite {
         /// The database file (created with its directory on first start).
         path: PathBuf,
-        /// How often to pick up changes written by another process (the CLI).
+        /// Safety-net resync interval, beside the watch of the file's data version
+        /// (which picks up changes written by another process, such as the CLI).
         resync: Duration,
     },
     /// PostgreSQL.
@@ -271,7 +274,8 @@ pub enum Notice {
     Key(String),
     /// An access token was revoked.
     TokenRevoked,
-    /// Announcements may have been missed (e.g. a reconnect): resync.
+    /// Announcements may have been missed (e.g. a reconnect), or the store cannot
+    /// say what changed (another process committed to the SQLite file): resync.
     Resync,
 }
 

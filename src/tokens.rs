@@ -40,7 +40,7 @@ use crate::protocol::ACCESS_TOKEN_TYPE;
 use crate::scope::{ScopeHeaders, ScopeRegistry, ScopeSet};
 use crate::tier::{TierId, Tiers};
 use remote::RemoteKeys;
-use signing::SigningKeys;
+use signing::{KeyError, LiveKeys};
 
 /// Clock skew allowed for other issuers' tokens.
 const LEEWAY: i64 = 60;
@@ -309,7 +309,8 @@ pub struct Tokens {
     /// The resource identifiers own tokens may name in `aud`.
     audiences: Vec<String>,
     ttl: i64,
-    own: Option<SigningKeys>,
+    /// The proxy's own keys, following their files.
+    own: Option<LiveKeys>,
     /// Issuers whose access tokens are accepted.
     trusted: Vec<Arc<Issuer>>,
     scopes: Arc<ScopeRegistry>,
@@ -332,12 +333,13 @@ struct Peek {
 
 impl Tokens {
     /// Builds the verifier for a config: `own` are the proxy's signing keys (when it
-    /// issues tokens); `issuers` every trusted issuer with its keys; `scope_headers`
-    /// the scope header values shared with the keys.
+    /// issues tokens; `Some(keys.into())` for keys that never change); `issuers`
+    /// every trusted issuer with its keys; `scope_headers` the scope header values
+    /// shared with the keys.
     #[must_use]
     pub fn new(
         settings: OwnTokens,
-        own: Option<SigningKeys>,
+        own: Option<LiveKeys>,
         issuers: &[Arc<Issuer>],
         tiers: Arc<Tiers>,
         scope_headers: Arc<ScopeHeaders>,
@@ -369,8 +371,24 @@ impl Tokens {
 
     /// The JWKS document of the proxy's keys, when it signs tokens.
     #[must_use]
-    pub fn jwks(&self) -> Option<&bytes::Bytes> {
-        self.own.as_ref().map(SigningKeys::jwks)
+    pub fn jwks(&self) -> Option<bytes::Bytes> {
+        self.own.as_ref().map(|own| own.current().jwks().clone())
+    }
+
+    /// Reads the proxy's signing keys again if their files changed (blocking file
+    /// I/O: call it off the runtime's workers). `Some(kid)` of the new signing key
+    /// when the keys changed: new tokens are signed with it, tokens of a key still in
+    /// the files keep verifying, and the cache forgets every verified token, so a
+    /// key that is gone verifies nothing any more.
+    pub fn refresh_signing_keys(&self, now: i64) -> Result<Option<String>, KeyError> {
+        let Some(own) = &self.own else {
+            return Ok(None);
+        };
+        let changed = own.refresh(now)?;
+        if changed.is_some() {
+            self.cache.pin().clear();
+        }
+        Ok(changed)
     }
 
     /// The resource identifiers this API answers to (valid `resource` / `aud`).
@@ -456,7 +474,11 @@ impl Tokens {
         header: &jsonwebtoken::Header,
         now: i64,
     ) -> Result<TokenGrant, TokenError> {
-        let keys = self.own.as_ref().ok_or(TokenError::UntrustedIssuer)?;
+        let keys = self
+            .own
+            .as_ref()
+            .ok_or(TokenError::UntrustedIssuer)?
+            .current();
         if !typ_is(header, &[ACCESS_TOKEN_TYPE]) {
             return Err(TokenError::WrongType);
         }
@@ -599,7 +621,7 @@ impl Tokens {
 
     /// Signs a token for `issue` at `now`.
     pub fn issue(&self, issue: &Issue<'_>, now: i64) -> Option<Issued> {
-        let keys = self.own.as_ref()?;
+        let keys = self.own.as_ref()?.current();
         let scope = self.scopes.names(&issue.scopes);
         let claims = OwnClaims {
             iss: self.issuer.clone(),
@@ -627,7 +649,7 @@ impl Tokens {
     /// expired or not; `None` for anything else (RFC 7009: not an error).
     #[must_use]
     pub fn own_token_id(&self, token: &str) -> Option<(String, i64)> {
-        let keys = self.own.as_ref()?;
+        let keys = self.own.as_ref()?.current();
         let header = header_of(token).ok()?;
         let key = keys.find(header.kid.as_deref()?)?;
         if header.alg != key.algorithm() || peek_issuer(token)? != self.issuer {

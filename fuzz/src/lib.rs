@@ -123,7 +123,7 @@ fn build() -> Fixture {
         .decode(jwks["keys"][0]["x"].as_str().expect("an OKP key has x"))
         .expect("x is base64url");
     let headers = Arc::new(ScopeHeaders::new(config.scopes.clone()));
-    let tokens = Tokens::new(config.own_tokens(), Some(own), &[], config.tiers.clone(), headers);
+    let tokens = Tokens::new(config.own_tokens(), Some(own.into()), &[], config.tiers.clone(), headers);
     let now = authmd_proxy::clock::unix_now();
     let fresh_token = issue_writer(&config, &tokens, now);
     let fixture = Fixture {

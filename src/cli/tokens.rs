@@ -34,7 +34,8 @@ pub(crate) enum TokensCommand {
     },
     /// Start signing with a new key in the managed directory; the old key keeps
     /// verifying until its tokens expire, and keys no token needs are deleted.
-    /// Running proxies pick the new key up when restarted.
+    /// A proxy running on the same data directory signs with the new key from its
+    /// next config poll (`server.watch_interval`) or SIGHUP, no restart needed.
     #[command(name = "rotate-key")]
     RotateKey {
         /// The config file and the data directory, as `run` takes them.

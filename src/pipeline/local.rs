@@ -54,7 +54,7 @@ pub(super) fn find<B>(
         if let Some(jwks) = tokens.jwks() {
             return Some((
                 E::Discovery,
-                Local::Ready(discovery::serve_jwks(jwks, request.method())),
+                Local::Ready(discovery::serve_jwks(&jwks, request.method())),
             ));
         }
     }

@@ -8,10 +8,15 @@
 //! is fsynced; a write acknowledged to a client survives a crash or a power cut.
 //! Migrations are numbered by `PRAGMA user_version` and applied in an `IMMEDIATE`
 //! transaction, so two processes opening the same new file cannot both apply them.
+//!
+//! Commits by other processes (the operator's CLI) are noticed through `PRAGMA
+//! data_version` on a connection of their own ([`SqliteStore::watch`]).
+
+mod watch;
 
 use std::fmt;
-use std::path::Path;
-use std::sync::mpsc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, mpsc};
 
 use rusqlite::types::{ToSqlOutput, Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, Row, ToSql, params};
@@ -21,7 +26,9 @@ use super::rows::{
     self, Columns, KEY_COLUMNS, QUOTA_USAGE_COLUMNS, REGISTRATION_COLUMNS, REVOKED_TOKEN_COLUMNS,
     USED_ASSERTION_COLUMNS, Value,
 };
-use super::{Claim, ClaimOutcome, KeyRecord, MeterSlot, RegistrationRecord, Rotation, StoreError};
+use super::{
+    Claim, ClaimOutcome, KeyRecord, MeterSlot, Notice, RegistrationRecord, Rotation, StoreError,
+};
 use crate::clock::unix_now_ms;
 use crate::limits::quota::Usage;
 
@@ -87,6 +94,8 @@ type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 #[derive(Clone)]
 pub struct SqliteStore {
     jobs: mpsc::Sender<Job>,
+    /// The database file, for the watching connection.
+    path: Arc<PathBuf>,
     pub(super) meter: MeterSlot,
 }
 
@@ -116,13 +125,14 @@ impl SqliteStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| unavailable(format!("cannot create `{}`: {e}", dir.display())))?;
         }
-        let path = path.to_owned();
+        let path = Arc::new(path.to_owned());
+        let opened = path.clone();
         let (ready_tx, ready_rx) = oneshot::channel();
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("authmd-sqlite".into())
             .spawn(move || {
-                let mut connection = match open_connection(&path) {
+                let mut connection = match open_connection(&opened) {
                     Ok(connection) => {
                         let _ = ready_tx.send(Ok(()));
                         connection
@@ -142,8 +152,28 @@ impl SqliteStore {
             .map_err(|_| unavailable("the store thread stopped"))??;
         Ok(SqliteStore {
             jobs,
+            path,
             meter: MeterSlot::default(),
         })
+    }
+
+    /// Announcements of commits by other connections to the file (another process,
+    /// such as `authmd-proxy keys revoke`; this one's own writes count too): a
+    /// [`Notice::Resync`] within 250 ms of each, and one
+    /// when the watch starts. A thread of its own reads `PRAGMA data_version` on a
+    /// connection of its own, for as long as the receiver is kept. Should the thread
+    /// not start, the receiver hears nothing and the periodic resync remains.
+    #[must_use]
+    pub fn watch(&self) -> tokio::sync::mpsc::Receiver<Notice> {
+        let (notices, receiver) = tokio::sync::mpsc::channel(watch::NOTICE_CAPACITY);
+        let path = self.path.clone();
+        let started = std::thread::Builder::new()
+            .name("authmd-sqlite-watch".into())
+            .spawn(move || watch::watch_forever(&path, &notices));
+        if let Err(error) = started {
+            tracing::warn!(%error, "cannot start watching the SQLite file; changes by other processes are seen at the periodic resync");
+        }
+        receiver
     }
 
     /// Runs `work` on the store thread.

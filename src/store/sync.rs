@@ -2,7 +2,8 @@
 //! in step afterwards.
 //!
 //! One task per process ([`spawn_follower`]) applies, in order of the store's own
-//! clock, every change it learns of: announcements (PostgreSQL `NOTIFY`), a periodic
+//! clock, every change it learns of: announcements (PostgreSQL `NOTIFY`; for SQLite,
+//! a resync whenever another connection has committed to the file), a periodic
 //! resync (`changed_since`, overlapping the previous one so a transaction that
 //! committed late is not missed), and it flushes last-used times in batches. Writes
 //! this process makes are applied by the writer itself, before it answers; the

@@ -8,11 +8,19 @@
 //! until they have expired (its successor's age exceeds the token lifetime), and is
 //! ignored after that. Rotation is `authmd-proxy tokens rotate-key`, which writes a
 //! new key and prunes the ones no token can need any more.
+//!
+//! A running proxy follows the files ([`LiveKeys`]): each poll compares their names,
+//! sizes, modification times and inodes (never their content) with what it last
+//! read, and reads the keys again when they changed, so a rotation or an updated
+//! Secret signs the next token without a restart.
 
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::SystemTime;
 
+use arc_swap::{ArcSwap, Guard};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{
     ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair,
@@ -296,6 +304,156 @@ impl SigningKeys {
     }
 }
 
+/// Where the proxy's own keys are read from, so that they can be read again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// The operator's PEM files (`tokens.signing_keys`), the signing key first.
+    Files(Vec<PathBuf>),
+    /// A managed directory: the newest `key-<unix time>.pem` signs.
+    Dir {
+        /// The directory.
+        dir: PathBuf,
+        /// The algorithm of a first key made in an empty directory.
+        algorithm: SigningAlgorithm,
+        /// The tokens' lifetime, in seconds: how long an older key keeps verifying.
+        ttl: i64,
+    },
+}
+
+impl KeySource {
+    /// Reads the keys ([`SigningKeys::from_files`] or [`SigningKeys::from_dir`]).
+    pub fn load(&self, now: i64) -> Result<SigningKeys, KeyError> {
+        match self {
+            KeySource::Files(files) => SigningKeys::from_files(files),
+            KeySource::Dir {
+                dir,
+                algorithm,
+                ttl,
+            } => SigningKeys::from_dir(dir, *algorithm, *ttl, now),
+        }
+    }
+
+    /// What the key files look like now, without reading them.
+    fn stamp(&self) -> Stamp {
+        let files = match self {
+            KeySource::Files(files) => files.clone(),
+            KeySource::Dir { dir, .. } => {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .filter(|path| created_of(path).is_some())
+                    .collect();
+                files.sort();
+                files
+            }
+        };
+        Stamp(
+            files
+                .into_iter()
+                .map(|path| {
+                    let seen = std::fs::metadata(&path).ok().map(|m| FileStamp {
+                        len: m.len(),
+                        modified: m.modified().ok(),
+                        inode: inode(&m),
+                    });
+                    (path, seen)
+                })
+                .collect(),
+        )
+    }
+}
+
+/// Every key file's path and, when it can be read, its size, modification time and
+/// inode: an edit in place, a new file renamed over it and a Kubernetes Secret's
+/// symlink swap all change it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp(Vec<(PathBuf, Option<FileStamp>)>);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+#[cfg(unix)]
+fn inode(metadata: &std::fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(metadata)
+}
+
+#[cfg(not(unix))]
+fn inode(_: &std::fs::Metadata) -> u64 {
+    0
+}
+
+/// The proxy's keys, following their files: read once, then read again by
+/// [`LiveKeys::refresh`] whenever the files have changed. Tokens signed by a key that
+/// is still in the files keep verifying across a refresh.
+#[derive(Debug)]
+pub struct LiveKeys {
+    keys: ArcSwap<SigningKeys>,
+    /// Where they come from; `None` for keys given in memory, never refreshed.
+    source: Option<KeySource>,
+    /// The files as they were when last read (or refused).
+    seen: ArcSwap<Stamp>,
+}
+
+impl LiveKeys {
+    /// Reads the keys of `source` at `now`.
+    pub fn load(source: KeySource, now: i64) -> Result<LiveKeys, KeyError> {
+        // Stamped before reading: a change made while reading is seen by the next
+        // refresh.
+        let seen = source.stamp();
+        let keys = source.load(now)?;
+        Ok(LiveKeys {
+            keys: ArcSwap::from_pointee(keys),
+            source: Some(source),
+            seen: ArcSwap::from_pointee(seen),
+        })
+    }
+
+    /// The keys in use.
+    #[must_use]
+    pub fn current(&self) -> Guard<Arc<SigningKeys>> {
+        self.keys.load()
+    }
+
+    /// Reads the keys again if their files changed since they were last read; blocking
+    /// file I/O, a directory listing and a `stat` per file when nothing changed.
+    /// `Some(kid)` of the new signing key when the set changed; on an error the keys
+    /// in use stay, and the same files are not tried again until they change.
+    pub fn refresh(&self, now: i64) -> Result<Option<String>, KeyError> {
+        let Some(source) = &self.source else {
+            return Ok(None);
+        };
+        let stamp = source.stamp();
+        if **self.seen.load() == stamp {
+            return Ok(None);
+        }
+        self.seen.store(Arc::new(stamp));
+        let keys = source.load(now)?;
+        if keys.jwks == self.keys.load().jwks {
+            // Touched, or rewritten with the same keys.
+            return Ok(None);
+        }
+        let kid = keys.active().kid().to_owned();
+        self.keys.store(Arc::new(keys));
+        Ok(Some(kid))
+    }
+}
+
+impl From<SigningKeys> for LiveKeys {
+    /// Keys given in memory, that no refresh changes.
+    fn from(keys: SigningKeys) -> LiveKeys {
+        LiveKeys {
+            keys: ArcSwap::from_pointee(keys),
+            source: None,
+            seen: ArcSwap::from_pointee(Stamp(Vec::new())),
+        }
+    }
+}
+
 impl Clone for SigningKey {
     fn clone(&self) -> Self {
         SigningKey {
@@ -318,13 +476,7 @@ fn read_dir(dir: &Path) -> Result<Vec<(i64, SigningKey, PathBuf)>, KeyError> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(io)? {
         let path = entry.map_err(io)?.path();
-        let Some(created) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_prefix("key-"))
-            .and_then(|n| n.strip_suffix(".pem"))
-            .and_then(|n| n.parse::<i64>().ok())
-        else {
+        let Some(created) = created_of(&path) else {
             continue;
         };
         let label = path.display().to_string();
@@ -333,6 +485,16 @@ fn read_dir(dir: &Path) -> Result<Vec<(i64, SigningKey, PathBuf)>, KeyError> {
     }
     found.sort_by_key(|k| std::cmp::Reverse(k.0));
     Ok(found)
+}
+
+/// The creation time a managed key file's name (`key-<unix time>.pem`) gives;
+/// `None` for any other file.
+fn created_of(path: &Path) -> Option<i64> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_prefix("key-"))
+        .and_then(|n| n.strip_suffix(".pem"))
+        .and_then(|n| n.parse::<i64>().ok())
 }
 
 /// The newest key and every older one whose successor is younger than `ttl`
@@ -495,6 +657,71 @@ mod tests {
             let mode = entry.unwrap().metadata().unwrap().permissions().mode();
             assert_eq!(mode & 0o077, 0, "key files are private");
         }
+    }
+
+    #[test]
+    fn live_keys_follow_a_rotation_and_ignore_what_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = KeySource::Dir {
+            dir: dir.path().to_owned(),
+            algorithm: SigningAlgorithm::EdDsa,
+            ttl: 3600,
+        };
+        let live = LiveKeys::load(source, 1_000).unwrap();
+        let first = live.current().active().kid().to_owned();
+        // The first key was made by the load itself: the same keys, no change.
+        assert_eq!(live.refresh(1_000).unwrap(), None);
+        assert_eq!(live.refresh(1_001).unwrap(), None);
+
+        let (second, _) =
+            SigningKeys::rotate_dir(dir.path(), SigningAlgorithm::EdDsa, 3600, 2_000).unwrap();
+        assert_eq!(live.refresh(2_000).unwrap(), Some(second.clone()));
+        assert_eq!(live.current().active().kid(), second);
+        assert!(
+            live.current().find(&first).is_some(),
+            "the old key verifies"
+        );
+        assert_eq!(live.refresh(2_001).unwrap(), None);
+
+        // A file that is not a managed key is not looked at.
+        std::fs::write(dir.path().join(".key-3000.pem.partial"), "half").unwrap();
+        assert_eq!(live.refresh(3_000).unwrap(), None);
+    }
+
+    #[test]
+    fn live_keys_follow_replaced_files_and_keep_theirs_when_the_new_ones_are_bad() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("signing.pem");
+        let write = |text: &str| {
+            let partial = dir.path().join("signing.partial");
+            std::fs::write(&partial, text).unwrap();
+            std::fs::rename(&partial, &file).unwrap();
+        };
+        let (first, pem) = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
+        write(&pem);
+        let live = LiveKeys::load(KeySource::Files(vec![file.clone()]), 1_000).unwrap();
+        assert_eq!(live.current().active().kid(), first.kid());
+
+        let error = {
+            write("-----BEGIN PRIVATE KEY-----\nAA==\n-----END PRIVATE KEY-----\n");
+            live.refresh(1_001).unwrap_err()
+        };
+        assert!(matches!(error, KeyError::NotAKey(_)), "{error}");
+        assert_eq!(live.current().active().kid(), first.kid(), "the keys stay");
+        // Refused once: not read again until the file changes again.
+        assert_eq!(live.refresh(1_002).unwrap(), None);
+
+        let (second, pem) = SigningKey::generate(SigningAlgorithm::Es256).unwrap();
+        write(&pem);
+        assert_eq!(live.refresh(1_003).unwrap().as_deref(), Some(second.kid()));
+        assert_eq!(live.current().active().kid(), second.kid());
+    }
+
+    #[test]
+    fn keys_given_in_memory_are_never_refreshed() {
+        let (key, _) = SigningKey::generate(SigningAlgorithm::EdDsa).unwrap();
+        let live = LiveKeys::from(SigningKeys::new(vec![key]).unwrap());
+        assert_eq!(live.refresh(1).unwrap(), None);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::Duration;
 use crate::support::{Binary, client, eventually, write_status};
 
 const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
-const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+pub(crate) const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 
 /// How long a revocation may take to reach the proxy: its resync is every 100 ms.
 const RESYNC_BOUND: Duration = Duration::from_secs(10);
@@ -39,7 +39,7 @@ fn example_config(dir: &Path) -> PathBuf {
 }
 
 /// The binary with `args`, none of the variables under test inherited.
-fn command(args: &[&str]) -> Command {
+pub(crate) fn command(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
     command
         .args(args)
@@ -57,7 +57,7 @@ fn text(out: &Output) -> (String, String) {
 }
 
 /// Runs `command` and asserts it succeeded; its standard output.
-fn succeeds(command: &mut Command) -> String {
+pub(crate) fn succeeds(command: &mut Command) -> String {
     let out = command.output().unwrap();
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{command:?}: {stderr}");
@@ -65,7 +65,7 @@ fn succeeds(command: &mut Command) -> String {
 }
 
 /// A field (`id:`, `key:`, `scopes:`) of `keys create`'s output.
-fn field(out: &str, name: &str) -> String {
+pub(crate) fn field(out: &str, name: &str) -> String {
     out.lines()
         .find_map(|l| l.strip_prefix(name))
         .unwrap_or_else(|| panic!("no `{name}` in {out}"))
@@ -84,7 +84,7 @@ async fn read_status(base: &str, key: Option<&str>) -> u16 {
 }
 
 /// `run` on free ports, with `env` set on its process.
-async fn run(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Binary {
+pub(crate) async fn run(config: &Path, extra: &[&str], env: &[(&str, &str)]) -> Binary {
     let mut command = command(&[
         "run",
         "--config",

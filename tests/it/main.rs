@@ -33,6 +33,7 @@ mod lifecycle_endpoints;
 mod limiter;
 mod operations;
 mod payments;
+mod pickup;
 mod postgres_store;
 mod rate_limits;
 mod request_limits;
