@@ -37,7 +37,7 @@ use crate::scope::ScopeRegistry;
 use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
-pub use lifecycle::{KeyManagement, Lifecycle, Registration};
+pub use lifecycle::{Claims, KeyManagement, Lifecycle, Registration};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};
 pub use ops::{
@@ -178,6 +178,17 @@ impl Config {
         self.trusted_issuers
             .iter()
             .filter(|i| i.identity_assertions)
+    }
+
+    /// How anonymous registrations are claimed on this deployment.
+    #[must_use]
+    pub fn claims(&self) -> Claims {
+        if !self.lifecycle.registers() {
+            return Claims::Nothing;
+        }
+        self.lifecycle
+            .registration
+            .claims(self.identity_issuers().next().is_some())
     }
 
     /// Number of routes in the policy.

@@ -61,10 +61,11 @@ pub struct Registration {
     pub claimed_tier: TierId,
     /// Scopes after a claim.
     pub claimed_scopes: ScopeSet,
-    /// How long a claim token works.
+    /// How long a registration can be claimed (and its claim token works).
     pub claim_ttl: Duration,
-    /// A claim must present an identity assertion (otherwise the claim token alone
-    /// is enough, for deployments where the claim URL reaches a trusted human).
+    /// A claim must present an identity assertion. Otherwise the claim token alone
+    /// is enough: the claim URL is meant for the operator, but the agent holds the
+    /// token too and can claim itself.
     pub require_identity_to_claim: bool,
     /// Anonymous registrations per client address per hour.
     pub per_hour: u32,
@@ -76,6 +77,48 @@ pub struct Registration {
     /// The registration answer also carries an access token minted from the new key
     /// (Toromarket-style "a token back immediately"); needs `tokens:`.
     pub access_token: bool,
+}
+
+/// How an anonymous registration is claimed on this deployment (what its answer
+/// offers, what auth.md says, what `check` warns about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claims {
+    /// There is nothing to claim: no registration, or no anonymous one.
+    Nothing,
+    /// A claim needs an identity assertion, and no trusted issuer carries one: no
+    /// claim can be completed, so none is offered.
+    Unavailable,
+    /// The claim token alone claims (`require_identity_to_claim: false`). It is
+    /// meant for the operator, but the agent holds it too: an agent can claim
+    /// itself.
+    ByToken,
+    /// A claim carries an identity assertion (an ID-JAG) from a trusted issuer.
+    ByIdentity,
+}
+
+impl Claims {
+    /// True when a registration answer offers a claim (`claim_url`, `claim_token`).
+    #[must_use]
+    pub fn offered(self) -> bool {
+        matches!(self, Claims::ByToken | Claims::ByIdentity)
+    }
+}
+
+impl Registration {
+    /// How anonymous registrations are claimed, when agents can register at all;
+    /// `identity_issuer`: a trusted issuer carries identity assertions.
+    #[must_use]
+    pub fn claims(&self, identity_issuer: bool) -> Claims {
+        if !self.enabled || !self.anonymous {
+            Claims::Nothing
+        } else if !self.require_identity_to_claim {
+            Claims::ByToken
+        } else if identity_issuer {
+            Claims::ByIdentity
+        } else {
+            Claims::Unavailable
+        }
+    }
 }
 
 /// `key_management:`.
