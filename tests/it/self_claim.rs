@@ -1,7 +1,7 @@
 //! Agents must not promote themselves ("self-claim"). Where a claim must carry an
 //! identity assertion and no trusted issuer carries one (the example config), no
-//! claim can be completed: the registration answer offers none and the metadata
-//! names no claim endpoint.
+//! claim can be completed: the registration answer offers none, the metadata names
+//! no claim endpoint, and auth.md describes no claim step.
 
 #![allow(clippy::unwrap_used, reason = "tests: a failed step fails the test")]
 
@@ -66,11 +66,17 @@ async fn without_a_trusted_issuer_the_registration_answer_offers_no_claim() {
         assert!(answer.get(field).is_none(), "{field} in {answer}");
     }
 
-    // The metadata names no claim endpoint.
+    // The metadata names no claim endpoint; auth.md describes no claim step.
     let block = agent_auth_block(&proxy).await;
     assert_eq!(block["register_uri"], proxy.url("/agent/auth/register"));
     assert!(block.get("claim_uri").is_none(), "{block}");
     assert!(block.get("claim_endpoint").is_none(), "{block}");
+    let md = proxy.auth_md().await;
+    assert!(
+        md.contains("Claiming is not available on this deployment"),
+        "{md}"
+    );
+    assert!(!md.contains("claim_url"), "{md}");
 
     // And the registration cannot be claimed another way.
     let response = client()
