@@ -105,6 +105,9 @@ pub struct Config {
     pub log: LogSettings,
     /// How rate limits and quotas are applied and reported.
     pub limits: crate::limits::LimitSettings,
+    /// Settings that load but do not do what one might think, each with its place
+    /// in the file: `check` prints them, `run` logs them.
+    pub warnings: Vec<ConfigError>,
 }
 
 impl Config {
@@ -189,6 +192,13 @@ impl Config {
         self.lifecycle
             .registration
             .claims(self.identity_issuers().next().is_some())
+    }
+
+    /// Logs each warning (when `run` starts and at each reload).
+    pub fn log_warnings(&self) {
+        for warning in &self.warnings {
+            tracing::warn!(setting = %warning.path, "config: {}", warning.message);
+        }
     }
 
     /// Number of routes in the policy.
@@ -283,6 +293,11 @@ impl Loader {
             &data_dir,
         );
 
+        self.claim_warnings(
+            &lifecycle,
+            trusted_issuers.iter().any(|i| i.identity_assertions),
+            &tiers,
+        );
         if lifecycle.registration.access_token && !tokens.enabled {
             self.error(
                 "registration.access_token",
@@ -323,6 +338,7 @@ impl Loader {
             trusted_issuers,
             log,
             limits,
+            warnings: std::mem::take(&mut self.warnings),
         })
     }
 }

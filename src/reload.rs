@@ -106,6 +106,7 @@ impl Reloader {
         }) {
             Ok(config) => {
                 self.warn_restart_only(&config);
+                config.log_warnings();
                 self.gateway.reload(config).await.map_err(ReloadError::from)
             }
             Err(errors) => Err(ReloadError::from(errors)),

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use authmd_proxy::config::{Config, Overrides};
 use clap::Args;
 
-use super::{EX_USAGE, fail, out};
+use super::{EX_USAGE, fail, out, warn};
 
 /// The arguments of `check`.
 #[derive(Debug, Args)]
@@ -16,17 +16,27 @@ pub(crate) struct CheckArgs {
     config: PathBuf,
 }
 
-/// Exits 0 with a summary, or prints every problem and exits 64.
+/// Exits 0 with a summary (and any warnings on standard error), or prints every
+/// problem and exits 64.
 pub(crate) fn check(args: &CheckArgs) -> ExitCode {
     let path = &args.config;
     match Config::load(path, &Overrides::default()) {
-        Ok(config) => out(&format!(
-            "{}: ok ({} routes, {} scopes, {} keys)\n",
-            path.display(),
-            config.route_count(),
-            config.scopes.len(),
-            config.keys.len()
-        )),
+        Ok(config) => {
+            let file = path.display().to_string();
+            for warning in &config.warnings {
+                warn(&warning.in_file(&file));
+            }
+            out(&format!(
+                "{file}: ok ({} routes, {} scopes, {} keys{})\n",
+                config.route_count(),
+                config.scopes.len(),
+                config.keys.len(),
+                match config.warnings.len() {
+                    0 => String::new(),
+                    n => format!(", {n} warning(s)"),
+                }
+            ))
+        }
         Err(errors) => {
             let count = errors.errors.len();
             fail(

@@ -70,6 +70,7 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
         }
     };
     init_logging(&config.log.level, config.log.json);
+    config.log_warnings();
     let threads = workers.unwrap_or(config.server.worker_threads);
     let runtime = if threads == 1 {
         tokio::runtime::Builder::new_current_thread()

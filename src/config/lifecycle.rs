@@ -65,7 +65,7 @@ pub struct Registration {
     pub claim_ttl: Duration,
     /// A claim must present an identity assertion. Otherwise the claim token alone
     /// is enough: the claim URL is meant for the operator, but the agent holds the
-    /// token too and can claim itself.
+    /// token too and can claim itself (`check` warns).
     pub require_identity_to_claim: bool,
     /// Anonymous registrations per client address per hour.
     pub per_hour: u32,
@@ -118,6 +118,12 @@ impl Registration {
         } else {
             Claims::Unavailable
         }
+    }
+
+    /// True when a claim raises something: a higher tier, or more scopes.
+    #[must_use]
+    pub fn claim_raises(&self) -> bool {
+        self.claimed_tier > self.tier || !self.claimed_scopes.is_subset_of(&self.scopes)
     }
 }
 
@@ -307,6 +313,45 @@ impl Loader {
             identity_per_hour: raw.identity_per_hour.unwrap_or(60),
             accept_resource_audience: raw.accept_resource_audience,
             access_token: raw.access_token,
+        }
+    }
+
+    /// Warns where anonymous registrations are claimed in a way an operator may
+    /// not expect: by the agent itself, or never.
+    pub(super) fn claim_warnings(
+        &mut self,
+        lifecycle: &Lifecycle,
+        identity_issuer: bool,
+        tiers: &Tiers,
+    ) {
+        let registration = &lifecycle.registration;
+        if !lifecycle.registers() || !registration.claim_raises() {
+            return;
+        }
+        let tier = &tiers.get(registration.tier).name;
+        let claimed = &tiers.get(registration.claimed_tier).name;
+        match registration.claims(identity_issuer) {
+            Claims::Nothing | Claims::ByIdentity => {}
+            Claims::ByToken => self.warn(
+                "registration.require_identity_to_claim",
+                format!(
+                    "`false` lets any agent claim itself into the `{claimed}` tier: its registration answer \
+                     hands it the claim token, and posting that token back is the claim (two requests). The \
+                     claim page signs no one in, so only an identity assertion shows that a person claimed: set \
+                     `true` and trust an identity provider under `trusted_issuers` (`identity_assertions: true`), \
+                     or let a claim raise nothing (`claimed_tier` and `claimed_scopes` no more than `tier` and \
+                     `scopes`)"
+                ),
+            ),
+            Claims::Unavailable => self.warn(
+                "registration.require_identity_to_claim",
+                format!(
+                    "a claim needs an identity assertion, and no entry of `trusted_issuers` carries one \
+                     (`identity_assertions: true`): no claim can be completed, so anonymous registrations stay \
+                     in the `{tier}` tier and their answers offer no claim. Trust an identity provider under \
+                     `trusted_issuers` to make the `{claimed}` tier reachable by a claim"
+                ),
+            ),
         }
     }
 

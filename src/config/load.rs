@@ -36,21 +36,30 @@ pub struct ConfigErrors {
     pub errors: Vec<ConfigError>,
 }
 
+impl ConfigError {
+    /// `file:line:column: path: message`, as a line of `check`'s output.
+    #[must_use]
+    pub fn in_file(&self, file: &str) -> String {
+        use fmt::Write as _;
+        let mut line = file.to_owned();
+        if let Some((row, column)) = self.position {
+            let _ = write!(line, ":{row}:{column}");
+        }
+        if !self.path.is_empty() {
+            let _ = write!(line, ": {}", self.path);
+        }
+        let _ = write!(line, ": {}", self.message);
+        line
+    }
+}
+
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.errors.iter().enumerate() {
             if i > 0 {
                 writeln!(f)?;
             }
-            write!(f, "{}", self.file)?;
-            if let Some((line, column)) = e.position {
-                write!(f, ":{line}:{column}")?;
-            }
-            if e.path.is_empty() {
-                write!(f, ": {}", e.message)?;
-            } else {
-                write!(f, ": {}: {}", e.path, e.message)?;
-            }
+            write!(f, "{}", e.in_file(&self.file))?;
         }
         Ok(())
     }
@@ -94,6 +103,8 @@ pub(super) struct Loader {
     base: PathBuf,
     locations: Locations,
     pub(super) errors: Vec<ConfigError>,
+    /// Settings that load but do not do what one might think (see [`Loader::warn`]).
+    pub(super) warnings: Vec<ConfigError>,
     /// Paths whose values came from the environment, with the value they ended up
     /// with: never echoed, though an error there still says what is wrong.
     secret_paths: HashMap<String, String>,
@@ -149,6 +160,7 @@ impl Loader {
                 .unwrap_or_default(),
             locations: Locations::index(text),
             errors: Vec::new(),
+            warnings: Vec::new(),
             secret_paths: HashMap::new(),
             secret_values: Vec::new(),
         }
@@ -166,6 +178,17 @@ impl Loader {
         }
         let message = self.mask(path, message.into());
         self.errors.push(ConfigError {
+            path: path.to_owned(),
+            position: self.locations.find(path),
+            message,
+        });
+    }
+
+    /// Records a warning at `path`: a setting that is valid, and loads, but does
+    /// not do what one might think (`check` prints it, `run` logs it).
+    pub(super) fn warn(&mut self, path: &str, message: impl Into<String>) {
+        let message = self.mask(path, message.into());
+        self.warnings.push(ConfigError {
             path: path.to_owned(),
             position: self.locations.find(path),
             message,

@@ -1,14 +1,19 @@
 //! Agents must not promote themselves ("self-claim"). Where a claim must carry an
 //! identity assertion and no trusted issuer carries one (the example config), no
-//! claim can be completed: the registration answer offers none, the metadata names
-//! no claim endpoint, and auth.md describes no claim step.
+//! claim can be completed: the registration answer offers none and the metadata
+//! names no claim endpoint, and `check` says so. Where the claim token alone claims
+//! (`require_identity_to_claim: false`), the agent holds that token too: `check` and
+//! `run` warn that any agent can claim itself.
 
 #![allow(clippy::unwrap_used, reason = "tests: a failed step fails the test")]
 
+use std::process::Command;
+
 use serde_json::{Value, json};
 
-use crate::support::{TestProxy, assert_envelope, client};
+use crate::support::{Binary, TestProxy, assert_envelope, client};
 
+const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
 const EXAMPLE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"));
 
 /// The fields of a registration answer that offer a claim.
@@ -20,12 +25,20 @@ const CLAIM_OFFER: [&str; 5] = [
     "post_claim_tier",
 ];
 
+const REQUIRED: &str = "require_identity_to_claim: true";
+
 /// The example config with a trusted issuer of identity assertions (its keys are
 /// never fetched here).
 fn with_issuer() -> String {
     format!(
         "{EXAMPLE}\ntrusted_issuers:\n  - issuer: https://idp.test\n    jwks_uri: http://127.0.0.1:1/jwks\n"
     )
+}
+
+/// The example config where the claim token alone claims.
+fn token_alone() -> String {
+    assert!(EXAMPLE.contains(REQUIRED));
+    EXAMPLE.replace(REQUIRED, "require_identity_to_claim: false")
 }
 
 async fn register(proxy: &TestProxy) -> Value {
@@ -108,4 +121,89 @@ async fn with_a_trusted_issuer_the_claim_is_still_offered() {
     let block = agent_auth_block(&proxy).await;
     assert_eq!(block["claim_uri"], proxy.url("/agent/auth/claim"));
     assert_eq!(block["claim_endpoint"], block["claim_uri"]);
+}
+
+/// What `check` printed on stderr for `yaml`; asserts that it passed.
+fn check_stderr(yaml: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(": ok ("), "{stdout}");
+    stderr.replace(path.to_str().unwrap(), "FILE")
+}
+
+#[test]
+fn check_warns_that_no_claim_can_be_completed_without_a_trusted_issuer() {
+    let stderr = check_stderr(EXAMPLE);
+    let line = EXAMPLE
+        .lines()
+        .position(|l| l.trim_start().starts_with(REQUIRED))
+        .unwrap()
+        + 1;
+    let expected =
+        format!("authmd-proxy: warning: FILE:{line}:3: registration.require_identity_to_claim: ");
+    assert!(stderr.contains(&expected), "{expected:?} in\n{stderr}");
+    for words in [
+        "no claim can be completed",
+        "stay in the `free` tier",
+        "`trusted_issuers`",
+    ] {
+        assert!(stderr.contains(words), "{words:?} in\n{stderr}");
+    }
+}
+
+#[test]
+fn check_warns_that_agents_can_claim_themselves_with_the_token_alone() {
+    let stderr = check_stderr(&token_alone());
+    for words in [
+        "authmd-proxy: warning: FILE:",
+        "registration.require_identity_to_claim: `false` lets any agent claim itself into the `verified` tier",
+        "(two requests)",
+        "set `true` and trust an identity provider under `trusted_issuers`",
+    ] {
+        assert!(stderr.contains(words), "{words:?} in\n{stderr}");
+    }
+    // With a trusted issuer too, the token alone still claims.
+    let both = with_issuer().replace(REQUIRED, "require_identity_to_claim: false");
+    assert!(check_stderr(&both).contains("lets any agent claim itself"));
+}
+
+#[test]
+fn check_is_quiet_when_only_an_identity_assertion_claims() {
+    let stderr = check_stderr(&with_issuer());
+    assert!(!stderr.contains("warning"), "{stderr}");
+    // Nor is there anything to warn about when a claim raises nothing.
+    let flat = token_alone().replace("claimed_tier: verified", "claimed_tier: free");
+    let stderr = check_stderr(&flat);
+    assert!(!stderr.contains("warning"), "{stderr}");
+}
+
+#[tokio::test]
+async fn run_logs_the_self_claim_warning_when_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, token_alone()).unwrap();
+    let proxy = Binary::start(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ])
+    .await;
+    let warned = proxy.startup.iter().any(|l| {
+        l.contains("WARN")
+            && l.contains("registration.require_identity_to_claim")
+            && l.contains("lets any agent claim itself")
+    });
+    assert!(warned, "{:#?}", proxy.startup);
 }
