@@ -39,7 +39,7 @@ use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
 pub use interactive::{ClientRegistration, DeclaredClient, Interactive, MetadataDocuments};
-pub use lifecycle::{KeyManagement, Lifecycle, Registration};
+pub use lifecycle::{Claims, KeyManagement, Lifecycle, Registration};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};
 pub use ops::{
@@ -193,6 +193,17 @@ impl Config {
             .filter(|i| i.identity_assertions)
     }
 
+    /// How anonymous registrations are claimed on this deployment.
+    #[must_use]
+    pub fn claims(&self) -> Claims {
+        if !self.lifecycle.registers() {
+            return Claims::Nothing;
+        }
+        self.lifecycle
+            .registration
+            .claims(self.identity_issuers().next().is_some())
+    }
+
     /// Number of routes in the policy.
     #[must_use]
     pub fn route_count(&self) -> usize {
@@ -286,6 +297,11 @@ impl Loader {
             &data_dir,
         );
 
+        self.claim_warnings(
+            &lifecycle,
+            trusted_issuers.iter().any(|i| i.identity_assertions),
+            &tiers,
+        );
         if lifecycle.registration.access_token && !tokens.enabled {
             self.error(
                 "registration.access_token",

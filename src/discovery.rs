@@ -20,7 +20,7 @@ use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use serde_json::{Value, json};
 
 use crate::body::Body;
-use crate::config::Config;
+use crate::config::{Claims, Config};
 use crate::policy::{HostId, MethodSet};
 use crate::protocol::{
     AGENT_CARD, API_CATALOG, AUTH_MD, AUTHORIZATION_SERVER, ID_JAG, JWT_BEARER, MCP_SERVER_CARD,
@@ -385,11 +385,14 @@ fn agent_auth(config: &Config, origin: &str) -> Value {
     }
     if lifecycle.registers() {
         let register = format!("{origin}{}", endpoints.register);
-        let claim = format!("{origin}{}", endpoints.claim);
         map.insert("register_uri".into(), json!(register));
         map.insert("identity_endpoint".into(), json!(register));
-        map.insert("claim_uri".into(), json!(claim));
-        map.insert("claim_endpoint".into(), json!(claim));
+        // A claim endpoint where no claim can be completed would be a dead end.
+        if config.claims() != Claims::Unavailable {
+            let claim = format!("{origin}{}", endpoints.claim);
+            map.insert("claim_uri".into(), json!(claim));
+            map.insert("claim_endpoint".into(), json!(claim));
+        }
         if lifecycle.registration.anonymous {
             types.push("anonymous");
             map.insert(

@@ -164,9 +164,10 @@ pub struct RegistrationRecord {
     pub client_name: Option<String>,
     /// The key issued to it.
     pub key_id: String,
-    /// BLAKE3 hash of the one-time claim token (anonymous registrations).
+    /// BLAKE3 hash of the one-time claim token (anonymous registrations that were
+    /// offered a claim).
     pub claim_hash: Option<[u8; 32]>,
-    /// The claim token stops working at this time.
+    /// The registration can be claimed (and its claim token works) until this time.
     pub claim_expires_at: Option<i64>,
     /// When it was claimed.
     pub claimed_at: Option<i64>,

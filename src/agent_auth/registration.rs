@@ -2,8 +2,10 @@
 //! page (`GET claim?token=...`).
 //!
 //! Anonymous registration answers at once with a key holding the pre-claim scopes
-//! (never more than requested and allowed), a `registration_id`, and a one-time
-//! `claim_token` with its `claim_url`. Registration with an identity assertion
+//! (never more than requested and allowed), a `registration_id`, and, where a claim
+//! can be completed ([`Claims::offered`]), a one-time `claim_token` with its
+//! `claim_url`. Where a claim needs an identity assertion and no trusted issuer
+//! carries one, no claim token is made at all. Registration with an identity assertion
 //! (an ID-JAG from a trusted issuer) answers with a key at the claimed tier. A claim
 //! binds the registration to a verified identity and raises the same key's tier
 //! and scopes in place. Field names follow both auth.md generations and the seeds
@@ -22,7 +24,7 @@ use super::{
 use crate::assertion::VerifiedAssertion;
 use crate::body::Body;
 use crate::clock::unix_now;
-use crate::config::Config;
+use crate::config::{Claims, Config};
 use crate::policy::MethodSet;
 use crate::protocol::ID_JAG;
 use crate::rejection::{LifecycleError, Rejection};
@@ -154,7 +156,15 @@ impl AgentAuth {
         let granted = narrow(settings.scopes, requested);
         let new = mint(config)?;
         let registration_id = random_id("reg")?;
-        let claim_token = zeroize::Zeroizing::new(random_id("clm")?);
+        // No token that nobody could use: without a way to complete a claim, none
+        // is made, stored or handed out.
+        let claim_token = if config.claims().offered() {
+            Some(zeroize::Zeroizing::new(random_id("clm")?))
+        } else {
+            None
+        };
+        // The registration can be claimed until then (by its id and an identity
+        // assertion too, should an issuer be trusted later).
         let claim_expires_at =
             now + i64::try_from(settings.claim_ttl.as_secs()).unwrap_or(i64::MAX / 2);
         let key = self.issued_key(
@@ -170,7 +180,7 @@ impl AgentAuth {
             kind: RegistrationKind::Anonymous,
             client_name,
             key_id: key.id.clone(),
-            claim_hash: Some(claim_hash(&claim_token)),
+            claim_hash: claim_token.as_deref().map(|token| claim_hash(token)),
             claim_expires_at: Some(claim_expires_at),
             claimed_at: None,
             subject: None,
@@ -179,23 +189,25 @@ impl AgentAuth {
         self.store.insert_registration(&registration, &key).await?;
         self.apply(&key).await;
         tracing::info!(registration = %registration_id, key = %key.id, "anonymous agent registered");
-        let post_claim = narrow(settings.claimed_scopes, requested);
         let mut answer = issued(&registration_id, "anonymous", &new.secret, &key);
-        answer["claim_url"] = format!(
-            "{origin}{}?token={}",
-            config.endpoints.claim,
-            claim_token.as_str()
-        )
-        .into();
-        answer["claim_token"] = claim_token.as_str().into();
-        answer["claim_token_expires"] = rfc3339(claim_expires_at).into();
-        answer["post_claim_scopes"] = config
-            .scopes
-            .names(&post_claim)
-            .split_whitespace()
-            .collect::<Vec<_>>()
+        if let Some(claim_token) = &claim_token {
+            let post_claim = narrow(settings.claimed_scopes, requested);
+            answer["claim_url"] = format!(
+                "{origin}{}?token={}",
+                config.endpoints.claim,
+                claim_token.as_str()
+            )
             .into();
-        answer["post_claim_tier"] = config.tiers.get(settings.claimed_tier).name.clone().into();
+            answer["claim_token"] = claim_token.as_str().into();
+            answer["claim_token_expires"] = rfc3339(claim_expires_at).into();
+            answer["post_claim_scopes"] = config
+                .scopes
+                .names(&post_claim)
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .into();
+            answer["post_claim_tier"] = config.tiers.get(settings.claimed_tier).name.clone().into();
+        }
         self.add_access_token(config, &mut answer, &key, granted, origin);
         Ok(json(StatusCode::OK, &answer))
     }
@@ -532,12 +544,20 @@ impl AgentAuth {
         } else if registration.claim_expires_at.is_some_and(|at| now >= at) {
             (StatusCode::GONE, "Claim link expired", "<p>This claim link has expired. The agent can register again to get a new one.</p>".to_owned())
         } else if settings.require_identity_to_claim {
+            let how = match config.claims() {
+                Claims::ByIdentity => format!(
+                    "the agent completes it by sending <code>POST {}</code> with the registration id above and an <code>identity_assertion</code> naming you",
+                    escape(&config.endpoints.claim),
+                ),
+                Claims::Nothing | Claims::Unavailable | Claims::ByToken => {
+                    "this server trusts no identity provider for that, so the claim cannot be completed here".to_owned()
+                }
+            };
             (
                 StatusCode::OK,
                 "Claim this agent",
                 format!(
-                    "<p>Claiming links this agent to a verified identity. This API requires the claim to carry an identity assertion from a trusted identity provider: the agent completes it by sending <code>POST {}</code> with its <code>claim_token</code> and an <code>identity_assertion</code>. The link expires at {}.</p>",
-                    escape(&config.endpoints.claim),
+                    "<p>Claiming links this agent to a verified identity. This API requires the claim to carry an identity assertion from a trusted identity provider: {how}. The link expires at {}.</p>",
                     rfc3339(registration.claim_expires_at.unwrap_or(now)),
                 ),
             )

@@ -61,10 +61,11 @@ pub struct Registration {
     pub claimed_tier: TierId,
     /// Scopes after a claim.
     pub claimed_scopes: ScopeSet,
-    /// How long a claim token works.
+    /// How long a registration can be claimed (and its claim token works).
     pub claim_ttl: Duration,
-    /// A claim must present an identity assertion (otherwise the claim token alone
-    /// is enough, for deployments where the claim URL reaches a trusted human).
+    /// A claim must present an identity assertion. Otherwise the claim token alone
+    /// is enough: the claim URL is meant for the operator, but the agent holds the
+    /// token too and can claim itself (`check` warns).
     pub require_identity_to_claim: bool,
     /// Anonymous registrations per client address per hour.
     pub per_hour: u32,
@@ -76,6 +77,54 @@ pub struct Registration {
     /// The registration answer also carries an access token minted from the new key
     /// (Toromarket-style "a token back immediately"); needs `tokens:`.
     pub access_token: bool,
+}
+
+/// How an anonymous registration is claimed on this deployment (what its answer
+/// offers, what auth.md says, what `check` warns about).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claims {
+    /// There is nothing to claim: no registration, or no anonymous one.
+    Nothing,
+    /// A claim needs an identity assertion, and no trusted issuer carries one: no
+    /// claim can be completed, so none is offered.
+    Unavailable,
+    /// The claim token alone claims (`require_identity_to_claim: false`). It is
+    /// meant for the operator, but the agent holds it too: an agent can claim
+    /// itself.
+    ByToken,
+    /// A claim carries an identity assertion (an ID-JAG) from a trusted issuer.
+    ByIdentity,
+}
+
+impl Claims {
+    /// True when a registration answer offers a claim (`claim_url`, `claim_token`).
+    #[must_use]
+    pub fn offered(self) -> bool {
+        matches!(self, Claims::ByToken | Claims::ByIdentity)
+    }
+}
+
+impl Registration {
+    /// How anonymous registrations are claimed, when agents can register at all;
+    /// `identity_issuer`: a trusted issuer carries identity assertions.
+    #[must_use]
+    pub fn claims(&self, identity_issuer: bool) -> Claims {
+        if !self.enabled || !self.anonymous {
+            Claims::Nothing
+        } else if !self.require_identity_to_claim {
+            Claims::ByToken
+        } else if identity_issuer {
+            Claims::ByIdentity
+        } else {
+            Claims::Unavailable
+        }
+    }
+
+    /// True when a claim raises something: a higher tier, or more scopes.
+    #[must_use]
+    pub fn claim_raises(&self) -> bool {
+        self.claimed_tier > self.tier || !self.claimed_scopes.is_subset_of(&self.scopes)
+    }
 }
 
 /// `key_management:`.
@@ -264,6 +313,45 @@ impl Loader {
             identity_per_hour: raw.identity_per_hour.unwrap_or(60),
             accept_resource_audience: raw.accept_resource_audience,
             access_token: raw.access_token,
+        }
+    }
+
+    /// Warns where anonymous registrations are claimed in a way an operator may
+    /// not expect: by the agent itself, or never.
+    pub(super) fn claim_warnings(
+        &mut self,
+        lifecycle: &Lifecycle,
+        identity_issuer: bool,
+        tiers: &Tiers,
+    ) {
+        let registration = &lifecycle.registration;
+        if !lifecycle.registers() || !registration.claim_raises() {
+            return;
+        }
+        let tier = &tiers.get(registration.tier).name;
+        let claimed = &tiers.get(registration.claimed_tier).name;
+        match registration.claims(identity_issuer) {
+            Claims::Nothing | Claims::ByIdentity => {}
+            Claims::ByToken => self.warn(
+                "registration.require_identity_to_claim",
+                format!(
+                    "`false` lets any agent claim itself into the `{claimed}` tier: its registration answer \
+                     hands it the claim token, and posting that token back is the claim (two requests). The \
+                     claim page signs no one in, so only an identity assertion shows that a person claimed: set \
+                     `true` and trust an identity provider under `trusted_issuers` (`identity_assertions: true`), \
+                     or let a claim raise nothing (`claimed_tier` and `claimed_scopes` no more than `tier` and \
+                     `scopes`)"
+                ),
+            ),
+            Claims::Unavailable => self.warn(
+                "registration.require_identity_to_claim",
+                format!(
+                    "a claim needs an identity assertion, and no entry of `trusted_issuers` carries one \
+                     (`identity_assertions: true`): no claim can be completed, so anonymous registrations stay \
+                     in the `{tier}` tier and their answers offer no claim. Trust an identity provider under \
+                     `trusted_issuers` to make the `{claimed}` tier reachable by a claim"
+                ),
+            ),
         }
     }
 

@@ -4,6 +4,7 @@
 //! Revocation, Links. Every example request it shows is one the proxy answers as the
 //! document says (a test runs them).
 
+mod claim;
 mod errors;
 
 use std::fmt::Write as _;
@@ -36,7 +37,7 @@ pub fn render(config: &Config, origin: &str) -> String {
     discover(&mut md, config, origin);
     methods(&mut md, config);
     register(&mut md, config, origin);
-    claim(&mut md, config, origin);
+    claim::claim(&mut md, config, origin);
     access_tokens(&mut md, config, origin);
     use_the_credential(&mut md, config, origin);
     scopes(&mut md, config);
@@ -366,11 +367,12 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             "Register to get an API key at once (JSON in, JSON out; the key is shown exactly once, store it):\n\n\
              ```sh\ncurl -s -X POST {register} -H 'Content-Type: application/json' \
              -d '{{\"type\": \"anonymous\", \"client_name\": \"my-agent\"}}'\n# -> 200 OK\n```\n\n\
-             The answer has `credential` (the key), `key_id`, `scopes` ({}), `tier` (`{}`), `registration_id`, and a \
-             one-time `claim_token` with its `claim_url` for your operator (see Claim). Add `\"scopes\": [...]` to ask \
-             for fewer scopes. At most {} anonymous registrations per client address per hour.\n",
+             The answer has `credential` (the key), `key_id`, `scopes` ({}), `tier` (`{}`){}. \
+             Add `\"scopes\": [...]` to ask for fewer scopes. At most {} anonymous registrations per client address \
+             per hour.\n",
             code_list(&config.scopes.names(&registration.scopes)),
             config.tiers.get(registration.tier).name,
+            claim::offer(config),
             registration.per_hour,
         );
     }
@@ -430,44 +432,6 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             );
         }
     }
-}
-
-fn claim(md: &mut String, config: &Config, origin: &str) {
-    let lifecycle = &config.lifecycle;
-    if !lifecycle.registers() || !lifecycle.registration.anonymous {
-        let _ = writeln!(
-            md,
-            "## Claim\n\nThere is no claim step: credentials are issued with their final scopes and tier.\n"
-        );
-        return;
-    }
-    let registration = &lifecycle.registration;
-    let (what, how) = if registration.require_identity_to_claim {
-        (
-            "binds an anonymous registration to a verified identity",
-            "Give the `claim_url` to your human operator, or claim it yourself",
-        )
-    } else {
-        (
-            "is your human operator taking responsibility for an anonymous registration",
-            "Give the `claim_url` to your operator, who opens it and confirms; or claim it",
-        )
-    };
-    let _ = writeln!(
-        md,
-        "## Claim\n\nA claim {what}; it raises the same key, in place, to the `{}` tier with {}. {how} with \
-         `POST {origin}{}` and `{{\"claim_token\": \"...\"{}}}` (or the `{{\"registration_id\", \
-         \"identity_assertion\"}}` form). A claim token works once and expires after {}.\n",
-        config.tiers.get(registration.claimed_tier).name,
-        code_list(&config.scopes.names(&registration.claimed_scopes)),
-        config.endpoints.claim,
-        if registration.require_identity_to_claim {
-            ", \"identity_assertion\": \"<ID-JAG>\""
-        } else {
-            ""
-        },
-        span(registration.claim_ttl),
-    );
 }
 
 /// A duration in words: `24 hours`, `30 minutes`, `1 day`, or `1h 30m` when it is

@@ -1,6 +1,8 @@
-//! What the generated auth.md tells agents about scopes and limits, where a wrong
-//! sentence would send an agent the wrong way: a wildcard must be declared before it
-//! can be asked for, and rate windows are per instance when several share a store.
+//! What the generated auth.md tells agents about scopes, limits and claims, where a
+//! wrong sentence would send an agent the wrong way: a wildcard must be declared
+//! before it can be asked for, rate windows are per instance when several share a
+//! store, and a claim is a person's to make, never the agent's with its own claim
+//! token.
 
 #![allow(clippy::unwrap_used, reason = "tests: a failed step fails the test")]
 
@@ -46,4 +48,74 @@ fn rate_windows_are_said_to_be_per_instance_only_with_a_shared_store() {
         md.contains("counted by each instance of this server separately"),
         "{md}"
     );
+}
+
+const REQUIRED: &str = "require_identity_to_claim: true";
+
+/// The example with a trusted issuer of identity assertions.
+fn with_issuer(yaml: &str) -> String {
+    format!(
+        "{yaml}\ntrusted_issuers:\n  - issuer: https://idp.test\n    jwks_uri: https://idp.test/jwks\n"
+    )
+}
+
+/// The `## Claim` section of `md`.
+fn claim_section(md: &str) -> &str {
+    let start = md.find("## Claim\n").unwrap();
+    let end = md[start..].find("\n## Get an access token").unwrap();
+    &md[start..start + end]
+}
+
+#[test]
+fn auth_md_never_tells_an_agent_to_claim_itself() {
+    let token_alone = EXAMPLE.replace(REQUIRED, "require_identity_to_claim: false");
+    assert_ne!(token_alone, EXAMPLE);
+    for yaml in [
+        EXAMPLE.to_owned(),
+        with_issuer(EXAMPLE),
+        token_alone.clone(),
+        with_issuer(&token_alone),
+    ] {
+        let md = auth_md_of(&yaml);
+        for words in ["\"claim_token\": \"", "claim it yourself", "or claim it"] {
+            assert!(!md.contains(words), "{words:?} in\n{md}");
+        }
+    }
+}
+
+#[test]
+fn without_a_trusted_issuer_no_claim_step_is_described() {
+    let md = auth_md_of(EXAMPLE);
+    let claim = claim_section(&md);
+    assert!(
+        claim.contains("Claiming is not available on this deployment")
+            && claim.contains("keeps the `free` tier"),
+        "{claim}"
+    );
+    assert!(!md.contains("claim_url"), "{md}");
+    assert!(!md.contains("/agent/auth/claim"), "{md}");
+}
+
+#[test]
+fn with_a_trusted_issuer_the_agent_claims_with_an_identity_assertion() {
+    let md = auth_md_of(&with_issuer(EXAMPLE));
+    let claim = claim_section(&md);
+    assert!(
+        claim.contains("`{\"registration_id\": \"...\", \"identity_assertion\": \"<ID-JAG>\"}`")
+            && claim.contains("from a trusted issuer (`https://idp.test`)"),
+        "{claim}"
+    );
+    assert!(!claim.contains("claim_token"), "{claim}");
+}
+
+#[test]
+fn with_the_token_alone_the_operator_opens_the_claim_url() {
+    let md = auth_md_of(&EXAMPLE.replace(REQUIRED, "require_identity_to_claim: false"));
+    let claim = claim_section(&md);
+    assert!(
+        claim.contains("Give the `claim_url` to your operator, who opens it and confirms")
+            && claim.contains("Do not open it or send its `claim_token` yourself"),
+        "{claim}"
+    );
+    assert!(!claim.contains("identity_assertion"), "{claim}");
 }

@@ -39,6 +39,7 @@ mod rate_limits;
 mod request_limits;
 mod secret_hygiene;
 mod seeds;
+mod self_claim;
 mod served_documents;
 mod store_conformance;
 mod third_party_clients;

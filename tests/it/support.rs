@@ -319,6 +319,8 @@ pub struct Binary {
     pub url: String,
     /// The admin listener's base URL, when it printed one.
     pub admin: Option<String>,
+    /// The lines it wrote to stderr before the listening line.
+    pub startup: Vec<String>,
     /// Every line it wrote to stderr after the listening line.
     log: std::sync::mpsc::Receiver<String>,
     /// Its data directory, when the test did not give one.
@@ -354,7 +356,7 @@ impl Binary {
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
-        type Listening = Result<(String, Option<String>), String>;
+        type Listening = Result<(String, Option<String>, String), String>;
         let (url_tx, url_rx) = tokio::sync::oneshot::channel::<Listening>();
         let (log_tx, log_rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -374,7 +376,7 @@ impl Binary {
                         .and_then(|a| a.split(')').next())
                         .map(str::to_owned);
                     if let Some(tx) = url_tx.take() {
-                        let _ = tx.send(Ok((url.to_owned(), admin)));
+                        let _ = tx.send(Ok((url.to_owned(), admin, std::mem::take(&mut log))));
                     }
                 } else {
                     log.push_str(&line);
@@ -385,10 +387,11 @@ impl Binary {
                 let _ = tx.send(Err(log));
             }
         });
-        let binary = |(url, admin)| Binary {
+        let binary = |(url, admin, startup): (String, Option<String>, String)| Binary {
             child,
             url,
             admin,
+            startup: startup.lines().map(str::to_owned).collect(),
             log: log_rx,
             _data: None,
         };

@@ -1,0 +1,91 @@
+//! The auth.md's `## Claim` section, and what its `## Register` section says a
+//! registration answer offers to claim. A claim is a person taking responsibility
+//! for the agent: the document hands the claim URL to the agent's operator, or has
+//! the agent present an identity assertion naming that person; it never tells the
+//! agent to claim itself with its own claim token.
+
+use std::fmt::Write as _;
+
+use super::{code_list, contact, span};
+use crate::config::{Claims, Config};
+
+/// How the `## Register` section ends its list of what an anonymous registration
+/// answer holds: the registration id, and the claim offer where there is one.
+pub(super) fn offer(config: &Config) -> &'static str {
+    match config.claims() {
+        Claims::ByToken => {
+            ", `registration_id`, and a one-time `claim_url` (with its `claim_token`) to hand to your operator \
+             (see Claim)"
+        }
+        Claims::ByIdentity => {
+            ", `registration_id` (a claim names it, see Claim), and a `claim_url` (with its `claim_token`) for \
+             your operator"
+        }
+        Claims::Nothing | Claims::Unavailable => " and `registration_id`",
+    }
+}
+
+/// The `## Claim` section.
+pub(super) fn claim(md: &mut String, config: &Config, origin: &str) {
+    let registration = &config.lifecycle.registration;
+    let tier = &config.tiers.get(registration.tier).name;
+    let raised = format!(
+        "the `{}` tier with {}",
+        config.tiers.get(registration.claimed_tier).name,
+        code_list(&config.scopes.names(&registration.claimed_scopes)),
+    );
+    let endpoint = format!("{origin}{}", config.endpoints.claim);
+    let issuers: Vec<String> = config
+        .identity_issuers()
+        .map(|i| format!("`{}`", i.issuer))
+        .collect();
+    let with_assertion = format!(
+        "send `POST {endpoint}` with `{{\"registration_id\": \"...\", \"identity_assertion\": \"<ID-JAG>\"}}`: the \
+         ID-JAG (`typ: oauth-id-jag+jwt`, `aud` = `{origin}`) comes from a trusted issuer ({}) and names the \
+         person who takes responsibility for you. Each assertion works once (`jti`)",
+        issuers.join(", "),
+    );
+    let ttl = span(registration.claim_ttl);
+    let _ = writeln!(md, "## Claim\n");
+    match config.claims() {
+        Claims::Nothing => {
+            let _ = writeln!(
+                md,
+                "There is no claim step: credentials are issued with their final scopes and tier.\n"
+            );
+        }
+        Claims::Unavailable => {
+            let _ = writeln!(
+                md,
+                "Claiming is not available on this deployment: a claim must carry an identity assertion from a \
+                 trusted identity provider, and this server trusts none. A registration keeps the `{tier}` tier; \
+                 for more, ask the operator of this API{}.\n",
+                contact(config),
+            );
+        }
+        Claims::ByToken => {
+            let _ = writeln!(
+                md,
+                "A claim is your human operator taking responsibility for your registration; it raises the same \
+                 key, in place, to {raised}. Give the `claim_url` to your operator, who opens it and confirms. Do \
+                 not open it or send its `claim_token` yourself: the claim is theirs to make. The claim URL works \
+                 once and expires after {ttl}.\n"
+            );
+            if !issuers.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "With an identity assertion for your operator, you can claim instead: {with_assertion}.\n"
+                );
+            }
+        }
+        Claims::ByIdentity => {
+            let _ = writeln!(
+                md,
+                "A claim binds your registration to a verified person who takes responsibility for you; it \
+                 raises the same key, in place, to {raised}. To claim, {with_assertion}; a registration can be \
+                 claimed for {ttl} after it is made. The `claim_url` shows your operator what the claim \
+                 changes.\n"
+            );
+        }
+    }
+}
