@@ -33,6 +33,7 @@ mod limiter;
 mod operations;
 mod payments;
 mod postgres_store;
+mod postgres_tls;
 mod rate_limits;
 mod request_limits;
 mod secret_hygiene;
