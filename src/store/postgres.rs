@@ -89,8 +89,6 @@ struct Inner {
     config: Config,
     /// The TLS handshake of each connection.
     tls: Connector,
-    /// What a failed connection attempt says first: the TLS settings it used.
-    connect_failure: String,
     /// Overall bound on making a connection.
     connect_timeout: Duration,
     /// The schema, as configured, and quoted for SQL.
@@ -221,7 +219,6 @@ impl PostgresStore {
             inner: Arc::new(Inner {
                 config,
                 tls: connector,
-                connect_failure: format!("cannot connect to PostgreSQL ({tls})"),
                 connect_timeout,
                 schema: schema.to_owned(),
                 quoted_schema: quote_identifier(schema),
@@ -737,7 +734,8 @@ impl Inner {
             });
             Ok::<_, tokio_postgres::Error>(client)
         };
-        bounded(self.connect_timeout, &self.connect_failure, connect).await
+        let what = format!("cannot connect to PostgreSQL ({})", self.tls.summary());
+        bounded(self.connect_timeout, &what, connect).await
     }
 
     /// A query connection: opened, `search_path` set to the schema, and the schema

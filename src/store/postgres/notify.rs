@@ -130,8 +130,9 @@ async fn listen_once(
             .await?;
         Ok::<_, tokio_postgres::Error>((client, received))
     };
+    let what = format!("cannot listen for changes ({})", tls.summary());
     let (client, mut received) = tokio::select! {
-        connected = bounded(connect_timeout, "cannot listen for changes", connect) => connected?,
+        connected = bounded(connect_timeout, &what, connect) => connected?,
         () = notices.closed() => return Ok(()),
     };
     *backoff = LISTEN_BACKOFF_MIN;

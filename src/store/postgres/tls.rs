@@ -33,6 +33,8 @@ use crate::tls::{TlsError, checked_client_config};
 pub(super) struct Connector {
     /// `None` when TLS is off (`sslmode=disable`: the driver never asks).
     config: Option<Arc<ClientConfig>>,
+    /// The settings, in words (see [`PostgresTls`]'s `Display`).
+    summary: Arc<str>,
 }
 
 impl Connector {
@@ -45,7 +47,16 @@ impl Connector {
                 check,
             )?)),
         };
-        Ok(Connector { config })
+        Ok(Connector {
+            config,
+            summary: tls.to_string().into(),
+        })
+    }
+
+    /// The settings in words, for the message of a failed connection:
+    /// `sslmode=verify-full, CA file /etc/db/ca.pem`. Never secret.
+    pub(super) fn summary(&self) -> &str {
+        &self.summary
     }
 }
 
