@@ -253,6 +253,9 @@ pub enum StoreSettings {
         schema: String,
         /// Safety-net resync interval, beside LISTEN/NOTIFY.
         resync: Duration,
+        /// TLS to the server (`url` has no `sslmode` or `sslrootcert` of its own:
+        /// they are here).
+        tls: postgres::PostgresTls,
     },
 }
 
@@ -332,9 +335,11 @@ impl Store {
             StoreSettings::Sqlite { path, .. } => {
                 Some(Store::Sqlite(sqlite::SqliteStore::open(path).await?))
             }
-            StoreSettings::Postgres { url, schema, .. } => {
-                Some(Store::Postgres(postgres::PostgresStore::new(url, schema)?))
-            }
+            StoreSettings::Postgres {
+                url, schema, tls, ..
+            } => Some(Store::Postgres(postgres::PostgresStore::with_tls(
+                url, schema, tls,
+            )?)),
         })
     }
 

@@ -1,4 +1,5 @@
-//! TLS: the proxy's HTTPS listener and its TLS connections to the upstream.
+//! TLS: the proxy's HTTPS listener and its TLS connections to the upstream and to
+//! PostgreSQL.
 //!
 //! Server side, [`ServerTls`] holds one [`rustls::ServerConfig`], built once, whose
 //! certificate comes from a resolver of its own: [`ServerTls::reload`] swaps a new
@@ -8,7 +9,9 @@
 //!
 //! Client side, [`client_config`] builds the [`rustls::ClientConfig`] the proxy uses
 //! to reach an `https://` upstream: a private CA bundle or the public (webpki) roots,
-//! and optionally a client certificate.
+//! and optionally a client certificate. [`checked_client_config`] builds the one
+//! PostgreSQL connections use, which checks as much of the server's certificate as
+//! the connection's `sslmode` asks (see [`ServerCheck`]).
 //!
 //! Everything uses the aws-lc-rs provider with its default cipher suites, TLS 1.2 and
 //! 1.3 only. Files are PEM: certificate chains leaf first; private keys PKCS#8,
@@ -32,6 +35,10 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::time::MissedTickBehavior;
 use zeroize::Zeroizing;
+
+mod peer_check;
+
+pub use peer_check::{ServerCheck, checked_client_config};
 
 /// The protocol versions offered, both ways.
 static VERSIONS: &[&SupportedProtocolVersion] = &[&rustls::version::TLS13, &rustls::version::TLS12];

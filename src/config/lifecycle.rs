@@ -10,7 +10,9 @@ use super::values::{DAY, MILLISECOND, MINUTE};
 use crate::credentials::CredentialRules;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
+use crate::store::postgres::{self, PostgresTls};
 use crate::tier::{TierId, Tiers};
+use crate::tls::ServerCheck;
 
 /// The credential lifecycle settings.
 #[derive(Debug, Clone)]
@@ -227,6 +229,12 @@ impl Loader {
                         "`url` is for `kind: postgres`; SQLite uses `data_dir`",
                     );
                 }
+                if raw.ca_file.is_some() {
+                    self.error(
+                        "store.ca_file",
+                        "`ca_file` is for `kind: postgres` (the CA of the database server's certificate)",
+                    );
+                }
                 let path: PathBuf = data_dir.join("authmd.sqlite3");
                 StoreSettings::Sqlite { path, resync }
             }
@@ -256,13 +264,56 @@ impl Loader {
                         format!("`{schema}` is not a schema name (lowercase letters, digits, `_`)"),
                     );
                 }
+                let (url, tls) = self.postgres_tls(url, raw.ca_file);
                 StoreSettings::Postgres {
                     url,
                     schema,
                     resync,
+                    tls,
                 }
             }
         }
+    }
+
+    /// The TLS settings of `store.url` (`sslmode`, `sslrootcert`) and
+    /// `store.ca_file`, and the URL without them. A CA file is resolved like every
+    /// file of the config (against its directory) and read now, so that `check`
+    /// catches one that cannot be read or used. No message quotes the URL.
+    fn postgres_tls(&mut self, url: String, ca_file: Option<String>) -> (String, PostgresTls) {
+        let parts = match postgres::split_url(&url) {
+            Ok(parts) => parts,
+            Err(error) => {
+                self.error("store.url", error.to_string());
+                return (url, PostgresTls::default());
+            }
+        };
+        let (root_cert, path) = match (parts.root_cert, ca_file) {
+            (Some(_), Some(file)) => {
+                self.error(
+                    "store.ca_file",
+                    "the URL names a CA already (`sslrootcert`): give it in one place",
+                );
+                (Some(file), "store.ca_file")
+            }
+            (Some(file), None) => (Some(file), "store.url"),
+            (None, Some(file)) => (Some(file), "store.ca_file"),
+            (None, None) => (None, "store.url"),
+        };
+        let tls =
+            PostgresTls::from_parts(parts.mode, root_cert.as_deref(), |file| self.resolve(file));
+        let tls = match tls {
+            Ok(tls) => tls,
+            Err(error) => {
+                self.error(path, error.to_string());
+                PostgresTls::default()
+            }
+        };
+        if let Some(file) = &tls.ca_file {
+            if let Err(error) = crate::tls::checked_client_config(Some(file), ServerCheck::Chain) {
+                self.error(path, error.to_string());
+            }
+        }
+        (parts.url, tls)
     }
 
     fn registration(

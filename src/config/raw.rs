@@ -304,6 +304,7 @@ pub(crate) struct RawStore {
     pub(crate) url: Option<String>,
     pub(crate) schema: Option<String>,
     pub(crate) resync_interval: Option<String>,
+    pub(crate) ca_file: Option<String>,
 }
 
 /// `store.kind:`.

@@ -23,16 +23,25 @@
 //! only for the round trips themselves.
 //!
 //! The connection string may hold a password: it is parsed once and never formatted
-//! into an error, a log line or `Debug` output. TLS is not supported yet (`NoTls`).
+//! into an error, a log line or `Debug` output.
+//!
+//! **TLS** follows libpq's `sslmode` (`disable`, `prefer`, the default, `require`,
+//! `verify-ca`, `verify-full`) and `sslrootcert`, read from the URL by the `sslmode`
+//! module ([`split_url`], [`PostgresTls`]) since the driver knows only the first
+//! three; the `tls` module is the rustls glue (aws-lc-rs, with SCRAM channel
+//! binding). A connection that fails says which mode and CA it used.
 //!
 //! [`changed_since`]: super::Store::changed_since
 
 mod failure;
 mod migrations;
 mod notify;
+mod sslmode;
+mod tls;
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -41,7 +50,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use tokio::sync::{Mutex, MutexGuard, mpsc};
 use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{Client, Config, GenericClient, NoTls, Row};
+use tokio_postgres::{Client, Config, GenericClient, Row};
 
 use super::rows::{
     self, Columns, KEY_COLUMNS, QUOTA_USAGE_COLUMNS, REGISTRATION_COLUMNS, REVOKED_TOKEN_COLUMNS,
@@ -53,6 +62,8 @@ use super::{
 use crate::limits::quota::Usage;
 use failure::{Failure, bounded, column, describe};
 use notify::{NOTICE_CAPACITY, TOKEN_REVOKED, announce, channel_of};
+pub use sslmode::{PostgresTls, SSL_MODES, SslMode, TlsSettingError, UrlTls, split_url};
+use tls::Connector;
 
 /// The database clock in unix milliseconds: every replica stamps with the same clock.
 const DB_NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::bigint";
@@ -76,6 +87,8 @@ pub struct PostgresStore {
 struct Inner {
     /// Parsed connection settings (may hold a password: never formatted).
     config: Config,
+    /// The TLS handshake of each connection.
+    tls: Connector,
     /// Overall bound on making a connection.
     connect_timeout: Duration,
     /// The schema, as configured, and quoted for SQL.
@@ -106,6 +119,25 @@ impl fmt::Debug for PostgresStore {
     }
 }
 
+/// Parses a connection string, without echoing it.
+fn parse(url: &str) -> Result<Config, StoreError> {
+    Config::from_str(url)
+        .map_err(|_| StoreError::Unavailable("the PostgreSQL URL is not valid".into()))
+}
+
+fn tls_setting_error(error: &TlsSettingError) -> StoreError {
+    StoreError::Unavailable(format!("the PostgreSQL URL's TLS settings: {error}"))
+}
+
+/// The mode the driver read from a `key=value` string.
+fn driver_mode(config: &Config) -> SslMode {
+    match config.get_ssl_mode() {
+        tokio_postgres::config::SslMode::Disable => SslMode::Disable,
+        tokio_postgres::config::SslMode::Prefer => SslMode::Prefer,
+        _ => SslMode::Require,
+    }
+}
+
 /// Quotes an SQL identifier.
 fn quote_identifier(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -113,13 +145,57 @@ fn quote_identifier(name: &str) -> String {
 
 impl PostgresStore {
     /// Parses the connection string and remembers the schema; makes no connection
-    /// (the first call does).
+    /// (the first call does). TLS is as the URL's `sslmode` and `sslrootcert` say
+    /// (a relative `sslrootcert` is read from the working directory, as libpq does);
+    /// a string in the `key=value` form keeps the driver's reading of its `sslmode`
+    /// (`disable`, `prefer` or `require`).
     ///
     /// A string that does not parse is refused without being echoed: it may hold a
     /// password.
     pub fn new(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
-        let mut config = Config::from_str(url)
-            .map_err(|_| StoreError::Unavailable("the PostgreSQL URL is not valid".into()))?;
+        let parts = split_url(url).map_err(|e| tls_setting_error(&e))?;
+        let tls = PostgresTls::from_parts(parts.mode, parts.root_cert.as_deref(), |file| {
+            PathBuf::from(file)
+        })
+        .map_err(|e| tls_setting_error(&e))?;
+        let config = parse(&parts.url)?;
+        let tls = if sslmode::url_body(url).is_none() {
+            PostgresTls {
+                mode: driver_mode(&config),
+                ..tls
+            }
+        } else {
+            tls
+        };
+        PostgresStore::build(config, schema, &tls)
+    }
+
+    /// [`PostgresStore::new`] with TLS settings of their own: `url` must then have
+    /// no `sslmode` or `sslrootcert` (see [`split_url`], which takes them out).
+    ///
+    /// # Errors
+    ///
+    /// When the URL does not parse or has TLS parameters, the schema name is empty,
+    /// or the CA file cannot be read or used.
+    pub fn with_tls(
+        url: &str,
+        schema: &str,
+        tls: &PostgresTls,
+    ) -> Result<PostgresStore, StoreError> {
+        let parts = split_url(url).map_err(|e| tls_setting_error(&e))?;
+        if parts.mode.is_some() || parts.root_cert.is_some() {
+            return Err(StoreError::Unavailable(
+                "the PostgreSQL URL has `sslmode` or `sslrootcert`, and TLS settings are given besides".into(),
+            ));
+        }
+        PostgresStore::build(parse(url)?, schema, tls)
+    }
+
+    fn build(
+        mut config: Config,
+        schema: &str,
+        tls: &PostgresTls,
+    ) -> Result<PostgresStore, StoreError> {
         if schema.is_empty() {
             return Err(StoreError::Unavailable(
                 "the PostgreSQL schema name is empty".into(),
@@ -135,9 +211,14 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("authmd-proxy");
         }
+        config.ssl_mode(tls.mode.driver_mode());
+        let connector = Connector::new(tls).map_err(|error| {
+            StoreError::Unavailable(format!("PostgreSQL TLS cannot be set up: {error}"))
+        })?;
         Ok(PostgresStore {
             inner: Arc::new(Inner {
                 config,
+                tls: connector,
                 connect_timeout,
                 schema: schema.to_owned(),
                 quoted_schema: quote_identifier(schema),
@@ -160,6 +241,7 @@ impl PostgresStore {
         let (notices, receiver) = mpsc::channel(NOTICE_CAPACITY);
         tokio::spawn(notify::listen_forever(
             self.inner.config.clone(),
+            self.inner.tls.clone(),
             self.inner.connect_timeout,
             quote_identifier(&self.inner.channel),
             notices,
@@ -644,7 +726,7 @@ impl Inner {
     /// Opens a connection whose task runs on the runtime, within the connect timeout.
     async fn open(&self) -> Result<Client, StoreError> {
         let connect = async {
-            let (client, connection) = self.config.connect(NoTls).await?;
+            let (client, connection) = self.config.connect(self.tls.clone()).await?;
             tokio::spawn(async move {
                 if let Err(error) = connection.await {
                     tracing::debug!(error = %describe(&error), "PostgreSQL connection ended");
@@ -652,12 +734,8 @@ impl Inner {
             });
             Ok::<_, tokio_postgres::Error>(client)
         };
-        bounded(
-            self.connect_timeout,
-            "cannot connect to PostgreSQL",
-            connect,
-        )
-        .await
+        let what = format!("cannot connect to PostgreSQL ({})", self.tls.summary());
+        bounded(self.connect_timeout, &what, connect).await
     }
 
     /// A query connection: opened, `search_path` set to the schema, and the schema

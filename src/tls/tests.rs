@@ -532,3 +532,83 @@ fn client_config_trusts_a_ca_or_the_public_roots_and_takes_a_pair() {
     .unwrap_err();
     assert!(matches!(error, TlsError::BadCa { .. }), "{error:?}");
 }
+
+/// What a handshake with a server serving `leaf` says, for a client of `check`
+/// trusting `ca` (a file) and connecting to `name`: `Ok` or the client's error.
+/// (The test CAs share a name, so a stranger's certificate is refused for its
+/// signature, `BadSignature`, rather than as `UnknownIssuer`.)
+async fn checked(
+    leaf: &Leaf,
+    ca: Option<&Ca>,
+    check: ServerCheck,
+    name: &str,
+) -> Result<(), String> {
+    let dir = Dir::new();
+    let tls = ServerTls::load(dir.server(leaf)).unwrap();
+    let ca_file = ca.map(|ca| dir.write("ca.crt", &ca.issuer.pem()));
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(
+        checked_client_config(ca_file.as_deref(), check).unwrap(),
+    ));
+    let (near, far) = tokio::io::duplex(64 * 1024);
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    let (client, _) = tokio::join!(connector.connect(name, near), tls.acceptor().accept(far));
+    client.map(drop).map_err(|error| error.to_string())
+}
+
+#[tokio::test]
+async fn checked_clients_check_nothing_the_chain_or_the_chain_and_the_name() {
+    let (ca, stranger) = (Ca::new(), Ca::new());
+    let leaf = ca.leaf(); // for `localhost`
+    let foreign = stranger.leaf();
+
+    // Nothing: any certificate, any name (the handshake still has to hold).
+    assert_eq!(
+        checked(&foreign, None, ServerCheck::Nothing, "db.example").await,
+        Ok(())
+    );
+
+    // The chain: a certificate of the CA under any name; none of another CA.
+    assert_eq!(
+        checked(&leaf, Some(&ca), ServerCheck::Chain, "localhost").await,
+        Ok(())
+    );
+    assert_eq!(
+        checked(&leaf, Some(&ca), ServerCheck::Chain, "db.example").await,
+        Ok(())
+    );
+    let error = checked(&foreign, Some(&ca), ServerCheck::Chain, "localhost")
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("invalid peer certificate: BadSignature"),
+        "{error}"
+    );
+    // Without a CA file, the public roots: a private CA is not among them.
+    let error = checked(&leaf, None, ServerCheck::Chain, "localhost")
+        .await
+        .unwrap_err();
+    assert!(error.contains("UnknownIssuer"), "{error}");
+
+    // The chain and the name.
+    assert_eq!(
+        checked(&leaf, Some(&ca), ServerCheck::ChainAndName, "localhost").await,
+        Ok(())
+    );
+    let error = checked(&leaf, Some(&ca), ServerCheck::ChainAndName, "db.example")
+        .await
+        .unwrap_err();
+    assert!(error.contains("not valid for name"), "{error}");
+    let error = checked(&foreign, Some(&ca), ServerCheck::ChainAndName, "localhost")
+        .await
+        .unwrap_err();
+    assert!(
+        error.contains("invalid peer certificate: BadSignature"),
+        "{error}"
+    );
+
+    // A CA file that cannot be used is named.
+    let dir = Dir::new();
+    let error =
+        checked_client_config(Some(&dir.write("empty.crt", "")), ServerCheck::Chain).unwrap_err();
+    assert!(matches!(error, TlsError::BadCa { .. }), "{error:?}");
+}

@@ -35,6 +35,7 @@ mod operations;
 mod payments;
 mod pickup;
 mod postgres_store;
+mod postgres_tls;
 mod rate_limits;
 mod request_limits;
 mod secret_hygiene;

@@ -71,6 +71,7 @@ impl Place {
             url: self.url.clone(),
             schema: self.schema.clone(),
             resync: Duration::from_secs(5),
+            tls: authmd_proxy::store::postgres::PostgresTls::default(),
         }
     }
 
@@ -440,6 +441,7 @@ async fn an_unreachable_server_fails_quickly_without_the_password() {
         url: url.into(),
         schema: "authmd".into(),
         resync: Duration::from_secs(5),
+        tls: authmd_proxy::store::postgres::PostgresTls::default(),
     };
     // Opening makes no connection: it succeeds; the calls fail.
     let store = Store::open(&settings).await.unwrap().unwrap();

@@ -13,6 +13,7 @@
 
 pub mod kube;
 pub mod node;
+pub mod private_postgres;
 pub mod relay;
 pub mod tls;
 

@@ -78,7 +78,9 @@ pub(super) async fn bounded<T>(
 
 /// An error's text without anything secret: for a server error its message and
 /// SQLSTATE only (its DETAIL may quote the row, e.g. a hash); for any other its kind
-/// and cause (an I/O error says what failed, never the host or the password).
+/// and cause (an I/O error says what failed, never the host or the password; a
+/// certificate that is not for the host names the host and the certificate's names,
+/// which are what the operator needs to see, and no secret).
 pub(super) fn describe(error: &tokio_postgres::Error) -> String {
     if let Some(db) = error.as_db_error() {
         return format!("{} (SQLSTATE {})", db.message(), db.code().code());

@@ -9,9 +9,10 @@
 use std::time::Duration;
 
 use tokio::sync::mpsc;
-use tokio_postgres::{AsyncMessage, Config, GenericClient, NoTls};
+use tokio_postgres::{AsyncMessage, Config, GenericClient};
 
 use super::failure::{bounded, describe};
+use super::tls::Connector;
 use crate::store::{Notice, StoreError};
 
 /// Reconnection backoff of the `LISTEN` connection.
@@ -53,10 +54,11 @@ pub(super) fn channel_of(schema: &str) -> String {
 /// Keeps a `LISTEN` connection, reconnecting with backoff, until the receiver goes.
 ///
 /// `config` is the store's connection settings (never formatted: it may hold a
-/// password), `connect_timeout` bounds each connection attempt and each heartbeat,
+/// password), `tls` makes its TLS handshakes, `connect_timeout` bounds each connection attempt and each heartbeat,
 /// and `quoted_channel` is the store's channel, quoted for SQL.
 pub(super) async fn listen_forever(
     config: Config,
+    tls: Connector,
     connect_timeout: Duration,
     quoted_channel: String,
     notices: mpsc::Sender<Notice>,
@@ -65,6 +67,7 @@ pub(super) async fn listen_forever(
     loop {
         match listen_once(
             &config,
+            &tls,
             connect_timeout,
             &quoted_channel,
             &notices,
@@ -94,13 +97,14 @@ pub(super) async fn listen_forever(
 /// is lost. Resets `backoff` once listening.
 async fn listen_once(
     config: &Config,
+    tls: &Connector,
     connect_timeout: Duration,
     quoted_channel: &str,
     notices: &mpsc::Sender<Notice>,
     backoff: &mut Duration,
 ) -> Result<(), StoreError> {
     let connect = async {
-        let (client, mut connection) = config.connect(NoTls).await?;
+        let (client, mut connection) = config.connect(tls.clone()).await?;
         // The connection's own task forwards notifications; it ends (closing the
         // channel) when the connection does, or once the client is dropped.
         let (payloads, received) = mpsc::unbounded_channel::<String>();
@@ -126,8 +130,9 @@ async fn listen_once(
             .await?;
         Ok::<_, tokio_postgres::Error>((client, received))
     };
+    let what = format!("cannot listen for changes ({})", tls.summary());
     let (client, mut received) = tokio::select! {
-        connected = bounded(connect_timeout, "cannot listen for changes", connect) => connected?,
+        connected = bounded(connect_timeout, &what, connect) => connected?,
         () = notices.closed() => return Ok(()),
     };
     *backoff = LISTEN_BACKOFF_MIN;
