@@ -28,6 +28,7 @@
 //! [`changed_since`]: super::Store::changed_since
 
 mod failure;
+mod grants;
 mod migrations;
 mod notify;
 

@@ -9,6 +9,8 @@
 //! Migrations are numbered by `PRAGMA user_version` and applied in an `IMMEDIATE`
 //! transaction, so two processes opening the same new file cannot both apply them.
 
+mod grants;
+
 use std::fmt;
 use std::path::Path;
 use std::sync::mpsc;
@@ -79,6 +81,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
+    grants::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

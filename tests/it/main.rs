@@ -38,6 +38,7 @@ mod request_limits;
 mod secret_hygiene;
 mod seeds;
 mod store_conformance;
+mod store_grants;
 mod third_party_clients;
 mod tls;
 mod token_endpoint;
