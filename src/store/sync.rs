@@ -4,7 +4,8 @@
 //! One task per process ([`spawn_follower`]) applies, in order of the store's own
 //! clock, every change it learns of: announcements (PostgreSQL `NOTIFY`), a periodic
 //! resync (`changed_since`, overlapping the previous one so a transaction that
-//! committed late is not missed), and it flushes last-used times in batches. Writes
+//! committed late is not missed), it flushes last-used times in batches, and it
+//! sweeps expired OAuth grants from the store ([`Store::sweep_grants`]). Writes
 //! this process makes are applied by the writer itself, before it answers; the
 //! follower seeing them again later is harmless (the table ignores stale versions).
 
@@ -31,7 +32,8 @@ const RESYNC_OVERLAP_MS: i64 = 10_000;
 /// How often last-used times are written back.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 
-/// How often expired revocations and cached tokens are forgotten.
+/// How often expired revocations and cached tokens are forgotten, and expired OAuth
+/// grants (codes, refresh tokens, consents) deleted from the store.
 const SWEEP: Duration = Duration::from_secs(60);
 
 /// The config's view of stored records: what scopes and tiers mean. Keys with the
@@ -263,7 +265,13 @@ async fn follow(mut f: Follower) {
                 synced = resync_from(&f, synced, &mut failing).await;
                 follow_revocations(&f, &mut revocations).await;
             }
-            _ = sweep.tick() => f.tokens.sweep(unix_now()),
+            _ = sweep.tick() => {
+                let now = unix_now();
+                f.tokens.sweep(now);
+                if let Err(error) = f.store.sweep_grants(now).await {
+                    tracing::debug!(%error, "cannot sweep expired OAuth grants; will retry");
+                }
+            }
             _ = flush.tick() => {
                 let now = unix_now();
                 let uses = f.table.used_since(flushed);

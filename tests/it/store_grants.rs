@@ -756,3 +756,53 @@ conformance!(
     the_sweep_forgets_only_what_can_no_longer_be_used,
     grants_survive_reopening,
 );
+
+/// A running proxy sweeps its store's expired grants in its periodic sweep (every
+/// minute, on the follower's clock, which is paused here and moved on by Tokio
+/// whenever the proxy waits).
+#[tokio::test(start_paused = true)]
+async fn a_running_proxy_sweeps_expired_grants() {
+    use authmd_proxy::clock::unix_now;
+    use authmd_proxy::config::{Config, Overrides};
+    use authmd_proxy::gateway::Gateway;
+
+    let data = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
+    let overrides = Overrides {
+        listen: None,
+        admin_listen: None,
+        public_url: None,
+        data_dir: Some(data.path().to_owned()),
+        upstream: None,
+    };
+    let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None).unwrap();
+    let store = Store::open(&config.lifecycle.store).await.unwrap().unwrap();
+    // A code used and expired long enough ago that even its replays are forgotten.
+    let expires_at = unix_now() - GRANT_KEEP_SECS - 5;
+    let old = code("swept by the proxy", expires_at);
+    store.insert_code(&old).await.unwrap();
+    store.take_code(&old.hash, expires_at - 1).await.unwrap();
+    let replayed = CodeUse::Replayed { family: None };
+    assert_eq!(
+        store.take_code(&old.hash, expires_at).await.unwrap(),
+        replayed
+    );
+
+    let started = tokio::time::Instant::now();
+    let gateway = Gateway::start(config, Some(store.clone())).await.unwrap();
+    let mut swept_after = None;
+    for _ in 0..600 {
+        if store.take_code(&old.hash, expires_at).await.unwrap() == CodeUse::Unknown {
+            swept_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let swept_after = swept_after.expect("the proxy never swept the expired code");
+    assert!(
+        swept_after >= Duration::from_secs(60),
+        "swept by the periodic sweep, not at start: {swept_after:?}"
+    );
+    drop(gateway);
+}
