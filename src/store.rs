@@ -1,5 +1,7 @@
 //! The durable credential store: key records, agent registrations, used
-//! assertion ids and revoked access-token ids, behind one interface with two implementations.
+//! assertion ids and revoked access-token ids, and interactive OAuth's records
+//! (registered clients, authorization codes, refresh-token families, consents: see
+//! the `grants` module), behind one interface with two implementations.
 //!
 //! - [`sqlite::SqliteStore`], the embedded default: one file in the data directory,
 //!   WAL, `synchronous=FULL`, so a write returns only once it is on disk; a commit
@@ -13,12 +15,13 @@
 //! every change (and the change is acknowledged only after the store has it), read
 //! in full at start-up, and followed afterwards (see [`sync`]).
 //!
-//! Only BLAKE3 hashes of secrets are stored: key hashes and claim-token hashes.
+//! Only BLAKE3 hashes of secrets are stored: key hashes, claim-token hashes, and the
+//! hashes of codes, refresh tokens and client secrets.
 //! Times are unix seconds, passed in by the caller so that behaviour is testable;
 //! `updated_at` (milliseconds) is the store's own clock and only drives resync.
 //!
-//! The same conformance suite (`tests/store_conformance.rs`) runs against both
-//! implementations.
+//! The same conformance suites (`tests/it/store_conformance.rs`, and
+//! `tests/it/store_grants.rs` for OAuth's records) run against both implementations.
 
 pub mod postgres;
 pub mod quotas;
@@ -325,6 +328,12 @@ macro_rules! write {
         })
     }};
 }
+
+// After the macros, which its `Store` methods use.
+mod grants;
+pub use grants::{
+    ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS, GrantSweep, RefreshRecord, RefreshUse,
+};
 
 impl Store {
     /// Opens the configured store and runs its migrations; `None` when the config

@@ -34,6 +34,7 @@
 //! [`changed_since`]: super::Store::changed_since
 
 mod failure;
+mod grants;
 mod migrations;
 mod notify;
 mod sslmode;

@@ -14,6 +14,8 @@
 
 mod watch;
 
+mod grants;
+
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, mpsc};
@@ -86,6 +88,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
+    grants::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -5,7 +5,8 @@
 //! clock, every change it learns of: announcements (PostgreSQL `NOTIFY`; for SQLite,
 //! a resync whenever another connection has committed to the file), a periodic
 //! resync (`changed_since`, overlapping the previous one so a transaction that
-//! committed late is not missed), and it flushes last-used times in batches. Writes
+//! committed late is not missed), it flushes last-used times in batches, and it
+//! sweeps expired OAuth grants from the store ([`Store::sweep_grants`]). Writes
 //! this process makes are applied by the writer itself, before it answers; the
 //! follower seeing them again later is harmless (the table ignores stale versions).
 
@@ -32,7 +33,8 @@ const RESYNC_OVERLAP_MS: i64 = 10_000;
 /// How often last-used times are written back.
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 
-/// How often expired revocations and cached tokens are forgotten.
+/// How often expired revocations and cached tokens are forgotten, and expired OAuth
+/// grants (codes, refresh tokens, consents) deleted from the store.
 const SWEEP: Duration = Duration::from_secs(60);
 
 /// The config's view of stored records: what scopes and tiers mean. Keys with the
@@ -264,7 +266,13 @@ async fn follow(mut f: Follower) {
                 synced = resync_from(&f, synced, &mut failing).await;
                 follow_revocations(&f, &mut revocations).await;
             }
-            _ = sweep.tick() => f.tokens.sweep(unix_now()),
+            _ = sweep.tick() => {
+                let now = unix_now();
+                f.tokens.sweep(now);
+                if let Err(error) = f.store.sweep_grants(now).await {
+                    tracing::debug!(%error, "cannot sweep expired OAuth grants; will retry");
+                }
+            }
             _ = flush.tick() => {
                 let now = unix_now();
                 let uses = f.table.used_since(flushed);

@@ -43,6 +43,7 @@ mod seeds;
 mod self_claim;
 mod served_documents;
 mod store_conformance;
+mod store_grants;
 mod third_party_clients;
 mod tls;
 mod token_endpoint;

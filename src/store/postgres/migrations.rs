@@ -63,6 +63,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
+    super::grants::MIGRATION,
 ];
 
 /// The advisory lock id that serialises migrations of a schema.
