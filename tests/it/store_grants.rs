@@ -59,6 +59,7 @@ impl Place {
                 url: url.clone(),
                 schema: schema.clone(),
                 resync: Duration::from_secs(5),
+                tls: authmd_proxy::store::postgres::PostgresTls::default(),
             },
         }
     }
