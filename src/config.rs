@@ -20,6 +20,7 @@ mod lifecycle;
 mod limits;
 mod load;
 mod locate;
+mod login;
 mod ops;
 mod policy;
 mod raw;
@@ -32,6 +33,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::credentials::{CredentialRules, KeyEntry};
+pub use crate::login::LoginSettings;
 use crate::policy::RouteTable;
 use crate::scope::ScopeRegistry;
 use crate::tier::Tiers;
@@ -105,6 +107,8 @@ pub struct Config {
     pub log: LogSettings,
     /// How rate limits and quotas are applied and reported.
     pub limits: crate::limits::LimitSettings,
+    /// How people sign in (`login:`); off without providers.
+    pub login: LoginSettings,
 }
 
 impl Config {
@@ -282,6 +286,17 @@ impl Loader {
         limits.payments = s.payments.and_then(|raw| self.payments(raw));
         let log = self.log(s.log);
         let service = Service::new(s.service);
+        let login = self.login(
+            s.login,
+            &login::LoginContext {
+                tiers: &tiers,
+                origins: &discovery.origins,
+                store: &lifecycle.store,
+                data_dir: &data_dir,
+                endpoints: &endpoints,
+                service_name: &service.name,
+            },
+        );
 
         let (Some(listen), Some(public_url), Some(upstream), Some(policy)) =
             (listen, public_url, upstream, policy)
@@ -312,6 +327,7 @@ impl Loader {
             trusted_issuers,
             log,
             limits,
+            login,
         })
     }
 }
