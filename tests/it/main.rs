@@ -30,6 +30,7 @@ mod injector;
 mod layers;
 mod lifecycle_endpoints;
 mod limiter;
+mod login;
 mod operations;
 mod payments;
 mod postgres_store;
