@@ -328,6 +328,14 @@ impl Login {
         let Ok(return_to) = self.return_to(query.get("return_to")) else {
             return NotAPlace::page();
         };
+        // Signed in, and nowhere to go: say so (a sign-in ends here when it had no
+        // `return_to`, so starting another would go round in circles).
+        let signed_in = self.session(request.headers(), now);
+        if let (Some(person), None, None) = (&signed_in, &return_to, query.get("provider")) {
+            let provider = self.display_name(&person.provider);
+            let content = pages::signed_in(person, provider);
+            return web::page(StatusCode::OK, &self.title(), content);
+        }
         let wanted = match query.get("provider") {
             Some(id) => match self.provider(id) {
                 Some(found) => Some(found),
@@ -349,26 +357,15 @@ impl Login {
                 return self.start(settings, provider, return_to, origin, now).await;
             }
         }
-        let existing = self.login_state(request.headers(), now);
-        let (state, fresh) = match existing {
+        // The page's forms are bound to the round trip already open, if any (two
+        // tabs share it), else to a new one.
+        let (state, fresh) = match self.login_state(request.headers(), now) {
             Some(state) => (state, false),
             None => match LoginState::page(return_to.clone()) {
                 Some(state) => (state, true),
                 None => return unavailable(),
             },
         };
-        let signed_in = self.session(request.headers(), now);
-        if signed_in.is_some() && return_to.is_none() && query.get("provider").is_none() {
-            let person = signed_in.as_ref();
-            if let Some(person) = person {
-                let provider = self.display_name(&person.provider);
-                return web::page(
-                    StatusCode::OK,
-                    &self.title(),
-                    pages::signed_in(person, provider),
-                );
-            }
-        }
         let mut response = self.chooser(
             StatusCode::OK,
             &state,

@@ -749,6 +749,22 @@ async fn a_github_sign_in_keeps_the_allowed_organizations_and_refuses_outsiders(
     );
     assert_eq!(config.tiers.get(person.tier).name, "verified");
 
+    // Without a place to return to, the sign-in ends on a page that says who is
+    // signed in (and does not start another round trip).
+    let browser = Browser::new();
+    let (page, visited) = browser.follow(&proxy.url("/oauth2/login")).await;
+    assert_page(&page, 200);
+    assert_eq!(
+        visited.len(),
+        4,
+        "login, GitHub, callback, login: {visited:?}"
+    );
+    let text = page.text().await.unwrap();
+    assert!(
+        text.contains("You are signed in as <strong>The Octocat</strong>"),
+        "{text}"
+    );
+
     // A member of the allowed team only, listed on the second page of teams.
     let mut teams: Vec<(String, String)> = (0..120)
         .map(|i| ("elsewhere".to_owned(), format!("team-{i}")))
