@@ -289,9 +289,8 @@ impl Login {
     {
         let paths = &self.settings.paths;
         let path = request.uri().path();
-        let get = matches!(*request.method(), Method::GET | Method::HEAD);
         if path == paths.login {
-            if get {
+            if matches!(*request.method(), Method::GET | Method::HEAD) {
                 return self.sign_in_page(&request, origin, now).await;
             }
             if request.method() == Method::POST {
@@ -303,7 +302,8 @@ impl Login {
             .strip_prefix(paths.callback.as_str())
             .and_then(|rest| rest.strip_prefix('/'));
         match callback {
-            Some(id) if get => {
+            // GET only: a HEAD (a prefetcher's) must not spend the code.
+            Some(id) if request.method() == Method::GET => {
                 let id = id.to_owned();
                 self.callback(&id, &request, now).await
             }

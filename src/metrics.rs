@@ -680,15 +680,17 @@ impl Meters {
     }
 
     fn index(&self, meter: MeterId) -> usize {
+        // `Unmatched` is the last of the local endpoints.
+        const UNMATCHED: usize = LocalEndpoint::ALL.len() - 1;
         match meter {
             MeterId::Route(i) if i < self.routes => i,
-            MeterId::Route(_) => self.routes + 5,
+            MeterId::Route(_) => self.routes + UNMATCHED,
             MeterId::Local(local) => {
                 self.routes
                     + LocalEndpoint::ALL
                         .iter()
                         .position(|l| *l == local)
-                        .unwrap_or(5)
+                        .unwrap_or(UNMATCHED)
             }
         }
     }

@@ -77,6 +77,7 @@ struct Document {
 struct Claims {
     sub: String,
     aud: serde_json::Value,
+    iat: Option<i64>,
     nonce: Option<String>,
     azp: Option<String>,
     email: Option<String>,
@@ -208,10 +209,8 @@ impl Oidc {
             })
         })?;
         let claims = data.claims;
-        let iat = jsonwebtoken::dangerous::insecure_decode_claims::<serde_json::Value>(jwt)
-            .ok()
-            .and_then(|c| c.get("iat").and_then(serde_json::Value::as_i64));
-        if iat.is_some_and(|iat| iat > now + i64::try_from(LEEWAY).unwrap_or(60)) {
+        let leeway = i64::try_from(LEEWAY).unwrap_or(60);
+        if claims.iat.is_some_and(|iat| iat > now + leeway) {
             return Err(invalid("issued in the future (iat)"));
         }
         if !claims.nonce.as_deref().is_some_and(|n| same(n, nonce)) {

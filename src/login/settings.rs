@@ -127,7 +127,7 @@ pub struct StaticSettings {
 }
 
 /// One static account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct StaticUser {
     /// What the person types; the subject of their sign-ins.
     pub username: String,
@@ -137,6 +137,17 @@ pub struct StaticUser {
     pub email: Option<String>,
     /// Their name.
     pub name: Option<String>,
+}
+
+impl std::fmt::Debug for StaticUser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StaticUser")
+            .field("username", &self.username)
+            .field("password_hash", &"(argon2 hash, not shown)")
+            .field("email", &self.email)
+            .field("name", &self.name)
+            .finish()
+    }
 }
 
 /// `kind: oidc`.
