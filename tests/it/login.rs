@@ -912,3 +912,128 @@ fn check_refuses_what_would_make_sign_in_unsafe_or_ambiguous() {
 fn config_from(yaml: &str) -> Result<Config, authmd_proxy::config::ConfigErrors> {
     Config::from_yaml_str(yaml, "test.yaml", &Overrides::default(), &|_| None)
 }
+
+#[tokio::test]
+async fn no_password_cookie_code_or_client_secret_reaches_a_log_line() {
+    let idp = OidcProvider::start().await;
+    let yaml = yaml(&format!("{}{}", static_demo(), oidc(&idp)))
+        .replace("  level: info ", "  level: debug ")
+        .replace("  access: debug ", "  access: info ");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_authmd-proxy"));
+    command
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("RUST_LOG");
+    let proxy = support::Binary::launch(command).await;
+    let url = |path: &str| format!("{}{path}", proxy.url);
+    let mut secrets: Vec<String> = vec![
+        PASSWORD.into(),
+        "a wrong password of some length".into(),
+        oidc_provider::CLIENT_SECRET.into(),
+        urlencode(oidc_provider::CLIENT_SECRET),
+        COOKIE_KEY.into(),
+    ];
+
+    // A password sign-in, a wrong one first.
+    let browser = Browser::new();
+    let page = browser
+        .get(&format!(
+            "{}?return_to={}",
+            url("/oauth2/login"),
+            urlencode(RETURN_TO)
+        ))
+        .await;
+    let csrf = csrf_of(&page.text().await.unwrap());
+    for password in [secrets[1].clone(), PASSWORD.to_owned()] {
+        let fields = [
+            ("provider", "demo"),
+            ("username", "ada"),
+            ("password", password.as_str()),
+            ("csrf", csrf.as_str()),
+        ];
+        browser.post(&url("/oauth2/login"), &fields).await;
+    }
+    // An OpenID Connect sign-in, step by step to see its code and state.
+    let oidc_browser = Browser::new();
+    let start = format!(
+        "{}?provider=corp&return_to={}",
+        url("/oauth2/login"),
+        urlencode(RETURN_TO)
+    );
+    let to_idp = oidc_browser.get(&start).await;
+    let login_cookie = set_cookies(&to_idp)[0].clone();
+    let location = to_idp.headers()[LOCATION].to_str().unwrap().to_owned();
+    let back = oidc_browser.get(&location).await;
+    let callback = back.headers()[LOCATION].to_str().unwrap().to_owned();
+    let done = oidc_browser.get(&callback).await;
+    assert_eq!(done.status(), 303);
+    let query: Vec<(String, String)> =
+        form_urlencoded::parse(callback.split_once('?').unwrap().1.as_bytes())
+            .into_owned()
+            .collect();
+    for (name, value) in &query {
+        assert!(name == "code" || name == "state", "{name}");
+        secrets.push(value.clone());
+    }
+    secrets.push(idp.last_authorize("nonce").unwrap());
+    secrets.push(idp.last_authorize("code_challenge").unwrap());
+    let cookie_value = |set_cookie: &str| {
+        set_cookie
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    secrets.push(cookie_value(&login_cookie));
+    for response in [&done] {
+        for cookie in set_cookies(response) {
+            let value = cookie_value(&cookie);
+            if !value.is_empty() {
+                secrets.push(value);
+            }
+        }
+    }
+    for browser in [&browser, &oidc_browser] {
+        for pair in browser.cookies(&proxy.url).split("; ") {
+            secrets.push(pair.split_once('=').unwrap().1.to_owned());
+        }
+    }
+    // The scan can see: a canary in a refused path is logged at debug.
+    let canary = "login-hygiene-canary-7f3a9c";
+    browser.get(&url(&format!("/no/such/{canary}"))).await;
+    let mut lines = Vec::new();
+    for _ in 0..200 {
+        lines.extend(proxy.log_lines());
+        if lines.iter().any(|l| l.contains(canary)) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert!(
+        lines.iter().any(|l| l.contains(canary)),
+        "the canary was not logged"
+    );
+    assert!(lines.iter().any(|l| l.contains("signed in")), "{lines:#?}");
+    for line in &lines {
+        for secret in &secrets {
+            assert!(secret.len() >= 8, "not a secret: {secret}");
+            assert!(
+                !line.contains(secret.as_str()),
+                "a secret in the log:\n{line}"
+            );
+        }
+    }
+}
