@@ -1037,3 +1037,50 @@ async fn no_password_cookie_code_or_client_secret_reaches_a_log_line() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_sign_in_outlives_a_reload_and_ends_with_its_provider() {
+    let idp = OidcProvider::start().await;
+    // No cookie key: with SQLite it is generated once into the data directory.
+    let without_key =
+        |providers: &str| yaml(providers).replace(&format!("  cookie_key: {COOKIE_KEY}\n"), "");
+    let first = without_key(&static_demo());
+    let proxy = TestProxy::start(&first, None).await;
+    let browser = Browser::new();
+    let csrf = sign_in_page(&proxy, &browser).await;
+    let fields = [
+        ("provider", "demo"),
+        ("username", "ada"),
+        ("password", PASSWORD),
+        ("csrf", csrf.as_str()),
+    ];
+    assert_eq!(
+        browser
+            .post(&proxy.url("/oauth2/login"), &fields)
+            .await
+            .status(),
+        303
+    );
+    let signed_in =
+        |text: &str| text.contains("You are signed in as <strong>Ada Lovelace</strong>");
+    let page = browser.get(&proxy.url("/oauth2/login")).await;
+    assert!(signed_in(&page.text().await.unwrap()));
+
+    // Another provider added: the sign-in stays.
+    proxy
+        .reload(&without_key(&format!("{}{}", static_demo(), oidc(&idp))))
+        .await;
+    let page = browser.get(&proxy.url("/oauth2/login")).await;
+    assert!(signed_in(&page.text().await.unwrap()));
+
+    // Its provider removed: it ends (and the only provider left is offered).
+    proxy.reload(&without_key(&oidc(&idp))).await;
+    let page = browser.get(&proxy.url("/oauth2/login")).await;
+    assert_eq!(page.status(), 303);
+    assert!(
+        page.headers()[LOCATION]
+            .to_str()
+            .unwrap()
+            .starts_with(&idp.issuer)
+    );
+}
