@@ -31,6 +31,7 @@ mod layers;
 mod lifecycle_endpoints;
 mod limiter;
 mod login;
+mod login_config;
 mod operations;
 mod payments;
 mod postgres_store;
