@@ -21,6 +21,7 @@ mod lifecycle;
 mod limits;
 mod load;
 mod locate;
+mod login;
 mod ops;
 mod policy;
 mod raw;
@@ -33,6 +34,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::credentials::{CredentialRules, KeyEntry};
+pub use crate::login::LoginSettings;
 use crate::policy::RouteTable;
 use crate::scope::ScopeRegistry;
 use crate::tier::Tiers;
@@ -113,6 +115,8 @@ pub struct Config {
     /// (`file:line:column: field: message`), in document order: `check` prints
     /// them, `run` and each reload log them.
     pub warnings: Vec<String>,
+    /// How people sign in (`login:`); off without providers.
+    pub login: LoginSettings,
 }
 
 impl Config {
@@ -313,6 +317,17 @@ impl Loader {
         limits.payments = s.payments.and_then(|raw| self.payments(raw));
         let log = self.log(s.log);
         let service = Service::new(s.service);
+        let login = self.login(
+            s.login,
+            &login::LoginContext {
+                tiers: &tiers,
+                origins: &discovery.origins,
+                store: &lifecycle.store,
+                data_dir: &data_dir,
+                endpoints: &endpoints,
+                service_name: &service.name,
+            },
+        );
 
         let (Some(listen), Some(public_url), Some(upstream), Some(policy)) =
             (listen, public_url, upstream, policy)
@@ -345,6 +360,7 @@ impl Loader {
             log,
             limits,
             warnings: Vec::new(),
+            login,
         })
     }
 }

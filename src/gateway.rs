@@ -26,6 +26,7 @@ use crate::credentials::{KeyTable, Principal};
 use crate::discovery::Documents;
 use crate::limits::x402::{self, X402};
 use crate::limits::{self, LimitSet, Limiter};
+use crate::login::{Login, LoginError};
 use crate::metrics::{self, Meters, Metrics};
 use crate::oauth::OAuth;
 use crate::pipeline::{Generation, Trace};
@@ -84,6 +85,9 @@ pub enum StartError {
     /// The metrics could not be registered.
     #[error("cannot register the metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    /// The sign-in's cookie key could not be had.
+    #[error("sign-in: {0}")]
+    Login(#[from] LoginError),
     /// The upstream's TLS settings cannot be used.
     #[error("upstream TLS: {0}")]
     UpstreamTls(#[from] crate::tls::TlsError),
@@ -349,6 +353,7 @@ async fn build(
         .map(|origin| Responder::new(origin, config.scopes.clone(), config.tiers.clone()))
         .collect();
     let upstream = Upstream::new(&config.upstream)?;
+    let login = login(&config, &client, previous)?;
     let mut generation = Generation {
         documents: Documents::build(&config),
         responders,
@@ -360,6 +365,7 @@ async fn build(
         tokens,
         oauth,
         agent_auth: None,
+        login,
         x402,
         limiter: shared.limiter.clone(),
         unmetered: LimitSet::default(),
@@ -397,6 +403,25 @@ async fn build(
     }
     generation.background.extend(background);
     Ok(generation)
+}
+
+/// The sign-in of a config: the running one when its settings did not change (its
+/// providers' discovery documents and keys stay cached), else a new one that
+/// continues the old one's in-memory cookie key and failed-attempt counts.
+fn login(
+    config: &Config,
+    client: &crate::http_client::HttpsClient,
+    previous: Option<&Generation>,
+) -> Result<Option<Arc<Login>>, StartError> {
+    if !config.login.enabled() {
+        return Ok(None);
+    }
+    let old = previous.and_then(|p| p.login.as_ref());
+    if let Some(old) = old.filter(|old| *old.settings() == config.login) {
+        return Ok(Some(old.clone()));
+    }
+    let login = Login::new(&config.login, client, old.map(|old| &**old))?;
+    Ok(Some(Arc::new(login)))
 }
 
 /// Loads the store's keys into a new generation (within [`PRELOAD`]) and starts the

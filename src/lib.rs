@@ -20,10 +20,11 @@
 //! agent_auth                 registration, claims, key management
 //! config, rejection          YAML -> typed settings; every refusal -> its answer
 //! store, policy              durable records and their follower; routes and scopes
-//! credentials, assertion     who the caller is: keys, tokens, anonymous ids; ID-JAGs
+//! credentials, assertion, login  who the caller is: keys, tokens, ID-JAGs; people signed in
 //! tokens, proxy              access tokens and issuers' keys; forwarding upstream
 //! tier                       trust tiers
 //! limits                     rate buckets, quotas, x402 payments
+//! web                        server-rendered pages for people: layout, CSP, CSRF tokens
 //! clock, protocol, random, scope, body, metrics, tls, http_client, inject
 //! ```
 //!
@@ -83,6 +84,9 @@
 //! - [`tls`]: HTTPS on the listener (certificates reloaded in place) and to the
 //!   upstream; [`http_client`]: the client for other services (JWKS, facilitator).
 //! - [`clock`], [`protocol`], [`random`]: unix time, protocol constants, public ids.
+//! - [`login`]: a person's sign-in through `login.providers` (static accounts,
+//!   OpenID Connect, GitHub), kept in a sealed session cookie; [`web`]: the
+//!   server-rendered pages people see.
 //! - [`inject`]: the Kubernetes sidecar injection of `authmd-proxy inject`, and
 //!   [`injector`], the same as a mutating admission webhook.
 
@@ -100,6 +104,7 @@ pub mod http_client;
 pub mod inject;
 pub mod injector;
 pub mod limits;
+pub mod login;
 pub mod metrics;
 pub mod oauth;
 pub mod pipeline;
@@ -115,3 +120,4 @@ pub mod store;
 pub mod tier;
 pub mod tls;
 pub mod tokens;
+pub mod web;

@@ -766,6 +766,14 @@ impl AddressLimiter {
             .map(drop)
             .map_err(|s| u32::try_from(s.retry_after_secs()).unwrap_or(u32::MAX))
     }
+
+    /// Returns the request [`AddressLimiter::check`] took from `address`: where only
+    /// failures should count (password sign-ins), a success gives its attempt back.
+    pub fn give_back(&self, address: IpAddr) {
+        self.buckets.bucket(address_key(address), |bucket| {
+            self.rate.give_back(&bucket.0[0]);
+        });
+    }
 }
 
 /// Keeps a limiter's map small: sweeps idle buckets every `every`, and sooner when

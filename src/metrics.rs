@@ -531,17 +531,20 @@ pub enum LocalEndpoint {
     Authorize,
     /// Registration, claims, agent revocation, key management, the scope list.
     Lifecycle,
+    /// A person's sign-in page and the identity providers' callbacks.
+    Login,
     /// A request no route matched (404, 405, or a path refused as ambiguous).
     Unmatched,
 }
 
 impl LocalEndpoint {
-    const ALL: [LocalEndpoint; 6] = [
+    const ALL: [LocalEndpoint; 7] = [
         LocalEndpoint::Discovery,
         LocalEndpoint::Token,
         LocalEndpoint::Revoke,
         LocalEndpoint::Authorize,
         LocalEndpoint::Lifecycle,
+        LocalEndpoint::Login,
         LocalEndpoint::Unmatched,
     ];
 
@@ -552,6 +555,7 @@ impl LocalEndpoint {
             LocalEndpoint::Revoke => "authmd.revoke",
             LocalEndpoint::Authorize => "authmd.authorize",
             LocalEndpoint::Lifecycle => "authmd.lifecycle",
+            LocalEndpoint::Login => "authmd.login",
             LocalEndpoint::Unmatched => "authmd.unmatched",
         }
     }
@@ -676,15 +680,17 @@ impl Meters {
     }
 
     fn index(&self, meter: MeterId) -> usize {
+        // `Unmatched` is the last of the local endpoints.
+        const UNMATCHED: usize = LocalEndpoint::ALL.len() - 1;
         match meter {
             MeterId::Route(i) if i < self.routes => i,
-            MeterId::Route(_) => self.routes + 5,
+            MeterId::Route(_) => self.routes + UNMATCHED,
             MeterId::Local(local) => {
                 self.routes
                     + LocalEndpoint::ALL
                         .iter()
                         .position(|l| *l == local)
-                        .unwrap_or(5)
+                        .unwrap_or(UNMATCHED)
             }
         }
     }

@@ -36,6 +36,7 @@ use crate::credentials::{KeyTable, Presented, Principal};
 use crate::discovery::Documents;
 use crate::limits::x402::{self, X402};
 use crate::limits::{self, Exceeded, LimitSet, Limiter, Subject, Verdict};
+use crate::login::Login;
 use crate::metrics::{MeterId, Meters};
 use crate::oauth::{Caller, OAuth};
 use crate::policy::{Access, HostId, Route, normalize_path};
@@ -68,6 +69,8 @@ pub struct Generation {
     pub(crate) oauth: OAuth,
     /// The credential lifecycle endpoints, when a store is open.
     pub(crate) agent_auth: Option<AgentAuth>,
+    /// A person's sign-in, when `login.providers` has any.
+    pub(crate) login: Option<Arc<Login>>,
     /// x402 payment past a used-up quota, when configured.
     pub(crate) x402: Option<X402>,
     /// Rate buckets and quota counters, shared by every generation.
@@ -191,6 +194,17 @@ impl Generation {
                     );
                     Box::pin(answer).await
                 }
+                Local::Login => match &self.login {
+                    Some(login) => {
+                        let origin = local::origin(config, host);
+                        Box::pin(login.handle(request, origin, address, unix_now())).await
+                    }
+                    None => crate::web::error_page(
+                        http::StatusCode::NOT_FOUND,
+                        "Not found",
+                        "People do not sign in here.",
+                    ),
+                },
             };
         }
         let grant = match self.admit_refetching(&request, &path, host).await {

@@ -27,6 +27,10 @@ pub struct Endpoints {
     pub scopes: String,
     /// The JWKS of the proxy's token-signing keys (`jwks_uri`).
     pub jwks: String,
+    /// The sign-in page of people (`login:`).
+    pub login: String,
+    /// Identity providers send people back to `<login_callback>/<provider id>`.
+    pub login_callback: String,
 }
 
 impl Loader {
@@ -65,6 +69,13 @@ impl Loader {
             keys: endpoint(self, &raw.keys, "keys", "/api/v1/auth/keys"),
             scopes: endpoint(self, &raw.scopes, "scopes", "/api/v1/auth/scopes"),
             jwks: endpoint(self, &raw.jwks, "jwks", crate::protocol::JWKS),
+            login: endpoint(self, &raw.login, "login", "/oauth2/login"),
+            login_callback: endpoint(
+                self,
+                &raw.login_callback,
+                "login_callback",
+                "/oauth2/callback",
+            ),
         }
     }
 }

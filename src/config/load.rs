@@ -94,6 +94,7 @@ const TOP_LEVEL: &[&str] = &[
     "limits",
     "payments",
     "tls",
+    "login",
 ];
 
 /// The shortest value from the environment that is hidden wherever it appears.
@@ -151,6 +152,7 @@ pub(super) struct Sections {
     pub(super) limits: raw::RawLimits,
     pub(super) payments: Option<raw::RawPayments>,
     pub(super) tls: Option<raw::RawTls>,
+    pub(super) login: Option<super::login::RawLogin>,
 }
 
 impl Loader {
@@ -332,7 +334,7 @@ impl Loader {
     }
 
     /// Deserializes one value into `T`, recording an error at its exact path.
-    fn take<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
+    pub(super) fn take<T: DeserializeOwned>(&mut self, value: Value, path: &str) -> Option<T> {
         match serde_path_to_error::deserialize::<_, T>(value) {
             Ok(v) => Some(v),
             Err(e) => {
@@ -433,6 +435,7 @@ impl Loader {
                 "limits" => s.limits = self.take(value, path).unwrap_or_default(),
                 "payments" => s.payments = self.take(value, path),
                 "tls" => s.tls = self.take(value, path),
+                "login" => s.login = Some(self.take(value, path).unwrap_or_default()),
                 other => {
                     let hint = scope::closest(other, TOP_LEVEL.iter().copied())
                         .map(|c| format!("; did you mean `{c}`?"))

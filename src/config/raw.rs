@@ -47,6 +47,8 @@ pub(crate) struct RawEndpoints {
     pub(crate) keys: Option<String>,
     pub(crate) scopes: Option<String>,
     pub(crate) jwks: Option<String>,
+    pub(crate) login: Option<String>,
+    pub(crate) login_callback: Option<String>,
 }
 
 /// `server:`: the listener's own settings.

@@ -65,6 +65,19 @@ async fn address_limiter_burst_then_one_per_interval() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn address_limiter_counts_only_what_is_not_given_back() {
+    let limiter = AddressLimiter::new(2, Duration::from_secs(3600)).unwrap();
+    let a: IpAddr = "192.0.2.1".parse().unwrap();
+    for _ in 0..10 {
+        assert_eq!(limiter.check(a), Ok(()));
+        limiter.give_back(a);
+    }
+    assert_eq!(limiter.check(a), Ok(()));
+    assert_eq!(limiter.check(a), Ok(()));
+    assert!(limiter.check(a).is_err());
+}
+
+#[tokio::test(start_paused = true)]
 async fn several_windows_burst_refill_and_report_on_the_paused_clock() {
     let second = Rate::new(2, Duration::from_secs(1)).unwrap();
     let minute = Rate::new(3, Duration::from_secs(60)).unwrap();

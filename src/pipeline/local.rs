@@ -26,6 +26,8 @@ pub(super) enum Local {
     Revoke,
     /// Registration, claims, keys.
     Lifecycle(Lifecycle),
+    /// A person's sign-in page, or a provider's callback.
+    Login,
 }
 
 /// The credential lifecycle endpoints.
@@ -65,7 +67,12 @@ pub(super) fn find<B>(
         ));
     }
     let lifecycle = |endpoint| Some((E::Lifecycle, Local::Lifecycle(endpoint)));
-    if path == endpoints.token {
+    let callback = path
+        .strip_prefix(endpoints.login_callback.as_str())
+        .is_some_and(|rest| rest.starts_with('/'));
+    if config.login.enabled() && (path == endpoints.login || callback) {
+        Some((E::Login, Local::Login))
+    } else if path == endpoints.token {
         Some((E::Token, Local::Token))
     } else if path == endpoints.revoke {
         Some((E::Revoke, Local::Revoke))

@@ -31,6 +31,8 @@ mod key_names;
 mod layers;
 mod lifecycle_endpoints;
 mod limiter;
+mod login;
+mod login_config;
 mod operations;
 mod payments;
 mod pickup;

@@ -11,8 +11,10 @@
     reason = "test support: a failed setup step should fail the test loudly"
 )]
 
+pub mod github_api;
 pub mod kube;
 pub mod node;
+pub mod oidc_provider;
 pub mod private_postgres;
 pub mod relay;
 pub mod tls;
