@@ -302,9 +302,10 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
         "authorization_endpoint": format!("{origin}{}", endpoints.authorize),
         "token_endpoint": format!("{origin}{}", endpoints.token),
         "revocation_endpoint": format!("{origin}{}", endpoints.revoke),
-        // No interactive flow is served; the authorization endpoint exists and answers
-        // with the OAuth error, so clients that require the field work.
-        "response_types_supported": [],
+        // RFC 8414 requires the member and strict validators a non-empty list. Without
+        // `login.providers` the authorization endpoint answers
+        // `unsupported_response_type`, and no authorization-code grant is listed.
+        "response_types_supported": ["code"],
         "grant_types_supported": grant_types(config),
         "token_endpoint_auth_methods_supported": token_auth_methods(config),
         // Holding a token or key is the authority to revoke it.
@@ -326,6 +327,20 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
                 );
             }
         }
+        if interactive(config) {
+            map.insert("code_challenge_methods_supported".into(), json!(["S256"]));
+            map.insert("response_modes_supported".into(), json!(["query"]));
+            map.insert(
+                "authorization_response_iss_parameter_supported".into(),
+                json!(true),
+            );
+            if config.interactive.registration.enabled {
+                map.insert(
+                    "registration_endpoint".into(),
+                    json!(format!("{origin}{}", endpoints.oauth_register)),
+                );
+            }
+        }
         if config.lifecycle.issues_keys() && config.lifecycle.keys.enabled {
             map.insert(
                 "key_management_endpoint".into(),
@@ -340,10 +355,19 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
     doc
 }
 
+/// People sign in and MCP clients get codes: `login.providers` and a token
+/// endpoint to redeem them at.
+fn interactive(config: &Config) -> bool {
+    config.login.enabled() && config.tokens.enabled
+}
+
 /// The grants the token endpoint offers.
 fn grant_types(config: &Config) -> Vec<&'static str> {
     let tokens = &config.tokens;
     let mut grants = Vec::new();
+    if interactive(config) {
+        grants.extend(["authorization_code", "refresh_token"]);
+    }
     if tokens.enabled && (tokens.anonymous.is_some() || tokens.api_keys) {
         grants.push("client_credentials");
     }
@@ -357,10 +381,10 @@ fn grant_types(config: &Config) -> Vec<&'static str> {
 fn token_auth_methods(config: &Config) -> Vec<&'static str> {
     let tokens = &config.tokens;
     let mut methods = Vec::new();
-    if tokens.enabled && tokens.api_keys {
+    if tokens.enabled && (tokens.api_keys || interactive(config)) {
         methods.extend(["client_secret_basic", "client_secret_post"]);
     }
-    if !tokens.enabled || tokens.anonymous.is_some() || tokens.jwt_bearer {
+    if !tokens.enabled || tokens.anonymous.is_some() || tokens.jwt_bearer || interactive(config) {
         methods.push("none");
     }
     methods

@@ -13,7 +13,10 @@
 pub mod authorize;
 mod client;
 pub mod clients;
+mod consent;
+mod grants;
 pub mod pkce;
+mod registration;
 pub mod resource;
 
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use crate::clock::unix_now;
 use crate::config::Config;
 use crate::credentials::{KeyEntry, KeyHash, KeyTable, Presented};
 use crate::limits::AddressLimiter;
+use crate::login::Login;
 use crate::policy::MethodSet;
 use crate::protocol::JWT_BEARER;
 use crate::rejection::{GrantError, LifecycleError, OAuthError, Rejection};
@@ -50,6 +54,8 @@ pub struct OAuth {
     keys: Arc<KeyTable>,
     store: Option<Store>,
     anonymous_limit: Option<Arc<AddressLimiter>>,
+    /// Client registrations per address (RFC 7591).
+    registration_limit: Option<Arc<AddressLimiter>>,
     /// Used assertion ids when there is no store (one process: memory is enough;
     /// shared with the next config generation on reload).
     used: Arc<papaya::HashMap<String, i64>>,
@@ -90,6 +96,18 @@ impl OAuth {
                     std::time::Duration::from_secs(3600),
                 )
             }),
+            registration_limit: config
+                .interactive
+                .registration
+                .enabled
+                .then_some(config.interactive.registration.per_hour)
+                .and_then(|per_hour| {
+                    AddressLimiter::carried(
+                        previous.and_then(|p| p.registration_limit.as_ref()),
+                        per_hour,
+                        std::time::Duration::from_secs(3600),
+                    )
+                }),
             used: previous.map(|p| p.used.clone()).unwrap_or_default(),
         }
     }
@@ -100,6 +118,7 @@ impl OAuth {
         config: &Config,
         request: Request<Incoming>,
         caller: Caller<'_>,
+        login: Option<&Login>,
     ) -> Result<Response<Body>, Rejection> {
         let (auth, form) = read(request).await?;
         let settings = &config.tokens;
@@ -108,6 +127,19 @@ impl OAuth {
         ))?;
         if !settings.enabled || !self.tokens.issues() {
             return Err(Rejection::OAuth(OAuthError::UnsupportedGrantType));
+        }
+        if let (Some(login), "authorization_code" | "refresh_token") = (login, grant) {
+            let store = self
+                .store
+                .as_ref()
+                .ok_or(Rejection::Lifecycle(LifecycleError::StoreUnavailable))?;
+            let client = self.interactive_client(config, &auth).await?;
+            return if grant == "authorization_code" {
+                self.authorization_code(config, store, &client, &form).await
+            } else {
+                self.refresh_token(config, store, &client, &form, login.refresh_key())
+                    .await
+            };
         }
         let audience = self.audience(&form, caller.origin)?;
         let now = unix_now();
@@ -205,6 +237,37 @@ impl OAuth {
                     .map_err(|_| Rejection::Lifecycle(LifecycleError::StoreUnavailable))?;
                 Ok((format!("anonymous:{id}"), None, scopes, anonymous.tier))
             }
+        }
+    }
+
+    /// The client of an interactive grant: a public client names itself, a
+    /// confidential one authenticates with its secret.
+    async fn interactive_client(
+        &self,
+        config: &Config,
+        auth: &ClientAuth,
+    ) -> Result<clients::Client, Rejection> {
+        let (id, secret, basic) = match auth {
+            ClientAuth::None => {
+                return Err(Rejection::OAuth(OAuthError::InvalidRequest(
+                    "`client_id` is required",
+                )));
+            }
+            ClientAuth::IdOnly(id) => (id, None, false),
+            ClientAuth::Secret { id, secret, basic } => (id, Some(secret), *basic),
+        };
+        let refused = Rejection::OAuth(OAuthError::InvalidClient { basic });
+        let client = clients::find(config, self.store.as_ref(), id)
+            .await
+            .map_err(|error| {
+                tracing::warn!(%error, "cannot read a registered client");
+                Rejection::Lifecycle(LifecycleError::StoreUnavailable)
+            })?
+            .ok_or(refused)?;
+        match (&client.secret_hash, secret) {
+            (None, None) => Ok(client),
+            (Some(hash), Some(secret)) if KeyHash::of(secret) == *hash => Ok(client),
+            _ => Err(refused),
         }
     }
 

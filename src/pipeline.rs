@@ -180,7 +180,37 @@ impl Generation {
                         peer: address,
                         origin,
                     };
-                    finish(Box::pin(self.oauth.token(config, request, caller)).await)
+                    let token = self
+                        .oauth
+                        .token(config, request, caller, self.login.as_deref());
+                    finish(Box::pin(token).await)
+                }
+                Local::Authorize | Local::Consent => {
+                    let origin = local::origin(config, host);
+                    match &self.login {
+                        Some(login) if matches!(answer, Local::Authorize) => {
+                            let flow = self.oauth.authorize_person(config, request, login, origin);
+                            Box::pin(flow).await
+                        }
+                        Some(login) => {
+                            Box::pin(self.oauth.consent(config, request, login, origin)).await
+                        }
+                        None => finish(Err(Rejection::RouteNotFound)),
+                    }
+                }
+                Local::ClientRegistration => {
+                    let origin = local::origin(config, host);
+                    let caller = Caller {
+                        peer: address,
+                        origin,
+                    };
+                    let registration = self.oauth.register_client(config, request, caller);
+                    match Box::pin(registration).await {
+                        Ok(response) => response,
+                        Err((rejection, detail)) => {
+                            responder.respond_with(rejection, None, detail.as_deref())
+                        }
+                    }
                 }
                 Local::Revoke => {
                     let revoke = self.oauth.revoke(config, request, self.agent_auth.as_ref());

@@ -391,6 +391,12 @@ impl Tokens {
         Ok(changed)
     }
 
+    /// The lifetime of the access tokens this proxy signs, in seconds.
+    #[must_use]
+    pub fn ttl(&self) -> i64 {
+        self.ttl
+    }
+
     /// The resource identifiers this API answers to (valid `resource` / `aud`).
     #[must_use]
     pub fn audiences(&self) -> &[String] {

@@ -31,6 +31,10 @@ pub struct Endpoints {
     pub login: String,
     /// Identity providers send people back to `<login_callback>/<provider id>`.
     pub login_callback: String,
+    /// Where the consent page posts a person's decision.
+    pub consent: String,
+    /// RFC 7591 client registration.
+    pub oauth_register: String,
 }
 
 impl Loader {
@@ -75,6 +79,13 @@ impl Loader {
                 &raw.login_callback,
                 "login_callback",
                 "/oauth2/callback",
+            ),
+            consent: endpoint(self, &raw.consent, "consent", "/oauth2/consent"),
+            oauth_register: endpoint(
+                self,
+                &raw.oauth_register,
+                "oauth_register",
+                "/oauth2/register",
             ),
         }
     }

@@ -49,6 +49,8 @@ pub(crate) struct RawEndpoints {
     pub(crate) jwks: Option<String>,
     pub(crate) login: Option<String>,
     pub(crate) login_callback: Option<String>,
+    pub(crate) consent: Option<String>,
+    pub(crate) oauth_register: Option<String>,
 }
 
 /// `server:`: the listener's own settings.

@@ -8,6 +8,7 @@ pub mod dynamic;
 use crate::config::{Config, DeclaredClient};
 use crate::credentials::KeyHash;
 use crate::scope::ScopeSet;
+use crate::store::{ClientRecord, Store, StoreError};
 
 /// Where a client's registration comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +55,36 @@ impl Client {
         }
     }
 
+    /// A client registered at the registration endpoint, from its stored
+    /// metadata; `None` when the record does not parse (it was written by this
+    /// server, so that is a bug or a foreign write, and the client is unknown).
+    #[must_use]
+    pub fn registered(record: &ClientRecord, config: &Config) -> Option<Client> {
+        let document: serde_json::Value = serde_json::from_str(&record.metadata).ok()?;
+        let text = |name: &str| {
+            document
+                .get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_owned)
+        };
+        let redirect_uris = document
+            .get("redirect_uris")?
+            .as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect::<Option<Vec<_>>>()?;
+        let scope = text("scope").unwrap_or_default();
+        Some(Client {
+            client_id: record.client_id.clone(),
+            name: text("client_name"),
+            uri: text("client_uri"),
+            redirect_uris,
+            scopes: config.scopes.granted_known(scope.split_whitespace()),
+            secret_hash: record.secret_hash.as_deref().and_then(KeyHash::parse),
+            kind: ClientKind::Registered,
+        })
+    }
+
     /// The registered redirect URI that `presented` matches, or, when none was
     /// presented and exactly one is registered, that one (OAuth 2.1 section
     /// 4.1.1).
@@ -92,4 +123,29 @@ pub fn declared(config: &Config, client_id: &str) -> Option<Client> {
         .iter()
         .find(|c| c.client_id == client_id)
         .map(Client::declared)
+}
+
+/// The client `client_id`, of whatever kind: declared, then registered.
+///
+/// # Errors
+///
+/// The store did not answer.
+pub async fn find(
+    config: &Config,
+    store: Option<&Store>,
+    client_id: &str,
+) -> Result<Option<Client>, StoreError> {
+    if let Some(client) = declared(config, client_id) {
+        return Ok(Some(client));
+    }
+    let Some(store) = store else {
+        return Ok(None);
+    };
+    if !client_id.starts_with("dcr_") {
+        return Ok(None);
+    }
+    Ok(store
+        .client(client_id)
+        .await?
+        .and_then(|record| Client::registered(&record, config)))
 }

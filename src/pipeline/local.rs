@@ -24,6 +24,12 @@ pub(super) enum Local {
     Token,
     /// RFC 7009 revocation.
     Revoke,
+    /// The authorization endpoint, with a person's sign-in.
+    Authorize,
+    /// The consent page's decision.
+    Consent,
+    /// RFC 7591 client registration.
+    ClientRegistration,
     /// Registration, claims, keys.
     Lifecycle(Lifecycle),
     /// A person's sign-in page, or a provider's callback.
@@ -76,8 +82,17 @@ pub(super) fn find<B>(
         Some((E::Token, Local::Token))
     } else if path == endpoints.revoke {
         Some((E::Revoke, Local::Revoke))
+    } else if path == endpoints.authorize && config.login.enabled() {
+        Some((E::Authorize, Local::Authorize))
     } else if path == endpoints.authorize {
         Some((E::Authorize, Local::Ready(oauth::authorize(request))))
+    } else if path == endpoints.consent && config.login.enabled() {
+        Some((E::Authorize, Local::Consent))
+    } else if path == endpoints.oauth_register
+        && config.login.enabled()
+        && config.interactive.registration.enabled
+    {
+        Some((E::Authorize, Local::ClientRegistration))
     } else if path == endpoints.scopes {
         lifecycle(Lifecycle::Scopes)
     } else if !config.lifecycle.issues_keys() {

@@ -32,6 +32,10 @@ pub enum OAuthError {
     UnsupportedResponseType,
     /// `unsupported_token_type` (RFC 7009).
     UnsupportedTokenType,
+    /// RFC 7591 `invalid_redirect_uri`.
+    InvalidRedirectUri,
+    /// RFC 7591 `invalid_client_metadata`.
+    InvalidClientMetadata,
 }
 
 /// Why an assertion grant was refused.
@@ -43,6 +47,20 @@ pub enum GrantError {
     Replayed,
     /// Its `client_id` is not the client that authenticated.
     ClientMismatch,
+    /// An authorization code was presented a second time (what it gave is revoked).
+    CodeUsed,
+    /// An authorization code is unknown or expired.
+    CodeUnknown,
+    /// The code was issued to another client.
+    CodeClientMismatch,
+    /// The `redirect_uri` is not the one the code was issued for.
+    RedirectMismatch,
+    /// The PKCE `code_verifier` does not match the code's challenge.
+    VerifierMismatch,
+    /// A refresh token was used again after its reuse grace (its family is revoked).
+    RefreshReused,
+    /// A refresh token is unknown, expired or revoked.
+    RefreshUnknown,
 }
 
 impl OAuthError {
@@ -53,12 +71,21 @@ impl OAuthError {
         OAuthError::InvalidClient { basic: false },
         OAuthError::InvalidGrant(GrantError::Replayed),
         OAuthError::InvalidGrant(GrantError::ClientMismatch),
+        OAuthError::InvalidGrant(GrantError::CodeUsed),
+        OAuthError::InvalidGrant(GrantError::CodeUnknown),
+        OAuthError::InvalidGrant(GrantError::CodeClientMismatch),
+        OAuthError::InvalidGrant(GrantError::RedirectMismatch),
+        OAuthError::InvalidGrant(GrantError::VerifierMismatch),
+        OAuthError::InvalidGrant(GrantError::RefreshReused),
+        OAuthError::InvalidGrant(GrantError::RefreshUnknown),
         OAuthError::InvalidScope,
         OAuthError::InvalidTarget,
         OAuthError::UnauthorizedClient("this grant is not offered"),
         OAuthError::UnsupportedGrantType,
         OAuthError::UnsupportedResponseType,
         OAuthError::UnsupportedTokenType,
+        OAuthError::InvalidRedirectUri,
+        OAuthError::InvalidClientMetadata,
     ];
 
     /// The RFC 6749 `error` value.
@@ -74,6 +101,8 @@ impl OAuthError {
             OAuthError::UnsupportedGrantType => "unsupported_grant_type",
             OAuthError::UnsupportedResponseType => "unsupported_response_type",
             OAuthError::UnsupportedTokenType => "unsupported_token_type",
+            OAuthError::InvalidRedirectUri => "invalid_redirect_uri",
+            OAuthError::InvalidClientMetadata => "invalid_client_metadata",
         }
     }
 
@@ -89,7 +118,9 @@ impl OAuthError {
             | OAuthError::UnauthorizedClient(_)
             | OAuthError::UnsupportedGrantType
             | OAuthError::UnsupportedResponseType
-            | OAuthError::UnsupportedTokenType => StatusCode::BAD_REQUEST,
+            | OAuthError::UnsupportedTokenType
+            | OAuthError::InvalidRedirectUri
+            | OAuthError::InvalidClientMetadata => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -102,12 +133,21 @@ impl OAuthError {
             OAuthError::InvalidGrant(GrantError::Assertion(e)) => e.code(),
             OAuthError::InvalidGrant(GrantError::Replayed) => "ASSERTION_REPLAYED",
             OAuthError::InvalidGrant(GrantError::ClientMismatch) => "ASSERTION_CLIENT_MISMATCH",
+            OAuthError::InvalidGrant(GrantError::CodeUsed) => "CODE_REPLAYED",
+            OAuthError::InvalidGrant(GrantError::CodeUnknown) => "CODE_UNKNOWN",
+            OAuthError::InvalidGrant(GrantError::CodeClientMismatch) => "CODE_CLIENT_MISMATCH",
+            OAuthError::InvalidGrant(GrantError::RedirectMismatch) => "REDIRECT_URI_MISMATCH",
+            OAuthError::InvalidGrant(GrantError::VerifierMismatch) => "PKCE_VERIFIER_MISMATCH",
+            OAuthError::InvalidGrant(GrantError::RefreshReused) => "REFRESH_TOKEN_REUSED",
+            OAuthError::InvalidGrant(GrantError::RefreshUnknown) => "REFRESH_TOKEN_UNKNOWN",
             OAuthError::InvalidScope => "INVALID_SCOPE",
             OAuthError::InvalidTarget => "INVALID_TARGET",
             OAuthError::UnauthorizedClient(_) => "UNAUTHORIZED_CLIENT",
             OAuthError::UnsupportedGrantType => "UNSUPPORTED_GRANT_TYPE",
             OAuthError::UnsupportedResponseType => "UNSUPPORTED_RESPONSE_TYPE",
             OAuthError::UnsupportedTokenType => "UNSUPPORTED_TOKEN_TYPE",
+            OAuthError::InvalidRedirectUri => "INVALID_REDIRECT_URI",
+            OAuthError::InvalidClientMetadata => "INVALID_CLIENT_METADATA",
         }
     }
 
@@ -126,6 +166,27 @@ impl OAuthError {
             OAuthError::InvalidGrant(GrantError::ClientMismatch) => {
                 "the assertion's client_id is not the authenticated client"
             }
+            OAuthError::InvalidGrant(GrantError::CodeUsed) => {
+                "this authorization code was used before; what it gave is revoked: start the authorization again"
+            }
+            OAuthError::InvalidGrant(GrantError::CodeUnknown) => {
+                "this authorization code is unknown or expired (codes live 60 seconds): start the authorization again"
+            }
+            OAuthError::InvalidGrant(GrantError::CodeClientMismatch) => {
+                "this authorization code was issued to another client"
+            }
+            OAuthError::InvalidGrant(GrantError::RedirectMismatch) => {
+                "redirect_uri is not the one this code was issued for"
+            }
+            OAuthError::InvalidGrant(GrantError::VerifierMismatch) => {
+                "code_verifier does not match the code_challenge of the authorization request (PKCE, S256)"
+            }
+            OAuthError::InvalidGrant(GrantError::RefreshReused) => {
+                "this refresh token was used before; every token of its grant is revoked: sign in again"
+            }
+            OAuthError::InvalidGrant(GrantError::RefreshUnknown) => {
+                "this refresh token is unknown, expired or revoked: sign in again"
+            }
             OAuthError::InvalidScope => {
                 "a requested scope is unknown or beyond what this client may have; see scopes_supported"
             }
@@ -140,6 +201,12 @@ impl OAuthError {
             }
             OAuthError::UnsupportedTokenType => {
                 "this credential is declared in the server's configuration and cannot be revoked here; ask the operator"
+            }
+            OAuthError::InvalidRedirectUri => {
+                "a redirect URI must be https, loopback http (any port) or an app's private-use scheme, without a fragment"
+            }
+            OAuthError::InvalidClientMetadata => {
+                "the client metadata is not acceptable; see the registration rules in auth.md"
             }
         }
     }

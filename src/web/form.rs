@@ -22,6 +22,12 @@ impl Form {
             .map(|(_, value)| value.as_str())
     }
 
+    /// Its fields, in order.
+    #[must_use]
+    pub fn into_pairs(self) -> Vec<(String, String)> {
+        self.0
+    }
+
     /// Parses an urlencoded body.
     #[must_use]
     pub fn parse(body: &[u8]) -> Form {

@@ -37,7 +37,7 @@ use crate::support::{self, TestProxy};
 pub(crate) const COOKIE_KEY: &str = "YXV0aG1kLXByb3h5IHRlc3QgY29va2llIGtleSAzMmI=";
 /// Where an authorization request sends a person to sign in from.
 const RETURN_TO: &str = "/oauth2/authorize?client_id=my-cli&state=af0ifjsldkj&scope=offers%3Aread";
-const PASSWORD: &str = "correct horse battery staple";
+pub(crate) const PASSWORD: &str = "correct horse battery staple";
 
 /// An argon2id PHC string of `password`, with small parameters (tests only).
 fn hash(password: &str) -> String {
@@ -123,13 +123,13 @@ fn github(gh: &GithubApi) -> String {
 }
 
 /// A browser: keeps cookies, follows no redirect by itself.
-struct Browser {
+pub(crate) struct Browser {
     client: reqwest::Client,
     jar: Arc<Jar>,
 }
 
 impl Browser {
-    fn new() -> Browser {
+    pub(crate) fn new() -> Browser {
         let jar = Arc::new(Jar::default());
         let client = reqwest::Client::builder()
             .no_proxy()
@@ -140,11 +140,11 @@ impl Browser {
         Browser { client, jar }
     }
 
-    async fn get(&self, url: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, url: &str) -> reqwest::Response {
         self.client.get(url).send().await.unwrap()
     }
 
-    async fn post(&self, url: &str, fields: &[(&str, &str)]) -> reqwest::Response {
+    pub(crate) async fn post(&self, url: &str, fields: &[(&str, &str)]) -> reqwest::Response {
         self.client.post(url).form(fields).send().await.unwrap()
     }
 
@@ -206,7 +206,7 @@ fn config_of(yaml: &str, public_url: &str) -> Config {
 }
 
 /// The value of the form's hidden CSRF field.
-fn csrf_of(html: &str) -> String {
+pub(crate) fn csrf_of(html: &str) -> String {
     let start = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
     html[start..].split('"').next().unwrap().to_owned()
 }
@@ -226,7 +226,7 @@ fn sets_session(response: &reqwest::Response) -> bool {
         .any(|c| c.starts_with("__Host-authmd-session=") && !c.contains("Max-Age=0"))
 }
 
-fn assert_page(response: &reqwest::Response, status: u16) {
+pub(crate) fn assert_page(response: &reqwest::Response, status: u16) {
     assert_eq!(response.status().as_u16(), status, "{:?}", response.url());
     let headers = response.headers();
     assert_eq!(headers["content-type"], "text/html; charset=utf-8");
@@ -255,7 +255,7 @@ async fn sign_in_page(proxy: &TestProxy, browser: &Browser) -> String {
     csrf_of(&page.text().await.unwrap())
 }
 
-fn urlencode(text: &str) -> String {
+pub(crate) fn urlencode(text: &str) -> String {
     form_urlencoded::byte_serialize(text.as_bytes()).collect()
 }
 

@@ -13,6 +13,7 @@ mod anonymous_budget;
 mod audience;
 mod auth;
 mod auth_md_text;
+mod authorization_code;
 mod cli;
 mod cli_store;
 mod config_errors;

@@ -374,7 +374,8 @@ async fn authorization_code_with_pkce_is_not_offered_and_not_advertised() {
         asm.get("code_challenge_methods_supported").is_none(),
         "{why}: {asm}"
     );
-    assert_eq!(asm["response_types_supported"], json!([]), "{why}");
+    // RFC 8414 requires a non-empty list; without sign-in no grant redeems a code.
+    assert_eq!(asm["response_types_supported"], json!(["code"]), "{why}");
     let grants = names(&asm["grant_types_supported"]);
     assert!(
         !grants.iter().any(|g| g == "authorization_code"),
