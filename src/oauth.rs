@@ -161,18 +161,7 @@ impl OAuth {
             .issue(&issue, now)
             .ok_or(Rejection::Lifecycle(LifecycleError::StoreUnavailable))?;
         tracing::debug!(grant, principal = %subject, "token issued");
-        let body = serde_json::json!({
-            "access_token": issued.token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "scope": issued.scope,
-        });
-        let mut response = Response::new(Body::full(body.to_string()));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        no_store(&mut response);
-        Ok(response)
+        Ok(token_answer(&issued, None))
     }
 
     /// The token's `aud`: the `resource` asked for (RFC 8707), which must be this
@@ -459,6 +448,26 @@ fn requested(config: &Config, form: &Form, most: ScopeSet) -> Result<ScopeSet, R
         return Err(Rejection::OAuth(OAuthError::InvalidScope));
     }
     Ok(set)
+}
+
+/// The token endpoint's 200 (RFC 6749 section 5.1), with a refresh token when
+/// one was issued.
+fn token_answer(issued: &crate::tokens::Issued, refresh: Option<&str>) -> Response<Body> {
+    let mut body = serde_json::json!({
+        "access_token": issued.token,
+        "token_type": "Bearer",
+        "expires_in": issued.expires_in,
+        "scope": issued.scope,
+    });
+    if let (Some(refresh), Some(map)) = (refresh, body.as_object_mut()) {
+        map.insert("refresh_token".into(), refresh.into());
+    }
+    let mut response = Response::new(Body::full(body.to_string()));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    no_store(&mut response);
+    response
 }
 
 fn no_store(response: &mut Response<Body>) {

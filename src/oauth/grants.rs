@@ -14,11 +14,10 @@
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Response};
+use http::Response;
 
 use super::clients::Client;
-use super::{Form, OAuth, field, no_store, pkce, resource};
+use super::{Form, OAuth, field, pkce, resource, token_answer};
 use crate::body::Body;
 use crate::clock::unix_now;
 use crate::config::Config;
@@ -259,19 +258,7 @@ impl OAuth {
             .issue(&issue, now)
             .ok_or(Rejection::Lifecycle(LifecycleError::StoreUnavailable))?;
         tracing::debug!(client = %client.client_id, principal = %grant.subject, "interactive grant issued");
-        let body = serde_json::json!({
-            "access_token": issued.token,
-            "token_type": "Bearer",
-            "expires_in": issued.expires_in,
-            "scope": issued.scope,
-            "refresh_token": refresh,
-        });
-        let mut response = Response::new(Body::full(body.to_string()));
-        response
-            .headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        no_store(&mut response);
-        Ok(response)
+        Ok(token_answer(&issued, Some(refresh)))
     }
 }
 

@@ -88,6 +88,25 @@ impl OAuthError {
         OAuthError::InvalidClientMetadata,
     ];
 
+    /// True for the errors only the interactive flow answers with (codes, refresh
+    /// tokens, client registration): documented only where people sign in.
+    #[must_use]
+    pub fn interactive(self) -> bool {
+        matches!(
+            self,
+            OAuthError::InvalidGrant(
+                GrantError::CodeUsed
+                    | GrantError::CodeUnknown
+                    | GrantError::CodeClientMismatch
+                    | GrantError::RedirectMismatch
+                    | GrantError::VerifierMismatch
+                    | GrantError::RefreshReused
+                    | GrantError::RefreshUnknown
+            ) | OAuthError::InvalidRedirectUri
+                | OAuthError::InvalidClientMetadata
+        )
+    }
+
     /// The RFC 6749 `error` value.
     #[must_use]
     pub fn name(self) -> &'static str {

@@ -16,83 +16,12 @@
 
 use std::time::Duration;
 
-use authmd_proxy::credentials::KeyHash;
 use authmd_proxy::store::{
     ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS, GrantSweep, RefreshRecord, RefreshUse,
-    Store, StoreError, StoreSettings,
+    Store, StoreError,
 };
 
-/// Where a store under test lives; opening it twice gives two handles on the same
-/// data (a restart, or a second replica).
-enum Place {
-    Sqlite(tempfile::TempDir),
-    Postgres { url: String, schema: String },
-}
-
-impl Place {
-    fn sqlite() -> Place {
-        Place::Sqlite(tempfile::tempdir().unwrap())
-    }
-
-    fn postgres() -> Option<Place> {
-        let Ok(url) = std::env::var("AUTHMD_TEST_POSTGRES_URL") else {
-            eprintln!("skipped: AUTHMD_TEST_POSTGRES_URL is not set");
-            return None;
-        };
-        let unique = KeyHash::of(&format!(
-            "{}-{:?}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now(),
-            std::thread::current().id()
-        ));
-        let schema = format!("grants_{}", &unique.to_string()["blake3:".len()..][..16]);
-        Some(Place::Postgres { url, schema })
-    }
-
-    fn settings(&self) -> StoreSettings {
-        match self {
-            Place::Sqlite(dir) => StoreSettings::Sqlite {
-                path: dir.path().join("data").join("authmd.sqlite3"),
-                resync: Duration::from_secs(5),
-            },
-            Place::Postgres { url, schema } => StoreSettings::Postgres {
-                url: url.clone(),
-                schema: schema.clone(),
-                resync: Duration::from_secs(5),
-                tls: authmd_proxy::store::postgres::PostgresTls::default(),
-            },
-        }
-    }
-
-    async fn open(&self) -> Store {
-        Store::open(&self.settings()).await.unwrap().unwrap()
-    }
-
-    /// `n` handles on the same data, each connected (and the schema migrated), so
-    /// that what they do next they do at once.
-    async fn replicas(&self, n: usize) -> Vec<Store> {
-        let mut stores = Vec::with_capacity(n);
-        for _ in 0..n {
-            let store = self.open().await;
-            store.ping().await.unwrap();
-            stores.push(store);
-        }
-        stores
-    }
-
-    async fn cleanup(self) {
-        if let Place::Postgres { url, schema } = self {
-            if let Ok((client, connection)) =
-                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-            {
-                tokio::spawn(connection);
-                let _ = client
-                    .batch_execute(&format!("DROP SCHEMA IF EXISTS \"{schema}\" CASCADE"))
-                    .await;
-            }
-        }
-    }
-}
+use crate::support::store_place::Place;
 
 const NOW: i64 = 1_800_000_000;
 
@@ -738,7 +667,7 @@ macro_rules! conformance {
             $(
                 #[tokio::test]
                 async fn $case() {
-                    let Some(place) = super::Place::postgres() else { return };
+                    let Some(place) = super::Place::postgres("grants") else { return };
                     super::$case(&place).await;
                     place.cleanup().await;
                 }

@@ -17,6 +17,7 @@ pub mod node;
 pub mod oidc_provider;
 pub mod private_postgres;
 pub mod relay;
+pub mod store_place;
 pub mod tls;
 
 use std::convert::Infallible;

@@ -47,7 +47,11 @@ pub(super) fn errors(md: &mut String, config: &Config, (rated, quota): (bool, bo
         }
     }
     if config.tokens.enabled {
-        for e in crate::rejection::OAuthError::DOCUMENTED {
+        let people = config.login.enabled();
+        for e in crate::rejection::OAuthError::DOCUMENTED
+            .iter()
+            .filter(|e| people || !e.interactive())
+        {
             let keyless_client = matches!(e, crate::rejection::OAuthError::InvalidClient { .. })
                 && !config.tokens.api_keys;
             let description = if keyless_client {
