@@ -423,6 +423,11 @@ impl OAuth {
                     }
                 }
             }
+            Presented::Unrecognised if token.starts_with("rt_") => {
+                if let Some(store) = &self.store {
+                    self.revoke_refresh(store, token).await?;
+                }
+            }
             Presented::Nothing | Presented::Anonymous(_) | Presented::Unrecognised => {}
         }
         let mut response = Response::new(Body::empty());

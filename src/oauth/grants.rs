@@ -182,6 +182,25 @@ impl OAuth {
         self.answer(config, store, client, &grant, &next, now).await
     }
 
+    /// RFC 7009 for a refresh token: its whole family is revoked (RFC 9700 section
+    /// 4.14), access tokens included. An unknown token changes nothing.
+    pub(super) async fn revoke_refresh(&self, store: &Store, token: &str) -> Result<(), Rejection> {
+        let now = unix_now();
+        // Using it for the revocation spends it; its family goes with it.
+        let family = match store
+            .use_refresh(&hash(token), now, 0)
+            .await
+            .map_err(store_down)?
+        {
+            RefreshUse::Fresh(record) | RefreshUse::Grace(record) => record.family,
+            RefreshUse::Reused { family } => family,
+            RefreshUse::Revoked | RefreshUse::Unknown => return Ok(()),
+        };
+        self.revoke_family(store, &family, now).await?;
+        tracing::info!(family, "refresh token revoked with its family");
+        Ok(())
+    }
+
     /// A `resource` in the token request must name the grant's resource.
     fn same_resource(&self, form: &Form, bound: &str) -> Result<(), Rejection> {
         let mut asked = form.iter().filter(|(n, _)| n == "resource");

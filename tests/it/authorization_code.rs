@@ -469,3 +469,29 @@ async fn clients_register_dynamically_and_the_metadata_says_how() {
     );
     let _ = urlencode("");
 }
+
+#[tokio::test]
+async fn revoking_a_refresh_token_revokes_its_family() {
+    let proxy = TestProxy::start(&config("10s"), None).await;
+    let browser = Browser::new();
+    let back = sign_in(&proxy, &browser, &authorize_url(&proxy, &[])).await;
+    let code = param(&query_of(&approve(&proxy, &browser, &back).await), "code").unwrap();
+    let (_, first) = exchange(&proxy, &code, VERIFIER).await;
+    let (_, second) = refresh(&proxy, first["refresh_token"].as_str().unwrap()).await;
+    let access = second["access_token"].as_str().unwrap().to_owned();
+    let current = second["refresh_token"].as_str().unwrap().to_owned();
+    assert_eq!(call_mcp(&proxy, &access).await.0, 200);
+    let revoked = reqwest::Client::new()
+        .post(proxy.url("/oauth2/revoke"))
+        .form(&[("token", current.as_str()), ("client_id", "my-cli")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status().as_u16(), 200);
+    assert_eq!(refresh(&proxy, &current).await.0, 400);
+    assert_eq!(
+        call_mcp(&proxy, &access).await.0,
+        401,
+        "the family's access token too"
+    );
+}
