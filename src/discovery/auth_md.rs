@@ -6,6 +6,7 @@
 
 mod claim;
 mod errors;
+mod people;
 
 use std::fmt::Write as _;
 
@@ -39,6 +40,7 @@ pub fn render(config: &Config, origin: &str) -> String {
     register(&mut md, config, origin);
     claim::claim(&mut md, config, origin);
     access_tokens(&mut md, config, origin);
+    people::people(&mut md, config, origin);
     use_the_credential(&mut md, config, origin);
     scopes(&mut md, config);
     errors::errors(&mut md, config, limit_kinds(config));

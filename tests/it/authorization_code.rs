@@ -495,3 +495,27 @@ async fn revoking_a_refresh_token_revokes_its_family() {
         "the family's access token too"
     );
 }
+
+#[tokio::test]
+async fn auth_md_tells_clients_acting_for_people_how_to_get_a_token() {
+    let proxy = TestProxy::start(&config("10s"), None).await;
+    let md = reqwest::get(proxy.url("/auth.md"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let section = md
+        .split("## People and MCP clients")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no section for people:\n{md}"));
+    for expected in [
+        "/oauth2/register",
+        "/oauth2/authorize",
+        "code_challenge_method=S256",
+        "grant_type=authorization_code",
+        "grant_type=refresh_token",
+    ] {
+        assert!(section.contains(expected), "{expected}");
+    }
+}
