@@ -467,7 +467,13 @@ fn token_answer(issued: &crate::tokens::Issued, refresh: Option<&str>) -> Respon
     if let (Some(refresh), Some(map)) = (refresh, body.as_object_mut()) {
         map.insert("refresh_token".into(), refresh.into());
     }
+    json_no_store(http::StatusCode::OK, &body)
+}
+
+/// A JSON answer that must not be cached (it carries a credential).
+fn json_no_store(status: http::StatusCode, body: &serde_json::Value) -> Response<Body> {
     let mut response = Response::new(Body::full(body.to_string()));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

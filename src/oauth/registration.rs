@@ -4,13 +4,12 @@
 //! within a minute gets the same client back, since some clients register twice
 //! per connect.
 
-use http::header::CONTENT_TYPE;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::clients::dynamic::{self, AuthMethod};
-use super::{Caller, MAX_FORM, OAuth, no_store};
+use super::{Caller, MAX_FORM, OAuth, json_no_store};
 use crate::body::Body;
 use crate::clock::unix_now;
 use crate::config::Config;
@@ -128,11 +127,5 @@ fn answer(
             map.insert("client_secret_expires_at".into(), 0.into());
         }
     }
-    let mut response = Response::new(Body::full(document.to_string()));
-    *response.status_mut() = StatusCode::CREATED;
-    response
-        .headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    no_store(&mut response);
-    response
+    json_no_store(StatusCode::CREATED, &document)
 }
