@@ -1,7 +1,11 @@
 //! The proxy's OAuth endpoints: the token endpoint (RFC 6749 `client_credentials`,
 //! RFC 7523 jwt-bearer with ID-JAG assertions, RFC 8707 `resource`), the revocation
-//! endpoint (RFC 7009), and the authorization endpoint (no interactive flow is
-//! offered: `unsupported_response_type`).
+//! endpoint (RFC 7009), and, where people sign in (`login.providers`), the
+//! interactive flow of OAuth 2.1: the authorization request's checks
+//! ([`authorize`]), the sign-in and consent (`consent`), the `authorization_code`
+//! and `refresh_token` grants (`grants`), its clients ([`clients`]) and RFC 7591
+//! registration (`registration`). Without sign-in the authorization endpoint
+//! answers `unsupported_response_type`.
 //!
 //! The token endpoint answers exactly as RFC 6749 section 5 says: `200` with
 //! `{access_token, token_type, expires_in, scope}`, every answer `Cache-Control:
@@ -490,7 +494,7 @@ fn no_store(response: &mut Response<Body>) {
         .insert(PRAGMA, HeaderValue::from_static("no-cache"));
 }
 
-/// `authorization_endpoint`: no interactive flow is offered.
+/// `authorization_endpoint` where nobody signs in: no interactive flow is offered.
 pub fn authorize<B>(request: &Request<B>) -> Result<Response<Body>, Rejection> {
     if request.method() != Method::GET && request.method() != Method::POST {
         return Err(Rejection::MethodNotAllowed(MethodSet::of(&["GET", "POST"])));
