@@ -1,7 +1,6 @@
 //! The `oauth:` section: the interactive flow (authorization code with PKCE, OAuth
 //! 2.1) through which people and MCP clients get tokens: how long codes, refresh
-//! families and consents last, the declared clients, RFC 7591 registration, and
-//! Client ID Metadata Documents.
+//! families and consents last, the declared clients, and RFC 7591 registration.
 
 use std::time::Duration;
 
@@ -28,8 +27,6 @@ pub struct Interactive {
     pub clients: Vec<DeclaredClient>,
     /// RFC 7591 dynamic registration.
     pub registration: ClientRegistration,
-    /// Clients whose `client_id` is the URL of their metadata document.
-    pub metadata_documents: MetadataDocuments,
 }
 
 /// One of `oauth.clients`.
@@ -56,21 +53,6 @@ pub struct ClientRegistration {
     pub per_hour: u32,
     /// A registered client unused this long is deleted.
     pub unused_ttl: Duration,
-}
-
-/// `oauth.client_id_metadata_documents`.
-#[derive(Debug, Clone, Copy)]
-pub struct MetadataDocuments {
-    /// An https `client_id` is fetched as a metadata document.
-    pub enabled: bool,
-    /// Largest document read.
-    pub max_bytes: usize,
-    /// How long a fetch may take.
-    pub timeout: Duration,
-    /// Longest a fetched document is cached, whatever its headers say.
-    pub max_cache: Duration,
-    /// Loopback, private and link-local addresses may be fetched (tests only).
-    pub allow_private_addresses: bool,
 }
 
 impl Loader {
@@ -128,28 +110,6 @@ impl Loader {
                 HOUR..=DAY * 365,
             ),
         };
-        let documents = raw.client_id_metadata_documents;
-        let metadata_documents = MetadataDocuments {
-            enabled: documents.enabled.unwrap_or(true),
-            max_bytes: self.size(
-                documents.max_bytes,
-                "oauth.client_id_metadata_documents.max_bytes",
-                5 * 1024,
-            ),
-            timeout: self.duration(
-                documents.timeout,
-                "oauth.client_id_metadata_documents.timeout",
-                SECOND * 5,
-                SECOND..=MINUTE,
-            ),
-            max_cache: self.duration(
-                documents.max_cache,
-                "oauth.client_id_metadata_documents.max_cache",
-                HOUR,
-                Duration::ZERO..=DAY,
-            ),
-            allow_private_addresses: documents.allow_private_addresses.unwrap_or(false),
-        };
         Interactive {
             code_ttl,
             refresh_ttl,
@@ -157,7 +117,6 @@ impl Loader {
             consent_ttl,
             clients,
             registration,
-            metadata_documents,
         }
     }
 

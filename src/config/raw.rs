@@ -409,8 +409,6 @@ pub(crate) struct RawInteractive {
     pub(crate) clients: Vec<RawDeclaredClient>,
     #[serde(default)]
     pub(crate) registration: RawClientRegistration,
-    #[serde(default)]
-    pub(crate) client_id_metadata_documents: RawMetadataDocuments,
 }
 
 /// One of `oauth.clients`.
@@ -432,15 +430,4 @@ pub(crate) struct RawClientRegistration {
     pub(crate) enabled: Option<bool>,
     pub(crate) per_hour: Option<u32>,
     pub(crate) unused_ttl: Option<String>,
-}
-
-/// `oauth.client_id_metadata_documents`: clients named by an https URL.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawMetadataDocuments {
-    pub(crate) enabled: Option<bool>,
-    pub(crate) max_bytes: Option<RawSize>,
-    pub(crate) timeout: Option<String>,
-    pub(crate) max_cache: Option<String>,
-    pub(crate) allow_private_addresses: Option<bool>,
 }

@@ -291,8 +291,6 @@ fn the_oauth_section_has_defaults_and_checks_each_declared_client() {
     assert_eq!(interactive.code_ttl, std::time::Duration::from_secs(60));
     assert!(interactive.clients.is_empty());
     assert!(interactive.registration.enabled);
-    assert_eq!(interactive.metadata_documents.max_bytes, 5 * 1024);
-    assert!(!interactive.metadata_documents.allow_private_addresses);
 
     let good = format!(
         "{GOOD}oauth:\n  clients:\n    - client_id: cli\n      redirect_uris: [http://127.0.0.1/cb, cursor://x/cb]\n      scopes: [offers:read]\n"
