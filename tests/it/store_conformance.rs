@@ -502,32 +502,8 @@ async fn quota_usage_adds_up_across_replicas(place: &Place) {
     assert!(rows.is_empty(), "{rows:?}");
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let place = super::Place::sqlite();
-                    super::$case(&place).await;
-                    place.cleanup().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let Some(place) = super::Place::postgres("conf") else { return };
-                    super::$case(&place).await;
-                    place.cleanup().await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+crate::support::store_place::on_both_stores!(
+    "conf";
     insert_then_read_back,
     duplicates_are_refused_and_change_nothing,
     rotation_replaces_the_secret,

@@ -651,32 +651,8 @@ async fn grants_survive_reopening(place: &Place) {
     assert!(store.family_revoked("fam_gone").await.unwrap());
 }
 
-macro_rules! conformance {
-    ($($case:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let place = super::Place::sqlite();
-                    super::$case(&place).await;
-                    place.cleanup().await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test]
-                async fn $case() {
-                    let Some(place) = super::Place::postgres("grants") else { return };
-                    super::$case(&place).await;
-                    place.cleanup().await;
-                }
-            )*
-        }
-    };
-}
-
-conformance!(
+crate::support::store_place::on_both_stores!(
+    "grants";
     clients_are_stored_found_by_fingerprint_touched_and_deleted,
     a_code_is_taken_once_and_a_replay_names_the_family,
     replicas_taking_a_code_at_once_get_one_fresh,

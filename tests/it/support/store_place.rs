@@ -79,3 +79,34 @@ impl Place {
         }
     }
 }
+
+/// A test module per backend, `sqlite` and `postgres`, each with one test per
+/// case: `case(&Place)` run against a fresh store (PostgreSQL in a schema named
+/// after `prefix`), then cleaned up.
+macro_rules! on_both_stores {
+    ($prefix:literal; $($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let place = $crate::support::store_place::Place::sqlite();
+                    super::$case(&place).await;
+                    place.cleanup().await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $case() {
+                    let Some(place) = $crate::support::store_place::Place::postgres($prefix) else {
+                        return;
+                    };
+                    super::$case(&place).await;
+                    place.cleanup().await;
+                }
+            )*
+        }
+    };
+}
+pub(crate) use on_both_stores;
