@@ -40,7 +40,7 @@ use crate::scope::ScopeRegistry;
 use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
-pub use interactive::{ClientRegistration, DeclaredClient, Interactive};
+pub use interactive::{ClientRegistration, DeclaredClient, Interactive, MetadataDocuments};
 pub use lifecycle::{Claims, KeyManagement, Lifecycle, Registration};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};

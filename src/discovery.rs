@@ -340,6 +340,9 @@ fn authorization_server(config: &Config, origin: &str) -> Value {
                     json!(format!("{origin}{}", endpoints.oauth_register)),
                 );
             }
+            if config.interactive.metadata_documents.enabled {
+                map.insert("client_id_metadata_document_supported".into(), json!(true));
+            }
         }
         if config.lifecycle.issues_keys() && config.lifecycle.keys.enabled {
             map.insert(

@@ -5,7 +5,10 @@
 //!
 //! One constructor, so every such call trusts the same servers and speaks the same
 //! protocols: HTTPS with the public (webpki) roots, or plain HTTP; HTTP/1.1 only;
-//! rustls with the aws-lc-rs provider.
+//! rustls with the aws-lc-rs provider. URLs that strangers name are fetched with
+//! [`public::PublicClient`] instead, which reaches public addresses only.
+
+pub mod public;
 
 use bytes::Bytes;
 use http_body_util::Full;

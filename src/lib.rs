@@ -25,7 +25,8 @@
 //! tier                       trust tiers
 //! limits                     rate buckets, quotas, x402 payments
 //! web                        server-rendered pages for people: layout, CSP, CSRF tokens
-//! clock, protocol, random, scope, body, metrics, tls, http_client, inject
+//! http_client                the proxy's own outbound calls; public-only fetches
+//! clock, protocol, random, scope, body, metrics, tls, inject
 //! ```
 //!
 //! ## The request path

@@ -63,6 +63,8 @@ pub struct OAuth {
     /// Used assertion ids when there is no store (one process: memory is enough;
     /// shared with the next config generation on reload).
     used: Arc<papaya::HashMap<String, i64>>,
+    /// Fetches and caches Client ID Metadata Documents, where people sign in.
+    documents: Option<Arc<clients::metadata_document::MetadataDocuments>>,
 }
 
 /// Where the request came from and which origin it addressed.
@@ -113,6 +115,16 @@ impl OAuth {
                     )
                 }),
             used: previous.map(|p| p.used.clone()).unwrap_or_default(),
+            documents: config
+                .login
+                .enabled()
+                .then(|| {
+                    clients::metadata_document::MetadataDocuments::new(
+                        &config.interactive.metadata_documents,
+                    )
+                })
+                .flatten()
+                .map(Arc::new),
         }
     }
 
@@ -250,13 +262,18 @@ impl OAuth {
             ClientAuth::Secret { id, secret, basic } => (id, Some(secret), *basic),
         };
         let refused = Rejection::OAuth(OAuthError::InvalidClient { basic });
-        let client = clients::find(config, self.store.as_ref(), id)
-            .await
-            .map_err(|error| {
-                tracing::warn!(%error, "cannot read a registered client");
-                Rejection::Lifecycle(LifecycleError::StoreUnavailable)
-            })?
-            .ok_or(refused)?;
+        let client =
+            match clients::find(config, self.store.as_ref(), self.documents.as_deref(), id).await {
+                Ok(client) => client.ok_or(refused)?,
+                Err(clients::FindError::Document(error)) => {
+                    tracing::debug!(%error, "a client's metadata document is refused");
+                    return Err(refused);
+                }
+                Err(clients::FindError::Store(error)) => {
+                    tracing::warn!(%error, "cannot read a registered client");
+                    return Err(Rejection::Lifecycle(LifecycleError::StoreUnavailable));
+                }
+            };
         match (&client.secret_hash, secret) {
             (None, None) => Ok(client),
             (Some(hash), Some(secret)) if KeyHash::of(secret) == *hash => Ok(client),

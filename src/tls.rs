@@ -505,6 +505,33 @@ fn certified_key(
 }
 
 /// Reads a CA bundle into a root store.
+/// The certificate authorities of a PEM file, for a client that trusts them.
+///
+/// # Errors
+///
+/// The file cannot be read, or holds no usable certificate.
+pub fn read_ca_file(file: &Path) -> Result<RootCertStore, TlsError> {
+    read_roots(file)
+}
+
+/// The TLS settings of the proxy's own outbound calls that must trust more than
+/// the public roots: the webpki roots and `extra`. ALPN is left to the connector.
+///
+/// # Errors
+///
+/// The provider refuses the protocol versions (it does not, with aws-lc-rs).
+pub fn outbound_config(extra: Option<&RootCertStore>) -> Result<ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(extra) = extra {
+        roots.roots.extend(extra.roots.iter().cloned());
+    }
+    Ok(ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(VERSIONS)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 fn read_roots(file: &Path) -> Result<RootCertStore, TlsError> {
     let bytes = read(file)?;
     let bad = |problem: String| TlsError::BadCa {

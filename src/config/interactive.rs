@@ -1,8 +1,13 @@
 //! The `oauth:` section: the interactive flow (authorization code with PKCE, OAuth
 //! 2.1) through which people and MCP clients get tokens: how long codes, refresh
-//! families and consents last, the declared clients, and RFC 7591 registration.
+//! families and consents last, the declared clients, RFC 7591 registration, and
+//! Client ID Metadata Documents.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use ipnet::IpNet;
+use rustls::RootCertStore;
 
 use super::load::Loader;
 use super::locate::join;
@@ -27,6 +32,26 @@ pub struct Interactive {
     pub clients: Vec<DeclaredClient>,
     /// RFC 7591 dynamic registration.
     pub registration: ClientRegistration,
+    /// Clients whose `client_id` is the URL of their metadata document.
+    pub metadata_documents: MetadataDocuments,
+}
+
+/// `oauth.client_id_metadata_documents`.
+#[derive(Debug, Clone)]
+pub struct MetadataDocuments {
+    /// An https `client_id` is fetched as a metadata document.
+    pub enabled: bool,
+    /// Largest document read.
+    pub max_bytes: usize,
+    /// How long a fetch may take, connection and body included.
+    pub timeout: Duration,
+    /// Longest a fetched document is cached, whatever its headers say.
+    pub max_cache: Duration,
+    /// Certificate authorities trusted besides the public (webpki) roots.
+    pub extra_roots: Option<Arc<RootCertStore>>,
+    /// Networks that may be fetched although they are not public (loopback,
+    /// private, link-local ...): a private PKI's clients, or tests.
+    pub allow_networks: Vec<IpNet>,
 }
 
 /// One of `oauth.clients`.
@@ -110,6 +135,7 @@ impl Loader {
                 HOUR..=DAY * 365,
             ),
         };
+        let metadata_documents = self.metadata_documents(raw.client_id_metadata_documents);
         Interactive {
             code_ttl,
             refresh_ttl,
@@ -117,6 +143,59 @@ impl Loader {
             consent_ttl,
             clients,
             registration,
+            metadata_documents,
+        }
+    }
+
+    fn metadata_documents(&mut self, raw: raw::RawMetadataDocuments) -> MetadataDocuments {
+        const PATH: &str = "oauth.client_id_metadata_documents";
+        let max_bytes = self.size(raw.max_bytes, &join(PATH, "max_bytes"), 5 * 1024);
+        if max_bytes > 64 * 1024 {
+            self.error(
+                &join(PATH, "max_bytes"),
+                "at most 64KiB: a client's metadata is a few hundred bytes",
+            );
+        }
+        let extra_roots =
+            raw.ca_file.and_then(
+                |file| match crate::tls::read_ca_file(&self.resolve(&file)) {
+                    Ok(roots) => Some(Arc::new(roots)),
+                    Err(error) => {
+                        self.error(&join(PATH, "ca_file"), error.to_string());
+                        None
+                    }
+                },
+            );
+        let mut allow_networks = Vec::with_capacity(raw.allow_networks.len());
+        for (i, text) in raw.allow_networks.iter().enumerate() {
+            let net = text
+                .parse::<IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(IpNet::from));
+            match net {
+                Ok(net) => allow_networks.push(net),
+                Err(_) => self.error(
+                    &format!("{PATH}.allow_networks[{i}]"),
+                    format!("`{text}` is not an address or a network (`10.0.0.0/8`, `::1`)"),
+                ),
+            }
+        }
+        MetadataDocuments {
+            enabled: raw.enabled.unwrap_or(true),
+            max_bytes,
+            timeout: self.duration(
+                raw.timeout,
+                &join(PATH, "timeout"),
+                SECOND * 5,
+                SECOND..=MINUTE,
+            ),
+            max_cache: self.duration(
+                raw.max_cache,
+                &join(PATH, "max_cache"),
+                HOUR,
+                Duration::ZERO..=DAY,
+            ),
+            extra_roots,
+            allow_networks,
         }
     }
 

@@ -409,6 +409,21 @@ pub(crate) struct RawInteractive {
     pub(crate) clients: Vec<RawDeclaredClient>,
     #[serde(default)]
     pub(crate) registration: RawClientRegistration,
+    #[serde(default)]
+    pub(crate) client_id_metadata_documents: RawMetadataDocuments,
+}
+
+/// `oauth.client_id_metadata_documents`: clients named by an https URL.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMetadataDocuments {
+    pub(crate) enabled: Option<bool>,
+    pub(crate) max_bytes: Option<RawSize>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) max_cache: Option<String>,
+    pub(crate) ca_file: Option<String>,
+    #[serde(default)]
+    pub(crate) allow_networks: Vec<String>,
 }
 
 /// One of `oauth.clients`.

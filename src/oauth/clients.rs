@@ -4,11 +4,13 @@
 //! token endpoints see one [`Client`].
 
 pub mod dynamic;
+pub mod metadata_document;
 
 use crate::config::{Config, DeclaredClient};
 use crate::credentials::KeyHash;
 use crate::scope::ScopeSet;
 use crate::store::{ClientRecord, Store, StoreError};
+use metadata_document::{DocumentError, MetadataDocuments, is_document_url};
 
 /// Where a client's registration comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,18 +127,37 @@ pub fn declared(config: &Config, client_id: &str) -> Option<Client> {
         .map(Client::declared)
 }
 
-/// The client `client_id`, of whatever kind: declared, then registered.
+/// Why a client could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub enum FindError {
+    /// The store did not answer.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The client's metadata document was not acceptable.
+    #[error(transparent)]
+    Document(#[from] DocumentError),
+}
+
+/// The client `client_id`, of whatever kind: declared, registered, or named by
+/// the URL of its metadata document (when `documents` are fetched).
 ///
 /// # Errors
 ///
-/// The store did not answer.
+/// The store did not answer, or the metadata document was not acceptable.
 pub async fn find(
     config: &Config,
     store: Option<&Store>,
+    documents: Option<&MetadataDocuments>,
     client_id: &str,
-) -> Result<Option<Client>, StoreError> {
+) -> Result<Option<Client>, FindError> {
     if let Some(client) = declared(config, client_id) {
         return Ok(Some(client));
+    }
+    if is_document_url(client_id) {
+        return match documents {
+            Some(documents) => Ok(Some(documents.client(client_id, &config.scopes).await?)),
+            None => Ok(None),
+        };
     }
     let Some(store) = store else {
         return Ok(None);

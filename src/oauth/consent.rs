@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::OAuth;
 use super::authorize::{self, Pending, Refusal};
-use super::clients::{self, Client};
+use super::clients::{self, Client, ClientKind, FindError};
 use crate::body::Body;
 use crate::clock::unix_now;
 use crate::config::Config;
@@ -89,14 +89,21 @@ impl OAuth {
             Ok(id) => id,
             Err(refusal) => return refused(&refusal, issuer),
         };
-        let client = match clients::find(config, Some(store), client_id).await {
+        let documents = self.documents.as_deref();
+        let client = match clients::find(config, Some(store), documents, client_id).await {
             Ok(Some(client)) => client,
             Ok(None) => {
                 return bad_request(
                     "The application that sent you here is not known to this server. Nothing was sent anywhere; close this page.",
                 );
             }
-            Err(error) => {
+            Err(FindError::Document(error)) => {
+                tracing::debug!(%error, "a client's metadata document is refused");
+                return bad_request(&format!(
+                    "The application that sent you here names itself by an address whose description this server cannot use: {error}. Nothing was sent anywhere; close this page."
+                ));
+            }
+            Err(FindError::Store(error)) => {
                 tracing::warn!(%error, "cannot read a registered client");
                 return unavailable();
             }
@@ -380,7 +387,9 @@ fn consent_page(
         .unwrap_or(&person.subject);
     let content = html! {
         p { strong { (name) } " asks for access to " strong { (config.service.name) } " as you (" (who) ")." }
-        @if let Some(host) = &client_host { p { "Its home page is on " code { (host) } "." } }
+        @if client.kind == ClientKind::MetadataDocument {
+            p { "It is identified by its address on " code { (host_of(&client.client_id)) } ", where it publishes its description." }
+        } @else if let Some(host) = &client_host { p { "Its home page is on " code { (host) } "." } }
         p { "After you decide, you go back to " code { (redirect_host) } "." }
         @if local {
             p.warning { "This application runs on your own computer (it receives the answer on localhost). Approve only if you just started it yourself." }

@@ -22,10 +22,10 @@ use serde_json::Value;
 use crate::login::{Browser, PASSWORD, assert_page, csrf_of, static_demo, urlencode, yaml};
 use crate::support::TestProxy;
 
-const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+pub(crate) const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const REDIRECT: &str = "http://127.0.0.1:51004/callback";
 
-fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(aws_lc_rs::digest::digest(
         &aws_lc_rs::digest::SHA256,
         verifier.as_bytes(),
@@ -64,17 +64,17 @@ fn authorize_url(proxy: &TestProxy, extra: &[(&str, &str)]) -> String {
     proxy.url(&format!("/oauth2/authorize?{query}"))
 }
 
-fn location(response: &reqwest::Response) -> String {
+pub(crate) fn location(response: &reqwest::Response) -> String {
     assert_eq!(response.status().as_u16(), 303, "{:?}", response.url());
     response.headers()[LOCATION].to_str().unwrap().to_owned()
 }
 
-fn query_of(url: &str) -> Vec<(String, String)> {
+pub(crate) fn query_of(url: &str) -> Vec<(String, String)> {
     let url = reqwest::Url::parse(url).unwrap();
     url.query_pairs().into_owned().collect()
 }
 
-fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
+pub(crate) fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
     pairs
         .iter()
         .find(|(n, _)| n == name)
@@ -83,7 +83,7 @@ fn param(pairs: &[(String, String)], name: &str) -> Option<String> {
 
 /// Signs `browser` in as ada, through the redirect the authorization endpoint
 /// answers with, and returns where the sign-in sends it back.
-async fn sign_in(proxy: &TestProxy, browser: &Browser, authorize: &str) -> String {
+pub(crate) async fn sign_in(proxy: &TestProxy, browser: &Browser, authorize: &str) -> String {
     let to_login = location(&browser.get(authorize).await);
     assert!(
         to_login.starts_with("/oauth2/login?return_to="),
@@ -106,7 +106,7 @@ async fn sign_in(proxy: &TestProxy, browser: &Browser, authorize: &str) -> Strin
 }
 
 /// The consent page's hidden fields.
-fn consent_fields(html: &str) -> (String, String) {
+pub(crate) fn consent_fields(html: &str) -> (String, String) {
     let start = html
         .find("name=\"request\" value=\"")
         .expect("a request field")
@@ -143,7 +143,7 @@ async fn approve(proxy: &TestProxy, browser: &Browser, authorize: &str) -> Strin
     location(&browser.post(&proxy.url("/oauth2/consent"), &fields).await)
 }
 
-async fn token(proxy: &TestProxy, fields: &[(&str, &str)]) -> (u16, Value) {
+pub(crate) async fn token(proxy: &TestProxy, fields: &[(&str, &str)]) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(proxy.url("/oauth2/token"))
         .form(fields)

@@ -16,6 +16,7 @@ mod auth_md_text;
 mod authorization_code;
 mod cli;
 mod cli_store;
+mod client_metadata_documents;
 mod config_errors;
 mod deploy_manifests;
 mod discovery;

@@ -19,13 +19,30 @@ pub(super) fn people(md: &mut String, config: &Config, origin: &str) {
          authorization-code flow and PKCE:\n"
     );
     let mut step = 1;
+    let documents = config.interactive.metadata_documents.enabled;
+    if documents {
+        let _ = writeln!(
+            md,
+            "{step}. If your client publishes a Client ID Metadata Document, its https URL is your \
+             `client_id`: no registration. The document's `client_id` must equal that URL, it is \
+             fetched without following redirects and must be at most {} bytes, and the client is public \
+             (`\"token_endpoint_auth_method\": \"none\"`, no secret).",
+            config.interactive.metadata_documents.max_bytes
+        );
+        step += 1;
+    }
     if config.interactive.registration.enabled {
         let _ = writeln!(
             md,
-            "{step}. Register once: `POST {origin}{}` with JSON client metadata (RFC 7591), at least \
+            "{step}. {} once: `POST {origin}{}` with JSON client metadata (RFC 7591), at least \
              `redirect_uris` and `\"token_endpoint_auth_method\": \"none\"` for a public client; the \
              answer's `client_id` is yours. Redirect URIs are https, loopback http (any port) or your \
              app's own scheme.",
+            if documents {
+                "Otherwise, register"
+            } else {
+                "Register"
+            },
             endpoints.oauth_register
         );
         step += 1;
@@ -41,10 +58,11 @@ pub(super) fn people(md: &mut String, config: &Config, origin: &str) {
     );
     let _ = writeln!(
         md,
-        "{}. Within 60 seconds, `POST {origin}{}` with `grant_type=authorization_code`, `code`, \
+        "{}. Within {} seconds, `POST {origin}{}` with `grant_type=authorization_code`, `code`, \
          `redirect_uri`, `client_id` and `code_verifier`. The answer has `access_token` and \
          `refresh_token`.",
         step + 1,
+        config.interactive.code_ttl.as_secs(),
         endpoints.token
     );
     let _ = writeln!(

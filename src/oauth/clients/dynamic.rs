@@ -77,7 +77,17 @@ const MAX_REDIRECTS: usize = 16;
 pub fn parse(body: &[u8], registry: &ScopeRegistry) -> Result<Metadata, Refused> {
     let object: Map<String, Value> = serde_json::from_slice(body)
         .map_err(|_| metadata_error("the body must be a JSON object of client metadata"))?;
-    let redirect_uris = strings(&object, "redirect_uris")?.unwrap_or_default();
+    checked(&object, registry)
+}
+
+/// Checks client metadata already parsed as a JSON object (a registration's
+/// body, or a Client ID Metadata Document).
+///
+/// # Errors
+///
+/// The RFC 7591 error for the first problem found.
+pub fn checked(object: &Map<String, Value>, registry: &ScopeRegistry) -> Result<Metadata, Refused> {
+    let redirect_uris = strings(object, "redirect_uris")?.unwrap_or_default();
     if redirect_uris.is_empty() {
         return Err(Refused {
             error: "invalid_redirect_uri",
@@ -102,7 +112,7 @@ pub fn parse(body: &[u8], registry: &ScopeRegistry) -> Result<Metadata, Refused>
             description: why.into(),
         })?;
     }
-    let auth_method = match text(&object, "token_endpoint_auth_method")? {
+    let auth_method = match text(object, "token_endpoint_auth_method")? {
         // RFC 7591 section 2: the default is client_secret_basic.
         None | Some("client_secret_basic") => AuthMethod::SecretBasic,
         Some("none") => AuthMethod::None,
@@ -114,7 +124,7 @@ pub fn parse(body: &[u8], registry: &ScopeRegistry) -> Result<Metadata, Refused>
         }
     };
     let grant_types =
-        strings(&object, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".to_owned()]);
+        strings(object, "grant_types")?.unwrap_or_else(|| vec!["authorization_code".to_owned()]);
     if let Some(other) = grant_types
         .iter()
         .find(|g| *g != "authorization_code" && *g != "refresh_token")
@@ -129,11 +139,11 @@ pub fn parse(body: &[u8], registry: &ScopeRegistry) -> Result<Metadata, Refused>
         ));
     }
     let response_types =
-        strings(&object, "response_types")?.unwrap_or_else(|| vec!["code".to_owned()]);
+        strings(object, "response_types")?.unwrap_or_else(|| vec!["code".to_owned()]);
     if response_types.iter().any(|r| r != "code") {
         return Err(metadata_error("only the response type code is supported"));
     }
-    let scopes = match text(&object, "scope")? {
+    let scopes = match text(object, "scope")? {
         None => registry.granted_known(registry.all().iter().map(|s| s.name.as_str())),
         Some(scope) => registry
             .granted(scope.split_whitespace())
@@ -141,8 +151,8 @@ pub fn parse(body: &[u8], registry: &ScopeRegistry) -> Result<Metadata, Refused>
                 metadata_error(format!("the scope `{name}` is not offered here"))
             })?,
     };
-    let client_name = text(&object, "client_name")?.map(str::to_owned);
-    let client_uri = text(&object, "client_uri")?.map(str::to_owned);
+    let client_name = text(object, "client_name")?.map(str::to_owned);
+    let client_uri = text(object, "client_uri")?.map(str::to_owned);
     if let Some(uri) = &client_uri {
         if !uri.starts_with("https://") && !uri.starts_with("http://") {
             return Err(metadata_error("client_uri must be an http(s) URL"));
@@ -166,11 +176,11 @@ pub fn parse(body: &[u8], registry: &ScopeRegistry) -> Result<Metadata, Refused>
         "software_id",
         "software_version",
     ] {
-        if let Some(value) = text(&object, name)? {
+        if let Some(value) = text(object, name)? {
             document.insert(name.into(), value.into());
         }
     }
-    if let Some(contacts) = strings(&object, "contacts")? {
+    if let Some(contacts) = strings(object, "contacts")? {
         document.insert("contacts".into(), contacts.into());
     }
     Ok(Metadata {
