@@ -29,6 +29,7 @@ mod identity;
 mod image;
 mod inject;
 mod injector;
+mod interactive_clients;
 mod key_names;
 mod layers;
 mod lifecycle_endpoints;
