@@ -5,7 +5,8 @@
 //! register by RFC 7591, send the person (`tests/clients/person.mjs`: signs in on
 //! the static form, allows the consent page) through the authorization request with
 //! PKCE S256, exchange the code, refresh (the refresh token rotates), and call `/mcp`,
-//! where the echo upstream sees the person. Authlib's RFC 8414 validator
+//! where the echo upstream sees the person; the SDK also connects with a Client ID
+//! Metadata Document as its `client_id`, served over HTTPS. Authlib's RFC 8414 validator
 //! (`tests/clients/validate_metadata.py`) passes the authorization-server metadata
 //! with and without `login:`.
 //!
@@ -30,6 +31,7 @@ use serde_json::Value;
 use tokio::process::Command;
 
 use crate::login::{static_demo, yaml};
+use crate::support::document_host::{Answer, DocumentHost};
 use crate::support::{self, TestProxy};
 
 const PYTHON: &str = "AUTHMD_AUTHLIB_PYTHON";
@@ -126,6 +128,50 @@ async fn the_mcp_sdk_gets_a_persons_tokens_refreshes_them_and_calls_mcp() {
         .collect();
     assert_eq!(grants, ["authorization_code", "refresh_token"], "{summary}");
     assert_upstream(&summary["upstream"]);
+}
+
+/// The MCP SDK's `auth()` with a Client ID Metadata Document: its `client_id` is
+/// the document's https URL (no registration); the proxy fetches the document
+/// from the host (a test CA and 127.0.0.1, both allowed by the config), and the
+/// rest of the flow is the same.
+#[tokio::test]
+async fn the_mcp_sdk_connects_with_a_client_id_metadata_document() {
+    if !support::node::ready(&["@modelcontextprotocol/sdk"]).await {
+        return;
+    }
+    let host = DocumentHost::start().await;
+    let client_id = host.url("/mcp-client.json");
+    let document = serde_json::json!({
+        "client_id": client_id,
+        "client_name": "SDK test client",
+        "redirect_uris": ["http://127.0.0.1/callback"],
+        "grant_types": ["authorization_code", "refresh_token"],
+        "response_types": ["code"],
+        "token_endpoint_auth_method": "none",
+    });
+    host.serve("/mcp-client.json", Answer::json(document.to_string()));
+    let yaml = format!(
+        "{}  client_id_metadata_documents:\n    ca_file: {}\n    allow_networks: [127.0.0.1/32]\n",
+        config(),
+        host.ca_file.display()
+    );
+    let proxy = TestProxy::start(&yaml, None).await;
+    let summary = support::node::run(
+        "tests/clients/authcode.mjs",
+        &[&proxy.url, "--client-metadata-url", &client_id],
+    )
+    .await;
+    proxy.shutdown().await;
+    assert_eq!(summary["client"]["kind"], "metadata_document", "{summary}");
+    assert_eq!(summary["jwt"]["client_id"], client_id.as_str(), "{summary}");
+    assert_eq!(summary["jwt"]["sub"], PRINCIPAL, "{summary}");
+    assert_eq!(summary["refresh"]["rotated"], true, "{summary}");
+    assert_upstream(&summary["upstream"]);
+    assert_eq!(
+        host.hits("/mcp-client.json"),
+        1,
+        "fetched once, then cached"
+    );
 }
 
 /// oauth4webapi's own authorization-code functions, RFC 9207 `iss` check included.
