@@ -14,6 +14,7 @@ mod audience;
 mod auth;
 mod auth_md_text;
 mod authorization_code;
+mod browser;
 mod cli;
 mod cli_store;
 mod client_metadata_documents;
