@@ -9,6 +9,7 @@ pub(crate) mod check;
 pub(crate) mod health;
 pub(crate) mod inject;
 pub(crate) mod keys;
+pub(crate) mod login;
 pub(crate) mod render;
 pub(crate) mod run;
 pub(crate) mod source;

@@ -49,7 +49,7 @@ pub use settings::{
     ProviderSettings, SecretBytes, SecretString, StaticSettings, StaticUser, TierMatch, TierRule,
     TierRules,
 };
-pub use static_users::check_hash;
+pub use static_users::{check_hash, hash_password};
 
 /// Failed password sign-ins allowed per client address per [`FAILURE_WINDOW`].
 const FAILURES: u32 = 10;

@@ -1,5 +1,5 @@
 //! The `authmd-proxy` command line: `run`, `check`, `health`, `inject`, `injector`,
-//! `keys`, `tokens` and `render`. This file parses it and hands each command to its
+//! `keys`, `login`, `tokens` and `render`. This file parses it and hands each command to its
 //! module in [`cli`].
 
 #![forbid(unsafe_code)]
@@ -39,6 +39,9 @@ enum Command {
     /// Mint and hash API keys.
     #[command(subcommand)]
     Keys(cli::keys::KeysCommand),
+    /// Helpers for people signing in (`login:`).
+    #[command(subcommand)]
+    Login(cli::login::LoginCommand),
     /// Manage the keys that sign the proxy's access tokens.
     #[command(subcommand)]
     Tokens(cli::tokens::TokensCommand),
@@ -55,6 +58,7 @@ fn main() -> ExitCode {
         Command::Injector(args) => cli::inject::injector(args),
         Command::Check(args) => cli::check::check(&args),
         Command::Keys(command) => cli::keys::keys(command),
+        Command::Login(command) => cli::login::login(command),
         Command::Tokens(command) => cli::tokens::tokens(command),
         Command::Render(command) => cli::render::render(command),
     }

@@ -2,11 +2,13 @@
 //! the identity providers) and which tier a signed-in person gets.
 //!
 //! Refused here, so that `check` says so: two providers with one id, a password
-//! hash that is not an argon2 PHC string, static accounts on an origin that is not
-//! loopback (unless `allow_non_loopback`), no cookie key with a shared store
+//! hash that is not an argon2 PHC string, no cookie key with a shared store
 //! (replicas must open each other's cookies), a tier rule naming an unknown tier,
 //! and sign-in on a plain-`http` origin that is not loopback (browsers drop the
-//! `Secure` cookies there). Secret values are never echoed.
+//! `Secure` cookies there). Static accounts on an origin that is not loopback are
+//! turned off with a warning (unless `allow_non_loopback`), so that the example
+//! config still starts behind a public URL, without its demo account. Secret
+//! values are never echoed.
 
 use std::path::Path;
 use std::time::Duration;
@@ -255,10 +257,12 @@ impl Loader {
         cx: &LoginContext<'_>,
     ) -> Option<ProviderKind> {
         if !raw.allow_non_loopback {
+            // A warning, not an error: the example config (and the image that
+            // carries it) keeps starting behind a public URL, without its demo.
             if let Some(origin) = cx.origins.iter().find(|o| !loopback_url(o)) {
-                self.error(
+                self.warn(
                     &join(path, "kind"),
-                    format!("static accounts are for trying things out on loopback, and `{origin}` is not loopback: use an identity provider, or set `allow_non_loopback: true` if you mean it"),
+                    format!("static accounts are for trying things out on loopback, and `{origin}` is not loopback, so this provider is off: sign people in through an identity provider, or set `allow_non_loopback: true` if you mean it"),
                 );
                 return None;
             }

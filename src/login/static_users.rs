@@ -46,6 +46,19 @@ pub fn check_hash(phc: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// An argon2id PHC string of `password` for a static account, with argon2's
+/// default parameters (19 MiB, 2 passes, 1 lane: OWASP's recommendation) and a
+/// random salt; `None` when the OS random source fails.
+#[must_use]
+pub fn hash_password(password: &str) -> Option<String> {
+    let mut salt = [0u8; 16];
+    getrandom::fill(&mut salt).ok()?;
+    Argon2::default()
+        .hash_password_customized(password.as_bytes(), &salt, None, None, Params::default())
+        .ok()
+        .map(|hash| hash.to_string())
+}
+
 impl StaticProvider {
     pub(crate) fn new(id: &str, users: Vec<StaticUser>) -> StaticProvider {
         StaticProvider {
@@ -150,6 +163,16 @@ mod tests {
         assert!(provider.verify("bob", "correct horse").await.is_none());
         assert!(provider.dummy.get().cloned().flatten().is_some());
         assert!(provider.verify("ada", &"x".repeat(2000)).await.is_none());
+    }
+
+    #[test]
+    fn a_hashed_password_is_a_checkable_argon2id_hash_of_it() {
+        let phc = hash_password("demo password").unwrap();
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert_eq!(check_hash(&phc), Ok(()));
+        assert!(check(&phc, "demo password"));
+        assert!(!check(&phc, "demo passwore"));
+        assert_ne!(phc, hash_password("demo password").unwrap(), "salted");
     }
 
     #[test]

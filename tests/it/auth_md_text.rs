@@ -9,7 +9,10 @@
 use authmd_proxy::config::{Config, Overrides};
 use authmd_proxy::discovery::auth_md;
 
-const EXAMPLE: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"));
+/// The example without its demo sign-in (a shared store needs a cookie key set,
+/// and these texts are about agents).
+static EXAMPLE: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| crate::support::example_without("login"));
 
 fn auth_md_of(yaml: &str) -> String {
     let config =
@@ -19,7 +22,7 @@ fn auth_md_of(yaml: &str) -> String {
 
 #[test]
 fn a_wildcard_is_explained_as_needing_its_declaration() {
-    let md = auth_md_of(EXAMPLE);
+    let md = auth_md_of(&EXAMPLE);
     assert!(
         md.contains("cannot be asked for unless it is declared"),
         "{md}"
@@ -28,7 +31,7 @@ fn a_wildcard_is_explained_as_needing_its_declaration() {
 
 #[test]
 fn rate_windows_are_said_to_be_per_instance_only_with_a_shared_store() {
-    let single = auth_md_of(EXAMPLE);
+    let single = auth_md_of(&EXAMPLE);
     assert!(!single.contains("counted by each instance"), "{single}");
 
     let store = "store:\n  kind: sqlite               # sqlite (embedded, the default) | postgres (several replicas) | none\n  data_dir: data ";
@@ -69,10 +72,10 @@ fn claim_section(md: &str) -> &str {
 #[test]
 fn auth_md_never_tells_an_agent_to_claim_itself() {
     let token_alone = EXAMPLE.replace(REQUIRED, "require_identity_to_claim: false");
-    assert_ne!(token_alone, EXAMPLE);
+    assert_ne!(token_alone, *EXAMPLE);
     for yaml in [
-        EXAMPLE.to_owned(),
-        with_issuer(EXAMPLE),
+        EXAMPLE.clone(),
+        with_issuer(&EXAMPLE),
         token_alone.clone(),
         with_issuer(&token_alone),
     ] {
@@ -85,7 +88,7 @@ fn auth_md_never_tells_an_agent_to_claim_itself() {
 
 #[test]
 fn without_a_trusted_issuer_no_claim_step_is_described() {
-    let md = auth_md_of(EXAMPLE);
+    let md = auth_md_of(&EXAMPLE);
     let claim = claim_section(&md);
     assert!(
         claim.contains("Claiming is not available on this deployment")
@@ -98,7 +101,7 @@ fn without_a_trusted_issuer_no_claim_step_is_described() {
 
 #[test]
 fn with_a_trusted_issuer_the_agent_claims_with_an_identity_assertion() {
-    let md = auth_md_of(&with_issuer(EXAMPLE));
+    let md = auth_md_of(&with_issuer(&EXAMPLE));
     let claim = claim_section(&md);
     assert!(
         claim.contains("`{\"registration_id\": \"...\", \"identity_assertion\": \"<ID-JAG>\"}`")

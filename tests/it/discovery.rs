@@ -340,7 +340,9 @@ async fn cards_are_served_as_configured() {
 
 #[tokio::test]
 async fn oauth_endpoints_answer_as_rfc_6749_and_7009_say() {
-    let proxy = TestProxy::example(None).await;
+    // Without people signing in (the example's demo account goes), the
+    // authorization endpoint answers as an OAuth endpoint that offers no code.
+    let proxy = TestProxy::start(&crate::support::example_without("login"), None).await;
     let http = client();
     let token = proxy.url("/oauth2/token");
     let response = http

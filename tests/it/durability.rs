@@ -110,7 +110,8 @@ fn postgres_config(dir: &std::path::Path) -> Option<(std::path::PathBuf, String)
         &authmd_proxy::credentials::KeyHash::of(&format!("{:?}", std::time::SystemTime::now()))
             .to_string()["blake3:".len()..][..12]
     );
-    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    // Without the demo sign-in: replicas on PostgreSQL would need a shared cookie key.
+    let example = crate::support::example_without("login");
     // A long resync interval: propagation within a second must come from NOTIFY.
     let yaml = example.replace(
         "store:\n  kind: sqlite",
@@ -231,7 +232,8 @@ async fn while_the_store_is_down_keys_verify_from_memory_and_writes_get_503() {
     let user = parsed.get_user().unwrap_or("postgres");
     let db = parsed.get_dbname().unwrap_or("test");
     let schema = format!("down_{}", std::process::id());
-    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    // Without the demo sign-in: replicas on PostgreSQL would need a shared cookie key.
+    let example = crate::support::example_without("login");
     let yaml = example.replace(
         "store:\n  kind: sqlite",
         &format!(

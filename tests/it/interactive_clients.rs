@@ -289,7 +289,7 @@ async fn authlib_validates_the_authorization_server_metadata_with_and_without_lo
     );
     proxy.shutdown().await;
 
-    let proxy = TestProxy::example(None).await;
+    let proxy = TestProxy::start(&support::example_without("login"), None).await;
     let without = validate_metadata(&python, &proxy).await;
     assert_eq!(without["issuer"], proxy.url.as_str());
     assert_eq!(

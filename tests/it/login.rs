@@ -51,9 +51,7 @@ fn hash(password: &str) -> String {
 /// The example config with a `login:` section of `providers` (YAML list items,
 /// indented four spaces).
 pub(crate) fn yaml(providers: &str) -> String {
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
-            .unwrap();
+    let example = support::example_without("login");
     format!(
         "{example}
 login:

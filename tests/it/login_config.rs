@@ -1,6 +1,7 @@
 //! The `login:` section's refusals as an operator meets them at `authmd-proxy
 //! check`: two providers with one id, a malformed argon2 hash, static accounts on
-//! an origin that is not loopback, no cookie key with a shared store, a tier rule
+//! an origin that is not loopback (off, with a warning), no cookie key with a
+//! shared store, a tier rule
 //! naming an unknown tier, sign-in on plain http; each with its place in the file,
 //! and never a secret.
 
@@ -70,11 +71,15 @@ fn check_refuses_what_would_make_sign_in_unsafe_or_ambiguous() {
         "with the place in the file: {malformed}"
     );
 
-    let exposed = check_fails(&public(yaml(&demo)));
+    // Behind a public URL, static accounts are off (a warning), and with no other
+    // provider nobody signs in.
+    let exposed = config_from(&public(yaml(&demo))).unwrap();
     assert!(
-        exposed.contains("login.providers[0].kind: static accounts are for trying things out on loopback, and `https://api.example.com` is not loopback"),
-        "{exposed}"
+        exposed.warnings.iter().any(|w| w.contains("login.providers[0].kind: static accounts are for trying things out on loopback, and `https://api.example.com` is not loopback, so this provider is off")),
+        "{:?}",
+        exposed.warnings
     );
+    assert!(!exposed.login.enabled());
     let allowed = public(yaml(&demo.replace(
         "kind: static",
         "kind: static\n      allow_non_loopback: true",
@@ -107,6 +112,7 @@ fn check_refuses_what_would_make_sign_in_unsafe_or_ambiguous() {
 
     let plain = check_fails(&(yaml(oidc_corp) + "public_url: http://api.example.com\n"));
     assert!(plain.contains("must be an https origin"), "{plain}");
+    let exposed = exposed.warnings.join("\n");
     for text in [&twice, &malformed, &exposed, &shared, &tier, &plain] {
         assert!(!text.contains("not-shown-anywhere"), "{text}");
         assert!(!text.contains(COOKIE_KEY), "{text}");

@@ -22,7 +22,6 @@ use crate::support::private_postgres::{PASSWORD, PrivatePostgres};
 use crate::support::tls::TestCa;
 use crate::support::{self, Binary, WRITER_KEY, client, json, write_status};
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml");
 const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
 
 /// A name the server's certificate does not have; the connection goes to
@@ -32,7 +31,7 @@ const OTHER_NAME: &str = "db.internal.test";
 /// The example config on PostgreSQL at `url`, in `schema`, with `store_extra`
 /// (indented lines) added to `store:`; written into `dir` as `name`.
 fn config(dir: &Path, name: &str, url: &str, schema: &str, store_extra: &str) -> PathBuf {
-    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    let example = crate::support::example_without("login");
     let yaml = example.replace(
         "store:\n  kind: sqlite",
         &format!(

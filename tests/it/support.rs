@@ -166,6 +166,30 @@ type Handler = Arc<
 
 /// An upstream on 127.0.0.1:<random> answering with `handler`, over HTTP/1.1 and
 /// HTTP/2 (prior knowledge), with upgrades.
+/// `config.example.yaml` without its top-level `section` (its key and every
+/// indented line under it), for a test that writes its own.
+pub fn example_without(section: &str) -> String {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
+    let key = format!("{section}:");
+    let mut inside = false;
+    let mut kept = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line.starts_with(&key) {
+            inside = true;
+            continue;
+        }
+        if inside && (line.is_empty() || line.starts_with(' ')) {
+            continue;
+        }
+        inside = false;
+        kept.push_str(line);
+        kept.push('\n');
+    }
+    assert!(!kept.contains(&format!("\n{key}")), "{section} is gone");
+    kept
+}
+
 pub async fn upstream<F, Fut>(handler: F) -> SocketAddr
 where
     F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,

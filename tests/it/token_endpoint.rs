@@ -27,8 +27,9 @@ const TOKEN: &str = "/oauth2/token";
 const REVOKE: &str = "/oauth2/revoke";
 const FORM: &str = "application/x-www-form-urlencoded";
 
+/// The example without its demo sign-in: these tests are about agents' grants.
 fn example_text() -> String {
-    std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml")).unwrap()
+    crate::support::example_without("login")
 }
 
 /// `text` with `from` replaced by `to`, which must have been there.
@@ -249,7 +250,13 @@ async fn metadata_names_the_grants_auth_methods_and_a_jwks_whose_kid_signs_token
     assert_eq!(doc["issuer"], proxy.url.as_str());
     assert_eq!(doc["token_endpoint"], proxy.url(TOKEN));
     assert_eq!(doc["revocation_endpoint"], proxy.url(REVOKE));
-    assert_eq!(doc["grant_types_supported"], json!(["client_credentials"]));
+    // The example signs its demo person in: the code grants come first.
+    assert_eq!(
+        doc["grant_types_supported"],
+        json!(["authorization_code", "refresh_token", "client_credentials"])
+    );
+    assert_eq!(doc["response_types_supported"], json!(["code"]));
+    assert_eq!(doc["code_challenge_methods_supported"], json!(["S256"]));
     assert_eq!(
         doc["token_endpoint_auth_methods_supported"],
         json!(["client_secret_basic", "client_secret_post", "none"])
