@@ -58,7 +58,7 @@ fn main() -> ExitCode {
         Command::Injector(args) => cli::inject::injector(args),
         Command::Check(args) => cli::check::check(&args),
         Command::Keys(command) => cli::keys::keys(command),
-        Command::Login(command) => cli::login::login(command),
+        Command::Login(command) => cli::login::login(&command),
         Command::Tokens(command) => cli::tokens::tokens(command),
         Command::Render(command) => cli::render::render(command),
     }

@@ -22,7 +22,7 @@ pub(crate) enum LoginCommand {
 }
 
 /// Runs a `login` command.
-pub(crate) fn login(command: LoginCommand) -> ExitCode {
+pub(crate) fn login(command: &LoginCommand) -> ExitCode {
     match command {
         LoginCommand::HashPassword => hash_from_stdin(),
     }
