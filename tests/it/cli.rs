@@ -146,6 +146,60 @@ fn keys_generate_and_hash_agree() {
     assert_eq!(out.status.code(), Some(64));
 }
 
+/// `login hash-password` prints an argon2id hash that signs the person in, and
+/// the example's demo hash is one of `authmd-demo`, as its comment says.
+#[tokio::test]
+async fn login_hash_password_makes_a_hash_that_signs_in() {
+    let hash_of = |input: &str| {
+        let mut child = Command::new(BIN)
+            .args(["login", "hash-password"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        write!(child.stdin.take().unwrap(), "{input}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = hash_of("a long passphrase\n");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(hash.starts_with("$argon2id$v=19$"), "{hash}");
+    assert_eq!(authmd_proxy::login::check_hash(&hash), Ok(()));
+    let empty = hash_of("");
+    assert_eq!(empty.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&empty.stderr).contains("no password"));
+
+    // The hash signs in: a proxy whose demo account has it; and the example's own
+    // demo account is `authmd-demo`.
+    let example = std::fs::read_to_string(EXAMPLE).unwrap();
+    let demo = example
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password_hash: "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    for (yaml, password) in [
+        (example.replace(&demo, &hash), "a long passphrase"),
+        (example.clone(), "authmd-demo"),
+    ] {
+        let proxy = crate::support::TestProxy::start(&yaml, None).await;
+        let browser = crate::login::Browser::new();
+        let page = browser.get(&proxy.url("/oauth2/login")).await;
+        let csrf = crate::login::csrf_of(&page.text().await.unwrap());
+        let fields = [
+            ("provider", "demo"),
+            ("username", "demo"),
+            ("password", password),
+            ("csrf", csrf.as_str()),
+            ("return_to", "/oauth2/authorize"),
+        ];
+        let answer = browser.post(&proxy.url("/oauth2/login"), &fields).await;
+        assert_eq!(answer.status().as_u16(), 303, "{password}");
+        proxy.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn the_readme_walkthrough_works_against_the_example_config() {
     let proxy = Binary::start(&[
