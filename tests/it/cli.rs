@@ -455,3 +455,34 @@ async fn upstream_on_the_command_line_overrides_the_config() {
     assert_eq!(response.status(), 200);
     assert_eq!(response.text().await.unwrap(), "api saw /api/v1/offers");
 }
+
+/// The README's "Connect Claude, VS Code or Cursor" config passes `check`, with
+/// its certificate files and secrets supplied.
+#[test]
+fn the_readme_config_for_mcp_clients_checks() {
+    let readme = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"));
+    let section = &readme[readme
+        .find("### Connect Claude, VS Code or Cursor")
+        .expect("the README has the section")..];
+    let start = section.find("```yaml\n").unwrap() + "```yaml\n".len();
+    let yaml = &section[start..start + section[start..].find("```").unwrap()];
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::tls::TestCa::new("readme");
+    let (cert, key) = ca.server_cert().write(dir.path(), "tls.crt", "tls.key");
+    let yaml = yaml
+        .replace("/etc/authmd/tls.crt", cert.to_str().unwrap())
+        .replace("/etc/authmd/tls.key", key.to_str().unwrap());
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, yaml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", config.to_str().unwrap()])
+        .env("AUTHMD_COOKIE_KEY", crate::login::COOKIE_KEY)
+        .env("OIDC_CLIENT_SECRET", "not-a-real-secret")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
