@@ -40,6 +40,24 @@ fn hash(secret: &str) -> String {
     KeyHash::of(secret).to_string()
 }
 
+/// The longest an authorization code may live (`oauth.code_ttl` is at most 10
+/// minutes).
+const MAX_CODE_TTL_SECS: i64 = 600;
+
+/// The refresh family a code starts: derived from the code's hash, so that a
+/// replay of the code names the family even before the first exchange has
+/// recorded it. Public (it is in the access tokens' `jti`), and tells nothing of
+/// the code.
+fn family_of(code_hash: &str) -> String {
+    let derived = blake3::derive_key(
+        "authmd-proxy refresh family of a code v1",
+        code_hash.as_bytes(),
+    );
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&derived[..16]);
+    format!("fam_{}", bs58::encode(id).into_string())
+}
+
 fn store_down(error: impl std::fmt::Display) -> Rejection {
     tracing::warn!(%error, "the store refused an interactive grant");
     Rejection::Lifecycle(LifecycleError::StoreUnavailable)
@@ -76,17 +94,16 @@ impl OAuth {
             OAuthError::InvalidRequest("`code_verifier` is required (PKCE)"),
         ))?;
         let now = unix_now();
-        let record = match store
-            .take_code(&hash(code), now)
-            .await
-            .map_err(store_down)?
-        {
+        let code_hash = hash(code);
+        let record = match store.take_code(&code_hash, now).await.map_err(store_down)? {
             CodeUse::Fresh(record) => record,
-            CodeUse::Replayed { family } => {
-                if let Some(family) = family {
-                    self.revoke_family(store, &family, now).await?;
-                    tracing::info!(family, "authorization code replayed; its grant is revoked");
-                }
+            CodeUse::Replayed { .. } => {
+                // The family is the code's, whether or not the first exchange has
+                // stored it yet: a revoked family that is not stored is remembered
+                // as revoked, so tokens the first exchange issues later are too.
+                let family = family_of(&code_hash);
+                self.revoke_family(store, &family, now).await?;
+                tracing::info!(family, "authorization code replayed; its grant is revoked");
                 return Err(invalid_grant(GrantError::CodeUsed));
             }
             CodeUse::Unknown => return Err(invalid_grant(GrantError::CodeUnknown)),
@@ -101,7 +118,7 @@ impl OAuth {
             return Err(invalid_grant(GrantError::VerifierMismatch));
         }
         self.same_resource(form, &record.resource)?;
-        let family = crate::random::public_id("fam").map_err(store_down)?;
+        let family = family_of(&record.hash);
         let family_expires_at =
             now + i64::try_from(config.interactive.refresh_ttl.as_secs()).unwrap_or(i64::MAX / 4);
         store
@@ -219,7 +236,9 @@ impl OAuth {
     /// its access tokens through the deny-list every replica follows.
     async fn revoke_family(&self, store: &Store, family: &str, now: i64) -> Result<(), Rejection> {
         store.revoke_family(family, now).await.map_err(store_down)?;
-        let until = now + self.tokens.ttl();
+        // Longer than a token's life by the longest a code lives: an exchange in
+        // flight when its code is replayed issues its token a moment later.
+        let until = now + self.tokens.ttl() + MAX_CODE_TTL_SECS;
         store
             .revoke_token(family, until)
             .await
@@ -296,5 +315,15 @@ mod tests {
             successor(&hmac::Key::new(hmac::HMAC_SHA256, &[8; 32]), "rt_a")
         );
         assert!(a.starts_with("rt_") && a.len() == 3 + 43);
+    }
+
+    #[test]
+    fn a_codes_family_is_named_by_its_hash_alone() {
+        let a = hash("ac_one");
+        assert_eq!(family_of(&a), family_of(&a));
+        assert_ne!(family_of(&a), family_of(&hash("ac_two")));
+        let family = family_of(&a);
+        assert!(family.starts_with("fam_") && family.len() > 20, "{family}");
+        assert!(!family.contains(&a["blake3:".len()..][..8]));
     }
 }
