@@ -10,6 +10,7 @@
 //! [`registration`] has register, claim and the human claim page; [`keys`] has key
 //! create / list / rotate / revoke and the scope list.
 
+pub mod claims;
 pub mod keys;
 pub mod registration;
 
@@ -222,7 +223,7 @@ pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<String, String> {
     }
     match kind {
         BodyKind::Register => show(parse_json::<registration::RegisterBody>(bytes)),
-        BodyKind::Claim => show(parse_json::<registration::ClaimBody>(bytes)),
+        BodyKind::Claim => show(parse_json::<claims::ClaimBody>(bytes)),
         BodyKind::CreateKey => show(parse_json::<keys::CreateBody>(bytes)),
         BodyKind::Revoke => show(parse_json::<RevokeBody>(bytes)),
     }
