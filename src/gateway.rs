@@ -469,6 +469,7 @@ async fn follow(
         state: state.clone(),
         loaded_at,
         tokens: generation.tokens.clone(),
+        clients_unused_ttl: config.interactive.registration.unused_ttl,
     });
     generation.agent_auth = Some(AgentAuth::new(
         config,

@@ -332,7 +332,8 @@ macro_rules! write {
 // After the macros, which its `Store` methods use.
 mod grants;
 pub use grants::{
-    ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS, GrantSweep, RefreshRecord, RefreshUse,
+    CLIENT_TOUCH_SECS, ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS, GrantSweep,
+    RefreshRecord, RefreshUse,
 };
 
 impl Store {

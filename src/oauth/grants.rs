@@ -10,13 +10,17 @@
 //!   from the token it replaces (an HMAC under a key of the proxy's), so a client
 //!   that refreshes twice within the reuse grace gets the same successor; a use
 //!   after the grace revokes the whole family.
+//!
+//! Either grant, when it succeeds for a registered client, records that the
+//! client was used (written at most once an hour per client): a registered client
+//! unused for `oauth.registration.unused_ttl` is deleted by the store's sweep.
 
 use aws_lc_rs::hmac;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::Response;
 
-use super::clients::Client;
+use super::clients::{Client, ClientKind};
 use super::{Form, OAuth, field, pkce, resource, token_answer};
 use crate::body::Body;
 use crate::clock::unix_now;
@@ -65,6 +69,21 @@ fn store_down(error: impl std::fmt::Display) -> Rejection {
 
 fn invalid_grant(why: GrantError) -> Rejection {
     Rejection::OAuth(OAuthError::InvalidGrant(why))
+}
+
+/// Records a use of `client` when it is a registered one (the store writes it at
+/// most once per [`crate::store::CLIENT_TOUCH_SECS`]). The grant stands whether or
+/// not the store answers: a use not recorded costs at most an hour of the client's
+/// unused time.
+async fn touch(store: &Store, client: &Client, now: i64) {
+    match client.kind {
+        ClientKind::Registered => {
+            if let Err(error) = store.touch_client(&client.client_id, now).await {
+                tracing::debug!(%error, client = %client.client_id, "cannot record a registered client's use");
+            }
+        }
+        ClientKind::Declared | ClientKind::MetadataDocument => {}
+    }
 }
 
 /// What an interactive grant issues.
@@ -135,8 +154,11 @@ impl OAuth {
             family_expires_at,
         };
         let refresh = crate::random::secret(REFRESH_PREFIX).map_err(store_down)?;
-        self.answer(config, store, client, &grant, &refresh, now)
-            .await
+        let answer = self
+            .answer(config, store, client, &grant, &refresh, now)
+            .await?;
+        touch(store, client, now).await;
+        Ok(answer)
     }
 
     /// `grant_type=refresh_token`.
@@ -196,7 +218,11 @@ impl OAuth {
             family_expires_at: record.family_expires_at,
         };
         let next = zeroize::Zeroizing::new(successor(key, presented));
-        self.answer(config, store, client, &grant, &next, now).await
+        let answer = self
+            .answer(config, store, client, &grant, &next, now)
+            .await?;
+        touch(store, client, now).await;
+        Ok(answer)
     }
 
     /// RFC 7009 for a refresh token: its whole family is revoked (RFC 9700 section

@@ -18,8 +18,11 @@
 //! on the family's tokens, so a token inserted into a family after it was revoked
 //! (a rotation racing with a reuse on another replica) is revoked too.
 //!
-//! [`Store::sweep_grants`] forgets what can no longer be used: it runs in the
-//! follower's periodic sweep.
+//! [`Store::sweep_grants`] forgets what can no longer be used, and
+//! [`Store::sweep_clients`] the registered clients no one used for a while (with
+//! their consents and refresh tokens): both run in the follower's periodic sweep.
+//! A client's use is recorded by [`Store::touch_client`] at most once per
+//! [`CLIENT_TOUCH_SECS`], so that a busy client costs no write per grant.
 
 use super::rows::{Columns, Value, scopes_text};
 use super::{Store, StoreError};
@@ -29,6 +32,12 @@ use super::{Store, StoreError};
 /// revoked family's tokens are kept after the revocation, so that their use is
 /// answered [`RefreshUse::Revoked`] rather than [`RefreshUse::Unknown`].
 pub const GRANT_KEEP_SECS: i64 = 600;
+
+/// A registered client's last use is written only when the stored one is at least
+/// this old ([`Store::touch_client`]): one write per client per hour rather than
+/// one per grant. The stored time so lags the real last use by less than this, and
+/// [`Store::sweep_clients`] waits this much longer before deleting.
+pub const CLIENT_TOUCH_SECS: i64 = 3600;
 
 /// A dynamically registered client (RFC 7591). Declared clients live in the config
 /// and metadata-document clients in a cache: neither is stored.
@@ -45,7 +54,8 @@ pub struct ClientRecord {
     pub fingerprint: String,
     /// Registration time.
     pub created_at: i64,
-    /// Last time it was used (recorded in batches); unused clients are deleted.
+    /// Last time it was used (registration, then a code exchange or a refresh,
+    /// written at most once per [`CLIENT_TOUCH_SECS`]); unused clients are deleted.
     pub last_used_at: i64,
 }
 
@@ -303,9 +313,31 @@ impl Store {
         write!(self.touch_clients(uses))
     }
 
-    /// Deletes the clients last used before `before`; returns how many.
+    /// Records a use of a registered client at `now`, when the stored last use is
+    /// [`CLIENT_TOUCH_SECS`] or more before it; true when it was written. An
+    /// unknown client is left alone.
+    pub async fn touch_client(&self, client_id: &str, now: i64) -> Result<bool, StoreError> {
+        write!(self.touch_client(client_id, now))
+    }
+
+    /// Deletes the clients last used before `before`, and with them their
+    /// remembered consents and their refresh tokens (which no one could use any
+    /// more: a refresh names its client, and the client is unknown now); returns
+    /// how many clients. Their codes and refresh families' records are left to
+    /// [`Store::sweep_grants`], which forgets them when they expire.
     pub async fn delete_clients_unused_since(&self, before: i64) -> Result<u64, StoreError> {
         write!(self.delete_clients_unused_since(before))
+    }
+
+    /// Deletes, as [`Store::delete_clients_unused_since`] does, the registered
+    /// clients not used for `unused_for` seconds at `now`, allowing for the lag of
+    /// [`Store::touch_client`]: a client goes between `unused_for` and
+    /// `unused_for` + [`CLIENT_TOUCH_SECS`] after its last use, never sooner.
+    pub async fn sweep_clients(&self, now: i64, unused_for: i64) -> Result<u64, StoreError> {
+        let before = now
+            .saturating_sub(unused_for)
+            .saturating_sub(CLIENT_TOUCH_SECS);
+        self.delete_clients_unused_since(before).await
     }
 
     /// Stores a new authorization code; [`StoreError::Duplicate`] if its hash exists.

@@ -89,6 +89,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
     grants::MIGRATION,
+    grants::CLIENT_SWEEP_MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -6,7 +6,8 @@
 //! a resync whenever another connection has committed to the file), a periodic
 //! resync (`changed_since`, overlapping the previous one so a transaction that
 //! committed late is not missed), it flushes last-used times in batches, and it
-//! sweeps expired OAuth grants from the store ([`Store::sweep_grants`]). Writes
+//! sweeps expired OAuth grants and long-unused registered clients from the store
+//! ([`Store::sweep_grants`], [`Store::sweep_clients`]). Writes
 //! this process makes are applied by the writer itself, before it answers; the
 //! follower seeing them again later is harmless (the table ignores stale versions).
 
@@ -34,7 +35,8 @@ const RESYNC_OVERLAP_MS: i64 = 10_000;
 const LAST_USED_FLUSH: Duration = Duration::from_secs(30);
 
 /// How often expired revocations and cached tokens are forgotten, and expired OAuth
-/// grants (codes, refresh tokens, consents) deleted from the store.
+/// grants (codes, refresh tokens, consents) and unused registered clients deleted
+/// from the store.
 const SWEEP: Duration = Duration::from_secs(60);
 
 /// The config's view of stored records: what scopes and tiers mean. Keys with the
@@ -185,6 +187,9 @@ pub struct Follower {
     pub loaded_at: Option<i64>,
     /// The token verifier, whose deny-list follows the store's revocations.
     pub tokens: Arc<Tokens>,
+    /// A registered OAuth client unused this long is deleted
+    /// (`oauth.registration.unused_ttl`).
+    pub clients_unused_ttl: Duration,
 }
 
 /// Loads every key once; returns the store clock to resync from.
@@ -272,6 +277,7 @@ async fn follow(mut f: Follower) {
                 if let Err(error) = f.store.sweep_grants(now).await {
                     tracing::debug!(%error, "cannot sweep expired OAuth grants; will retry");
                 }
+                sweep_clients(&f, now).await;
             }
             _ = flush.tick() => {
                 let now = unix_now();
@@ -298,6 +304,20 @@ async fn follow(mut f: Follower) {
                 None => f.notices = None,
             },
         }
+    }
+}
+
+/// Deletes the registered OAuth clients unused for the configured time.
+async fn sweep_clients(f: &Follower, now: i64) {
+    let unused_for = i64::try_from(f.clients_unused_ttl.as_secs()).unwrap_or(i64::MAX);
+    match f.store.sweep_clients(now, unused_for).await {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(
+            clients = deleted,
+            unused_for_secs = unused_for,
+            "deleted registered OAuth clients no one used"
+        ),
+        Err(error) => tracing::debug!(%error, "cannot sweep unused OAuth clients; will retry"),
     }
 }
 

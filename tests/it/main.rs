@@ -43,6 +43,7 @@ mod pickup;
 mod postgres_store;
 mod postgres_tls;
 mod rate_limits;
+mod replicas_interactive;
 mod request_limits;
 mod secret_hygiene;
 mod seeds;

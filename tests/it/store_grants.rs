@@ -17,8 +17,8 @@
 use std::time::Duration;
 
 use authmd_proxy::store::{
-    ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS, GrantSweep, RefreshRecord, RefreshUse,
-    Store, StoreError,
+    CLIENT_TOUCH_SECS, ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS, GrantSweep,
+    RefreshRecord, RefreshUse, Store, StoreError,
 };
 
 use crate::support::store_place::Place;
@@ -139,6 +139,135 @@ async fn clients_are_stored_found_by_fingerprint_touched_and_deleted(place: &Pla
         store.delete_clients_unused_since(NOW + 100).await.unwrap(),
         0
     );
+}
+
+async fn a_use_is_written_at_most_once_an_hour_per_client(place: &Place) {
+    let store = place.open().await;
+    store
+        .insert_client(&client("dcr_t", "fp-t", NOW))
+        .await
+        .unwrap();
+    let last_used = async || store.client("dcr_t").await.unwrap().unwrap().last_used_at;
+    // Within the hour after the stored use: nothing is written.
+    for at in [NOW, NOW + 10, NOW + CLIENT_TOUCH_SECS - 1] {
+        assert!(!store.touch_client("dcr_t", at).await.unwrap(), "{at}");
+    }
+    assert_eq!(last_used().await, NOW);
+    // An hour after it: written, and the next hour counts from there.
+    assert!(
+        store
+            .touch_client("dcr_t", NOW + CLIENT_TOUCH_SECS)
+            .await
+            .unwrap()
+    );
+    assert_eq!(last_used().await, NOW + CLIENT_TOUCH_SECS);
+    assert!(
+        !store
+            .touch_client("dcr_t", NOW + CLIENT_TOUCH_SECS + 5)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.touch_client("dcr_t", NOW).await.unwrap(),
+        "never backwards"
+    );
+    assert_eq!(last_used().await, NOW + CLIENT_TOUCH_SECS);
+    assert!(
+        !store
+            .touch_client("dcr_unknown", NOW + 10 * CLIENT_TOUCH_SECS)
+            .await
+            .unwrap(),
+        "an unknown client is left alone"
+    );
+    assert_eq!(store.client("dcr_unknown").await.unwrap(), None);
+}
+
+async fn unused_clients_are_swept_with_their_consents_and_refresh_tokens(place: &Place) {
+    let store = place.open().await;
+    let ttl = 30 * 86_400;
+    // Last used at NOW (its stored time may lag the real last use by up to an
+    // hour), and one used two hours later.
+    store
+        .insert_client(&client("dcr_old", "fp-o", NOW - 86_400))
+        .await
+        .unwrap();
+    assert!(store.touch_client("dcr_old", NOW).await.unwrap());
+    store
+        .insert_client(&client("dcr_recent", "fp-r", NOW + 2 * CLIENT_TOUCH_SECS))
+        .await
+        .unwrap();
+    let scopes = vec!["offers:read".to_owned()];
+    let far = NOW + 10 * ttl;
+    for id in ["dcr_old", "dcr_recent", "my-cli"] {
+        store
+            .remember_consent("user:demo:alice", id, &scopes, far)
+            .await
+            .unwrap();
+    }
+    let token_of = |secret: &str, family: &str, client_id: &str| {
+        let mut token = refresh(secret, family, far);
+        client_id.clone_into(&mut token.client_id);
+        token
+    };
+    let old_token = token_of("rt-old", "fam_old", "dcr_old");
+    let recent_token = token_of("rt-recent", "fam_recent", "dcr_recent");
+    let declared_token = token_of("rt-declared", "fam_declared", "my-cli");
+    for token in [&old_token, &recent_token, &declared_token] {
+        store.insert_refresh(token).await.unwrap();
+    }
+
+    // Exactly `ttl` + the touch lag after the stored use: not yet.
+    let due = NOW + ttl + CLIENT_TOUCH_SECS;
+    assert_eq!(store.sweep_clients(due - 1000, ttl).await.unwrap(), 0);
+    assert_eq!(store.sweep_clients(due, ttl).await.unwrap(), 0);
+    assert!(store.client("dcr_old").await.unwrap().is_some());
+    // A second later: the client goes, with its consent and refresh token.
+    assert_eq!(store.sweep_clients(due + 1, ttl).await.unwrap(), 1);
+    assert_eq!(store.sweep_clients(due + 1, ttl).await.unwrap(), 0);
+    assert_eq!(store.client("dcr_old").await.unwrap(), None);
+    assert!(store.client("dcr_recent").await.unwrap().is_some());
+    let consent = async |id: &str| store.consent("user:demo:alice", id, NOW).await.unwrap();
+    assert_eq!(consent("dcr_old").await, None);
+    assert_eq!(consent("dcr_recent").await, Some(scopes.clone()));
+    assert_eq!(
+        consent("my-cli").await,
+        Some(scopes.clone()),
+        "a declared client's consents are not the sweep's"
+    );
+    assert_eq!(
+        store.use_refresh(&old_token.hash, NOW, 10).await.unwrap(),
+        RefreshUse::Unknown
+    );
+    assert!(matches!(
+        store
+            .use_refresh(&recent_token.hash, NOW, 10)
+            .await
+            .unwrap(),
+        RefreshUse::Fresh(_)
+    ));
+    assert!(matches!(
+        store
+            .use_refresh(&declared_token.hash, NOW, 10)
+            .await
+            .unwrap(),
+        RefreshUse::Fresh(_)
+    ));
+    // The other one, unused from two hours later on, goes two hours later.
+    assert_eq!(
+        store
+            .sweep_clients(due + 2 * CLIENT_TOUCH_SECS, ttl)
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        store
+            .sweep_clients(due + 2 * CLIENT_TOUCH_SECS + 1, ttl)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(consent("dcr_recent").await, None);
 }
 
 async fn a_code_is_taken_once_and_a_replay_names_the_family(place: &Place) {
@@ -654,6 +783,8 @@ async fn grants_survive_reopening(place: &Place) {
 crate::support::store_place::on_both_stores!(
     "grants";
     clients_are_stored_found_by_fingerprint_touched_and_deleted,
+    a_use_is_written_at_most_once_an_hour_per_client,
+    unused_clients_are_swept_with_their_consents_and_refresh_tokens,
     a_code_is_taken_once_and_a_replay_names_the_family,
     replicas_taking_a_code_at_once_get_one_fresh,
     refresh_rotation_grace_reuse_and_revocation,
@@ -710,5 +841,62 @@ async fn a_running_proxy_sweeps_expired_grants() {
         swept_after >= Duration::from_secs(60),
         "swept by the periodic sweep, not at start: {swept_after:?}"
     );
+    drop(gateway);
+}
+
+/// A running proxy deletes the registered clients no one used for
+/// `oauth.registration.unused_ttl` (30 days by default) in the same periodic sweep,
+/// and keeps the ones used since.
+#[tokio::test(start_paused = true)]
+async fn a_running_proxy_deletes_registered_clients_no_one_used() {
+    use authmd_proxy::clock::unix_now;
+    use authmd_proxy::config::{Config, Overrides};
+    use authmd_proxy::gateway::Gateway;
+
+    let data = tempfile::tempdir().unwrap();
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config.example.yaml"))
+        .unwrap();
+    let yaml = format!("{yaml}\noauth:\n  registration:\n    unused_ttl: 2d\n");
+    let overrides = Overrides {
+        listen: None,
+        admin_listen: None,
+        public_url: None,
+        data_dir: Some(data.path().to_owned()),
+        upstream: None,
+    };
+    let config = Config::from_yaml_str(&yaml, "test.yaml", &overrides, &|_| None).unwrap();
+    assert_eq!(
+        config.interactive.registration.unused_ttl,
+        Duration::from_secs(2 * 86_400)
+    );
+    let store = Store::open(&config.lifecycle.store).await.unwrap().unwrap();
+    let now = unix_now();
+    let unused = now - 2 * 86_400 - CLIENT_TOUCH_SECS - 5;
+    store
+        .insert_client(&client("dcr_unused", "fp-u", unused))
+        .await
+        .unwrap();
+    // Used a day ago (as the store has it), within the two days.
+    store
+        .insert_client(&client("dcr_used", "fp-d", now - 86_400))
+        .await
+        .unwrap();
+
+    let started = tokio::time::Instant::now();
+    let gateway = Gateway::start(config, Some(store.clone())).await.unwrap();
+    let mut swept_after = None;
+    for _ in 0..600 {
+        if store.client("dcr_unused").await.unwrap().is_none() {
+            swept_after = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let swept_after = swept_after.expect("the proxy never deleted the unused client");
+    assert!(
+        swept_after >= Duration::from_secs(60),
+        "deleted by the periodic sweep, not at start: {swept_after:?}"
+    );
+    assert!(store.client("dcr_used").await.unwrap().is_some());
     drop(gateway);
 }

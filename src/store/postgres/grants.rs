@@ -10,8 +10,8 @@
 use tokio_postgres::GenericClient;
 
 use super::super::grants::{
-    self, CLIENT_COLUMNS, CODE_COLUMNS, ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS,
-    GrantSweep, REFRESH_COLUMNS, RefreshRecord, RefreshUse,
+    self, CLIENT_COLUMNS, CLIENT_TOUCH_SECS, CODE_COLUMNS, ClientRecord, CodeRecord, CodeUse,
+    GRANT_KEEP_SECS, GrantSweep, REFRESH_COLUMNS, RefreshRecord, RefreshUse,
 };
 use super::super::rows::scopes_text;
 use super::failure::{Failure, column};
@@ -73,6 +73,12 @@ pub(super) const MIGRATION: &str = "CREATE TABLE oauth_clients (
         PRIMARY KEY (subject, client_id)
     );
     CREATE INDEX oauth_consents_expires_at ON oauth_consents (expires_at);";
+
+/// Indexes for deleting an unused client's consents and refresh tokens by its id:
+/// appended to the store's migrations after [`MIGRATION`].
+pub(super) const CLIENT_SWEEP_MIGRATION: &str =
+    "CREATE INDEX oauth_consents_client_id ON oauth_consents (client_id);
+    CREATE INDEX oauth_refresh_client_id ON oauth_refresh (client_id);";
 
 impl PostgresStore {
     pub(in crate::store) async fn insert_client(
@@ -154,16 +160,48 @@ impl PostgresStore {
         .await
     }
 
+    pub(in crate::store) async fn touch_client(
+        &self,
+        client_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let stale = now.saturating_sub(CLIENT_TOUCH_SECS);
+        self.run(async |c| {
+            Ok(c.execute(
+                "UPDATE oauth_clients SET last_used_at = $2
+                 WHERE client_id = $1 AND last_used_at <= $3",
+                &[&client_id, &now, &stale],
+            )
+            .await?
+                > 0)
+        })
+        .await
+    }
+
     pub(in crate::store) async fn delete_clients_unused_since(
         &self,
         before: i64,
     ) -> Result<u64, StoreError> {
         self.run(async |c| {
-            Ok(c.execute(
-                "DELETE FROM oauth_clients WHERE last_used_at < $1",
-                &[&before],
-            )
-            .await?)
+            // One statement: the consents and refresh tokens of exactly the clients
+            // deleted go with them. A use recorded meanwhile on another replica
+            // holds the client's row; the delete waits for it, then finds the row
+            // used recently and keeps it.
+            let row = c
+                .query_one(
+                    "WITH gone AS (
+                         DELETE FROM oauth_clients WHERE last_used_at < $1 RETURNING client_id
+                     ), consents AS (
+                         DELETE FROM oauth_consents WHERE client_id IN (SELECT client_id FROM gone)
+                     ), tokens AS (
+                         DELETE FROM oauth_refresh WHERE client_id IN (SELECT client_id FROM gone)
+                     )
+                     SELECT count(*) FROM gone",
+                    &[&before],
+                )
+                .await?;
+            let deleted: i64 = column(&row, 0)?;
+            Ok(u64::try_from(deleted).unwrap_or(0))
         })
         .await
     }

@@ -64,6 +64,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX quota_usage_updated_at ON quota_usage (updated_at);",
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
     super::grants::MIGRATION,
+    super::grants::CLIENT_SWEEP_MIGRATION,
 ];
 
 /// The advisory lock id that serialises migrations of a schema.

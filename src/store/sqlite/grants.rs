@@ -8,8 +8,8 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::super::grants::{
-    self, CLIENT_COLUMNS, CODE_COLUMNS, ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS,
-    GrantSweep, REFRESH_COLUMNS, RefreshRecord, RefreshUse,
+    self, CLIENT_COLUMNS, CLIENT_TOUCH_SECS, CODE_COLUMNS, ClientRecord, CodeRecord, CodeUse,
+    GRANT_KEEP_SECS, GrantSweep, REFRESH_COLUMNS, RefreshRecord, RefreshUse,
 };
 use super::super::rows::scopes_text;
 use super::{SqliteStore, StoreError, insert, unavailable};
@@ -70,6 +70,12 @@ pub(super) const MIGRATION: &str = "CREATE TABLE oauth_clients (
         PRIMARY KEY (subject, client_id)
     );
     CREATE INDEX oauth_consents_expires_at ON oauth_consents (expires_at);";
+
+/// Indexes for deleting an unused client's consents and refresh tokens by its id:
+/// appended to the store's migrations after [`MIGRATION`].
+pub(super) const CLIENT_SWEEP_MIGRATION: &str =
+    "CREATE INDEX oauth_consents_client_id ON oauth_consents (client_id);
+    CREATE INDEX oauth_refresh_client_id ON oauth_refresh (client_id);";
 
 /// Counts rows, as the store reports them.
 fn count(rows: usize) -> u64 {
@@ -155,17 +161,53 @@ impl SqliteStore {
         .await
     }
 
+    pub(in crate::store) async fn touch_client(
+        &self,
+        client_id: &str,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        let client_id = client_id.to_owned();
+        self.call(move |c| {
+            c.execute(
+                "UPDATE oauth_clients SET last_used_at = ?2
+                 WHERE client_id = ?1 AND last_used_at <= ?3",
+                params![client_id, now, now.saturating_sub(CLIENT_TOUCH_SECS)],
+            )
+            .map(|rows| rows > 0)
+            .map_err(unavailable)
+        })
+        .await
+    }
+
     pub(in crate::store) async fn delete_clients_unused_since(
         &self,
         before: i64,
     ) -> Result<u64, StoreError> {
         self.call(move |c| {
-            c.execute(
-                "DELETE FROM oauth_clients WHERE last_used_at < ?1",
-                params![before],
-            )
-            .map(count)
-            .map_err(unavailable)
+            // One IMMEDIATE transaction: no use is recorded between choosing the
+            // clients and deleting them, and their records go with them.
+            let tx = c
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(unavailable)?;
+            for dependent in ["oauth_consents", "oauth_refresh"] {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {dependent} WHERE client_id IN
+                         (SELECT client_id FROM oauth_clients WHERE last_used_at < ?1)"
+                    ),
+                    params![before],
+                )
+                .map_err(unavailable)?;
+            }
+            let deleted = tx
+                .execute(
+                    "DELETE FROM oauth_clients WHERE last_used_at < ?1",
+                    params![before],
+                )
+                .map(count)
+                .map_err(unavailable)?;
+            tx.commit().map_err(unavailable)?;
+            Ok(deleted)
         })
         .await
     }
@@ -450,6 +492,7 @@ mod tests {
     fn the_column_lists_are_the_migrated_tables() {
         let connection = Connection::open_in_memory().unwrap();
         connection.execute_batch(MIGRATION).unwrap();
+        connection.execute_batch(CLIENT_SWEEP_MIGRATION).unwrap();
         for (table, columns) in [
             ("oauth_clients", CLIENT_COLUMNS.to_owned()),
             ("oauth_codes", format!("{CODE_COLUMNS}, used_at, family")),
