@@ -308,11 +308,6 @@ impl Store {
         dispatch!(self.client_by_fingerprint(fingerprint, since))
     }
 
-    /// Records clients' last-used times (a batch); a time never moves backwards.
-    pub async fn touch_clients(&self, uses: &[(String, i64)]) -> Result<(), StoreError> {
-        write!(self.touch_clients(uses))
-    }
-
     /// Records a use of a registered client at `now`, when the stored last use is
     /// [`CLIENT_TOUCH_SECS`] or more before it; true when it was written. An
     /// unknown client is left alone.

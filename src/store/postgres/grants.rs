@@ -136,30 +136,6 @@ impl PostgresStore {
         .await
     }
 
-    pub(in crate::store) async fn touch_clients(
-        &self,
-        uses: &[(String, i64)],
-    ) -> Result<(), StoreError> {
-        if uses.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<&str> = uses.iter().map(|(id, _)| id.as_str()).collect();
-        let times: Vec<i64> = uses.iter().map(|(_, at)| *at).collect();
-        self.run(async |c| {
-            // The latest time per client, so a batch naming one twice is one update.
-            c.execute(
-                "UPDATE oauth_clients AS k SET last_used_at = u.at
-                 FROM (SELECT id, max(at) AS at FROM unnest($1::text[], $2::bigint[]) AS t (id, at)
-                       GROUP BY id) AS u
-                 WHERE k.client_id = u.id AND k.last_used_at < u.at",
-                &[&ids, &times],
-            )
-            .await?;
-            Ok(())
-        })
-        .await
-    }
-
     pub(in crate::store) async fn touch_client(
         &self,
         client_id: &str,

@@ -138,29 +138,6 @@ impl SqliteStore {
         .await
     }
 
-    pub(in crate::store) async fn touch_clients(
-        &self,
-        uses: &[(String, i64)],
-    ) -> Result<(), StoreError> {
-        let uses = uses.to_vec();
-        self.call(move |c| {
-            let tx = c.transaction().map_err(unavailable)?;
-            {
-                let mut statement = tx
-                    .prepare_cached(
-                        "UPDATE oauth_clients SET last_used_at = ?2
-                         WHERE client_id = ?1 AND last_used_at < ?2",
-                    )
-                    .map_err(unavailable)?;
-                for (id, at) in &uses {
-                    statement.execute(params![id, at]).map_err(unavailable)?;
-                }
-            }
-            tx.commit().map_err(unavailable)
-        })
-        .await
-    }
-
     pub(in crate::store) async fn touch_client(
         &self,
         client_id: &str,
