@@ -892,7 +892,7 @@ async fn past_the_rate_limit_the_answer_is_429_with_retry_after() {
     let why = SEED.at(81, "429 | Rate limited | Back off and honor `Retry-After`");
     // The config's `agent` tier: 60 a minute (the seed gives no figure), one more
     // for each second the test has run (a slow machine refills the bucket).
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let mut served = 0u64;
     let response = loop {
         let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
