@@ -45,6 +45,7 @@ mod postgres_tls;
 mod rate_limits;
 mod request_limits;
 mod secret_hygiene;
+mod secret_hygiene_interactive;
 mod seeds;
 mod self_claim;
 mod served_documents;
