@@ -46,6 +46,7 @@ mod rate_limits;
 mod replicas_interactive;
 mod request_limits;
 mod secret_hygiene;
+mod secret_hygiene_interactive;
 mod seeds;
 mod self_claim;
 mod served_documents;

@@ -8,10 +8,12 @@
 //!
 //! The scan proves it can see: a canary sent in a request path (which the proxy
 //! logs at debug when it refuses the request) must be found by the same scan. The
-//! store's files on disk are scanned for the same secrets at the end.
+//! store's files on disk are scanned for the same secrets at the end. The scans are
+//! shared with `secret_hygiene_interactive`, which drives the flow for people.
 
 #![allow(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::panic,
     reason = "tests: a failed step fails the test"
 )]
@@ -61,21 +63,37 @@ routes:
 
 /// What the scan looks for: every secret, and its random part without the prefix
 /// (a log that cut the prefix off would still leak it).
-struct Secrets(Vec<String>);
+#[derive(Default)]
+pub(crate) struct Secrets(Vec<String>);
 
 impl Secrets {
-    fn add(&mut self, secret: &str) {
+    /// Adds `secret`, and what follows its prefix: the text after its first `_`
+    /// and after its last (`ak_live_<random>` has two, and a base64url random
+    /// part may hold `_` itself), each when long enough to be a secret.
+    pub(crate) fn add(&mut self, secret: &str) {
         assert!(secret.len() >= 20, "not a secret: {secret}");
-        self.0.push(secret.to_owned());
-        if let Some((_, random)) = secret.rsplit_once('_') {
+        self.push(secret);
+        let cuts = [secret.split_once('_'), secret.rsplit_once('_')];
+        for (_, random) in cuts.into_iter().flatten() {
             if random.len() >= 20 {
-                self.0.push(random.to_owned());
+                self.push(random);
             }
         }
     }
 
+    fn push(&mut self, text: &str) {
+        if !self.0.iter().any(|s| s == text) {
+            self.0.push(text.to_owned());
+        }
+    }
+
+    /// How many texts the scan looks for.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// The first secret found in `text`, if any.
-    fn found_in(&self, text: &str) -> Option<&str> {
+    pub(crate) fn found_in(&self, text: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|s| text.contains(s.as_str()))
@@ -83,7 +101,91 @@ impl Secrets {
     }
 }
 
-async fn ok(response: reqwest::Response, what: &str) -> Value {
+/// Scrapes the metrics from the admin listener of `proxy`: none may hold a secret.
+pub(crate) async fn assert_metrics_clean(
+    proxy: &Binary,
+    http: &reqwest::Client,
+    secrets: &Secrets,
+) {
+    let admin = proxy
+        .admin
+        .clone()
+        .expect("the admin listener serves the metrics");
+    let metrics = http
+        .get(format!("{admin}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("authmd_requests_total"),
+        "scraped: {metrics}"
+    );
+    if let Some(secret) = secrets.found_in(&metrics) {
+        panic!("a secret is in the metrics: {secret}");
+    }
+}
+
+/// Sends the canary (a path the proxy refuses, which its debug line names), stops
+/// `proxy`, and scans every line it wrote, from its first startup line to its
+/// last: the canary must be found (the scan sees what is logged), and no secret.
+/// Returns the lines after the listening line.
+pub(crate) async fn assert_log_clean(
+    proxy: &mut Binary,
+    http: &reqwest::Client,
+    secrets: &Secrets,
+) -> Vec<String> {
+    // Sent last, so that once its line is read every earlier line has been.
+    let canary = format!("canary{}", "Q7".repeat(12));
+    let response = http
+        .get(format!("{}/{canary}", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    proxy.signal("TERM");
+    assert!(proxy.wait().await.success());
+    let lines = proxy.remaining_log_lines();
+    assert!(
+        lines.iter().any(|line| line.contains(&canary)),
+        "the scan sees what is logged: the canary must be found in {} lines",
+        lines.len()
+    );
+    assert!(
+        lines.len() > 40,
+        "debug logging was on: {} lines",
+        lines.len()
+    );
+    for line in proxy.startup.iter().chain(&lines) {
+        if let Some(secret) = secrets.found_in(line) {
+            panic!("a secret is in a log line: {secret}\n{line}");
+        }
+    }
+    lines
+}
+
+/// The files of the store in `data` (the database and its write-ahead log) hold
+/// hashes, never a secret.
+pub(crate) fn assert_not_at_rest(data: &std::path::Path, secrets: &Secrets) {
+    let mut stored = 0;
+    for entry in std::fs::read_dir(data).unwrap() {
+        let path = entry.unwrap().path();
+        if !path.is_file() {
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        stored += bytes.len();
+        let text = String::from_utf8_lossy(&bytes);
+        if let Some(secret) = secrets.found_in(&text) {
+            panic!("a secret is stored in {}: {secret}", path.display());
+        }
+    }
+    assert!(stored > 0, "the store wrote its files");
+}
+
+pub(crate) async fn ok(response: reqwest::Response, what: &str) -> Value {
     let status = response.status();
     let text = response.text().await.unwrap();
     assert!(status.is_success(), "{what}: {status} {text}");
@@ -113,7 +215,7 @@ async fn no_secret_reaches_a_log_line_or_a_metric() {
     );
     let url = |path: &str| format!("{}{path}", proxy.url);
     let http = client();
-    let mut secrets = Secrets(Vec::new());
+    let mut secrets = Secrets::default();
     secrets.add(WRITER_KEY);
 
     // Registration: a key and a claim token.
@@ -320,62 +422,9 @@ async fn no_secret_reaches_a_log_line_or_a_metric() {
         .unwrap();
     assert_eq!(response.status(), 401);
 
-    // The metrics, scraped.
-    let admin = proxy.admin.clone().unwrap();
-    let metrics = http
-        .get(format!("{admin}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("authmd_requests_total"),
-        "scraped: {metrics}"
-    );
-    if let Some(secret) = secrets.found_in(&metrics) {
-        panic!("a secret is in the metrics: {secret}");
-    }
-
-    // The canary: a path the proxy refuses, which its debug line names. Sent last, so
-    // that once its line is read every earlier line has been.
-    let canary = format!("canary{}", "Q7".repeat(12));
-    let response = http.get(url(&format!("/{canary}"))).send().await.unwrap();
-    assert_eq!(response.status(), 404);
-    proxy.signal("TERM");
-    assert!(proxy.wait().await.success());
-    let lines = proxy.remaining_log_lines();
-    assert!(
-        lines.iter().any(|line| line.contains(&canary)),
-        "the scan sees what is logged: the canary must be found in {} lines",
-        lines.len()
-    );
-    assert!(
-        lines.len() > 40,
-        "debug logging was on: {} lines",
-        lines.len()
-    );
-    for line in &lines {
-        if let Some(secret) = secrets.found_in(line) {
-            panic!("a secret is in a log line: {secret}\n{line}");
-        }
-    }
-
+    assert_metrics_clean(&proxy, &http, &secrets).await;
+    assert_log_clean(&mut proxy, &http, &secrets).await;
     // At rest: the store's files (the database and its write-ahead log) hold hashes,
     // never a secret.
-    let mut stored = 0;
-    for entry in std::fs::read_dir(dir.path().join("data")).unwrap() {
-        let path = entry.unwrap().path();
-        if !path.is_file() {
-            continue;
-        }
-        let bytes = std::fs::read(&path).unwrap();
-        stored += bytes.len();
-        let text = String::from_utf8_lossy(&bytes);
-        if let Some(secret) = secrets.found_in(&text) {
-            panic!("a secret is stored in {}: {secret}", path.display());
-        }
-    }
-    assert!(stored > 0, "the store wrote its files");
+    assert_not_at_rest(&dir.path().join("data"), &secrets);
 }
