@@ -529,7 +529,7 @@ fn access_log(
                     method = %method,
                     route = generation.meters.label(trace.meter),
                     status = status.as_u16(),
-                    decision = metrics::decision(status, code).label(),
+                    decision = metrics::decision(trace.meter, status, code).label(),
                     code = code.unwrap_or(""),
                     principal = principal.as_deref().unwrap_or(""),
                     duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),

@@ -527,8 +527,10 @@ pub enum LocalEndpoint {
     Token,
     /// Token revocation.
     Revoke,
-    /// The authorization endpoint.
+    /// The authorization endpoint and the consent it asks for.
     Authorize,
+    /// RFC 7591 client registration.
+    ClientRegistration,
     /// Registration, claims, agent revocation, key management, the scope list.
     Lifecycle,
     /// A person's sign-in page and the identity providers' callbacks.
@@ -538,11 +540,12 @@ pub enum LocalEndpoint {
 }
 
 impl LocalEndpoint {
-    const ALL: [LocalEndpoint; 7] = [
+    const ALL: [LocalEndpoint; 8] = [
         LocalEndpoint::Discovery,
         LocalEndpoint::Token,
         LocalEndpoint::Revoke,
         LocalEndpoint::Authorize,
+        LocalEndpoint::ClientRegistration,
         LocalEndpoint::Lifecycle,
         LocalEndpoint::Login,
         LocalEndpoint::Unmatched,
@@ -554,6 +557,7 @@ impl LocalEndpoint {
             LocalEndpoint::Token => "authmd.token",
             LocalEndpoint::Revoke => "authmd.revoke",
             LocalEndpoint::Authorize => "authmd.authorize",
+            LocalEndpoint::ClientRegistration => "authmd.register",
             LocalEndpoint::Lifecycle => "authmd.lifecycle",
             LocalEndpoint::Login => "authmd.login",
             LocalEndpoint::Unmatched => "authmd.unmatched",
@@ -733,7 +737,7 @@ impl Meters {
             counter.inc();
             return;
         }
-        let decision = decision(status, code);
+        let decision = decision(meter, status, code);
         let labels = [
             route.id.as_str(),
             method_label,
@@ -762,19 +766,49 @@ impl Meters {
     }
 }
 
-/// The decision a response stands for.
+/// The decision a response stands for. A refusal carries its code; so does a
+/// failure. The proxy's own pages (sign-in, consent) answer without a code, and
+/// their 4xx and 5xx are its refusals and failures too; an upstream's are not.
 #[must_use]
-pub fn decision(status: StatusCode, code: Option<&'static str>) -> Decision {
+pub fn decision(meter: MeterId, status: StatusCode, code: Option<&'static str>) -> Decision {
+    let local = matches!(meter, MeterId::Local(_));
     match code {
-        None => Decision::Allowed,
         Some(_) if status.is_server_error() => Decision::Failed,
         Some(_) => Decision::Rejected,
+        None if local && status.is_server_error() => Decision::Failed,
+        None if local && status.is_client_error() => Decision::Rejected,
+        None => Decision::Allowed,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_proxys_own_error_pages_are_its_refusals_and_an_upstreams_are_not() {
+        let login = MeterId::Local(LocalEndpoint::Login);
+        let route = MeterId::Route(0);
+        let forbidden = StatusCode::FORBIDDEN;
+        assert_eq!(decision(login, forbidden, None), Decision::Rejected);
+        assert_eq!(
+            decision(login, StatusCode::SERVICE_UNAVAILABLE, None),
+            Decision::Failed
+        );
+        assert_eq!(
+            decision(login, StatusCode::SEE_OTHER, None),
+            Decision::Allowed
+        );
+        assert_eq!(decision(route, forbidden, None), Decision::Allowed);
+        assert_eq!(
+            decision(route, forbidden, Some("FORBIDDEN")),
+            Decision::Rejected
+        );
+        assert_eq!(
+            decision(route, StatusCode::BAD_GATEWAY, Some("UPSTREAM_UNAVAILABLE")),
+            Decision::Failed
+        );
+    }
 
     #[test]
     fn every_metric_registers_and_counter_families_lose_total_in_openmetrics() {

@@ -92,7 +92,7 @@ pub(super) fn find<B>(
         && config.login.enabled()
         && config.interactive.registration.enabled
     {
-        Some((E::Authorize, Local::ClientRegistration))
+        Some((E::ClientRegistration, Local::ClientRegistration))
     } else if path == endpoints.scopes {
         lifecycle(Lifecycle::Scopes)
     } else if !config.lifecycle.issues_keys() {
