@@ -42,10 +42,6 @@ const REQUIRE: &str = "AUTHMD_REQUIRE_BROWSER";
 const SCRIPT: &str = "tests/browser/login_consent.py";
 const VERIFIER: &str = "bR0wS3r-cL1ck5-tHr0uGh-l0g1n-aNd-c0nS3nT-pKcE";
 
-fn root() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The Python interpreter with Playwright, and the Chromium it drives.
 fn tools() -> (String, PathBuf) {
     let python = std::env::var("AUTHMD_PLAYWRIGHT_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -101,38 +97,9 @@ async fn ready(python: &str, chromium: &Path) -> bool {
 /// Runs the browser script and returns its one-line JSON summary, asserting that
 /// it says ok.
 async fn run_script(python: &str, args: &[String]) -> Value {
-    let child = Command::new(python)
-        .arg(SCRIPT)
-        .args(args)
-        .current_dir(root())
-        // Loopback only: never through a proxy of the environment.
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .env("no_proxy", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn the Playwright script");
-    let output = tokio::time::timeout(Duration::from_secs(180), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("{SCRIPT} did not finish within 180s"))
-        .expect("wait for the Playwright script");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let summary: Value = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!(
-            "{SCRIPT} did not print one JSON line ({e}, {status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-            status = output.status
-        )
-    });
-    assert!(
-        output.status.success() && summary["ok"] == true,
-        "{SCRIPT} failed ({status}): {summary}\n--- stderr\n{stderr}",
-        status = output.status
-    );
-    eprintln!("{}", stdout.trim());
-    summary
+    let mut command = Command::new(python);
+    command.arg(SCRIPT).args(args);
+    support::script::run_json(command, SCRIPT, Duration::from_secs(180)).await
 }
 
 /// The client's redirect URI: a listener on a loopback port that answers every

@@ -226,33 +226,12 @@ async fn validate_metadata(python: &str, proxy: &TestProxy) -> Value {
         env!("CARGO_MANIFEST_DIR"),
         "/tests/clients/validate_metadata.py"
     );
-    let child = Command::new(python)
+    let mut command = Command::new(python);
+    command
         .arg(script)
         .arg(&proxy.url)
-        .env_remove("AUTHLIB_INSECURE_TRANSPORT")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn python");
-    let output = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
-        .await
-        .expect("validate_metadata.py did not finish within 60s")
-        .expect("wait for python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "validate_metadata.py failed ({}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        output.status
-    );
-    let summary: Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("the script's summary is not one JSON line ({e}):\n{stdout}"));
-    assert_eq!(summary["ok"], true, "{summary}");
-    eprintln!("{}", stdout.trim());
-    summary
+        .env_remove("AUTHLIB_INSECURE_TRANSPORT");
+    support::script::run_json(command, "validate_metadata.py", Duration::from_secs(60)).await
 }
 
 /// Authlib's RFC 8414 validator passes the metadata with people signing in (the

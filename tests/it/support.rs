@@ -18,6 +18,7 @@ pub mod node;
 pub mod oidc_provider;
 pub mod private_postgres;
 pub mod relay;
+pub mod script;
 pub mod store_place;
 pub mod tls;
 

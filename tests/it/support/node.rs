@@ -51,33 +51,16 @@ pub async fn ready(packages: &[&str]) -> bool {
 /// Runs `node <script> <args...>` from the project root and returns its one-line
 /// JSON summary, asserting that it says ok.
 pub async fn run(script: &str, args: &[&str]) -> serde_json::Value {
-    let child = Command::new("node")
+    let mut command = Command::new("node");
+    // Loopback only: never through a proxy, even where Node honours the env's.
+    command
         .arg(script)
         .args(args)
-        .current_dir(root())
-        // Loopback only: never through a proxy, even where Node honours the env's.
-        .env_remove("NODE_USE_ENV_PROXY")
-        .env("NO_PROXY", "127.0.0.1,localhost")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn node");
-    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
-        .await
-        .unwrap_or_else(|_| panic!("node {script} did not finish within 120s"))
-        .expect("wait for node");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "node {script} {args:?} failed ({status}):\n--- stdout\n{stdout}\n--- stderr\n{stderr}",
-        status = output.status,
-    );
-    let summary: serde_json::Value = serde_json::from_str(stdout.trim())
-        .unwrap_or_else(|e| panic!("the script's summary is not one JSON line ({e}):\n{stdout}"));
-    assert_eq!(summary["ok"], true, "{summary}");
-    eprintln!("{}", stdout.trim());
-    summary
+        .env_remove("NODE_USE_ENV_PROXY");
+    super::script::run_json(
+        command,
+        &format!("node {script} {args:?}"),
+        Duration::from_secs(120),
+    )
+    .await
 }
