@@ -457,13 +457,15 @@ impl Loader {
         tiers: &Tiers,
     ) {
         let registration = &lifecycle.registration;
-        if lifecycle.registers() && registration.claim.sign_in && !sign_in {
-            if registration.claim != ClaimRules::default() {
-                self.warn(
-                    "registration.claim.accept",
-                    "`sign_in` needs `login.providers`: no one can sign in on the claim page",
-                );
-            }
+        if lifecycle.registers()
+            && registration.claim.sign_in
+            && !sign_in
+            && registration.claim != ClaimRules::default()
+        {
+            self.warn(
+                "registration.claim.accept",
+                "`sign_in` needs `login.providers`: no one can sign in on the claim page",
+            );
         }
         if !lifecycle.registers() || !registration.claim_raises() {
             return;
