@@ -59,6 +59,7 @@ fn main() {
                 registration_id: Some(format!("reg_{i:022}")),
                 updated_at: 1,
                 limits: None,
+                operator: None,
             };
             let change = compiler.change_of(&record, 1_800_000_000);
             table.apply(&record.id, change).await;

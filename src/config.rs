@@ -41,7 +41,7 @@ use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
 pub use interactive::{ClientRegistration, DeclaredClient, Interactive, MetadataDocuments};
-pub use lifecycle::{Claims, KeyManagement, Lifecycle, Registration};
+pub use lifecycle::{ClaimRules, Claims, KeyManagement, Lifecycle, Registration};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};
 pub use ops::{
@@ -203,9 +203,10 @@ impl Config {
         if !self.lifecycle.registers() {
             return Claims::Nothing;
         }
-        self.lifecycle
-            .registration
-            .claims(self.identity_issuers().next().is_some())
+        self.lifecycle.registration.claims(
+            self.identity_issuers().next().is_some(),
+            self.login.enabled(),
+        )
     }
 
     /// Number of routes in the policy.
@@ -301,11 +302,6 @@ impl Loader {
             &data_dir,
         );
 
-        self.claim_warnings(
-            &lifecycle,
-            trusted_issuers.iter().any(|i| i.identity_assertions),
-            &tiers,
-        );
         if lifecycle.registration.access_token && !tokens.enabled {
             self.error(
                 "registration.access_token",
@@ -326,9 +322,16 @@ impl Loader {
                 data_dir: &data_dir,
                 endpoints: &endpoints,
                 service_name: &service.name,
+                claim_allowed: &lifecycle.registration.claim.allowed,
             },
         );
 
+        self.claim_warnings(
+            &lifecycle,
+            trusted_issuers.iter().any(|i| i.identity_assertions),
+            login.enabled(),
+            &tiers,
+        );
         let (Some(listen), Some(public_url), Some(upstream), Some(policy)) =
             (listen, public_url, upstream, policy)
         else {

@@ -171,11 +171,13 @@ impl Principal {
                 principal: entry.principal_header.clone(),
                 scopes: entry.profile.scopes_header.clone(),
                 tier: tiers.get(entry.tier()).header.clone(),
+                operator: entry.operator.clone(),
             },
             Principal::Token(grant) => Identity {
                 principal: grant.principal_header.clone(),
                 scopes: grant.scopes_header.clone(),
                 tier: tiers.get(grant.tier).header.clone(),
+                operator: None,
             },
             Principal::Anonymous(id) => {
                 let principal = match id {
@@ -188,6 +190,7 @@ impl Principal {
                     principal,
                     scopes: anonymous.scopes_header.clone(),
                     tier: anonymous.header.clone(),
+                    operator: None,
                 }
             }
         }

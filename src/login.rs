@@ -13,7 +13,8 @@
 //!                                        -> session cookie -> 303 return_to
 //! ```
 //!
-//! `return_to` is always a path below the authorization endpoint: the sign-in never
+//! `return_to` is always the authorization endpoint or the agents' claim page (an
+//! exact local path, with a query): the sign-in never
 //! sends a browser anywhere else. Everything a flow needs between requests is
 //! sealed into cookies ([`seal`], [`cookies`]), so any replica with the same cookie
 //! key finishes what another started. This module knows nothing of OAuth clients
@@ -64,6 +65,10 @@ pub struct Person {
     /// Their stable id there: the OIDC `sub`, the GitHub numeric id, the static
     /// username.
     pub subject: String,
+    /// Their login or username there (GitHub's login, OIDC `preferred_username`,
+    /// the static username), when the provider gave one.
+    #[serde(rename = "u", default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
     /// Their name, when the provider gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -81,11 +86,40 @@ pub struct Person {
     pub tier: TierId,
 }
 
+/// The domain of an email, lowercase.
+#[must_use]
+pub fn email_domain(email: Option<&str>) -> Option<String> {
+    email
+        .and_then(|e| e.rsplit_once('@'))
+        .map(|(_, domain)| domain.to_ascii_lowercase())
+}
+
 fn anonymous() -> TierId {
     TierId::ANONYMOUS
 }
 
 impl Person {
+    /// True when the person has what `rule` asks for: a verified email at its
+    /// domain, or membership of its organization or team.
+    #[must_use]
+    pub fn matches(&self, rule: &TierMatch) -> bool {
+        match rule {
+            TierMatch::EmailDomain(d) => email_domain(self.email.as_deref()).as_deref() == Some(d),
+            TierMatch::Org(name) | TierMatch::Team(name) => self.groups.contains(name),
+        }
+    }
+
+    /// What people call them: their login, else their email, else their name,
+    /// else their subject.
+    #[must_use]
+    pub fn handle(&self) -> &str {
+        self.username
+            .as_deref()
+            .or(self.email.as_deref())
+            .or(self.name.as_deref())
+            .unwrap_or(&self.subject)
+    }
+
     /// `user:<provider>:<subject>`: the principal a grant is made to.
     #[must_use]
     pub fn principal(&self) -> String {
@@ -258,19 +292,11 @@ impl Login {
     /// the default.
     #[must_use]
     pub fn tier_of(&self, person: &Person) -> TierId {
-        let domain = person
-            .email
-            .as_deref()
-            .and_then(|e| e.rsplit_once('@'))
-            .map(|(_, domain)| domain.to_ascii_lowercase());
         self.settings
             .tiers
             .rules
             .iter()
-            .find(|rule| match &rule.when {
-                TierMatch::EmailDomain(d) => domain.as_deref() == Some(d.as_str()),
-                TierMatch::Org(name) | TierMatch::Team(name) => person.groups.contains(name),
-            })
+            .find(|rule| person.matches(&rule.when))
             .map_or(self.settings.tiers.default, |rule| rule.tier)
     }
 
@@ -634,7 +660,10 @@ impl Login {
     fn return_to(&self, value: Option<&str>) -> Result<Option<String>, NotAPlace> {
         match value {
             None | Some("") => Ok(None),
-            Some(v) if flow::return_to_allowed(v, &self.settings.paths.authorize) => {
+            Some(v)
+                if flow::return_to_allowed(v, &self.settings.paths.authorize)
+                    || flow::return_to_allowed(v, &self.settings.paths.claim) =>
+            {
                 Ok(Some(v.to_owned()))
             }
             Some(_) => Err(NotAPlace),
@@ -682,7 +711,7 @@ impl Login {
     }
 }
 
-/// A `return_to` that is not a place below the authorization endpoint.
+/// A `return_to` that is neither the authorization endpoint nor the claim page.
 struct NotAPlace;
 
 impl NotAPlace {

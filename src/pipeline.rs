@@ -220,7 +220,14 @@ impl Generation {
                     let agent_auth = self.agent_auth.as_ref();
                     let origin = local::origin(config, host);
                     let answer = local::lifecycle(
-                        agent_auth, config, endpoint, request, address, origin, responder,
+                        agent_auth,
+                        self.login.as_deref(),
+                        config,
+                        endpoint,
+                        request,
+                        address,
+                        origin,
+                        responder,
                     );
                     Box::pin(answer).await
                 }

@@ -87,6 +87,8 @@ pub struct Identity {
     pub scopes: HeaderValue,
     /// `X-Authmd-Tier`.
     pub tier: HeaderValue,
+    /// `X-Authmd-Operator`: the person who claimed the key, when one did.
+    pub operator: Option<HeaderValue>,
 }
 
 /// How to rewrite one request on its way out.
@@ -444,6 +446,9 @@ impl Upstream {
             headers.insert(headers::PRINCIPAL.clone(), identity.principal.clone());
             headers.insert(headers::SCOPES.clone(), identity.scopes.clone());
             headers.insert(headers::TIER.clone(), identity.tier.clone());
+            if let Some(operator) = &identity.operator {
+                headers.insert(headers::OPERATOR.clone(), operator.clone());
+            }
         }
         if !self.preserve_host {
             headers.remove(HOST);

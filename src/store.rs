@@ -78,6 +78,9 @@ pub struct KeyRecord {
     /// `{"rate_limits": ["10/s", "300/min"], "quota": "5000/month"}` (either member
     /// may be left out to keep the tier's).
     pub limits: Option<String>,
+    /// Who claimed it by signing in, as `X-Authmd-Operator` names them
+    /// (`<provider>:<handle>`); `None` when unclaimed or claimed otherwise.
+    pub operator: Option<String>,
 }
 
 impl KeyRecord {
@@ -116,6 +119,7 @@ impl KeyRecord {
             registration_id: None,
             updated_at: 0,
             limits: None,
+            operator: None,
         }
     }
 
@@ -178,6 +182,27 @@ pub struct RegistrationRecord {
     pub subject: Option<String>,
     /// Creation time.
     pub created_at: i64,
+    /// The person who claimed it by signing in.
+    pub operator: Option<Operator>,
+}
+
+/// A person who claimed a registration by signing in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    /// The sign-in provider's id (`github`).
+    pub provider: String,
+    /// Their stable id there (the OIDC `sub`, the GitHub numeric id).
+    pub subject: String,
+    /// What people call them: a login, a name or an email (`octocat`).
+    pub handle: String,
+}
+
+impl Operator {
+    /// `<provider>:<handle>`, the value of `X-Authmd-Operator`.
+    #[must_use]
+    pub fn header(&self) -> String {
+        format!("{}:{}", self.provider, self.handle)
+    }
 }
 
 /// The outcome of a claim.
@@ -208,6 +233,8 @@ pub struct Claim<'a> {
     pub scopes: &'a [String],
     /// The claim time.
     pub now: i64,
+    /// The person who claimed it by signing in, if one did.
+    pub operator: Option<&'a Operator>,
 }
 
 /// What a rotation changes.

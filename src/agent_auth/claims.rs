@@ -1,22 +1,35 @@
 //! Claims (`POST claim`) and the human claim page (`GET claim?token=...`).
 //!
 //! A claim binds a registration to a verified identity and raises the same key's
-//! tier and scopes in place. The claim page shows the agent to the person who holds
-//! its claim URL and posts the claim back as a form.
+//! tier and scopes in place. Two proofs of who claims are accepted, as
+//! `registration.claim.accept` says: an identity assertion (ID-JAG) in a JSON
+//! claim, or a person signed in through `login.providers` on the claim page.
+//!
+//! The claim page, with sign-in: a browser without a session is sent to the
+//! sign-in page and comes back (`return_to` is the claim page itself); a signed-in
+//! person sees the agent and what the claim changes, and confirms with a form whose
+//! CSRF token is bound to their session. The claim records the person (provider,
+//! stable subject, handle) on the registration and the key; forwarded requests of
+//! the key then carry `X-Authmd-Operator`. The store's claim is conditional on the
+//! registration being unclaimed, so of two people racing one wins and the other
+//! is answered 409.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::registration::{check_assertion_type, names_of, narrow, subject};
 use super::{AgentAuth, Answer, Failure, json, parse_json, read_body, rfc3339};
+use crate::assertion::VerifiedAssertion;
 use crate::body::Body;
 use crate::clock::unix_now;
 use crate::config::{Claims, Config};
+use crate::login::{Login, Person, email_domain};
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
-use crate::store::{Claim, ClaimOutcome};
+use crate::store::{Claim, ClaimOutcome, KeyRecord, Operator, RegistrationRecord};
+use crate::web;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,44 +41,137 @@ pub(super) struct ClaimBody {
     assertion_type: Option<String>,
 }
 
+/// Who proved they claim.
+enum Claimant {
+    /// The claim token alone (`require_identity_to_claim: false`, no sign-in).
+    Token,
+    /// An identity assertion.
+    Assertion(VerifiedAssertion),
+    /// A person signed in on the claim page.
+    Person(Person),
+}
+
+/// True when the claim page signs people in: someone can, and a sign-in counts.
+fn signs_in(config: &Config, login: Option<&Login>) -> bool {
+    login.is_some() && config.login.enabled() && config.lifecycle.registration.claim.sign_in
+}
+
+/// True when `registration.claim.allowed` lets this claimant claim: an empty list
+/// lets everyone; an assertion matches by its email's domain only.
+fn allowed(config: &Config, claimant: &Claimant) -> bool {
+    let rules = &config.lifecycle.registration.claim.allowed;
+    if rules.is_empty() {
+        return true;
+    }
+    match claimant {
+        Claimant::Token => false,
+        Claimant::Person(person) => rules.iter().any(|rule| person.matches(rule)),
+        Claimant::Assertion(verified) => {
+            let domain = email_domain(verified.email.as_deref());
+            rules.iter().any(|rule| match rule {
+                crate::login::TierMatch::EmailDomain(d) => domain.as_deref() == Some(d),
+                crate::login::TierMatch::Org(_) | crate::login::TierMatch::Team(_) => false,
+            })
+        }
+    }
+}
+
 impl AgentAuth {
     /// `POST claim`: JSON `{claim_token}` / `{registration_id, identity_assertion}`,
     /// or the claim page's form.
-    pub async fn claim(&self, config: &Config, request: Request<Incoming>) -> Answer {
+    pub async fn claim(
+        &self,
+        config: &Config,
+        request: Request<Incoming>,
+        login: Option<&Login>,
+    ) -> Answer {
         let form = request
             .headers()
-            .get(CONTENT_TYPE)
+            .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
         if form {
-            let bytes =
-                read_body(request, &Method::POST, "application/x-www-form-urlencoded").await?;
-            let token = form_urlencoded::parse(&bytes)
-                .find(|(k, _)| k == "claim_token")
-                .map(|(_, v)| v.into_owned());
-            let body = ClaimBody {
-                claim_token: token,
-                registration_id: None,
-                identity_assertion: None,
-                assertion_type: None,
-            };
-            return match self.claim_body(config, body).await {
-                Ok(_) => Ok(page(
-                    StatusCode::OK,
-                    config,
-                    "Claimed",
-                    "<p>The agent's registration is now claimed: its key has the claimed tier and scopes.</p>",
-                )),
-                Err(failure) => Err(failure),
-            };
+            return self.claim_form(config, request, login).await;
         }
         let bytes = read_body(request, &Method::POST, "application/json").await?;
         let body: ClaimBody = parse_json(&bytes)?;
-        self.claim_body(config, body).await
+        self.claim_body(config, body, login).await
     }
 
-    async fn claim_body(&self, config: &Config, body: ClaimBody) -> Answer {
+    /// The claim page's form: with sign-in, the signed-in person's confirmation.
+    async fn claim_form(
+        &self,
+        config: &Config,
+        request: Request<Incoming>,
+        login: Option<&Login>,
+    ) -> Answer {
+        let (parts, body) = request.into_parts();
+        let Some(form) = web::form::read(&parts.headers, body).await else {
+            return Ok(web::error_page(
+                StatusCode::BAD_REQUEST,
+                "This claim cannot continue",
+                "The claim must come from the claim page's form.",
+            ));
+        };
+        let token = form.get("claim_token").unwrap_or_default().to_owned();
+        let now = unix_now();
+        let claimant = match login.filter(|_| signs_in(config, login)) {
+            None => {
+                // No sign-in here: the token alone, as a JSON claim would.
+                let body = ClaimBody {
+                    claim_token: Some(token),
+                    registration_id: None,
+                    identity_assertion: None,
+                    assertion_type: None,
+                };
+                self.claim_body(config, body, login).await?;
+                return Ok(claimed_page(config, None));
+            }
+            Some(login) => {
+                let Some(person) = login.session(&parts.headers, now) else {
+                    return Ok(web::error_page(
+                        StatusCode::UNAUTHORIZED,
+                        "You are not signed in",
+                        "Your sign-in has ended. Open the claim link again to sign in; nothing was claimed.",
+                    ));
+                };
+                if !form
+                    .get("csrf")
+                    .is_some_and(|t| login.csrf_ok(&parts.headers, t, now))
+                {
+                    return Ok(web::error_page(
+                        StatusCode::FORBIDDEN,
+                        "This form is not valid",
+                        "The claim form did not come from this page (its security token is missing or wrong). Nothing was claimed.",
+                    ));
+                }
+                Claimant::Person(person)
+            }
+        };
+        let registration = match self
+            .store
+            .registration_by_claim(&claim_hash(&token))
+            .await?
+        {
+            Some(registration) => registration,
+            None => {
+                return Ok(web::error_page(
+                    StatusCode::NOT_FOUND,
+                    "Unknown claim link",
+                    "This claim link is not valid. Nothing was claimed.",
+                ));
+            }
+        };
+        match self.complete(config, &registration, &claimant, now).await {
+            Ok(_) => Ok(claimed_page(config, Some(&claimant))),
+            Err(failure) => Ok(refusal_page(&failure)),
+        }
+    }
+
+    async fn claim_body(&self, config: &Config, body: ClaimBody, login: Option<&Login>) -> Answer {
         let settings = &config.lifecycle.registration;
+        let sign_in = signs_in(config, login);
+        let by_sign_in = "the operator claims by signing in on the `claim_url` page";
         let registration = match (&body.claim_token, &body.registration_id) {
             (Some(token), _) => self
                 .store
@@ -95,32 +201,78 @@ impl AgentAuth {
                 ));
             }
         };
-        let verified = match &body.identity_assertion {
+        if registration.claimed_at.is_some() {
+            return Err(LifecycleError::PreviouslyClaimed.into());
+        }
+        let claimant = match &body.identity_assertion {
             Some(assertion) => {
-                if !self.verifier.is_enabled() {
-                    return Err(LifecycleError::IdentityAssertionNotEnabled.into());
+                if !self.verifier.is_enabled() || !settings.claim.identity_assertion {
+                    return Err(match sign_in {
+                        true => {
+                            Failure::with(LifecycleError::IdentityAssertionNotEnabled, by_sign_in)
+                        }
+                        false => LifecycleError::IdentityAssertionNotEnabled.into(),
+                    });
                 }
                 check_assertion_type(body.assertion_type.as_deref())?;
-                Some(self.verify(assertion).await?)
+                Claimant::Assertion(self.verify(assertion).await?)
+            }
+            None if settings.require_identity_to_claim && sign_in => {
+                return Err(Failure::with(LifecycleError::IdentityRequired, by_sign_in));
             }
             None if settings.require_identity_to_claim => {
                 return Err(LifecycleError::IdentityRequired.into());
             }
-            None => None,
+            None => Claimant::Token,
         };
-        let now = unix_now();
+        let key = self
+            .complete(config, &registration, &claimant, unix_now())
+            .await?;
+        Ok(json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "registration_id": registration.id,
+                "status": "claimed",
+                "key_id": key.id,
+                "scopes": key.scopes,
+                "tier": key.tier,
+            }),
+        ))
+    }
+
+    /// Claims `registration` for `claimant`: checks, the store's conditional
+    /// claim, the key table.
+    async fn complete(
+        &self,
+        config: &Config,
+        registration: &RegistrationRecord,
+        claimant: &Claimant,
+        now: i64,
+    ) -> Result<KeyRecord, Failure> {
+        let settings = &config.lifecycle.registration;
         if registration.claimed_at.is_some() {
             return Err(LifecycleError::PreviouslyClaimed.into());
         }
         if registration.claim_expires_at.is_some_and(|at| now >= at) {
             return Err(LifecycleError::ClaimExpired.into());
         }
-        let subject = match &verified {
-            Some(verified) => {
+        if !allowed(config, claimant) {
+            return Err(LifecycleError::ClaimNotAllowed.into());
+        }
+        let (subject, operator) = match claimant {
+            Claimant::Assertion(verified) => {
                 self.consume(verified, now).await?;
-                subject(verified)
+                (subject(verified), None)
             }
-            None => "claim-token".to_owned(),
+            Claimant::Person(person) => (
+                person.principal(),
+                Some(Operator {
+                    provider: person.provider.clone(),
+                    subject: person.subject.clone(),
+                    handle: person.handle().to_owned(),
+                }),
+            ),
+            Claimant::Token => ("claim-token".to_owned(), None),
         };
         let key = self.store.key(&registration.key_id).await?;
         let requested = key.as_ref().map(|k| {
@@ -144,21 +296,13 @@ impl AgentAuth {
             tier,
             scopes: &scope_names,
             now,
+            operator: operator.as_ref(),
         };
         match self.store.claim(&claim).await? {
             ClaimOutcome::Claimed(key) => {
                 self.apply(&key).await;
-                tracing::info!(registration = %registration.id, key = %key.id, "registration claimed");
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "registration_id": registration.id,
-                        "status": "claimed",
-                        "key_id": key.id,
-                        "scopes": key.scopes,
-                        "tier": key.tier,
-                    }),
-                ))
+                tracing::info!(registration = %registration.id, key = %key.id, by_sign_in = operator.is_some(), "registration claimed");
+                Ok(*key)
             }
             ClaimOutcome::NotFound => Err(LifecycleError::RegistrationNotFound.into()),
             ClaimOutcome::Expired => Err(LifecycleError::ClaimExpired.into()),
@@ -168,7 +312,12 @@ impl AgentAuth {
     }
 
     /// `GET claim?token=...`: the page a human operator opens from the claim URL.
-    pub async fn claim_page(&self, config: &Config, request: &Request<Incoming>) -> Answer {
+    pub async fn claim_page(
+        &self,
+        config: &Config,
+        request: &Request<Incoming>,
+        login: Option<&Login>,
+    ) -> Answer {
         if request.method() != Method::GET && request.method() != Method::HEAD {
             return Err(
                 Rejection::MethodNotAllowed(MethodSet::of(&["GET", "HEAD", "POST"])).into(),
@@ -180,11 +329,10 @@ impl AgentAuth {
                 .map(|(_, v)| v.into_owned())
         });
         let Some(token) = token else {
-            return Ok(page(
+            return Ok(web::error_page(
                 StatusCode::BAD_REQUEST,
-                config,
                 "No claim token",
-                "<p>This link is missing its claim token. Ask the agent for the full <code>claim_url</code> it received when it registered.</p>",
+                "This link is missing its claim token. Ask the agent for the full claim_url it received when it registered.",
             ));
         };
         let Some(registration) = self
@@ -192,125 +340,168 @@ impl AgentAuth {
             .registration_by_claim(&claim_hash(&token))
             .await?
         else {
-            return Ok(page(
+            return Ok(web::error_page(
                 StatusCode::NOT_FOUND,
-                config,
                 "Unknown claim link",
-                "<p>This claim link is not valid. It may have been mistyped, or the registration may not exist.</p>",
+                "This claim link is not valid. It may have been mistyped, or the registration may not exist.",
             ));
         };
         let now = unix_now();
         let settings = &config.lifecycle.registration;
         let key = self.store.key(&registration.key_id).await?;
-        let name = escape(
-            registration
-                .client_name
-                .as_deref()
-                .unwrap_or("an unnamed agent"),
-        );
-        let current = key.as_ref().map(|k| k.scopes.join(" ")).unwrap_or_default();
-        let claimed = config.scopes.names(&settings.claimed_scopes);
-        let facts = format!(
-            "<dl><dt>Agent</dt><dd>{name}</dd><dt>Registration</dt><dd><code>{}</code>, {}</dd>\
-             <dt>Now</dt><dd>tier <code>{}</code>, scopes <code>{}</code></dd>\
-             <dt>After the claim</dt><dd>tier <code>{}</code>, scopes <code>{}</code></dd></dl>",
-            escape(&registration.id),
-            rfc3339(registration.created_at),
-            escape(key.as_ref().map_or("", |k| k.tier.as_str())),
-            escape(&current),
-            escape(&config.tiers.get(settings.claimed_tier).name),
-            escape(&claimed),
-        );
-        let (status, title, action) = if registration.claimed_at.is_some() {
-            (
+        if registration.claimed_at.is_some() {
+            return Ok(web::error_page(
                 StatusCode::CONFLICT,
                 "Already claimed",
-                "<p>This registration has been claimed already.</p>".to_owned(),
-            )
-        } else if key.as_ref().is_none_or(|k| k.revoked_at.is_some()) {
-            (
+                "This registration has been claimed already.",
+            ));
+        }
+        if key.as_ref().is_none_or(|k| k.revoked_at.is_some()) {
+            return Ok(web::error_page(
                 StatusCode::GONE,
                 "Registration revoked",
-                "<p>The agent's credential was revoked; there is nothing left to claim.</p>"
-                    .to_owned(),
-            )
-        } else if registration.claim_expires_at.is_some_and(|at| now >= at) {
-            (StatusCode::GONE, "Claim link expired", "<p>This claim link has expired. The agent can register again to get a new one.</p>".to_owned())
-        } else if settings.require_identity_to_claim {
+                "The agent's credential was revoked; there is nothing left to claim.",
+            ));
+        }
+        if registration.claim_expires_at.is_some_and(|at| now >= at) {
+            return Ok(web::error_page(
+                StatusCode::GONE,
+                "Claim link expired",
+                "This claim link has expired. The agent can register again to get a new one.",
+            ));
+        }
+        let expires = rfc3339(registration.claim_expires_at.unwrap_or(now));
+        let facts = facts(config, &registration, key.as_ref());
+        if let Some(login) = login.filter(|_| signs_in(config, login)) {
+            let Some(person) = login.session(request.headers(), now) else {
+                let return_to = format!(
+                    "{}?{}",
+                    config.endpoints.claim,
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair("token", &token)
+                        .finish()
+                );
+                return Ok(web::see_other(&login.login_url(&return_to)));
+            };
+            let claimant = Claimant::Person(person);
+            let Claimant::Person(person) = &claimant else {
+                return Err(LifecycleError::StoreUnavailable.into());
+            };
+            if !allowed(config, &claimant) {
+                let content = html! {
+                    (facts)
+                    p.error { "You are signed in as " strong { (person.handle()) } ", who may not claim agents here. Sign in with another account that may, or ask the operator of this API." }
+                    a.button.secondary href=(login.login_url(&format!("{}?{}", config.endpoints.claim, form_urlencoded::Serializer::new(String::new()).append_pair("token", &token).finish()))) { "Sign in with another account" }
+                };
+                return Ok(web::page(
+                    StatusCode::FORBIDDEN,
+                    "Not allowed to claim",
+                    content,
+                ));
+            }
+            let Some(csrf) = login.csrf_token(request.headers(), now) else {
+                return Err(LifecycleError::StoreUnavailable.into());
+            };
+            let provider = config
+                .login
+                .providers
+                .iter()
+                .find(|p| p.id == person.provider)
+                .map_or(person.provider.as_str(), |p| p.display_name.as_str());
+            let content = html! {
+                (facts)
+                p { "You are signed in as " strong { (person.handle()) } " through " (provider) ". Claiming makes you this agent's operator: the API sees your name on its requests." }
+                p.muted { "Claim it only if you run this agent. The link expires at " (expires) "." }
+                form method="post" action=(config.endpoints.claim) {
+                    input type="hidden" name="claim_token" value=(token);
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" { "Claim this agent" }
+                }
+            };
+            return Ok(web::page(StatusCode::OK, "Claim this agent", content));
+        }
+        let content = if settings.require_identity_to_claim {
             let how = match config.claims() {
-                Claims::ByIdentity => format!(
-                    "the agent completes it by sending <code>POST {}</code> with the registration id above and an <code>identity_assertion</code> naming you",
-                    escape(&config.endpoints.claim),
+                Claims::ByIdentity | Claims::BySignIn => format!(
+                    "the agent completes it by sending POST {} with the registration id above and an identity_assertion naming you",
+                    config.endpoints.claim,
                 ),
                 Claims::Nothing | Claims::Unavailable | Claims::ByToken => {
                     "this server trusts no identity provider for that, so the claim cannot be completed here".to_owned()
                 }
             };
-            (
-                StatusCode::OK,
-                "Claim this agent",
-                format!(
-                    "<p>Claiming links this agent to a verified identity. This API requires the claim to carry an identity assertion from a trusted identity provider: {how}. The link expires at {}.</p>",
-                    rfc3339(registration.claim_expires_at.unwrap_or(now)),
-                ),
-            )
+            html! {
+                (facts)
+                p { "Claiming links this agent to a verified identity. This API requires the claim to carry an identity assertion from a trusted identity provider: " (how) ". The link expires at " (expires) "." }
+            }
         } else {
-            (
-                StatusCode::OK,
-                "Claim this agent",
-                format!(
-                    "<p>Claim this agent if you operate it. The link expires at {}.</p>\
-                 <form method=\"post\" action=\"{}\"><input type=\"hidden\" name=\"claim_token\" value=\"{}\"><button type=\"submit\">Claim</button></form>",
-                    rfc3339(registration.claim_expires_at.unwrap_or(now)),
-                    escape(&config.endpoints.claim),
-                    escape(&token),
-                ),
-            )
+            html! {
+                (facts)
+                p { "Claim this agent if you operate it. The link expires at " (expires) "." }
+                form method="post" action=(config.endpoints.claim) {
+                    input type="hidden" name="claim_token" value=(token);
+                    button type="submit" { "Claim" }
+                }
+            }
         };
-        Ok(page(status, config, title, &format!("{facts}{action}")))
+        Ok(web::page(StatusCode::OK, "Claim this agent", content))
     }
+}
+
+/// The agent, and what a claim changes.
+fn facts(config: &Config, registration: &RegistrationRecord, key: Option<&KeyRecord>) -> Markup {
+    let settings = &config.lifecycle.registration;
+    let name = registration
+        .client_name
+        .as_deref()
+        .unwrap_or("an unnamed agent");
+    let current = key.map(|k| k.scopes.join(" ")).unwrap_or_default();
+    let claimed = config.scopes.names(&settings.claimed_scopes);
+    html! {
+        p { strong { (config.service.name) } }
+        dl {
+            dt { "Agent" } dd { (name) }
+            dt { "Registration" } dd { code { (registration.id) } ", registered " (rfc3339(registration.created_at)) }
+            dt { "Now" } dd { "tier " code { (key.map_or("", |k| k.tier.as_str())) } ", scopes " code { (current) } }
+            dt { "After the claim" } dd { "tier " code { (config.tiers.get(settings.claimed_tier).name) } ", scopes " code { (claimed) } }
+        }
+    }
+}
+
+fn claimed_page(config: &Config, claimant: Option<&Claimant>) -> Response<Body> {
+    let who = match claimant {
+        Some(Claimant::Person(person)) => Some(person.handle().to_owned()),
+        Some(Claimant::Assertion(_) | Claimant::Token) | None => None,
+    };
+    let content = html! {
+        p { "The agent's registration is now claimed: its key has the claimed tier and scopes." }
+        @if let Some(who) = who {
+            p { "You (" strong { (who) } ") are its operator on " (config.service.name) "." }
+        }
+        p.muted { "You can close this page." }
+    };
+    web::page(StatusCode::OK, "Claimed", content)
+}
+
+/// A page for a claim refused after the form was posted: the refusal's status
+/// and message.
+fn refusal_page(failure: &Failure) -> Response<Body> {
+    let Rejection::Lifecycle(error) = failure.rejection else {
+        return web::error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Try again in a moment",
+            "The claim could not be completed right now. Nothing was claimed.",
+        );
+    };
+    let (status, _, _, message) = error.describe();
+    let title = if error == LifecycleError::PreviouslyClaimed {
+        "Already claimed"
+    } else {
+        "Not claimed"
+    };
+    web::error_page(status, title, &format!("Nothing was claimed: {message}."))
 }
 
 pub(super) fn claim_hash(token: &str) -> [u8; 32] {
     *blake3::hash(token.as_bytes()).as_bytes()
-}
-
-/// A small HTML page; never cached, never sent as a referrer.
-fn page(status: StatusCode, config: &Config, title: &str, body: &str) -> Response<Body> {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title} - {service}</title>\
-         <meta name=\"viewport\" content=\"width=device-width\"></head><body><h1>{title}</h1>\
-         <p>{service}</p>{body}</body></html>",
-        service = escape(&config.service.name),
-    );
-    let mut response = Response::new(Body::full(html));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        "content-security-policy",
-        HeaderValue::from_static("default-src 'none'; form-action 'self'"),
-    );
-    headers.insert("x-frame-options", HeaderValue::from_static("DENY"));
-    response
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
 }

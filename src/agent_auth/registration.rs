@@ -172,6 +172,7 @@ impl AgentAuth {
             claimed_at: None,
             subject: None,
             created_at: now,
+            operator: None,
         };
         self.store.insert_registration(&registration, &key).await?;
         self.apply(&key).await;
@@ -231,6 +232,7 @@ impl AgentAuth {
             claimed_at: Some(now),
             subject: Some(subject(verified)),
             created_at: now,
+            operator: None,
         };
         self.consume(verified, now).await?;
         self.store.insert_registration(&registration, &key).await?;

@@ -8,6 +8,7 @@ use super::load::Loader;
 use super::raw;
 use super::values::{DAY, MILLISECOND, MINUTE};
 use crate::credentials::CredentialRules;
+use crate::login::TierMatch;
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
 use crate::store::postgres::{self, PostgresTls};
@@ -79,6 +80,30 @@ pub struct Registration {
     /// The registration answer also carries an access token minted from the new key
     /// (Toromarket-style "a token back immediately"); needs `tokens:`.
     pub access_token: bool,
+    /// `registration.claim`: what proves who claims, and who may.
+    pub claim: ClaimRules,
+}
+
+/// `registration.claim:`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRules {
+    /// An identity assertion (ID-JAG) from a trusted issuer may prove who claims.
+    pub identity_assertion: bool,
+    /// A person signed in through `login.providers` may claim on the claim page.
+    pub sign_in: bool,
+    /// Who may claim (a signed-in person, or an assertion's verified email): one of
+    /// these must match; none: anyone who proved who they are.
+    pub allowed: Vec<TierMatch>,
+}
+
+impl Default for ClaimRules {
+    fn default() -> Self {
+        ClaimRules {
+            identity_assertion: true,
+            sign_in: true,
+            allowed: Vec::new(),
+        }
+    }
 }
 
 /// How an anonymous registration is claimed on this deployment (what its answer
@@ -96,30 +121,46 @@ pub enum Claims {
     ByToken,
     /// A claim carries an identity assertion (an ID-JAG) from a trusted issuer.
     ByIdentity,
+    /// The operator signs in on the claim page (through `login.providers`) and
+    /// confirms; an identity assertion may also claim where one is accepted.
+    BySignIn,
 }
 
 impl Claims {
     /// True when a registration answer offers a claim (`claim_url`, `claim_token`).
     #[must_use]
     pub fn offered(self) -> bool {
-        matches!(self, Claims::ByToken | Claims::ByIdentity)
+        matches!(
+            self,
+            Claims::ByToken | Claims::ByIdentity | Claims::BySignIn
+        )
     }
 }
 
 impl Registration {
     /// How anonymous registrations are claimed, when agents can register at all;
-    /// `identity_issuer`: a trusted issuer carries identity assertions.
+    /// `identity_issuer`: a trusted issuer carries identity assertions;
+    /// `sign_in`: people can sign in (`login.providers`).
     #[must_use]
-    pub fn claims(&self, identity_issuer: bool) -> Claims {
+    pub fn claims(&self, identity_issuer: bool, sign_in: bool) -> Claims {
         if !self.enabled || !self.anonymous {
             Claims::Nothing
         } else if !self.require_identity_to_claim {
             Claims::ByToken
-        } else if identity_issuer {
+        } else if sign_in && self.claim.sign_in {
+            Claims::BySignIn
+        } else if identity_issuer && self.claim.identity_assertion {
             Claims::ByIdentity
         } else {
             Claims::Unavailable
         }
+    }
+
+    /// True when an identity assertion may claim, given that a trusted issuer
+    /// carries them (`identity_issuer`).
+    #[must_use]
+    pub fn assertion_claims(&self, identity_issuer: bool) -> bool {
+        identity_issuer && self.claim.identity_assertion
     }
 
     /// True when a claim raises something: a higher tier, or more scopes.
@@ -364,7 +405,46 @@ impl Loader {
             identity_per_hour: raw.identity_per_hour.unwrap_or(60),
             accept_resource_audience: raw.accept_resource_audience,
             access_token: raw.access_token,
+            claim: self.claim_rules(raw.claim),
         }
+    }
+
+    /// `registration.claim`.
+    fn claim_rules(&mut self, raw: Option<raw::RawClaim>) -> ClaimRules {
+        let Some(raw) = raw else {
+            return ClaimRules::default();
+        };
+        let mut rules = ClaimRules::default();
+        if let Some(accept) = raw.accept {
+            if accept.is_empty() {
+                self.error(
+                    "registration.claim.accept",
+                    "name at least one of `identity_assertion`, `sign_in` (or leave `accept` out for both)",
+                );
+            }
+            rules.identity_assertion = accept.contains(&raw::RawClaimProof::IdentityAssertion);
+            rules.sign_in = accept.contains(&raw::RawClaimProof::SignIn);
+        }
+        for (i, allowed) in raw.allowed.into_iter().enumerate() {
+            let path = format!("registration.claim.allowed[{i}]");
+            let lower = |v: String| v.trim().to_ascii_lowercase();
+            match (allowed.email_domain, allowed.org, allowed.team) {
+                (Some(domain), None, None) => {
+                    let domain = lower(domain);
+                    let domain = domain.strip_prefix('@').unwrap_or(&domain).to_owned();
+                    rules.allowed.push(TierMatch::EmailDomain(domain));
+                }
+                (None, Some(org), None) => rules.allowed.push(TierMatch::Org(lower(org))),
+                (None, None, Some(team)) if team.contains('/') => {
+                    rules.allowed.push(TierMatch::Team(lower(team)));
+                }
+                (None, None, Some(_)) => {
+                    self.error(&format!("{path}.team"), "a team is `org/team-slug`");
+                }
+                _ => self.error(&path, "give exactly one of `email_domain`, `org`, `team`"),
+            }
+        }
+        rules
     }
 
     /// Warns where anonymous registrations are claimed in a way an operator may
@@ -373,34 +453,47 @@ impl Loader {
         &mut self,
         lifecycle: &Lifecycle,
         identity_issuer: bool,
+        sign_in: bool,
         tiers: &Tiers,
     ) {
         let registration = &lifecycle.registration;
+        if lifecycle.registers()
+            && registration.claim.sign_in
+            && !sign_in
+            && registration.claim != ClaimRules::default()
+        {
+            self.warn(
+                "registration.claim.accept",
+                "`sign_in` needs `login.providers`: no one can sign in on the claim page",
+            );
+        }
         if !lifecycle.registers() || !registration.claim_raises() {
             return;
         }
         let tier = &tiers.get(registration.tier).name;
         let claimed = &tiers.get(registration.claimed_tier).name;
-        match registration.claims(identity_issuer) {
-            Claims::Nothing | Claims::ByIdentity => {}
+        match registration.claims(identity_issuer, sign_in) {
+            Claims::Nothing | Claims::ByIdentity | Claims::BySignIn => {}
             Claims::ByToken => self.warn(
                 "registration.require_identity_to_claim",
                 format!(
                     "`false` lets any agent claim itself into the `{claimed}` tier: its registration answer \
                      hands it the claim token, and posting that token back is the claim (two requests). The \
-                     claim page signs no one in, so only an identity assertion shows that a person claimed: set \
-                     `true` and trust an identity provider under `trusted_issuers` (`identity_assertions: true`), \
-                     or let a claim raise nothing (`claimed_tier` and `claimed_scopes` no more than `tier` and \
+                     claim token alone proves no person claimed: set `true` and let people sign in on the claim \
+                     page (`login.providers`) or trust an identity provider under `trusted_issuers` \
+                     (`identity_assertions: true`), or let a claim raise nothing (`claimed_tier` and `claimed_scopes` no more than `tier` and \
                      `scopes`)"
                 ),
             ),
             Claims::Unavailable => self.warn(
                 "registration.require_identity_to_claim",
                 format!(
-                    "a claim needs an identity assertion, and no entry of `trusted_issuers` carries one \
-                     (`identity_assertions: true`): no claim can be completed, so anonymous registrations stay \
-                     in the `{tier}` tier and their answers offer no claim. Trust an identity provider under \
-                     `trusted_issuers` to make the `{claimed}` tier reachable by a claim"
+                    "a claim needs an identity assertion or a sign-in, and neither is accepted here (no entry of \
+                     `trusted_issuers` carries identity assertions with `identity_assertions: true`, and no one \
+                     signs in through `login.providers`; `registration.claim.accept` says which count): no claim \
+                     can be completed, so anonymous registrations stay in the `{tier}` tier and their answers \
+                     offer no claim. Let people sign in, or trust an identity provider under `trusted_issuers`, \
+                     to make the `{claimed}` tier reachable by a claim"
                 ),
             ),
         }

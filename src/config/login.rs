@@ -125,6 +125,8 @@ pub(super) struct LoginContext<'a> {
     pub(super) data_dir: &'a Path,
     pub(super) endpoints: &'a Endpoints,
     pub(super) service_name: &'a str,
+    /// `registration.claim.allowed`: its organizations and teams matter too.
+    pub(super) claim_allowed: &'a [TierMatch],
 }
 
 impl Loader {
@@ -133,6 +135,7 @@ impl Loader {
             login: cx.endpoints.login.clone(),
             callback: cx.endpoints.login_callback.clone(),
             authorize: cx.endpoints.authorize.clone(),
+            claim: cx.endpoints.claim.clone(),
         };
         let raw = raw.unwrap_or_default();
         let mut providers: Vec<ProviderSettings> = Vec::new();
@@ -176,7 +179,9 @@ impl Loader {
         let rule_orgs: Vec<String> = tiers
             .rules
             .iter()
-            .filter_map(|r| match &r.when {
+            .map(|r| &r.when)
+            .chain(cx.claim_allowed)
+            .filter_map(|when| match when {
                 TierMatch::Org(o) => Some(o.clone()),
                 TierMatch::EmailDomain(_) | TierMatch::Team(_) => None,
             })
@@ -184,7 +189,9 @@ impl Loader {
         let rule_teams: Vec<String> = tiers
             .rules
             .iter()
-            .filter_map(|r| match &r.when {
+            .map(|r| &r.when)
+            .chain(cx.claim_allowed)
+            .filter_map(|when| match when {
                 TierMatch::Team(t) => Some(t.clone()),
                 TierMatch::EmailDomain(_) | TierMatch::Org(_) => None,
             })

@@ -338,6 +338,33 @@ pub(crate) struct RawRegistration {
     pub(crate) accept_resource_audience: bool,
     #[serde(default)]
     pub(crate) access_token: bool,
+    pub(crate) claim: Option<RawClaim>,
+}
+
+/// `registration.claim:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClaim {
+    pub(crate) accept: Option<Vec<RawClaimProof>>,
+    #[serde(default)]
+    pub(crate) allowed: Vec<RawClaimAllowed>,
+}
+
+/// What may prove who claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum RawClaimProof {
+    IdentityAssertion,
+    SignIn,
+}
+
+/// One entry of `registration.claim.allowed`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClaimAllowed {
+    pub(crate) email_domain: Option<String>,
+    pub(crate) org: Option<String>,
+    pub(crate) team: Option<String>,
 }
 
 /// One trusted issuer (`trusted_issuers:`).

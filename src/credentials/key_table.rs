@@ -63,6 +63,8 @@ pub struct KeyEntry {
     /// Unix seconds of the last request it authenticated (coarse; flushed to the
     /// store in batches).
     pub last_used: AtomicI64,
+    /// `X-Authmd-Operator`: who claimed the key's registration by signing in.
+    pub operator: Option<HeaderValue>,
 }
 
 /// What precedes the id in `X-Authmd-Principal`.
@@ -84,6 +86,7 @@ impl KeyEntry {
             updated_at: 0,
             expires_at: i64::MAX,
             last_used: AtomicI64::new(0),
+            operator: None,
         })
     }
 

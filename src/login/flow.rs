@@ -79,7 +79,8 @@ pub(crate) fn random_token() -> Option<String> {
 }
 
 /// True when `value` is a place on this origin the browser may be sent back to:
-/// the authorization endpoint's path `authorize`, alone or with a query. Nothing
+/// the local path `authorize` (the authorization endpoint's, or the claim page's:
+/// the caller asks once per allowed path), alone or with a query. Nothing
 /// else (another path, another origin, `//host`, a scheme, a backslash, a
 /// fragment, a space or control character) — no open redirect.
 pub(crate) fn return_to_allowed(value: &str, authorize: &str) -> bool {
@@ -143,6 +144,16 @@ mod tests {
         }
         let long = format!("/oauth2/authorize?x={}", "a".repeat(MAX_RETURN_TO));
         assert!(!ok(&long));
+        let claim = |v| return_to_allowed(v, "/agent/auth/claim");
+        assert!(claim("/agent/auth/claim?token=clm_abc"));
+        for bad in [
+            "/agent/auth/claimX?token=a",
+            "/agent/auth/claim/../keys",
+            "//evil.example/agent/auth/claim",
+            "/agent/auth/claim?token=a#x",
+        ] {
+            assert!(!claim(bad), "{bad:?}");
+        }
     }
 
     #[test]

@@ -164,6 +164,7 @@ impl Github {
         Ok(Person {
             provider: self.id.clone(),
             subject: user.id.to_string(),
+            username: Some(user.login.clone()),
             name: Some(user.name.filter(|n| !n.is_empty()).unwrap_or(user.login)),
             email,
             groups,

@@ -168,6 +168,7 @@ impl Oidc {
         Ok(Person {
             provider: self.id.clone(),
             subject: claims.sub,
+            username: claims.preferred_username.clone(),
             name: claims.name.or(claims.preferred_username),
             email: claims.email.filter(|_| verified),
             groups: Vec::new(),

@@ -48,6 +48,7 @@ impl Default for LoginSettings {
                 login: "/oauth2/login".into(),
                 callback: "/oauth2/callback".into(),
                 authorize: "/oauth2/authorize".into(),
+                claim: "/agent/auth/claim".into(),
             },
             service_name: String::new(),
         }
@@ -93,8 +94,10 @@ pub struct LoginPaths {
     pub login: String,
     /// Providers redirect back to `<callback>/<provider id>`.
     pub callback: String,
-    /// The authorization endpoint: `return_to` must be a path below it.
+    /// The authorization endpoint: `return_to` may be it, with a query.
     pub authorize: String,
+    /// The agents' claim page: `return_to` may be it too, with a query.
+    pub claim: String,
 }
 
 /// One identity provider.

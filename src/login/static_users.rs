@@ -97,6 +97,7 @@ impl StaticProvider {
         Some(Person {
             provider: self.id.clone(),
             subject: user.username.clone(),
+            username: Some(user.username.clone()),
             name: user.name.clone(),
             email: user.email.clone(),
             groups: Vec::new(),

@@ -10,6 +10,7 @@ use crate::agent_auth::{self, AgentAuth, Answer, Failure};
 use crate::body::Body;
 use crate::config::Config;
 use crate::discovery::{self, Documents};
+use crate::login::Login;
 use crate::metrics::LocalEndpoint;
 use crate::oauth;
 use crate::policy::HostId;
@@ -120,9 +121,15 @@ pub(super) fn find<B>(
 }
 
 /// Answers a credential lifecycle endpoint for a client at `address` that
-/// addressed `origin`; `agent_auth` is `None` without a store.
+/// addressed `origin`; `agent_auth` is `None` without a store, `login` without
+/// sign-in.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "the request's parts and the generation's services, each one argument"
+)]
 pub(super) async fn lifecycle(
     agent_auth: Option<&AgentAuth>,
+    login: Option<&Login>,
     config: &Config,
     endpoint: Lifecycle,
     request: Request<Incoming>,
@@ -135,9 +142,9 @@ pub(super) async fn lifecycle(
         (_, None) => Err(Failure::from(LifecycleError::StoreUnavailable)),
         (Lifecycle::Register, Some(a)) => a.register(config, request, address, origin).await,
         (Lifecycle::Claim, Some(a)) if request.method() == http::Method::POST => {
-            a.claim(config, request).await
+            a.claim(config, request, login).await
         }
-        (Lifecycle::Claim, Some(a)) => a.claim_page(config, &request).await,
+        (Lifecycle::Claim, Some(a)) => a.claim_page(config, &request, login).await,
         (Lifecycle::AgentRevoke, Some(a)) => a.agent_revoke(config, request).await,
         (Lifecycle::Keys, Some(a)) => a.keys(config, request, address).await,
         (Lifecycle::Key { rotate }, Some(a)) => {

@@ -22,6 +22,8 @@ pub static PRINCIPAL: HeaderName = HeaderName::from_static("x-authmd-principal")
 pub static SCOPES: HeaderName = HeaderName::from_static("x-authmd-scopes");
 /// `X-Authmd-Tier`.
 pub static TIER: HeaderName = HeaderName::from_static("x-authmd-tier");
+/// `X-Authmd-Operator`: `<provider>:<handle>` of the person who claimed the key.
+pub static OPERATOR: HeaderName = HeaderName::from_static("x-authmd-operator");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");

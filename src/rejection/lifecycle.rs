@@ -53,6 +53,8 @@ pub enum LifecycleError {
     IdentityRequired,
     /// The registration's key was revoked.
     RegistrationRevoked,
+    /// The person is not among those `registration.claim.allowed` lets claim.
+    ClaimNotAllowed,
     /// Too many registrations from this address; retry after the given seconds.
     RateLimited {
         /// Seconds until a registration is allowed again.
@@ -85,6 +87,7 @@ impl LifecycleError {
         LifecycleError::PreviouslyClaimed,
         LifecycleError::IdentityRequired,
         LifecycleError::RegistrationRevoked,
+        LifecycleError::ClaimNotAllowed,
         LifecycleError::RateLimited { retry_after: 0 },
         LifecycleError::StoreUnavailable,
     ];
@@ -228,6 +231,12 @@ impl LifecycleError {
                 "REGISTRATION_REVOKED",
                 "the registration's credential was revoked; register again",
             ),
+            E::ClaimNotAllowed => (
+                S::FORBIDDEN,
+                "access_denied",
+                "CLAIM_NOT_ALLOWED",
+                "this person may not claim agents here (not in an allowed email domain, organization or team)",
+            ),
             E::RateLimited { .. } => (
                 S::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -264,7 +273,8 @@ impl LifecycleError {
             | LifecycleError::ClaimExpired
             | LifecycleError::PreviouslyClaimed
             | LifecycleError::IdentityRequired
-            | LifecycleError::RegistrationRevoked => None,
+            | LifecycleError::RegistrationRevoked
+            | LifecycleError::ClaimNotAllowed => None,
         }
     }
 }

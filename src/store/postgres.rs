@@ -569,25 +569,43 @@ impl PostgresStore {
             {
                 return Ok(ClaimOutcome::Expired);
             }
+            let (provider, subject, handle) = match claim.operator {
+                Some(o) => (Some(&o.provider), Some(&o.subject), Some(&o.handle)),
+                None => (None, None, None),
+            };
+            // Conditional on still being unclaimed, besides the row lock.
+            let changed = tx
+                .execute(
+                    "UPDATE registrations SET claimed_at = $2, subject = $3, operator_provider = $4,
+                     operator_subject = $5, operator_handle = $6 WHERE id = $1 AND claimed_at IS NULL",
+                    &[
+                        &claim.registration_id,
+                        &claim.now,
+                        &claim.subject,
+                        &provider,
+                        &subject,
+                        &handle,
+                    ],
+                )
+                .await?;
+            if changed == 0 {
+                return Ok(ClaimOutcome::AlreadyClaimed);
+            }
+            let operator = claim.operator.map(crate::store::Operator::header);
             let row = tx
                 .query_opt(
                     &format!(
-                        "UPDATE keys SET tier = $2, scopes = $3, updated_at = {DB_NOW_MS}
+                        "UPDATE keys SET tier = $2, scopes = $3, operator = $4, updated_at = {DB_NOW_MS}
                          WHERE id = $1 AND revoked_at IS NULL
                          RETURNING {KEY_COLUMNS}"
                     ),
-                    &[&registration.key_id, &claim.tier, &scopes],
+                    &[&registration.key_id, &claim.tier, &scopes, &operator],
                 )
                 .await?;
             let Some(row) = row else {
                 return Ok(ClaimOutcome::KeyRevoked);
             };
             let key = rows::key(&row)?;
-            tx.execute(
-                "UPDATE registrations SET claimed_at = $2, subject = $3 WHERE id = $1",
-                &[&claim.registration_id, &claim.now, &claim.subject],
-            )
-            .await?;
             announce(&tx, channel, &key.id).await?;
             tx.commit().await?;
             Ok(ClaimOutcome::Claimed(Box::new(key)))

@@ -8,17 +8,17 @@
 
 use std::borrow::Cow;
 
-use super::{KeyRecord, RegistrationKind, RegistrationRecord};
+use super::{KeyRecord, Operator, RegistrationKind, RegistrationRecord};
 use crate::credentials::KeyHash;
 
 /// The columns of `keys`, in the order [`key_values`] writes and [`key`] reads them.
 pub(super) const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tier, created_at, expires_at, \
-     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at, limits";
+     revoked_at, last_used_at, previous_hash, previous_expires_at, registration_id, updated_at, limits, operator";
 
 /// The columns of `registrations`, in the order [`registration_values`] writes and
 /// [`registration`] reads them.
-pub(super) const REGISTRATION_COLUMNS: &str =
-    "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at";
+pub(super) const REGISTRATION_COLUMNS: &str = "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at, \
+     operator_provider, operator_subject, operator_handle";
 
 /// The columns of `used_assertions`.
 pub(super) const USED_ASSERTION_COLUMNS: &str = "issuer, jti, expires_at";
@@ -105,7 +105,7 @@ fn scopes(text: &str) -> Vec<String> {
 }
 
 /// A key's values, in [`KEY_COLUMNS`] order; `updated_at` is the store's clock.
-pub(super) fn key_values(key: &KeyRecord) -> [Value<'_>; 16] {
+pub(super) fn key_values(key: &KeyRecord) -> [Value<'_>; 17] {
     [
         key.id.as_str().into(),
         key.hash.0.as_slice().into(),
@@ -123,11 +123,13 @@ pub(super) fn key_values(key: &KeyRecord) -> [Value<'_>; 16] {
         key.registration_id.as_deref().into(),
         Value::Clock,
         key.limits.as_deref().into(),
+        key.operator.as_deref().into(),
     ]
 }
 
 /// A registration's values, in [`REGISTRATION_COLUMNS`] order.
-pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'_>; 9] {
+pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'_>; 12] {
+    let operator = registration.operator.as_ref();
     [
         registration.id.as_str().into(),
         registration.kind.as_str().into(),
@@ -142,6 +144,9 @@ pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'
         registration.claimed_at.into(),
         registration.subject.as_deref().into(),
         registration.created_at.into(),
+        operator.map(|o| o.provider.as_str()).into(),
+        operator.map(|o| o.subject.as_str()).into(),
+        operator.map(|o| o.handle.as_str()).into(),
     ]
 }
 
@@ -175,6 +180,7 @@ pub(super) fn key<R: Columns>(row: &R) -> Result<KeyRecord, R::Error> {
         registration_id: row.optional_text(13)?,
         updated_at: row.integer(14)?,
         limits: row.optional_text(15)?,
+        operator: row.optional_text(16)?,
     })
 }
 
@@ -195,6 +201,18 @@ pub(super) fn registration<R: Columns>(row: &R) -> Result<RegistrationRecord, R:
         claimed_at: row.optional_integer(6)?,
         subject: row.optional_text(7)?,
         created_at: row.integer(8)?,
+        operator: match (
+            row.optional_text(9)?,
+            row.optional_text(10)?,
+            row.optional_text(11)?,
+        ) {
+            (Some(provider), Some(subject), Some(handle)) => Some(Operator {
+                provider,
+                subject,
+                handle,
+            }),
+            _ => None,
+        },
     })
 }
 
@@ -260,6 +278,7 @@ mod tests {
             previous_hash: Some(KeyHash::of("old")),
             previous_expires_at: Some(20),
             expires_at: Some(30),
+            operator: Some("github:octocat".into()),
             ..KeyRecord::new(
                 "key_1".into(),
                 KeyHash::of("secret"),
@@ -294,6 +313,11 @@ mod tests {
             claimed_at: None,
             subject: None,
             created_at: 10,
+            operator: Some(Operator {
+                provider: "github".into(),
+                subject: "583231".into(),
+                handle: "octocat".into(),
+            }),
         };
         let values = registration_values(&registration);
         assert_eq!(values.len(), columns(REGISTRATION_COLUMNS));
@@ -334,6 +358,7 @@ mod tests {
             claimed_at: Some(10),
             subject: Some("https://issuer sub".into()),
             created_at: 10,
+            operator: None,
         };
         let mut values = registration_values(&registration);
         values[1] = "robot".into();

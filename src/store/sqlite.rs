@@ -90,6 +90,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
     grants::MIGRATION,
     grants::CLIENT_SWEEP_MIGRATION,
+    // Who claimed a registration by signing in, and the key's `X-Authmd-Operator`.
+    "ALTER TABLE registrations ADD COLUMN operator_provider TEXT;
+    ALTER TABLE registrations ADD COLUMN operator_subject TEXT;
+    ALTER TABLE registrations ADD COLUMN operator_handle TEXT;
+    CREATE INDEX registrations_operator ON registrations (operator_provider, operator_subject);
+    ALTER TABLE keys ADD COLUMN operator TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
@@ -418,6 +424,7 @@ impl SqliteStore {
         let tier = claim.tier.to_owned();
         let scopes = rows::scopes_text(claim.scopes);
         let now = claim.now;
+        let operator = claim.operator.cloned();
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -439,21 +446,44 @@ impl SqliteStore {
             if registration.claim_expires_at.is_some_and(|at| now >= at) {
                 return Ok(ClaimOutcome::Expired);
             }
+            // Conditional: only an unclaimed registration is claimed, so of two
+            // claims racing exactly one changes a row.
+            let operator = operator.as_ref();
             let changed = tx
                 .execute(
-                    "UPDATE keys SET tier = ?2, scopes = ?3, updated_at = ?4
-                     WHERE id = ?1 AND revoked_at IS NULL",
-                    params![registration.key_id, tier, scopes, unix_now_ms()],
+                    "UPDATE registrations SET claimed_at = ?2, subject = ?3,
+                     operator_provider = ?4, operator_subject = ?5, operator_handle = ?6
+                     WHERE id = ?1 AND claimed_at IS NULL",
+                    params![
+                        registration_id,
+                        now,
+                        subject,
+                        operator.map(|o| o.provider.as_str()),
+                        operator.map(|o| o.subject.as_str()),
+                        operator.map(|o| o.handle.as_str()),
+                    ],
                 )
                 .map_err(unavailable)?;
             if changed == 0 {
+                return Ok(ClaimOutcome::AlreadyClaimed);
+            }
+            let changed = tx
+                .execute(
+                    "UPDATE keys SET tier = ?2, scopes = ?3, updated_at = ?4, operator = ?5
+                     WHERE id = ?1 AND revoked_at IS NULL",
+                    params![
+                        registration.key_id,
+                        tier,
+                        scopes,
+                        unix_now_ms(),
+                        operator.map(super::Operator::header),
+                    ],
+                )
+                .map_err(unavailable)?;
+            if changed == 0 {
+                // Dropping the transaction rolls the registration's update back.
                 return Ok(ClaimOutcome::KeyRevoked);
             }
-            tx.execute(
-                "UPDATE registrations SET claimed_at = ?2, subject = ?3 WHERE id = ?1",
-                params![registration_id, now, subject],
-            )
-            .map_err(unavailable)?;
             let key = key_by_id(&tx, &registration.key_id)?;
             tx.commit().map_err(unavailable)?;
             Ok(key.map_or(ClaimOutcome::KeyRevoked, |key| {

@@ -11,6 +11,7 @@
 //! this process makes are applied by the writer itself, before it answers; the
 //! follower seeing them again later is harmless (the table ignores stale versions).
 
+use http::HeaderValue;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -125,6 +126,10 @@ impl Compiler {
         let entry = |hash: KeyHash, expires_at: Option<i64>| {
             let mut entry = KeyEntry::new(&record.id, hash, profile.clone())?.expiring(expires_at);
             entry.updated_at = record.updated_at;
+            entry.operator = record
+                .operator
+                .as_deref()
+                .and_then(|o| HeaderValue::from_str(o).ok());
             if let Some(at) = record.last_used_at {
                 entry.last_used = at.into();
             }

@@ -84,9 +84,9 @@ async fn anonymous_registration_grants_at_most_what_was_asked_and_allowed() {
             .unwrap()
             .starts_with("reg_")
     );
-    // The example trusts no issuer of identity assertions, which its claims need: it
-    // offers no claim (`self_claim` has the answers that do).
-    assert!(full.get("claim_token").is_none(), "{full}");
+    // The example's claims are made by a person signed in on the claim page (its
+    // `login:` demo account), so the answer offers one (`claims_signed_in` makes it).
+    assert!(full["claim_url"].as_str().is_some(), "{full}");
     assert_eq!(full["scopes"], json!(["offers:read", "offers:write"]));
     let key = full["credential"].as_str().unwrap();
     assert_eq!(status(&proxy, "POST", "/api/v1/offers", key).await, 200);
@@ -440,11 +440,13 @@ async fn a_rotation_grace_keeps_the_old_secret_working() {
 
 #[tokio::test]
 async fn claims_by_token_raise_the_key_once_and_the_page_escapes_what_agents_wrote() {
-    let proxy = proxy_with(
+    // Without sign-in (no `login:`): with it, the page signs the person in first
+    // (`claims_signed_in`).
+    let text = crate::support::example_without("login").replace(
         "require_identity_to_claim: true",
         "require_identity_to_claim: false",
-    )
-    .await;
+    );
+    let proxy = TestProxy::start(&text, None).await;
     let agent = register(
         &proxy,
         json!({"type": "anonymous", "client_name": "<script>x</script>"}),
@@ -549,10 +551,10 @@ async fn the_scope_list_and_the_metadata_name_every_endpoint() {
     let block = &metadata["agent_auth"];
     assert_eq!(block["register_uri"], proxy.url("/agent/auth/register"));
     assert_eq!(block["identity_endpoint"], block["register_uri"]);
-    // No claim can be completed without a trusted issuer: no claim endpoint is
-    // named (`self_claim` has the metadata that names it).
-    assert!(block.get("claim_uri").is_none(), "{block}");
-    assert!(block.get("claim_endpoint").is_none(), "{block}");
+    // A person signs in to claim (the example's `login:`): the claim endpoint is
+    // named (`self_claim` has the metadata without sign-in, which names none).
+    assert_eq!(block["claim_uri"], proxy.url("/agent/auth/claim"));
+    assert_eq!(block["claim_endpoint"], block["claim_uri"]);
     assert_eq!(block["revocation_uri"], proxy.url("/agent/auth/revoke"));
     assert_eq!(block["identity_types_supported"], json!(["anonymous"]));
 }

@@ -87,7 +87,7 @@ pub(crate) fn static_demo() -> String {
     )
 }
 
-fn oidc(idp: &OidcProvider) -> String {
+pub(crate) fn oidc(idp: &OidcProvider) -> String {
     format!(
         "    - id: corp
       kind: oidc
@@ -442,6 +442,10 @@ async fn return_to_leads_only_to_the_authorization_endpoint() {
         "/oauth2/authorize/../../admin",
         "/api/v1/auth/keys",
         "javascript:alert(1)",
+        "/agent/auth/claimX?token=clm_a",
+        "/agent/auth/claim/../../admin",
+        "//evil.example/agent/auth/claim",
+        "/agent/auth/keys",
     ] {
         for provider in ["", "&provider=corp"] {
             let url = format!("{login}?return_to={}{provider}", urlencode(bad));
@@ -472,6 +476,22 @@ async fn return_to_leads_only_to_the_authorization_endpoint() {
         .await;
     assert_page(&posted, 400);
     assert!(!sets_session(&posted));
+    // The claim page is the one other place a sign-in may return to.
+    let claim = "/agent/auth/claim?token=clm_abc";
+    let posted = browser
+        .post(
+            &login,
+            &[
+                ("provider", "demo"),
+                ("username", "ada"),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+                ("return_to", claim),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status(), 303);
+    assert_eq!(posted.headers()[LOCATION], claim);
 }
 
 /// Signs in through the OIDC provider: the answer of the callback.
@@ -691,7 +711,7 @@ async fn a_login_state_older_than_ten_minutes_is_refused() {
     assert_page(&stranger, 400);
 }
 
-fn octocat() -> Account {
+pub(crate) fn octocat() -> Account {
     Account {
         id: 583_231,
         login: "octocat".into(),

@@ -126,6 +126,7 @@ fn key(id: &str, owner: &str) -> KeyRecord {
         registration_id: None,
         updated_at: 0,
         limits: None,
+        operator: None,
     }
 }
 
@@ -140,6 +141,7 @@ fn registration(id: &str, key_id: &str) -> RegistrationRecord {
         claimed_at: None,
         subject: None,
         created_at: NOW,
+        operator: None,
     }
 }
 
@@ -190,7 +192,7 @@ async fn eight_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 6, "each migration is recorded once");
+    assert_eq!(versions, 7, "each migration is recorded once");
     let mut tables: Vec<String> = admin
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -300,6 +302,7 @@ async fn every_key_change_is_announced_to_other_replicas() {
             tier: "verified",
             scopes: &scopes,
             now: NOW + 20,
+            operator: None,
         })
         .await
         .unwrap();
@@ -555,6 +558,7 @@ async fn concurrent_claims_from_two_replicas_succeed_once() {
                         tier: "verified",
                         scopes: &scopes,
                         now: NOW + 10,
+                        operator: None,
                     })
                     .await
                     .unwrap()

@@ -1,5 +1,6 @@
 //! Agents must not promote themselves ("self-claim"). Where a claim must carry an
-//! identity assertion and no trusted issuer carries one (the example config), no
+//! identity assertion or a sign-in, no trusted issuer carries one and no one signs
+//! in (the example config without its `login:` section), no
 //! claim can be completed: the registration answer offers none and the metadata
 //! names no claim endpoint, and `check` says so. Where the claim token alone claims
 //! (`require_identity_to_claim: false`), the agent holds that token too: `check` and
@@ -35,6 +36,12 @@ fn with_issuer() -> String {
     )
 }
 
+/// The example config without sign-in (`login:`), where no claim can be
+/// completed; `claims_signed_in` has the claims the example's sign-in makes.
+fn no_sign_in() -> String {
+    crate::support::example_without("login")
+}
+
 /// The example config where the claim token alone claims.
 fn token_alone() -> String {
     assert!(EXAMPLE.contains(REQUIRED));
@@ -66,7 +73,7 @@ async fn agent_auth_block(proxy: &TestProxy) -> Value {
 
 #[tokio::test]
 async fn without_a_trusted_issuer_the_registration_answer_offers_no_claim() {
-    let proxy = TestProxy::example(None).await;
+    let proxy = TestProxy::start(&no_sign_in(), None).await;
     let answer = register(&proxy).await;
     assert!(
         answer["credential"]
@@ -141,8 +148,9 @@ fn check_stderr(yaml: &str) -> String {
 
 #[test]
 fn check_warns_that_no_claim_can_be_completed_without_a_trusted_issuer() {
-    let stderr = check_stderr(EXAMPLE);
-    let line = EXAMPLE
+    let example = no_sign_in();
+    let stderr = check_stderr(&example);
+    let line = example
         .lines()
         .position(|l| l.trim_start().starts_with(REQUIRED))
         .unwrap()
@@ -166,7 +174,7 @@ fn check_warns_that_agents_can_claim_themselves_with_the_token_alone() {
         "authmd-proxy: warning: FILE:",
         "registration.require_identity_to_claim: `false` lets any agent claim itself into the `verified` tier",
         "(two requests)",
-        "set `true` and trust an identity provider under `trusted_issuers`",
+        "set `true` and let people sign in on the claim page (`login.providers`) or trust an identity provider under `trusted_issuers`",
     ] {
         assert!(stderr.contains(words), "{words:?} in\n{stderr}");
     }

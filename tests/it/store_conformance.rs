@@ -41,6 +41,7 @@ fn key(id: &str, owner: &str) -> KeyRecord {
         registration_id: None,
         updated_at: 0,
         limits: Some(r#"{"quota":"10/day"}"#.into()),
+        operator: None,
     }
 }
 
@@ -55,6 +56,7 @@ fn registration(id: &str, key_id: &str) -> RegistrationRecord {
         claimed_at: None,
         subject: None,
         created_at: NOW,
+        operator: None,
     }
 }
 
@@ -330,6 +332,7 @@ async fn a_claim_raises_the_key_in_place_once(place: &Place) {
         tier: "verified",
         scopes: &scopes,
         now: NOW + 60,
+        operator: None,
     };
     let ClaimOutcome::Claimed(claimed) = store.claim(&claim).await.unwrap() else {
         panic!("the first claim succeeds");
@@ -369,6 +372,7 @@ async fn a_claim_fails_cleanly_when_expired_or_revoked(place: &Place) {
         tier: "verified",
         scopes: &scopes,
         now: NOW + 3600,
+        operator: None,
     };
     assert_eq!(store.claim(&late).await.unwrap(), ClaimOutcome::Expired);
     let untouched = store.key("key_1").await.unwrap().unwrap();

@@ -21,6 +21,10 @@ pub(super) fn offer(config: &Config) -> &'static str {
             ", `registration_id` (a claim names it, see Claim), and a `claim_url` (with its `claim_token`) for \
              your operator"
         }
+        Claims::BySignIn => {
+            ", `registration_id`, and a one-time `claim_url` (with its `claim_token`) to hand to your operator, \
+             who signs in to claim (see Claim)"
+        }
         Claims::Nothing | Claims::Unavailable => " and `registration_id`",
     }
 }
@@ -72,6 +76,42 @@ pub(super) fn claim(md: &mut String, config: &Config, origin: &str) {
                  once and expires after {ttl}.\n"
             );
             if !issuers.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "With an identity assertion for your operator, you can claim instead: {with_assertion}.\n"
+                );
+            }
+        }
+        Claims::BySignIn => {
+            let providers: Vec<String> = config
+                .login
+                .providers
+                .iter()
+                .map(|p| p.display_name.clone())
+                .collect();
+            let _ = writeln!(
+                md,
+                "A claim is your human operator taking responsibility for your registration; it raises the same \
+                 key, in place, to {raised}, and the upstream then sees who they are (`X-Authmd-Operator`). Give \
+                 the `claim_url` to your operator: they open it in a browser, sign in ({}), check what the claim \
+                 changes and confirm. Do not open it or send its `claim_token` yourself: only a signed-in person \
+                 can claim. Keep using your key meanwhile; once claimed, the same key has the new scopes on its \
+                 next request. The claim URL expires after {ttl}.\n",
+                providers.join(", "),
+            );
+            if !config.lifecycle.registration.claim.allowed.is_empty() {
+                let _ = writeln!(
+                    md,
+                    "Only some people may claim here (by email domain or organization); ask the operator of \
+                     this API{} if yours cannot.\n",
+                    contact(config),
+                );
+            }
+            if config
+                .lifecycle
+                .registration
+                .assertion_claims(!issuers.is_empty())
+            {
                 let _ = writeln!(
                     md,
                     "With an identity assertion for your operator, you can claim instead: {with_assertion}.\n"

@@ -65,6 +65,12 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
     super::grants::MIGRATION,
     super::grants::CLIENT_SWEEP_MIGRATION,
+    // Who claimed a registration by signing in, and the key's `X-Authmd-Operator`.
+    "ALTER TABLE registrations ADD COLUMN operator_provider TEXT;
+    ALTER TABLE registrations ADD COLUMN operator_subject TEXT;
+    ALTER TABLE registrations ADD COLUMN operator_handle TEXT;
+    CREATE INDEX registrations_operator ON registrations (operator_provider, operator_subject);
+    ALTER TABLE keys ADD COLUMN operator TEXT;",
 ];
 
 /// The advisory lock id that serialises migrations of a schema.
