@@ -48,7 +48,7 @@ pub use ops::{
     HealthCheck, LogSettings, RequestLimits, ServerSettings, TlsSettings, UpstreamSettings,
     UpstreamTarget, UpstreamTls,
 };
-pub use tokens::{AnonymousGrant, SigningSource, TokenSettings, TrustedIssuer};
+pub use tokens::{AnonymousGrant, SigningSource, TokenSettings, TrustedIssuer, VerifiedEmail};
 
 /// Values given on the command line, which take precedence over the file.
 #[derive(Debug, Clone, Default)]
@@ -190,11 +190,29 @@ impl Config {
         }
     }
 
-    /// The trusted issuers whose identity assertions are accepted.
+    /// The trusted issuers whose identity assertions are accepted: ID-JAGs,
+    /// `verified_email` `id_token`s, or both.
     pub fn identity_issuers(&self) -> impl Iterator<Item = &TrustedIssuer> {
         self.trusted_issuers
             .iter()
-            .filter(|i| i.identity_assertions)
+            .filter(|i| i.vouches_for_people())
+    }
+
+    /// The assertion types registration and claims accept (`assertion_types_supported`).
+    #[must_use]
+    pub fn assertion_types(&self) -> Vec<&'static str> {
+        let mut types = Vec::new();
+        if self.trusted_issuers.iter().any(|i| i.identity_assertions) {
+            types.push(crate::protocol::ID_JAG);
+        }
+        if self
+            .trusted_issuers
+            .iter()
+            .any(|i| i.verified_email.is_some())
+        {
+            types.push(crate::protocol::VERIFIED_EMAIL);
+        }
+        types
     }
 
     /// How anonymous registrations are claimed on this deployment.
@@ -303,7 +321,9 @@ impl Loader {
 
         self.claim_warnings(
             &lifecycle,
-            trusted_issuers.iter().any(|i| i.identity_assertions),
+            trusted_issuers
+                .iter()
+                .any(TrustedIssuer::vouches_for_people),
             &tiers,
         );
         if lifecycle.registration.access_token && !tokens.enabled {

@@ -9,7 +9,7 @@ use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::registration::{check_assertion_type, names_of, narrow, subject};
+use super::registration::{names_of, narrow, subject};
 use super::{AgentAuth, Answer, Failure, json, parse_json, read_body, rfc3339};
 use crate::body::Body;
 use crate::clock::unix_now;
@@ -100,8 +100,8 @@ impl AgentAuth {
                 if !self.verifier.is_enabled() {
                     return Err(LifecycleError::IdentityAssertionNotEnabled.into());
                 }
-                check_assertion_type(body.assertion_type.as_deref())?;
-                Some(self.verify(assertion).await?)
+                let kind = self.assertion_kind(body.assertion_type.as_deref(), assertion)?;
+                Some(self.verify(kind, assertion).await?)
             }
             None if settings.require_identity_to_claim => {
                 return Err(LifecycleError::IdentityRequired.into());
