@@ -41,7 +41,7 @@ use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
 pub use interactive::{ClientRegistration, DeclaredClient, Interactive, MetadataDocuments};
-pub use lifecycle::{Claims, KeyManagement, Lifecycle, Registration};
+pub use lifecycle::{Claims, IssueCredential, KeyManagement, Lifecycle, Registration};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};
 pub use ops::{
@@ -326,6 +326,28 @@ impl Loader {
                 .any(TrustedIssuer::vouches_for_people),
             &tiers,
         );
+        if lifecycle.registration.issue_credential == IssueCredential::AtClaim {
+            let claims = lifecycle.registration.claims(
+                trusted_issuers
+                    .iter()
+                    .any(TrustedIssuer::vouches_for_people),
+            );
+            if !lifecycle.registers() || !claims.offered() {
+                self.error(
+                    "registration.issue_credential",
+                    "`at_claim` hands the key out at the claim, and no anonymous registration can be claimed here \
+                     (anonymous registration off, or a claim needs an identity assertion and no trusted issuer \
+                     carries one)",
+                );
+            }
+            if lifecycle.registration.access_token {
+                self.error(
+                    "registration.access_token",
+                    "with `issue_credential: at_claim` a registration answer holds no key to mint a token from: \
+                     the agent gets a token from the token endpoint with the key the claim hands out",
+                );
+            }
+        }
         if lifecycle.registration.access_token && !tokens.enabled {
             self.error(
                 "registration.access_token",

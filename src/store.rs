@@ -208,6 +208,9 @@ pub struct Claim<'a> {
     pub scopes: &'a [String],
     /// The claim time.
     pub now: i64,
+    /// The key's secret is issued with the claim (`issue_credential: at_claim`):
+    /// the hash of the new secret, stored with the claim or not at all.
+    pub new_hash: Option<KeyHash>,
 }
 
 /// What a rotation changes.

@@ -10,13 +10,13 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 
 use super::registration::{names_of, narrow, subject};
-use super::{AgentAuth, Answer, Failure, json, parse_json, read_body, rfc3339};
+use super::{AgentAuth, Answer, Failure, json, mint, parse_json, read_body, rfc3339};
 use crate::body::Body;
 use crate::clock::unix_now;
-use crate::config::{Claims, Config};
+use crate::config::{Claims, Config, IssueCredential};
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
-use crate::store::{Claim, ClaimOutcome};
+use crate::store::{Claim, ClaimOutcome, RegistrationKind};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,21 +50,34 @@ impl AgentAuth {
                 assertion_type: None,
             };
             return match self.claim_body(config, body).await {
-                Ok(_) => Ok(page(
+                Ok(answer) => Ok(page(
                     StatusCode::OK,
                     config,
                     "Claimed",
-                    "<p>The agent's registration is now claimed: its key has the claimed tier and scopes.</p>",
+                    &match answer["credential"].as_str() {
+                        // `at_claim`: the key's secret comes with the claim.
+                        Some(secret) => format!(
+                            "<p>The agent's registration is now claimed. Its key, shown this once: give it to the agent.</p><p><code>{}</code></p>",
+                            escape(secret)
+                        ),
+                        None => "<p>The agent's registration is now claimed: its key has the claimed tier and scopes.</p>".to_owned(),
+                    },
                 )),
                 Err(failure) => Err(failure),
             };
         }
         let bytes = read_body(request, &Method::POST, "application/json").await?;
         let body: ClaimBody = parse_json(&bytes)?;
-        self.claim_body(config, body).await
+        let answer = self.claim_body(config, body).await?;
+        Ok(json(StatusCode::OK, &answer))
     }
 
-    async fn claim_body(&self, config: &Config, body: ClaimBody) -> Answer {
+    /// Completes a claim; the claim answer.
+    async fn claim_body(
+        &self,
+        config: &Config,
+        body: ClaimBody,
+    ) -> Result<serde_json::Value, Failure> {
         let settings = &config.lifecycle.registration;
         let registration = match (&body.claim_token, &body.registration_id) {
             (Some(token), _) => self
@@ -138,27 +151,37 @@ impl AgentAuth {
         };
         let scope_names = names_of(config, &scopes);
         let tier = &config.tiers.get(settings.claimed_tier).name;
+        // `at_claim`: the key's secret is minted now, stored with the claim, and
+        // handed out only once the claim is stored.
+        let new = match (settings.issue_credential, registration.kind) {
+            (IssueCredential::AtClaim, RegistrationKind::Anonymous) => Some(mint(config)?),
+            (IssueCredential::AtClaim | IssueCredential::AtRegistration, _) => None,
+        };
         let claim = Claim {
             registration_id: &registration.id,
             subject: &subject,
             tier,
             scopes: &scope_names,
             now,
+            new_hash: new.as_ref().map(|n| n.hash),
         };
         match self.store.claim(&claim).await? {
             ClaimOutcome::Claimed(key) => {
                 self.apply(&key).await;
                 tracing::info!(registration = %registration.id, key = %key.id, "registration claimed");
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "registration_id": registration.id,
-                        "status": "claimed",
-                        "key_id": key.id,
-                        "scopes": key.scopes,
-                        "tier": key.tier,
-                    }),
-                ))
+                let mut answer = serde_json::json!({
+                    "registration_id": registration.id,
+                    "status": "claimed",
+                    "key_id": key.id,
+                    "scopes": key.scopes,
+                    "tier": key.tier,
+                });
+                if let Some(new) = &new {
+                    answer["credential_type"] = "api_key".into();
+                    answer["credential"] = new.secret.as_str().into();
+                    answer["credential_expires"] = serde_json::Value::Null;
+                }
+                Ok(answer)
             }
             ClaimOutcome::NotFound => Err(LifecycleError::RegistrationNotFound.into()),
             ClaimOutcome::Expired => Err(LifecycleError::ClaimExpired.into()),

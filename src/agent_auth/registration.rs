@@ -22,7 +22,7 @@ use super::{
 };
 use crate::assertion::{AssertionKind, VerifiedAssertion};
 use crate::clock::unix_now;
-use crate::config::Config;
+use crate::config::{Config, IssueCredential};
 use crate::protocol::VERIFIED_EMAIL;
 use crate::rejection::LifecycleError;
 use crate::scope::ScopeSet;
@@ -192,6 +192,23 @@ impl AgentAuth {
         self.apply(&key).await;
         tracing::info!(registration = %registration_id, key = %key.id, "anonymous agent registered");
         let mut answer = issued(&registration_id, "anonymous", &new.secret, &key);
+        // `at_claim`: the key exists with a secret nobody is given (no one can use
+        // it); the claim stores a new one and hands it out.
+        let at_claim = settings.issue_credential == IssueCredential::AtClaim;
+        if at_claim {
+            drop(new);
+            if let Some(fields) = answer.as_object_mut() {
+                fields.remove("credential");
+                fields.remove("credential_expires");
+            }
+            answer["credential_issued"] = "at_claim".into();
+            answer["message"] = format!(
+                "the credential is issued when this registration is claimed: the answer to `POST {origin}{}` \
+                 carries it (shown once); until then no credential works",
+                config.endpoints.claim
+            )
+            .into();
+        }
         if let Some(claim_token) = &claim_token {
             let post_claim = narrow(settings.claimed_scopes, requested);
             answer["claim_url"] = format!(
@@ -210,7 +227,9 @@ impl AgentAuth {
                 .into();
             answer["post_claim_tier"] = config.tiers.get(settings.claimed_tier).name.clone().into();
         }
-        self.add_access_token(config, &mut answer, &key, granted, origin);
+        if !at_claim {
+            self.add_access_token(config, &mut answer, &key, granted, origin);
+        }
         Ok(json(StatusCode::OK, &answer))
     }
 

@@ -79,6 +79,20 @@ pub struct Registration {
     /// The registration answer also carries an access token minted from the new key
     /// (Toromarket-style "a token back immediately"); needs `tokens:`.
     pub access_token: bool,
+    /// When an anonymous registration's key secret is handed out.
+    pub issue_credential: IssueCredential,
+}
+
+/// `registration.issue_credential`: when an anonymous registration's key secret is
+/// handed out. Registrations with an identity assertion are claimed at once and
+/// always get theirs in the registration answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueCredential {
+    /// In the registration answer (`at_registration`, the default).
+    AtRegistration,
+    /// In the claim answer (`at_claim`, GetScaled-style): until the claim the key
+    /// exists with a secret nobody was given, so it cannot be used.
+    AtClaim,
 }
 
 /// How an anonymous registration is claimed on this deployment (what its answer
@@ -364,6 +378,17 @@ impl Loader {
             identity_per_hour: raw.identity_per_hour.unwrap_or(60),
             accept_resource_audience: raw.accept_resource_audience,
             access_token: raw.access_token,
+            issue_credential: match raw.issue_credential.as_deref() {
+                None | Some("at_registration") => IssueCredential::AtRegistration,
+                Some("at_claim") => IssueCredential::AtClaim,
+                Some(other) => {
+                    self.error(
+                        "registration.issue_credential",
+                        format!("`{other}` is not `at_registration` or `at_claim`"),
+                    );
+                    IssueCredential::AtRegistration
+                }
+            },
         }
     }
 

@@ -338,6 +338,7 @@ pub(crate) struct RawRegistration {
     pub(crate) accept_resource_audience: bool,
     #[serde(default)]
     pub(crate) access_token: bool,
+    pub(crate) issue_credential: Option<String>,
 }
 
 /// One trusted issuer (`trusted_issuers:`).

@@ -418,6 +418,7 @@ impl SqliteStore {
         let tier = claim.tier.to_owned();
         let scopes = rows::scopes_text(claim.scopes);
         let now = claim.now;
+        let new_hash = claim.new_hash;
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -448,6 +449,14 @@ impl SqliteStore {
                 .map_err(unavailable)?;
             if changed == 0 {
                 return Ok(ClaimOutcome::KeyRevoked);
+            }
+            if let Some(hash) = &new_hash {
+                tx.execute(
+                    "UPDATE keys SET hash = ?2, previous_hash = NULL, previous_expires_at = NULL
+                     WHERE id = ?1",
+                    params![registration.key_id, hash.0.as_slice()],
+                )
+                .map_err(unavailable)?;
             }
             tx.execute(
                 "UPDATE registrations SET claimed_at = ?2, subject = ?3 WHERE id = ?1",

@@ -300,6 +300,7 @@ async fn every_key_change_is_announced_to_other_replicas() {
             tier: "verified",
             scopes: &scopes,
             now: NOW + 20,
+            new_hash: None,
         })
         .await
         .unwrap();
@@ -555,6 +556,7 @@ async fn concurrent_claims_from_two_replicas_succeed_once() {
                         tier: "verified",
                         scopes: &scopes,
                         now: NOW + 10,
+                        new_hash: None,
                     })
                     .await
                     .unwrap()

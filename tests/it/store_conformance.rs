@@ -330,6 +330,7 @@ async fn a_claim_raises_the_key_in_place_once(place: &Place) {
         tier: "verified",
         scopes: &scopes,
         now: NOW + 60,
+        new_hash: None,
     };
     let ClaimOutcome::Claimed(claimed) = store.claim(&claim).await.unwrap() else {
         panic!("the first claim succeeds");
@@ -369,6 +370,7 @@ async fn a_claim_fails_cleanly_when_expired_or_revoked(place: &Place) {
         tier: "verified",
         scopes: &scopes,
         now: NOW + 3600,
+        new_hash: None,
     };
     assert_eq!(store.claim(&late).await.unwrap(), ClaimOutcome::Expired);
     let untouched = store.key("key_1").await.unwrap().unwrap();
@@ -387,6 +389,7 @@ async fn a_claim_fails_cleanly_when_expired_or_revoked(place: &Place) {
     let revoked = Claim {
         registration_id: "reg_2",
         now: NOW + 2,
+        new_hash: None,
         ..late.clone()
     };
     assert_eq!(
