@@ -528,3 +528,63 @@ fn check_names_each_bad_verified_email_field() {
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("`verified_email:`"), "{text}");
 }
+
+/// `registration.issue_credential: at_claim` where the claim token alone claims: the
+/// registration answer holds no credential, the claim page's form claims and shows
+/// the key once, and it works from then on; `check` refuses `at_claim` where no
+/// claim can be completed.
+#[tokio::test]
+async fn at_claim_the_key_comes_with_the_claim() {
+    let from = "require_identity_to_claim: true";
+    assert!(EXAMPLE.contains(from));
+    let yaml = EXAMPLE.replace(
+        from,
+        "require_identity_to_claim: false\n  issue_credential: at_claim",
+    );
+    let proxy = TestProxy::start(&yaml, None).await;
+    let response = post(
+        &proxy,
+        "/agent/auth/register",
+        &json!({"type": "anonymous", "client_name": "bot"}),
+    )
+    .await;
+    assert_eq!(response.status(), 200);
+    let registered = support::json(response).await;
+    assert!(registered.get("credential").is_none(), "{registered}");
+    assert!(registered.get("access_token").is_none(), "{registered}");
+    assert_eq!(registered["credential_issued"], "at_claim", "{registered}");
+    let token = registered["claim_token"].as_str().unwrap();
+
+    let page = client()
+        .post(proxy.url("/agent/auth/claim"))
+        .form(&[("claim_token", token)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(
+        page.headers()["cache-control"].to_str().unwrap(),
+        "no-store"
+    );
+    let html = page.text().await.unwrap();
+    let start = html.find("<code>ak_live_").unwrap() + "<code>".len();
+    let key = &html[start..start + html[start..].find("</code>").unwrap()];
+    assert_eq!(status(&proxy, "DELETE", "/api/v1/offers/1", key).await, 200);
+
+    // No claim can be completed in the example (it trusts no issuer): `at_claim`
+    // would leave every anonymous registration without a key.
+    let yaml = EXAMPLE.replace(from, &format!("{from}\n  issue_credential: at_claim"));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.yaml");
+    std::fs::write(&path, &yaml).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{text}");
+    assert!(
+        text.contains("registration.issue_credential: `at_claim` hands the key out at the claim"),
+        "{text}"
+    );
+}
