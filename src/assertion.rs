@@ -1,5 +1,6 @@
 //! Identity assertions: ID-JAG JWTs (draft-ietf-oauth-identity-assertion-authz-grant)
-//! from configured trusted issuers, verified against each issuer's JWKS.
+//! and, as `verified_email`, OpenID Connect `id_token`s with a verified e-mail address
+//! ([`email`]), from configured trusted issuers, verified against each issuer's JWKS.
 //!
 //! The issuer is matched exactly before any key is looked at, so an unknown issuer
 //! never causes network traffic. The algorithm comes from the issuer's key, never
@@ -15,33 +16,82 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, Validation};
 use serde::Deserialize;
 
+use crate::protocol::{ID_JAG, ID_TOKEN, VERIFIED_EMAIL};
 use crate::tokens::Issuer;
 use crate::tokens::remote::RemoteKey;
+
+mod email;
 
 /// The `typ` an ID-JAG carries.
 const TYP: &str = "oauth-id-jag+jwt";
 /// Clock skew allowed on `exp`, `nbf` and `iat`.
 const LEEWAY: u64 = 60;
 
+/// What an identity assertion is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssertionKind {
+    /// An ID-JAG (`typ: oauth-id-jag+jwt`, `aud` this server).
+    IdJag,
+    /// An OpenID Connect `id_token` with `email_verified: true` (`aud` the client id
+    /// this API has at the issuer).
+    VerifiedEmail,
+}
+
+impl AssertionKind {
+    /// The kind an `assertion_type` value names: the ID-JAG URN, or
+    /// `verified_email` (also spelled as the RFC 8693 `id_token` token type).
+    #[must_use]
+    pub fn parse(assertion_type: &str) -> Option<AssertionKind> {
+        match assertion_type {
+            ID_JAG => Some(AssertionKind::IdJag),
+            VERIFIED_EMAIL | ID_TOKEN => Some(AssertionKind::VerifiedEmail),
+            _ => None,
+        }
+    }
+
+    /// Its `assertion_type`, as advertised.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            AssertionKind::IdJag => ID_JAG,
+            AssertionKind::VerifiedEmail => VERIFIED_EMAIL,
+        }
+    }
+}
+
 /// A verified assertion's claims.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedAssertion {
+    /// What it was.
+    pub kind: AssertionKind,
     /// `iss`.
     pub issuer: String,
     /// `sub`.
     pub subject: String,
-    /// `jti`, for the caller's replay check.
+    /// `jti`, for the caller's replay check (an `id_token` without one: a digest of
+    /// the token).
     pub jti: String,
-    /// `exp`.
+    /// `exp` (an `id_token`: the earlier of `exp` and the end of its `max_age`).
     pub expires_at: i64,
     /// `iat`.
     pub issued_at: i64,
     /// `client_id`, when present.
     pub client_id: Option<String>,
-    /// `email`, when present.
+    /// `email`, when present: verified for [`AssertionKind::VerifiedEmail`], only
+    /// what the issuer says for an ID-JAG.
     pub email: Option<String>,
     /// Requested scopes (`scope`), in order, without repeats.
     pub scopes: Vec<String>,
+}
+
+impl VerifiedAssertion {
+    /// Until when its use must be remembered: past its acceptance, clock skew
+    /// included.
+    #[must_use]
+    pub fn remember_until(&self) -> i64 {
+        self.expires_at
+            .saturating_add(i64::try_from(LEEWAY).unwrap_or(60))
+    }
 }
 
 /// Why an assertion was refused. Carries nothing from the token.
@@ -80,6 +130,24 @@ pub enum AssertionError {
     /// The issuer's JWKS could not be fetched or read.
     #[error("the issuer's keys are unavailable")]
     JwksUnavailable,
+    /// `verified_email`: not an `id_token` with iss, sub, aud, exp, iat and email.
+    #[error("the id_token is malformed")]
+    IdTokenMalformed,
+    /// `verified_email`: the `typ` is neither `JWT` nor absent.
+    #[error("the id_token's typ is wrong")]
+    IdTokenWrongType,
+    /// `verified_email`: `aud` (or `azp`) is not this API's client id.
+    #[error("the id_token's audience is wrong")]
+    IdTokenAudience,
+    /// `verified_email`: issued longer ago than `max_age`.
+    #[error("the id_token is too old")]
+    IdTokenTooOld,
+    /// `verified_email`: `email_verified` is not true.
+    #[error("the e-mail address is not verified")]
+    EmailNotVerified,
+    /// `verified_email`: the address is outside `email_domains`.
+    #[error("the e-mail domain is not accepted")]
+    EmailDomainNotAllowed,
 }
 
 impl AssertionError {
@@ -98,6 +166,12 @@ impl AssertionError {
             AssertionError::LifetimeTooLong => "ASSERTION_LIFETIME_TOO_LONG",
             AssertionError::WrongAudience => "ASSERTION_AUDIENCE_MISMATCH",
             AssertionError::JwksUnavailable => "ISSUER_JWKS_UNAVAILABLE",
+            AssertionError::IdTokenMalformed => "INVALID_ASSERTION",
+            AssertionError::IdTokenWrongType => "INVALID_ASSERTION_TYPE",
+            AssertionError::IdTokenAudience => "ASSERTION_AUDIENCE_MISMATCH",
+            AssertionError::IdTokenTooOld => "ASSERTION_TOO_OLD",
+            AssertionError::EmailNotVerified => "EMAIL_NOT_VERIFIED",
+            AssertionError::EmailDomainNotAllowed => "EMAIL_DOMAIN_NOT_ALLOWED",
         }
     }
 
@@ -134,6 +208,24 @@ impl AssertionError {
             AssertionError::JwksUnavailable => {
                 "the issuer's signing keys could not be fetched; retry later"
             }
+            AssertionError::IdTokenMalformed => {
+                "the verified_email assertion is not an OpenID Connect id_token with iss, sub, aud, exp, iat and an e-mail address"
+            }
+            AssertionError::IdTokenWrongType => {
+                "a verified_email assertion is an OpenID Connect id_token (`typ` JWT or none); send an ID-JAG with `assertion_type: urn:ietf:params:oauth:token-type:id-jag`"
+            }
+            AssertionError::IdTokenAudience => {
+                "the id_token's `aud` (and `azp`) must be the client id this API is registered with at the issuer"
+            }
+            AssertionError::IdTokenTooOld => {
+                "the id_token was issued too long ago; sign in at the issuer again for a fresh one"
+            }
+            AssertionError::EmailNotVerified => {
+                "the id_token's `email_verified` is not true: only a verified e-mail address identifies a person here"
+            }
+            AssertionError::EmailDomainNotAllowed => {
+                "the id_token's e-mail address is not in a domain this API accepts"
+            }
         }
     }
 }
@@ -164,14 +256,15 @@ struct Claims {
 }
 
 impl AssertionVerifier {
-    /// A verifier for those of `issuers` trusted for identity assertions,
-    /// accepting `aud` values in `audiences`.
+    /// A verifier for those of `issuers` trusted for identity assertions (ID-JAGs,
+    /// `verified_email` `id_token`s or both), accepting ID-JAG `aud` values in
+    /// `audiences`.
     #[must_use]
     pub fn new(issuers: &[Arc<Issuer>], audiences: Vec<String>) -> AssertionVerifier {
         AssertionVerifier {
             issuers: issuers
                 .iter()
-                .filter(|i| i.settings.identity_assertions)
+                .filter(|i| i.settings.vouches_for_people())
                 .cloned()
                 .collect(),
             audiences,
@@ -186,13 +279,55 @@ impl AssertionVerifier {
         self
     }
 
-    /// True when at least one issuer is trusted.
+    /// True when at least one issuer is trusted for identity assertions.
     #[must_use]
     pub fn is_enabled(&self) -> bool {
         !self.issuers.is_empty()
     }
 
-    /// Verifies an assertion at unix time `now`.
+    /// True when at least one issuer is trusted for assertions of `kind`.
+    #[must_use]
+    pub fn accepts(&self, kind: AssertionKind) -> bool {
+        self.issuers.iter().any(|i| match kind {
+            AssertionKind::IdJag => i.settings.identity_assertions,
+            AssertionKind::VerifiedEmail => i.settings.verified_email.is_some(),
+        })
+    }
+
+    /// The kind of an assertion sent without `assertion_type`: an ID-JAG when its
+    /// `typ` says so or when no issuer is trusted for `id_token`s, else an
+    /// `id_token`. Each kind is then verified by its own rules, so a guess that is
+    /// wrong is refused, never accepted as the other kind.
+    #[must_use]
+    pub fn kind_of(&self, jwt: &str) -> AssertionKind {
+        let id_jag = jsonwebtoken::decode_header(jwt)
+            .ok()
+            .and_then(|h| h.typ)
+            .is_some_and(|typ| {
+                let typ = typ.to_ascii_lowercase();
+                typ == TYP || typ == format!("application/{TYP}")
+            });
+        if id_jag || !self.accepts(AssertionKind::VerifiedEmail) {
+            AssertionKind::IdJag
+        } else {
+            AssertionKind::VerifiedEmail
+        }
+    }
+
+    /// Verifies an identity assertion of `kind` at unix time `now`.
+    pub async fn verify_kind(
+        &self,
+        kind: AssertionKind,
+        jwt: &str,
+        now: i64,
+    ) -> Result<VerifiedAssertion, AssertionError> {
+        match kind {
+            AssertionKind::IdJag => self.verify(jwt, now).await,
+            AssertionKind::VerifiedEmail => self.verify_id_token(jwt, now).await,
+        }
+    }
+
+    /// Verifies an ID-JAG at unix time `now` (the jwt-bearer grant takes only these).
     pub async fn verify(&self, jwt: &str, now: i64) -> Result<VerifiedAssertion, AssertionError> {
         let header = jsonwebtoken::decode_header(jwt).map_err(|_| AssertionError::Malformed)?;
         let typ = header
@@ -215,7 +350,7 @@ impl AssertionVerifier {
         let issuer = self
             .issuers
             .iter()
-            .find(|i| i.settings.issuer == iss)
+            .find(|i| i.settings.identity_assertions && i.settings.issuer == iss)
             .ok_or(AssertionError::UntrustedIssuer)?;
         let key = key(issuer, header.kid.as_deref()).await?;
         let algorithm = key.algorithm;
@@ -266,6 +401,7 @@ impl AssertionVerifier {
             }
         }
         Ok(VerifiedAssertion {
+            kind: AssertionKind::IdJag,
             issuer: claims.iss,
             subject: claims.sub,
             jti: claims.jti,

@@ -41,14 +41,14 @@ use crate::tier::Tiers;
 pub use discovery::{Discovery, Service};
 pub use endpoints::Endpoints;
 pub use interactive::{ClientRegistration, DeclaredClient, Interactive, MetadataDocuments};
-pub use lifecycle::{ClaimRules, Claims, KeyManagement, Lifecycle, Registration};
+pub use lifecycle::{ClaimRules, Claims, IssueCredential, KeyManagement, Lifecycle, Registration};
 pub use load::{ConfigError, ConfigErrors};
 use load::{Loader, Sections};
 pub use ops::{
     HealthCheck, LogSettings, RequestLimits, ServerSettings, TlsSettings, UpstreamSettings,
     UpstreamTarget, UpstreamTls,
 };
-pub use tokens::{AnonymousGrant, SigningSource, TokenSettings, TrustedIssuer};
+pub use tokens::{AnonymousGrant, SigningSource, TokenSettings, TrustedIssuer, VerifiedEmail};
 
 /// Values given on the command line, which take precedence over the file.
 #[derive(Debug, Clone, Default)]
@@ -190,11 +190,29 @@ impl Config {
         }
     }
 
-    /// The trusted issuers whose identity assertions are accepted.
+    /// The trusted issuers whose identity assertions are accepted: ID-JAGs,
+    /// `verified_email` `id_token`s, or both.
     pub fn identity_issuers(&self) -> impl Iterator<Item = &TrustedIssuer> {
         self.trusted_issuers
             .iter()
-            .filter(|i| i.identity_assertions)
+            .filter(|i| i.vouches_for_people())
+    }
+
+    /// The assertion types registration and claims accept (`assertion_types_supported`).
+    #[must_use]
+    pub fn assertion_types(&self) -> Vec<&'static str> {
+        let mut types = Vec::new();
+        if self.trusted_issuers.iter().any(|i| i.identity_assertions) {
+            types.push(crate::protocol::ID_JAG);
+        }
+        if self
+            .trusted_issuers
+            .iter()
+            .any(|i| i.verified_email.is_some())
+        {
+            types.push(crate::protocol::VERIFIED_EMAIL);
+        }
+        types
     }
 
     /// How anonymous registrations are claimed on this deployment.
@@ -326,12 +344,28 @@ impl Loader {
             },
         );
 
-        self.claim_warnings(
-            &lifecycle,
-            trusted_issuers.iter().any(|i| i.identity_assertions),
-            login.enabled(),
-            &tiers,
-        );
+        let vouches = trusted_issuers
+            .iter()
+            .any(TrustedIssuer::vouches_for_people);
+        self.claim_warnings(&lifecycle, vouches, login.enabled(), &tiers);
+        if lifecycle.registration.issue_credential == IssueCredential::AtClaim {
+            let claims = lifecycle.registration.claims(vouches, login.enabled());
+            if !lifecycle.registers() || !claims.offered() {
+                self.error(
+                    "registration.issue_credential",
+                    "`at_claim` hands the key out at the claim, and no anonymous registration can be claimed here \
+                     (anonymous registration off, or a claim needs an identity assertion or a sign-in and neither \
+                     is configured)",
+                );
+            }
+            if lifecycle.registration.access_token {
+                self.error(
+                    "registration.access_token",
+                    "with `issue_credential: at_claim` a registration answer holds no key to mint a token from: \
+                     the agent gets a token from the token endpoint with the key the claim hands out",
+                );
+            }
+        }
         let (Some(listen), Some(public_url), Some(upstream), Some(policy)) =
             (listen, public_url, upstream, policy)
         else {

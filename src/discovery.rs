@@ -23,7 +23,7 @@ use crate::body::Body;
 use crate::config::{Claims, Config};
 use crate::policy::{HostId, MethodSet};
 use crate::protocol::{
-    AGENT_CARD, API_CATALOG, AUTH_MD, AUTHORIZATION_SERVER, ID_JAG, JWT_BEARER, MCP_SERVER_CARD,
+    AGENT_CARD, API_CATALOG, AUTH_MD, AUTHORIZATION_SERVER, JWT_BEARER, MCP_SERVER_CARD,
     OPENID_CONFIGURATION, PROTECTED_RESOURCE,
 };
 use crate::rejection::Rejection;
@@ -432,7 +432,7 @@ fn agent_auth(config: &Config, origin: &str) -> Value {
             map.insert(
                 "identity_assertion".into(),
                 json!({
-                    "assertion_types_supported": [ID_JAG],
+                    "assertion_types_supported": config.assertion_types(),
                     "credential_types_supported": ["api_key"],
                 }),
             );

@@ -379,7 +379,12 @@ impl OAuth {
     async fn first_use(&self, verified: &VerifiedAssertion, now: i64) -> Result<bool, Rejection> {
         match &self.store {
             Some(store) => store
-                .use_assertion(&verified.issuer, &verified.jti, verified.expires_at, now)
+                .use_assertion(
+                    &verified.issuer,
+                    &verified.jti,
+                    verified.remember_until(),
+                    now,
+                )
                 .await
                 .map_err(|error| {
                     tracing::warn!(%error, "cannot record an assertion's use");
@@ -391,7 +396,7 @@ impl OAuth {
                     used.retain(|_, exp| *exp >= now);
                 }
                 let key = format!("{}\0{}", verified.issuer, verified.jti);
-                Ok(used.try_insert(key, verified.expires_at).is_ok())
+                Ok(used.try_insert(key, verified.remember_until()).is_ok())
             }
         }
     }

@@ -30,8 +30,14 @@ pub const JWKS: &str = "/.well-known/jwks.json";
 
 /// The RFC 7523 jwt-bearer grant type.
 pub const JWT_BEARER: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
-/// The ID-JAG token type (draft-ietf-oauth-identity-assertion-authz-grant), the one
-/// identity assertion type accepted.
+/// The ID-JAG token type (draft-ietf-oauth-identity-assertion-authz-grant), the
+/// identity assertion of the jwt-bearer grant, registration and claims.
 pub const ID_JAG: &str = "urn:ietf:params:oauth:token-type:id-jag";
+/// The assertion type of an OpenID Connect `id_token` naming a verified e-mail
+/// address (the spelling of the JobsPipe and GetScaled auth.md documents).
+pub const VERIFIED_EMAIL: &str = "verified_email";
+/// The RFC 8693 token type of an OpenID Connect `id_token`, accepted as another
+/// spelling of [`VERIFIED_EMAIL`].
+pub const ID_TOKEN: &str = "urn:ietf:params:oauth:token-type:id_token";
 /// `typ` of the access tokens the proxy signs (RFC 9068).
 pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";

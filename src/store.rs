@@ -235,6 +235,9 @@ pub struct Claim<'a> {
     pub now: i64,
     /// The person who claimed it by signing in, if one did.
     pub operator: Option<&'a Operator>,
+    /// The key's secret is issued with the claim (`issue_credential: at_claim`):
+    /// the hash of the new secret, stored with the claim or not at all.
+    pub new_hash: Option<KeyHash>,
 }
 
 /// What a rotation changes.

@@ -225,6 +225,29 @@ pub struct TrustedIssuer {
     pub tier: Option<TierId>,
     /// Shortest time between two fetches of its JWKS caused by unknown `kid`s.
     pub refetch_interval: Duration,
+    /// Its OpenID Connect `id_token`s with a verified e-mail address register and
+    /// claim (`assertion_type: verified_email`), when set.
+    pub verified_email: Option<VerifiedEmail>,
+}
+
+impl TrustedIssuer {
+    /// Its assertions identify people: ID-JAGs, `id_token`s, or both.
+    #[must_use]
+    pub fn vouches_for_people(&self) -> bool {
+        self.identity_assertions || self.verified_email.is_some()
+    }
+}
+
+/// `trusted_issuers[].verified_email`: what an `id_token` of the issuer must be to
+/// identify a person by e-mail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedEmail {
+    /// The client id this API has at the issuer: the `id_token`'s `aud` (and `azp`).
+    pub client_id: String,
+    /// E-mail domains accepted (lower-case, exact); empty: any.
+    pub email_domains: Vec<String>,
+    /// How long after its `iat` an `id_token` is accepted.
+    pub max_age: Duration,
 }
 
 /// What the proxy's own tokens say: who issues them, for which resources, and for

@@ -19,16 +19,18 @@ use hyper::body::Incoming;
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::registration::{check_assertion_type, names_of, narrow, subject};
-use super::{AgentAuth, Answer, Failure, json, parse_json, read_body, rfc3339};
+use super::registration::{names_of, narrow, subject};
+use super::{AgentAuth, Answer, Failure, json, mint, parse_json, read_body, rfc3339};
 use crate::assertion::VerifiedAssertion;
 use crate::body::Body;
 use crate::clock::unix_now;
-use crate::config::{Claims, Config};
+use crate::config::{Claims, Config, IssueCredential};
 use crate::login::{Login, Person, email_domain};
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
-use crate::store::{Claim, ClaimOutcome, KeyRecord, Operator, RegistrationRecord};
+use crate::store::{
+    Claim, ClaimOutcome, KeyRecord, Operator, RegistrationKind, RegistrationRecord,
+};
 use crate::web;
 
 #[derive(Debug, Deserialize)]
@@ -124,8 +126,9 @@ impl AgentAuth {
                     identity_assertion: None,
                     assertion_type: None,
                 };
-                self.claim_body(config, body, login).await?;
-                return Ok(claimed_page(config, None));
+                let answer = self.claim_answer(config, body, login).await?;
+                let secret = answer["credential"].as_str();
+                return Ok(claimed_page(config, None, secret));
             }
             Some(login) => {
                 let Some(person) = login.session(&parts.headers, now) else {
@@ -163,12 +166,28 @@ impl AgentAuth {
             }
         };
         match self.complete(config, &registration, &claimant, now).await {
-            Ok(_) => Ok(claimed_page(config, Some(&claimant))),
+            Ok((_, secret)) => Ok(claimed_page(
+                config,
+                Some(&claimant),
+                secret.as_deref().map(String::as_str),
+            )),
             Err(failure) => Ok(refusal_page(&failure)),
         }
     }
 
     async fn claim_body(&self, config: &Config, body: ClaimBody, login: Option<&Login>) -> Answer {
+        let answer = self.claim_answer(config, body, login).await?;
+        Ok(json(StatusCode::OK, &answer))
+    }
+
+    /// Completes a claim a JSON body (or the token-only form) asks for; the claim
+    /// answer, with the key's secret where it comes with the claim.
+    async fn claim_answer(
+        &self,
+        config: &Config,
+        body: ClaimBody,
+        login: Option<&Login>,
+    ) -> Result<serde_json::Value, Failure> {
         let settings = &config.lifecycle.registration;
         let sign_in = signs_in(config, login);
         let by_sign_in = "the operator claims by signing in on the `claim_url` page";
@@ -214,8 +233,8 @@ impl AgentAuth {
                         false => LifecycleError::IdentityAssertionNotEnabled.into(),
                     });
                 }
-                check_assertion_type(body.assertion_type.as_deref())?;
-                Claimant::Assertion(self.verify(assertion).await?)
+                let kind = self.assertion_kind(body.assertion_type.as_deref(), assertion)?;
+                Claimant::Assertion(self.verify(kind, assertion).await?)
             }
             None if settings.require_identity_to_claim && sign_in => {
                 return Err(Failure::with(LifecycleError::IdentityRequired, by_sign_in));
@@ -225,30 +244,35 @@ impl AgentAuth {
             }
             None => Claimant::Token,
         };
-        let key = self
+        let (key, secret) = self
             .complete(config, &registration, &claimant, unix_now())
             .await?;
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({
-                "registration_id": registration.id,
-                "status": "claimed",
-                "key_id": key.id,
-                "scopes": key.scopes,
-                "tier": key.tier,
-            }),
-        ))
+        let mut answer = serde_json::json!({
+            "registration_id": registration.id,
+            "status": "claimed",
+            "key_id": key.id,
+            "scopes": key.scopes,
+            "tier": key.tier,
+        });
+        if let Some(secret) = &secret {
+            answer["credential_type"] = "api_key".into();
+            answer["credential"] = secret.as_str().into();
+            answer["credential_expires"] = serde_json::Value::Null;
+        }
+        Ok(answer)
     }
 
     /// Claims `registration` for `claimant`: checks, the store's conditional
-    /// claim, the key table.
+    /// claim, the key table. With `issue_credential: at_claim` the key's secret is
+    /// minted here, stored with the claim, and returned (to be shown once) only
+    /// once the claim is stored.
     async fn complete(
         &self,
         config: &Config,
         registration: &RegistrationRecord,
         claimant: &Claimant,
         now: i64,
-    ) -> Result<KeyRecord, Failure> {
+    ) -> Result<(KeyRecord, Option<zeroize::Zeroizing<String>>), Failure> {
         let settings = &config.lifecycle.registration;
         if registration.claimed_at.is_some() {
             return Err(LifecycleError::PreviouslyClaimed.into());
@@ -290,6 +314,10 @@ impl AgentAuth {
         };
         let scope_names = names_of(config, &scopes);
         let tier = &config.tiers.get(settings.claimed_tier).name;
+        let new = match (settings.issue_credential, registration.kind) {
+            (IssueCredential::AtClaim, RegistrationKind::Anonymous) => Some(mint(config)?),
+            (IssueCredential::AtClaim | IssueCredential::AtRegistration, _) => None,
+        };
         let claim = Claim {
             registration_id: &registration.id,
             subject: &subject,
@@ -297,12 +325,13 @@ impl AgentAuth {
             scopes: &scope_names,
             now,
             operator: operator.as_ref(),
+            new_hash: new.as_ref().map(|n| n.hash),
         };
         match self.store.claim(&claim).await? {
             ClaimOutcome::Claimed(key) => {
                 self.apply(&key).await;
                 tracing::info!(registration = %registration.id, key = %key.id, by_sign_in = operator.is_some(), "registration claimed");
-                Ok(*key)
+                Ok((*key, new.map(|n| n.secret)))
             }
             ClaimOutcome::NotFound => Err(LifecycleError::RegistrationNotFound.into()),
             ClaimOutcome::Expired => Err(LifecycleError::ClaimExpired.into()),
@@ -468,13 +497,23 @@ fn facts(config: &Config, registration: &RegistrationRecord, key: Option<&KeyRec
     }
 }
 
-fn claimed_page(config: &Config, claimant: Option<&Claimant>) -> Response<Body> {
+/// The page after a claim through the form; `secret`: the key's secret, minted
+/// at the claim (`issue_credential: at_claim`), shown this once.
+fn claimed_page(
+    config: &Config,
+    claimant: Option<&Claimant>,
+    secret: Option<&str>,
+) -> Response<Body> {
     let who = match claimant {
         Some(Claimant::Person(person)) => Some(person.handle().to_owned()),
         Some(Claimant::Assertion(_) | Claimant::Token) | None => None,
     };
     let content = html! {
         p { "The agent's registration is now claimed: its key has the claimed tier and scopes." }
+        @if let Some(secret) = secret {
+            p { "Its key, shown this once: give it to the agent." }
+            p { code { (secret) } }
+        }
         @if let Some(who) = who {
             p { "You (" strong { (who) } ") are its operator on " (config.service.name) "." }
         }

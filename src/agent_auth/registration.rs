@@ -20,10 +20,10 @@ use super::{
     AgentAuth, Answer, Failure, ScopeNames, json, limit, mint, random_id, read_json,
     requested_scopes, rfc3339,
 };
-use crate::assertion::VerifiedAssertion;
+use crate::assertion::{AssertionKind, VerifiedAssertion};
 use crate::clock::unix_now;
-use crate::config::Config;
-use crate::protocol::ID_JAG;
+use crate::config::{Config, IssueCredential};
+use crate::protocol::VERIFIED_EMAIL;
 use crate::rejection::LifecycleError;
 use crate::scope::ScopeSet;
 use crate::store::{KeyRecord, RegistrationKind, RegistrationRecord};
@@ -72,13 +72,14 @@ impl AgentAuth {
         };
         let kind = match body.kind.as_deref() {
             Some("anonymous") => RegistrationKind::Anonymous,
-            Some("identity_assertion") => RegistrationKind::IdentityAssertion,
+            // `verified_email` names the assertion's type as the identity's.
+            Some("identity_assertion" | VERIFIED_EMAIL) => RegistrationKind::IdentityAssertion,
             None if body.assertion.is_some() => RegistrationKind::IdentityAssertion,
             None => RegistrationKind::Anonymous,
             Some(_) => {
                 return Err(Failure::with(
                     LifecycleError::InvalidBody,
-                    "`type` must be `anonymous` or `identity_assertion`",
+                    "`type` must be `anonymous`, `identity_assertion` or `verified_email`",
                 ));
             }
         };
@@ -108,15 +109,29 @@ impl AgentAuth {
                 if !self.verifier.is_enabled() {
                     return Err(elsewhere(LifecycleError::IdentityAssertionNotEnabled, ""));
                 }
-                check_assertion_type(body.assertion_type.as_deref())?;
+                let named = match (body.kind.as_deref(), body.assertion_type.as_deref()) {
+                    (Some(VERIFIED_EMAIL), Some(other))
+                        if AssertionKind::parse(other) != Some(AssertionKind::VerifiedEmail) =>
+                    {
+                        return Err(Failure::with(
+                            LifecycleError::InvalidBody,
+                            format!(
+                                "`type` is `verified_email` but `assertion_type` is `{other}`: send one of them, or both naming the same type"
+                            ),
+                        ));
+                    }
+                    (Some(VERIFIED_EMAIL), None) => Some(VERIFIED_EMAIL),
+                    (_, named) => named,
+                };
                 let Some(assertion) = body.assertion else {
                     return Err(elsewhere(
                         LifecycleError::InvalidBody,
                         "missing field `assertion`; ",
                     ));
                 };
+                let kind = self.assertion_kind(named, &assertion)?;
                 limit(self.identity_limit.as_deref(), address)?;
-                let verified = self.verify(&assertion).await?;
+                let verified = self.verify(kind, &assertion).await?;
                 let requested = match requested {
                     Some(set) => Some(set),
                     None if !verified.scopes.is_empty() => {
@@ -178,6 +193,23 @@ impl AgentAuth {
         self.apply(&key).await;
         tracing::info!(registration = %registration_id, key = %key.id, "anonymous agent registered");
         let mut answer = issued(&registration_id, "anonymous", &new.secret, &key);
+        // `at_claim`: the key exists with a secret nobody is given (no one can use
+        // it); the claim stores a new one and hands it out.
+        let at_claim = settings.issue_credential == IssueCredential::AtClaim;
+        if at_claim {
+            drop(new);
+            if let Some(fields) = answer.as_object_mut() {
+                fields.remove("credential");
+                fields.remove("credential_expires");
+            }
+            answer["credential_issued"] = "at_claim".into();
+            answer["message"] = format!(
+                "the credential is issued when this registration is claimed: the answer to `POST {origin}{}` \
+                 carries it (shown once); until then no credential works",
+                config.endpoints.claim
+            )
+            .into();
+        }
         if let Some(claim_token) = &claim_token {
             let post_claim = narrow(settings.claimed_scopes, requested);
             answer["claim_url"] = format!(
@@ -196,7 +228,9 @@ impl AgentAuth {
                 .into();
             answer["post_claim_tier"] = config.tiers.get(settings.claimed_tier).name.clone().into();
         }
-        self.add_access_token(config, &mut answer, &key, granted, origin);
+        if !at_claim {
+            self.add_access_token(config, &mut answer, &key, granted, origin);
+        }
         Ok(json(StatusCode::OK, &answer))
     }
 
@@ -305,9 +339,44 @@ impl AgentAuth {
         })
     }
 
-    pub(super) async fn verify(&self, assertion: &str) -> Result<VerifiedAssertion, Failure> {
+    /// The kind of identity assertion a registration or claim carries: the one its
+    /// `assertion_type` names, else the one the assertion's header suggests; refused
+    /// when no trusted issuer carries that kind.
+    pub(super) fn assertion_kind(
+        &self,
+        assertion_type: Option<&str>,
+        assertion: &str,
+    ) -> Result<AssertionKind, Failure> {
+        let kind = match assertion_type {
+            Some(named) => AssertionKind::parse(named),
+            None => Some(self.verifier.kind_of(assertion)),
+        };
+        match kind {
+            Some(kind) if self.verifier.accepts(kind) => Ok(kind),
+            Some(_) | None => {
+                let accepted: Vec<String> = [AssertionKind::IdJag, AssertionKind::VerifiedEmail]
+                    .into_iter()
+                    .filter(|k| self.verifier.accepts(*k))
+                    .map(|k| format!("`{}`", k.name()))
+                    .collect();
+                Err(Failure::with(
+                    LifecycleError::UnsupportedAssertionType,
+                    format!(
+                        "`assertion_type` must name an assertion type this API accepts: {}",
+                        accepted.join(" or ")
+                    ),
+                ))
+            }
+        }
+    }
+
+    pub(super) async fn verify(
+        &self,
+        kind: AssertionKind,
+        assertion: &str,
+    ) -> Result<VerifiedAssertion, Failure> {
         self.verifier
-            .verify(assertion, unix_now())
+            .verify_kind(kind, assertion, unix_now())
             .await
             .map_err(|e| LifecycleError::Assertion(e).into())
     }
@@ -320,7 +389,12 @@ impl AgentAuth {
     ) -> Result<(), Failure> {
         if self
             .store
-            .use_assertion(&verified.issuer, &verified.jti, verified.expires_at, now)
+            .use_assertion(
+                &verified.issuer,
+                &verified.jti,
+                verified.remember_until(),
+                now,
+            )
             .await?
         {
             Ok(())
@@ -350,13 +424,6 @@ fn issued(
     })
 }
 
-pub(super) fn check_assertion_type(assertion_type: Option<&str>) -> Result<(), Failure> {
-    match assertion_type {
-        None | Some(ID_JAG) => Ok(()),
-        Some(_) => Err(LifecycleError::UnsupportedAssertionType.into()),
-    }
-}
-
 /// `allowed`, narrowed to `requested` when the client asked for specific scopes.
 pub(super) fn narrow(allowed: ScopeSet, requested: Option<ScopeSet>) -> ScopeSet {
     match requested {
@@ -381,6 +448,15 @@ pub(crate) fn identity_owner(verified: &VerifiedAssertion) -> String {
     format!("idp:{}", &digest.to_hex()[..32])
 }
 
+/// The claimant a registration records: the issuer and subject, and for a
+/// `verified_email` assertion the verified address too.
 pub(super) fn subject(verified: &VerifiedAssertion) -> String {
-    format!("{} {}", verified.issuer, verified.subject)
+    match (verified.kind, &verified.email) {
+        (AssertionKind::VerifiedEmail, Some(email)) => {
+            format!("{} {} <{email}>", verified.issuer, verified.subject)
+        }
+        (AssertionKind::VerifiedEmail | AssertionKind::IdJag, _) => {
+            format!("{} {}", verified.issuer, verified.subject)
+        }
+    }
 }

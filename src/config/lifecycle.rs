@@ -82,6 +82,8 @@ pub struct Registration {
     pub access_token: bool,
     /// `registration.claim`: what proves who claims, and who may.
     pub claim: ClaimRules,
+    /// When an anonymous registration's key secret is handed out.
+    pub issue_credential: IssueCredential,
 }
 
 /// `registration.claim:`.
@@ -104,6 +106,18 @@ impl Default for ClaimRules {
             allowed: Vec::new(),
         }
     }
+}
+
+/// `registration.issue_credential`: when an anonymous registration's key secret is
+/// handed out. Registrations with an identity assertion are claimed at once and
+/// always get theirs in the registration answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IssueCredential {
+    /// In the registration answer (`at_registration`, the default).
+    AtRegistration,
+    /// In the claim answer (`at_claim`, GetScaled-style): until the claim the key
+    /// exists with a secret nobody was given, so it cannot be used.
+    AtClaim,
 }
 
 /// How an anonymous registration is claimed on this deployment (what its answer
@@ -406,6 +420,17 @@ impl Loader {
             accept_resource_audience: raw.accept_resource_audience,
             access_token: raw.access_token,
             claim: self.claim_rules(raw.claim),
+            issue_credential: match raw.issue_credential.as_deref() {
+                None | Some("at_registration") => IssueCredential::AtRegistration,
+                Some("at_claim") => IssueCredential::AtClaim,
+                Some(other) => {
+                    self.error(
+                        "registration.issue_credential",
+                        format!("`{other}` is not `at_registration` or `at_claim`"),
+                    );
+                    IssueCredential::AtRegistration
+                }
+            },
         }
     }
 

@@ -339,6 +339,7 @@ pub(crate) struct RawRegistration {
     #[serde(default)]
     pub(crate) access_token: bool,
     pub(crate) claim: Option<RawClaim>,
+    pub(crate) issue_credential: Option<String>,
 }
 
 /// `registration.claim:`.
@@ -387,6 +388,18 @@ pub(crate) struct RawTrustedIssuer {
     pub(crate) scopes: Vec<String>,
     pub(crate) tier: Option<String>,
     pub(crate) refetch_interval: Option<String>,
+    pub(crate) verified_email: Option<RawVerifiedEmail>,
+}
+
+/// `trusted_issuers[].verified_email:`: the issuer's OpenID Connect `id_token`s
+/// identify people by their verified e-mail address.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawVerifiedEmail {
+    pub(crate) client_id: String,
+    #[serde(default)]
+    pub(crate) email_domains: Vec<String>,
+    pub(crate) max_age: Option<String>,
 }
 
 /// `tokens:`: the proxy as an OAuth authorization server.

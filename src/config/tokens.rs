@@ -14,9 +14,9 @@ use super::values::{DAY, SECOND};
 use crate::scope::{ScopeRegistry, ScopeSet};
 use crate::store::StoreSettings;
 use crate::tier::{TierId, Tiers};
-pub use crate::tokens::TrustedIssuer;
 use crate::tokens::remote::{REFETCH_INTERVAL, parse_algorithm};
 use crate::tokens::signing::SigningAlgorithm;
+pub use crate::tokens::{TrustedIssuer, VerifiedEmail};
 
 /// Longest access-token lifetime the config accepts.
 const MAX_TTL: Duration = Duration::from_secs(24 * 3600);
@@ -134,11 +134,18 @@ impl Loader {
                 .tier
                 .as_deref()
                 .map(|name| self.keyed_tier(Some(name), &join(&path, "tier"), tiers, TierId(1)));
-            let identity_assertions = raw.identity_assertions.unwrap_or(!raw.access_tokens);
-            if !identity_assertions && !raw.access_tokens {
+            let verified_email = raw
+                .verified_email
+                .map(|v| self.verified_email(v, &join(&path, "verified_email")));
+            // An issuer listed only for `verified_email` is not trusted for ID-JAGs
+            // unless it says so.
+            let identity_assertions = raw
+                .identity_assertions
+                .unwrap_or(!raw.access_tokens && verified_email.is_none());
+            if !identity_assertions && !raw.access_tokens && verified_email.is_none() {
                 self.error(
                     &path,
-                    "trusts the issuer for nothing: set `access_tokens: true` or `identity_assertions: true`",
+                    "trusts the issuer for nothing: set `access_tokens: true`, `identity_assertions: true` or `verified_email:`",
                 );
             }
             issuers.push(TrustedIssuer {
@@ -164,9 +171,48 @@ impl Loader {
                     REFETCH_INTERVAL,
                     Duration::ZERO..=DAY,
                 ),
+                verified_email,
             });
         }
         issuers
+    }
+
+    /// `trusted_issuers[].verified_email` at `path`.
+    fn verified_email(&mut self, raw: raw::RawVerifiedEmail, path: &str) -> VerifiedEmail {
+        let client_id = raw.client_id.trim().to_owned();
+        if client_id.is_empty() {
+            self.error(
+                &join(path, "client_id"),
+                "must name the client id this API is registered with at the issuer: an `id_token`'s `aud` must be it",
+            );
+        }
+        let mut email_domains: Vec<String> = Vec::new();
+        for (i, domain) in raw.email_domains.iter().enumerate() {
+            let lower = domain.trim().to_ascii_lowercase();
+            let plain = !lower.is_empty()
+                && lower.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+                });
+            if !plain {
+                self.error(
+                    &format!("{}[{i}]", join(path, "email_domains")),
+                    format!("`{domain}` is not a domain name (write `example.com`: no `@`, no wildcard; subdomains are listed one by one)"),
+                );
+            } else if !email_domains.contains(&lower) {
+                email_domains.push(lower);
+            }
+        }
+        VerifiedEmail {
+            client_id,
+            email_domains,
+            max_age: self.duration(
+                raw.max_age,
+                &join(path, "max_age"),
+                Duration::from_secs(3600),
+                SECOND * 10..=DAY,
+            ),
+        }
     }
 
     #[allow(

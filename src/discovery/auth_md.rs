@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::policy::{Access, Route};
 use crate::protocol::{
     AGENT_CARD, API_CATALOG, AUTHORIZATION_SERVER, ID_JAG, JWT_BEARER, MCP_SERVER_CARD,
-    PROTECTED_RESOURCE,
+    PROTECTED_RESOURCE, VERIFIED_EMAIL,
 };
 use crate::tier::TierId;
 
@@ -386,11 +386,12 @@ fn register(md: &mut String, config: &Config, origin: &str) {
              token endpoint with the key (see Tokens); revoking the key ends its tokens too.\n"
         );
     }
-    if lifecycle.registers() && config.identity_issuers().next().is_some() {
-        let issuers: Vec<String> = config
-            .identity_issuers()
-            .map(|i| format!("`{}`", i.issuer))
-            .collect();
+    let id_jag_issuers = config
+        .trusted_issuers
+        .iter()
+        .filter(|i| i.identity_assertions);
+    if lifecycle.registers() && id_jag_issuers.clone().next().is_some() {
+        let issuers: Vec<String> = id_jag_issuers.map(|i| format!("`{}`", i.issuer)).collect();
         let _ = writeln!(
             md,
             "With an identity: `POST {register}` with an ID-JAG (`typ: oauth-id-jag+jwt`, `aud` = `{origin}`) from a \
@@ -400,6 +401,17 @@ fn register(md: &mut String, config: &Config, origin: &str) {
             ID_JAG,
             config.tiers.get(registration.claimed_tier).name,
         );
+    }
+    if lifecycle.registers() {
+        if let Some(email) = claim::verified_email(config) {
+            let _ = writeln!(
+                md,
+                "With a verified e-mail address: `POST {register}` with `{{\"type\": \"identity_assertion\", \
+                 \"assertion_type\": \"{VERIFIED_EMAIL}\", \"assertion\": \"<id_token>\"}}`, where {email}. The key \
+                 comes with the `{}` tier. Each id_token works once.\n",
+                config.tiers.get(registration.claimed_tier).name,
+            );
+        }
     }
     if lifecycle.keys.enabled {
         let keys = format!("{origin}{}", config.endpoints.keys);

@@ -592,6 +592,14 @@ impl PostgresStore {
                 return Ok(ClaimOutcome::AlreadyClaimed);
             }
             let operator = claim.operator.map(crate::store::Operator::header);
+            if let Some(hash) = &claim.new_hash {
+                tx.execute(
+                    "UPDATE keys SET hash = $2, previous_hash = NULL, previous_expires_at = NULL
+                     WHERE id = $1 AND revoked_at IS NULL",
+                    &[&registration.key_id, &hash.0.as_slice()],
+                )
+                .await?;
+            }
             let row = tx
                 .query_opt(
                     &format!(

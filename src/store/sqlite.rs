@@ -425,6 +425,7 @@ impl SqliteStore {
         let scopes = rows::scopes_text(claim.scopes);
         let now = claim.now;
         let operator = claim.operator.cloned();
+        let new_hash = claim.new_hash;
         self.call(move |c| {
             let tx = c
                 .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -483,6 +484,14 @@ impl SqliteStore {
             if changed == 0 {
                 // Dropping the transaction rolls the registration's update back.
                 return Ok(ClaimOutcome::KeyRevoked);
+            }
+            if let Some(hash) = &new_hash {
+                tx.execute(
+                    "UPDATE keys SET hash = ?2, previous_hash = NULL, previous_expires_at = NULL
+                     WHERE id = ?1",
+                    params![registration.key_id, hash.0.as_slice()],
+                )
+                .map_err(unavailable)?;
             }
             let key = key_by_id(&tx, &registration.key_id)?;
             tx.commit().map_err(unavailable)?;

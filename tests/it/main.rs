@@ -57,4 +57,5 @@ mod third_party_clients;
 mod tls;
 mod token_endpoint;
 mod trusted_issuers;
+mod verified_email;
 mod x402_client;

@@ -303,6 +303,7 @@ async fn every_key_change_is_announced_to_other_replicas() {
             scopes: &scopes,
             now: NOW + 20,
             operator: None,
+            new_hash: None,
         })
         .await
         .unwrap();
@@ -559,6 +560,7 @@ async fn concurrent_claims_from_two_replicas_succeed_once() {
                         scopes: &scopes,
                         now: NOW + 10,
                         operator: None,
+                        new_hash: None,
                     })
                     .await
                     .unwrap()

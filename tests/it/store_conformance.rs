@@ -333,6 +333,7 @@ async fn a_claim_raises_the_key_in_place_once(place: &Place) {
         scopes: &scopes,
         now: NOW + 60,
         operator: None,
+        new_hash: None,
     };
     let ClaimOutcome::Claimed(claimed) = store.claim(&claim).await.unwrap() else {
         panic!("the first claim succeeds");
@@ -373,6 +374,7 @@ async fn a_claim_fails_cleanly_when_expired_or_revoked(place: &Place) {
         scopes: &scopes,
         now: NOW + 3600,
         operator: None,
+        new_hash: None,
     };
     assert_eq!(store.claim(&late).await.unwrap(), ClaimOutcome::Expired);
     let untouched = store.key("key_1").await.unwrap().unwrap();
@@ -391,6 +393,7 @@ async fn a_claim_fails_cleanly_when_expired_or_revoked(place: &Place) {
     let revoked = Claim {
         registration_id: "reg_2",
         now: NOW + 2,
+        new_hash: None,
         ..late.clone()
     };
     assert_eq!(

@@ -8,6 +8,45 @@ use std::fmt::Write as _;
 
 use super::{code_list, contact, span};
 use crate::config::{Claims, Config};
+use crate::protocol::VERIFIED_EMAIL;
+
+/// What a `verified_email` assertion is on this deployment (the `id_token`, its
+/// issuers, client ids, domains and age), when an issuer is trusted for one.
+pub(super) fn verified_email(config: &Config) -> Option<String> {
+    let issuers: Vec<String> = config
+        .trusted_issuers
+        .iter()
+        .filter_map(|i| {
+            let settings = i.verified_email.as_ref()?;
+            let domains = if settings.email_domains.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    ", for addresses at {}",
+                    settings
+                        .email_domains
+                        .iter()
+                        .map(|d| format!("`{d}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )
+            };
+            Some(format!(
+                "`{}` (`aud` = `{}`, at most {} old{domains})",
+                i.issuer,
+                settings.client_id,
+                span(settings.max_age),
+            ))
+        })
+        .collect();
+    if issuers.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the `id_token` is an OpenID Connect ID token with `email_verified: true` from a trusted issuer ({})",
+        issuers.join("; ")
+    ))
+}
 
 /// How the `## Register` section ends its list of what an anonymous registration
 /// answer holds: the registration id, and the claim offer where there is one.
@@ -43,12 +82,33 @@ pub(super) fn claim(md: &mut String, config: &Config, origin: &str) {
         .identity_issuers()
         .map(|i| format!("`{}`", i.issuer))
         .collect();
-    let with_assertion = format!(
-        "send `POST {endpoint}` with `{{\"registration_id\": \"...\", \"identity_assertion\": \"<ID-JAG>\"}}`: the \
-         ID-JAG (`typ: oauth-id-jag+jwt`, `aud` = `{origin}`) comes from a trusted issuer ({}) and names the \
-         person who takes responsibility for you. Each assertion works once (`jti`)",
-        issuers.join(", "),
-    );
+    let id_jag_issuers: Vec<String> = config
+        .trusted_issuers
+        .iter()
+        .filter(|i| i.identity_assertions)
+        .map(|i| format!("`{}`", i.issuer))
+        .collect();
+    let mut with_assertion = if id_jag_issuers.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "send `POST {endpoint}` with `{{\"registration_id\": \"...\", \"identity_assertion\": \"<ID-JAG>\"}}`: the \
+             ID-JAG (`typ: oauth-id-jag+jwt`, `aud` = `{origin}`) comes from a trusted issuer ({}) and names the \
+             person who takes responsibility for you. Each assertion works once (`jti`)",
+            id_jag_issuers.join(", "),
+        )
+    };
+    if let Some(email) = verified_email(config) {
+        if !with_assertion.is_empty() {
+            with_assertion.push_str("; or ");
+        }
+        let _ = write!(
+            with_assertion,
+            "send `POST {endpoint}` with `{{\"registration_id\": \"...\", \"assertion_type\": \"{VERIFIED_EMAIL}\", \
+             \"identity_assertion\": \"<id_token>\"}}`, where {email}, naming the person who takes responsibility \
+             for you. Each id_token works once"
+        );
+    }
     let ttl = span(registration.claim_ttl);
     let _ = writeln!(md, "## Claim\n");
     match config.claims() {

@@ -460,3 +460,29 @@ impl Idp {
         self.key.sign("oauth-id-jag+jwt", &jag).unwrap()
     }
 }
+
+impl Idp {
+    /// `config` trusting this identity provider for `verified_email` too: its trusted
+    /// issuer gains `verified_email` with `client_id`, the client id the seed's API
+    /// would have at the provider. `at` names the seed line it reproduces.
+    pub(crate) fn trusted_for_email_by(&self, config: &str, client_id: &str, at: &str) -> String {
+        let entry = format!("  - issuer: {IDP_ISSUER}\n");
+        assert!(config.contains(&entry), "{at}: the config names the IdP");
+        let config = config.replace(
+            &entry,
+            &format!("{entry}    verified_email:\n      client_id: {client_id}\n"),
+        );
+        self.trusted_by(&config, at)
+    }
+
+    /// A fresh OpenID Connect `id_token` (`typ: JWT`) for the client `aud`, naming the
+    /// verified address `email` of user `sub`, issued now.
+    pub(crate) fn id_token(&self, aud: &str, sub: &str, email: &str) -> String {
+        let now = authmd_proxy::clock::unix_now();
+        let claims = json!({
+            "iss": IDP_ISSUER, "aud": aud, "sub": sub, "email": email, "email_verified": true,
+            "iat": now, "exp": now + 300,
+        });
+        self.key.sign("JWT", &claims).unwrap()
+    }
+}

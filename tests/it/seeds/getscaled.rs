@@ -7,11 +7,14 @@
 //! is played by a local server publishing its JWKS (the config's placeholder
 //! `jwks_uri` is pointed at it); the upstream records what reached it.
 //!
+//! Line 51's exchange (the credential issued at the claim) and line 57's
+//! `verified_email` run on the config with `registration.issue_credential: at_claim`
+//! and the identity provider trusted for `verified_email` too.
+//!
 //! Not reproduced, because the proxy cannot do it yet (see the config's header):
 //! OAuth 2.1 authorization code + PKCE (lines 22-23, 34, 60), the MCP server on a host
-//! of its own (lines 3-4, 73), and a claim by `registration_id` without an assertion or
-//! with a `verified_email` (line 57). The tests check that the proxy does not claim
-//! to offer the first.
+//! of its own (lines 3-4, 73), and a claim by `registration_id` without an assertion
+//! (line 57). The tests check that the proxy does not claim to offer the first.
 
 use authmd_proxy::body::Body;
 use serde_json::{Value, json};
@@ -1138,4 +1141,160 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
             SEED.at(*line, text)
         );
     }
+}
+
+// ---------------------------------------------------------------------------
+// The claim as the credential exchange (lines 49-62), key issued at the claim
+// ---------------------------------------------------------------------------
+
+/// The client id GetScaled's API would have at the identity provider: the `aud` of
+/// the `id_token`s its claims carry as `verified_email`.
+const EMAIL_CLIENT_ID: &str = "getscaled-api";
+
+/// `getscaled.yaml` with the credential issued at the claim (line 51: "Exchange a
+/// registration handle for an active credential") and the identity provider trusted
+/// for `verified_email` too (line 57).
+async fn exchange_world() -> World {
+    let idp = Idp::start().await;
+    let upstream = Upstream::with(|request| async move { api(&request) }).await;
+    let from = "  identity_per_hour: 60\n";
+    assert!(CONFIG.contains(from));
+    let config = CONFIG.replace(from, &format!("{from}  issue_credential: at_claim\n"));
+    let at = SEED.at(
+        57,
+        "\"identity_assertion\": \"<optional id-jag / verified_email>\"",
+    );
+    let proxy = upstream
+        .proxy(&idp.trusted_for_email_by(&config, EMAIL_CLIENT_ID, &at))
+        .await;
+    World {
+        proxy,
+        upstream,
+        idp,
+    }
+}
+
+/// Line 51: "Exchange a registration handle for an active credential at the
+/// `claim_uri`"; line 57: `{ "registration_id": "<from register>",
+/// "identity_assertion": "<optional id-jag / verified_email>" }`. The register answer
+/// (line 44) holds the handle and no credential; the claim with a `verified_email`
+/// answers the `gsk_` credential, which then works (line 69); a second claim gets
+/// nothing.
+#[tokio::test]
+async fn the_claim_exchanges_the_registration_id_for_the_credential_with_a_verified_email() {
+    let w = exchange_world().await;
+
+    // Line 57: the metadata names both assertion types the claim takes.
+    let why = SEED.at(57, "<optional id-jag / verified_email>");
+    let asm = get_json(&w.proxy, "/.well-known/oauth-authorization-server", &why).await;
+    assert_eq!(
+        asm["agent_auth"]["identity_assertion"]["assertion_types_supported"],
+        json!(["urn:ietf:params:oauth:token-type:id-jag", "verified_email"]),
+        "{why}"
+    );
+
+    // Line 44: the register body, exactly; the answer is the registration handle.
+    let registered = register(&w.proxy).await;
+    let why = SEED.at(
+        51,
+        "Exchange a registration handle for an active credential",
+    );
+    assert!(
+        registered.get("credential").is_none(),
+        "{why}: {registered}"
+    );
+    assert_eq!(
+        registered["credential_issued"], "at_claim",
+        "{why}: {registered}"
+    );
+    assert!(
+        registered["message"]
+            .as_str()
+            .unwrap()
+            .contains("/agent/auth/claim"),
+        "{why}: {registered}"
+    );
+    let registration_id = registered["registration_id"].as_str().unwrap();
+
+    // Line 57 with a verified_email.
+    let body = json!({
+        "registration_id": registration_id,
+        "identity_assertion": w.idp.id_token(EMAIL_CLIENT_ID, "user-9", "ops@getscaled.test"),
+    })
+    .to_string();
+    let response = post_json(&w.proxy, "/agent/auth/claim", &body).await;
+    assert_eq!(
+        header(response.headers(), "cache-control"),
+        Some("no-store"),
+        "{}",
+        SEED.at(51, "the claim answer carries the credential: never cached")
+    );
+    let claimed = ok_json(response, &SEED.at(57, &body)).await;
+    let key = claimed["credential"].as_str().unwrap().to_owned();
+    assert!(
+        key.starts_with("gsk_"),
+        "{}: {claimed}",
+        SEED.at(70, "gsk_")
+    );
+    assert_eq!(claimed["credential_type"], "api_key", "{why}: {claimed}");
+    assert_eq!(claimed["tier"], "verified", "{why}: {claimed}");
+    assert_eq!(
+        claimed["scopes"],
+        json!(["campaigns:read", "contacts:read"]),
+        "{}",
+        SEED.at(44, "the scopes asked for at registration")
+    );
+
+    // Line 69: the credential from the claim is the Bearer credential.
+    let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
+    ok_json(response, &SEED.at(69, "GET /api/v1/campaigns")).await;
+
+    // A second claim of the same registration issues nothing.
+    let again = json!({
+        "registration_id": registration_id,
+        "identity_assertion": w.idp.id_token(EMAIL_CLIENT_ID, "user-10", "other@getscaled.test"),
+    })
+    .to_string();
+    let response = post_json(&w.proxy, "/agent/auth/claim", &again).await;
+    SEED.refusal(
+        response,
+        409,
+        "invalid_grant",
+        "PREVIOUSLY_CLAIMED",
+        &SEED.at(57, "a registration handle is exchanged once"),
+    )
+    .await;
+    let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
+    ok_json(
+        response,
+        &SEED.at(69, "the first claim's credential still works"),
+    )
+    .await;
+}
+
+/// Line 57 with an ID-JAG (line 61: "`urn:ietf:params:oauth:token-type:id-jag`
+/// assertions are accepted inside `identity_assertion`"): the claim hands out the
+/// credential the same way.
+#[tokio::test]
+async fn the_claim_exchanges_the_registration_id_for_the_credential_with_an_id_jag() {
+    let w = exchange_world().await;
+    let registered = register(&w.proxy).await;
+    assert!(registered.get("credential").is_none(), "{registered}");
+    let body = json!({
+        "registration_id": registered["registration_id"],
+        "identity_assertion": w.id_jag("user-11"),
+    })
+    .to_string();
+    let response = post_json(&w.proxy, "/agent/auth/claim", &body).await;
+    let claimed = ok_json(
+        response,
+        &SEED.at(
+            61,
+            "id-jag assertions are accepted inside `identity_assertion`",
+        ),
+    )
+    .await;
+    let key = claimed["credential"].as_str().unwrap();
+    let response = get(&w.proxy, "/api/v1/campaigns", Some(key)).await;
+    ok_json(response, &SEED.at(69, "GET /api/v1/campaigns")).await;
 }

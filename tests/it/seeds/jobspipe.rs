@@ -1141,3 +1141,74 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------
+// Registration with a verified e-mail address (seed line 38)
+// ---------------------------------------------------------------------------------
+
+/// Seed line 38: "`identity_types_supported`: `identity_assertion` - assertion types
+/// `urn:ietf:params:oauth:token-type:id-jag` and `verified_email`". With the identity
+/// provider trusted for `verified_email` too, the metadata names both types, and an
+/// OpenID Connect `id_token` with a verified address registers at `/agent/auth`
+/// (seed line 43) for a `jp_live_` key that works (seed line 49), once.
+#[tokio::test]
+async fn registration_at_agent_auth_takes_a_verified_email() {
+    let api = Upstream::answering(JOBS).await;
+    let idp = Idp::start().await;
+    let at = SEED.at(38, "assertion types ... and `verified_email`");
+    let yaml = idp.trusted_for_email_by(CONFIG, "jobspipe-api", &at);
+    let proxy = TestProxy::start(&yaml, Some(api.addr)).await;
+
+    let metadata = get_json(&proxy, "/.well-known/oauth-authorization-server", &at).await;
+    let block = &metadata["agent_auth"];
+    assert_eq!(
+        block["identity_types_supported"],
+        json!(["identity_assertion"]),
+        "{at}"
+    );
+    assert_eq!(
+        block["identity_assertion"]["assertion_types_supported"],
+        json!([ID_JAG, "verified_email"]),
+        "{at}"
+    );
+    assert_eq!(
+        block["identity_assertion"]["credential_types_supported"],
+        json!(["api_key"]),
+        "{}",
+        SEED.at(38, "credential type `api_key`")
+    );
+
+    // Seed line 43's body, with the assertion its type names (seed line 38).
+    let register = json!({
+        "identity_type": "identity_assertion",
+        "assertion_type": "verified_email",
+        "identity_assertion": idp.id_token("jobspipe-api", "user-8", "ops@example.com"),
+    })
+    .to_string();
+    let response = post_json(&proxy, "/agent/auth", &register).await;
+    let issued = ok_json(response, &SEED.at(38, "`verified_email`")).await;
+    let key = issued["credential"].as_str().unwrap().to_owned();
+    assert!(
+        key.starts_with("jp_live_"),
+        "{}: {issued}",
+        SEED.at(15, "a Bearer token prefixed `jp_live_`")
+    );
+    assert_eq!(issued["tier"], "free", "{}", SEED.at(15, "Free tier"));
+    let used = search(&proxy, Some(&key)).await;
+    assert_eq!(
+        used.status(),
+        200,
+        "{}",
+        SEED.at(49, "Once you hold a key, use it as the Bearer credential")
+    );
+    // The same id_token twice registers nothing.
+    let replay = post_json(&proxy, "/agent/auth", &register).await;
+    SEED.refusal(
+        replay,
+        401,
+        "invalid_grant",
+        "REPLAY_DETECTED",
+        &SEED.at(38, "a verified_email assertion registers once"),
+    )
+    .await;
+}
