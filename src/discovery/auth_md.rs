@@ -363,7 +363,21 @@ fn register(md: &mut String, config: &Config, origin: &str) {
     }
     let register = format!("{origin}{}", config.endpoints.register);
     let registration = &lifecycle.registration;
-    if lifecycle.registers() && registration.anonymous {
+    let at_claim = registration.issue_credential == crate::config::IssueCredential::AtClaim;
+    if lifecycle.registers() && registration.anonymous && at_claim {
+        let _ = writeln!(
+            md,
+            "Register, then have your operator claim the registration: the API key comes with the claim \
+             (JSON in, JSON out):\n\n\
+             ```sh\ncurl -s -X POST {register} -H 'Content-Type: application/json' \
+             -d '{{\"type\": \"anonymous\", \"client_name\": \"my-agent\"}}'\n# -> 200 OK\n```\n\n\
+             The answer has `key_id` and `credential_issued: \"at_claim\"` (no key yet){}. \
+             The claim answer carries `credential` (the key, shown exactly once: store it), with `scopes` and `tier`. \
+             At most {} anonymous registrations per client address per hour.\n",
+            claim::offer(config),
+            registration.per_hour,
+        );
+    } else if lifecycle.registers() && registration.anonymous {
         let _ = writeln!(
             md,
             "Register to get an API key at once (JSON in, JSON out; the key is shown exactly once, store it):\n\n\
