@@ -178,6 +178,11 @@ pub struct RegistrationRecord {
     pub subject: Option<String>,
     /// Creation time.
     pub created_at: i64,
+    /// The e-mail address the agent gave as its contact at registration (for the
+    /// person who claims it), if any.
+    pub contact_email: Option<String>,
+    /// The user name the agent gave as its contact at registration, if any.
+    pub contact_username: Option<String>,
 }
 
 /// The outcome of a claim.

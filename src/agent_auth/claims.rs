@@ -4,28 +4,72 @@
 //! tier and scopes in place. The claim page shows the agent to the person who holds
 //! its claim URL and posts the claim back as a form.
 
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
-use serde::Deserialize;
-
+use super::members::{JsonBody, Members, Names, Understood};
 use super::registration::{check_assertion_type, names_of, narrow, subject};
-use super::{AgentAuth, Answer, Failure, json, parse_json, read_body, rfc3339};
+use super::{AgentAuth, Answer, Failure, json, note_ignored, parse_json, read_body, rfc3339};
 use crate::body::Body;
 use crate::clock::unix_now;
 use crate::config::{Claims, Config};
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::store::{Claim, ClaimOutcome};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST claim`. Members not listed in [`ClaimBody::MEMBERS`] are
+/// ignored and named in the answer's `ignored_members`.
+#[derive(Debug)]
 pub(super) struct ClaimBody {
     claim_token: Option<String>,
     registration_id: Option<String>,
-    #[serde(alias = "assertion")]
     identity_assertion: Option<String>,
     assertion_type: Option<String>,
+    ignored: Vec<String>,
+}
+
+const CLAIM_TOKEN: Names = &["claim_token"];
+const REGISTRATION_ID: Names = &["registration_id"];
+const IDENTITY_ASSERTION: Names = &["identity_assertion", "assertion"];
+const ASSERTION_TYPE: Names = &["assertion_type"];
+
+impl JsonBody for ClaimBody {
+    const MEMBERS: &'static [Names] = &[
+        CLAIM_TOKEN,
+        REGISTRATION_ID,
+        IDENTITY_ASSERTION,
+        ASSERTION_TYPE,
+    ];
+
+    fn read(members: &Members) -> Result<Self, Failure> {
+        Ok(ClaimBody {
+            claim_token: members.text(CLAIM_TOKEN)?,
+            registration_id: members.text(REGISTRATION_ID)?,
+            identity_assertion: members.text(IDENTITY_ASSERTION)?,
+            assertion_type: members.text(ASSERTION_TYPE)?,
+            ignored: members.ignored(),
+        })
+    }
+
+    fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    fn understood(&self) -> Vec<(&'static str, Understood)> {
+        [
+            (CLAIM_TOKEN, &self.claim_token),
+            (REGISTRATION_ID, &self.registration_id),
+            (IDENTITY_ASSERTION, &self.identity_assertion),
+            (ASSERTION_TYPE, &self.assertion_type),
+        ]
+        .into_iter()
+        .filter_map(|(names, value)| {
+            value
+                .clone()
+                .map(|value| (names[0], Understood::Text(value)))
+        })
+        .collect()
+    }
 }
 
 impl AgentAuth {
@@ -48,6 +92,7 @@ impl AgentAuth {
                 registration_id: None,
                 identity_assertion: None,
                 assertion_type: None,
+                ignored: Vec::new(),
             };
             return match self.claim_body(config, body).await {
                 Ok(_) => Ok(page(
@@ -149,16 +194,15 @@ impl AgentAuth {
             ClaimOutcome::Claimed(key) => {
                 self.apply(&key).await;
                 tracing::info!(registration = %registration.id, key = %key.id, "registration claimed");
-                Ok(json(
-                    StatusCode::OK,
-                    &serde_json::json!({
-                        "registration_id": registration.id,
-                        "status": "claimed",
-                        "key_id": key.id,
-                        "scopes": key.scopes,
-                        "tier": key.tier,
-                    }),
-                ))
+                let mut answer = serde_json::json!({
+                    "registration_id": registration.id,
+                    "status": "claimed",
+                    "key_id": key.id,
+                    "scopes": key.scopes,
+                    "tier": key.tier,
+                });
+                note_ignored(&mut answer, &body.ignored);
+                Ok(json(StatusCode::OK, &answer))
             }
             ClaimOutcome::NotFound => Err(LifecycleError::RegistrationNotFound.into()),
             ClaimOutcome::Expired => Err(LifecycleError::ClaimExpired.into()),

@@ -17,8 +17,8 @@ pub(super) const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tie
 
 /// The columns of `registrations`, in the order [`registration_values`] writes and
 /// [`registration`] reads them.
-pub(super) const REGISTRATION_COLUMNS: &str =
-    "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at";
+pub(super) const REGISTRATION_COLUMNS: &str = "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at, \
+     contact_email, contact_username";
 
 /// The columns of `used_assertions`.
 pub(super) const USED_ASSERTION_COLUMNS: &str = "issuer, jti, expires_at";
@@ -127,7 +127,7 @@ pub(super) fn key_values(key: &KeyRecord) -> [Value<'_>; 16] {
 }
 
 /// A registration's values, in [`REGISTRATION_COLUMNS`] order.
-pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'_>; 9] {
+pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'_>; 11] {
     [
         registration.id.as_str().into(),
         registration.kind.as_str().into(),
@@ -142,6 +142,8 @@ pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'
         registration.claimed_at.into(),
         registration.subject.as_deref().into(),
         registration.created_at.into(),
+        registration.contact_email.as_deref().into(),
+        registration.contact_username.as_deref().into(),
     ]
 }
 
@@ -195,6 +197,8 @@ pub(super) fn registration<R: Columns>(row: &R) -> Result<RegistrationRecord, R:
         claimed_at: row.optional_integer(6)?,
         subject: row.optional_text(7)?,
         created_at: row.integer(8)?,
+        contact_email: row.optional_text(9)?,
+        contact_username: row.optional_text(10)?,
     })
 }
 
@@ -294,6 +298,8 @@ mod tests {
             claimed_at: None,
             subject: None,
             created_at: 10,
+            contact_email: Some("ops@example.com".into()),
+            contact_username: Some("ops".into()),
         };
         let values = registration_values(&registration);
         assert_eq!(values.len(), columns(REGISTRATION_COLUMNS));
@@ -334,6 +340,8 @@ mod tests {
             claimed_at: Some(10),
             subject: Some("https://issuer sub".into()),
             created_at: 10,
+            contact_email: None,
+            contact_username: None,
         };
         let mut values = registration_values(&registration);
         values[1] = "robot".into();

@@ -90,6 +90,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
     grants::MIGRATION,
     grants::CLIENT_SWEEP_MIGRATION,
+    // The contact details an agent gives at registration (an e-mail address and a
+    // user name), for the person who claims it.
+    "ALTER TABLE registrations ADD COLUMN contact_email TEXT;
+    ALTER TABLE registrations ADD COLUMN contact_username TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -140,6 +140,8 @@ fn registration(id: &str, key_id: &str) -> RegistrationRecord {
         claimed_at: None,
         subject: None,
         created_at: NOW,
+        contact_email: None,
+        contact_username: None,
     }
 }
 
@@ -190,7 +192,7 @@ async fn eight_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 6, "each migration is recorded once");
+    assert_eq!(versions, 7, "each migration is recorded once");
     let mut tables: Vec<String> = admin
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",

@@ -55,6 +55,8 @@ fn registration(id: &str, key_id: &str) -> RegistrationRecord {
         claimed_at: None,
         subject: None,
         created_at: NOW,
+        contact_email: Some("ops@example.com".into()),
+        contact_username: Some("ops".into()),
     }
 }
 

@@ -65,6 +65,10 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE keys ADD COLUMN limits TEXT;",
     super::grants::MIGRATION,
     super::grants::CLIENT_SWEEP_MIGRATION,
+    // The contact details an agent gives at registration (an e-mail address and a
+    // user name), for the person who claims it.
+    "ALTER TABLE registrations ADD COLUMN contact_email TEXT;
+    ALTER TABLE registrations ADD COLUMN contact_username TEXT;",
 ];
 
 /// The advisory lock id that serialises migrations of a schema.
