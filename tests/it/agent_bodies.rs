@@ -426,3 +426,17 @@ async fn a_password_is_ignored_and_the_answer_says_how_to_sign_in_again() {
     // (`tests/it/seeds/toromarket.rs` reads the contact details back from the store
     // and scans the logs and the store's files for the password.)
 }
+
+#[tokio::test]
+async fn the_auth_md_says_how_bodies_are_read() {
+    let proxy = proxy().await;
+    let md = proxy.auth_md().await;
+    for said in [
+        "list them, sorted, in the answer's `ignored_members`",
+        "`type` and `identity_type` name one member",
+        "whose `message` names the member and what was wrong with it",
+        "This service keeps no passwords",
+    ] {
+        assert!(md.contains(said), "{said}:\n{md}");
+    }
+}
