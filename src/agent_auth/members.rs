@@ -69,7 +69,15 @@ impl Members {
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return Err(invalid("the body must be a JSON object"));
         }
-        let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+        // JSON is UTF-8 (RFC 8259 section 8.1), in the members skipped too (whose
+        // strings serde_json skips without looking at their bytes).
+        let text = std::str::from_utf8(bytes).map_err(|error| {
+            invalid(format!(
+                "the body is not valid JSON: it is not UTF-8 (at byte {})",
+                error.valid_up_to()
+            ))
+        })?;
+        let mut deserializer = serde_json::Deserializer::from_str(text);
         let members = Schema(known)
             .deserialize(&mut deserializer)
             .map_err(|error| not_json(&error))?;
@@ -400,5 +408,12 @@ mod tests {
         );
         let secret = refusal(Members::parse(br#"{"assertion": "s3cret" "#, KNOWN));
         assert!(!secret.contains("s3cret"), "{secret}");
+        // Found by the fuzz target `agent_register_body`: the bytes of a skipped
+        // member's string were not checked.
+        let latin1 = refusal(Members::parse(b"{\"password\": \"caf\xe9\"}", KNOWN));
+        assert_eq!(
+            latin1,
+            "the body is not valid JSON: it is not UTF-8 (at byte 17)"
+        );
     }
 }
