@@ -17,7 +17,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-/// The body of `POST claim`. Members not listed in [`ClaimBody::MEMBERS`] are
+/// The body of `POST claim`. Members not among its `MEMBERS` are
 /// ignored and named in the answer's `ignored_members`.
 #[derive(Debug)]
 pub(super) struct ClaimBody {

@@ -76,7 +76,7 @@ impl<'a> KeyView<'a> {
     }
 }
 
-/// The body of `POST keys`. Members not listed in [`CreateBody::MEMBERS`] are
+/// The body of `POST keys`. Members not among its `MEMBERS` are
 /// ignored and named in the answer's `ignored_members`.
 #[derive(Debug)]
 pub(super) struct CreateBody {

@@ -152,7 +152,12 @@ impl AgentAuth {
         let body: RegisterBody = read_json(request, &Method::POST).await?;
         match body.requested_credential_type.as_deref() {
             None | Some("api_key") => {}
-            Some(_) => return Err(LifecycleError::UnsupportedCredentialType.into()),
+            Some(_) => {
+                return Err(Failure::with(
+                    LifecycleError::UnsupportedCredentialType,
+                    "`requested_credential_type` must be `api_key`",
+                ));
+            }
         }
         let requested = match &body.scopes {
             Some(names) => Some(requested_scopes(config, &names.names())?),
