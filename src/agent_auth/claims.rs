@@ -4,6 +4,10 @@
 //! tier and scopes in place. The claim page shows the agent to the person who holds
 //! its claim URL and posts the claim back as a form.
 
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
 use super::members::{JsonBody, Members, Names, Understood};
 use super::registration::{check_assertion_type, names_of, narrow, subject};
 use super::{AgentAuth, Answer, Failure, json, note_ignored, parse_json, read_body, rfc3339};
@@ -13,9 +17,6 @@ use crate::config::{Claims, Config};
 use crate::policy::MethodSet;
 use crate::rejection::{LifecycleError, Rejection};
 use crate::store::{Claim, ClaimOutcome};
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 /// The body of `POST claim`. Members not among its `MEMBERS` are
 /// ignored and named in the answer's `ignored_members`.
