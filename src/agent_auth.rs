@@ -7,12 +7,19 @@
 //! before the store write changes nothing; a revocation is in the table before its
 //! answer leaves, so the next request in this process is refused.
 //!
-//! [`registration`] has register, claim and the human claim page; [`keys`] has key
-//! create / list / rotate / revoke and the scope list.
+//! [`registration`] has register; [`claims`] the claim and the human claim page;
+//! [`keys`] key create / list / rotate / revoke and the scope list. Every JSON body
+//! is read by [`members`]: members an endpoint does not know are ignored and named in
+//! the answer's `ignored_members` (RFC 7591 section 2), the known ones checked
+//! strictly, each refusal naming the member.
 
 pub mod claims;
 pub mod keys;
+mod members;
 pub mod registration;
+
+#[doc(hidden)]
+pub use members::Understood;
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -24,7 +31,6 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 
 use crate::assertion::AssertionVerifier;
 use crate::body::Body;
@@ -39,6 +45,7 @@ use crate::rejection::{LifecycleError, Rejection};
 use crate::store::sync::Compiler;
 use crate::store::{KeyRecord, Store, StoreError};
 use crate::tokens::Tokens;
+use members::{JsonBody, Members, Names};
 
 /// Largest request body the endpoints read.
 const MAX_BODY: usize = 16 * 1024;
@@ -181,21 +188,45 @@ impl AgentAuth {
     pub async fn agent_revoke(&self, config: &Config, request: Request<Incoming>) -> Answer {
         let body: RevokeBody = read_json(request, &Method::POST).await?;
         let revoked = self.revoke_credential(config, &body.credential).await?;
-        Ok(json(
-            StatusCode::OK,
-            &serde_json::json!({ "revoked": revoked }),
-        ))
+        let mut answer = serde_json::json!({ "revoked": revoked });
+        note_ignored(&mut answer, &body.ignored);
+        Ok(json(StatusCode::OK, &answer))
     }
 }
 
 /// The body of `POST agent_revoke`: the key's secret as `credential`, or as `key`,
 /// the key management API's former name for it.
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 struct RevokeBody {
-    #[serde(alias = "key")]
     credential: String,
+    ignored: Vec<String>,
 }
+
+impl JsonBody for RevokeBody {
+    const MEMBERS: &'static [Names] = &[CREDENTIAL];
+
+    fn read(members: &Members) -> Result<Self, Failure> {
+        let Some(credential) = members.text(CREDENTIAL)? else {
+            return Err(members::invalid(
+                "`credential` is missing: send the key to revoke as `credential`",
+            ));
+        };
+        Ok(RevokeBody {
+            credential,
+            ignored: members.ignored(),
+        })
+    }
+
+    fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    fn understood(&self) -> Vec<(&'static str, Understood)> {
+        vec![(CREDENTIAL[0], Understood::Text(self.credential.clone()))]
+    }
+}
+
+const CREDENTIAL: Names = &["credential", "key"];
 
 /// The request bodies of the lifecycle endpoints, by endpoint.
 #[doc(hidden)]
@@ -211,21 +242,44 @@ pub enum BodyKind {
     Revoke,
 }
 
-/// Parses `bytes` as the endpoint of `kind` parses its body: `Ok` with the parsed
-/// value's debug form, or the envelope's message. For the fuzz targets, which cannot
-/// make the `Request<Incoming>` the endpoints take; not part of the API.
+/// What [`parse_body`] made of a body: the members the endpoint understood, each
+/// under its first name with the value it takes, and the names of the members it
+/// ignored (sorted, each once), as its answer lists them in `ignored_members`.
 #[doc(hidden)]
-pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<String, String> {
-    fn show<T: std::fmt::Debug>(parsed: Result<T, Failure>) -> Result<String, String> {
-        parsed
-            .map(|value| format!("{value:?}"))
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedBody {
+    /// The understood members, in the endpoint's order.
+    pub members: Vec<(&'static str, Understood)>,
+    /// The ignored members' names.
+    pub ignored: Vec<String>,
+}
+
+/// Parses `bytes` as the endpoint of `kind` parses its body: what it understood, or
+/// the envelope's message. For the fuzz targets, which cannot make the
+/// `Request<Incoming>` the endpoints take; not part of the API.
+#[doc(hidden)]
+pub fn parse_body(kind: BodyKind, bytes: &[u8]) -> Result<ParsedBody, String> {
+    fn view<T: JsonBody>(bytes: &[u8]) -> Result<ParsedBody, String> {
+        parse_json::<T>(bytes)
+            .map(|body| ParsedBody {
+                members: body.understood(),
+                ignored: body.ignored().to_vec(),
+            })
             .map_err(|failure| failure.detail.unwrap_or_default())
     }
     match kind {
-        BodyKind::Register => show(parse_json::<registration::RegisterBody>(bytes)),
-        BodyKind::Claim => show(parse_json::<claims::ClaimBody>(bytes)),
-        BodyKind::CreateKey => show(parse_json::<keys::CreateBody>(bytes)),
-        BodyKind::Revoke => show(parse_json::<RevokeBody>(bytes)),
+        BodyKind::Register => view::<registration::RegisterBody>(bytes),
+        BodyKind::Claim => view::<claims::ClaimBody>(bytes),
+        BodyKind::CreateKey => view::<keys::CreateBody>(bytes),
+        BodyKind::Revoke => view::<RevokeBody>(bytes),
+    }
+}
+
+/// The names of the members a body ignored, in an answer: `ignored_members`, only
+/// when there are some.
+fn note_ignored(answer: &mut serde_json::Value, ignored: &[String]) {
+    if !ignored.is_empty() {
+        answer["ignored_members"] = ignored.into();
     }
 }
 
@@ -248,11 +302,8 @@ fn authenticate(
     }
 }
 
-/// Reads a JSON body of at most 16 KiB into `T`, which should deny unknown fields.
-async fn read_json<T: DeserializeOwned>(
-    request: Request<Incoming>,
-    method: &Method,
-) -> Result<T, Failure> {
+/// Reads a JSON body of at most 16 KiB into `T`.
+async fn read_json<T: JsonBody>(request: Request<Incoming>, method: &Method) -> Result<T, Failure> {
     let bytes = read_body(request, method, "application/json").await?;
     parse_json(&bytes)
 }
@@ -299,68 +350,12 @@ async fn read_body(
     }
 }
 
-/// Parses a JSON object, describing a failure by field path and kind, never by
-/// value. Only an object: serde would also fill a struct from an array of its
-/// fields in order (`["ak_live_..."]` as a revocation), a form no client is told of.
-fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Failure> {
-    if bytes.trim_ascii_start().first() != Some(&b'{') {
-        return Err(Failure::with(
-            LifecycleError::InvalidBody,
-            "the body must be a JSON object",
-        ));
-    }
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize::<_, T>(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        json_failure(&error.into_inner(), &path)
-    })?;
-    deserializer
-        .end()
-        .map_err(|error| json_failure(&error, ""))?;
-    Ok(value)
-}
-
-fn json_failure(error: &serde_json::Error, path: &str) -> Failure {
-    let detail = match error.classify() {
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-            "the body is not valid JSON".to_owned()
-        }
-        serde_json::error::Category::Io => "the body could not be read".to_owned(),
-        serde_json::error::Category::Data => describe_data_error(&error.to_string(), path),
-    };
-    Failure::with(LifecycleError::InvalidBody, detail)
-}
-
-/// serde's data errors name fields from our schema (safe to repeat), but an
-/// "invalid type" or "invalid value" error quotes the client's value: those are
-/// reduced to the field path.
-fn describe_data_error(message: &str, path: &str) -> String {
-    let message = message.split(" at line ").next().unwrap_or(message);
-    if let Some(rest) = message.strip_prefix("unknown field `") {
-        let name = rest.split('`').next().unwrap_or_default();
-        let shown = if name.len() <= 64
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-        {
-            format!("`{name}`")
-        } else {
-            "a field".to_owned()
-        };
-        let expected = rest
-            .split_once(", expected ")
-            .map(|(_, e)| format!("; expected {e}"))
-            .unwrap_or_default();
-        return format!("unknown field {shown}{expected}");
-    }
-    if message.starts_with("missing field `") {
-        return message.to_owned();
-    }
-    if path.is_empty() || path == "." {
-        "the body must be a JSON object".to_owned()
-    } else {
-        format!("`{path}` has the wrong type or value")
-    }
+/// Parses one JSON object into `T`: members it does not know are ignored, those
+/// it knows are checked, and a refusal names the member and what was wrong with it,
+/// never the value ([`members`]).
+fn parse_json<T: JsonBody>(bytes: &[u8]) -> Result<T, Failure> {
+    let members = Members::parse(bytes, T::MEMBERS)?;
+    T::read(&members)
 }
 
 /// A JSON answer that must not be cached (it may carry a secret).
@@ -401,8 +396,7 @@ fn limit(limiter: Option<&AddressLimiter>, address: IpAddr) -> Result<(), Failur
 }
 
 /// Scope names a client asked for: a JSON array, or an OAuth space-separated string.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 enum ScopeNames {
     List(Vec<String>),
     Text(String),
@@ -453,13 +447,41 @@ mod tests {
     }
 
     #[test]
-    fn a_refusal_names_the_field_and_never_the_value() {
+    fn a_refusal_names_the_member_and_never_the_value() {
         let refused = parse_body(BodyKind::Claim, br#"{"claim_token": ["clm_secret_value"]}"#);
         assert_eq!(
             refused,
-            Err("`claim_token` has the wrong type or value".to_owned())
+            Err("`claim_token`: expected a string, got a list".to_owned())
         );
-        let refused = parse_body(BodyKind::Revoke, br#"{"credential": "k", "extra": 1}"#);
-        assert!(refused.unwrap_err().starts_with("unknown field `extra`"));
+        let refused = parse_body(BodyKind::Revoke, br#"{"key": "k1", "credential": "k2"}"#);
+        assert_eq!(
+            refused,
+            Err("`key` and `credential` differ; both name the same member: send one, or the same value in both".to_owned())
+        );
+        let refused = parse_body(BodyKind::Revoke, br#"{"extra": "ak_live_x"}"#);
+        assert_eq!(
+            refused,
+            Err("`credential` is missing: send the key to revoke as `credential`".to_owned())
+        );
+    }
+
+    #[test]
+    fn members_not_known_are_ignored_and_named() {
+        let parsed = parse_body(
+            BodyKind::Revoke,
+            br#"{"token_type_hint": "x", "credential": "k", "b": 1}"#,
+        );
+        assert_eq!(
+            parsed,
+            Ok(ParsedBody {
+                members: vec![("credential", Understood::Text("k".into()))],
+                ignored: vec!["b".into(), "token_type_hint".into()],
+            })
+        );
+        let mut answer = serde_json::json!({});
+        note_ignored(&mut answer, &[]);
+        assert_eq!(answer, serde_json::json!({}));
+        note_ignored(&mut answer, &["b".to_owned()]);
+        assert_eq!(answer, serde_json::json!({"ignored_members": ["b"]}));
     }
 }

@@ -184,6 +184,11 @@ pub struct RegistrationRecord {
     pub created_at: i64,
     /// The person who claimed it by signing in.
     pub operator: Option<Operator>,
+    /// The e-mail address the agent gave as its contact at registration (for the
+    /// person who claims it), if any.
+    pub contact_email: Option<String>,
+    /// The user name the agent gave as its contact at registration, if any.
+    pub contact_username: Option<String>,
 }
 
 /// A person who claimed a registration by signing in.

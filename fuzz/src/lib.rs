@@ -10,6 +10,8 @@
 //! checks a token's Ed25519 signature over its signing input with aws-lc-rs directly,
 //! not through `jsonwebtoken`. Only this harness holds the private key, so a token
 //! that passes it was signed here.
+//!
+//! [`agent_bodies`] is the oracle of the lifecycle body targets.
 
 #![allow(
     clippy::unwrap_used,
@@ -17,6 +19,8 @@
     clippy::panic,
     reason = "fuzz fixtures: a broken fixture must stop the run loudly"
 )]
+
+pub mod agent_bodies;
 
 use std::sync::{Arc, OnceLock};
 

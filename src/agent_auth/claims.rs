@@ -17,10 +17,10 @@
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use maud::{Markup, html};
-use serde::Deserialize;
 
+use super::members::{JsonBody, Members, Names, Understood};
 use super::registration::{names_of, narrow, subject};
-use super::{AgentAuth, Answer, Failure, json, mint, parse_json, read_body, rfc3339};
+use super::{AgentAuth, Answer, Failure, json, mint, note_ignored, parse_json, read_body, rfc3339};
 use crate::assertion::VerifiedAssertion;
 use crate::body::Body;
 use crate::clock::unix_now;
@@ -33,14 +33,59 @@ use crate::store::{
 };
 use crate::web;
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST claim`. Members not among its `MEMBERS` are
+/// ignored and named in the answer's `ignored_members`.
+#[derive(Debug)]
 pub(super) struct ClaimBody {
     claim_token: Option<String>,
     registration_id: Option<String>,
-    #[serde(alias = "assertion")]
     identity_assertion: Option<String>,
     assertion_type: Option<String>,
+    ignored: Vec<String>,
+}
+
+const CLAIM_TOKEN: Names = &["claim_token"];
+const REGISTRATION_ID: Names = &["registration_id"];
+const IDENTITY_ASSERTION: Names = &["identity_assertion", "assertion"];
+const ASSERTION_TYPE: Names = &["assertion_type"];
+
+impl JsonBody for ClaimBody {
+    const MEMBERS: &'static [Names] = &[
+        CLAIM_TOKEN,
+        REGISTRATION_ID,
+        IDENTITY_ASSERTION,
+        ASSERTION_TYPE,
+    ];
+
+    fn read(members: &Members) -> Result<Self, Failure> {
+        Ok(ClaimBody {
+            claim_token: members.text(CLAIM_TOKEN)?,
+            registration_id: members.text(REGISTRATION_ID)?,
+            identity_assertion: members.text(IDENTITY_ASSERTION)?,
+            assertion_type: members.text(ASSERTION_TYPE)?,
+            ignored: members.ignored(),
+        })
+    }
+
+    fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    fn understood(&self) -> Vec<(&'static str, Understood)> {
+        [
+            (CLAIM_TOKEN, &self.claim_token),
+            (REGISTRATION_ID, &self.registration_id),
+            (IDENTITY_ASSERTION, &self.identity_assertion),
+            (ASSERTION_TYPE, &self.assertion_type),
+        ]
+        .into_iter()
+        .filter_map(|(names, value)| {
+            value
+                .clone()
+                .map(|value| (names[0], Understood::Text(value)))
+        })
+        .collect()
+    }
 }
 
 /// Who proved they claim.
@@ -125,6 +170,7 @@ impl AgentAuth {
                     registration_id: None,
                     identity_assertion: None,
                     assertion_type: None,
+                    ignored: Vec::new(),
                 };
                 let answer = self.claim_answer(config, body, login).await?;
                 let secret = answer["credential"].as_str();
@@ -259,6 +305,7 @@ impl AgentAuth {
             answer["credential"] = secret.as_str().into();
             answer["credential_expires"] = serde_json::Value::Null;
         }
+        note_ignored(&mut answer, &body.ignored);
         Ok(answer)
     }
 

@@ -11,11 +11,12 @@
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::members::{JsonBody, Members, Names, Understood};
 use super::{
     AgentAuth, Answer, Failure, ScopeNames, authenticate, json, limit, mint, random_id, read_json,
     requested_scopes, rfc3339,
@@ -50,6 +51,9 @@ pub(super) struct KeyView<'a> {
     /// Deprecated alias of `credential`.
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
+    /// The members of the request body that were ignored (creation only).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    ignored_members: &'a [String],
 }
 
 impl<'a> KeyView<'a> {
@@ -67,15 +71,49 @@ impl<'a> KeyView<'a> {
             revoked_at: record.revoked_at.map(rfc3339),
             credential: secret,
             key: secret,
+            ignored_members: &[],
         }
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST keys`. Members not among its `MEMBERS` are
+/// ignored and named in the answer's `ignored_members`.
+#[derive(Debug)]
 pub(super) struct CreateBody {
     name: Option<String>,
     scopes: Option<ScopeNames>,
+    ignored: Vec<String>,
+}
+
+const NAME: Names = &["name"];
+const SCOPES: Names = &["scopes"];
+
+impl JsonBody for CreateBody {
+    const MEMBERS: &'static [Names] = &[NAME, SCOPES];
+
+    fn read(members: &Members) -> Result<Self, Failure> {
+        Ok(CreateBody {
+            name: members.checked_text(NAME, valid_name, "1 to 128 printable characters")?,
+            scopes: members.scopes(SCOPES)?,
+            ignored: members.ignored(),
+        })
+    }
+
+    fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    fn understood(&self) -> Vec<(&'static str, Understood)> {
+        let name = self
+            .name
+            .clone()
+            .map(|name| (NAME[0], Understood::Text(name)));
+        let scopes = self.scopes.as_ref().map(|scopes| {
+            let names = scopes.names().into_iter().map(str::to_owned).collect();
+            (SCOPES[0], Understood::Scopes(names))
+        });
+        name.into_iter().chain(scopes).collect()
+    }
 }
 
 /// Who calls a key endpoint.
@@ -228,16 +266,7 @@ impl AgentAuth {
     async fn create(&self, config: &Config, request: Request<Incoming>, address: IpAddr) -> Answer {
         let caller = Caller::of(config, &self.keys, request.headers())?;
         let body: CreateBody = read_json(request, &Method::POST).await?;
-        let name = match body.name {
-            Some(name) if valid_name(&name) => name,
-            Some(_) => {
-                return Err(Failure::with(
-                    LifecycleError::InvalidBody,
-                    "`name` must be 1 to 128 printable characters",
-                ));
-            }
-            None => "unnamed".to_owned(),
-        };
+        let name = body.name.clone().unwrap_or_else(|| "unnamed".to_owned());
         let scope_names: Vec<String> = match &body.scopes {
             Some(requested) => requested.names().into_iter().map(str::to_owned).collect(),
             None => config
@@ -290,10 +319,11 @@ impl AgentAuth {
         self.store.insert_key(&record).await?;
         self.apply(&record).await;
         tracing::info!(key = %record.id, by = %caller.name(), "key created");
-        Ok(json(
-            StatusCode::CREATED,
-            &KeyView::of(&record, Some(new.secret.as_str())),
-        ))
+        let view = KeyView {
+            ignored_members: &body.ignored,
+            ..KeyView::of(&record, Some(new.secret.as_str()))
+        };
+        Ok(json(StatusCode::CREATED, &view))
     }
 }
 

@@ -7,17 +7,21 @@
 //! carries one, no claim token is made at all. Registration with an identity assertion
 //! (an ID-JAG from a trusted issuer) answers with a key at the claimed tier. A claim
 //! binds the registration to a verified identity and raises the same key's tier
-//! and scopes in place. Field names follow both auth.md generations and the seeds
-//! (`type` or `identity_type`; `assertion` or `identity_assertion`).
+//! and scopes in place. Member names follow both auth.md generations and the seeds
+//! (`type` or `identity_type`; `assertion` or `identity_assertion`; `scopes`,
+//! `requested_scopes` or `scope`), which must agree when both are sent; other
+//! members are ignored and listed ([`super::members`]). Toromarket's
+//! `{email, username, password}` registers too: the e-mail address and user name are
+//! kept with the registration as its contact details, the password is never read.
 
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
-use serde::Deserialize;
 
 use super::claims::claim_hash;
 use super::keys::valid_name;
+use super::members::{JsonBody, Members, Names, Understood, invalid};
 use super::{
-    AgentAuth, Answer, Failure, ScopeNames, json, limit, mint, random_id, read_json,
+    AgentAuth, Answer, Failure, ScopeNames, json, limit, mint, note_ignored, random_id, read_json,
     requested_scopes, rfc3339,
 };
 use crate::assertion::{AssertionKind, VerifiedAssertion};
@@ -28,19 +32,117 @@ use crate::rejection::LifecycleError;
 use crate::scope::ScopeSet;
 use crate::store::{KeyRecord, RegistrationKind, RegistrationRecord};
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The body of `POST register`. Members not listed here are ignored and named in
+/// the answer's `ignored_members`; a `password` among them (Toromarket's
+/// self-registration sends one) is also answered with a `message` saying that this
+/// service keeps no passwords and how the agent signs in again.
+#[derive(Debug)]
 pub(super) struct RegisterBody {
-    #[serde(rename = "type", alias = "identity_type")]
-    kind: Option<String>,
+    kind: Option<RegistrationKind>,
+    /// The type as written (`verified_email` also names the assertion's type).
+    type_name: Option<String>,
     client_name: Option<String>,
     scopes: Option<ScopeNames>,
-    #[serde(alias = "scope")]
-    requested_scopes: Option<ScopeNames>,
     requested_credential_type: Option<String>,
     assertion_type: Option<String>,
-    #[serde(alias = "identity_assertion")]
     assertion: Option<String>,
+    email: Option<String>,
+    username: Option<String>,
+    ignored: Vec<String>,
+}
+
+const TYPE: Names = &["type", "identity_type"];
+const CLIENT_NAME: Names = &["client_name"];
+const SCOPES: Names = &["scopes", "requested_scopes", "scope"];
+const CREDENTIAL_TYPE: Names = &["requested_credential_type"];
+const ASSERTION_TYPE: Names = &["assertion_type"];
+const ASSERTION: Names = &["assertion", "identity_assertion"];
+const EMAIL: Names = &["email"];
+const USERNAME: Names = &["username"];
+
+/// The registration types, by their wire names.
+const TYPES: &[(&str, RegistrationKind)] = &[
+    ("anonymous", RegistrationKind::Anonymous),
+    ("identity_assertion", RegistrationKind::IdentityAssertion),
+    // `verified_email` names the assertion's type as the identity's (JobsPipe).
+    (VERIFIED_EMAIL, RegistrationKind::IdentityAssertion),
+];
+
+/// The member a password comes in: never read, never kept.
+const PASSWORD: &str = "password";
+
+impl JsonBody for RegisterBody {
+    const MEMBERS: &'static [Names] = &[
+        TYPE,
+        CLIENT_NAME,
+        SCOPES,
+        CREDENTIAL_TYPE,
+        ASSERTION_TYPE,
+        ASSERTION,
+        EMAIL,
+        USERNAME,
+    ];
+
+    fn read(members: &Members) -> Result<Self, Failure> {
+        Ok(RegisterBody {
+            kind: members.choice(TYPE, TYPES)?,
+            type_name: members.text(TYPE)?,
+            client_name: members.checked_text(
+                CLIENT_NAME,
+                valid_name,
+                "1 to 128 printable characters",
+            )?,
+            scopes: members.scopes(SCOPES)?,
+            requested_credential_type: members.text(CREDENTIAL_TYPE)?,
+            assertion_type: members.text(ASSERTION_TYPE)?,
+            assertion: members.text(ASSERTION)?,
+            email: members.checked_text(
+                EMAIL,
+                valid_email,
+                "an e-mail address (`name@example.com`, at most 254 characters)",
+            )?,
+            username: members.checked_text(
+                USERNAME,
+                valid_name,
+                "1 to 128 printable characters",
+            )?,
+            ignored: members.ignored(),
+        })
+    }
+
+    fn ignored(&self) -> &[String] {
+        &self.ignored
+    }
+
+    fn understood(&self) -> Vec<(&'static str, Understood)> {
+        let text = |names: Names, value: &Option<String>| {
+            value.clone().map(|v| (names[0], Understood::Text(v)))
+        };
+        [
+            self.kind
+                .map(|kind| (TYPE[0], Understood::Text(kind.as_str().to_owned()))),
+            text(CLIENT_NAME, &self.client_name),
+            self.scopes.as_ref().map(|scopes| {
+                let names = scopes.names().into_iter().map(str::to_owned).collect();
+                (SCOPES[0], Understood::Scopes(names))
+            }),
+            text(CREDENTIAL_TYPE, &self.requested_credential_type),
+            text(ASSERTION_TYPE, &self.assertion_type),
+            text(ASSERTION, &self.assertion),
+            text(EMAIL, &self.email),
+            text(USERNAME, &self.username),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+}
+
+/// Who registers, as the body says: the name it gave and its contact details.
+struct Registrant {
+    client_name: Option<String>,
+    email: Option<String>,
+    username: Option<String>,
 }
 
 impl AgentAuth {
@@ -55,33 +157,21 @@ impl AgentAuth {
         let body: RegisterBody = read_json(request, &Method::POST).await?;
         match body.requested_credential_type.as_deref() {
             None | Some("api_key") => {}
-            Some(_) => return Err(LifecycleError::UnsupportedCredentialType.into()),
-        }
-        if let Some(name) = &body.client_name {
-            if !valid_name(name) {
+            Some(_) => {
                 return Err(Failure::with(
-                    LifecycleError::InvalidBody,
-                    "`client_name` must be 1 to 128 printable characters",
+                    LifecycleError::UnsupportedCredentialType,
+                    "`requested_credential_type` must be `api_key`",
                 ));
             }
         }
-        let requested = body.scopes.as_ref().or(body.requested_scopes.as_ref());
-        let requested = match requested {
+        let requested = match &body.scopes {
             Some(names) => Some(requested_scopes(config, &names.names())?),
             None => None,
         };
-        let kind = match body.kind.as_deref() {
-            Some("anonymous") => RegistrationKind::Anonymous,
-            // `verified_email` names the assertion's type as the identity's.
-            Some("identity_assertion" | VERIFIED_EMAIL) => RegistrationKind::IdentityAssertion,
+        let kind = match body.kind {
+            Some(kind) => kind,
             None if body.assertion.is_some() => RegistrationKind::IdentityAssertion,
             None => RegistrationKind::Anonymous,
-            Some(_) => {
-                return Err(Failure::with(
-                    LifecycleError::InvalidBody,
-                    "`type` must be `anonymous`, `identity_assertion` or `verified_email`",
-                ));
-            }
         };
         let settings = &config.lifecycle.registration;
         // Where the operator hands out keys, a refused registration says where.
@@ -90,26 +180,36 @@ impl AgentAuth {
             None if detail.is_empty() => error.into(),
             None => Failure::with(error, detail.trim_end_matches("; ")),
         };
-        match kind {
+        let registrant = Registrant {
+            client_name: body.client_name,
+            email: body.email,
+            username: body.username,
+        };
+        let mut answer = match kind {
             RegistrationKind::Anonymous => {
                 if !settings.anonymous {
                     return Err(elsewhere(LifecycleError::AnonymousNotEnabled, ""));
                 }
                 if body.assertion.is_some() || body.assertion_type.is_some() {
-                    return Err(Failure::with(
-                        LifecycleError::InvalidBody,
-                        "an anonymous registration carries no assertion",
-                    ));
+                    let stray = if body.assertion.is_some() {
+                        "assertion"
+                    } else {
+                        "assertion_type"
+                    };
+                    return Err(invalid(format!(
+                        "`{stray}`: an anonymous registration carries no assertion; \
+                         send `\"type\": \"identity_assertion\"` with one, or leave it out"
+                    )));
                 }
                 limit(self.anonymous_limit.as_deref(), address)?;
-                self.register_anonymous(config, body.client_name, requested, origin)
-                    .await
+                self.register_anonymous(config, registrant, requested, origin)
+                    .await?
             }
             RegistrationKind::IdentityAssertion => {
                 if !self.verifier.is_enabled() {
                     return Err(elsewhere(LifecycleError::IdentityAssertionNotEnabled, ""));
                 }
-                let named = match (body.kind.as_deref(), body.assertion_type.as_deref()) {
+                let named = match (body.type_name.as_deref(), body.assertion_type.as_deref()) {
                     (Some(VERIFIED_EMAIL), Some(other))
                         if AssertionKind::parse(other) != Some(AssertionKind::VerifiedEmail) =>
                     {
@@ -126,7 +226,7 @@ impl AgentAuth {
                 let Some(assertion) = body.assertion else {
                     return Err(elsewhere(
                         LifecycleError::InvalidBody,
-                        "missing field `assertion`; ",
+                        "`assertion` is missing: an `identity_assertion` registration carries one; ",
                     ));
                 };
                 let kind = self.assertion_kind(named, &assertion)?;
@@ -140,19 +240,24 @@ impl AgentAuth {
                     }
                     None => None,
                 };
-                self.register_identity(config, body.client_name, requested, &verified, origin)
-                    .await
+                self.register_identity(config, registrant, requested, &verified, origin)
+                    .await?
             }
+        };
+        note_ignored(&mut answer, &body.ignored);
+        if body.ignored.iter().any(|name| name == PASSWORD) {
+            answer["message"] = no_passwords(config, origin).into();
         }
+        Ok(json(StatusCode::OK, &answer))
     }
 
     async fn register_anonymous(
         &self,
         config: &Config,
-        client_name: Option<String>,
+        registrant: Registrant,
         requested: Option<ScopeSet>,
         origin: &str,
-    ) -> Answer {
+    ) -> Result<serde_json::Value, Failure> {
         let settings = &config.lifecycle.registration;
         let now = unix_now();
         let granted = narrow(settings.scopes, requested);
@@ -175,12 +280,12 @@ impl AgentAuth {
             new.hash,
             settings.tier,
             granted,
-            &client_name,
+            &registrant.client_name,
         )?;
         let registration = RegistrationRecord {
             id: registration_id.clone(),
             kind: RegistrationKind::Anonymous,
-            client_name,
+            client_name: registrant.client_name,
             key_id: key.id.clone(),
             claim_hash: claim_token.as_deref().map(|token| claim_hash(token)),
             claim_expires_at: Some(claim_expires_at),
@@ -188,6 +293,8 @@ impl AgentAuth {
             subject: None,
             created_at: now,
             operator: None,
+            contact_email: registrant.email,
+            contact_username: registrant.username,
         };
         self.store.insert_registration(&registration, &key).await?;
         self.apply(&key).await;
@@ -231,17 +338,17 @@ impl AgentAuth {
         if !at_claim {
             self.add_access_token(config, &mut answer, &key, granted, origin);
         }
-        Ok(json(StatusCode::OK, &answer))
+        Ok(answer)
     }
 
     async fn register_identity(
         &self,
         config: &Config,
-        client_name: Option<String>,
+        registrant: Registrant,
         requested: Option<ScopeSet>,
         verified: &VerifiedAssertion,
         origin: &str,
-    ) -> Answer {
+    ) -> Result<serde_json::Value, Failure> {
         let settings = &config.lifecycle.registration;
         let now = unix_now();
         let granted = narrow(settings.claimed_scopes, requested);
@@ -253,13 +360,13 @@ impl AgentAuth {
             new.hash,
             settings.claimed_tier,
             granted,
-            &client_name,
+            &registrant.client_name,
         )?;
         key.owner = identity_owner(verified);
         let registration = RegistrationRecord {
             id: registration_id.clone(),
             kind: RegistrationKind::IdentityAssertion,
-            client_name,
+            client_name: registrant.client_name,
             key_id: key.id.clone(),
             claim_hash: None,
             claim_expires_at: None,
@@ -267,6 +374,8 @@ impl AgentAuth {
             subject: Some(subject(verified)),
             created_at: now,
             operator: None,
+            contact_email: registrant.email,
+            contact_username: registrant.username,
         };
         self.consume(verified, now).await?;
         self.store.insert_registration(&registration, &key).await?;
@@ -274,7 +383,7 @@ impl AgentAuth {
         tracing::info!(registration = %registration_id, key = %key.id, issuer = %verified.issuer, "agent registered with an identity assertion");
         let mut answer = issued(&registration_id, "agent-provider", &new.secret, &key);
         self.add_access_token(config, &mut answer, &key, granted, origin);
-        Ok(json(StatusCode::OK, &answer))
+        Ok(answer)
     }
 
     /// Where `registration.access_token` asks for it, adds an access token minted
@@ -422,6 +531,41 @@ fn issued(
         "scopes": key.scopes,
         "tier": key.tier,
     })
+}
+
+/// What a registration that sent a `password` is told: this service keeps none,
+/// and the agent signs in again with its key (at the token endpoint, where it
+/// issues tokens for keys).
+fn no_passwords(config: &Config, origin: &str) -> String {
+    let again = if config.tokens.enabled && config.tokens.api_keys {
+        format!(
+            "send it with each request, or get a new access token from it at `POST {origin}{}` with \
+             `grant_type=client_credentials`, `client_id` = `key_id` and `client_secret` = `credential`",
+            config.endpoints.token
+        )
+    } else {
+        "send it with each request".to_owned()
+    };
+    format!(
+        "this service keeps no passwords: `{PASSWORD}` was ignored, neither stored nor logged. \
+         The key (`credential`, shown only in this answer) is how this agent signs in again: {again}"
+    )
+}
+
+/// An e-mail address given as a contact: `local@domain` with a dot in the domain,
+/// at most 254 bytes, no space or control character.
+fn valid_email(text: &str) -> bool {
+    let Some((local, domain)) = text.split_once('@') else {
+        return false;
+    };
+    text.len() <= 254
+        && !local.is_empty()
+        && local.len() <= 64
+        && !domain.contains('@')
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !text.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// `allowed`, narrowed to `requested` when the client asked for specific scopes.

@@ -400,6 +400,19 @@ fn register(md: &mut String, config: &Config, origin: &str) {
              token endpoint with the key (see Tokens); revoking the key ends its tokens too.\n"
         );
     }
+    if lifecycle.registers() {
+        let _ = writeln!(
+            md,
+            "The register, claim and key bodies ignore members they do not know (as RFC 7591 does for client \
+             metadata) and list them, sorted, in the answer's `ignored_members` (absent when none). `type` and \
+             `identity_type` name one member, as do `assertion` and `identity_assertion`, and `scopes`, \
+             `requested_scopes` and `scope`: send one name, or several with the same value. A refused body is a \
+             `400` whose `message` names the member and what was wrong with it. `email` and `username`, when sent, \
+             are kept as the registration's contact details for the person who claims it. This service keeps no \
+             passwords: a `password` is ignored, and the answer's `message` says how the agent signs in again \
+             (with its key).\n"
+        );
+    }
     let id_jag_issuers = config
         .trusted_issuers
         .iter()

@@ -18,7 +18,7 @@ pub(super) const KEY_COLUMNS: &str = "id, hash, prefix, name, owner, scopes, tie
 /// The columns of `registrations`, in the order [`registration_values`] writes and
 /// [`registration`] reads them.
 pub(super) const REGISTRATION_COLUMNS: &str = "id, kind, client_name, key_id, claim_hash, claim_expires_at, claimed_at, subject, created_at, \
-     operator_provider, operator_subject, operator_handle";
+     operator_provider, operator_subject, operator_handle, contact_email, contact_username";
 
 /// The columns of `used_assertions`.
 pub(super) const USED_ASSERTION_COLUMNS: &str = "issuer, jti, expires_at";
@@ -128,7 +128,7 @@ pub(super) fn key_values(key: &KeyRecord) -> [Value<'_>; 17] {
 }
 
 /// A registration's values, in [`REGISTRATION_COLUMNS`] order.
-pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'_>; 12] {
+pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'_>; 14] {
     let operator = registration.operator.as_ref();
     [
         registration.id.as_str().into(),
@@ -147,6 +147,8 @@ pub(super) fn registration_values(registration: &RegistrationRecord) -> [Value<'
         operator.map(|o| o.provider.as_str()).into(),
         operator.map(|o| o.subject.as_str()).into(),
         operator.map(|o| o.handle.as_str()).into(),
+        registration.contact_email.as_deref().into(),
+        registration.contact_username.as_deref().into(),
     ]
 }
 
@@ -213,6 +215,8 @@ pub(super) fn registration<R: Columns>(row: &R) -> Result<RegistrationRecord, R:
             }),
             _ => None,
         },
+        contact_email: row.optional_text(12)?,
+        contact_username: row.optional_text(13)?,
     })
 }
 
@@ -318,6 +322,8 @@ mod tests {
                 subject: "583231".into(),
                 handle: "octocat".into(),
             }),
+            contact_email: Some("ops@example.com".into()),
+            contact_username: Some("ops".into()),
         };
         let values = registration_values(&registration);
         assert_eq!(values.len(), columns(REGISTRATION_COLUMNS));
@@ -359,6 +365,8 @@ mod tests {
             subject: Some("https://issuer sub".into()),
             created_at: 10,
             operator: None,
+            contact_email: None,
+            contact_username: None,
         };
         let mut values = registration_values(&registration);
         values[1] = "robot".into();

@@ -96,6 +96,10 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE registrations ADD COLUMN operator_handle TEXT;
     CREATE INDEX registrations_operator ON registrations (operator_provider, operator_subject);
     ALTER TABLE keys ADD COLUMN operator TEXT;",
+    // The contact details an agent gives at registration (an e-mail address and a
+    // user name), for the person who claims it.
+    "ALTER TABLE registrations ADD COLUMN contact_email TEXT;
+    ALTER TABLE registrations ADD COLUMN contact_username TEXT;",
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -9,6 +9,7 @@
 
 mod support;
 
+mod agent_bodies;
 mod anonymous_budget;
 mod audience;
 mod auth;

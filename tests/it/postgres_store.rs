@@ -142,6 +142,8 @@ fn registration(id: &str, key_id: &str) -> RegistrationRecord {
         subject: None,
         created_at: NOW,
         operator: None,
+        contact_email: None,
+        contact_username: None,
     }
 }
 
@@ -192,7 +194,7 @@ async fn eight_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 7, "each migration is recorded once");
+    assert_eq!(versions, 8, "each migration is recorded once");
     let mut tables: Vec<String> = admin
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",

@@ -11,6 +11,7 @@
 )]
 
 mod anygett;
+mod as_written;
 mod botvisibility;
 mod common;
 mod getscaled;

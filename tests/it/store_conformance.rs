@@ -57,6 +57,8 @@ fn registration(id: &str, key_id: &str) -> RegistrationRecord {
         subject: None,
         created_at: NOW,
         operator: None,
+        contact_email: Some("ops@example.com".into()),
+        contact_username: Some("ops".into()),
     }
 }
 

@@ -19,8 +19,8 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
 
 use super::common::{
-    Seed, Seen, Upstream, decode_jwt, get, header, json_response, ok_json, post_form, post_json,
-    scope_table,
+    Seed, Seen, Upstream, decode_jwt, get, header, here, json_response, ok_json, post_form,
+    post_json, scope_table,
 };
 use crate::support::{TestProxy, assert_envelope, client, json, www};
 
@@ -864,7 +864,7 @@ async fn the_operator_revokes_a_key_by_removing_it() {
     // key from the configuration and the proxy reloads it.
     let entry = "  - id: example-integration\n    name: Example integration (the test key; never use it in production)\n    # secret: bv_live_LxcS45Jxryeh58KrdfsmuvewHyBmYCKvH1BTUfs\n    hash: blake3:eca37f4618352a7789341a499e2aed45caf3bf8fce5cd8d21a634cde71c42325\n    scopes: [scan:read]\n    tier: partner\n";
     assert!(CONFIG.contains(entry), "the seed config changed");
-    proxy.reload(&CONFIG.replace(entry, "")).await;
+    proxy.reload(&here(&CONFIG.replace(entry, ""))).await;
     let response = scan(&proxy, &[("x-api-key", PARTNER_KEY)]).await;
     assert_error(response, 401, "INVALID_API_KEY", 73).await;
     // The other key, and the free tier, are untouched.

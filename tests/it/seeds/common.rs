@@ -358,9 +358,10 @@ impl Upstream {
         Upstream { addr, seen, count }
     }
 
-    /// The proxy started from `config`, in front of this upstream.
+    /// The proxy started from `config`, in front of this upstream (in place of the
+    /// echo API the seed configs name).
     pub(crate) async fn proxy(&self, config: &str) -> TestProxy {
-        TestProxy::start(config, Some(self.addr)).await
+        TestProxy::start(&here(config), Some(self.addr)).await
     }
 
     /// How many requests reached it.
@@ -382,6 +383,22 @@ impl Upstream {
             .cloned()
             .unwrap_or_else(|| panic!("nothing reached the upstream"))
     }
+}
+
+/// Where every seed config names its upstream: the echo API, so that
+/// `authmd-proxy run --config tests/seeds/x.yaml` serves as the file is.
+pub(crate) const ECHO_UPSTREAM: &str = "url: builtin:echo";
+
+/// `config` with the test's upstream in place of the echo API: its one
+/// `url: builtin:echo` becomes `url: "{upstream}"`, which [`TestProxy`] fills in (at
+/// start and at each reload).
+pub(crate) fn here(config: &str) -> String {
+    assert_eq!(
+        config.matches(ECHO_UPSTREAM).count(),
+        1,
+        "a seed config names the echo API as its upstream, once"
+    );
+    config.replace(ECHO_UPSTREAM, r#"url: "{upstream}""#)
 }
 
 /// The proxy from `config` in front of a fresh [`Upstream::start`].

@@ -19,7 +19,8 @@ use reqwest::Method;
 use serde_json::json;
 
 use super::common::{
-    Idp, Seed, Upstream, get, get_json, header, json_response, ok_json, post_json, scope_table,
+    Idp, Seed, Upstream, get, get_json, header, here, json_response, ok_json, post_json,
+    scope_table,
 };
 use crate::support::{self, TestProxy, client, www};
 
@@ -115,7 +116,7 @@ async fn proxy(yaml: &str, upstream: SocketAddr, idp: &Idp) -> TestProxy {
         38,
         "`identity_assertion` - assertion types `urn:ietf:params:oauth:token-type:id-jag`",
     );
-    TestProxy::start(&idp.trusted_by(yaml, &at), Some(upstream)).await
+    TestProxy::start(&here(&idp.trusted_by(yaml, &at)), Some(upstream)).await
 }
 
 /// The seed config in front of the Jobs API: a plain upstream answering every request

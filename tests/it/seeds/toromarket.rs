@@ -5,10 +5,12 @@
 //! tokens, the legacy register behind a shared secret, and the session headers.
 //! Each assertion names the line of Toromarket's auth.md it checks.
 
+use authmd_proxy::config::{Config, Overrides};
+use authmd_proxy::store::Store;
 use serde_json::{Value, json};
 
 use super::common::{Seed, decode_jwt, get, post_form, post_json, start};
-use crate::support::{TestProxy, client};
+use crate::support::{Binary, TestProxy, client};
 
 const CONFIG: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -426,6 +428,178 @@ async fn session_headers_reach_the_api_and_are_not_needed_for_authentication() {
         200,
         "{}",
         SEED.at(22, "Neither is required for authentication")
+    );
+}
+
+/// Toromarket's own self-registration body (line 8), with `password` as given.
+fn account_body(password: &str) -> String {
+    json!({"email": "ops@momentum.example", "username": "momentum-bot", "password": password})
+        .to_string()
+}
+
+#[tokio::test]
+async fn self_registration_with_an_email_username_and_password_gets_a_key_and_a_token() {
+    let (proxy, upstream) = start(CONFIG).await;
+    let at = SEED.at(
+        8,
+        "POST to /api/v1/agents/self-register with an email, username, and password. You get a token back immediately, plus a claimUrl for your operator.",
+    );
+    let body = account_body("correct-horse-battery");
+    let response = post_json(&proxy, "/api/v1/agents/self-register", &body).await;
+    assert_eq!(response.status(), 200, "{at}");
+    let registered: Value = response.json().await.unwrap();
+    let key = registered["credential"].as_str().unwrap();
+    assert!(key.starts_with("tm_live_"), "{at}: {registered}");
+    let token = registered["access_token"].as_str().unwrap();
+    assert_eq!(token.split('.').count(), 3, "{at}: a JWT in {registered}");
+    assert!(
+        registered["claim_url"]
+            .as_str()
+            .unwrap()
+            .starts_with(&proxy.url("/api/v1/agents/claim?token=")),
+        "{at}: {registered}"
+    );
+    // The password is ignored, and the answer says so and how to sign in again.
+    assert_eq!(
+        registered["ignored_members"],
+        json!(["password"]),
+        "{at}: {registered}"
+    );
+    let message = registered["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("this service keeps no passwords"),
+        "{at}: {message}"
+    );
+    let login_at = SEED.at(10, "use the standard login endpoint");
+    assert!(
+        message.contains(&format!("`POST {}`", proxy.url("/api/v1/auth/login"))),
+        "{login_at}: {message}"
+    );
+    assert!(
+        !registered.to_string().contains("correct-horse"),
+        "{at}: {registered}"
+    );
+    // The token works at once; logging in again with the key, as the message says.
+    let response = get(&proxy, "/api/v1/portfolio", Some(token)).await;
+    assert_eq!(response.status(), 200, "{at}");
+    assert!(
+        !upstream.last().await.text().contains("correct-horse"),
+        "{at}"
+    );
+    let key_id = registered["key_id"].as_str().unwrap();
+    let response = login(&proxy, key_id, key).await;
+    assert_eq!(response.status(), 200, "{login_at}");
+}
+
+#[tokio::test]
+async fn the_password_is_neither_logged_nor_stored_and_the_contact_details_are_kept() {
+    // The seed file as written, run by the binary in front of the echo API, logging
+    // at debug.
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/seeds/toromarket.yaml");
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_authmd-proxy"));
+    command
+        .args(["run", "--config", path, "--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "debug");
+    let mut proxy = Binary::launch(command).await;
+    let password = format!("pw{}", "Zx9".repeat(10));
+    let at = SEED.at(
+        8,
+        "POST to /api/v1/agents/self-register with an email, username, and password",
+    );
+    let response = client()
+        .post(format!("{}/api/v1/agents/self-register", proxy.url))
+        .header("content-type", "application/json")
+        .body(account_body(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{at}");
+    let registered: Value = response.json().await.unwrap();
+    let token = registered["access_token"].as_str().unwrap();
+    let response = client()
+        .get(format!("{}/api/v1/portfolio", proxy.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200, "{at}: the echo API answers");
+    let echo: Value = response.json().await.unwrap();
+    assert_eq!(echo["path"], "/api/v1/portfolio", "{at}: {echo}");
+
+    // A path the proxy refuses, which its debug line names: the scan sees the log.
+    let canary = format!("canary{}", "Q7".repeat(12));
+    let response = client()
+        .get(format!("{}/{canary}", proxy.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    proxy.signal("TERM");
+    assert!(proxy.wait().await.success());
+    let lines = proxy.remaining_log_lines();
+    assert!(
+        lines.iter().any(|line| line.contains(&canary)),
+        "the scan sees what is logged: {lines:#?}"
+    );
+    for line in &lines {
+        assert!(
+            !line.contains(&password),
+            "{at}: the password is in a log line: {line}"
+        );
+        assert!(
+            !line.contains("ops@momentum.example"),
+            "{at}: the contact is in a log line: {line}"
+        );
+    }
+
+    // At rest: the store keeps the contact details, never the password.
+    let mut stored = Vec::new();
+    let mut dirs = vec![data.clone()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let entry = entry.unwrap().path();
+            if entry.is_dir() {
+                dirs.push(entry);
+            } else {
+                stored.extend(std::fs::read(&entry).unwrap());
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&stored);
+    assert!(
+        text.contains("ops@momentum.example"),
+        "the scan sees the store's files"
+    );
+    assert!(!text.contains(&password), "{at}: the password is stored");
+    let yaml = std::fs::read_to_string(path).unwrap();
+    let overrides = Overrides {
+        data_dir: Some(data.clone()),
+        ..Overrides::default()
+    };
+    let config = Config::from_yaml_str(&yaml, path, &overrides, &|_| None).unwrap();
+    let store = Store::open(&config.lifecycle.store).await.unwrap().unwrap();
+    let registration = store
+        .registration(registered["registration_id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let kept = SEED.at(
+        15,
+        "Your agent sends the claim URL to its operator (email, Slack, printing to console, whatever).",
+    );
+    assert_eq!(
+        registration.contact_email.as_deref(),
+        Some("ops@momentum.example"),
+        "{kept}"
+    );
+    assert_eq!(
+        registration.contact_username.as_deref(),
+        Some("momentum-bot"),
+        "{kept}"
     );
 }
 
