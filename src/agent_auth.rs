@@ -12,6 +12,7 @@
 
 pub mod claims;
 pub mod keys;
+pub mod operator;
 pub mod registration;
 
 use std::net::IpAddr;
