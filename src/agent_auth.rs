@@ -16,6 +16,7 @@
 pub mod claims;
 pub mod keys;
 mod members;
+pub mod operator;
 pub mod registration;
 
 #[doc(hidden)]

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `return_to` is always the authorization endpoint or the agents' claim page (an
-//! exact local path, with a query): the sign-in never
+//! exact local path, with a query), or exactly the operator page: the sign-in never
 //! sends a browser anywhere else. Everything a flow needs between requests is
 //! sealed into cookies ([`seal`], [`cookies`]), so any replica with the same cookie
 //! key finishes what another started. This module knows nothing of OAuth clients
@@ -662,7 +662,8 @@ impl Login {
             None | Some("") => Ok(None),
             Some(v)
                 if flow::return_to_allowed(v, &self.settings.paths.authorize)
-                    || flow::return_to_allowed(v, &self.settings.paths.claim) =>
+                    || flow::return_to_allowed(v, &self.settings.paths.claim)
+                    || flow::return_to_is(v, &self.settings.paths.operator) =>
             {
                 Ok(Some(v.to_owned()))
             }

@@ -210,6 +210,35 @@ impl Operator {
     }
 }
 
+/// A registration a person claimed by signing in, with its keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operated {
+    /// The registration.
+    pub registration: RegistrationRecord,
+    /// Every key of its owner (the key issued at registration and those it
+    /// created), revoked ones included, oldest first.
+    pub keys: Vec<KeyRecord>,
+}
+
+/// Groups `keys` under the registrations whose issued key shares their owner.
+fn operated(registrations: Vec<RegistrationRecord>, keys: &[KeyRecord]) -> Vec<Operated> {
+    registrations
+        .into_iter()
+        .map(|registration| {
+            let owner = keys
+                .iter()
+                .find(|k| k.id == registration.key_id)
+                .map(|k| k.owner.as_str());
+            let keys = keys
+                .iter()
+                .filter(|k| Some(k.owner.as_str()) == owner)
+                .cloned()
+                .collect();
+            Operated { registration, keys }
+        })
+        .collect()
+}
+
 /// The outcome of a claim.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ClaimOutcome {
@@ -522,6 +551,18 @@ impl Store {
         claim_hash: &[u8; 32],
     ) -> Result<Option<RegistrationRecord>, StoreError> {
         dispatch!(self.registration_by_claim(claim_hash))
+    }
+
+    /// The registrations the person `provider`/`subject` claimed by signing in
+    /// (matched by the provider's stable subject, never by e-mail), oldest claim
+    /// first, each with its keys.
+    pub async fn operated_by(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<Vec<Operated>, StoreError> {
+        let (registrations, keys) = dispatch!(self.operated_by(provider, subject))?;
+        Ok(operated(registrations, &keys))
     }
 
     /// Claims a registration: binds it to `subject` and raises its key's tier and

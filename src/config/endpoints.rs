@@ -35,6 +35,9 @@ pub struct Endpoints {
     pub consent: String,
     /// RFC 7591 client registration.
     pub oauth_register: String,
+    /// The page where a signed-in person sees and revokes the agents they claimed
+    /// (served where `login.providers` is set and keys are stored).
+    pub operator: String,
 }
 
 impl Loader {
@@ -87,6 +90,7 @@ impl Loader {
                 "oauth_register",
                 "/oauth2/register",
             ),
+            operator: endpoint(self, &raw.operator, "operator", "/agent/auth/operator"),
         }
     }
 }

@@ -136,6 +136,7 @@ impl Loader {
             callback: cx.endpoints.login_callback.clone(),
             authorize: cx.endpoints.authorize.clone(),
             claim: cx.endpoints.claim.clone(),
+            operator: cx.endpoints.operator.clone(),
         };
         let raw = raw.unwrap_or_default();
         let mut providers: Vec<ProviderSettings> = Vec::new();

@@ -51,6 +51,7 @@ pub(crate) struct RawEndpoints {
     pub(crate) login_callback: Option<String>,
     pub(crate) consent: Option<String>,
     pub(crate) oauth_register: Option<String>,
+    pub(crate) operator: Option<String>,
 }
 
 /// `server:`: the listener's own settings.

@@ -318,6 +318,17 @@ impl KeyTable {
         }
     }
 
+    /// The last use of the live key `id` this process has seen, not yet
+    /// necessarily in the store (uses are flushed in batches).
+    #[must_use]
+    pub fn last_used(&self, id: &str) -> Option<i64> {
+        self.live
+            .pin()
+            .get(id)
+            .map(|ById(entry)| entry.last_used.load(Ordering::Relaxed))
+            .filter(|at| *at > 0)
+    }
+
     /// Ids of stored keys used at or after `since`, with their last use.
     #[must_use]
     pub fn used_since(&self, since: i64) -> Vec<(String, i64)> {

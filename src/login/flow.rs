@@ -96,6 +96,18 @@ pub(crate) fn return_to_allowed(value: &str, authorize: &str) -> bool {
             .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'#')
 }
 
+/// True when `value` is exactly the local path `path` (the operator page): no
+/// query, nothing before or after it.
+pub(crate) fn return_to_is(value: &str, path: &str) -> bool {
+    value == path
+        && path.starts_with('/')
+        && !path.starts_with("//")
+        && path.len() <= MAX_RETURN_TO
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'\\' && b != b'#' && b != b'?')
+}
+
 /// `base` with `params` added to its query.
 pub(crate) fn with_query(base: &str, params: &[(&str, &str)]) -> String {
     let query = form_urlencoded::Serializer::new(String::new())
@@ -154,6 +166,27 @@ mod tests {
         ] {
             assert!(!claim(bad), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_operator_page_is_a_place_to_return_to_exactly() {
+        let ok = |v| return_to_is(v, "/agent/auth/operator");
+        assert!(ok("/agent/auth/operator"));
+        for bad in [
+            "",
+            "/",
+            "/agent/auth/operator?x=1",
+            "/agent/auth/operator/",
+            "/agent/auth/operatorX",
+            "/agent/auth/operator#x",
+            "/agent/auth/operator/../keys",
+            "//evil.example/agent/auth/operator",
+            "https://evil.example/agent/auth/operator",
+            "/agent/auth/OPERATOR",
+        ] {
+            assert!(!ok(bad), "{bad:?}");
+        }
+        assert!(!return_to_is("//evil.example", "//evil.example"));
     }
 
     #[test]

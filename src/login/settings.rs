@@ -49,6 +49,7 @@ impl Default for LoginSettings {
                 callback: "/oauth2/callback".into(),
                 authorize: "/oauth2/authorize".into(),
                 claim: "/agent/auth/claim".into(),
+                operator: "/agent/auth/operator".into(),
             },
             service_name: String::new(),
         }
@@ -98,6 +99,8 @@ pub struct LoginPaths {
     pub authorize: String,
     /// The agents' claim page: `return_to` may be it too, with a query.
     pub claim: String,
+    /// The operator page: `return_to` may be exactly it (no query).
+    pub operator: String,
 }
 
 /// One identity provider.

@@ -46,6 +46,7 @@ pub(super) enum Lifecycle {
     Keys,
     Key { rotate: bool },
     Scopes,
+    Operator,
 }
 
 /// The local endpoint `path` names, if any, with its meter.
@@ -98,6 +99,8 @@ pub(super) fn find<B>(
         lifecycle(Lifecycle::Scopes)
     } else if !config.lifecycle.issues_keys() {
         None
+    } else if path == endpoints.operator && config.login.enabled() {
+        lifecycle(Lifecycle::Operator)
     } else if path == endpoints.register && config.lifecycle.registers() {
         lifecycle(Lifecycle::Register)
     } else if path == endpoints.claim && config.lifecycle.registers() {
@@ -146,6 +149,7 @@ pub(super) async fn lifecycle(
         }
         (Lifecycle::Claim, Some(a)) => a.claim_page(config, &request, login).await,
         (Lifecycle::AgentRevoke, Some(a)) => a.agent_revoke(config, request).await,
+        (Lifecycle::Operator, Some(a)) => a.operator(config, request, login).await,
         (Lifecycle::Keys, Some(a)) => a.keys(config, request, address).await,
         (Lifecycle::Key { rotate }, Some(a)) => {
             let path = request.uri().path().to_owned();

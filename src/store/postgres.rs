@@ -522,6 +522,50 @@ impl PostgresStore {
         .await
     }
 
+    pub(super) async fn operated_by(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<(Vec<RegistrationRecord>, Vec<KeyRecord>), StoreError> {
+        self.run(async |c| {
+            // One snapshot for both reads.
+            let tx = c
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let registrations = tx
+                .query(
+                    &format!(
+                        "SELECT {REGISTRATION_COLUMNS} FROM registrations \
+                         WHERE operator_provider = $1 AND operator_subject = $2 \
+                         ORDER BY claimed_at, id"
+                    ),
+                    &[&provider, &subject],
+                )
+                .await?
+                .iter()
+                .map(rows::registration)
+                .collect::<Result<Vec<_>, _>>()?;
+            // Every key of the owner of each registration's issued key.
+            let keys = query_keys(
+                &tx,
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE owner IN (SELECT k.owner \
+                     FROM registrations r JOIN keys k ON k.id = r.key_id \
+                     WHERE r.operator_provider = $1 AND r.operator_subject = $2) \
+                     ORDER BY created_at, id"
+                ),
+                &[&provider, &subject],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok((registrations, keys))
+        })
+        .await
+    }
+
     pub(super) async fn registration_by_claim(
         &self,
         claim_hash: &[u8; 32],

@@ -422,6 +422,46 @@ impl SqliteStore {
         .await
     }
 
+    pub(super) async fn operated_by(
+        &self,
+        provider: &str,
+        subject: &str,
+    ) -> Result<(Vec<RegistrationRecord>, Vec<KeyRecord>), StoreError> {
+        let provider = provider.to_owned();
+        let subject = subject.to_owned();
+        self.call(move |c| {
+            let tx = c.transaction().map_err(unavailable)?;
+            let registrations = {
+                let mut statement = tx
+                    .prepare(&format!(
+                        "SELECT {REGISTRATION_COLUMNS} FROM registrations \
+                         WHERE operator_provider = ?1 AND operator_subject = ?2 \
+                         ORDER BY claimed_at, id"
+                    ))
+                    .map_err(unavailable)?;
+                statement
+                    .query_map(params![provider, subject], |row| rows::registration(row))
+                    .map_err(unavailable)?
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(unavailable)?
+            };
+            // Every key of the owner of each registration's issued key.
+            let keys = query_keys(
+                &tx,
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM keys WHERE owner IN (SELECT k.owner \
+                     FROM registrations r JOIN keys k ON k.id = r.key_id \
+                     WHERE r.operator_provider = ?1 AND r.operator_subject = ?2) \
+                     ORDER BY created_at, id"
+                ),
+                params![provider, subject],
+            )?;
+            tx.commit().map_err(unavailable)?;
+            Ok((registrations, keys))
+        })
+        .await
+    }
+
     pub(super) async fn claim(&self, claim: &Claim<'_>) -> Result<ClaimOutcome, StoreError> {
         let registration_id = claim.registration_id.to_owned();
         let subject = claim.subject.to_owned();

@@ -10,6 +10,10 @@
 //! code with its PKCE verifier, and calls a protected route with the token: the
 //! person's principal reaches the upstream.
 //!
+//! `tests/browser/operator_page.py` takes the same browser to the operator page:
+//! signed in from it, the person claims a registered agent, finds it listed with
+//! its key, and clicks Revoke; this test then checks the key is refused.
+//!
 //! Needs Chromium (`AUTHMD_CHROMIUM`, default `/usr/bin/chromium`) and a Python
 //! with the `playwright` package (`AUTHMD_PLAYWRIGHT_PYTHON`, default `python3`).
 //! Without them the test says "skipped" and passes, unless
@@ -97,9 +101,14 @@ async fn ready(python: &str, chromium: &Path) -> bool {
 /// Runs the browser script and returns its one-line JSON summary, asserting that
 /// it says ok.
 async fn run_script(python: &str, args: &[String]) -> Value {
+    run_named(python, SCRIPT, args).await
+}
+
+/// Runs the browser script `script` (see [`run_script`]).
+async fn run_named(python: &str, script: &str, args: &[String]) -> Value {
     let mut command = Command::new(python);
-    command.arg(SCRIPT).args(args);
-    support::script::run_json(command, SCRIPT, Duration::from_secs(180)).await
+    command.arg(script).args(args);
+    support::script::run_json(command, script, Duration::from_secs(180)).await
 }
 
 /// The client's redirect URI: a listener on a loopback port that answers every
@@ -290,6 +299,68 @@ async fn chromium_without_javascript_signs_in_consents_and_the_code_gets_a_worki
     assert_eq!(
         echo["headers"]["x-authmd-principal"], "user:demo:ada",
         "{echo}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test]
+async fn chromium_without_javascript_lists_a_claimed_agent_and_revokes_its_key() {
+    let (python, chromium) = tools();
+    if !ready(&python, &chromium).await {
+        return;
+    }
+    let proxy = TestProxy::start(&yaml(&static_demo()), None).await;
+    let registered: Value = support::client()
+        .post(proxy.url("/agent/auth/register"))
+        .json(&serde_json::json!({"type": "anonymous", "client_name": "Browser bot"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = registered["credential"].as_str().unwrap();
+    let read = async |key: &str| {
+        support::client()
+            .get(proxy.url("/api/v1/offers"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(read(key).await, 200);
+    let args: Vec<String> = [
+        "--chromium",
+        &chromium.to_string_lossy(),
+        "--operator",
+        &proxy.url("/agent/auth/operator"),
+        "--claim",
+        registered["claim_url"].as_str().unwrap(),
+        "--username",
+        "ada",
+        "--password",
+        PASSWORD,
+        "--agent-name",
+        "Browser bot",
+        "--key-id",
+        registered["key_id"].as_str().unwrap(),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let summary = run_named(&python, "tests/browser/operator_page.py", &args).await;
+    let console = summary["console"].as_array().unwrap();
+    assert!(
+        console
+            .iter()
+            .all(|m| !m.as_str().unwrap().contains("Content Security Policy")),
+        "{console:?}"
+    );
+    assert_eq!(
+        read(key).await,
+        401,
+        "the key the browser revoked is refused"
     );
     proxy.shutdown().await;
 }

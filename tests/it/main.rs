@@ -40,6 +40,7 @@ mod limiter;
 mod login;
 mod login_config;
 mod operations;
+mod operator_page;
 mod payments;
 mod pickup;
 mod postgres_store;

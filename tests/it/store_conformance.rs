@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use authmd_proxy::credentials::KeyHash;
 use authmd_proxy::store::{
-    Claim, ClaimOutcome, KeyRecord, RegistrationKind, RegistrationRecord, Rotation, Store,
-    StoreError, StoreSettings,
+    Claim, ClaimOutcome, KeyRecord, Operator, RegistrationKind, RegistrationRecord, Rotation,
+    Store, StoreError, StoreSettings,
 };
 
 use crate::support::store_place::Place;
@@ -358,6 +358,87 @@ async fn a_claim_raises_the_key_in_place_once(place: &Place) {
     assert_eq!(store.claim(&missing).await.unwrap(), ClaimOutcome::NotFound);
 }
 
+async fn a_persons_claimed_registrations_come_with_their_keys(place: &Place) {
+    let store = place.open().await;
+    let person = |provider: &str, subject: &str, handle: &str| Operator {
+        provider: provider.into(),
+        subject: subject.into(),
+        handle: handle.into(),
+    };
+    let ada = person("demo", "ada", "ada");
+    // The same subject at another provider is another person; so is another
+    // subject with ada's handle.
+    let others = [person("gh", "ada", "ada"), person("demo", "ada2", "ada")];
+    let scopes = vec!["offers:read".to_owned()];
+    let ids = ["reg_o1", "reg_o2", "reg_o3", "reg_o4", "reg_o5"];
+    for (i, reg) in ids.iter().enumerate() {
+        let key_id = format!("key_{reg}");
+        let mut k = key(&key_id, &format!("reg:{reg}"));
+        k.created_at = NOW + i64::try_from(i).unwrap();
+        store
+            .insert_registration(&registration(reg, &key_id), &k)
+            .await
+            .unwrap();
+        let operator = match i {
+            0 | 2 => Some(&ada),
+            1 => Some(&others[0]),
+            3 => Some(&others[1]),
+            _ => None,
+        };
+        let claim = Claim {
+            registration_id: reg,
+            subject: "someone",
+            tier: "verified",
+            scopes: &scopes,
+            now: NOW + 100 - i64::try_from(i).unwrap(),
+            operator,
+            new_hash: None,
+        };
+        assert!(matches!(
+            store.claim(&claim).await.unwrap(),
+            ClaimOutcome::Claimed(_)
+        ));
+    }
+    // reg_o1's key made another key of its owner, and one of them was revoked.
+    let mut extra = key("key_extra", "reg:reg_o1");
+    extra.created_at = NOW + 50;
+    store.insert_key(&extra).await.unwrap();
+    store.revoke_key("key_reg_o1", NOW + 60).await.unwrap();
+    store
+        .insert_key(&key("key_unrelated", "acct9"))
+        .await
+        .unwrap();
+
+    let operated = store.operated_by("demo", "ada").await.unwrap();
+    let found: Vec<(&str, Vec<&str>)> = operated
+        .iter()
+        .map(|o| {
+            (
+                o.registration.id.as_str(),
+                o.keys.iter().map(|k| k.id.as_str()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        found,
+        vec![
+            ("reg_o3", vec!["key_reg_o3"]),
+            ("reg_o1", vec!["key_reg_o1", "key_extra"]),
+        ],
+        "oldest claim first; every key of each, revoked ones included"
+    );
+    assert_eq!(operated[0].registration.operator.as_ref(), Some(&ada));
+    assert_eq!(operated[1].keys[0].revoked_at, Some(NOW + 60));
+    assert!(
+        store
+            .operated_by("demo", "nobody")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.operated_by("gh", "ada").await.unwrap().len(), 1);
+}
+
 async fn a_claim_fails_cleanly_when_expired_or_revoked(place: &Place) {
     let store = place.open().await;
     store
@@ -523,6 +604,7 @@ crate::support::store_place::on_both_stores!(
     registration_is_stored_with_its_key_atomically,
     a_claim_raises_the_key_in_place_once,
     a_claim_fails_cleanly_when_expired_or_revoked,
+    a_persons_claimed_registrations_come_with_their_keys,
     an_assertion_id_is_used_once,
     data_survives_reopening,
     quota_usage_adds_up_across_replicas,
