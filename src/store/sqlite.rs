@@ -15,6 +15,7 @@
 mod watch;
 
 mod grants;
+mod user_codes;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -96,6 +97,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE registrations ADD COLUMN operator_handle TEXT;
     CREATE INDEX registrations_operator ON registrations (operator_provider, operator_subject);
     ALTER TABLE keys ADD COLUMN operator TEXT;",
+    user_codes::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

@@ -71,6 +71,7 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE registrations ADD COLUMN operator_handle TEXT;
     CREATE INDEX registrations_operator ON registrations (operator_provider, operator_subject);
     ALTER TABLE keys ADD COLUMN operator TEXT;",
+    super::user_codes::MIGRATION,
 ];
 
 /// The advisory lock id that serialises migrations of a schema.
