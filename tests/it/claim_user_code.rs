@@ -139,6 +139,11 @@ fn wrong(code: &str) -> String {
 #[tokio::test]
 async fn the_confirmation_shows_a_code_and_the_agent_claims_with_it() {
     let proxy = TestProxy::start(&user_code_yaml(), None).await;
+    let auth_md = proxy.auth_md().await;
+    assert!(
+        auth_md.contains("\"user_code\": \"XXXX-XXXX\"") && auth_md.contains("USER_CODE_LOCKED"),
+        "auth.md explains the step: {auth_md}"
+    );
     let (key, claim_url, registration_id) = register(&proxy).await;
     let token = claim_url.split("token=").nth(1).unwrap().to_owned();
     let browser = Browser::new();
@@ -295,6 +300,8 @@ async fn an_expired_code_is_refused_and_not_counted() {
 #[tokio::test]
 async fn without_user_code_the_confirmation_claims_at_once_and_codes_are_refused() {
     let proxy = TestProxy::start(&yaml(&static_demo()), None).await;
+    let auth_md = proxy.auth_md().await;
+    assert!(!auth_md.contains("\"user_code\"") && !auth_md.contains("USER_CODE_"));
     let (key, claim_url, registration_id) = register(&proxy).await;
     let (status, body) = finish(
         &proxy,
