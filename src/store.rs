@@ -399,6 +399,8 @@ pub use grants::{
     CLIENT_TOUCH_SECS, ClientRecord, CodeRecord, CodeUse, GRANT_KEEP_SECS, GrantSweep,
     RefreshRecord, RefreshUse,
 };
+mod user_codes;
+pub use user_codes::{PendingUserCode, USER_CODE_TRIES, UserCodeCheck};
 
 impl Store {
     /// Opens the configured store and runs its migrations; `None` when the config

@@ -13,6 +13,12 @@
 //! the key then carry `X-Authmd-Operator`. The store's claim is conditional on the
 //! registration being unclaimed, so of two people racing one wins and the other
 //! is answered 409.
+//!
+//! With `registration.claim.user_code`, the person's confirmation does not claim
+//! yet: the page shows a short code and the agent finishes the claim with it
+//! (see the `user_code` module).
+
+mod user_code;
 
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -41,6 +47,7 @@ pub(super) struct ClaimBody {
     registration_id: Option<String>,
     identity_assertion: Option<String>,
     assertion_type: Option<String>,
+    user_code: Option<String>,
     ignored: Vec<String>,
 }
 
@@ -48,6 +55,7 @@ const CLAIM_TOKEN: Names = &["claim_token"];
 const REGISTRATION_ID: Names = &["registration_id"];
 const IDENTITY_ASSERTION: Names = &["identity_assertion", "assertion"];
 const ASSERTION_TYPE: Names = &["assertion_type"];
+const USER_CODE: Names = &["user_code"];
 
 impl JsonBody for ClaimBody {
     const MEMBERS: &'static [Names] = &[
@@ -55,6 +63,7 @@ impl JsonBody for ClaimBody {
         REGISTRATION_ID,
         IDENTITY_ASSERTION,
         ASSERTION_TYPE,
+        USER_CODE,
     ];
 
     fn read(members: &Members) -> Result<Self, Failure> {
@@ -63,6 +72,7 @@ impl JsonBody for ClaimBody {
             registration_id: members.text(REGISTRATION_ID)?,
             identity_assertion: members.text(IDENTITY_ASSERTION)?,
             assertion_type: members.text(ASSERTION_TYPE)?,
+            user_code: members.text(USER_CODE)?,
             ignored: members.ignored(),
         })
     }
@@ -77,6 +87,7 @@ impl JsonBody for ClaimBody {
             (REGISTRATION_ID, &self.registration_id),
             (IDENTITY_ASSERTION, &self.identity_assertion),
             (ASSERTION_TYPE, &self.assertion_type),
+            (USER_CODE, &self.user_code),
         ]
         .into_iter()
         .filter_map(|(names, value)| {
@@ -96,6 +107,9 @@ enum Claimant {
     Assertion(VerifiedAssertion),
     /// A person signed in on the claim page.
     Person(Person),
+    /// A person who confirmed on the claim page, by the `user_code` the agent
+    /// sent (`registration.claim.allowed` was checked at the confirmation).
+    Confirmed(Operator),
 }
 
 /// True when the claim page signs people in: someone can, and a sign-in counts.
@@ -113,6 +127,7 @@ fn allowed(config: &Config, claimant: &Claimant) -> bool {
     match claimant {
         Claimant::Token => false,
         Claimant::Person(person) => rules.iter().any(|rule| person.matches(rule)),
+        Claimant::Confirmed(_) => true,
         Claimant::Assertion(verified) => {
             let domain = email_domain(verified.email.as_deref());
             rules.iter().any(|rule| match rule {
@@ -170,6 +185,7 @@ impl AgentAuth {
                     registration_id: None,
                     identity_assertion: None,
                     assertion_type: None,
+                    user_code: None,
                     ignored: Vec::new(),
                 };
                 let answer = self.claim_answer(config, body, login).await?;
@@ -211,6 +227,17 @@ impl AgentAuth {
                 ));
             }
         };
+        if let (true, Claimant::Person(person)) =
+            (config.lifecycle.registration.claim.user_code, &claimant)
+        {
+            return match self
+                .issue_user_code(config, &registration, person.clone(), now)
+                .await
+            {
+                Ok(page) => Ok(page),
+                Err(failure) => Ok(refusal_page(&failure)),
+            };
+        }
         match self.complete(config, &registration, &claimant, now).await {
             Ok((_, secret)) => Ok(claimed_page(
                 config,
@@ -236,7 +263,6 @@ impl AgentAuth {
     ) -> Result<serde_json::Value, Failure> {
         let settings = &config.lifecycle.registration;
         let sign_in = signs_in(config, login);
-        let by_sign_in = "the operator claims by signing in on the `claim_url` page";
         let registration = match (&body.claim_token, &body.registration_id) {
             (Some(token), _) => self
                 .store
@@ -244,7 +270,7 @@ impl AgentAuth {
                 .await?
                 .ok_or(LifecycleError::InvalidClaimToken)?,
             (None, Some(id)) => {
-                if body.identity_assertion.is_none() {
+                if body.identity_assertion.is_none() && body.user_code.is_none() {
                     if !settings.require_identity_to_claim {
                         // The registration id is no secret (the claim page shows it).
                         return Err(Failure::with(
@@ -269,6 +295,57 @@ impl AgentAuth {
         if registration.claimed_at.is_some() {
             return Err(LifecycleError::PreviouslyClaimed.into());
         }
+        let (key, secret) = match &body.user_code {
+            Some(code) => {
+                if !(settings.claim.user_code && sign_in) {
+                    return Err(Failure::with(
+                        LifecycleError::InvalidBody,
+                        "`user_code` is not used here: this server shows no codes on its claim page",
+                    ));
+                }
+                if body.identity_assertion.is_some() {
+                    return Err(Failure::with(
+                        LifecycleError::InvalidBody,
+                        "send `user_code` or `identity_assertion`, not both",
+                    ));
+                }
+                self.finish_user_code(config, &registration, code, unix_now())
+                    .await?
+            }
+            None => {
+                self.claim_proven(config, &body, &registration, sign_in)
+                    .await?
+            }
+        };
+        let mut answer = serde_json::json!({
+            "registration_id": registration.id,
+            "status": "claimed",
+            "key_id": key.id,
+            "scopes": key.scopes,
+            "tier": key.tier,
+        });
+        if let Some(operator) = &key.operator {
+            answer["operator"] = operator.as_str().into();
+        }
+        if let Some(secret) = &secret {
+            answer["credential_type"] = "api_key".into();
+            answer["credential"] = secret.as_str().into();
+            answer["credential_expires"] = serde_json::Value::Null;
+        }
+        note_ignored(&mut answer, &body.ignored);
+        Ok(answer)
+    }
+
+    /// Completes a JSON claim by what it proves (an assertion, or the token alone).
+    async fn claim_proven(
+        &self,
+        config: &Config,
+        body: &ClaimBody,
+        registration: &RegistrationRecord,
+        sign_in: bool,
+    ) -> Result<(KeyRecord, Option<zeroize::Zeroizing<String>>), Failure> {
+        let settings = &config.lifecycle.registration;
+        let by_sign_in = "the operator claims by signing in on the `claim_url` page";
         let claimant = match &body.identity_assertion {
             Some(assertion) => {
                 if !self.verifier.is_enabled() || !settings.claim.identity_assertion {
@@ -290,23 +367,8 @@ impl AgentAuth {
             }
             None => Claimant::Token,
         };
-        let (key, secret) = self
-            .complete(config, &registration, &claimant, unix_now())
-            .await?;
-        let mut answer = serde_json::json!({
-            "registration_id": registration.id,
-            "status": "claimed",
-            "key_id": key.id,
-            "scopes": key.scopes,
-            "tier": key.tier,
-        });
-        if let Some(secret) = &secret {
-            answer["credential_type"] = "api_key".into();
-            answer["credential"] = secret.as_str().into();
-            answer["credential_expires"] = serde_json::Value::Null;
-        }
-        note_ignored(&mut answer, &body.ignored);
-        Ok(answer)
+        self.complete(config, registration, &claimant, unix_now())
+            .await
     }
 
     /// Claims `registration` for `claimant`: checks, the store's conditional
@@ -342,6 +404,10 @@ impl AgentAuth {
                     subject: person.subject.clone(),
                     handle: person.handle().to_owned(),
                 }),
+            ),
+            Claimant::Confirmed(operator) => (
+                format!("user:{}:{}", operator.provider, operator.subject),
+                Some(operator.clone()),
             ),
             Claimant::Token => ("claim-token".to_owned(), None),
         };
@@ -553,6 +619,7 @@ fn claimed_page(
 ) -> Response<Body> {
     let who = match claimant {
         Some(Claimant::Person(person)) => Some(person.handle().to_owned()),
+        Some(Claimant::Confirmed(operator)) => Some(operator.handle.clone()),
         Some(Claimant::Assertion(_) | Claimant::Token) | None => None,
     };
     let content = html! {

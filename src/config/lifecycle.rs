@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::load::Loader;
 use super::raw;
-use super::values::{DAY, MILLISECOND, MINUTE};
+use super::values::{DAY, HOUR, MILLISECOND, MINUTE};
 use crate::credentials::CredentialRules;
 use crate::login::TierMatch;
 use crate::scope::{ScopeRegistry, ScopeSet};
@@ -96,7 +96,16 @@ pub struct ClaimRules {
     /// Who may claim (a signed-in person, or an assertion's verified email): one of
     /// these must match; none: anyone who proved who they are.
     pub allowed: Vec<TierMatch>,
+    /// A signed-in person's confirmation does not claim yet: the page shows a
+    /// short code, and the agent finishes the claim with it (`POST claim` with
+    /// `user_code`).
+    pub user_code: bool,
+    /// How long such a code works.
+    pub user_code_ttl: Duration,
 }
+
+/// How long a claim page's `user_code` works, unless configured.
+const USER_CODE_TTL: Duration = Duration::from_secs(600);
 
 impl Default for ClaimRules {
     fn default() -> Self {
@@ -104,6 +113,8 @@ impl Default for ClaimRules {
             identity_assertion: true,
             sign_in: true,
             allowed: Vec::new(),
+            user_code: false,
+            user_code_ttl: USER_CODE_TTL,
         }
     }
 }
@@ -439,7 +450,16 @@ impl Loader {
         let Some(raw) = raw else {
             return ClaimRules::default();
         };
-        let mut rules = ClaimRules::default();
+        let mut rules = ClaimRules {
+            user_code: raw.user_code.unwrap_or(false),
+            user_code_ttl: self.duration(
+                raw.user_code_ttl,
+                "registration.claim.user_code_ttl",
+                USER_CODE_TTL,
+                MINUTE..=HOUR,
+            ),
+            ..ClaimRules::default()
+        };
         if let Some(accept) = raw.accept {
             if accept.is_empty() {
                 self.error(
@@ -490,6 +510,16 @@ impl Loader {
             self.warn(
                 "registration.claim.accept",
                 "`sign_in` needs `login.providers`: no one can sign in on the claim page",
+            );
+        }
+        if lifecycle.registers()
+            && registration.claim.user_code
+            && !(sign_in && registration.claim.sign_in)
+        {
+            self.warn(
+                "registration.claim.user_code",
+                "a `user_code` is shown to a person who signs in on the claim page, and no one signs in there \
+                 (`login.providers`, `registration.claim.accept`): the setting changes nothing",
             );
         }
         if !lifecycle.registers() || !registration.claim_raises() {

@@ -350,6 +350,8 @@ pub(crate) struct RawClaim {
     pub(crate) accept: Option<Vec<RawClaimProof>>,
     #[serde(default)]
     pub(crate) allowed: Vec<RawClaimAllowed>,
+    pub(crate) user_code: Option<bool>,
+    pub(crate) user_code_ttl: Option<String>,
 }
 
 /// What may prove who claims.

@@ -55,6 +55,14 @@ pub enum LifecycleError {
     RegistrationRevoked,
     /// The person is not among those `registration.claim.allowed` lets claim.
     ClaimNotAllowed,
+    /// The `user_code` is not the one the claim page showed (detail: tries left).
+    UserCodeInvalid,
+    /// Too many wrong `user_code`s: the operator must confirm again on the page.
+    UserCodeLocked,
+    /// The `user_code` expired: the operator must confirm again on the page.
+    UserCodeExpired,
+    /// No `user_code` is pending: the operator has not confirmed on the page yet.
+    UserCodeNotIssued,
     /// Too many registrations from this address; retry after the given seconds.
     RateLimited {
         /// Seconds until a registration is allowed again.
@@ -88,6 +96,10 @@ impl LifecycleError {
         LifecycleError::IdentityRequired,
         LifecycleError::RegistrationRevoked,
         LifecycleError::ClaimNotAllowed,
+        LifecycleError::UserCodeInvalid,
+        LifecycleError::UserCodeLocked,
+        LifecycleError::UserCodeExpired,
+        LifecycleError::UserCodeNotIssued,
         LifecycleError::RateLimited { retry_after: 0 },
         LifecycleError::StoreUnavailable,
     ];
@@ -237,6 +249,30 @@ impl LifecycleError {
                 "CLAIM_NOT_ALLOWED",
                 "this person may not claim agents here (not in an allowed email domain, organization or team)",
             ),
+            E::UserCodeInvalid => (
+                S::BAD_REQUEST,
+                "invalid_grant",
+                "USER_CODE_INVALID",
+                "the `user_code` is not the one the claim page showed your operator; ask them for it again (a few wrong tries lock it)",
+            ),
+            E::UserCodeLocked => (
+                S::FORBIDDEN,
+                "access_denied",
+                "USER_CODE_LOCKED",
+                "too many wrong `user_code`s: your operator must confirm again on the claim page, which shows a new code",
+            ),
+            E::UserCodeExpired => (
+                S::GONE,
+                "expired_token",
+                "USER_CODE_EXPIRED",
+                "the `user_code` has expired: your operator must confirm again on the claim page, which shows a new code",
+            ),
+            E::UserCodeNotIssued => (
+                S::CONFLICT,
+                "authorization_pending",
+                "USER_CODE_NOT_ISSUED",
+                "no `user_code` is pending: your operator has not confirmed on the claim page yet",
+            ),
             E::RateLimited { .. } => (
                 S::TOO_MANY_REQUESTS,
                 "rate_limited",
@@ -274,7 +310,11 @@ impl LifecycleError {
             | LifecycleError::PreviouslyClaimed
             | LifecycleError::IdentityRequired
             | LifecycleError::RegistrationRevoked
-            | LifecycleError::ClaimNotAllowed => None,
+            | LifecycleError::ClaimNotAllowed
+            | LifecycleError::UserCodeInvalid
+            | LifecycleError::UserCodeLocked
+            | LifecycleError::UserCodeExpired
+            | LifecycleError::UserCodeNotIssued => None,
         }
     }
 }

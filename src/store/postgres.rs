@@ -39,6 +39,7 @@ mod migrations;
 mod notify;
 mod sslmode;
 mod tls;
+mod user_codes;
 
 use std::collections::BTreeMap;
 use std::fmt;

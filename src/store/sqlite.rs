@@ -15,6 +15,7 @@
 mod watch;
 
 mod grants;
+mod user_codes;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -100,6 +101,7 @@ const MIGRATIONS: &[&str] = &[
     // user name), for the person who claims it.
     "ALTER TABLE registrations ADD COLUMN contact_email TEXT;
     ALTER TABLE registrations ADD COLUMN contact_username TEXT;",
+    user_codes::MIGRATION,
 ];
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;

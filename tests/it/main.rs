@@ -16,6 +16,7 @@ mod auth;
 mod auth_md_text;
 mod authorization_code;
 mod browser;
+mod claim_user_code;
 mod claims_signed_in;
 mod cli;
 mod cli_store;

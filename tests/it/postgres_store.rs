@@ -194,7 +194,7 @@ async fn eight_replicas_starting_together_migrate_once() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(versions, 8, "each migration is recorded once");
+    assert_eq!(versions, 9, "each migration is recorded once");
     let mut tables: Vec<String> = admin
         .query(
             "SELECT table_name::text FROM information_schema.tables WHERE table_schema = $1",
@@ -209,6 +209,7 @@ async fn eight_replicas_starting_together_migrate_once() {
     assert_eq!(
         tables,
         [
+            "claim_user_codes",
             "keys",
             "oauth_clients",
             "oauth_codes",

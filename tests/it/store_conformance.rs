@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use authmd_proxy::credentials::KeyHash;
 use authmd_proxy::store::{
-    Claim, ClaimOutcome, KeyRecord, Operator, RegistrationKind, RegistrationRecord, Rotation,
-    Store, StoreError, StoreSettings,
+    Claim, ClaimOutcome, KeyRecord, Operator, PendingUserCode, RegistrationKind,
+    RegistrationRecord, Rotation, Store, StoreError, StoreSettings, UserCodeCheck,
 };
 
 use crate::support::store_place::Place;
@@ -592,6 +592,102 @@ async fn quota_usage_adds_up_across_replicas(place: &Place) {
     assert!(rows.is_empty(), "{rows:?}");
 }
 
+async fn a_user_code_is_counted_locked_and_taken_once(place: &Place) {
+    let store = place.open().await;
+    let other = place.open().await;
+    for (r, k) in [("reg_u1", "key_u1"), ("reg_u2", "key_u2")] {
+        store
+            .insert_registration(&registration(r, k), &key(k, &format!("reg:{r}")))
+            .await
+            .unwrap();
+    }
+    let ada = Operator {
+        provider: "demo".into(),
+        subject: "ada".into(),
+        handle: "ada".into(),
+    };
+    let pending = |id: &str| PendingUserCode {
+        registration_id: id.to_owned(),
+        code_hash: [1; 32],
+        operator: ada.clone(),
+        expires_at: NOW + 600,
+        failures: 0,
+    };
+    assert_eq!(
+        store
+            .check_user_code("reg_u1", &[1; 32], NOW)
+            .await
+            .unwrap(),
+        UserCodeCheck::Missing
+    );
+    store.put_user_code(&pending("reg_u1"), NOW).await.unwrap();
+    assert_eq!(
+        other.user_code("reg_u1").await.unwrap(),
+        Some(pending("reg_u1"))
+    );
+
+    // Wrong tries from two handles at once: exactly five are counted.
+    let tries = (0..8).map(|i| {
+        let handle = if i % 2 == 0 { &store } else { &other };
+        handle.check_user_code("reg_u1", &[2; 32], NOW)
+    });
+    let outcomes = futures_util::future::join_all(tries).await;
+    let mut remaining: Vec<i64> = outcomes
+        .iter()
+        .filter_map(|o| match o.as_ref().unwrap() {
+            UserCodeCheck::Mismatched { remaining } => Some(*remaining),
+            UserCodeCheck::Locked => None,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    remaining.sort_unstable();
+    assert_eq!(remaining, [0, 1, 2, 3, 4]);
+    assert_eq!(
+        store
+            .check_user_code("reg_u1", &[1; 32], NOW)
+            .await
+            .unwrap(),
+        UserCodeCheck::Locked,
+        "locked: the right code no longer works"
+    );
+
+    // A new confirmation replaces the locked one; its code works once.
+    store.put_user_code(&pending("reg_u1"), NOW).await.unwrap();
+    assert_eq!(
+        other
+            .check_user_code("reg_u1", &[1; 32], NOW)
+            .await
+            .unwrap(),
+        UserCodeCheck::Matched(ada.clone())
+    );
+    assert_eq!(
+        store
+            .check_user_code("reg_u1", &[1; 32], NOW)
+            .await
+            .unwrap(),
+        UserCodeCheck::Missing
+    );
+
+    // Expired: refused, not counted; forgotten once another confirmation is stored.
+    store.put_user_code(&pending("reg_u2"), NOW).await.unwrap();
+    assert_eq!(
+        store
+            .check_user_code("reg_u2", &[2; 32], NOW + 600)
+            .await
+            .unwrap(),
+        UserCodeCheck::Expired
+    );
+    assert_eq!(
+        store.user_code("reg_u2").await.unwrap().unwrap().failures,
+        0
+    );
+    store
+        .put_user_code(&pending("reg_u1"), NOW + 601)
+        .await
+        .unwrap();
+    assert_eq!(store.user_code("reg_u2").await.unwrap(), None);
+}
+
 crate::support::store_place::on_both_stores!(
     "conf";
     insert_then_read_back,
@@ -608,6 +704,7 @@ crate::support::store_place::on_both_stores!(
     an_assertion_id_is_used_once,
     data_survives_reopening,
     quota_usage_adds_up_across_replicas,
+    a_user_code_is_counted_locked_and_taken_once,
 );
 
 #[tokio::test]

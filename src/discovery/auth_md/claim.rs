@@ -159,6 +159,22 @@ pub(super) fn claim(md: &mut String, config: &Config, origin: &str) {
                  next request. The claim URL expires after {ttl}.\n",
                 providers.join(", "),
             );
+            if config.lifecycle.registration.claim.user_code {
+                let _ = writeln!(
+                    md,
+                    "Here the operator's confirmation does not claim yet: the page shows them a short code \
+                     (`XXXX-XXXX`) to give you. Finish the claim with `POST {endpoint}` and \
+                     `{{\"registration_id\": \"...\", \"user_code\": \"XXXX-XXXX\"}}`; case and the dash do not \
+                     matter. The answer is the claim's (`status: \"claimed\"`, \
+                     the new `scopes`, `tier` and `operator`). The code works once, for {}; after {} wrong codes \
+                     (`USER_CODE_INVALID` says how many tries are left) it is locked (`USER_CODE_LOCKED`), and an \
+                     expired one is refused (`USER_CODE_EXPIRED`): either way your operator confirms again on the \
+                     page for a new code. `USER_CODE_NOT_ISSUED`: they have not confirmed yet. Never guess a code: \
+                     ask your operator.\n",
+                    span(config.lifecycle.registration.claim.user_code_ttl),
+                    crate::store::USER_CODE_TRIES,
+                );
+            }
             if !config.lifecycle.registration.claim.allowed.is_empty() {
                 let _ = writeln!(
                     md,

@@ -69,7 +69,18 @@ pub(super) fn errors(md: &mut String, config: &Config, (rated, quota): (bool, bo
         }
     }
     if config.lifecycle.issues_keys() {
-        for e in crate::rejection::LifecycleError::DOCUMENTED {
+        use crate::rejection::LifecycleError as L;
+        let user_code = config.lifecycle.registration.claim.user_code;
+        for e in L::DOCUMENTED.iter().filter(|e| {
+            user_code
+                || !matches!(
+                    e,
+                    L::UserCodeInvalid
+                        | L::UserCodeLocked
+                        | L::UserCodeExpired
+                        | L::UserCodeNotIssued
+                )
+        }) {
             let (status, _, code, message) = e.describe();
             let action = match e.retry_after() {
                 Some(_) => "Wait `Retry-After` seconds, then retry.",

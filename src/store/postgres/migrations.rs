@@ -75,6 +75,7 @@ const MIGRATIONS: &[&str] = &[
     // user name), for the person who claims it.
     "ALTER TABLE registrations ADD COLUMN contact_email TEXT;
     ALTER TABLE registrations ADD COLUMN contact_username TEXT;",
+    super::user_codes::MIGRATION,
 ];
 
 /// The advisory lock id that serialises migrations of a schema.
