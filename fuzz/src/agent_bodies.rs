@@ -90,7 +90,7 @@ fn schema(kind: BodyKind) -> &'static [Member] {
     const REGISTER: &[Member] = &[
         member(
             &["type", "identity_type"],
-            Rule::Choice(&["anonymous", "identity_assertion"]),
+            Rule::Choice(&["anonymous", "identity_assertion", "verified_email"]),
         ),
         member(&["client_name"], Rule::Checked(name)),
         member(&["scopes", "requested_scopes", "scope"], Rule::Scopes),
@@ -105,6 +105,7 @@ fn schema(kind: BodyKind) -> &'static [Member] {
         member(&["registration_id"], Rule::Text),
         member(&["identity_assertion", "assertion"], Rule::Text),
         member(&["assertion_type"], Rule::Text),
+        member(&["user_code"], Rule::Text),
     ];
     const CREATE_KEY: &[Member] = &[
         member(&["name"], Rule::Checked(name)),

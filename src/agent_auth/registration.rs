@@ -119,8 +119,9 @@ impl JsonBody for RegisterBody {
             value.clone().map(|v| (names[0], Understood::Text(v)))
         };
         [
-            self.kind
-                .map(|kind| (TYPE[0], Understood::Text(kind.as_str().to_owned()))),
+            self.type_name
+                .clone()
+                .map(|name| (TYPE[0], Understood::Text(name))),
             text(CLIENT_NAME, &self.client_name),
             self.scopes.as_ref().map(|scopes| {
                 let names = scopes.names().into_iter().map(str::to_owned).collect();
