@@ -7,7 +7,8 @@
 //! the consent page on B, the approval on A, the token exchange on B, the refresh
 //! on A, and so on. What one replica revokes (a refresh token at `/oauth2/revoke`,
 //! the grant of a replayed code) the other refuses; a client registered on one is
-//! authorized on the other, and its use is recorded in the shared store.
+//! authorized on the other, and its use is recorded in the shared store. An
+//! operator's claim by sign-in goes across the replicas the same way.
 //!
 //! Needs `AUTHMD_TEST_POSTGRES_URL`; without it the test says it is skipped.
 
@@ -567,5 +568,101 @@ async fn a_client_registered_on_one_replica_is_authorized_on_the_other_and_its_u
     assert_eq!(status, 200, "{refreshed}");
     assert_eq!(last_used().await, used, "at most one write an hour");
     drop(store);
+    replicas.cleanup().await;
+}
+
+/// A claim by sign-in across the replicas: the agent registers on one, its
+/// operator opens the claim URL, is sent to sign in, signs in, sees the claim page
+/// and confirms, each step on the other replica from the one before; the same key
+/// then has the claimed tier on both, with the operator named.
+#[tokio::test]
+async fn an_operator_signs_in_and_claims_across_the_replicas() {
+    let Some(replicas) = Replicas::start().await else {
+        return;
+    };
+    let relay = &replicas.relay;
+    let agent = Agent::new();
+    let registered = agent
+        .client
+        .post(relay.url("/agent/auth/register"))
+        .json(&serde_json::json!({"type": "anonymous", "client_name": "replica bot"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+    let registered: Value = registered.json().await.unwrap();
+    let key = registered["credential"].as_str().unwrap().to_owned();
+    let claim_url = registered["claim_url"]
+        .as_str()
+        .expect("a claim by sign-in is offered")
+        .to_owned();
+    assert!(claim_url.starts_with(&relay.url("/agent/auth/claim?token=")));
+
+    let operator = Agent::new();
+    let mut seen = Vec::new();
+    let to_login = location(&operator.get(&claim_url).await);
+    seen.push(relay.last());
+    let chooser = operator.get(&relay.url(&to_login)).await;
+    seen.push(relay.last());
+    assert_page(&chooser, 200);
+    let csrf = csrf_of(&chooser.text().await.unwrap());
+    let return_to = claim_url.strip_prefix(&relay.url("")).unwrap().to_owned();
+    let signed_in = operator
+        .post(
+            &relay.url("/oauth2/login"),
+            &[
+                ("provider", "demo"),
+                ("username", "ada"),
+                ("password", PASSWORD),
+                ("csrf", &csrf),
+                ("return_to", &return_to),
+            ],
+        )
+        .await;
+    seen.push(relay.last());
+    assert_eq!(location(&signed_in), return_to);
+    let page = operator.get(&claim_url).await;
+    seen.push(relay.last());
+    assert_page(&page, 200);
+    let page = page.text().await.unwrap();
+    let token = page
+        .split("name=\"claim_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a claim form")
+        .to_owned();
+    let csrf = csrf_of(&page);
+    let claimed = operator
+        .post(
+            &relay.url("/agent/auth/claim"),
+            &[("claim_token", token.as_str()), ("csrf", csrf.as_str())],
+        )
+        .await;
+    seen.push(relay.last());
+    assert_eq!(claimed.status(), 200, "{}", claimed.text().await.unwrap());
+    for pair in seen.windows(2) {
+        assert_ne!(pair[0], pair[1], "each step on the other replica: {seen:?}");
+    }
+
+    // The same key, raised in place, on both replicas (each hears of the claim
+    // through the store), with its operator named upstream.
+    // Two requests in a row land on the two replicas.
+    eventually(PROPAGATION, || async {
+        let mut both = true;
+        for _ in 0..2 {
+            let response = agent
+                .client
+                .delete(relay.url("/api/v1/offers/1"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            let ok = response.status() == 200;
+            let echoed: Value = response.json().await.unwrap_or(Value::Null);
+            both &= ok && echoed["headers"]["x-authmd-operator"] == "demo:ada";
+        }
+        both
+    })
+    .await;
     replicas.cleanup().await;
 }

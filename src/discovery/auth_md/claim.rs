@@ -175,6 +175,15 @@ pub(super) fn claim(md: &mut String, config: &Config, origin: &str) {
                     crate::store::USER_CODE_TRIES,
                 );
             }
+            if config.lifecycle.issues_keys() {
+                let _ = writeln!(
+                    md,
+                    "Once they have claimed it, your operator sees this agent and its keys (never their secrets) \
+                     at `{origin}{}` after signing in, and can revoke a key there; a revoked key is answered `401` \
+                     from then on.\n",
+                    config.endpoints.operator,
+                );
+            }
             if !config.lifecycle.registration.claim.allowed.is_empty() {
                 let _ = writeln!(
                     md,
