@@ -247,7 +247,13 @@ impl AgentAuth {
         };
         note_ignored(&mut answer, &body.ignored);
         if body.ignored.iter().any(|name| name == PASSWORD) {
-            answer["message"] = no_passwords(config, origin).into();
+            let in_answer = answer.get("credential").is_some();
+            let message = match answer.get("message").and_then(|m| m.as_str()) {
+                // `at_claim` already says where the key comes from.
+                Some(before) => format!("{before}; {}", no_passwords(config, origin, in_answer)),
+                None => no_passwords(config, origin, in_answer),
+            };
+            answer["message"] = message.into();
         }
         Ok(json(StatusCode::OK, &answer))
     }
@@ -537,7 +543,9 @@ fn issued(
 /// What a registration that sent a `password` is told: this service keeps none,
 /// and the agent signs in again with its key (at the token endpoint, where it
 /// issues tokens for keys).
-fn no_passwords(config: &Config, origin: &str) -> String {
+/// `in_answer`: the key is in this answer (not `at_claim`'s, where it comes with
+/// the claim).
+fn no_passwords(config: &Config, origin: &str, in_answer: bool) -> String {
     let again = if config.tokens.enabled && config.tokens.api_keys {
         format!(
             "send it with each request, or get a new access token from it at `POST {origin}{}` with \
@@ -547,9 +555,14 @@ fn no_passwords(config: &Config, origin: &str) -> String {
     } else {
         "send it with each request".to_owned()
     };
+    let key = if in_answer {
+        "The key (`credential`, shown only in this answer)"
+    } else {
+        "The key (the claim answer's `credential`, shown once)"
+    };
     format!(
         "this service keeps no passwords: `{PASSWORD}` was ignored, neither stored nor logged. \
-         The key (`credential`, shown only in this answer) is how this agent signs in again: {again}"
+         {key} is how this agent signs in again: {again}"
     )
 }
 

@@ -556,6 +556,21 @@ async fn at_claim_the_key_comes_with_the_claim() {
     assert!(registered.get("access_token").is_none(), "{registered}");
     assert_eq!(registered["credential_issued"], "at_claim", "{registered}");
     let token = registered["claim_token"].as_str().unwrap();
+    // A password is ignored, and the message says the key comes with the claim.
+    let with_password = post(
+        &proxy,
+        "/agent/auth/register",
+        &json!({"type": "anonymous", "client_name": "bot", "password": "hunter2"}),
+    )
+    .await;
+    let with_password = support::json(with_password).await;
+    let message = with_password["message"].as_str().unwrap();
+    assert!(
+        message.contains("the claim answer's `credential`"),
+        "{message}"
+    );
+    assert!(message.contains("keeps no passwords"), "{message}");
+    assert!(!message.contains("hunter2"), "{message}");
 
     let page = client()
         .post(proxy.url("/agent/auth/claim"))
