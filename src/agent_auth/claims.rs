@@ -270,7 +270,9 @@ impl AgentAuth {
                 .await?
                 .ok_or(LifecycleError::InvalidClaimToken)?,
             (None, Some(id)) => {
-                if body.identity_assertion.is_none() && body.user_code.is_none() {
+                let by_id =
+                    settings.claim.by_registration_id && !settings.require_identity_to_claim;
+                if body.identity_assertion.is_none() && body.user_code.is_none() && !by_id {
                     if !settings.require_identity_to_claim {
                         // The registration id is no secret (the claim page shows it).
                         return Err(Failure::with(

@@ -102,6 +102,9 @@ pub struct ClaimRules {
     pub user_code: bool,
     /// How long such a code works.
     pub user_code_ttl: Duration,
+    /// With `require_identity_to_claim: false`, `POST claim {registration_id}`
+    /// claims as the claim token does (GetScaled's shape): the agent holds both.
+    pub by_registration_id: bool,
 }
 
 /// How long a claim page's `user_code` works, unless configured.
@@ -115,6 +118,7 @@ impl Default for ClaimRules {
             allowed: Vec::new(),
             user_code: false,
             user_code_ttl: USER_CODE_TTL,
+            by_registration_id: false,
         }
     }
 }
@@ -430,7 +434,17 @@ impl Loader {
             identity_per_hour: raw.identity_per_hour.unwrap_or(60),
             accept_resource_audience: raw.accept_resource_audience,
             access_token: raw.access_token,
-            claim: self.claim_rules(raw.claim),
+            claim: {
+                let rules = self.claim_rules(raw.claim);
+                if rules.by_registration_id && raw.require_identity_to_claim.unwrap_or(true) {
+                    self.error(
+                        "registration.claim.by_registration_id",
+                        "a claim by `registration_id` alone proves nothing the agent does not hold; it needs \
+                         `require_identity_to_claim: false` (with an identity, send `identity_assertion` too)",
+                    );
+                }
+                rules
+            },
             issue_credential: match raw.issue_credential.as_deref() {
                 None | Some("at_registration") => IssueCredential::AtRegistration,
                 Some("at_claim") => IssueCredential::AtClaim,
@@ -458,6 +472,7 @@ impl Loader {
                 USER_CODE_TTL,
                 MINUTE..=HOUR,
             ),
+            by_registration_id: raw.by_registration_id.unwrap_or(false),
             ..ClaimRules::default()
         };
         if let Some(accept) = raw.accept {

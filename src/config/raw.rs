@@ -352,6 +352,7 @@ pub(crate) struct RawClaim {
     pub(crate) allowed: Vec<RawClaimAllowed>,
     pub(crate) user_code: Option<bool>,
     pub(crate) user_code_ttl: Option<String>,
+    pub(crate) by_registration_id: Option<bool>,
 }
 
 /// What may prove who claims.

@@ -417,3 +417,22 @@ fn a_card_is_served_only_when_its_endpoint_on_this_api_is_served() {
         );
     }
 }
+
+#[test]
+fn a_claim_by_registration_id_alone_needs_no_identity_to_be_required() {
+    let refused = load(&format!(
+        "{GOOD}registration:\n  claim:\n    by_registration_id: true\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        refused.contains("registration.claim.by_registration_id")
+            && refused.contains("require_identity_to_claim: false"),
+        "{refused}"
+    );
+    let config = load(&format!(
+        "{GOOD}registration:\n  require_identity_to_claim: false\n  claim:\n    by_registration_id: true\n"
+    ))
+    .unwrap();
+    assert!(config.lifecycle.registration.claim.by_registration_id);
+}

@@ -141,6 +141,13 @@ pub(super) fn claim(md: &mut String, config: &Config, origin: &str) {
                     "With an identity assertion for your operator, you can claim instead: {with_assertion}.\n"
                 );
             }
+            if config.lifecycle.registration.claim.by_registration_id {
+                let _ = writeln!(
+                    md,
+                    "Here `POST {endpoint}` with `{{\"registration_id\": \"...\"}}` alone claims as the token \
+                     does, once.\n"
+                );
+            }
         }
         Claims::BySignIn => {
             let providers: Vec<String> = config

@@ -1272,6 +1272,34 @@ async fn the_claim_exchanges_the_registration_id_for_the_credential_with_a_verif
     .await;
 }
 
+/// Line 57 without the optional assertion: `{"registration_id"}` alone exchanges
+/// the handle for the credential (the config's `claim.by_registration_id`, with
+/// `require_identity_to_claim: false`), once.
+#[tokio::test]
+async fn the_claim_exchanges_the_registration_id_alone_for_the_credential() {
+    let w = exchange_world().await;
+    let registered = register(&w.proxy).await;
+    assert!(registered.get("credential").is_none(), "{registered}");
+    let registration_id = registered["registration_id"].as_str().unwrap();
+    let body = json!({ "registration_id": registration_id }).to_string();
+    let why = SEED.at(57, &body);
+    let response = post_json(&w.proxy, "/agent/auth/claim", &body).await;
+    let claimed = ok_json(response, &why).await;
+    let key = claimed["credential"].as_str().unwrap().to_owned();
+    assert!(key.starts_with("gsk_"), "{why}: {claimed}");
+    let response = get(&w.proxy, "/api/v1/campaigns", Some(&key)).await;
+    ok_json(response, &SEED.at(69, "GET /api/v1/campaigns")).await;
+    let response = post_json(&w.proxy, "/agent/auth/claim", &body).await;
+    SEED.refusal(
+        response,
+        409,
+        "invalid_grant",
+        "PREVIOUSLY_CLAIMED",
+        &SEED.at(57, "a registration handle is exchanged once"),
+    )
+    .await;
+}
+
 /// Line 57 with an ID-JAG (line 61: "`urn:ietf:params:oauth:token-type:id-jag`
 /// assertions are accepted inside `identity_assertion`"): the claim hands out the
 /// credential the same way.
