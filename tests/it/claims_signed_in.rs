@@ -55,7 +55,7 @@ async fn delete_offer(proxy: &TestProxy, key: &str) -> (u16, Value) {
 
 /// Follows redirects from `url` (across the proxy and the providers) to the first
 /// answer that is not one.
-async fn follow(browser: &Browser, url: &str) -> reqwest::Response {
+pub(crate) async fn follow(browser: &Browser, url: &str) -> reqwest::Response {
     let mut response = browser.get(url).await;
     for _ in 0..10 {
         if !response.status().is_redirection() {

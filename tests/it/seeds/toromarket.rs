@@ -10,6 +10,7 @@ use authmd_proxy::store::Store;
 use serde_json::{Value, json};
 
 use super::common::{Seed, decode_jwt, get, post_form, post_json, start};
+use crate::support::github_api::{self, GithubApi};
 use crate::support::{Binary, TestProxy, client};
 
 const CONFIG: &str = include_str!(concat!(
@@ -623,4 +624,65 @@ async fn the_generated_auth_md_describes_what_the_original_does() {
     let text = get(&proxy, "/auth.md", None).await.text().await.unwrap();
     // The original names no scope; the reproduction's own are not compared.
     SEED.same_document(&text, DOCUMENT, []);
+}
+
+/// Line 16: "The operator opens the URL in a browser and signs in with GitHub via
+/// OAuth." With a GitHub provider under `login:` (here the local GitHub API, which
+/// follows GitHub's OAuth and user API) and an identity required to claim, the
+/// claim URL sends the operator to GitHub; back from it they see the agent and
+/// confirm, and the same key rises to the claimed tier with its operator named
+/// upstream (line 17: "attaches the operator ... to the agent's user record").
+#[tokio::test]
+async fn the_operator_signs_in_with_github_at_the_claim_url_and_the_tier_rises() {
+    let gh = GithubApi::start(crate::login::octocat()).await;
+    let from = "  require_identity_to_claim: false\n";
+    assert!(CONFIG.contains(from));
+    let config = format!(
+        "{}login:\n  cookie_key: {}\n  providers:\n    - id: github\n      kind: github\n      client_id: {}\n      client_secret: \"{}\"\n      web_url: {}\n      api_url: {}\n",
+        CONFIG.replace(from, "  require_identity_to_claim: true\n"),
+        crate::login::COOKIE_KEY,
+        github_api::CLIENT_ID,
+        github_api::CLIENT_SECRET,
+        gh.web_url,
+        gh.api_url,
+    );
+    let (proxy, upstream) = start(&config).await;
+    let registered = self_register(&proxy).await;
+    let key = registered["credential"].as_str().unwrap();
+    let claim_url = registered["claim_url"].as_str().unwrap();
+
+    let at = SEED.at(16, "signs in with GitHub via OAuth");
+    let browser = crate::login::Browser::new();
+    let page = crate::claims_signed_in::follow(&browser, claim_url).await;
+    assert_eq!(page.status(), 200, "{at}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("octocat"),
+        "{at}: who is signed in is shown: {html}"
+    );
+    let token = html
+        .split("name=\"claim_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a claim form")
+        .to_owned();
+    let csrf = crate::login::csrf_of(&html);
+    let confirmed = browser
+        .post(
+            &proxy.url("/api/v1/agents/claim"),
+            &[("claim_token", token.as_str()), ("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(confirmed.status(), 200, "{at}");
+
+    let at = SEED.at(17, "attaches the operator ... to the agent's user record");
+    let response = get(&proxy, "/api/v1/portfolio", Some(key)).await;
+    assert_eq!(response.status(), 200, "{at}");
+    let seen = upstream.last().await;
+    assert_eq!(seen.header("x-authmd-tier"), Some("claimed"), "{at}");
+    assert_eq!(
+        seen.header("x-authmd-operator"),
+        Some("github:octocat"),
+        "{at}"
+    );
 }
