@@ -8,7 +8,8 @@
 //! on A, and so on. What one replica revokes (a refresh token at `/oauth2/revoke`,
 //! the grant of a replayed code) the other refuses; a client registered on one is
 //! authorized on the other, and its use is recorded in the shared store. An
-//! operator's claim by sign-in goes across the replicas the same way.
+//! operator's claim by sign-in goes across the replicas the same way, and a GitHub
+//! sign-in started on one completes at the callback on the other.
 //!
 //! Needs `AUTHMD_TEST_POSTGRES_URL`; without it the test says it is skipped.
 
@@ -35,6 +36,7 @@ use serde_json::Value;
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::login::{PASSWORD, assert_page, csrf_of, static_demo, yaml};
+use crate::support::github_api::{self, GithubApi};
 use crate::support::{self, Binary, eventually};
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -144,10 +146,16 @@ fn param(url: &str, name: &str) -> Option<String> {
 /// The config of both replicas: sign-in with the static demo accounts and the
 /// tests' cookie key, the declared client `my-cli`, the PostgreSQL store in
 /// `schema`, a signing key written into `dir`, and `public_url`.
-fn config(dir: &std::path::Path, url: &str, schema: &str, public_url: &str) -> std::path::PathBuf {
+fn config(
+    dir: &std::path::Path,
+    url: &str,
+    schema: &str,
+    public_url: &str,
+    providers: &str,
+) -> std::path::PathBuf {
     let yaml = format!(
         "{}oauth:\n  refresh_reuse_grace: 0s\n  clients:\n    - client_id: my-cli\n      client_name: My CLI\n      redirect_uris: [http://127.0.0.1/callback]\n      scopes: [offers:read, offers:write]\n",
-        yaml(&static_demo())
+        yaml(&format!("{}{providers}", static_demo()))
     );
     let yaml = yaml
         .replace(
@@ -183,6 +191,11 @@ struct Replicas {
 
 impl Replicas {
     async fn start() -> Option<Replicas> {
+        Replicas::with_providers("").await
+    }
+
+    /// The replicas with `providers` (YAML list items) besides the static accounts.
+    async fn with_providers(providers: &str) -> Option<Replicas> {
         let Ok(url) = std::env::var("AUTHMD_TEST_POSTGRES_URL") else {
             eprintln!("skipped: AUTHMD_TEST_POSTGRES_URL is not set");
             return None;
@@ -200,7 +213,7 @@ impl Replicas {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let public_url = format!("http://{}", listener.local_addr().unwrap());
         let dir = tempfile::tempdir().unwrap();
-        let path = config(dir.path(), &url, &schema, &public_url);
+        let path = config(dir.path(), &url, &schema, &public_url, providers);
         let config = path.to_str().unwrap();
         let args = [
             "run",
@@ -660,6 +673,104 @@ async fn an_operator_signs_in_and_claims_across_the_replicas() {
             let ok = response.status() == 200;
             let echoed: Value = response.json().await.unwrap_or(Value::Null);
             both &= ok && echoed["headers"]["x-authmd-operator"] == "demo:ada";
+        }
+        both
+    })
+    .await;
+    replicas.cleanup().await;
+}
+
+/// A sign-in through GitHub across the replicas: the sign-in starts on one, GitHub
+/// sends the person back to the callback on the other (the login state lives in
+/// the sealed cookie, not in either process), and the claim that follows lands on
+/// the first.
+#[tokio::test]
+async fn a_github_callback_completes_on_the_other_replica() {
+    let gh = GithubApi::start(crate::login::octocat()).await;
+    let providers = format!(
+        "    - id: gh\n      kind: github\n      client_id: {}\n      client_secret: \"{}\"\n      web_url: {}\n      api_url: {}\n",
+        github_api::CLIENT_ID,
+        github_api::CLIENT_SECRET,
+        gh.web_url,
+        gh.api_url
+    );
+    let Some(replicas) = Replicas::with_providers(&providers).await else {
+        return;
+    };
+    let relay = &replicas.relay;
+    let agent = Agent::new();
+    let registered: Value = agent
+        .client
+        .post(relay.url("/agent/auth/register"))
+        .json(&serde_json::json!({"type": "anonymous", "client_name": "gh bot"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = registered["credential"].as_str().unwrap().to_owned();
+    let claim_url = registered["claim_url"].as_str().unwrap().to_owned();
+    let return_to = claim_url.strip_prefix(&relay.url("")).unwrap().to_owned();
+
+    // Start at the proxy, through GitHub, back to the callback: follow by hand,
+    // noting which replica answered each proxy request.
+    let operator = Agent::new();
+    let mut url = format!(
+        "{}?provider=gh&return_to={}",
+        relay.url("/oauth2/login"),
+        crate::login::urlencode(&return_to)
+    );
+    let mut replicas_seen = Vec::new();
+    let page = loop {
+        let response = operator.get(&url).await;
+        if url.starts_with(&relay.url("")) {
+            replicas_seen.push((url.clone(), relay.last()));
+        }
+        if !response.status().is_redirection() {
+            break response;
+        }
+        let location = response.headers()[LOCATION].to_str().unwrap().to_owned();
+        url = response.url().join(&location).unwrap().to_string();
+    };
+    assert_page(&page, 200);
+    let callback = replicas_seen
+        .iter()
+        .position(|(u, _)| u.contains("/oauth2/callback/gh"))
+        .expect("GitHub sent the person back to the callback");
+    assert_ne!(
+        replicas_seen[0].1, replicas_seen[callback].1,
+        "the callback on the other replica: {replicas_seen:?}"
+    );
+    let html = page.text().await.unwrap();
+    assert!(html.contains("octocat"), "{html}");
+    let token = html
+        .split("name=\"claim_token\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a claim form")
+        .to_owned();
+    let csrf = csrf_of(&html);
+    let claimed = operator
+        .post(
+            &relay.url("/agent/auth/claim"),
+            &[("claim_token", token.as_str()), ("csrf", csrf.as_str())],
+        )
+        .await;
+    assert_eq!(claimed.status(), 200);
+    eventually(PROPAGATION, || async {
+        let mut both = true;
+        for _ in 0..2 {
+            let response = agent
+                .client
+                .delete(relay.url("/api/v1/offers/1"))
+                .bearer_auth(&key)
+                .send()
+                .await
+                .unwrap();
+            let ok = response.status() == 200;
+            let echoed: Value = response.json().await.unwrap_or(Value::Null);
+            both &= ok && echoed["headers"]["x-authmd-operator"] == "gh:octocat";
         }
         both
     })
