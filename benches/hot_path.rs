@@ -79,6 +79,7 @@ fn token(config: &Config, tokens: &Tokens) -> String {
         tier: TierId(1),
         client_id: Some("example-writer"),
         family: None,
+        operator: None,
     };
     tokens.issue(&issue, now()).unwrap().token
 }

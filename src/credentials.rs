@@ -177,7 +177,7 @@ impl Principal {
                 principal: grant.principal_header.clone(),
                 scopes: grant.scopes_header.clone(),
                 tier: tiers.get(grant.tier).header.clone(),
-                operator: None,
+                operator: grant.operator.clone(),
             },
             Principal::Anonymous(id) => {
                 let principal = match id {

@@ -159,7 +159,7 @@ impl OAuth {
         }
         let audience = self.audience(&form, caller.origin)?;
         let now = unix_now();
-        let (subject, client_id, scopes, tier) = match grant {
+        let (subject, client_id, scopes, tier, operator) = match grant {
             "client_credentials" => self.client_credentials(config, &auth, &form, caller)?,
             JWT_BEARER if settings.jwt_bearer => self.jwt_bearer(config, &auth, &form, now).await?,
             _ => return Err(Rejection::OAuth(OAuthError::UnsupportedGrantType)),
@@ -171,6 +171,7 @@ impl OAuth {
             tier,
             client_id: client_id.as_deref(),
             family: None,
+            operator: operator.as_deref(),
         };
         let issued = self
             .tokens
@@ -223,6 +224,11 @@ impl OAuth {
                     Some(entry.id().to_string()),
                     scopes,
                     entry.tier(),
+                    entry
+                        .operator
+                        .as_ref()
+                        .and_then(|o| o.to_str().ok())
+                        .map(str::to_owned),
                 ))
             }
             ClientAuth::IdOnly(_) => {
@@ -240,7 +246,13 @@ impl OAuth {
                 let scopes = requested(config, form, anonymous.scopes)?;
                 let id = crate::credentials::api_key::public_id("anon")
                     .map_err(|_| Rejection::Lifecycle(LifecycleError::StoreUnavailable))?;
-                Ok((format!("anonymous:{id}"), None, scopes, anonymous.tier))
+                Ok((
+                    format!("anonymous:{id}"),
+                    None,
+                    scopes,
+                    anonymous.tier,
+                    None,
+                ))
             }
         }
     }
@@ -358,6 +370,7 @@ impl OAuth {
             verified.client_id.clone(),
             scopes,
             tier,
+            None,
         ))
     }
 
@@ -463,7 +476,9 @@ impl OAuth {
 }
 
 /// (subject, client_id, scopes, tier) of a token to issue.
-type Grant = (String, Option<String>, ScopeSet, TierId);
+/// A grant's subject, client, scopes, tier, and the operator of the key it is
+/// minted from.
+type Grant = (String, Option<String>, ScopeSet, TierId, Option<String>);
 
 /// The scopes asked for with `scope` (all of `most` when absent), which must be
 /// declared and within `most`.

@@ -65,6 +65,8 @@ pub struct TokenGrant {
     pub jti: Option<Box<str>>,
     /// The API key it was minted from: revoking the key ends the token too.
     pub key_id: Option<Box<str>>,
+    /// `X-Authmd-Operator`: who claimed the key it was minted from.
+    pub operator: Option<HeaderValue>,
     /// The resources of this API its `aud` names. Empty when it names none of them
     /// (a trusted issuer's token for an audience the operator configured), and then
     /// it is not bound to a resource here.
@@ -293,6 +295,10 @@ pub struct OwnClaims {
     pub client_id: Option<String>,
     /// The tier's name.
     pub tier: String,
+    /// The person who claimed the key it was minted from (`<provider>:<handle>`),
+    /// sent upstream as `X-Authmd-Operator`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operator: Option<String>,
 }
 
 /// A token to sign.
@@ -311,6 +317,8 @@ pub struct Issue<'a> {
     /// The refresh family it was issued from (interactive grants): its `jti` is
     /// `<family>.<id>`, so that revoking the family denies it too.
     pub family: Option<&'a str>,
+    /// The operator of the claimed key it is minted from, if any.
+    pub operator: Option<&'a str>,
 }
 
 /// A signed token.
@@ -547,6 +555,10 @@ impl Tokens {
                 .then_some(claims.client_id)
                 .flatten()
                 .map(String::into_boxed_str),
+            operator: claims
+                .operator
+                .as_deref()
+                .and_then(|o| HeaderValue::from_str(o).ok()),
             resources: Box::new([resource]),
         })
     }
@@ -638,6 +650,7 @@ impl Tokens {
             valid_until: exp + LEEWAY,
             jti: None,
             key_id: None,
+            operator: None,
             resources,
         })
     }
@@ -665,6 +678,7 @@ impl Tokens {
             },
             client_id: issue.client_id.map(str::to_owned),
             tier: self.tiers.get(issue.tier).name.clone(),
+            operator: issue.operator.map(str::to_owned),
         };
         let token = keys.active().sign(ACCESS_TOKEN_TYPE, &claims).ok()?;
         Some(Issued {

@@ -418,6 +418,7 @@ impl AgentAuth {
                 .unwrap_or(crate::tier::TierId(1)),
             client_id: Some(&key.id),
             family: None,
+            operator: key.operator.as_deref(),
         };
         // The key is stored already: an answer without a token still gives the agent
         // a working credential, which the token endpoint exchanges for one.

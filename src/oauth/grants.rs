@@ -316,6 +316,8 @@ impl OAuth {
             tier,
             client_id: Some(&client.client_id),
             family: Some(grant.family),
+            // The person is the subject; no key was claimed.
+            operator: None,
         };
         let issued = self
             .tokens

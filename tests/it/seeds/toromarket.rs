@@ -685,4 +685,17 @@ async fn the_operator_signs_in_with_github_at_the_claim_url_and_the_tier_rises()
         Some("github:octocat"),
         "{at}"
     );
+
+    // A token from logging in again with the claimed key names the operator too.
+    let key_id = registered["key_id"].as_str().unwrap();
+    let fresh: Value = login(&proxy, key_id, key).await.json().await.unwrap();
+    let token = fresh["access_token"].as_str().unwrap();
+    assert_eq!(decode_jwt(token).1["operator"], "github:octocat", "{at}");
+    let response = get(&proxy, "/api/v1/portfolio", Some(token)).await;
+    assert_eq!(response.status(), 200, "{at}");
+    assert_eq!(
+        upstream.last().await.header("x-authmd-operator"),
+        Some("github:octocat"),
+        "{at}: with the token"
+    );
 }
