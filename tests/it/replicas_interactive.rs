@@ -659,24 +659,7 @@ async fn an_operator_signs_in_and_claims_across_the_replicas() {
 
     // The same key, raised in place, on both replicas (each hears of the claim
     // through the store), with its operator named upstream.
-    // Two requests in a row land on the two replicas.
-    eventually(PROPAGATION, || async {
-        let mut both = true;
-        for _ in 0..2 {
-            let response = agent
-                .client
-                .delete(relay.url("/api/v1/offers/1"))
-                .bearer_auth(&key)
-                .send()
-                .await
-                .unwrap();
-            let ok = response.status() == 200;
-            let echoed: Value = response.json().await.unwrap_or(Value::Null);
-            both &= ok && echoed["headers"]["x-authmd-operator"] == "demo:ada";
-        }
-        both
-    })
-    .await;
+    raised_on_both(relay, &agent, &key, "demo:ada").await;
     replicas.cleanup().await;
 }
 
@@ -758,22 +741,28 @@ async fn a_github_callback_completes_on_the_other_replica() {
         )
         .await;
     assert_eq!(claimed.status(), 200);
+    raised_on_both(relay, &agent, &key, "gh:octocat").await;
+    replicas.cleanup().await;
+}
+
+/// Waits until `key` opens a route of the claimed tier on both replicas (two
+/// requests in a row land on the two), with `operator` named upstream.
+async fn raised_on_both(relay: &RoundRobin, agent: &Agent, key: &str, operator: &str) {
     eventually(PROPAGATION, || async {
         let mut both = true;
         for _ in 0..2 {
             let response = agent
                 .client
                 .delete(relay.url("/api/v1/offers/1"))
-                .bearer_auth(&key)
+                .bearer_auth(key)
                 .send()
                 .await
                 .unwrap();
             let ok = response.status() == 200;
             let echoed: Value = response.json().await.unwrap_or(Value::Null);
-            both &= ok && echoed["headers"]["x-authmd-operator"] == "gh:octocat";
+            both &= ok && echoed["headers"]["x-authmd-operator"] == operator;
         }
         both
     })
     .await;
-    replicas.cleanup().await;
 }
