@@ -497,9 +497,13 @@ fn check_names_each_bad_verified_email_field() {
     )
     .replace(path.to_str().unwrap(), "FILE");
     assert_eq!(out.status.code(), Some(64), "{text}");
+    // The appended block is last, so its lines are found from the end: the example's
+    // comments may name the same fields.
     let line = |needle: &str| {
         yaml.lines()
-            .position(|l| l.contains(needle))
+            .collect::<Vec<_>>()
+            .iter()
+            .rposition(|l| l.contains(needle))
             .map(|i| i + 1)
             .unwrap()
     };
