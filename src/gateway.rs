@@ -24,6 +24,7 @@ use crate::clock::unix_now;
 use crate::config::{Config, HealthCheck, SigningSource};
 use crate::credentials::{KeyTable, Principal};
 use crate::discovery::Documents;
+use crate::limits::global::{Global, GlobalError, OnUnavailable};
 use crate::limits::x402::{self, X402};
 use crate::limits::{self, LimitSet, Limiter};
 use crate::login::{Login, LoginError};
@@ -64,6 +65,9 @@ struct Shared {
     /// Set when shutdown begins: `/readyz` answers 503 so that load balancers stop
     /// sending new requests while in-flight ones finish.
     draining: AtomicBool,
+    /// The fleet-wide limits on Redis, when configured (a changed
+    /// `limits.global` needs a restart).
+    global: Option<Arc<Global>>,
     /// The limiter's sweeper and the quota sync.
     background: Vec<JoinHandle<()>>,
 }
@@ -88,6 +92,9 @@ pub enum StartError {
     /// The sign-in's cookie key could not be had.
     #[error("sign-in: {0}")]
     Login(#[from] LoginError),
+    /// The fleet-wide limits could not be set up.
+    #[error("{0}")]
+    Global(#[from] GlobalError),
     /// The upstream's TLS settings cannot be used.
     #[error("upstream TLS: {0}")]
     UpstreamTls(#[from] crate::tls::TlsError),
@@ -118,7 +125,21 @@ impl Gateway {
             limiter.clone(),
             Duration::from_secs(10),
         ))];
-        if let Some(store) = &store {
+        let global = match config.limits.global.clone() {
+            Some(settings) => {
+                let (global, tasks) = Global::start(
+                    settings,
+                    limiter.clone(),
+                    &metrics,
+                    config.limits.max_principals,
+                )?;
+                background.extend(tasks);
+                Some(global)
+            }
+            None => None,
+        };
+        let quotas_in_redis = global.as_ref().is_some_and(|g| g.settings().quotas);
+        if let Some(store) = store.as_ref().filter(|_| !quotas_in_redis) {
             store.observe(&metrics);
             // Quota usage is read before the first request: a restart must not give
             // a used-up quota back.
@@ -139,8 +160,12 @@ impl Gateway {
                 since,
             )));
         }
+        if let (Some(store), true) = (&store, quotas_in_redis) {
+            store.observe(&metrics);
+        }
         let shared = Shared {
             limiter,
+            global,
             store,
             metrics,
             draining: AtomicBool::new(false),
@@ -196,9 +221,34 @@ impl Gateway {
     /// Writes what is only in memory to the store (quota usage); called once the
     /// listeners have drained, so that a restart loses nothing.
     pub async fn flush(&self) {
-        if let Some(store) = &self.shared.store {
-            crate::store::quotas::flush_quotas(self.shared.limiter.quotas(), store).await;
+        let limiter = &self.shared.limiter;
+        if let Some(global) = &self.shared.global {
+            // Gives back the leases, so the other replicas may use them at once.
+            global.shutdown(limiter).await;
+            if global.settings().quotas {
+                return;
+            }
         }
+        if let Some(store) = &self.shared.store {
+            crate::store::quotas::flush_quotas(limiter.quotas(), store).await;
+        }
+    }
+
+    /// What the proxy serves with less than its config asks for, without being
+    /// unready: the fleet-wide limits' fallback while Redis is unavailable.
+    #[must_use]
+    pub fn degraded(&self) -> Vec<&'static str> {
+        let mut notes = Vec::new();
+        if let Some(global) = &self.shared.global {
+            if global.unavailable() {
+                notes.push(match global.settings().on_unavailable {
+                    OnUnavailable::Local => "limits.global: redis is unavailable; each replica enforces its share of the limits",
+                    OnUnavailable::Open => "limits.global: redis is unavailable; rate limits are not enforced",
+                    OnUnavailable::Closed => "limits.global: redis is unavailable; limited routes answer 503",
+                });
+            }
+        }
+        notes
     }
 
     /// Reads the token signing keys again if their files changed since the current
@@ -368,6 +418,7 @@ async fn build(
         login,
         x402,
         limiter: shared.limiter.clone(),
+        global: shared.global.clone(),
         unmetered: LimitSet::default(),
         meters,
         sync: None,

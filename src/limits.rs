@@ -21,6 +21,7 @@
 
 pub mod buckets;
 pub mod gcra;
+pub mod global;
 pub mod headers;
 pub mod quota;
 pub mod x402;
@@ -238,6 +239,8 @@ pub struct LimitSettings {
     /// What every anonymous identifier seen from one address shares (see
     /// [`LimitSet::per_address`]); `None` when it is off.
     pub anonymous_budget: Option<LimitSet>,
+    /// Fleet-wide limits on Redis, when configured.
+    pub global: Option<global::GlobalSettings>,
 }
 
 /// How many identifiers' worth of the anonymous tier's windows one address may use
@@ -254,6 +257,7 @@ impl Default for LimitSettings {
             quota_flush: Duration::from_secs(5),
             payments: None,
             anonymous_budget: None,
+            global: None,
         }
     }
 }
@@ -453,7 +457,9 @@ pub struct Window {
 }
 
 impl Window {
-    fn of_rate(rate: &Rate, standing: Standing) -> Window {
+    /// Where `standing` leaves the window `rate`.
+    #[must_use]
+    pub fn of_rate(rate: &Rate, standing: Standing) -> Window {
         Window {
             limit: u64::from(rate.limit),
             window_secs: rate.window_secs(),
@@ -501,6 +507,31 @@ pub enum Exceeded {
     },
     /// The quota is used up until the period ends (or a payment is made).
     Quota,
+    /// The fleet-wide limits could not be asked and `on_unavailable: closed`
+    /// refuses rather than guess.
+    Unavailable {
+        /// Seconds until they are asked again.
+        retry_after: u64,
+    },
+}
+
+/// How [`Limiter::check_with`] takes a subject's own rate windows.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnRates {
+    /// From this replica's buckets, each window's limit divided by `divisor`
+    /// (1 for the limit as configured; the replica count when a fleet-wide limit
+    /// falls back to each replica's share).
+    Local {
+        /// What each limit is divided by (at least 1).
+        divisor: u32,
+    },
+    /// Already admitted elsewhere (the fleet-wide limiter); the windows stand as
+    /// given.
+    Admitted([Option<Window>; MAX_WINDOWS + 1]),
+    /// Refused elsewhere (the fleet-wide limiter); the windows stand as given.
+    Refused([Option<Window>; MAX_WINDOWS + 1]),
+    /// Not checked at all.
+    Skipped,
 }
 
 /// The limiter: every subject's buckets and quota counters.
@@ -539,6 +570,18 @@ impl Limiter {
     /// taken unless everything admits it. The verdict reports the subject's own
     /// limits, or the shared budget's when that refused or has fewer requests left.
     pub fn check<'a>(&self, subject: &Subject<'a>, unix_now: i64) -> Verdict<'a> {
+        self.check_with(subject, unix_now, OwnRates::Local { divisor: 1 })
+    }
+
+    /// [`Limiter::check`], with the subject's own rate windows taken as `own` says.
+    /// When they were [`OwnRates::Admitted`] elsewhere and a later check refuses,
+    /// the caller gives that request back.
+    pub fn check_with<'a>(
+        &self,
+        subject: &Subject<'a>,
+        unix_now: i64,
+        own: OwnRates,
+    ) -> Verdict<'a> {
         let limits = subject.limits;
         let mut verdict = Verdict {
             limits,
@@ -549,11 +592,27 @@ impl Limiter {
             return verdict;
         }
         let now = self.clock.now();
-        let rates = rates_of(limits);
-        if self
+        let own_rates = rates_of(limits);
+        // A replica's share of a fleet-wide limit, computed on the stack.
+        let mut shares = [Rate::ONE_PER_SECOND; MAX_WINDOWS];
+        let rates: &[Rate] = match own {
+            OwnRates::Local { divisor } if divisor > 1 => {
+                for (share, rate) in shares.iter_mut().zip(own_rates) {
+                    *share = rate.divided(divisor);
+                }
+                &shares[..own_rates.len()]
+            }
+            OwnRates::Local { .. } => own_rates,
+            OwnRates::Admitted(windows) | OwnRates::Refused(windows) => {
+                verdict.windows = windows;
+                &[]
+            }
+            OwnRates::Skipped => &[],
+        };
+        let refused = self
             .take_rates(subject.key, rates, now, &mut verdict.windows)
-            .is_some()
-        {
+            .is_some();
+        if refused || matches!(own, OwnRates::Refused(_)) {
             if let Some(quota) = &limits.quota {
                 let standing = self.quotas.peek(subject, quota, unix_now);
                 verdict.windows[MAX_WINDOWS] = Some(standing.window(quota));
@@ -621,6 +680,9 @@ impl Limiter {
         now: u64,
         windows: &mut [Option<Window>; MAX_WINDOWS + 1],
     ) -> Option<usize> {
+        if rates.is_empty() {
+            return None;
+        }
         self.buckets.bucket(key, |bucket| {
             let mut refused = None;
             for (i, rate) in rates.iter().enumerate() {
@@ -660,6 +722,9 @@ impl Limiter {
         now: u64,
         windows: &mut [Option<Window>; MAX_WINDOWS + 1],
     ) {
+        if rates.is_empty() {
+            return;
+        }
         self.buckets.bucket(key, |bucket| {
             for (i, (rate, word)) in rates.iter().zip(&bucket.0).enumerate() {
                 rate.give_back(word);
@@ -683,12 +748,12 @@ impl Limiter {
 }
 
 /// The rate windows of `limits` the buckets hold.
-fn rates_of(limits: &LimitSet) -> &[Rate] {
+pub fn rates_of(limits: &LimitSet) -> &[Rate] {
     &limits.rates[..limits.rates.len().min(MAX_WINDOWS)]
 }
 
 /// The `Retry-After` of a refusal: when every empty rate window admits again.
-fn retry_after(windows: &[Option<Window>; MAX_WINDOWS + 1]) -> u64 {
+pub fn retry_after(windows: &[Option<Window>; MAX_WINDOWS + 1]) -> u64 {
     windows[..MAX_WINDOWS]
         .iter()
         .flatten()

@@ -271,6 +271,12 @@ impl Metrics {
         self.keys.set(i64::try_from(count).unwrap_or(i64::MAX));
     }
 
+    /// Adds a collector of another module (the fleet-wide limits' meters) to the
+    /// registry.
+    pub fn register(&self, collector: Box<dyn Collector>) -> prometheus::Result<()> {
+        self.registry.register(collector)
+    }
+
     /// The credential store's meters, added to `/metrics` by the first call: a
     /// proxy without a store shows none of them.
     #[must_use]

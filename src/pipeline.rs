@@ -34,8 +34,9 @@ use crate::clock::unix_now;
 use crate::config::Config;
 use crate::credentials::{KeyTable, Presented, Principal};
 use crate::discovery::Documents;
+use crate::limits::global::Global;
 use crate::limits::x402::{self, X402};
-use crate::limits::{self, Exceeded, LimitSet, Limiter, Subject, Verdict};
+use crate::limits::{self, Exceeded, LimitSet, Limiter, Subject};
 use crate::login::Login;
 use crate::metrics::{MeterId, Meters};
 use crate::oauth::{Caller, OAuth};
@@ -75,6 +76,8 @@ pub struct Generation {
     pub(crate) x402: Option<X402>,
     /// Rate buckets and quota counters, shared by every generation.
     pub(crate) limiter: Arc<Limiter>,
+    /// The fleet-wide limits, when configured; shared by every generation.
+    pub(crate) global: Option<Arc<Global>>,
     /// The limits of routes that are not metered: none.
     pub(crate) unmetered: LimitSet,
     /// Per-route and per-tier meters.
@@ -259,7 +262,14 @@ impl Generation {
         let address = config
             .limits
             .client_address(conn.peer.ip(), request.headers());
-        let (subject, verdict) = self.limit(&grant, address, unix);
+        let subject = self.subject(&grant, address);
+        let verdict = match (&self.global, grant.route.metered) {
+            (Some(global), true) => match global.check_local(&self.limiter, &subject, unix) {
+                Some(verdict) => verdict,
+                None => Box::pin(global.check_remote(&self.limiter, &subject, unix)).await,
+            },
+            _ => self.limiter.check(&subject, unix),
+        };
         let limited = |mut response: Response<Body>| {
             let styles = config.limits.headers;
             limits::headers::write(response.headers_mut(), &verdict, styles, unix);
@@ -286,6 +296,9 @@ impl Generation {
                     Exceeded::Quota => {
                         self.meters.quota_exceeded(tier);
                         Rejection::QuotaExceeded
+                    }
+                    Exceeded::Unavailable { retry_after } => {
+                        Rejection::RateLimitUnavailable { retry_after }
                     }
                 };
                 let route = Some(grant.route);
@@ -358,19 +371,14 @@ impl Generation {
         })
     }
 
-    /// Counts a granted request from `address` against its subject's rate windows
-    /// and quota.
-    fn limit<'g>(
-        &'g self,
-        grant: &'g Grant<'_>,
-        address: IpAddr,
-        unix: i64,
-    ) -> (Subject<'g>, Verdict<'g>) {
+    /// Who a granted request from `address` counts against: its key, token or
+    /// identifier, or the address, with the tier's limits (none on a route that is
+    /// not metered).
+    fn subject<'g>(&'g self, grant: &'g Grant<'_>, address: IpAddr) -> Subject<'g> {
         if !grant.route.metered {
             // Counted against nothing: the limiter answers at once, and no
             // RateLimit headers are written.
-            let subject = Subject::address(address, &self.unmetered);
-            return (subject, self.limiter.check(&subject, unix));
+            return Subject::address(address, &self.unmetered);
         }
         let tier_limits = &self.config.tiers.get(tier_of(grant)).limits;
         let subject = match &grant.principal {
@@ -380,9 +388,7 @@ impl Generation {
         // Anonymous identifiers are the caller's to make up: those from one address
         // also share its budget, so a new identifier per request earns nothing.
         let budget = self.config.limits.anonymous_budget.as_ref();
-        let subject = subject.sharing_address_budget(address, budget);
-        let verdict = self.limiter.check(&subject, unix);
-        (subject, verdict)
+        subject.sharing_address_budget(address, budget)
     }
 
     fn payments<'g>(&'g self, x402: &'g X402, responder: &'g Responder) -> Payments<'g> {

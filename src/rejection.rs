@@ -70,6 +70,12 @@ pub enum Rejection {
         /// Seconds until every empty window admits a request again.
         retry_after: u64,
     },
+    /// The fleet-wide rate limits could not be asked, and the config refuses
+    /// rather than guess (`limits.global.on_unavailable: closed`).
+    RateLimitUnavailable {
+        /// Seconds until they are asked again.
+        retry_after: u64,
+    },
     /// The subject's quota for the period is used up, and no payment is offered.
     QuotaExceeded,
     /// Payment (x402) is the way past the quota; see [`PaymentError`].
@@ -156,7 +162,7 @@ pub fn error_codes() -> impl Iterator<Item = ErrorDoc> {
 
 /// One rejection of each code, with what it means and what an agent should do, in
 /// the table's order.
-fn documented() -> [(Rejection, &'static str, &'static str); 23] {
+fn documented() -> [(Rejection, &'static str, &'static str); 24] {
     use Rejection as R;
     [
         (
@@ -240,6 +246,11 @@ fn documented() -> [(Rejection, &'static str, &'static str); 23] {
             R::RateLimited { retry_after: 1 },
             "Too many requests in a rate window (`RateLimit-*` headers say which, and when it refills).",
             "Wait `Retry-After` seconds, then retry; or use a credential of a higher tier.",
+        ),
+        (
+            R::RateLimitUnavailable { retry_after: 1 },
+            "The fleet-wide rate limits could not be checked (their Redis is down or slow) and this API refuses rather than guess.",
+            "Retry after `Retry-After` seconds.",
         ),
         (
             R::QuotaExceeded,
@@ -415,7 +426,8 @@ impl Responder {
                     headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
                 }
             }
-            Rejection::RateLimited { retry_after } => {
+            Rejection::RateLimited { retry_after }
+            | Rejection::RateLimitUnavailable { retry_after } => {
                 headers.insert(http::header::RETRY_AFTER, HeaderValue::from(retry_after));
             }
             Rejection::Payment(PaymentError::Unavailable) | Rejection::IssuerKeysUnavailable => {
@@ -605,6 +617,15 @@ fn describe(rejection: &Rejection) -> (StatusCode, &'static str, &'static str, (
                 format!(
                     "too many requests; retry after {retry_after} s (see the RateLimit headers)"
                 ),
+                Section::RateLimits,
+            ),
+        ),
+        R::RateLimitUnavailable { retry_after } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "RATE_LIMIT_UNAVAILABLE",
+            text(
+                format!("the rate limits cannot be checked right now; retry after {retry_after} s"),
                 Section::RateLimits,
             ),
         ),

@@ -158,6 +158,9 @@ impl Reloader {
         {
             changed.push("limits.max_principals / limits.quota_flush");
         }
+        if old.limits.global != new.limits.global {
+            changed.push("limits.global");
+        }
         if !changed.is_empty() {
             tracing::warn!(
                 settings = changed.join(", "),

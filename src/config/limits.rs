@@ -8,8 +8,9 @@ use std::time::Duration;
 use super::load::Loader;
 use super::locate::join;
 use super::raw;
-use super::values::{MILLISECOND, MINUTE};
+use super::values::{MILLISECOND, MINUTE, SECOND};
 use crate::limits::gcra::Rate;
+use crate::limits::global::{GlobalSettings, Mode, OnUnavailable, Target};
 use crate::limits::headers::Styles;
 use crate::limits::quota::Quota;
 use crate::limits::x402::{Accept, Payments};
@@ -109,6 +110,7 @@ impl Loader {
         let per_address = raw.anonymous_per_address.unwrap_or(ANONYMOUS_PER_ADDRESS);
         let anonymous_budget =
             LimitSet::per_address(&tiers.get(TierId::ANONYMOUS).limits, per_address);
+        let global = raw.global.and_then(|raw| self.global_limits(raw));
         LimitSettings {
             trusted_proxies,
             max_principals,
@@ -116,7 +118,180 @@ impl Loader {
             quota_flush,
             payments: None,
             anonymous_budget,
+            global,
         }
+    }
+
+    /// `limits.global:`.
+    fn global_limits(&mut self, raw: raw::RawGlobalLimits) -> Option<GlobalSettings> {
+        const AT: &str = "limits.global";
+        match raw.backend.as_deref() {
+            None | Some("redis") => {}
+            Some(other) => self.error(
+                &join(AT, "backend"),
+                format!("unknown backend `{other}`; `redis` (which includes Valkey and managed Redis) is the one"),
+            ),
+        }
+        let Some(url) = raw.url else {
+            self.error(
+                &join(AT, "url"),
+                "say where Redis is, e.g. `url: redis://redis:6379/0` or `url: ${REDIS_URL}`",
+            );
+            return None;
+        };
+        if !raw.nodes.is_empty() && !raw.cluster {
+            self.error(
+                &join(AT, "nodes"),
+                "`nodes` lists a cluster's other seed nodes: set `cluster: true`, or leave it out",
+            );
+        }
+        let mut urls = vec![url];
+        urls.extend(raw.nodes);
+        for (i, url) in urls.iter().enumerate() {
+            let path = if i == 0 {
+                join(AT, "url")
+            } else {
+                format!("{AT}.nodes[{}]", i - 1)
+            };
+            let scheme_ok = [
+                "redis://",
+                "rediss://",
+                "redis+unix://",
+                "unix://",
+                "valkey://",
+                "valkeys://",
+            ]
+            .iter()
+            .any(|s| url.starts_with(s));
+            let target = Target {
+                urls: vec![url.clone()],
+                cluster: false,
+                ca_pem: None,
+            };
+            if !scheme_ok || target.validate().is_err() {
+                // The URL may hold a password: the message never quotes it.
+                self.error(
+                    &path,
+                    "not a Redis URL: write `redis://host:6379/0`, `rediss://host:6380` (TLS) or `redis+unix:///path/to/socket`",
+                );
+            }
+        }
+        let ca_pem = raw.ca_file.and_then(|file| {
+            let path = join(AT, "ca_file");
+            if !urls
+                .iter()
+                .all(|u| u.starts_with("rediss://") || u.starts_with("valkeys://"))
+            {
+                self.error(&path, "`ca_file` is for TLS: write the URL as `rediss://`");
+            }
+            match std::fs::read(self.resolve(&file)) {
+                Ok(pem)
+                    if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") =>
+                {
+                    Some(pem)
+                }
+                Ok(_) => {
+                    self.error(&path, format!("`{file}` holds no PEM certificate"));
+                    None
+                }
+                Err(error) => {
+                    self.error(&path, format!("cannot read `{file}`: {error}"));
+                    None
+                }
+            }
+        });
+        let timeout = self.duration(
+            raw.timeout,
+            &join(AT, "timeout"),
+            Duration::from_millis(50),
+            MILLISECOND..=SECOND * 10,
+        );
+        let mode = match raw.mode.as_deref() {
+            None | Some("lease") => Mode::Lease,
+            Some("exact") => Mode::Exact,
+            Some(other) => {
+                self.error(
+                    &join(AT, "mode"),
+                    format!("unknown mode `{other}`; write `lease` or `exact`"),
+                );
+                Mode::Lease
+            }
+        };
+        let max_lease = raw.max_lease.unwrap_or(32);
+        if !(1..=10_000).contains(&max_lease) {
+            self.error(&join(AT, "max_lease"), "must be from 1 to 10000");
+        }
+        let lease_ttl = self.duration(
+            raw.lease_ttl,
+            &join(AT, "lease_ttl"),
+            SECOND * 2,
+            MILLISECOND * 10..=MINUTE,
+        );
+        let on_unavailable = match raw.on_unavailable.as_deref() {
+            None | Some("local") => OnUnavailable::Local,
+            Some("open") => OnUnavailable::Open,
+            Some("closed") => OnUnavailable::Closed,
+            Some(other) => {
+                self.error(
+                    &join(AT, "on_unavailable"),
+                    format!("unknown behaviour `{other}`; write `local` (each replica enforces its share), `open` or `closed`"),
+                );
+                OnUnavailable::Local
+            }
+        };
+        let breaker = raw.breaker.unwrap_or_default();
+        let breaker_failures = breaker.failures.unwrap_or(3);
+        if !(1..=1000).contains(&breaker_failures) {
+            self.error(&join(AT, "breaker.failures"), "must be from 1 to 1000");
+        }
+        let breaker_cooldown = self.duration(
+            breaker.cooldown,
+            &join(AT, "breaker.cooldown"),
+            SECOND * 5,
+            MILLISECOND * 100..=MINUTE * 10,
+        );
+        let heartbeat = self.duration(
+            raw.heartbeat,
+            &join(AT, "heartbeat"),
+            SECOND * 2,
+            MILLISECOND * 100..=MINUTE,
+        );
+        let key_prefix = raw.key_prefix.unwrap_or_else(|| "authmd".into());
+        let prefix_ok = !key_prefix.is_empty()
+            && key_prefix.len() <= 64
+            && key_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
+        if !prefix_ok {
+            self.error(
+                &join(AT, "key_prefix"),
+                format!("`{key_prefix}` is not a key prefix: 1 to 64 letters, digits, `-`, `_`, `.` or `:`"),
+            );
+        }
+        let quota_batch = self.duration(
+            raw.quota_batch,
+            &join(AT, "quota_batch"),
+            SECOND,
+            MILLISECOND * 10..=MINUTE,
+        );
+        Some(GlobalSettings {
+            target: Target {
+                urls,
+                cluster: raw.cluster,
+                ca_pem,
+            },
+            timeout,
+            mode,
+            max_lease: max_lease.clamp(1, 10_000),
+            lease_ttl,
+            on_unavailable,
+            breaker_failures: breaker_failures.clamp(1, 1000),
+            breaker_cooldown,
+            heartbeat,
+            key_prefix,
+            quotas: raw.quotas,
+            quota_batch,
+        })
     }
 
     /// `payments:`.

@@ -220,6 +220,40 @@ pub(crate) struct RawLimits {
     /// How many identifiers' worth of the anonymous tier's windows the anonymous
     /// identifiers from one address share; 0 turns the budget off.
     pub(crate) anonymous_per_address: Option<u32>,
+    /// Fleet-wide limits, on Redis.
+    pub(crate) global: Option<RawGlobalLimits>,
+}
+
+/// `limits.global:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGlobalLimits {
+    pub(crate) backend: Option<String>,
+    pub(crate) url: Option<String>,
+    #[serde(default)]
+    pub(crate) nodes: Vec<String>,
+    #[serde(default)]
+    pub(crate) cluster: bool,
+    pub(crate) ca_file: Option<String>,
+    pub(crate) timeout: Option<String>,
+    pub(crate) mode: Option<String>,
+    pub(crate) max_lease: Option<u32>,
+    pub(crate) lease_ttl: Option<String>,
+    pub(crate) on_unavailable: Option<String>,
+    pub(crate) breaker: Option<RawBreaker>,
+    pub(crate) heartbeat: Option<String>,
+    pub(crate) key_prefix: Option<String>,
+    #[serde(default)]
+    pub(crate) quotas: bool,
+    pub(crate) quota_batch: Option<String>,
+}
+
+/// `limits.global.breaker:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawBreaker {
+    pub(crate) failures: Option<u32>,
+    pub(crate) cooldown: Option<String>,
 }
 
 /// One statically declared key.

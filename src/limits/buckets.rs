@@ -99,6 +99,26 @@ impl<V> Bounded<V> {
         f(map.get_or_insert_with(key, make))
     }
 
+    /// Runs `f` on the value of the subject whose hash is `key`, made by `make` if it
+    /// has none yet; `None`, without running `f`, when it has none and the map is at
+    /// capacity (for state that cannot be shared, unlike [`Bounded::with`]'s).
+    pub fn with_own<R>(
+        &self,
+        key: u64,
+        make: impl FnOnce() -> V,
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R> {
+        let map = self.map.pin();
+        if let Some(value) = map.get(&key) {
+            return Some(f(value));
+        }
+        if map.len() >= self.capacity {
+            self.full.store(true, Ordering::Relaxed);
+            return None;
+        }
+        Some(f(map.get_or_insert_with(key, make)))
+    }
+
     /// Runs `f` on the subject's own value, if it has one.
     pub fn get<R>(&self, key: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
         self.map.pin().get(&key).map(f)

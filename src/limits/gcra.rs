@@ -94,6 +94,34 @@ impl Rate {
         })
     }
 
+    /// One request per second: a placeholder where a rate is needed before it is known.
+    pub const ONE_PER_SECOND: Rate = Rate {
+        limit: 1,
+        window: Duration::from_secs(1),
+        interval: NANOS_PER_SEC,
+        tolerance: 0,
+    };
+
+    /// The same window with `limit / divisor` requests, at least one: one
+    /// replica's share of a limit the fleet shares.
+    #[must_use]
+    pub fn divided(&self, divisor: u32) -> Rate {
+        let limit = (self.limit / divisor.max(1)).max(1);
+        Rate::new(limit, self.window).unwrap_or(*self)
+    }
+
+    /// Nanoseconds one request costs.
+    #[must_use]
+    pub fn interval_ns(&self) -> u64 {
+        self.interval
+    }
+
+    /// How far ahead of now (nanoseconds) a bucket's TAT may be for a request to pass.
+    #[must_use]
+    pub fn tolerance_ns(&self) -> u64 {
+        self.tolerance
+    }
+
     /// Window in whole seconds (at least 1), as the headers state it.
     #[must_use]
     pub fn window_secs(&self) -> u64 {

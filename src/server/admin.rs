@@ -68,10 +68,15 @@ async fn admin(
         "/healthz" => json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ok\"}")),
         "/readyz" => {
             let problems = gateway.readiness();
-            if problems.is_empty() {
+            let degraded = gateway.degraded();
+            if problems.is_empty() && degraded.is_empty() {
                 json(StatusCode::OK, Bytes::from_static(b"{\"status\":\"ready\"}"))
+            } else if problems.is_empty() {
+                // Ready: the fallback is the answer, and the body says so.
+                let body = serde_json::json!({"status": "ready", "degraded": degraded});
+                json(StatusCode::OK, Bytes::from(body.to_string()))
             } else {
-                let body = serde_json::json!({"status": "not_ready", "reasons": problems});
+                let body = serde_json::json!({"status": "not_ready", "reasons": problems, "degraded": degraded});
                 json(StatusCode::SERVICE_UNAVAILABLE, Bytes::from(body.to_string()))
             }
         }

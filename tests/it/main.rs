@@ -28,6 +28,7 @@ mod durability;
 mod faults;
 mod faults_dependencies;
 mod forward;
+mod global_limits;
 mod hostile_http;
 mod identity;
 mod image;

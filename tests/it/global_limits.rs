@@ -1,0 +1,120 @@
+//! Fleet-wide rate limits on Redis (`limits.global`): three proxies share one
+//! Redis and one `100/min` subject, and together admit what one would.
+//!
+//! Needs the Redis of `AUTHMD_TEST_REDIS_URL` (`.ci/run` sets it); without it the
+//! tests say so and skip. Each test uses a key prefix of its own, so tests and
+//! runs never see each other's windows.
+//!
+//! The window is a minute, so GCRA gives one request back every 600 ms: a run
+//! that takes `t` seconds may admit `floor(t / 0.6)` more than 100. The bounds
+//! below add exactly that.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "helpers of the tests: a failed step fails the test"
+)]
+
+use std::time::Duration;
+
+use crate::support::TestProxy;
+use crate::support::redis::{config, metric, redis_url, spread, unique_prefix};
+
+/// Requests GCRA gives back over `elapsed` at one per 600 ms.
+fn refilled(elapsed: Duration) -> usize {
+    (elapsed.as_millis() / 600) as usize
+}
+
+async fn fleet(url: &str, prefix: &str, extra: &str) -> Vec<TestProxy> {
+    let yaml = config(url, prefix, extra);
+    let mut proxies = Vec::new();
+    for _ in 0..3 {
+        proxies.push(TestProxy::start(&yaml, None).await);
+    }
+    proxies
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_with_leases_admit_one_limit_with_few_round_trips() {
+    let Some(url) = redis_url() else { return };
+    let proxies = fleet(&url, &unique_prefix("lease"), "").await;
+    let (seen, elapsed) = spread(&proxies, 1000).await;
+    let admitted = seen.get(&200).copied().unwrap_or(0);
+    let refused = seen.get(&429).copied().unwrap_or(0);
+    assert_eq!(admitted + refused, 1000, "only 200s and 429s: {seen:?}");
+    // Never more than the limit (plus what the window gave back meanwhile); short
+    // of it by at most what replicas held unspent when the run ended.
+    let ceiling = 100 + refilled(elapsed);
+    assert!(
+        admitted <= ceiling,
+        "admitted {admitted} > {ceiling} in {elapsed:?}"
+    );
+    assert!(admitted >= 100 - 3 * 32, "admitted only {admitted}");
+    let calls: f64 = proxies
+        .iter()
+        .map(|p| {
+            metric(
+                p,
+                "authmd_ratelimit_backend_calls_total",
+                &["outcome=\"ok\""],
+            )
+        })
+        .sum();
+    let lease_calls: f64 = proxies
+        .iter()
+        .map(|p| {
+            metric(
+                p,
+                "authmd_ratelimit_backend_calls_total",
+                &["operation=\"acquire\"", "outcome=\"ok\""],
+            ) + metric(
+                p,
+                "authmd_ratelimit_backend_calls_total",
+                &["operation=\"refill\"", "outcome=\"ok\""],
+            )
+        })
+        .sum();
+    eprintln!(
+        "leases: admitted {admitted}, refused {refused} in {elapsed:?}; {calls} redis calls ({lease_calls} for leases) for 1000 requests: {:.3} per request",
+        calls / 1000.0
+    );
+    assert!(
+        calls < 1000.0 / 2.0,
+        "{calls} redis calls for 1000 requests"
+    );
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_replicas_in_exact_mode_admit_exactly_the_limit() {
+    let Some(url) = redis_url() else { return };
+    let proxies = fleet(&url, &unique_prefix("exact"), "    mode: exact").await;
+    let (seen, elapsed) = spread(&proxies, 1000).await;
+    let admitted = seen.get(&200).copied().unwrap_or(0);
+    assert_eq!(
+        admitted + seen.get(&429).copied().unwrap_or(0),
+        1000,
+        "{seen:?}"
+    );
+    let ceiling = 100 + refilled(elapsed);
+    assert!(
+        (100..=ceiling).contains(&admitted),
+        "exact mode admitted {admitted} in {elapsed:?} (100 to {ceiling})"
+    );
+    let calls: f64 = proxies
+        .iter()
+        .map(|p| {
+            metric(
+                p,
+                "authmd_ratelimit_backend_calls_total",
+                &["operation=\"acquire\"", "outcome=\"ok\""],
+            )
+        })
+        .sum();
+    assert_eq!(calls, 1000.0, "one round trip per request");
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}

@@ -1,0 +1,120 @@
+//! A Redis for the fleet-wide limit tests: where it is, key prefixes no other
+//! test shares, a fleet's config, and the proxies' metrics.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::print_stderr,
+    reason = "helpers of the tests: a failed step fails the test"
+)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::{TestProxy, WRITER_KEY, client};
+
+/// The Redis the tests use, or `None` (the test prints why it skips).
+pub fn redis_url() -> Option<String> {
+    match std::env::var("AUTHMD_TEST_REDIS_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            eprintln!(
+                "skipped: set AUTHMD_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379) to run the fleet-wide limit tests"
+            );
+            None
+        }
+    }
+}
+
+/// A key prefix no other test or run uses.
+pub fn unique_prefix(test: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    format!("authmd-test-{test}-{nanos:x}")
+}
+
+/// An API whose `free` tier allows 100 requests a minute, behind a fleet-wide
+/// limit on `url`; `extra` adds settings under `limits.global`.
+pub fn config(url: &str, prefix: &str, extra: &str) -> String {
+    format!(
+        r#"
+upstream: {{url: "{{upstream}}"}}
+credentials:
+  headers:
+    - {{name: X-Agent-Key}}
+  key_prefixes: [ak_live]
+scopes:
+  offers:read: Read offers
+tiers:
+  - name: free
+    scopes: [offers:read]
+    rate_limits: [100/min]
+keys:
+  - id: writer
+    hash: blake3:5e3badb54234fb3ed212ad03431ec29d20925e7e39e421d1a4fd63d269624e14
+    scopes: [offers:read]
+    tier: free
+routes:
+  - {{path: /offers, methods: [GET], access: credential, scopes: [offers:read]}}
+limits:
+  global:
+    url: {url}
+    key_prefix: {prefix}
+{extra}
+"#
+    )
+}
+
+/// The proxy's metric samples named `name`, summed over their labels where
+/// `labels` (`key="value"` parts) all match.
+pub fn metric(proxy: &TestProxy, name: &str, labels: &[&str]) -> f64 {
+    let (_, text) = proxy
+        .running()
+        .gateway
+        .scrape(&reqwest::header::HeaderMap::new());
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let matches = series == name
+                || (series.starts_with(&format!("{name}{{"))
+                    && labels.iter().all(|l| series.contains(l)));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Sends `total` requests with the writer's key, spread round-robin over
+/// `proxies` by 8 workers; returns the statuses counted and the time it took.
+pub async fn spread(proxies: &[TestProxy], total: usize) -> (HashMap<u16, usize>, Duration) {
+    let http = client();
+    let urls: Vec<String> = proxies.iter().map(|p| p.url("/offers")).collect();
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let (http, urls) = (http.clone(), urls.clone());
+        workers.push(tokio::spawn(async move {
+            let mut seen = HashMap::new();
+            for i in (worker..total).step_by(8) {
+                let response = http
+                    .get(&urls[i % urls.len()])
+                    .header("X-Agent-Key", WRITER_KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                *seen.entry(response.status().as_u16()).or_insert(0) += 1;
+            }
+            seen
+        }));
+    }
+    let mut seen = HashMap::new();
+    for worker in workers {
+        for (status, n) in worker.await.unwrap() {
+            *seen.entry(status).or_insert(0) += n;
+        }
+    }
+    (seen, started.elapsed())
+}
