@@ -593,13 +593,16 @@ impl Limiter {
         }
         let now = self.clock.now();
         let own_rates = rates_of(limits);
-        // A replica's share of a fleet-wide limit, computed on the stack.
-        let mut shares = [Rate::ONE_PER_SECOND; MAX_WINDOWS];
+        // A replica's share of a fleet-wide limit, computed on the stack (and only
+        // then).
+        let shares: [Rate; MAX_WINDOWS];
         let rates: &[Rate] = match own {
             OwnRates::Local { divisor } if divisor > 1 => {
-                for (share, rate) in shares.iter_mut().zip(own_rates) {
-                    *share = rate.divided(divisor);
-                }
+                shares = std::array::from_fn(|i| {
+                    own_rates
+                        .get(i)
+                        .map_or(Rate::ONE_PER_SECOND, |rate| rate.divided(divisor))
+                });
                 &shares[..own_rates.len()]
             }
             OwnRates::Local { .. } => own_rates,

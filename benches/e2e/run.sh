@@ -6,6 +6,9 @@
 #   benches/e2e/run.sh                            # everything: ~20 min
 #   DURATION=3 REPS=1 benches/e2e/run.sh          # a quick look: ~4 min
 #   SCENARIOS="key reject" TARGETS="authmd nginx" benches/e2e/run.sh
+#   SCENARIOS=key TARGETS="authmd authmd-global" benches/e2e/run.sh
+#     (authmd-global: the same proxy with `limits.global` on the Redis of
+#      REDIS_URL, default redis://127.0.0.1:6379, far from the limit)
 #
 # It builds the release binary and the benchmark upstream, starts the upstream and
 # every server (one worker each, all pinned to SERVER_CPUS with the upstream; wrk on
@@ -32,7 +35,8 @@ OUT="${OUT:-$ROOT/target/bench-e2e/$(date +%Y%m%d-%H%M%S)}"
 ENVOY="${ENVOY:-$(command -v envoy || python3 -c 'import envoy, os; print(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"))' 2>/dev/null || true)}"
 
 UPSTREAM_ADDR=127.0.0.1:8080
-declare -A PORT=([direct]=8080 [authmd]=8090 [nginx]=8081 [haproxy]=8082 [envoy]=8083)
+declare -A PORT=([direct]=8080 [authmd]=8090 [nginx]=8081 [haproxy]=8082 [envoy]=8083 [authmd-global]=8091)
+REDIS_URL="${REDIS_URL:-redis://127.0.0.1:6379}"
 # The benchmark key of benches/e2e/authmd.yaml; the anchors compare with it.
 API_KEY=bk_live_FJB8qMY4nPzNihaSyjEDEpupmBe22BXFa55AKBK
 
@@ -122,6 +126,16 @@ PY
 # it up and refuses it.
 BAD_KEY=$("$PROXY" keys generate --prefix bk_live | awk '/^key:/ {print $2}')
 
+if has "$TARGETS" authmd-global; then
+  # The same config, its rate windows counted in Redis under a prefix of this run.
+  if redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1; then
+    mkdir -p "$RUN/data-global"
+    sed 's/^listen: 127.0.0.1:8090/listen: 127.0.0.1:8091/' "$HERE/authmd.yaml" >"$RUN/authmd-global.yaml"
+    printf 'limits:\n  global:\n    url: %s\n    key_prefix: bench-%s\n' "$REDIS_URL" "$$" >>"$RUN/authmd-global.yaml"
+    start authmd-global 8091 "$PROXY" run --config "$RUN/authmd-global.yaml" --data-dir "$RUN/data-global" \
+      --admin-listen 127.0.0.1:9092
+  else say "no Redis answers at REDIS_URL (apt-get install -y redis-server): authmd-global skipped"; fi
+fi
 if has "$TARGETS" nginx; then
   if command -v nginx >/dev/null; then
     render "$HERE/nginx.conf.in" "$RUN/nginx.conf"
@@ -243,6 +257,15 @@ for rep in $(seq 1 "$REPS"); do
     done
   done
 done
+
+# ---- fleet-wide limits: round trips to Redis per request ----------------------
+if [[ -n "${PID[authmd-global]:-}" ]]; then
+  curl -s http://127.0.0.1:9092/metrics | awk '
+    /^authmd_requests_total/ { requests += $NF }
+    /^authmd_ratelimit_backend_calls_total/ { calls += $NF }
+    END { printf "global_requests %d\nglobal_redis_calls %d\n", requests, calls }' >>"$OUT/env.txt"
+  say "authmd-global: $(grep '^global_' "$OUT/env.txt" | tr '\n' ' ')"
+fi
 
 # ---- memory with many stored keys --------------------------------------------
 # The proxy restarted over a store holding KEYS keys (rows written as the SQLite

@@ -24,7 +24,7 @@ SCENARIOS = {
     "reject": "rejected: a well-formed unknown key, answered 401 by the server itself",
     "large": "100 KiB response body, API-key route",
 }
-ORDER = ["direct", "authmd", "nginx", "haproxy", "envoy"]
+ORDER = ["direct", "authmd", "authmd-global", "nginx", "haproxy", "envoy"]
 METRICS = [  # column, csv field, scale, format
     ("req/s", "rps", 1, "{:,.0f}"),
     ("p50 µs", "p50_us", 1, "{:,.0f}"),

@@ -656,12 +656,23 @@ fn rate_limits(md: &mut String, config: &Config) {
         md,
         "Requests count against the credential that sent them: the API key, the token's subject, the anonymous \
          identifier, or, with none of these, the client address.{}\n\n| Tier | Rate limits | Quota |\n|---|---|---|",
-        if config.lifecycle.store.is_shared() {
-            " Rate windows are counted by each instance of this server separately (requests spread over \
-             several instances may together pass more than one window allows); quotas are counted across all \
-             of them."
-        } else {
-            ""
+        match (&config.limits.global, config.lifecycle.store.is_shared()) {
+            (Some(global), shared) if global.quotas || shared => {
+                " Every window and quota is counted once across all instances of this server, however requests \
+                 are spread over them; `RateLimit-Remaining` is that shared count, as of at most a few requests \
+                 ago."
+            }
+            (Some(_), _) => {
+                " Every rate window is counted once across all instances of this server, however requests \
+                 are spread over them; `RateLimit-Remaining` is that shared count, as of at most a few requests \
+                 ago."
+            }
+            (None, true) => {
+                " Rate windows are counted by each instance of this server separately (requests spread over \
+                 several instances may together pass more than one window allows); quotas are counted across all \
+                 of them."
+            }
+            (None, false) => "",
         }
     );
     for tier in &limited {

@@ -685,3 +685,89 @@ fn lease_key(subject: u64, rates: &[Rate]) -> u64 {
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SEC: u64 = 1_000_000_000;
+
+    fn lease(rates: &[Rate]) -> Lease {
+        Lease {
+            rates: rates.into(),
+            ttl: 2 * SEC,
+            ..empty_lease()
+        }
+    }
+
+    fn answer(granted: i64, ahead_us: &[u64]) -> Answer {
+        let mut answer = Answer {
+            granted,
+            ..Answer::default()
+        };
+        answer.ahead_us[..ahead_us.len()].copy_from_slice(ahead_us);
+        answer
+    }
+
+    #[test]
+    fn a_lease_spends_what_redis_granted_beyond_the_first_until_it_expires() {
+        let minute = Rate::new(100, Duration::from_secs(60)).unwrap();
+        let lease = lease(&[minute]);
+        assert_eq!(lease.take(0), None, "an empty lease holds nothing");
+        // Redis granted 16 (the caller spends one): 84 are left in the fleet's
+        // window, whose TAT is 16 intervals of 600 ms ahead.
+        let held = lease.record(&answer(16, &[16 * 600_000]), 1, 10 * SEC);
+        assert_eq!(held, 15);
+        let windows = lease.windows(held, 10 * SEC);
+        let window = windows[0].unwrap();
+        assert_eq!((window.limit, window.remaining), (100, 84 + 15));
+        assert_eq!(lease.take(10 * SEC), Some(14));
+        assert!(!lease.wants_more(14));
+        for _ in 0..10 {
+            lease.take(10 * SEC).unwrap();
+        }
+        assert!(lease.wants_more(4), "below a quarter of the last grant");
+        // Past its expiry nothing more is spent: the rest goes back to Redis.
+        assert_eq!(lease.take(12 * SEC), None);
+        assert_eq!(lease.tokens.load(Ordering::Acquire), 4);
+    }
+
+    #[test]
+    fn a_refusal_is_remembered_until_the_window_gives_one_back() {
+        let minute = Rate::new(100, Duration::from_secs(60)).unwrap();
+        let lease = lease(&[minute]);
+        assert!(!lease.is_empty(0), "nothing known: ask");
+        // Redis refused: the TAT is 300 ms past what admits one more (99 intervals
+        // of 600 ms).
+        lease.record(&answer(0, &[59_700_000]), 1, 0);
+        assert_eq!(lease.tokens.load(Ordering::Acquire), 0);
+        assert!(lease.is_empty(0));
+        assert!(lease.is_empty(SEC / 4));
+        let refused = lease.windows(0, 0)[0].unwrap();
+        assert_eq!((refused.remaining, refused.reset_secs), (0, 1));
+        // 300 ms later one request is due again: ask Redis.
+        assert!(!lease.is_empty(300_000_000));
+    }
+
+    #[test]
+    fn the_lease_key_changes_with_the_limits() {
+        let a = Rate::new(100, Duration::from_secs(60)).unwrap();
+        let b = Rate::new(300, Duration::from_secs(60)).unwrap();
+        let c = Rate::new(100, Duration::from_secs(3600)).unwrap();
+        assert_eq!(lease_key(7, &[a]), lease_key(7, &[a]));
+        assert_ne!(lease_key(7, &[a]), lease_key(7, &[b]));
+        assert_ne!(lease_key(7, &[a]), lease_key(7, &[c]));
+        assert_ne!(lease_key(7, &[a]), lease_key(8, &[a]));
+        assert_ne!(lease_key(7, &[a]), lease_key(7, &[a, c]));
+    }
+
+    #[test]
+    fn what_a_replica_holds_counts_as_remaining_up_to_the_limit() {
+        let rate = Rate::new(10, Duration::from_secs(10)).unwrap();
+        let empty = rate.standing(20 * SEC, 0);
+        assert_eq!(empty.remaining, 0);
+        let held = with_held(empty, 3, &rate);
+        assert_eq!((held.remaining, held.next_in), (3, 0));
+        assert_eq!(with_held(rate.standing(0, 0), 5, &rate).remaining, 10);
+    }
+}

@@ -315,3 +315,49 @@ fn the_budget_buckets_stay_under_the_ceiling() {
     }
     assert!(limiter.tracked() <= 100, "{}", limiter.tracked());
 }
+
+#[tokio::test(start_paused = true)]
+async fn own_rates_divided_skipped_or_decided_elsewhere() {
+    let limits = LimitSet::new(
+        "free",
+        vec![parse_rate("30/min").unwrap()],
+        Some(parse_quota("100/day").unwrap()),
+    );
+    let limiter = Limiter::new(100);
+    let subject = Subject::named(b"key:a", &limits);
+    // A third of the fleet's limit, on this replica's own buckets.
+    let share = (0..40)
+        .take_while(|_| {
+            let verdict = limiter.check_with(&subject, 0, OwnRates::Local { divisor: 3 });
+            verdict.exceeded.is_none()
+        })
+        .count();
+    assert_eq!(share, 10);
+    let refused = limiter.check_with(&subject, 0, OwnRates::Local { divisor: 3 });
+    assert_eq!(
+        refused.windows[0].unwrap().limit,
+        10,
+        "the share is what the window says"
+    );
+    // Skipped: only the quota counts (10 taken so far).
+    let open = limiter.check_with(&subject, 0, OwnRates::Skipped);
+    assert_eq!(open.exceeded, None);
+    assert_eq!(open.windows[0], None);
+    assert_eq!(open.windows[MAX_WINDOWS].unwrap().remaining, 100 - 11);
+    // Decided elsewhere: the windows stand as given, and a refusal takes no quota.
+    let given = Window {
+        limit: 30,
+        window_secs: 60,
+        remaining: 0,
+        reset_secs: 2,
+    };
+    let mut windows = [None; MAX_WINDOWS + 1];
+    windows[0] = Some(given);
+    let refused = limiter.check_with(&subject, 0, OwnRates::Refused(windows));
+    assert_eq!(refused.exceeded, Some(Exceeded::Rate { retry_after: 2 }));
+    assert_eq!(refused.windows[MAX_WINDOWS].unwrap().remaining, 100 - 11);
+    let admitted = limiter.check_with(&subject, 0, OwnRates::Admitted(windows));
+    assert_eq!(admitted.exceeded, None);
+    assert_eq!(admitted.windows[0], Some(given));
+    assert_eq!(admitted.windows[MAX_WINDOWS].unwrap().remaining, 100 - 12);
+}

@@ -118,3 +118,45 @@ async fn three_replicas_in_exact_mode_admit_exactly_the_limit() {
         proxy.shutdown().await;
     }
 }
+
+/// `RateLimit-Remaining` on one replica counts what the others admitted: the
+/// fleet's window as Redis last answered, within what the replicas hold unspent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_headers_of_one_replica_count_what_the_others_admitted() {
+    let Some(url) = redis_url() else { return };
+    let proxies = fleet(&url, &unique_prefix("headers"), "").await;
+    let http = crate::support::client();
+    let remaining = |response: &reqwest::Response| -> u64 {
+        response.headers()["ratelimit-remaining"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    let get = |url: String| {
+        let http = http.clone();
+        async move {
+            http.get(url)
+                .header("X-Agent-Key", crate::support::WRITER_KEY)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for _ in 0..40 {
+        assert_eq!(get(proxies[0].url("/offers")).await.status(), 200);
+    }
+    let response = get(proxies[1].url("/offers")).await;
+    assert_eq!(response.status(), 200);
+    // 41 admitted so far; the first replica may hold up to a lease unspent, which
+    // the fleet's count already took.
+    let left = remaining(&response);
+    assert!(
+        (100 - 41 - 32..=100 - 41).contains(&left),
+        "the second replica says {left} are left after 41 requests"
+    );
+    assert_eq!(response.headers()["ratelimit-limit"], "100");
+    for proxy in proxies {
+        proxy.shutdown().await;
+    }
+}

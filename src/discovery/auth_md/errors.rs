@@ -22,6 +22,12 @@ pub(super) fn errors(md: &mut String, config: &Config, (rated, quota): (bool, bo
     for e in error_codes() {
         let applies = match e.code {
             "RATE_LIMIT_EXCEEDED" => rated,
+            "RATE_LIMIT_UNAVAILABLE" => {
+                rated
+                    && config.limits.global.as_ref().is_some_and(|g| {
+                        g.on_unavailable == crate::limits::global::OnUnavailable::Closed
+                    })
+            }
             "ISSUER_JWKS_UNAVAILABLE" => issuers,
             "QUOTA_EXCEEDED" => quota && !pays,
             c if c.starts_with("PAYMENT_") => quota && pays,
