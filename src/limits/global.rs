@@ -348,15 +348,16 @@ impl Global {
     ) -> Verdict<'a> {
         let rates = rates_of(subject.limits);
         let key = lease_key(subject.key, rates);
-        // A subject met at capacity has no lease: it asks for one request at a time.
-        let lease = self
+        // A subject met at capacity has no lease to keep requests in: it asks for
+        // one at a time.
+        let own = self
             .leases
-            .with_own(key, || Arc::new(self.lease(subject.key, rates)), Arc::clone)
-            .unwrap_or_else(|| Arc::new(self.lease(subject.key, rates)));
-        let wanted = match self.settings.mode {
-            Mode::Lease => self.settings.max_lease,
-            Mode::Exact => 1,
+            .with_own(key, || Arc::new(self.lease(subject.key, rates)), Arc::clone);
+        let wanted = match (&own, self.settings.mode) {
+            (Some(_), Mode::Lease) => self.settings.max_lease,
+            (None, _) | (_, Mode::Exact) => 1,
         };
+        let lease = own.unwrap_or_else(|| Arc::new(self.lease(subject.key, rates)));
         let live = self.live.load(Ordering::Relaxed);
         let answer = self
             .call(Operation::Acquire, async |conn| {
