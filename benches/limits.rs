@@ -3,7 +3,8 @@
 //! same subject hammered from 2 and 4 threads at once (contended compare-and-swap
 //! on one bucket; on a 2-core machine 4 threads also oversubscribe), 50,000
 //! distinct subjects in turn (bucket map probes that miss the caches), and writing
-//! the `RateLimit` headers of a verdict.
+//! the `RateLimit` headers of a verdict; and the fleet-wide limiter far from its
+//! limit, against a real Redis.
 //!
 //! `cargo bench --bench limits`
 
@@ -11,6 +12,7 @@
     missing_docs,
     clippy::unwrap_used,
     clippy::expect_used,
+    clippy::print_stderr,
     reason = "benchmark setup: a failed step should stop the run loudly"
 )]
 #![allow(
@@ -21,12 +23,14 @@
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use authmd_proxy::credentials::{AnonymousId, Principal};
 use authmd_proxy::limits::gcra::Rate;
+use authmd_proxy::limits::global::{Global, GlobalSettings, Mode, OnUnavailable, Target};
 use authmd_proxy::limits::headers::{self, Styles};
 use authmd_proxy::limits::quota::{Period, Quota};
 use authmd_proxy::limits::{LimitSet, Limiter, Subject};
@@ -188,7 +192,72 @@ fn checks(c: &mut Criterion) {
         });
     }
 
+    global_lease(&mut group, &principal, &one);
+
     group.finish();
+}
+
+/// The fleet-wide limiter far from the limit, on the Redis of `AUTHMD_BENCH_REDIS_URL`
+/// (default `redis://127.0.0.1:6379`; skipped when none answers): a decision
+/// spends a request its replica holds, and every `max_lease` requests one asks
+/// Redis for more (in the background, or on the caller's thread when the lease
+/// ran dry), which the time per decision includes.
+fn global_lease(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    principal: &Principal,
+    limits: &LimitSet,
+) {
+    let url = std::env::var("AUTHMD_BENCH_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let _entered = runtime.enter();
+    let reachable = runtime.block_on(async {
+        let client = redis::Client::open(url.as_str()).ok()?;
+        let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .ok()
+    });
+    if reachable.is_none() {
+        eprintln!("limits/global_lease: no Redis answers at AUTHMD_BENCH_REDIS_URL: skipped");
+        return;
+    }
+    let settings = GlobalSettings {
+        target: Target {
+            urls: vec![url],
+            cluster: false,
+            ca_pem: None,
+        },
+        timeout: Duration::from_millis(200),
+        mode: Mode::Lease,
+        max_lease: 32,
+        lease_ttl: Duration::from_secs(2),
+        on_unavailable: OnUnavailable::Local,
+        breaker_failures: 3,
+        breaker_cooldown: Duration::from_secs(5),
+        heartbeat: Duration::from_secs(2),
+        key_prefix: format!("authmd-bench-{}", std::process::id()),
+        quotas: false,
+        quota_batch: Duration::from_secs(1),
+    };
+    let limiter = Arc::new(Limiter::new(CAPACITY));
+    let metrics = authmd_proxy::metrics::Metrics::new().unwrap();
+    let (global, _tasks) = Global::start(settings, limiter.clone(), &metrics, CAPACITY).unwrap();
+    let subject = principal.subject(ADDRESS, limits);
+    let decide = || match global.check_local(&limiter, &subject, NOW) {
+        Some(verdict) => verdict,
+        None => runtime.block_on(global.check_remote(&limiter, &subject, NOW)),
+    };
+    assert!(decide().exceeded.is_none());
+    group.bench_function("global_lease_far_from_limit", |b| {
+        b.iter(|| black_box(decide()))
+    });
+    assert!(decide().exceeded.is_none());
 }
 
 criterion_group! {

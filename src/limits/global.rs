@@ -304,11 +304,12 @@ impl Global {
             return Some(limiter.check(subject, unix));
         }
         let now = self.clock.now();
-        if self.breaker.remaining(now) > 0 {
-            return Some(self.fallback(limiter, subject, unix, now));
-        }
+        // While the breaker is open, requests already held are still spent (Redis
+        // granted them), and only then does the fallback decide.
+        let asking = self.breaker.remaining(now) == 0;
+        let leasing = self.settings.mode == Mode::Lease;
         let key = lease_key(subject.key, rates);
-        let windows = self
+        let held = self
             .leases
             .with_own(
                 key,
@@ -316,12 +317,13 @@ impl Global {
                 |lease| {
                     let Some(left) = lease.take(now) else {
                         // Redis said a window is empty until a time not yet come:
-                        // refused here, without asking again.
-                        // (`mode: exact` asks every time.)
-                        let known = self.settings.mode == Mode::Lease && lease.is_empty(now);
+                        // refused here, without asking again (`mode: exact` asks
+                        // every time).
+                        let known = asking && leasing && lease.is_empty(now);
                         return known.then(|| (false, lease.windows(0, now)));
                     };
-                    if self.settings.mode == Mode::Lease
+                    if asking
+                        && leasing
                         && lease.wants_more(left)
                         && !lease.refilling.swap(true, Ordering::AcqRel)
                     {
@@ -330,13 +332,15 @@ impl Global {
                     Some((true, lease.windows(left, now)))
                 },
             )
-            .flatten()?;
-        let (admitted, windows) = windows;
-        Some(if admitted {
-            self.rest(limiter, subject, unix, key, windows)
-        } else {
-            limiter.check_with(subject, unix, OwnRates::Refused(windows))
-        })
+            .flatten();
+        match held {
+            Some((true, windows)) => Some(self.rest(limiter, subject, unix, key, windows)),
+            Some((false, windows)) => {
+                Some(limiter.check_with(subject, unix, OwnRates::Refused(windows)))
+            }
+            None if !asking => Some(self.fallback(limiter, subject, unix, now)),
+            None => None,
+        }
     }
 
     /// The verdict on `subject` after asking Redis (see [`Global::check_local`]).
@@ -350,9 +354,9 @@ impl Global {
         let key = lease_key(subject.key, rates);
         // A subject met at capacity has no lease to keep requests in: it asks for
         // one at a time.
-        let own = self
-            .leases
-            .with_own(key, || Arc::new(self.lease(subject.key, rates)), Arc::clone);
+        let own =
+            self.leases
+                .with_own(key, || Arc::new(self.lease(subject.key, rates)), Arc::clone);
         let wanted = match (&own, self.settings.mode) {
             (Some(_), Mode::Lease) => self.settings.max_lease,
             (None, _) | (_, Mode::Exact) => 1,
