@@ -19,6 +19,10 @@ pub fn redis_url() -> Option<String> {
     match std::env::var("AUTHMD_TEST_REDIS_URL") {
         Ok(url) if !url.is_empty() => Some(url),
         _ => {
+            assert!(
+                std::env::var_os("AUTHMD_REQUIRE_REDIS").is_none(),
+                "AUTHMD_REQUIRE_REDIS is set but AUTHMD_TEST_REDIS_URL is not"
+            );
             eprintln!(
                 "skipped: set AUTHMD_TEST_REDIS_URL (e.g. redis://127.0.0.1:6379) to run the fleet-wide limit tests"
             );
