@@ -23,7 +23,7 @@
 //! credentials, assertion, login  who the caller is: keys, tokens, ID-JAGs; people signed in
 //! tokens, proxy              access tokens and issuers' keys; forwarding upstream
 //! tier                       trust tiers
-//! limits                     rate buckets, quotas, x402 payments
+//! limits                     rate buckets, quotas, x402 payments; fleet-wide limits on Redis
 //! web                        server-rendered pages for people: layout, CSP, CSRF tokens
 //! http_client                the proxy's own outbound calls; public-only fetches
 //! clock, protocol, random, scope, body, metrics, tls, inject
@@ -42,7 +42,7 @@
 //!    CredentialRules::extract  conflicting creds      -> 400        │   │
 //!    ...::authenticate         bad key / token        -> 401 (503: issuer keys)
 //!    Route::authorize          resource, scope, tier  -> 401/403    │   ▼
-//!    Limiter::check            rate window, quota     -> 429 / 402  │ Responder
+//!    Limiter / Global check    rate window, quota     -> 429 / 402  │ Responder
 //!    x402 pay (over quota)     no / bad payment       -> 402/400/503│ (JSON envelope,
 //!    Upstream::forward         refused / slow         -> 502/504    │  WWW-Authenticate)
 //!    x402 settle               not settled            -> 402/503 ───┘
@@ -79,7 +79,7 @@
 //!   (RFC 7009) and the authorization endpoint.
 //! - [`discovery`]: the well-known documents and auth.md, rendered once per config.
 //! - [`limits`]: lock-free GCRA rate limits, quotas, and x402 payments for used-up
-//!   quotas.
+//!   quotas; with `limits.global`, one limit for the whole fleet, leased from Redis.
 //! - [`metrics`]: the Prometheus registry and what the request path records.
 //! - [`reload`]: config hot reload (content-hash polling and SIGHUP).
 //! - [`tls`]: HTTPS on the listener (certificates reloaded in place) and to the
