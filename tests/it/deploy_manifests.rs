@@ -10,7 +10,12 @@
 //!   with exactly the environment its container gets from the Deployment and the
 //!   rendered Secret, and the wiring agrees (ports, probes, Service, NetworkPolicy,
 //!   monitors, termination grace period);
-//! - the hand-written sidecar has the shape `authmd-proxy inject` writes.
+//! - the hand-written sidecar has the shape `authmd-proxy inject` writes;
+//! - the optional Redis component (`components/redis`), turned on in the sidecar
+//!   exactly as its comments say (two commented blocks uncommented, in a copy),
+//!   renders and validates like the rest, hands the proxy a `REDIS_URL` that names
+//!   its Service with its password, lets only the proxy's pods in, and keeps Valkey
+//!   in memory, non-root and read-only; its start refuses the placeholder password.
 //!
 //! A missing tool skips its test with a message, unless its environment variable is
 //! set (as CI does): then a tool that does not run fails the test.
@@ -32,6 +37,7 @@ use serde::Deserialize as _;
 use serde_json::{Value, json};
 
 use crate::support;
+use crate::support::commented::uncomment;
 
 const BIN: &str = env!("CARGO_BIN_EXE_authmd-proxy");
 const KUSTOMIZE_ENV: &str = "AUTHMD_KUSTOMIZE";
@@ -156,7 +162,12 @@ fn referenced_by(dir: &Path) -> Vec<PathBuf> {
 fn every_manifest_is_used_by_a_kustomization() {
     let dirs = kustomization_dirs();
     let names: Vec<String> = dirs.iter().map(|d| relative(d)).collect();
-    for expected in ["sidecar", "monitoring", "monitoring/servicemonitor"] {
+    for expected in [
+        "sidecar",
+        "monitoring",
+        "monitoring/servicemonitor",
+        "components/redis",
+    ] {
         assert!(names.iter().any(|n| n == expected), "{names:?}");
     }
     let used: BTreeSet<PathBuf> = dirs.iter().flat_map(|d| referenced_by(d)).collect();
@@ -215,35 +226,74 @@ struct Rendered {
     objects: Vec<Value>,
 }
 
+/// The name under which [`render_all`] returns the sidecar with Redis turned on.
+const WITH_REDIS: &str = "sidecar+redis";
+
+/// Every kustomization's output, and the sidecar's with the Redis component turned
+/// on ([`WITH_REDIS`]).
 fn render_all(kustomize: &[String]) -> Vec<Rendered> {
-    kustomization_dirs()
+    let mut rendered: Vec<Rendered> = kustomization_dirs()
         .into_iter()
-        .map(|dir| {
-            let out = Command::new(&kustomize[0])
-                .args(&kustomize[1..])
-                .arg(&dir)
-                .output()
-                .unwrap();
-            let name = relative(&dir);
-            assert!(
-                out.status.success(),
-                "{} {name}: {}",
-                kustomize.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let text = String::from_utf8(out.stdout).unwrap();
-            let objects: Vec<Value> = serde_norway::Deserializer::from_str(&text)
-                .map(|doc| Value::deserialize(doc).unwrap())
-                .filter(|v| !v.is_null())
-                .collect();
-            assert!(!objects.is_empty(), "{name} renders nothing");
-            Rendered {
-                dir: name,
-                text,
-                objects,
-            }
-        })
-        .collect()
+        .map(|dir| render(kustomize, &dir, relative(&dir)))
+        .collect();
+    rendered.push(render_with_redis(kustomize));
+    rendered
+}
+
+fn render(kustomize: &[String], dir: &Path, name: String) -> Rendered {
+    let out = Command::new(&kustomize[0])
+        .args(&kustomize[1..])
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{} {name}: {}",
+        kustomize.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    let objects: Vec<Value> = serde_norway::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).unwrap())
+        .filter(|v| !v.is_null())
+        .collect();
+    assert!(!objects.is_empty(), "{name} renders nothing");
+    Rendered {
+        dir: name,
+        text,
+        objects,
+    }
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let path = entry.unwrap().path();
+        let target = to.join(path.file_name().unwrap());
+        if path.is_dir() {
+            copy_dir(&path, &target);
+        } else {
+            std::fs::copy(&path, &target).unwrap();
+        }
+    }
+}
+
+/// The sidecar with the Redis component on, as `components/redis` tells a reader
+/// to turn it on: in a copy of `deploy/kubernetes`, the commented `components:` of
+/// the sidecar's kustomization and `limits.global` of its config uncommented.
+fn render_with_redis(kustomize: &[String]) -> Rendered {
+    let temp = tempfile::tempdir().unwrap();
+    copy_dir(&deploy_dir(), temp.path());
+    let sidecar = temp.path().join("sidecar");
+    for (file, block) in [
+        ("kustomization.yaml", "components"),
+        ("config.yaml", "global"),
+    ] {
+        let path = sidecar.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, uncomment(&text, block)).unwrap();
+    }
+    render(kustomize, &sidecar, WITH_REDIS.to_owned())
 }
 
 fn kind_of(object: &Value) -> String {
@@ -308,6 +358,24 @@ fn assert_expected_kinds(rendered: &[Rendered]) {
         (
             "monitoring/servicemonitor",
             &["Service", "ServiceMonitor"][..],
+        ),
+        (
+            "components/redis",
+            &["Deployment", "NetworkPolicy", "Secret", "Service"][..],
+        ),
+        (
+            WITH_REDIS,
+            &[
+                "ConfigMap",
+                "Deployment",
+                "Deployment",
+                "NetworkPolicy",
+                "NetworkPolicy",
+                "Secret",
+                "Secret",
+                "Service",
+                "Service",
+            ][..],
         ),
     ] {
         assert_eq!(kinds(find(rendered, dir)), expected, "{dir}");
@@ -504,14 +572,47 @@ fn by_name<'a>(rendered: &'a Rendered, kind: &str, name: &str) -> &'a Value {
         .unwrap_or_else(|| panic!("{}: no {kind} {name}", rendered.dir))
 }
 
-/// The environment a container gets from its `env` (literals and Secret or
-/// ConfigMap keys, looked up in the rendered objects).
+/// `value` as the kubelet expands it: `$(NAME)` of a variable defined earlier in
+/// `env` becomes its value, `$$` is one `$`, anything else stays as written.
+fn expand(value: &str, env: &BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(value.len());
+    let mut rest = value;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+            continue;
+        }
+        let reference = after
+            .strip_prefix('(')
+            .and_then(|inner| inner.split_once(')'))
+            .and_then(|(name, tail)| env.get(name).map(|value| (value, tail)));
+        match reference {
+            Some((value, tail)) => {
+                out.push_str(value);
+                rest = tail;
+            }
+            None => {
+                out.push('$');
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The environment a container gets from its `env` (literals, with `$(NAME)`
+/// expanded as the kubelet does, and Secret or ConfigMap keys, looked up in the
+/// rendered objects).
 fn container_env(rendered: &Rendered, container: &Value) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
     for var in container["env"].as_array().into_iter().flatten() {
         let name = var["name"].as_str().unwrap().to_owned();
         let value = if let Some(value) = var["value"].as_str() {
-            value.to_owned()
+            expand(value, &env)
         } else if let Some(r) = var["valueFrom"].get("secretKeyRef") {
             let secret = by_name(rendered, "Secret", r["name"].as_str().unwrap());
             entry(secret, r["key"].as_str().unwrap())
@@ -563,6 +664,28 @@ fn check(config: &str, env: &BTreeMap<String, String>, signing: &[String]) {
 fn selects(selector: &Value, labels: &Value) -> bool {
     let wanted = selector["matchLabels"].as_object().unwrap();
     !wanted.is_empty() && wanted.iter().all(|(k, v)| labels[k] == *v)
+}
+
+/// The one `kind` (a Service or a NetworkPolicy) of `rendered` that selects pods
+/// labelled `labels`.
+fn selecting<'a>(rendered: &'a Rendered, kind: &str, labels: &Value) -> &'a Value {
+    let selector = |o: &Value| match kind {
+        "Service" => json!({"matchLabels": o["spec"]["selector"]}),
+        _ => o["spec"]["podSelector"].clone(),
+    };
+    let matching: Vec<&Value> = rendered
+        .objects
+        .iter()
+        .filter(|o| kind_of(o) == kind && selects(&selector(o), labels))
+        .collect();
+    assert_eq!(
+        matching.len(),
+        1,
+        "{}: {} {kind}s select {labels}",
+        rendered.dir,
+        matching.len()
+    );
+    matching[0]
 }
 
 #[test]
@@ -677,11 +800,7 @@ fn the_sidecar_config_passes_check_with_its_container_environment_and_the_wiring
 
             // The Service reaches the proxy, never the admin port.
             let labels = &workload["spec"]["template"]["metadata"]["labels"];
-            let service = object(r, "Service");
-            assert!(selects(
-                &json!({"matchLabels": service["spec"]["selector"]}),
-                labels
-            ));
+            let service = selecting(r, "Service", labels);
             let targets: Vec<u64> = service["spec"]["ports"]
                 .as_array()
                 .unwrap()
@@ -692,8 +811,7 @@ fn the_sidecar_config_passes_check_with_its_container_environment_and_the_wiring
 
             // The NetworkPolicy: the proxy's port from anywhere, the admin port from
             // one namespace only, and nothing else in.
-            let policy = object(r, "NetworkPolicy");
-            assert!(selects(&policy["spec"]["podSelector"], labels));
+            let policy = selecting(r, "NetworkPolicy", labels);
             let ingress = policy["spec"]["ingress"].as_array().unwrap();
             let open: Vec<(u64, bool)> = ingress
                 .iter()
@@ -709,7 +827,10 @@ fn the_sidecar_config_passes_check_with_its_container_environment_and_the_wiring
             assert_eq!(open, [(listen, false), (admin, true)]);
         }
     }
-    assert_eq!(checked, 1, "the sidecar's Deployment");
+    assert_eq!(
+        checked, 2,
+        "the sidecar's Deployment, without and with Redis"
+    );
 
     // The monitors scrape the admin port.
     let sidecar = find(&rendered, "sidecar");
@@ -733,6 +854,221 @@ fn the_sidecar_config_passes_check_with_its_container_environment_and_the_wiring
         &service["metadata"]["labels"]
     ));
     assert_eq!(monitor["spec"]["endpoints"][0]["port"], port["name"]);
+}
+
+/// Bytes of a Kubernetes quantity (`128Mi`) or a Redis size (`64mb`).
+fn bytes(size: &str) -> u64 {
+    let at = size
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(size.len());
+    let (number, unit) = size.split_at(at);
+    let unit = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "ki" | "kb" => 1 << 10,
+        "mi" | "mb" => 1 << 20,
+        "gi" | "gb" => 1 << 30,
+        other => panic!("unit {other} of {size}"),
+    };
+    number.parse::<u64>().unwrap() * unit
+}
+
+/// Runs Valkey's start (the container's command and args) with `password`, a
+/// stand-in `valkey-server` that prints each argument it gets in brackets, and
+/// nothing else in the environment: whether it succeeded, stdout and stderr.
+fn start_valkey(server: &Value, password: &str) -> (bool, String, String) {
+    let stand_in = tempfile::tempdir().unwrap();
+    let program = stand_in.path().join("valkey-server");
+    std::fs::write(
+        &program,
+        "#!/bin/sh\nfor a in \"$@\"; do printf '[%s]\\n' \"$a\"; done\n",
+    )
+    .unwrap();
+    let mut permissions = std::fs::metadata(&program).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut permissions, 0o755);
+    std::fs::set_permissions(&program, permissions).unwrap();
+    let words: Vec<&str> = server["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(server["args"].as_array().unwrap())
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    let out = Command::new(words[0])
+        .args(&words[1..])
+        .env_clear()
+        .env(
+            "PATH",
+            format!("{}:/usr/bin:/bin", stand_in.path().display()),
+        )
+        .env("AUTHMD_REDIS_PASSWORD", password)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn the_redis_component_hands_the_proxy_its_url_and_lets_only_the_proxy_in() {
+    let Some(kustomize) = kustomize() else {
+        return;
+    };
+    let rendered = render_all(&kustomize);
+    assert_expected_kinds(&rendered);
+
+    // Without the component: no Redis, no REDIS_URL, no `limits.global`.
+    let plain = find(&rendered, "sidecar");
+    let plain_proxy = container(
+        &object(plain, "Deployment")["spec"]["template"]["spec"],
+        SIDECAR,
+    );
+    assert!(!container_env(plain, plain_proxy).contains_key("REDIS_URL"));
+    let plain_config: Value =
+        serde_norway::from_str(&entry(object(plain, "ConfigMap"), "config.yaml")).unwrap();
+    assert!(plain_config["limits"].get("global").is_none());
+
+    let r = find(&rendered, WITH_REDIS);
+    let api = &by_name(r, "Deployment", "api")["spec"]["template"];
+    let api_labels = &api["metadata"]["labels"];
+    let proxy = container(&api["spec"], SIDECAR);
+    let valkey = by_name(r, "Deployment", "authmd-redis");
+    let pod = &valkey["spec"]["template"];
+    let valkey_labels = &pod["metadata"]["labels"];
+    let server = container(&pod["spec"], "redis");
+    let port = port_number(server, "redis");
+
+    // The proxy's config reads the URL the component sets; quotas stay in the store
+    // (this Valkey forgets everything when it restarts).
+    let config: Value =
+        serde_norway::from_str(&entry(object(r, "ConfigMap"), "config.yaml")).unwrap();
+    let global = &config["limits"]["global"];
+    assert_eq!(global["url"], "${REDIS_URL}");
+    assert!(global.get("quotas").is_none_or(|q| q == false), "{global}");
+
+    // The URL names the Service, its port, and the password Valkey starts with.
+    let service = selecting(r, "Service", valkey_labels);
+    assert_eq!(name_of(service), "authmd-redis");
+    assert!(!selects(
+        &json!({"matchLabels": service["spec"]["selector"]}),
+        api_labels
+    ));
+    let service_port = &service["spec"]["ports"][0];
+    assert_eq!(service_port["targetPort"], port);
+    let server_env = container_env(r, server);
+    let password = &server_env["AUTHMD_REDIS_PASSWORD"];
+    assert_eq!(
+        container_env(r, proxy)["REDIS_URL"],
+        format!(
+            "redis://:{password}@{}:{}/0",
+            name_of(service),
+            service_port["port"]
+        )
+    );
+
+    // Only the proxy's pods reach Valkey, and Valkey reaches nothing.
+    let policy = selecting(r, "NetworkPolicy", valkey_labels);
+    assert_eq!(policy["spec"]["policyTypes"], json!(["Ingress", "Egress"]));
+    assert_eq!(policy["spec"]["egress"], json!([]));
+    let ingress = policy["spec"]["ingress"].as_array().unwrap();
+    assert_eq!(ingress.len(), 1, "{ingress:?}");
+    let from = ingress[0]["from"].as_array().unwrap();
+    assert_eq!(from.len(), 1, "{from:?}");
+    assert_eq!(
+        from[0].as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["podSelector"],
+        "this namespace's pods only"
+    );
+    assert!(selects(&from[0]["podSelector"], api_labels));
+    assert!(!selects(&from[0]["podSelector"], valkey_labels));
+    assert!(!selects(
+        &from[0]["podSelector"],
+        &by_name(plain, "Deployment", "api")["spec"]["template"]["metadata"]["labels"]
+    ));
+    assert_eq!(
+        ingress[0]["ports"],
+        json!([{"port": port, "protocol": "TCP"}])
+    );
+    // The proxy's own policy lets it out to Valkey.
+    let egress = selecting(r, "NetworkPolicy", api_labels)["spec"]["egress"]
+        .as_array()
+        .unwrap();
+    assert!(
+        egress.iter().any(|rule| {
+            rule["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|t| selects(&t["podSelector"], valkey_labels)))
+                && rule["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["port"] == port)
+        }),
+        "{egress:?}"
+    );
+
+    // Valkey: one, replaced rather than rolled, in memory only, non-root,
+    // read-only, bounded.
+    assert_eq!(valkey["spec"]["replicas"], 1);
+    assert_eq!(valkey["spec"]["strategy"]["type"], "Recreate");
+    for volume in pod["spec"]["volumes"].as_array().into_iter().flatten() {
+        assert!(volume.get("emptyDir").is_some(), "{volume}");
+    }
+    assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true);
+    assert_eq!(
+        pod["spec"]["securityContext"]["seccompProfile"]["type"],
+        "RuntimeDefault"
+    );
+    assert_eq!(pod["spec"]["automountServiceAccountToken"], false);
+    let security = &server["securityContext"];
+    assert_eq!(security["readOnlyRootFilesystem"], true);
+    assert_eq!(security["allowPrivilegeEscalation"], false);
+    assert_eq!(security["capabilities"]["drop"], json!(["ALL"]));
+    let limit = bytes(server["resources"]["limits"]["memory"].as_str().unwrap());
+    let script = server["args"][0].as_str().unwrap();
+    // The kubelet would expand a `$(...)` in the script before the shell sees it.
+    assert!(!script.contains("$("), "{script}");
+
+    // The start refuses the placeholder, and anything that is not a long password
+    // of letters and digits (it goes into the URL unescaped)...
+    let placeholder = password;
+    for refused in [
+        placeholder.as_str(),
+        "",
+        &"a".repeat(31),
+        &format!("{}-", "a".repeat(40)),
+        &format!("{}@x", "a".repeat(40)),
+    ] {
+        let (ok, stdout, stderr) = start_valkey(server, refused);
+        assert!(!ok && stdout.is_empty(), "{refused:?} started: {stdout}");
+        assert!(stderr.contains("authmd-redis: "), "{refused:?}: {stderr}");
+    }
+    // ... and runs the server with a good one, in memory only, under the limit.
+    let good = "0123456789abcdef".repeat(4);
+    let (ok, stdout, stderr) = start_valkey(server, &good);
+    assert!(ok, "{stderr}");
+    let args: Vec<&str> = stdout
+        .lines()
+        .map(|l| l.strip_prefix('[').unwrap().strip_suffix(']').unwrap())
+        .collect();
+    let after = |flag: &str| {
+        let at = args
+            .iter()
+            .position(|a| *a == flag)
+            .unwrap_or_else(|| panic!("no {flag} in {args:?}"));
+        args[at + 1]
+    };
+    assert_eq!(after("--port"), port.to_string());
+    assert_eq!(after("--save"), "", "no snapshots");
+    assert_eq!(after("--appendonly"), "no");
+    assert_eq!(after("--requirepass"), good);
+    assert_eq!(after("--maxmemory-policy"), "volatile-ttl");
+    let maxmemory = bytes(after("--maxmemory"));
+    assert!(
+        maxmemory > 0 && maxmemory <= limit * 3 / 4,
+        "--maxmemory {maxmemory} leaves too little of the {limit} byte limit"
+    );
 }
 
 #[test]

@@ -25,6 +25,7 @@ mod config_errors;
 mod deploy_manifests;
 mod discovery;
 mod durability;
+mod example_global;
 mod faults;
 mod faults_dependencies;
 mod forward;

@@ -11,6 +11,7 @@
     reason = "test support: a failed setup step should fail the test loudly"
 )]
 
+pub mod commented;
 pub mod document_host;
 pub mod github_api;
 pub mod kube;
