@@ -30,6 +30,7 @@ mod faults;
 mod faults_dependencies;
 mod forward;
 mod global_limits;
+mod global_limits_backends;
 mod hostile_http;
 mod identity;
 mod image;

@@ -18,6 +18,7 @@ pub mod kube;
 pub mod node;
 pub mod oidc_provider;
 pub mod private_postgres;
+pub mod private_redis;
 pub mod redis;
 pub mod relay;
 pub mod script;
