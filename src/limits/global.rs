@@ -39,7 +39,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use arc_swap::ArcSwapOption;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -210,7 +210,8 @@ fn with_held(standing: Standing, held: u32, rate: &Rate) -> Standing {
 #[derive(Debug)]
 pub struct Global {
     settings: GlobalSettings,
-    conn: ArcSwapOption<Connection>,
+    /// The connection: set at once for one server, once connected for a cluster.
+    conn: watch::Sender<Option<Arc<Connection>>>,
     scripts: Scripts,
     breaker: Breaker,
     leases: Bounded<Arc<Lease>>,
@@ -256,7 +257,7 @@ impl Global {
         let meter = Meter::new(metrics)?;
         meter.replicas(1);
         let global = Arc::new(Global {
-            conn: ArcSwapOption::new(conn),
+            conn: watch::Sender::new(conn),
             scripts: Scripts::default(),
             breaker,
             leases: Bounded::new(max_principals, 1, |_| Arc::new(empty_lease())),
@@ -475,15 +476,21 @@ impl Global {
             return None;
         }
         let started = Instant::now();
-        let result = match self.conn.load_full() {
-            None => Err(BackendError::NotConnected),
-            Some(conn) => {
-                let mut conn = Connection::clone(&conn);
-                match tokio::time::timeout(self.settings.timeout, f(&mut conn)).await {
-                    Ok(result) => result,
-                    Err(_) => Err(BackendError::Timeout(self.settings.timeout)),
-                }
-            }
+        let mut connected = self.conn.subscribe();
+        let call = async {
+            // A cluster still being connected is waited for, within the timeout.
+            let conn = match connected.wait_for(Option::is_some).await {
+                Ok(conn) => conn.clone(),
+                Err(_) => None,
+            };
+            let Some(conn) = conn else {
+                return Err(BackendError::NotConnected);
+            };
+            f(&mut Connection::clone(&conn)).await
+        };
+        let result = match tokio::time::timeout(self.settings.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(BackendError::Timeout(self.settings.timeout)),
         };
         let took = Some(started.elapsed());
         match result {
@@ -522,23 +529,25 @@ impl Global {
     /// Connects to the cluster, retrying until it answers.
     async fn connect_cluster(self: Arc<Self>) {
         let mut wait = Duration::from_millis(100);
-        loop {
-            match self
-                .settings
-                .target
-                .connect_cluster(self.settings.timeout)
-                .await
-            {
+        for attempt in 0u32.. {
+            let target = &self.settings.target;
+            match target.connect_cluster(self.settings.timeout).await {
                 Ok(conn) => {
-                    self.conn.store(Some(Arc::new(conn)));
+                    self.conn.send_replace(Some(Arc::new(conn)));
+                    if attempt > 0 {
+                        tracing::info!(attempt, "limits.global: connected to the redis cluster");
+                    }
                     return;
                 }
+                Err(error) if attempt == 0 => {
+                    tracing::warn!(%error, "limits.global: cannot connect to the redis cluster yet; retrying");
+                }
                 Err(error) => {
-                    tracing::warn!(%error, "limits.global: cannot connect to the redis cluster yet");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    tracing::debug!(%error, attempt, "limits.global: cannot connect to the redis cluster yet");
                 }
             }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(5));
         }
     }
 
