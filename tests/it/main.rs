@@ -29,6 +29,7 @@ mod faults;
 mod faults_dependencies;
 mod forward;
 mod global_limits;
+mod global_limits_faults;
 mod hostile_http;
 mod identity;
 mod image;
