@@ -475,6 +475,11 @@ impl Global {
             Some(conn) => {
                 let mut conn = Connection::clone(&conn);
                 match tokio::time::timeout(self.settings.timeout, f(&mut conn)).await {
+                    // The connection's own response timeout is the same as this
+                    // one and often fires first: a timeout all the same.
+                    Ok(Err(BackendError::Redis(error))) if error.is_timeout() => {
+                        Err(BackendError::Timeout(self.settings.timeout))
+                    }
                     Ok(result) => result,
                     Err(_) => Err(BackendError::Timeout(self.settings.timeout)),
                 }

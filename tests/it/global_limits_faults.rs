@@ -5,6 +5,10 @@
 //!   replica's share, `open` everything, `closed` answers 503
 //!   `RATE_LIMIT_UNAVAILABLE` with a `Retry-After`; after the restart the breaker
 //!   closes by itself and the limits are the fleet's again;
+//! - the shared Redis behind a relay that holds every chunk longer than the
+//!   timeout: the calls time out and are counted so, the breaker opens, requests
+//!   are answered by the fallback, and the limits are global again once Redis is
+//!   fast again;
 //! - `/readyz`, 200 all along, with a `degraded` note only while Redis is away;
 //! - `check` on broken `limits.global` settings, and a Redis password that never
 //!   shows in any output, log line or metric.
@@ -28,7 +32,8 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::support::redis::{PrivateRedis, config, metric, unique_prefix};
+use crate::support::redis::{PrivateRedis, config, metric, redis_url, unique_prefix};
+use crate::support::relay::Relay;
 use crate::support::{Binary, TestProxy, WRITER_KEY, assert_envelope, client, eventually};
 
 /// Longest any one request may take before the test calls it a hang.
@@ -171,10 +176,28 @@ async fn send(replica: &Replica, n: usize) -> HashMap<u16, usize> {
     seen
 }
 
+/// Sends `n` requests, in turn to each replica; counts the statuses, and the
+/// time it took.
+async fn round_robin(replicas: &[Replica], n: usize) -> (HashMap<u16, usize>, Duration) {
+    let started = Instant::now();
+    let mut seen = HashMap::new();
+    for replica in replicas.iter().cycle().take(n) {
+        *seen
+            .entry(replica.get().await.status().as_u16())
+            .or_insert(0) += 1;
+    }
+    (seen, started.elapsed())
+}
+
 /// What a replica's share of `30/min` (15/min, one every 4 s) gives back over
 /// `elapsed`.
 fn share_refilled(elapsed: Duration) -> usize {
     (elapsed.as_secs() / 4) as usize
+}
+
+/// What the fleet's `30/min` (one every 2 s) gives back over `elapsed`.
+fn fleet_refilled(elapsed: Duration) -> usize {
+    (elapsed.as_secs() / 2) as usize
 }
 
 /// Two replicas on a private Redis, which has been killed: the breaker is open
@@ -336,6 +359,117 @@ async fn redis_killed_closed_answers_503_with_retry_after_then_the_fleet_s_limit
         }
     }
     outage.end().await;
+}
+
+/// `redis://[auth@]host:port[/db]` split into the address a relay forwards to and
+/// the URL that goes through a relay on `port` instead; `None` for TLS, which a
+/// relay on another address would break.
+fn through_relay(url: &str) -> Option<(String, impl Fn(u16) -> String)> {
+    let rest = url.strip_prefix("redis://")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (auth, address) = authority
+        .rsplit_once('@')
+        .map_or(("", authority), |(u, a)| (u, a));
+    let auth = if auth.is_empty() {
+        String::new()
+    } else {
+        format!("{auth}@")
+    };
+    let path = path.to_owned();
+    let relayed = move |port: u16| format!("redis://{auth}127.0.0.1:{port}/{path}");
+    Some((address.to_owned(), relayed))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_slower_than_the_timeout_opens_the_breaker_and_the_fallback_answers() {
+    let Some(url) = redis_url() else { return };
+    let Some((address, relayed)) = through_relay(&url) else {
+        eprintln!("skipped: the slow-Redis test relays plain TCP; {url:?} is not `redis://`");
+        return;
+    };
+    let started = Instant::now();
+    let relay = Relay::start(&address).await;
+    // One request per lease: a call that timed out may still take its grant in
+    // Redis, and then it takes one, no more.
+    let yaml = fleet_config(
+        &relayed(relay.port),
+        &unique_prefix("slow"),
+        "    timeout: 50ms\n    max_lease: 1\n",
+    );
+    let replicas = fleet(&yaml, 2).await;
+    all_read(&replicas, LIVE, 2.0).await;
+    for replica in &replicas {
+        let response = replica.get().await;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["ratelimit-limit"], "30");
+    }
+
+    // Every chunk is held six times the timeout: each call times out.
+    relay.delay(Duration::from_millis(300));
+    let opened = eventually(WITHIN, || async {
+        replicas
+            .iter()
+            .all(|r| r.calls("", "timeout") >= 2.0 && r.metric(FALLBACK, &[]) == 1.0)
+    })
+    .await;
+    for replica in &replicas {
+        // A timeout is a timeout, not an error.
+        assert_eq!(
+            replica.calls("", "error"),
+            0.0,
+            "timeouts counted as errors"
+        );
+        assert_degraded(replica, "each replica enforces its share").await;
+        let answered = Instant::now();
+        let seen = send(replica, 10).await;
+        assert_eq!(
+            seen,
+            HashMap::from([(200, 10)]),
+            "the fallback answers: 10 of a share of 15"
+        );
+        eprintln!(
+            "10 requests answered by the fallback in {:?}",
+            answered.elapsed()
+        );
+        let refused = replica.get().await;
+        assert_eq!(refused.headers()["ratelimit-limit"], "15");
+    }
+    // The breaker holds calls back: they are skipped, not made.
+    eventually(WITHIN, || async {
+        replicas.iter().all(|r| r.calls("", "skipped") > 0.0)
+    })
+    .await;
+
+    relay.restore();
+    let recovered = all_read(&replicas, FALLBACK, 0.0).await;
+    for replica in &replicas {
+        assert_ready(replica).await;
+    }
+    // The limit is the fleet's again: 30 a minute across both replicas, less the 2
+    // admitted before the delay and the grants that calls timed out on.
+    let lost = replicas
+        .iter()
+        .map(|r| r.calls("acquire", "timeout") + r.calls("refill", "timeout"))
+        .sum::<f64>() as usize;
+    let (seen, elapsed) = round_robin(&replicas, 60).await;
+    let admitted = seen.get(&200).copied().unwrap_or(0);
+    let ceiling = 28 + fleet_refilled(started.elapsed());
+    let floor = 28usize.saturating_sub(lost);
+    assert!(
+        (floor..=ceiling).contains(&admitted),
+        "admitted {admitted} of the fleet's 28 left ({floor} to {ceiling}; {lost} grants lost to timeouts) in {elapsed:?}: {seen:?}"
+    );
+    assert!(
+        admitted > 2 * 5,
+        "more than the 5 left of each replica's share: the fleet's limit"
+    );
+    eprintln!(
+        "slow redis: breaker open {opened:?} after the delay, closed {recovered:?} after it ended; {lost} grants lost; {:?} in all",
+        started.elapsed()
+    );
+    for replica in replicas {
+        replica.shutdown().await;
+    }
 }
 
 /// A password in the Redis URLs below: it must never be printed.
