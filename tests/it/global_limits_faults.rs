@@ -10,6 +10,9 @@
 //!   are answered by the fallback, and the limits are global again once Redis is
 //!   fast again;
 //! - `/readyz`, 200 all along, with a `degraded` note only while Redis is away;
+//! - quotas counted in Redis by two replicas: the fleet admits the quota plus at
+//!   most one batch, then both refuse, and a replica started again gives no
+//!   used-up quota back;
 //! - `check` on broken `limits.global` settings, and a Redis password that never
 //!   shows in any output, log line or metric.
 //!
@@ -467,6 +470,93 @@ async fn redis_slower_than_the_timeout_opens_the_breaker_and_the_fallback_answer
         "slow redis: breaker open {opened:?} after the delay, closed {recovered:?} after it ended; {lost} grants lost; {:?} in all",
         started.elapsed()
     );
+    for replica in replicas {
+        replica.shutdown().await;
+    }
+}
+
+/// The fleet's quota usage that Redis holds under `prefix` (every counter).
+async fn counted(redis: &redis::aio::MultiplexedConnection, prefix: &str) -> i64 {
+    let mut redis = redis.clone();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{prefix}:q:*"))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut total = 0;
+    for key in keys {
+        let used: i64 = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        total += used;
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_in_redis_admit_the_fleet_s_quota_plus_at_most_one_batch() {
+    let Some(url) = redis_url() else { return };
+    let redis = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let prefix = unique_prefix("quota");
+    let yaml = config(&url, &prefix, "    quotas: true\n    quota_batch: 50ms\n");
+    assert!(yaml.contains("    rate_limits: [100/min]\n"));
+    let yaml = yaml.replace("    rate_limits: [100/min]\n", "    quota: 10/day\n");
+    let mut replicas = fleet(&yaml, 2).await;
+    // In turn, one request to each replica, each admitted one counted in Redis (its
+    // batch flushed) before the next request: a replica knows the fleet's total as
+    // of its own last batch, so it lets through at most what the other admitted
+    // since, one request.
+    let mut admitted = 0;
+    let mut refused = [false; 2];
+    for _ in 0..20 {
+        for (i, replica) in replicas.iter().enumerate() {
+            let response = replica.get().await;
+            match response.status().as_u16() {
+                200 => {
+                    admitted += 1;
+                    eventually(WITHIN, || async {
+                        counted(&redis, &prefix).await == admitted
+                    })
+                    .await;
+                }
+                _ => {
+                    assert_eq!(response.headers()["ratelimit-remaining"], "0");
+                    assert_envelope(response, 402, "quota_exceeded", "QUOTA_EXCEEDED").await;
+                    refused[i] = true;
+                }
+            }
+        }
+        if refused == [true, true] {
+            break;
+        }
+    }
+    assert_eq!(refused, [true, true], "both replicas refuse in the end");
+    assert!(
+        (10..=11).contains(&admitted),
+        "the fleet admitted {admitted} on a quota of 10 (one batch of one request over it at most)"
+    );
+    for replica in &replicas {
+        assert_eq!(
+            replica.calls("quota", "error") + replica.calls("quota", "timeout"),
+            0.0
+        );
+        assert_eq!(replica.get().await.status(), 402, "still refused");
+    }
+    // A replica started again reads the total before its first request: it gives
+    // the used-up quota back to no one.
+    let restarted = replicas.remove(0);
+    restarted.shutdown().await;
+    replicas.push(Replica::start(&yaml).await);
+    let response = replicas[1].get().await;
+    assert_eq!(response.status(), 402, "the restart gave the quota back");
+    assert_eq!(counted(&redis, &prefix).await, admitted);
+    eprintln!("quotas in redis: the fleet admitted {admitted} on a quota of 10");
     for replica in replicas {
         replica.shutdown().await;
     }
