@@ -119,6 +119,13 @@ impl<V> Bounded<V> {
         Some(f(map.get_or_insert_with(key, make)))
     }
 
+    /// True while a subject first seen now would get a value of its own (not an
+    /// overflow slot).
+    #[must_use]
+    pub fn has_room(&self) -> bool {
+        self.map.len() < self.capacity
+    }
+
     /// Runs `f` on the subject's own value, if it has one.
     pub fn get<R>(&self, key: u64, f: impl FnOnce(&V) -> R) -> Option<R> {
         self.map.pin().get(&key).map(f)

@@ -29,7 +29,9 @@
 //! asking it for a while and `on_unavailable` decides; the replica count of the
 //! `local` fallback comes from heartbeats kept in Redis (the last count seen is
 //! used while it is down). Quotas may be counted in Redis too (`quotas: true`):
-//! each replica adds its usage every `quota_batch` and reads back the total.
+//! each replica reads a subject's total before admitting its first request (so a
+//! replica that just started gives no used-up quota back), adds its usage every
+//! `quota_batch` and reads back the total.
 
 pub mod backend;
 pub mod breaker;
@@ -300,11 +302,14 @@ impl Global {
         subject: &Subject<'a>,
         unix: i64,
     ) -> Option<Verdict<'a>> {
+        let now = self.clock.now();
+        if self.quota_unread(limiter, subject, unix, now) {
+            return None;
+        }
         let rates = rates_of(subject.limits);
         if rates.is_empty() {
             return Some(limiter.check(subject, unix));
         }
-        let now = self.clock.now();
         // While the breaker is open, requests already held are still spent (Redis
         // granted them), and only then does the fallback decide.
         let asking = self.breaker.remaining(now) == 0;
@@ -351,7 +356,17 @@ impl Global {
         subject: &Subject<'a>,
         unix: i64,
     ) -> Verdict<'a> {
+        if self.quota_unread(limiter, subject, unix, self.clock.now()) {
+            self.read_quota(limiter, subject, unix).await;
+            if let Some(verdict) = self.check_local(limiter, subject, unix) {
+                return verdict;
+            }
+        }
         let rates = rates_of(subject.limits);
+        if rates.is_empty() {
+            // The quota could not be read: this replica's count decides.
+            return limiter.check(subject, unix);
+        }
         let key = lease_key(subject.key, rates);
         // A subject met at capacity has no lease to keep requests in: it asks for
         // one at a time.
@@ -382,6 +397,51 @@ impl Global {
             return self.rest(limiter, subject, unix, key, windows);
         }
         limiter.check_with(subject, unix, OwnRates::Refused(windows))
+    }
+
+    /// True when `subject`'s quota is counted in Redis, this replica has not read
+    /// its total yet in this period, and Redis may be asked.
+    fn quota_unread(&self, limiter: &Limiter, subject: &Subject<'_>, unix: i64, now: u64) -> bool {
+        self.settings.quotas
+            && self.breaker.remaining(now) == 0
+            && subject
+                .limits
+                .quota
+                .as_ref()
+                .is_some_and(|quota| limiter.quotas().unknown(subject, quota, unix))
+    }
+
+    /// Reads the fleet's total of `subject`'s quota from Redis (adding nothing),
+    /// so that a replica that just started, or meets the subject for the first
+    /// time, does not admit what the others already used.
+    async fn read_quota(&self, limiter: &Limiter, subject: &Subject<'_>, unix: i64) {
+        let Some(quota) = &subject.limits.quota else {
+            return;
+        };
+        let period = super::quota::label(quota.period.word(unix));
+        let (key, expire_at) = self.quota_key(&subject.name(), &period, unix);
+        let total = self
+            .call(Operation::Quota, async |conn| {
+                self.scripts.quota(conn, &key, 0, expire_at).await
+            })
+            .await;
+        if let Some(total) = total {
+            limiter.quotas().learn(subject, quota, total, unix);
+        }
+    }
+
+    /// The Redis key of `name`'s quota counter in `period` (a store label), and
+    /// the unix time it expires at when written at `now`.
+    fn quota_key(&self, name: &str, period: &str, now: i64) -> (String, i64) {
+        // A day's counter lives two days, a month's 32: past its period only a
+        // late flush of it could still come.
+        let keep = if period.len() > 7 { 2 } else { 32 };
+        let key = format!(
+            "{}:q:{{{:016x}}}:{period}",
+            self.settings.key_prefix,
+            key_of_name(name),
+        );
+        (key, now + keep * 86_400)
     }
 
     /// The subject's other limits (the address budget, the quota), once the
@@ -489,6 +549,11 @@ impl Global {
             f(&mut Connection::clone(&conn)).await
         };
         let result = match tokio::time::timeout(self.settings.timeout, call).await {
+            // The connection's own response timeout is the same as this one and
+            // often fires first: a timeout all the same.
+            Ok(Err(BackendError::Redis(error))) if error.is_timeout() => {
+                Err(BackendError::Timeout(self.settings.timeout))
+            }
             Ok(result) => result,
             Err(_) => Err(BackendError::Timeout(self.settings.timeout)),
         };
@@ -639,20 +704,10 @@ impl Global {
         let quotas = limiter.quotas();
         let now = crate::clock::unix_now();
         for usage in quotas.pending() {
-            // A day's counter lives two days, a month's 32: past its period only a
-            // late flush of it could still come.
-            let keep = if usage.period.len() > 7 { 2 } else { 32 };
-            let key = format!(
-                "{}:q:{{{:016x}}}:{}",
-                self.settings.key_prefix,
-                key_of_name(&usage.name),
-                usage.period
-            );
+            let (key, expire_at) = self.quota_key(&usage.name, &usage.period, now);
             let total = self
                 .call(Operation::Quota, async |conn| {
-                    self.scripts
-                        .quota(conn, &key, usage.delta, now + keep * 86_400)
-                        .await
+                    self.scripts.quota(conn, &key, usage.delta, expire_at).await
                 })
                 .await;
             match total {

@@ -13,7 +13,7 @@
 //! A payment that buys several requests is credited as negative usage, so the same
 //! row carries it to every replica and across restarts.
 
-use std::sync::atomic::{AtomicI64, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 
 use super::buckets::Bounded;
 use super::{Subject, Window, key_of_name};
@@ -162,6 +162,9 @@ struct Counter {
     synced: AtomicI64,
     /// Requests admitted (less credits bought) here and not yet flushed.
     pending: AtomicI64,
+    /// `synced` holds a total the store gave for this period (a flush, or a read
+    /// with [`Quotas::learn`]), not just this replica's own count.
+    known: AtomicBool,
 }
 
 impl Counter {
@@ -171,6 +174,7 @@ impl Counter {
             period: AtomicU32::new(period),
             synced: AtomicI64::new(synced),
             pending: AtomicI64::new(0),
+            known: AtomicBool::new(false),
         }
     }
 
@@ -187,6 +191,7 @@ impl Counter {
             // dropped rather than charged to the new one.
             self.synced.store(0, Ordering::Release);
             self.pending.store(0, Ordering::Release);
+            self.known.store(false, Ordering::Release);
         }
     }
 
@@ -371,8 +376,48 @@ impl Quotas {
             if counter.period.load(Ordering::Acquire) == period {
                 counter.synced.store(total, Ordering::Release);
                 counter.pending.fetch_sub(usage.delta, Ordering::AcqRel);
+                counter.known.store(true, Ordering::Release);
             }
         });
+    }
+
+    /// True when `subject`'s counter has no total from the store for the period
+    /// of unix time `now` (its first request here, or the first of a period):
+    /// where the store is asked on the request path (quotas in Redis), it is read
+    /// with [`Quotas::learn`] before admitting, or a replica that just started
+    /// would give a used-up quota back. False for a subject past capacity, whose
+    /// shared overflow counter is never stored.
+    #[must_use]
+    pub fn unknown(&self, subject: &Subject<'_>, quota: &Quota, now: i64) -> bool {
+        let period = quota.period.word(now);
+        self.counters
+            .get(subject.key, |counter| {
+                counter.period.load(Ordering::Acquire) != period
+                    || !counter.known.load(Ordering::Acquire)
+            })
+            .unwrap_or_else(|| self.counters.has_room())
+    }
+
+    /// Takes in the fleet's total `used` by `subject` in the period of unix time
+    /// `now`, read from the store, unless a flush gave the counter a total since.
+    pub fn learn(&self, subject: &Subject<'_>, quota: &Quota, used: i64, now: i64) {
+        let period = quota.period.word(now);
+        self.with(
+            subject.key,
+            || subject.name(),
+            period,
+            |counter| {
+                if counter.name.is_empty() {
+                    return;
+                }
+                counter.roll(period);
+                if counter.period.load(Ordering::Acquire) == period
+                    && !counter.known.swap(true, Ordering::AcqRel)
+                {
+                    counter.synced.store(used, Ordering::Release);
+                }
+            },
+        );
     }
 
     /// Takes in a row of the store (another replica's flush, or a row loaded at
@@ -558,6 +603,51 @@ mod tests {
         assert_eq!(quotas.used("addr:192.0.2.1"), Some(10));
         quotas.absorb("key:abc", "2026-11-23", 5, NOW);
         assert_eq!(quotas.used("key:abc"), Some(5));
+    }
+
+    #[test]
+    fn a_counter_is_unknown_until_the_store_gives_it_a_total_for_the_period() {
+        let quotas = Quotas::new(1);
+        let quota = Quota {
+            limit: 3,
+            period: Period::Day,
+        };
+        let limits = LimitSet::default();
+        let who = subject(&limits);
+        // Never seen: unknown. The fleet has used 2 of 3: one more, then refused.
+        assert!(quotas.unknown(&who, &quota, NOW));
+        quotas.learn(&who, &quota, 2, NOW);
+        assert!(!quotas.unknown(&who, &quota, NOW));
+        assert!(matches!(
+            quotas.take(&who, &quota, NOW),
+            QuotaStanding::Admitted { remaining: 0, .. }
+        ));
+        assert!(matches!(
+            quotas.take(&who, &quota, NOW),
+            QuotaStanding::Exhausted { .. }
+        ));
+        // A second read is ignored: the counter knows its total already.
+        quotas.learn(&who, &quota, 0, NOW);
+        assert_eq!(quotas.used("addr:192.0.2.1"), Some(3));
+        // A new period must be read again.
+        assert!(quotas.unknown(&who, &quota, NOW + 86_400));
+        // A newcomer past capacity shares an overflow counter, never read.
+        let other = Subject::address("192.0.2.2".parse().unwrap(), &limits);
+        assert!(!quotas.unknown(&other, &quota, NOW));
+        quotas.learn(&other, &quota, 3, NOW);
+        assert_eq!(quotas.len(), 1);
+
+        // Taken before any read (Redis was away): unknown still, and the total
+        // read later adds to what is pending here.
+        let quotas = Quotas::new(10);
+        quotas.take(&who, &quota, NOW);
+        assert!(quotas.unknown(&who, &quota, NOW));
+        quotas.learn(&who, &quota, 1, NOW);
+        assert_eq!(quotas.used("addr:192.0.2.1"), Some(2));
+        let pending = quotas.pending();
+        quotas.flushed(&pending[0], 2);
+        assert_eq!(quotas.used("addr:192.0.2.1"), Some(2));
+        assert!(!quotas.unknown(&who, &quota, NOW));
     }
 
     #[test]

@@ -25,8 +25,11 @@ fn refilled(elapsed: Duration) -> usize {
     (elapsed.as_millis() / 600) as usize
 }
 
+/// Three proxies sharing `url`. A loaded test machine must not make a call miss
+/// its timeout (the fallback would then decide, and the count would not be the
+/// fleet's): the timeout is generous, and [`no_failed_calls`] checks it held.
 async fn fleet(url: &str, prefix: &str, extra: &str) -> Vec<TestProxy> {
-    let yaml = config(url, prefix, extra);
+    let yaml = config(url, prefix, &format!("    timeout: 5s\n{extra}"));
     let mut proxies = Vec::new();
     for _ in 0..3 {
         proxies.push(TestProxy::start(&yaml, None).await);
@@ -34,11 +37,23 @@ async fn fleet(url: &str, prefix: &str, extra: &str) -> Vec<TestProxy> {
     proxies
 }
 
+/// No call to Redis failed or timed out on any of `proxies`.
+fn no_failed_calls(proxies: &[TestProxy]) {
+    for proxy in proxies {
+        for outcome in ["error", "timeout", "skipped"] {
+            let label = format!("outcome=\"{outcome}\"");
+            let failed = metric(proxy, "authmd_ratelimit_backend_calls_total", &[&label]);
+            assert_eq!(failed, 0.0, "calls with {label}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_with_leases_admit_one_limit_with_few_round_trips() {
     let Some(url) = redis_url() else { return };
     let proxies = fleet(&url, &unique_prefix("lease"), "").await;
     let (seen, elapsed) = spread(&proxies, 1000).await;
+    no_failed_calls(&proxies);
     let admitted = seen.get(&200).copied().unwrap_or(0);
     let refused = seen.get(&429).copied().unwrap_or(0);
     assert_eq!(admitted + refused, 1000, "only 200s and 429s: {seen:?}");
@@ -92,6 +107,7 @@ async fn three_replicas_in_exact_mode_admit_exactly_the_limit() {
     let Some(url) = redis_url() else { return };
     let proxies = fleet(&url, &unique_prefix("exact"), "    mode: exact").await;
     let (seen, elapsed) = spread(&proxies, 1000).await;
+    no_failed_calls(&proxies);
     let admitted = seen.get(&200).copied().unwrap_or(0);
     assert_eq!(
         admitted + seen.get(&429).copied().unwrap_or(0),

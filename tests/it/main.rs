@@ -31,6 +31,7 @@ mod faults_dependencies;
 mod forward;
 mod global_limits;
 mod global_limits_backends;
+mod global_limits_faults;
 mod hostile_http;
 mod identity;
 mod image;

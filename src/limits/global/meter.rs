@@ -19,7 +19,8 @@ pub enum Operation {
     GiveBack,
     /// The replica count.
     Heartbeat,
-    /// A batch of quota usage.
+    /// A batch of quota usage, or the read of a subject's total before its first
+    /// request on this replica.
     Quota,
 }
 

@@ -122,3 +122,99 @@ pub async fn spread(proxies: &[TestProxy], total: usize) -> (HashMap<u16, usize>
     }
     (seen, started.elapsed())
 }
+
+/// A `redis-server` of one test's own, on a Unix socket in a directory of its
+/// own, that the test can kill (SIGKILL) and start again on the same socket.
+/// Killed when dropped, however the test ends.
+pub struct PrivateRedis {
+    binary: std::path::PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    /// Starts one, or `None` (having said why the test skips) when there is no
+    /// `redis-server`.
+    pub async fn start() -> Option<PrivateRedis> {
+        let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|path| path.is_file());
+        let Some(binary) = binary else {
+            eprintln!("skipped: no redis-server in /usr/bin or /usr/local/bin to kill and restart");
+            return None;
+        };
+        let mut redis = PrivateRedis {
+            binary,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        redis.restart().await;
+        Some(redis)
+    }
+
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
+    /// Its URL (`redis+unix://...`).
+    pub fn url(&self) -> String {
+        format!("redis+unix://{}", self.socket().display())
+    }
+
+    /// Kills it at once (SIGKILL: nothing is saved, clients see their connections
+    /// end) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Starts it (again) on the same socket, empty, and waits until it answers.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "redis-server is running");
+        let child = std::process::Command::new(&self.binary)
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
+            .args([
+                "--unixsocketperm",
+                "700",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let socket = self.socket();
+        super::eventually(Duration::from_secs(10), || ping(&socket)).await;
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// True when the Redis on `socket` answers `PING`.
+async fn ping(socket: &std::path::Path) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::UnixStream::connect(socket).await else {
+        return false;
+    };
+    if stream.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 7];
+    stream.read_exact(&mut answer).await.is_ok() && &answer == b"+PONG\r\n"
+}
