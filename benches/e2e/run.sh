@@ -132,6 +132,8 @@ if has "$TARGETS" authmd-global; then
     mkdir -p "$RUN/data-global"
     sed 's/^listen: 127.0.0.1:8090/listen: 127.0.0.1:8091/' "$HERE/authmd.yaml" >"$RUN/authmd-global.yaml"
     printf 'limits:\n  global:\n    url: %s\n    key_prefix: bench-%s\n' "$REDIS_URL" "$$" >>"$RUN/authmd-global.yaml"
+    # GLOBAL_MAX_LEASE=n: another lease size than the default.
+    [[ -n "${GLOBAL_MAX_LEASE:-}" ]] && printf '    max_lease: %s\n' "$GLOBAL_MAX_LEASE" >>"$RUN/authmd-global.yaml"
     start authmd-global 8091 "$PROXY" run --config "$RUN/authmd-global.yaml" --data-dir "$RUN/data-global" \
       --admin-listen 127.0.0.1:9092
   else say "no Redis answers at REDIS_URL (apt-get install -y redis-server): authmd-global skipped"; fi

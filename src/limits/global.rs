@@ -41,7 +41,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -133,8 +133,10 @@ struct Lease {
     ttl: u64,
     /// The last grant: the lease is topped up below a quarter of it.
     last_grant: AtomicU32,
-    /// A top-up is on its way.
+    /// A top-up (or a request's own ask) is on its way.
     refilling: AtomicBool,
+    /// Wakes the requests that wait for it.
+    answered: Notify,
     /// Each window's TAT on this replica's clock, as of Redis's last answer.
     tats: [AtomicU64; MAX_WINDOWS],
 }
@@ -159,9 +161,10 @@ impl Lease {
             .any(|(rate, tat)| rate.standing(tat.load(Ordering::Acquire), now).remaining == 0)
     }
 
-    /// True when `left` is low enough to ask for more.
+    /// True when `left` is low enough to ask for more: half the last grant, so
+    /// the top-up has the other half's time to arrive.
     fn wants_more(&self, left: u32) -> bool {
-        left <= self.last_grant.load(Ordering::Relaxed) / 4
+        left <= self.last_grant.load(Ordering::Relaxed) / 2
     }
 
     /// Takes in Redis's answer at `now`: the windows' standing, and the requests it
@@ -195,6 +198,17 @@ impl Lease {
             *slot = Some(Window::of_rate(rate, standing));
         }
         windows
+    }
+}
+
+/// The ask for a lease in flight: when it ends, answered or not (or dropped with
+/// its request), the lease may be asked for again and its waiters look at it.
+struct Asking<'l>(&'l Lease);
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        self.0.refilling.store(false, Ordering::Release);
+        self.0.answered.notify_waiters();
     }
 }
 
@@ -378,6 +392,23 @@ impl Global {
             (None, _) | (_, Mode::Exact) => 1,
         };
         let lease = own.unwrap_or_else(|| Arc::new(self.lease(subject.key, rates)));
+        let _asking = if wanted > 1 {
+            // One request at a time asks for this subject's lease; the others wait
+            // for its answer (or a top-up's), then spend from it.
+            let answered = lease.answered.notified();
+            if lease.refilling.swap(true, Ordering::AcqRel) {
+                // Past the timeout, ask too: that answer was not coming.
+                let _ = tokio::time::timeout(self.settings.timeout, answered).await;
+                if let Some(verdict) = self.check_local(limiter, subject, unix) {
+                    return verdict;
+                }
+                None
+            } else {
+                Some(Asking(&lease))
+            }
+        } else {
+            None
+        };
         let live = self.live.load(Ordering::Relaxed);
         let answer = self
             .call(Operation::Acquire, async |conn| {
@@ -503,6 +534,7 @@ impl Global {
             ttl: nanos(self.settings.lease_ttl.min(shortest / 10)).max(1_000_000),
             last_grant: AtomicU32::new(0),
             refilling: AtomicBool::new(false),
+            answered: Notify::new(),
             tats: Default::default(),
         }
     }
@@ -521,7 +553,7 @@ impl Global {
         if let Some(answer) = answer {
             lease.record(&answer, 0, self.clock.now());
         }
-        lease.refilling.store(false, Ordering::Release);
+        drop(Asking(&lease));
     }
 
     /// One call to Redis, within the timeout, through the breaker, metered. `None`
@@ -738,6 +770,7 @@ fn empty_lease() -> Lease {
         ttl: 0,
         last_grant: AtomicU32::new(0),
         refilling: AtomicBool::new(false),
+        answered: Notify::new(),
         tats: Default::default(),
     }
 }

@@ -176,3 +176,60 @@ async fn the_headers_of_one_replica_count_what_the_others_admitted() {
         proxy.shutdown().await;
     }
 }
+
+/// The lease script itself, on a real Redis: grants up to what was asked far
+/// from the limit, shares out what is left among twice the replicas, one at a
+/// time near the limit, none past it, and takes back what is given back.
+#[tokio::test]
+async fn the_lease_script_shrinks_its_grants_to_one_near_the_limit() {
+    use authmd_proxy::limits::gcra::Rate;
+    use authmd_proxy::limits::global::Target;
+    use authmd_proxy::limits::global::backend::Scripts;
+
+    let Some(url) = redis_url() else { return };
+    let target = Target {
+        urls: vec![url],
+        cluster: false,
+        ca_pem: None,
+    };
+    let mut conn = target.single(Duration::from_secs(5)).unwrap();
+    let scripts = Scripts::default();
+    let prefix = unique_prefix("script");
+    let keys = [format!("{prefix}:rl:{{0000000000000001}}:60000")];
+    let rate = [Rate::new(100, Duration::from_secs(60)).unwrap()];
+    let mut lease = async |n: i64, replicas: u32| {
+        scripts
+            .lease(&mut conn, &keys, &rate, n, replicas)
+            .await
+            .unwrap()
+            .granted
+    };
+    // Far from the limit one replica gets what it asks: 100 / (2 * 1) is more.
+    assert_eq!(lease(32, 1).await, 32);
+    // 68 left, three replicas: 68 / 6.
+    assert_eq!(lease(32, 3).await, 11);
+    let mut grants = Vec::new();
+    loop {
+        match lease(32, 3).await {
+            0 => break,
+            n => grants.push(n),
+        }
+    }
+    assert_eq!(grants.iter().sum::<i64>(), 100 - 43, "{grants:?}");
+    assert!(grants.windows(2).all(|w| w[0] >= w[1]), "{grants:?}");
+    assert_eq!(
+        grants.last(),
+        Some(&1),
+        "one at a time at the end: {grants:?}"
+    );
+    // Five given back are five to grant again, and no more.
+    assert_eq!(lease(-5, 3).await, -5);
+    let mut again = 0;
+    while lease(1, 3).await == 1 {
+        again += 1;
+    }
+    assert!(
+        (5..=6).contains(&again),
+        "{again} granted after 5 given back"
+    );
+}
