@@ -217,7 +217,7 @@ impl Loader {
                 Mode::Lease
             }
         };
-        let max_lease = raw.max_lease.unwrap_or(32);
+        let max_lease = raw.max_lease.unwrap_or(256);
         if !(1..=10_000).contains(&max_lease) {
             self.error(&join(AT, "max_lease"), "must be from 1 to 10000");
         }

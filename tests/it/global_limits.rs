@@ -64,7 +64,10 @@ async fn three_replicas_with_leases_admit_one_limit_with_few_round_trips() {
         admitted <= ceiling,
         "admitted {admitted} > {ceiling} in {elapsed:?}"
     );
-    assert!(admitted >= 100 - 3 * 32, "admitted only {admitted}");
+    // Short by what replicas still hold: each spends what it holds on its next
+    // request, and near the limit grants are single requests, so at the end a
+    // replica holds at most a top-up or two that came after its last request.
+    assert!(admitted >= 100 - 2 * 3, "admitted only {admitted}");
     let calls: f64 = proxies
         .iter()
         .map(|p| {
@@ -164,11 +167,12 @@ async fn the_headers_of_one_replica_count_what_the_others_admitted() {
     }
     let response = get(proxies[1].url("/offers")).await;
     assert_eq!(response.status(), 200);
-    // 41 admitted so far; the first replica may hold up to a lease unspent, which
-    // the fleet's count already took.
+    // 41 admitted so far; the first replica may hold unspent what its leases
+    // granted beyond them (at most half of what was left, 50, even counting itself
+    // alone), which the fleet's count already took.
     let left = remaining(&response);
     assert!(
-        (100 - 41 - 32..=100 - 41).contains(&left),
+        (100 - 41 - 50..=100 - 41).contains(&left),
         "the second replica says {left} are left after 41 requests"
     );
     assert_eq!(response.headers()["ratelimit-limit"], "100");
