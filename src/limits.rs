@@ -515,9 +515,12 @@ pub enum Exceeded {
     },
 }
 
+/// Where a request stands against each rate window, then the quota.
+pub type Windows = [Option<Window>; MAX_WINDOWS + 1];
+
 /// How [`Limiter::check_with`] takes a subject's own rate windows.
 #[derive(Debug, Clone, Copy)]
-pub enum OwnRates {
+pub enum OwnRates<'w> {
     /// From this replica's buckets, each window's limit divided by `divisor`
     /// (1 for the limit as configured; the replica count when a fleet-wide limit
     /// falls back to each replica's share).
@@ -527,9 +530,9 @@ pub enum OwnRates {
     },
     /// Already admitted elsewhere (the fleet-wide limiter); the windows stand as
     /// given.
-    Admitted([Option<Window>; MAX_WINDOWS + 1]),
+    Admitted(&'w Windows),
     /// Refused elsewhere (the fleet-wide limiter); the windows stand as given.
-    Refused([Option<Window>; MAX_WINDOWS + 1]),
+    Refused(&'w Windows),
     /// Not checked at all.
     Skipped,
 }
@@ -580,7 +583,7 @@ impl Limiter {
         &self,
         subject: &Subject<'a>,
         unix_now: i64,
-        own: OwnRates,
+        own: OwnRates<'_>,
     ) -> Verdict<'a> {
         let limits = subject.limits;
         let mut verdict = Verdict {
@@ -591,7 +594,6 @@ impl Limiter {
         if limits.is_unlimited() {
             return verdict;
         }
-        let now = self.clock.now();
         let own_rates = rates_of(limits);
         // A replica's share of a fleet-wide limit, computed on the stack (and only
         // then).
@@ -607,10 +609,17 @@ impl Limiter {
             }
             OwnRates::Local { .. } => own_rates,
             OwnRates::Admitted(windows) | OwnRates::Refused(windows) => {
-                verdict.windows = windows;
+                verdict.windows = *windows;
                 &[]
             }
             OwnRates::Skipped => &[],
+        };
+        // Read only when a bucket here is taken from: a decision made elsewhere,
+        // without an address budget, needs no clock.
+        let now = if rates.is_empty() && subject.shared.is_none() {
+            0
+        } else {
+            self.clock.now()
         };
         let refused = self
             .take_rates(subject.key, rates, now, &mut verdict.windows)

@@ -52,7 +52,9 @@ use meter::{Meter, Operation, Outcome};
 
 use super::buckets::{Bounded, MAX_WINDOWS};
 use super::gcra::{Clock, Rate, Standing};
-use super::{Exceeded, Limiter, OwnRates, Subject, Verdict, Window, key_of_name, rates_of};
+use super::{
+    Exceeded, Limiter, OwnRates, Subject, Verdict, Window, Windows, key_of_name, rates_of,
+};
 
 /// How often a replica asks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -189,15 +191,13 @@ impl Lease {
         self.tokens.load(Ordering::Acquire)
     }
 
-    /// The windows as the headers state them: the fleet's standing plus what this
-    /// replica holds (`held`).
-    fn windows(&self, held: u32, now: u64) -> [Option<Window>; MAX_WINDOWS + 1] {
-        let mut windows = [None; MAX_WINDOWS + 1];
+    /// Writes the windows as the headers state them: the fleet's standing plus
+    /// what this replica holds (`held`).
+    fn windows(&self, held: u32, now: u64, windows: &mut Windows) {
         for ((slot, rate), tat) in windows.iter_mut().zip(&*self.rates).zip(&self.tats) {
             let standing = with_held(rate.standing(tat.load(Ordering::Acquire), now), held, rate);
             *slot = Some(Window::of_rate(rate, standing));
         }
-        windows
     }
 }
 
@@ -329,6 +329,7 @@ impl Global {
         let asking = self.breaker.remaining(now) == 0;
         let leasing = self.settings.mode == Mode::Lease;
         let key = lease_key(subject.key, rates);
+        let mut windows = [None; MAX_WINDOWS + 1];
         let held = self
             .leases
             .with_own(
@@ -340,7 +341,10 @@ impl Global {
                         // refused here, without asking again (`mode: exact` asks
                         // every time).
                         let known = asking && leasing && lease.is_empty(now);
-                        return known.then(|| (false, lease.windows(0, now)));
+                        if known {
+                            lease.windows(0, now, &mut windows);
+                        }
+                        return known.then_some(false);
                     };
                     if asking
                         && leasing
@@ -349,15 +353,14 @@ impl Global {
                     {
                         tokio::spawn(self.clone().refill(lease.clone()));
                     }
-                    Some((true, lease.windows(left, now)))
+                    lease.windows(left, now, &mut windows);
+                    Some(true)
                 },
             )
             .flatten();
         match held {
-            Some((true, windows)) => Some(self.rest(limiter, subject, unix, key, windows)),
-            Some((false, windows)) => {
-                Some(limiter.check_with(subject, unix, OwnRates::Refused(windows)))
-            }
+            Some(true) => Some(self.rest(limiter, subject, unix, key, &windows)),
+            Some(false) => Some(limiter.check_with(subject, unix, OwnRates::Refused(&windows))),
             None if !asking => Some(self.fallback(limiter, subject, unix, now)),
             None => None,
         }
@@ -423,11 +426,12 @@ impl Global {
             return self.fallback(limiter, subject, unix, now);
         };
         let held = lease.record(&answer, 1, now);
-        let windows = lease.windows(held, now);
+        let mut windows = [None; MAX_WINDOWS + 1];
+        lease.windows(held, now, &mut windows);
         if answer.granted > 0 {
-            return self.rest(limiter, subject, unix, key, windows);
+            return self.rest(limiter, subject, unix, key, &windows);
         }
-        limiter.check_with(subject, unix, OwnRates::Refused(windows))
+        limiter.check_with(subject, unix, OwnRates::Refused(&windows))
     }
 
     /// True when `subject`'s quota is counted in Redis, this replica has not read
@@ -484,7 +488,7 @@ impl Global {
         subject: &Subject<'a>,
         unix: i64,
         key: u64,
-        windows: [Option<Window>; MAX_WINDOWS + 1],
+        windows: &Windows,
     ) -> Verdict<'a> {
         let verdict = limiter.check_with(subject, unix, OwnRates::Admitted(windows));
         if verdict.exceeded.is_some() {
@@ -820,7 +824,8 @@ mod tests {
         // window, whose TAT is 16 intervals of 600 ms ahead.
         let held = lease.record(&answer(16, &[16 * 600_000]), 1, 10 * SEC);
         assert_eq!(held, 15);
-        let windows = lease.windows(held, 10 * SEC);
+        let mut windows = [None; MAX_WINDOWS + 1];
+        lease.windows(held, 10 * SEC, &mut windows);
         let window = windows[0].unwrap();
         assert_eq!((window.limit, window.remaining), (100, 84 + 15));
         assert_eq!(lease.take(10 * SEC), Some(14));
@@ -845,7 +850,9 @@ mod tests {
         assert_eq!(lease.tokens.load(Ordering::Acquire), 0);
         assert!(lease.is_empty(0));
         assert!(lease.is_empty(SEC / 4));
-        let refused = lease.windows(0, 0)[0].unwrap();
+        let mut windows = [None; MAX_WINDOWS + 1];
+        lease.windows(0, 0, &mut windows);
+        let refused = windows[0].unwrap();
         assert_eq!((refused.remaining, refused.reset_secs), (0, 1));
         // 300 ms later one request is due again: ask Redis.
         assert!(!lease.is_empty(300_000_000));

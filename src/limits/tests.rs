@@ -353,10 +353,10 @@ async fn own_rates_divided_skipped_or_decided_elsewhere() {
     };
     let mut windows = [None; MAX_WINDOWS + 1];
     windows[0] = Some(given);
-    let refused = limiter.check_with(&subject, 0, OwnRates::Refused(windows));
+    let refused = limiter.check_with(&subject, 0, OwnRates::Refused(&windows));
     assert_eq!(refused.exceeded, Some(Exceeded::Rate { retry_after: 2 }));
     assert_eq!(refused.windows[MAX_WINDOWS].unwrap().remaining, 100 - 11);
-    let admitted = limiter.check_with(&subject, 0, OwnRates::Admitted(windows));
+    let admitted = limiter.check_with(&subject, 0, OwnRates::Admitted(&windows));
     assert_eq!(admitted.exceeded, None);
     assert_eq!(admitted.windows[0], Some(given));
     assert_eq!(admitted.windows[MAX_WINDOWS].unwrap().remaining, 100 - 12);
