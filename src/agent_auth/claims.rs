@@ -25,7 +25,7 @@ use hyper::body::Incoming;
 use maud::{Markup, html};
 
 use super::members::{JsonBody, Members, Names, Understood};
-use super::registration::{names_of, narrow, subject};
+use super::registration::{claim_hash, names_of, narrow, subject};
 use super::{AgentAuth, Answer, Failure, json, mint, note_ignored, parse_json, read_body, rfc3339};
 use crate::assertion::VerifiedAssertion;
 use crate::body::Body;
@@ -655,8 +655,4 @@ fn refusal_page(failure: &Failure) -> Response<Body> {
         "Not claimed"
     };
     web::error_page(status, title, &format!("Nothing was claimed: {message}."))
-}
-
-pub(super) fn claim_hash(token: &str) -> [u8; 32] {
-    *blake3::hash(token.as_bytes()).as_bytes()
 }

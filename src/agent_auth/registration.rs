@@ -17,7 +17,6 @@
 use http::{Method, Request, StatusCode};
 use hyper::body::Incoming;
 
-use super::claims::claim_hash;
 use super::keys::valid_name;
 use super::members::{JsonBody, Members, Names, Understood, invalid};
 use super::{
@@ -618,4 +617,10 @@ pub(super) fn subject(verified: &VerifiedAssertion) -> String {
             format!("{} {}", verified.issuer, verified.subject)
         }
     }
+}
+
+/// The stored form of a claim token: its BLAKE3 hash (the token itself is never
+/// kept).
+pub(super) fn claim_hash(token: &str) -> [u8; 32] {
+    *blake3::hash(token.as_bytes()).as_bytes()
 }

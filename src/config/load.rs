@@ -152,7 +152,7 @@ pub(super) struct Sections {
     pub(super) limits: raw::RawLimits,
     pub(super) payments: Option<raw::RawPayments>,
     pub(super) tls: Option<raw::RawTls>,
-    pub(super) login: Option<super::login::RawLogin>,
+    pub(super) login: Option<raw::RawLogin>,
 }
 
 impl Loader {

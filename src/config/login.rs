@@ -13,13 +13,14 @@
 use std::path::Path;
 use std::time::Duration;
 
-use serde::Deserialize;
-use serde_norway::Value;
 use zeroize::Zeroizing;
 
 use super::endpoints::Endpoints;
 use super::load::Loader;
 use super::locate::join;
+use super::raw::{
+    RawGithub, RawLogin, RawLoginTiers, RawOidc, RawProvider, RawStatic, RawTierRule, RawUser,
+};
 use super::values::{DAY, MINUTE};
 use crate::login::seal::decode_key;
 use crate::login::{
@@ -29,93 +30,6 @@ use crate::login::{
 };
 use crate::store::StoreSettings;
 use crate::tier::{TierId, Tiers};
-
-/// `login:` as written.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawLogin {
-    cookie_key: Option<String>,
-    cookie_key_file: Option<String>,
-    session_ttl: Option<String>,
-    #[serde(default)]
-    providers: Vec<Value>,
-    #[serde(default)]
-    tiers: RawLoginTiers,
-}
-
-/// `login.tiers:`.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawLoginTiers {
-    default: Option<String>,
-    #[serde(default)]
-    rules: Vec<Value>,
-}
-
-/// One tier rule: one condition and a tier.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawTierRule {
-    email_domain: Option<String>,
-    org: Option<String>,
-    team: Option<String>,
-    tier: String,
-}
-
-/// One provider, by its `kind`.
-#[derive(Debug, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-enum RawProvider {
-    Static(RawStatic),
-    Oidc(RawOidc),
-    Github(RawGithub),
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawStatic {
-    id: String,
-    display_name: Option<String>,
-    #[serde(default)]
-    allow_non_loopback: bool,
-    #[serde(default)]
-    users: Vec<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUser {
-    username: String,
-    password_hash: String,
-    email: Option<String>,
-    name: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawOidc {
-    id: String,
-    display_name: Option<String>,
-    issuer: String,
-    client_id: String,
-    client_secret: String,
-    scopes: Option<Vec<String>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawGithub {
-    id: String,
-    display_name: Option<String>,
-    client_id: String,
-    client_secret: String,
-    #[serde(default)]
-    orgs: Vec<String>,
-    #[serde(default)]
-    teams: Vec<String>,
-    web_url: Option<String>,
-    api_url: Option<String>,
-}
 
 /// What the `login` section is checked against.
 pub(super) struct LoginContext<'a> {

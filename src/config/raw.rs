@@ -524,3 +524,90 @@ pub(crate) struct RawClientRegistration {
     pub(crate) per_hour: Option<u32>,
     pub(crate) unused_ttl: Option<String>,
 }
+
+/// `login:` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLogin {
+    pub(crate) cookie_key: Option<String>,
+    pub(crate) cookie_key_file: Option<String>,
+    pub(crate) session_ttl: Option<String>,
+    #[serde(default)]
+    pub(crate) providers: Vec<serde_norway::Value>,
+    #[serde(default)]
+    pub(crate) tiers: RawLoginTiers,
+}
+
+/// `login.tiers:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLoginTiers {
+    pub(crate) default: Option<String>,
+    #[serde(default)]
+    pub(crate) rules: Vec<serde_norway::Value>,
+}
+
+/// One tier rule: one condition and a tier.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTierRule {
+    pub(crate) email_domain: Option<String>,
+    pub(crate) org: Option<String>,
+    pub(crate) team: Option<String>,
+    pub(crate) tier: String,
+}
+
+/// One provider, by its `kind`.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub(crate) enum RawProvider {
+    Static(RawStatic),
+    Oidc(RawOidc),
+    Github(RawGithub),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawStatic {
+    pub(crate) id: String,
+    pub(crate) display_name: Option<String>,
+    #[serde(default)]
+    pub(crate) allow_non_loopback: bool,
+    #[serde(default)]
+    pub(crate) users: Vec<serde_norway::Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUser {
+    pub(crate) username: String,
+    pub(crate) password_hash: String,
+    pub(crate) email: Option<String>,
+    pub(crate) name: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawOidc {
+    pub(crate) id: String,
+    pub(crate) display_name: Option<String>,
+    pub(crate) issuer: String,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    pub(crate) scopes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawGithub {
+    pub(crate) id: String,
+    pub(crate) display_name: Option<String>,
+    pub(crate) client_id: String,
+    pub(crate) client_secret: String,
+    #[serde(default)]
+    pub(crate) orgs: Vec<String>,
+    #[serde(default)]
+    pub(crate) teams: Vec<String>,
+    pub(crate) web_url: Option<String>,
+    pub(crate) api_url: Option<String>,
+}
