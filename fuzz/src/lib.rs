@@ -161,6 +161,7 @@ pub fn issue_writer(config: &Config, tokens: &Tokens, at: i64) -> String {
         tier: TierId(1),
         client_id: Some("example-writer"),
         family: None,
+        operator: None,
     };
     tokens.issue(&issue, at).expect("the harness signs").token
 }
@@ -224,6 +225,7 @@ impl Fixture {
                 tier: TierId(tier),
                 client_id: None,
                 family: None,
+                operator: None,
             };
             self.tokens.issue(&issue, at).expect("signs").token
         };
@@ -237,6 +239,7 @@ impl Fixture {
             jti: "at_fuzzseed".into(),
             client_id: Some("example-writer".into()),
             tier: "free".into(),
+            operator: None,
         };
         let good_claims = serde_json::to_value(claims(&origin, &origin)).expect("claims");
         let header = |alg: &str, typ: &str, kid: &str| json!({"alg": alg, "typ": typ, "kid": kid});
